@@ -1,0 +1,45 @@
+"""Load fairseq / OFA / IFSeg ``.pt`` files without ever executing code from them."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import zipfile
+from typing import Any, Dict
+
+import torch
+
+from ..errors import IFSegError
+
+#: The only non-tensor globals a fairseq checkpoint needs (its config Namespace).
+ALLOWED_GLOBALS = [argparse.Namespace]
+
+
+def load_pickled_checkpoint(path: str) -> Dict[str, Any]:
+    """``torch.load(weights_only=True)`` with ``argparse.Namespace`` allow-listed.
+
+    Anything else pickled in the file (classes, functions, ``__reduce__`` payloads) is refused
+    before it can run, with a one-line :class:`IFSegError`.
+    """
+    if not os.path.isfile(path):
+        raise IFSegError(f"checkpoint not found: {path}")
+    if os.path.getsize(path) == 0:
+        raise IFSegError(f"{path} is empty; download the checkpoint again")
+    try:
+        with torch.serialization.safe_globals(ALLOWED_GLOBALS):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "Unsupported global" in str(e) or "GLOBAL" in str(e) or "not an allowed" in str(e):
+            raise IFSegError(
+                f"refusing to load {path}: it pickles objects other than tensors and argparse.Namespace "
+                f"({first.split('Unsupported global:')[-1].strip()[:120]}); only trusted OFA/IFSeg checkpoints are accepted"
+            ) from None
+        raise IFSegError(f"{path} is not a readable PyTorch checkpoint ({first[:160]}); check the file") from None
+    except (zipfile.BadZipFile, EOFError, RuntimeError, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise IFSegError(f"{path} is truncated or not a PyTorch checkpoint ({msg[:160]}); download it again") from None
+    if not isinstance(obj, dict):
+        raise IFSegError(f"{path} does not hold a checkpoint dictionary (found {type(obj).__name__})")
+    return obj

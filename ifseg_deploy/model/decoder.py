@@ -1,0 +1,103 @@
+"""IFSeg's surrogate decoder: BOS + encoder image outputs, causal, one parallel pass over the grid."""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+from torch import Tensor, nn
+
+from ..config import ArchConfig
+from .encoder import abs_position_bias
+from .positions import grid_position_ids, grid_rel_index, resize_grid_vectors, resize_pair_bias
+from .transformer import MASK_VALUE, TransformerLayer
+
+
+def seg_rel_index(grid: int, device=None) -> Tensor:
+    """Index into a seg relative-position table for BOS + a ``grid x grid`` grid, ``(1+g^2, 1+g^2)``.
+
+    Grid cells use ``grid_rel_index`` with bucket size ``grid``; row 0 / column 0 (BOS) use the
+    three extra rows at the end of the table.
+    """
+    n = (2 * grid - 1) ** 2 + 3
+    cells = grid_rel_index(grid, grid, device)
+    index = torch.full((grid * grid + 1, grid * grid + 1), n - 2, dtype=cells.dtype, device=device)
+    index[0, :] = n - 3
+    index[0, 0] = n - 1
+    index[1:, 1:] = cells
+    return index
+
+
+class SurrogateDecoder(nn.Module):
+    """Predicts a class for every grid cell in one causal pass.
+
+    Input: the BOS embedding followed by the encoder's image outputs (raster order). Row ``t``
+    of the output predicts cell ``t`` (it sees BOS and cells ``0..t-1``). The class head is a
+    bias-free projection onto the class embeddings, which are passed in (run-time vocabulary).
+    """
+
+    def __init__(self, cfg: ArchConfig):
+        super().__init__()
+        c, eps, g = cfg.embed_dim, cfg.layer_norm_eps, cfg.seg_grid
+        self.cfg = cfg
+        self.layernorm_embedding = nn.LayerNorm(c, eps=eps)
+        self.embed_seg_positions = nn.Embedding(g * g + 1, c)
+        self.seg_pos_ln = nn.LayerNorm(c, eps=eps)
+        self.self_pos_q_linear = nn.Linear(c, c)
+        self.self_pos_k_linear = nn.Linear(c, c)
+        self.cross_pos_q_linear = nn.Linear(c, c)
+        self.cross_pos_k_linear = nn.Linear(c, c)
+        self.pos_scaling = (cfg.head_dim * cfg.attn_scale_factor) ** -0.5
+        rates = torch.linspace(0, cfg.drop_path, cfg.decoder_layers).tolist()
+        self.layers = nn.ModuleList(
+            TransformerLayer(c, cfg.ffn_dim, cfg.heads, True, cfg.attn_scale_factor, cfg.dropout, r, eps) for r in rates
+        )
+        self.layer_norm = nn.LayerNorm(c, eps=eps)
+        self.seg_rel_pos_table_list = nn.ModuleList(
+            nn.Embedding((2 * g - 1) ** 2 + 3, cfg.heads) for _ in range(cfg.decoder_layers)
+        )
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def target_positions(self, size: Tuple[int, int]) -> Tensor:
+        """``[seg_pos[BOS]; seg grid table resized to h x w]``, ``(1 + h*w, C)``."""
+        g = self.cfg.seg_grid
+        weight = self.embed_seg_positions.weight
+        grid = weight[grid_position_ids(g, g, g, weight.device)]
+        return torch.cat([weight[:1], resize_grid_vectors(grid, g, size)], dim=0)
+
+    def self_biases(self, size: Tuple[int, int], queries: Tensor) -> list:
+        """Per-layer self-attention bias ``(1, H, 1+hw, 1+hw)``: absolute + relative + causal mask."""
+        g, heads = self.cfg.seg_grid, self.cfg.heads
+        t = queries.shape[0]
+        abs_bias = abs_position_bias(self.self_pos_q_linear, self.self_pos_k_linear, queries, queries, heads, self.pos_scaling)
+        causal = torch.triu(torch.full((t, t), MASK_VALUE, device=queries.device, dtype=abs_bias.dtype), diagonal=1)
+        index = seg_rel_index(g, queries.device)
+        return [
+            (abs_bias + resize_pair_bias(table(index).permute(2, 0, 1), g, size, key_first=False, lead=1) + causal).unsqueeze(0)
+            for table in self.seg_rel_pos_table_list
+        ]
+
+    def forward(
+        self, encoder_out: Tensor, encoder_positions: Tensor, size: Tuple[int, int], bos: Tensor, class_embeds: Tensor
+    ) -> Tensor:
+        """Decode all grid cells at once.
+
+        Args:
+            encoder_out: ``(B, h*w + L, C)``; encoder_positions: ``(h*w + L, C)``.
+            size: the grid ``(h, w)``; bos: ``(C,)`` embedding of ``<s>``;
+            class_embeds: ``(N, C)`` class (seg-token) embeddings.
+        Returns:
+            logits ``(B, h*w, N)``: row ``t`` scores grid cell ``t``.
+        """
+        b = encoder_out.shape[0]
+        hw = size[0] * size[1]
+        x = torch.cat([bos.to(encoder_out.dtype).expand(b, 1, -1), encoder_out[:, :hw]], dim=1)
+        x = self.dropout(self.layernorm_embedding(x))
+        queries = self.seg_pos_ln(self.target_positions(size))
+        cross = abs_position_bias(
+            self.cross_pos_q_linear, self.cross_pos_k_linear, queries, encoder_positions, self.cfg.heads, self.pos_scaling
+        ).unsqueeze(0).to(x.dtype)
+        for layer, bias in zip(self.layers, self.self_biases(size, queries)):
+            x = layer(x, bias.to(x.dtype), encoder_out, cross)
+        x = self.layer_norm(x[:, :hw])
+        return torch.matmul(x, class_embeds.to(x.dtype).t())

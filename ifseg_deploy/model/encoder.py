@@ -1,0 +1,116 @@
+"""OFA's multimodal encoder: image tokens then prompt tokens, position biases, pre-norm layers."""
+
+from __future__ import annotations
+
+from typing import List, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from ..config import ArchConfig
+from ..errors import IFSegError
+from .positions import grid_position_ids, grid_rel_index, resize_grid_vectors, resize_pair_bias, token_rel_index
+from .transformer import TransformerLayer
+
+
+def abs_position_bias(q_proj: nn.Linear, k_proj: nn.Linear, queries: Tensor, keys: Tensor, heads: int, scaling: float) -> Tensor:
+    """``(Q Wq + bq) * s @ (K Wk + bk)^T`` per head: ``(Tq, C), (Tk, C) -> (H, Tq, Tk)``."""
+    tq, tk = queries.shape[0], keys.shape[0]
+    q = (q_proj(queries) * scaling).reshape(tq, heads, -1).transpose(0, 1)
+    k = k_proj(keys).reshape(tk, heads, -1).transpose(0, 1)
+    return torch.matmul(q, k.transpose(-1, -2))
+
+
+class Encoder(nn.Module):
+    """Embeds image tokens and prompt embeddings and runs the encoder layers.
+
+    Image tokens come first, then text. Positions enter only as attention biases: an absolute
+    part shared by all layers and a per-layer relative part on the image-image and text-text
+    blocks.
+    """
+
+    def __init__(self, cfg: ArchConfig):
+        super().__init__()
+        c, eps = cfg.embed_dim, cfg.layer_norm_eps
+        self.cfg = cfg
+        self.image_proj = nn.Linear(1024, c)
+        self.type_embedding = nn.Embedding(2, c)
+        self.layernorm_embedding = nn.LayerNorm(c, eps=eps)
+        self.patch_layernorm_embedding = nn.LayerNorm(c, eps=eps)
+        self.embed_positions = nn.Embedding(cfg.max_text_positions, c)
+        self.embed_image_positions = nn.Embedding(cfg.image_bucket_size**2 + 1, c)
+        self.pos_ln = nn.LayerNorm(c, eps=eps)
+        self.image_pos_ln = nn.LayerNorm(c, eps=eps)
+        self.pos_q_linear = nn.Linear(c, c)
+        self.pos_k_linear = nn.Linear(c, c)
+        self.pos_scaling = (cfg.head_dim * cfg.attn_scale_factor) ** -0.5
+        rates = torch.linspace(0, cfg.drop_path, cfg.encoder_layers).tolist()
+        self.layers = nn.ModuleList(
+            TransformerLayer(c, cfg.ffn_dim, cfg.heads, False, cfg.attn_scale_factor, cfg.dropout, r, eps) for r in rates
+        )
+        self.layer_norm = nn.LayerNorm(c, eps=eps)
+        self.token_rel_pos_table_list = nn.ModuleList(
+            nn.Embedding(2 * cfg.token_bucket_size - 1, cfg.heads) for _ in range(cfg.encoder_layers)
+        )
+        self.image_rel_pos_table_list = nn.ModuleList(
+            nn.Embedding((2 * cfg.image_bucket_size - 1) ** 2 + 3, cfg.heads) for _ in range(cfg.encoder_layers)
+        )
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def image_positions(self, size: Tuple[int, int]) -> Tensor:
+        """Absolute image position vectors of an ``h x w`` grid, ``(h*w, C)`` (before their LayerNorm)."""
+        h, w = size
+        g, stride = self.cfg.encoder_grid, self.cfg.image_bucket_size
+        device = self.embed_image_positions.weight.device
+        if h * w > g * g:
+            table = self.embed_image_positions(grid_position_ids(g, g, stride, device))
+            return resize_grid_vectors(table, g, size)
+        if (h - 1) * stride + w >= self.embed_image_positions.num_embeddings:
+            raise IFSegError(f"a {h}x{w} feature grid is too elongated for OFA's image position table; crop the image closer to square")
+        return self.embed_image_positions(grid_position_ids(h, w, stride, device))
+
+    def position_embeddings(self, size: Tuple[int, int], text_len: int) -> Tensor:
+        """``[image_pos_ln(image positions); pos_ln(text positions)]``, ``(h*w + L, C)``."""
+        if text_len > self.cfg.max_text_positions:
+            raise IFSegError(f"the prompt has {text_len} tokens, more than the {self.cfg.max_text_positions} the model supports; use fewer categories")
+        text = self.embed_positions.weight[:text_len]
+        return torch.cat([self.image_pos_ln(self.image_positions(size)), self.pos_ln(text)], dim=0)
+
+    def layer_biases(self, size: Tuple[int, int], text_len: int, positions: Tensor) -> List[Tensor]:
+        """Per-layer attention bias ``(1, H, T, T)``: shared absolute part + that layer's relative part."""
+        hw = size[0] * size[1]
+        device = positions.device
+        abs_bias = abs_position_bias(self.pos_q_linear, self.pos_k_linear, positions, positions, self.cfg.heads, self.pos_scaling)
+        g = self.cfg.encoder_grid
+        img_index = grid_rel_index(g, self.cfg.image_bucket_size, device)
+        txt_index = token_rel_index(text_len, self.cfg.token_bucket_size, device=device)
+        biases = []
+        for img_table, txt_table in zip(self.image_rel_pos_table_list, self.token_rel_pos_table_list):
+            img = resize_pair_bias(img_table(img_index).permute(2, 0, 1), g, size, key_first=True)
+            txt = txt_table(txt_index).permute(2, 0, 1)
+            heads = img.shape[0]
+            top = torch.cat([img, img.new_zeros(heads, hw, text_len)], dim=-1)
+            bottom = torch.cat([txt.new_zeros(heads, text_len, hw), txt], dim=-1)
+            biases.append((abs_bias + torch.cat([top, bottom], dim=1)).unsqueeze(0))
+        return biases
+
+    def forward(self, image_tokens: Tensor, size: Tuple[int, int], prompt_embeds: Tensor) -> Tuple[Tensor, Tensor]:
+        """Encode.
+
+        Args:
+            image_tokens: ``(B, h*w, C)`` image features after ``image_proj`` (or artificial cells).
+            size: the feature grid ``(h, w)``.
+            prompt_embeds: ``(B or 1, L, C)`` token embeddings of the prompt.
+        Returns:
+            encoder output ``(B, h*w + L, C)`` after the final LayerNorm, and the position
+            embeddings ``(h*w + L, C)`` (the key side of the decoder's cross-attention bias).
+        """
+        b = image_tokens.shape[0]
+        text_len = prompt_embeds.shape[1]
+        x_img = self.patch_layernorm_embedding(image_tokens + self.type_embedding.weight[1])
+        x_txt = self.layernorm_embedding(prompt_embeds + self.type_embedding.weight[0])
+        x = self.dropout(torch.cat([x_img, x_txt.expand(b, -1, -1)], dim=1))
+        positions = self.position_embeddings(size, text_len)
+        for layer, bias in zip(self.layers, self.layer_biases(size, text_len, positions)):
+            x = layer(x, bias.to(x.dtype))
+        return self.layer_norm(x), positions

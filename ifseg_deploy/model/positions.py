@@ -1,0 +1,88 @@
+"""Position tables of OFA / SegOFA: bucket indices and the bilinear table resizes.
+
+Everything here is a pure function of shapes (and of a lookup table), so it serves
+training, runtime and ONNX export alike. Conventions follow the reference:
+grid cells are flattened in raster order, ``F.interpolate(mode="bilinear",
+align_corners=False)`` with an explicit ``size`` for every resize.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def token_rel_index(length: int, bucket_size: int, max_position: int = 1024, device=None) -> Tensor:
+    """Index into a token relative-position table for a text of ``length`` tokens, ``(L, L)``.
+
+    Relative distances below ``bucket_size // 2`` get their own bucket, larger ones share
+    log-spaced buckets up to ``max_position``.
+    """
+    pos = torch.arange(length, device=device)
+    rel = pos[:, None] - pos[None, :]
+    mid = bucket_size // 2
+    abs_pos = torch.where((rel < mid) & (rel > -mid), torch.full_like(rel, mid - 1), rel.abs())
+    log_pos = torch.ceil(torch.log(abs_pos / mid) / math.log((max_position - 1) / mid) * (mid - 1)) + mid
+    bucket = torch.where(abs_pos <= mid, rel, log_pos.long() * torch.sign(rel))
+    return bucket + bucket_size - 1
+
+
+def grid_rel_index(grid: int, bucket_size: int, device=None) -> Tensor:
+    """Index into a 2-D relative-position table for all cell pairs of a ``grid x grid`` grid.
+
+    ``index[p, k] = (r_p - r_k + B - 1) * (2B - 1) + (c_p - c_k + B - 1)``, shape ``(grid^2, grid^2)``.
+    """
+    r = torch.arange(grid, device=device).repeat_interleave(grid)
+    c = torch.arange(grid, device=device).repeat(grid)
+    dr = r[:, None] - r[None, :] + bucket_size - 1
+    dc = c[:, None] - c[None, :] + bucket_size - 1
+    return dr * (2 * bucket_size - 1) + dc
+
+
+def grid_position_ids(h: int, w: int, row_stride: int, device=None) -> Tensor:
+    """Absolute position ids ``r * row_stride + c + 1`` of an ``h x w`` grid (0 is reserved), ``(h*w,)``."""
+    r = torch.arange(h, device=device)[:, None]
+    c = torch.arange(w, device=device)[None, :]
+    return (r * row_stride + c + 1).reshape(-1)
+
+
+def resize_grid_vectors(table: Tensor, grid: int, size: Tuple[int, int]) -> Tensor:
+    """Bilinearly resize ``(grid*grid, C)`` per-cell vectors to an ``h x w`` grid, ``(h*w, C)``."""
+    h, w = size
+    if (h, w) == (grid, grid):
+        return table
+    img = table.reshape(1, grid, grid, -1).permute(0, 3, 1, 2)
+    img = F.interpolate(img, size=(h, w), mode="bilinear", align_corners=False)
+    return img.permute(0, 2, 3, 1).reshape(h * w, -1)
+
+
+def _resize_last_axis(x: Tensor, grid: int, size: Tuple[int, int], lead: int) -> Tensor:
+    """Resize the last axis of ``(H, Q, lead + g*g)`` over the grid, keeping the ``lead`` first entries."""
+    h, w = size
+    heads, q = x.shape[0], x.shape[1]
+    head, cells = x[..., :lead], x[..., lead:]
+    img = cells.permute(1, 0, 2).reshape(q, heads, grid, grid)
+    img = F.interpolate(img, size=(h, w), mode="bilinear", align_corners=False)
+    cells = img.reshape(q, heads, h * w).permute(1, 0, 2)
+    return torch.cat([head, cells], dim=-1) if lead else cells
+
+
+def resize_pair_bias(bias: Tensor, grid: int, size: Tuple[int, int], key_first: bool, lead: int = 0) -> Tensor:
+    """Resize a ``(H, lead + g*g, lead + g*g)`` cell-pair bias to ``(H, lead + h*w, lead + h*w)``.
+
+    Both the query and the key axis are resized bilinearly over the grid; the ``lead`` first
+    rows/columns (the decoder's BOS) are kept. ``key_first`` selects which axis goes first (the
+    reference's encoder resizes keys first, its decoder queries first; the results agree up to
+    float rounding).
+    """
+    if tuple(size) == (grid, grid):
+        return bias
+    if key_first:
+        bias = _resize_last_axis(bias, grid, size, lead)
+        return _resize_last_axis(bias.transpose(1, 2), grid, size, lead).transpose(1, 2)
+    bias = _resize_last_axis(bias.transpose(1, 2), grid, size, lead).transpose(1, 2)
+    return _resize_last_axis(bias, grid, size, lead)
