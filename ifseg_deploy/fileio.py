@@ -18,6 +18,9 @@ def atomic_path(path: str) -> Iterator[str]:
         os.makedirs(folder, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
         os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
     except OSError as e:
         raise IFSegError(f"cannot write to {folder} ({e.strerror}); choose a writable output path") from None
     try:
@@ -38,3 +41,31 @@ def ensure_writable_dir(folder: str) -> str:
     if not os.access(folder, os.W_OK):
         raise IFSegError(f"output folder {folder} is not writable; choose another --out")
     return folder
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+
+
+def write_png(path: str, image) -> None:
+    """Write a uint8/uint16 array (gray or RGB) as PNG, atomically."""
+    import cv2
+    import numpy as np
+
+    arr = np.ascontiguousarray(image[..., ::-1] if image.ndim == 3 else image)
+    ok, buf = cv2.imencode(".png", arr)
+    if not ok:
+        raise IFSegError(f"could not encode {path} as PNG")
+    write_bytes(path, buf.tobytes())
+
+
+def write_npy(path: str, array) -> None:
+    """Write a NumPy array as ``.npy``, atomically."""
+    import numpy as np
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, array)

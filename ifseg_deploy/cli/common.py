@@ -1,0 +1,57 @@
+"""Flags and helpers shared by several sub-commands."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import List
+
+from ..errors import IFSegError
+from ..text.prompt import parse_categories
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--categories", help='comma-separated category names, e.g. "grass, cat, dog" (default: those stored in the model)')
+    p.add_argument("--bpe-dir", help="folder with encoder.json, vocab.bpe, dict.txt (default: next to the checkpoint)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    p.add_argument("--half", action="store_true", help="float16 inference (CUDA only)")
+
+
+def add_knn_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--knn-k", type=int, default=3, help="neighbours per cell for kNN smoothing (default: 3)")
+    p.add_argument("--knn-iters", type=int, default=25, help="kNN smoothing iterations, 0 disables (default: 25)")
+    p.add_argument("--knn-backend", default="auto", choices=["auto", "torch", "faiss"], help="kNN search backend")
+
+
+def categories_arg(text):
+    return None if text is None else parse_categories(text)
+
+
+def expand_images(inputs: List[str]) -> List[str]:
+    """Files as given; folders expanded to the images inside (sorted). Missing paths are an error."""
+    out: List[str] = []
+    for item in inputs:
+        if os.path.isdir(item):
+            files = sorted(os.path.join(item, f) for f in os.listdir(item) if f.lower().endswith(IMAGE_EXTS))
+            if not files:
+                raise IFSegError(f"folder {item} holds no images ({', '.join(IMAGE_EXTS)})")
+            out += files
+        elif os.path.isfile(item):
+            out.append(item)
+        else:
+            raise IFSegError(f"input not found: {item}")
+    return out
+
+
+def output_stems(paths: List[str]) -> List[str]:
+    """File stems for outputs; repeated stems get ``_1``, ``_2`` ... so no output overwrites another."""
+    seen = {}
+    stems = []
+    for p in paths:
+        stem = os.path.splitext(os.path.basename(p))[0]
+        n = seen.get(stem, 0)
+        seen[stem] = n + 1
+        stems.append(stem if n == 0 else f"{stem}_{n}")
+    return stems

@@ -1,0 +1,84 @@
+"""Image decoding and the reference's evaluation preprocessing.
+
+Decode (Pillow, as the reference) -> RGB uint8 -> keep-ratio resize so the short side is
+``short_side`` unless the long side would exceed ``long_side_max`` (OpenCV bilinear on uint8,
+mmcv's rounding) -> ``(x / 255 - 0.5) / 0.5``, CHW float32.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Tuple
+
+import cv2
+import numpy as np
+import torch
+
+from .errors import IFSegError
+
+SHORT_SIDE = 512
+LONG_SIDE_MAX = 2048
+MEAN = STD = 0.5
+
+
+def read_image(path: str) -> np.ndarray:
+    """Decode an image file to RGB uint8 ``(H, W, 3)``.
+
+    Grayscale is replicated to three channels, alpha is dropped, palette / CMYK images are
+    converted, 16-bit images are scaled to 8 bit.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if not os.path.isfile(path):
+        raise IFSegError(f"image not found: {path}")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return to_rgb_uint8(im)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise IFSegError(f"cannot decode {path} as an image ({str(e).splitlines()[0][:100]}); pass a JPEG/PNG/BMP/TIFF file") from None
+
+
+def to_rgb_uint8(im) -> np.ndarray:
+    """A Pillow image in any common mode -> RGB uint8 array."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        peak = 65535.0 if arr.max(initial=0) > 255 or im.mode.startswith("I;16") else 255.0
+        arr = np.clip(np.round(arr * (255.0 / peak)), 0, 255).astype(np.uint8)
+        return cv2.cvtColor(arr, cv2.COLOR_GRAY2RGB)
+    if im.mode == "L":
+        return cv2.cvtColor(np.asarray(im), cv2.COLOR_GRAY2RGB)
+    if im.mode != "RGB":
+        im = im.convert("RGB")
+    arr = np.asarray(im)
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise IFSegError(f"unsupported image layout {arr.shape}; pass an RGB or grayscale image")
+    return np.ascontiguousarray(arr)
+
+
+def resized_shape(height: int, width: int, short_side: int = SHORT_SIDE, long_side_max: int = LONG_SIDE_MAX) -> Tuple[int, int]:
+    """``(new_h, new_w)`` of mmcv's keep-ratio rescale to ``(long_side_max, short_side)``."""
+    f = min(long_side_max / max(height, width), short_side / min(height, width))
+    return int(height * f + 0.5), int(width * f + 0.5)
+
+
+def resize(image: np.ndarray, short_side: int = SHORT_SIDE, long_side_max: int = LONG_SIDE_MAX) -> np.ndarray:
+    """Keep-ratio bilinear resize of an RGB uint8 image (OpenCV fixed-point arithmetic)."""
+    h, w = image.shape[:2]
+    nh, nw = resized_shape(h, w, short_side, long_side_max)
+    if (nh, nw) == (h, w):
+        return image.copy()
+    return cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+
+
+def normalize(image: np.ndarray) -> torch.Tensor:
+    """RGB uint8 ``(H, W, 3)`` -> float32 ``(3, H, W)`` in [-1, 1]."""
+    t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+    return t.sub_(MEAN).div_(STD)
+
+
+def preprocess(image: np.ndarray, short_side: int = SHORT_SIDE, long_side_max: int = LONG_SIDE_MAX) -> torch.Tensor:
+    """RGB uint8 image -> model input ``(3, h, w)``."""
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise IFSegError(f"expected an RGB uint8 image of shape (H, W, 3), got {image.dtype} {image.shape}")
+    return normalize(resize(image, short_side, long_side_max))

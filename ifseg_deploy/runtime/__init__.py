@@ -1,0 +1,1 @@
+"""Inference runtime: vocabulary (text side), execution backends, the Segmenter API."""

@@ -1,0 +1,75 @@
+"""The text side of inference and training: categories -> prompt embeddings + class embeddings.
+
+Computed from the frozen token-embedding table, so the category list can change at run time
+without reloading weights, and the same code serves PyTorch, ONNX Runtime and TensorRT.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from ..errors import IFSegError
+from ..text.prompt import DEFAULT_PROMPT_PREFIX, build_prompt, category_token_ids, validate_categories
+from ..text.tokenizer import OFATokenizer
+
+
+@dataclass
+class PreparedVocabulary:
+    """Everything the network needs for one category list."""
+
+    categories: List[str]
+    prompt_ids: List[int]
+    prompt_embeds: Tensor  # (1, L, C)
+    class_embeds: Tensor  # (N, C)
+
+
+class Vocabulary:
+    """Builds prompt and class embeddings from a token-embedding table ``(V, C)``.
+
+    ``stored_categories`` / ``stored_class_embeds`` (from a fine-tuned checkpoint) are used as
+    they are when the requested categories equal the stored ones; otherwise each class
+    embedding is the mean token embedding of its name (IFSeg's initialisation).
+    """
+
+    def __init__(
+        self,
+        tokenizer: OFATokenizer,
+        embed_table: Tensor,
+        prompt_prefix: str = DEFAULT_PROMPT_PREFIX,
+        stored_categories: Optional[Sequence[str]] = None,
+        stored_class_embeds: Optional[Tensor] = None,
+    ):
+        self.tokenizer = tokenizer
+        self.embed_table = embed_table.detach()
+        self.prompt_prefix = prompt_prefix
+        self.stored_categories = list(stored_categories) if stored_categories else None
+        self.stored_class_embeds = stored_class_embeds
+
+    def _lookup(self, ids: Sequence[int]) -> Tensor:
+        t = torch.as_tensor(list(ids), dtype=torch.long, device=self.embed_table.device)
+        if int(t.max()) >= self.embed_table.shape[0]:
+            raise IFSegError("a token id is outside the model's embedding table; the BPE files do not belong to this model")
+        return self.embed_table[t]
+
+    def class_embeddings(self, categories: Sequence[str]) -> Tensor:
+        """Mean token embedding of each category name, ``(N, C)`` (float32 math)."""
+        rows = [self._lookup(ids).float().mean(0) for ids in category_token_ids(self.tokenizer, categories)]
+        return torch.stack(rows).to(self.embed_table.dtype)
+
+    def prepare(self, categories: Optional[Sequence[str]] = None) -> PreparedVocabulary:
+        """Prompt ids/embeddings and class embeddings for ``categories`` (default: the stored ones)."""
+        if categories is None:
+            if self.stored_categories is None:
+                raise IFSegError("this model stores no category list; pass --categories \"a, b, c\"")
+            categories = self.stored_categories
+        categories = validate_categories(categories)
+        prompt_ids = build_prompt(self.tokenizer, categories, self.prompt_prefix)
+        if self.stored_class_embeds is not None and self.stored_categories == categories:
+            class_embeds = self.stored_class_embeds.to(self.embed_table)
+        else:
+            class_embeds = self.class_embeddings(categories)
+        return PreparedVocabulary(categories, prompt_ids, self._lookup(prompt_ids).unsqueeze(0), class_embeds)

@@ -1,0 +1,1 @@
+"""Colour overlays with legends."""

@@ -1,0 +1,92 @@
+"""Shared test fixtures: the dev conformance fixture (decompressed once per session), BPE files,
+and tiny random models built in the test itself."""
+
+from __future__ import annotations
+
+import lzma
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ifseg_deploy.config import ArchConfig
+from ifseg_deploy.model import SegOFA
+
+SHARED = Path(os.environ.get("IFSEG_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+DEV = SHARED / "fixtures" / "dev"
+BPE = SHARED / "bpe"
+
+TINY_ARCH = ArchConfig(
+    embed_dim=32, ffn_dim=64, encoder_layers=1, decoder_layers=1, heads=2, resnet_blocks=(1, 1, 1), vocab_size=59457
+)
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.fail(f"test data missing: {path} (set IFSEG_SHARED to the shared/ folder)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def bpe_dir() -> str:
+    return str(_require(BPE))
+
+
+@pytest.fixture(scope="session")
+def golden():
+    return np.load(_require(DEV / "golden.npz"))
+
+
+@pytest.fixture(scope="session")
+def dev_dir() -> Path:
+    return _require(DEV)
+
+
+@pytest.fixture(scope="session")
+def fixture_checkpoints(tmp_path_factory) -> dict:
+    """Decompressed ``checkpoint.pt`` and ``base_checkpoint.pt`` (once per session)."""
+    out = tmp_path_factory.mktemp("dev_fixture")
+    paths = {}
+    for name in ("checkpoint.pt", "base_checkpoint.pt"):
+        dst = out / name
+        with lzma.open(_require(DEV / (name + ".xz"))) as src, open(dst, "wb") as fh:
+            shutil.copyfileobj(src, fh)
+        paths[name] = str(dst)
+    # The BPE files sit next to the checkpoints, as OFA ships them.
+    for f in ("encoder.json", "vocab.bpe", "dict.txt"):
+        os.symlink(BPE / f, out / f)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def ifseg_checkpoint(fixture_checkpoints) -> str:
+    return fixture_checkpoints["checkpoint.pt"]
+
+
+@pytest.fixture(scope="session")
+def ofa_checkpoint(fixture_checkpoints) -> str:
+    return fixture_checkpoints["base_checkpoint.pt"]
+
+
+def make_tiny_model(seed: int = 0, arch: ArchConfig = TINY_ARCH) -> SegOFA:
+    """A small random SegOFA whose outputs are not degenerate (random LN/affine, calibrated BN)."""
+    gen = torch.Generator().manual_seed(seed)
+    model = SegOFA(arch)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() >= 2:
+                p.copy_(torch.randn(p.shape, generator=gen) / max(1.0, p.shape[-1]) ** 0.5)
+            else:
+                base = 1.0 if name.endswith("weight") or name.endswith("c_attn") else 0.0
+                p.copy_(base + 0.1 * torch.randn(p.shape, generator=gen))
+        for name, b in model.named_buffers():
+            if name.endswith("running_var"):
+                b.fill_(1.0)
+            elif name.endswith("running_mean"):
+                b.zero_()
+            elif name.endswith("weight"):
+                b.copy_(0.5 + 0.5 * torch.rand(b.shape, generator=gen))
+    return model.eval()
