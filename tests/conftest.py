@@ -90,3 +90,25 @@ def make_tiny_model(seed: int = 0, arch: ArchConfig = TINY_ARCH) -> SegOFA:
             elif name.endswith("weight"):
                 b.copy_(0.5 + 0.5 * torch.rand(b.shape, generator=gen))
     return model.eval()
+
+
+def save_fairseq_checkpoint(model: SegOFA, path, class_embeds=None, categories=None, fp16: bool = False, extra=None) -> str:
+    """Write ``model`` in the fairseq layout of an OFA (no class_embeds) or IFSeg checkpoint."""
+    import argparse
+
+    from ifseg_deploy.checkpoint.fairseq_layout import IFSEG_ONLY_PREFIXES, reference_key
+
+    sd = {}
+    for key, value in model.state_dict().items():
+        ref = reference_key(key)
+        if class_embeds is None and ref.startswith(IFSEG_ONLY_PREFIXES):
+            continue
+        sd[ref] = value.half() if fp16 and value.is_floating_point() else value.clone()
+    sd["decoder.embed_tokens.weight"] = sd["encoder.embed_tokens.weight"]
+    if class_embeds is not None:
+        sd["decoder.seg_projection.weight"] = class_embeds.clone()
+    task = {"category_list": ", ".join(categories)} if categories else {}
+    ckpt = {"args": None, "cfg": {"model": argparse.Namespace(arch="test"), "task": task}, "model": sd}
+    ckpt.update(extra or {})
+    torch.save(ckpt, path)
+    return str(path)

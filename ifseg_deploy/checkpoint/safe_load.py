@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import io
+import lzma
 import os
 import pickle
 import zipfile
@@ -19,6 +21,8 @@ ALLOWED_GLOBALS = [argparse.Namespace]
 def load_pickled_checkpoint(path: str) -> Dict[str, Any]:
     """``torch.load(weights_only=True)`` with ``argparse.Namespace`` allow-listed.
 
+    ``.xz``-compressed files (as the conformance fixtures ship) are decompressed in memory.
+
     Anything else pickled in the file (classes, functions, ``__reduce__`` payloads) is refused
     before it can run, with a one-line :class:`IFSegError`.
     """
@@ -27,8 +31,9 @@ def load_pickled_checkpoint(path: str) -> Dict[str, Any]:
     if os.path.getsize(path) == 0:
         raise IFSegError(f"{path} is empty; download the checkpoint again")
     try:
+        source = io.BytesIO(lzma.open(path).read()) if path.endswith(".xz") else path
         with torch.serialization.safe_globals(ALLOWED_GLOBALS):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            obj = torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if "Unsupported global" in str(e) or "GLOBAL" in str(e) or "not an allowed" in str(e):
@@ -37,7 +42,7 @@ def load_pickled_checkpoint(path: str) -> Dict[str, Any]:
                 f"({first.split('Unsupported global:')[-1].strip()[:120]}); only trusted OFA/IFSeg checkpoints are accepted"
             ) from None
         raise IFSegError(f"{path} is not a readable PyTorch checkpoint ({first[:160]}); check the file") from None
-    except (zipfile.BadZipFile, EOFError, RuntimeError, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+    except (zipfile.BadZipFile, lzma.LZMAError, EOFError, RuntimeError, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise IFSegError(f"{path} is truncated or not a PyTorch checkpoint ({msg[:160]}); download it again") from None
     if not isinstance(obj, dict):

@@ -46,7 +46,6 @@ def run(args) -> int:
     if args.batch < 1:
         raise IFSegError("--batch must be >= 1")
     paths = expand_images(args.images)
-    out_dir = ensure_writable_dir(args.out)
     seg = Segmenter.from_checkpoint(
         args.checkpoint,
         categories=categories_arg(args.categories),
@@ -57,6 +56,7 @@ def run(args) -> int:
         knn_iters=args.knn_iters,
         knn_backend=args.knn_backend,
     )
+    out_dir = ensure_writable_dir(args.out)
     stems = output_stems(paths)
     total = len(paths)
     for start in range(0, total, args.batch):

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import load_model
+from ..errors import IFSegError
 from ..model import grid_size
 from ..postprocess.knn import knn_smooth, resolve_backend
 from ..postprocess.upsample import upsample_argmax
@@ -67,6 +68,8 @@ class Segmenter:
         short_side: int = SHORT_SIDE,
         long_side_max: int = LONG_SIDE_MAX,
     ):
+        if knn_k < 1 or knn_iters < 0:
+            raise IFSegError(f"--knn-k must be >= 1 and --knn-iters >= 0 (got {knn_k}, {knn_iters})")
         self.backend = backend
         self.vocabulary = vocabulary
         self.knn_k = knn_k
