@@ -10,7 +10,7 @@ from .errors import IFSegError
 #: ResNet stage-3 block count -> the OFA name of the backbone.
 RESNET_NAMES = {6: "resnet50", 23: "resnet101", 36: "resnet152"}
 
-#: (width, layers) -> the official OFA size name, for display only.
+#: (width, encoder layers) -> the official OFA size name, for display only.
 OFA_SIZES = {(256, 4): "tiny", (512, 4): "medium", (768, 6): "base", (1024, 12): "large", (1280, 24): "huge"}
 
 
@@ -69,3 +69,18 @@ class ArchConfig:
         if "resnet_blocks" in kw:
             kw["resnet_blocks"] = tuple(int(b) for b in kw["resnet_blocks"])
         return cls(**kw)
+
+
+def ofa_preset(name: str) -> ArchConfig:
+    """Shapes of the official OFA sizes (for benchmarks without weights)."""
+    presets = {
+        "tiny": (256, 1024, 4, 4, 4, (3, 4, 6)),
+        "medium": (512, 2048, 4, 4, 8, (3, 4, 23)),
+        "base": (768, 3072, 6, 6, 12, (3, 4, 23)),
+        "large": (1024, 4096, 12, 12, 16, (3, 8, 36)),
+        "huge": (1280, 5120, 24, 12, 16, (3, 8, 36)),
+    }
+    if name not in presets:
+        raise IFSegError(f"unknown OFA size '{name}'; choose one of {', '.join(presets)}")
+    c, ffn, enc, dec, heads, blocks = presets[name]
+    return ArchConfig(embed_dim=c, ffn_dim=ffn, encoder_layers=enc, decoder_layers=dec, heads=heads, resnet_blocks=blocks)

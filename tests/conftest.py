@@ -3,6 +3,7 @@ and tiny random models built in the test itself."""
 
 from __future__ import annotations
 
+import dataclasses
 import lzma
 import os
 import shutil
@@ -112,3 +113,25 @@ def save_fairseq_checkpoint(model: SegOFA, path, class_embeds=None, categories=N
     ckpt.update(extra or {})
     torch.save(ckpt, path)
     return str(path)
+
+
+#: TINY_ARCH at a 128-pixel working resolution (8x8 seg grid): fast end-to-end CLI tests.
+SMALL_ARCH = dataclasses.replace(TINY_ARCH, seg_grid=8, encoder_grid=8)
+
+
+def save_tiny_bundle(path, categories=("sky", "grass", "dog"), seed: int = 0, bpe_dir: str = str(BPE), arch: ArchConfig = SMALL_ARCH) -> str:
+    """A tiny random model as an ifseg-deploy bundle, with class embeddings from its token table."""
+    from ifseg_deploy.checkpoint.bundle import save_bundle
+    from ifseg_deploy.runtime.vocabulary import Vocabulary
+    from ifseg_deploy.text.tokenizer import OFATokenizer
+
+    model = make_tiny_model(seed, arch)
+    classes = Vocabulary(OFATokenizer(bpe_dir), model.embed_tokens.weight).class_embeddings(list(categories))
+    meta = {"arch": model.cfg.to_dict(), "categories": list(categories)}
+    save_bundle(str(path), model.state_dict(), classes, meta)
+    return str(path)
+
+
+@pytest.fixture
+def tiny_bundle(tmp_path, bpe_dir) -> str:
+    return save_tiny_bundle(tmp_path / "tiny.safetensors", bpe_dir=bpe_dir)

@@ -55,3 +55,16 @@ def output_stems(paths: List[str]) -> List[str]:
         seen[stem] = n + 1
         stems.append(stem if n == 0 else f"{stem}_{n}")
     return stems
+
+
+def parse_imgsz(text: str) -> tuple:
+    """``"512"`` -> (512, 512); ``"512,688"`` -> (512, 688)."""
+    try:
+        parts = [int(p) for p in str(text).replace("x", ",").split(",") if p.strip()]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or min(parts) < 16:
+        raise IFSegError(f"--imgsz '{text}' must be S or H,W with sides >= 16")
+    return parts[0], parts[1]

@@ -1,0 +1,65 @@
+"""``ifseg-deploy bench``: end-to-end and per-stage latency, trtexec-style summary."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+from ..errors import IFSegError
+from ..fileio import write_bytes
+from .common import add_knn_args, add_model_args, categories_arg, parse_imgsz
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("bench", help="measure latency per stage (preprocess, backbone, encoder, decoder, knn, upsample)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="ofa_*.pt, IFSeg checkpoint or .safetensors bundle")
+    src.add_argument("--arch", help="random weights of an official OFA size: tiny, medium, base, large, huge")
+    add_model_args(p)
+    add_knn_args(p)
+    p.add_argument("--source", help="image to time on (default: a random image of --imgsz)")
+    p.add_argument("--imgsz", default="512", help="input size H,W or S for SxS (default: 512); resized like any image")
+    p.add_argument("--batch", type=int, default=1, help="images per forward pass (default: 1)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed iterations first (default: 2)")
+    p.add_argument("--iters", type=int, default=10, help="timed iterations (default: 10)")
+    p.add_argument("--num-classes", type=int, default=15, help="with --arch: number of classes (default: 15)")
+    p.add_argument("--prompt-len", type=int, default=40, help="with --arch: prompt tokens (default: 40, ~15 categories)")
+    p.add_argument("--json", help="also write the report as JSON to this file")
+    return p
+
+
+def run(args) -> int:
+    from ..benchmark import random_segmenter, run_benchmark
+    from ..config import ofa_preset
+    from ..preprocess import read_image
+    from ..runtime.segmenter import Segmenter
+
+    if args.batch < 1 or args.iters < 1 or args.warmup < 0:
+        raise IFSegError("--batch and --iters must be >= 1 and --warmup >= 0")
+    knn = dict(knn_k=args.knn_k, knn_iters=args.knn_iters, knn_backend=args.knn_backend)
+    if args.arch:
+        if args.num_classes < 1 or args.prompt_len < 1:
+            raise IFSegError("--num-classes and --prompt-len must be >= 1")
+        seg = random_segmenter(ofa_preset(args.arch), args.num_classes, args.prompt_len, args.device, args.half, **knn)
+        label = f"random OFA-{args.arch}"
+    else:
+        seg = Segmenter.from_checkpoint(
+            args.checkpoint, categories=categories_arg(args.categories), bpe_dir=args.bpe_dir, device=args.device, half=args.half, **knn
+        )
+        label = args.checkpoint
+    if args.source:
+        image = read_image(args.source)
+    else:
+        h, w = parse_imgsz(args.imgsz)
+        image = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    print(f"Benchmarking {label} on {args.device}, {len(seg.categories)} classes, input {image.shape[0]}x{image.shape[1]}")
+    report = run_benchmark(
+        seg, image, args.batch, args.warmup, args.iters, progress=lambda i, n, ms: print(f"  iteration {i}/{n}: {ms:.1f} ms", flush=True)
+    )
+    print(report.format())
+    if args.json:
+        write_bytes(args.json, json.dumps(report.to_dict(), indent=2).encode())
+        print(f"Report saved to {args.json}")
+    return 0

@@ -1,0 +1,84 @@
+"""``ifseg-deploy stream`` on a recorded video and ``ifseg-deploy bench`` on a tiny model."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from ifseg_deploy.cli.main import main
+
+
+@pytest.fixture
+def video(tmp_path):
+    path = str(tmp_path / "in.avi")
+    w = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 10, (80, 48))
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        w.write(rng.integers(0, 256, (48, 80, 3), dtype=np.uint8))
+    w.release()
+    return path
+
+
+def _frames(path):
+    cap = cv2.VideoCapture(path)
+    frames = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            return frames
+        frames.append(f)
+
+
+def test_stream_saves_overlay_video(tmp_path, video, tiny_bundle, bpe_dir, capsys):
+    out = str(tmp_path / "out.mp4")
+    args = ["stream", video, "--checkpoint", tiny_bundle, "--bpe-dir", bpe_dir, "--save", out, "--vid-stride", "2", "--knn-iters", "2"]
+    assert main(args) == 0
+    frames = _frames(out)
+    assert len(frames) == 3 and frames[0].shape == (48, 80, 3)  # frames 1, 3, 5 of 5
+    assert "3 frames" in capsys.readouterr().out
+    assert sorted(os.listdir(tmp_path)) == sorted(["in.avi", "out.mp4", "tiny.safetensors"])
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [(["--save", "x.gif"], ".mp4 or .avi"), ([], "nothing to do"), (["--save", "o.mp4", "--vid-stride", "0"], "vid-stride")],
+)
+def test_stream_bad_arguments(tmp_path, video, tiny_bundle, bpe_dir, capsys, extra, message):
+    os.chdir(tmp_path)
+    assert main(["stream", video, "--checkpoint", tiny_bundle, "--bpe-dir", bpe_dir] + extra) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not [f for f in os.listdir(tmp_path) if f.endswith((".mp4", ".gif"))]
+
+
+def test_stream_missing_source(tiny_bundle, bpe_dir, tmp_path, capsys):
+    assert main(["stream", str(tmp_path / "none.mp4"), "--checkpoint", tiny_bundle, "--bpe-dir", bpe_dir, "--save", str(tmp_path / "o.mp4")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_bench_reports_stages(tmp_path, tiny_bundle, bpe_dir, capsys):
+    report = tmp_path / "bench.json"
+    args = ["bench", "--checkpoint", tiny_bundle, "--bpe-dir", bpe_dir, "--imgsz", "64,96", "--iters", "3", "--warmup", "1", "--json", str(report)]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "Latency: min =" in text and "Throughput:" in text
+    d = json.loads(report.read_text())
+    assert d["iterations"] == 3 and d["image_size"] == [64, 96]
+    lat = d["latency_ms"]
+    assert 0 < lat["min"] <= lat["median"] <= lat["max"]
+    assert set(d["stages_ms"]) == {"preprocess", "backbone", "encoder", "decoder", "knn", "upsample"}
+    assert sum(s["median"] for s in d["stages_ms"].values()) <= lat["max"] * 1.05
+
+
+def test_bench_random_arch_needs_no_files(capsys):
+    from ifseg_deploy.benchmark import random_segmenter, run_benchmark
+    from ifseg_deploy.config import ArchConfig
+
+    arch = ArchConfig(embed_dim=32, ffn_dim=64, encoder_layers=1, decoder_layers=1, heads=2, resnet_blocks=(1, 1, 1))
+    seg = random_segmenter(arch, num_classes=5, prompt_len=12, device="cpu", half=False, knn_iters=1)
+    rep = run_benchmark(seg, np.zeros((40, 40, 3), np.uint8), batch=2, warmup=0, iterations=2)
+    assert rep.to_dict()["batch"] == 2 and len(rep.total) == 2 and rep.peak_rss_mb > 0
