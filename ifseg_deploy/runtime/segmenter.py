@@ -12,6 +12,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..checkpoint import load_model
 from ..errors import IFSegError
@@ -67,7 +68,10 @@ class Segmenter:
         knn_backend: str = "auto",
         short_side: int = SHORT_SIDE,
         long_side_max: int = LONG_SIDE_MAX,
+        window: Optional[int] = None,
     ):
+        if window is not None and (window < 16 or window % 16):
+            raise IFSegError(f"--window must be a positive multiple of 16 pixels (got {window})")
         if knn_k < 1 or knn_iters < 0:
             raise IFSegError(f"--knn-k must be >= 1 and --knn-iters >= 0 (got {knn_k}, {knn_iters})")
         self.backend = backend
@@ -77,6 +81,7 @@ class Segmenter:
         self.knn_backend = resolve_backend(knn_backend)
         self.short_side = short_side
         self.long_side_max = long_side_max
+        self.window = window
         self._vocab: PreparedVocabulary = vocabulary.prepare(categories)
 
     @classmethod
@@ -132,12 +137,51 @@ class Segmenter:
             self._run(group, results)
         return results  # type: ignore[return-value]
 
+    def _network(self, images: torch.Tensor, timings: Dict[str, float]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Logits and features of the whole grid: one pass, or overlapping windows for large inputs."""
+        vocab = self._vocab
+        if self.window is None or max(images.shape[2:]) <= self.window:
+            return self.backend.run(images, vocab.prompt_embeds, vocab.class_embeds, timings)
+        return self._slide(images, timings)
+
+    def _slide(self, images: torch.Tensor, timings: Dict[str, float]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Sliding-window inference: ``window``-pixel crops on the 16-pixel grid with a stride of
+        2/3 window; logits and features of cells seen by several crops are averaged."""
+        vocab = self._vocab
+        b, _, height, width = images.shape
+        gh, gw = grid_size(height, width)
+        x = F.pad(images, (0, max(gw * 16, self.window) - width, 0, max(gh * 16, self.window) - height))
+        cells = self.window // 16
+        stride = max(1, 2 * cells // 3)
+
+        def starts(n: int) -> List[int]:
+            last = max(0, n - cells)
+            out = list(range(0, last + 1, stride))
+            return out if out[-1] == last else out + [last]
+
+        logit_sum = feat_sum = count = None
+        for r in starts(gh):
+            for c in starts(gw):
+                crop = x[:, :, r * 16 : r * 16 + self.window, c * 16 : c * 16 + self.window]
+                lg, ft = self.backend.run(crop, vocab.prompt_embeds, vocab.class_embeds, timings)
+                kh, kw = min(cells, gh - r), min(cells, gw - c)
+                lg = lg.reshape(b, cells, cells, -1)[:, :kh, :kw]
+                ft = ft.reshape(b, cells, cells, -1)[:, :kh, :kw]
+                if logit_sum is None:
+                    logit_sum = lg.new_zeros(b, gh, gw, lg.shape[-1])
+                    feat_sum = ft.new_zeros(b, gh, gw, ft.shape[-1])
+                    count = lg.new_zeros(1, gh, gw, 1)
+                logit_sum[:, r : r + kh, c : c + kw] += lg
+                feat_sum[:, r : r + kh, c : c + kw] += ft
+                count[:, r : r + kh, c : c + kw] += 1
+        return (logit_sum / count).reshape(b, gh * gw, -1), (feat_sum / count).reshape(b, gh * gw, -1)
+
     def _run(self, group, results) -> None:
         timings: Dict[str, float] = {}
         images = torch.stack([x for _, _, x, _ in group])
         grid = grid_size(images.shape[2], images.shape[3])
         vocab = self._vocab
-        logits, feats = self.backend.run(images, vocab.prompt_embeds, vocab.class_embeds, timings)
+        logits, feats = self._network(images, timings)
         t0 = time.perf_counter()
         probs = torch.softmax(logits, dim=-1)
         scores = logits

@@ -1,0 +1,67 @@
+"""The embeddable Segmenter API: run-time categories, batching, sliding windows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import save_tiny_bundle
+from ifseg_deploy.errors import IFSegError
+from ifseg_deploy.runtime.segmenter import Segmenter
+
+
+@pytest.fixture(scope="module")
+def segmenter(tmp_path_factory, bpe_dir):
+    path = save_tiny_bundle(tmp_path_factory.mktemp("m") / "tiny.safetensors", bpe_dir=bpe_dir)
+    return Segmenter.from_checkpoint(path, bpe_dir=bpe_dir, knn_iters=3)
+
+
+def _image(h, w, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_result_fields(segmenter):
+    res = segmenter.segment(_image(96, 160))
+    assert segmenter.short_side == 128  # the tiny bundle's 8x8 seg grid works at 128 px
+    assert res.labels.shape == (96, 160) and res.grid == (8, 14)
+    assert res.probs.shape == res.logits.shape == (8, 14, 3)
+    np.testing.assert_allclose(res.probs.sum(-1), 1.0, atol=1e-5)
+    assert set(res.timings) == {"preprocess", "backbone", "encoder", "decoder", "knn", "upsample"}
+    assert res.categories == ["sky", "grass", "dog"]
+
+
+def test_set_categories_changes_only_the_vocabulary(segmenter):
+    img = _image(128, 128, 1)
+    before = segmenter.segment(img)
+    weights = {k: v.clone() for k, v in segmenter.backend.model.state_dict().items()}
+    segmenter.set_categories(["road", "car", "person", "tree"])
+    after = segmenter.segment(img)
+    assert after.logits.shape[-1] == 4 and after.categories == ["road", "car", "person", "tree"]
+    assert all(torch.equal(v, segmenter.backend.model.state_dict()[k]) for k, v in weights.items())
+    segmenter.set_categories(["sky", "grass", "dog"])
+    np.testing.assert_allclose(segmenter.segment(img).logits, before.logits, atol=1e-6)
+    with pytest.raises(IFSegError, match="twice"):
+        segmenter.set_categories(["a", "a"])
+
+
+def test_batch_matches_single_with_mixed_sizes(segmenter):
+    imgs = [_image(128, 128, 2), _image(96, 160, 3), _image(128, 128, 4)]
+    batched = segmenter.segment_batch(imgs, batch_size=2)
+    for img, res in zip(imgs, batched):
+        np.testing.assert_allclose(res.logits, segmenter.segment(img).logits, atol=1e-4)
+
+
+def test_sliding_window(segmenter):
+    img = _image(128, 320, 5)  # stays 128x320: a 8x20 grid
+    whole = segmenter.segment(img)
+    seg = Segmenter(segmenter.backend, segmenter.vocabulary, knn_iters=3, short_side=128, long_side_max=512, window=128)
+    slid = seg.segment(img)
+    assert slid.logits.shape == whole.logits.shape and slid.labels.shape == (128, 320)
+    # Cells 0..4 of each row are seen by the first 128x128 crop only (stride 5 cells).
+    crop = seg.segment(img[:, :128])
+    np.testing.assert_allclose(slid.logits[:, :5], crop.logits[:, :5], atol=1e-5)
+    big = Segmenter(segmenter.backend, segmenter.vocabulary, short_side=128, long_side_max=512, window=512)
+    np.testing.assert_allclose(big.segment(img).logits, whole.logits, atol=1e-6)
+    with pytest.raises(IFSegError, match="multiple of 16"):
+        Segmenter(segmenter.backend, segmenter.vocabulary, window=100)
