@@ -1,0 +1,28 @@
+"""CUDA paths of the PyTorch runtime (run on a GPU machine; skipped on CPU with the reason)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ifseg_deploy.runtime.segmenter import Segmenter
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+
+
+def test_cuda_fp32_matches_reference(ifseg_checkpoint, dev_dir, golden):
+    seg = Segmenter.from_checkpoint(ifseg_checkpoint, device="cuda")
+    res = seg.segment(str(dev_dir / "image_eval0.png"))
+    np.testing.assert_allclose(res.logits.reshape(1024, 4), golden["eval0_seg_logits"][0, :-1], atol=5e-4, rtol=0)
+    np.testing.assert_allclose(res.probs.reshape(1024, 4), golden["eval0_knn_probs"][0, :-1], atol=1e-4, rtol=0)
+    assert (res.labels == golden["eval0_knn_label_map"]).mean() > 0.9999
+
+
+def test_cuda_fp16_close_to_reference(ifseg_checkpoint, dev_dir, golden):
+    seg = Segmenter.from_checkpoint(ifseg_checkpoint, device="cuda", half=True, knn_iters=0)
+    res = seg.segment(str(dev_dir / "image_eval0.png"))
+    assert np.isfinite(res.logits).all()
+    ref = golden["eval0_seg_logits"][0, :-1]
+    assert np.abs(res.logits.reshape(1024, 4) - ref).max() < 0.05 * np.abs(ref).max()
+    assert (res.labels == golden["eval0_label_map"]).mean() > 0.98
