@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from ..config import ArchConfig
 from ..errors import IFSegError
-from .positions import grid_position_ids, grid_rel_index, resize_grid_vectors, resize_pair_bias, token_rel_index
+from .positions import capturing_graph, grid_position_ids, grid_rel_index, resize_grid_vectors, resize_pair_bias, token_rel_index
 from .transformer import TransformerLayer
 
 
@@ -19,6 +19,16 @@ def abs_position_bias(q_proj: nn.Linear, k_proj: nn.Linear, queries: Tensor, key
     q = (q_proj(queries) * scaling).reshape(tq, heads, -1).transpose(0, 1)
     k = k_proj(keys).reshape(tk, heads, -1).transpose(0, 1)
     return torch.matmul(q, k.transpose(-1, -2))
+
+
+def check_input_shape(cfg: ArchConfig, size: Tuple[int, int], text_len: int) -> None:
+    """Reject grids the image position table cannot address and prompts longer than the text table."""
+    h, w = size
+    g, stride = cfg.encoder_grid, cfg.image_bucket_size
+    if h * w <= g * g and (h - 1) * stride + w >= stride * stride + 1:
+        raise IFSegError(f"a {h}x{w} feature grid is too elongated for OFA's image position table; crop the image closer to square")
+    if text_len > cfg.max_text_positions:
+        raise IFSegError(f"the prompt has {text_len} tokens, more than the {cfg.max_text_positions} the model supports; use fewer categories")
 
 
 class Encoder(nn.Module):
@@ -58,21 +68,28 @@ class Encoder(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
 
     def image_positions(self, size: Tuple[int, int]) -> Tensor:
-        """Absolute image position vectors of an ``h x w`` grid, ``(h*w, C)`` (before their LayerNorm)."""
+        """Absolute image position vectors of an ``h x w`` grid, ``(h*w, C)`` (before their LayerNorm).
+
+        Grids of more than ``encoder_grid**2`` cells get the resized ``encoder_grid`` table,
+        smaller ones a direct lookup. A traced graph computes both and selects at run time.
+        """
         h, w = size
         g, stride = self.cfg.encoder_grid, self.cfg.image_bucket_size
         device = self.embed_image_positions.weight.device
+        if capturing_graph():
+            last = torch.tensor(self.embed_image_positions.num_embeddings - 1, device=device)
+            ids = torch.minimum(grid_position_ids(h, w, stride, device), last)  # Min, not an integer Clip: TensorRT-friendly
+            resized = resize_grid_vectors(self.embed_image_positions(grid_position_ids(g, g, stride, device)), g, size)
+            return torch.where(torch.as_tensor(h * w > g * g), resized, self.embed_image_positions(ids))
         if h * w > g * g:
             table = self.embed_image_positions(grid_position_ids(g, g, stride, device))
             return resize_grid_vectors(table, g, size)
-        if (h - 1) * stride + w >= self.embed_image_positions.num_embeddings:
-            raise IFSegError(f"a {h}x{w} feature grid is too elongated for OFA's image position table; crop the image closer to square")
         return self.embed_image_positions(grid_position_ids(h, w, stride, device))
 
     def position_embeddings(self, size: Tuple[int, int], text_len: int) -> Tensor:
         """``[image_pos_ln(image positions); pos_ln(text positions)]``, ``(h*w + L, C)``."""
-        if text_len > self.cfg.max_text_positions:
-            raise IFSegError(f"the prompt has {text_len} tokens, more than the {self.cfg.max_text_positions} the model supports; use fewer categories")
+        if not capturing_graph():
+            check_input_shape(self.cfg, size, text_len)
         text = self.embed_positions.weight[:text_len]
         return torch.cat([self.image_pos_ln(self.image_positions(size)), self.pos_ln(text)], dim=0)
 

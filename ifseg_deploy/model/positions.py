@@ -16,6 +16,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def capturing_graph() -> bool:
+    """True while the model is traced (the ONNX export uses the TorchScript tracer).
+
+    Shapes are then symbolic: Python shortcuts that depend on them (identity resizes, range
+    checks, branch choices) must give way to branch-free code that is right for every size.
+    """
+    return torch.jit.is_tracing()
+
+
 def token_rel_index(length: int, bucket_size: int, max_position: int = 1024, device=None) -> Tensor:
     """Index into a token relative-position table for a text of ``length`` tokens, ``(L, L)``.
 
@@ -53,7 +62,7 @@ def grid_position_ids(h: int, w: int, row_stride: int, device=None) -> Tensor:
 def resize_grid_vectors(table: Tensor, grid: int, size: Tuple[int, int]) -> Tensor:
     """Bilinearly resize ``(grid*grid, C)`` per-cell vectors to an ``h x w`` grid, ``(h*w, C)``."""
     h, w = size
-    if (h, w) == (grid, grid):
+    if not capturing_graph() and (h, w) == (grid, grid):
         return table
     img = table.reshape(1, grid, grid, -1).permute(0, 3, 1, 2)
     img = F.interpolate(img, size=(h, w), mode="bilinear", align_corners=False)
@@ -65,9 +74,13 @@ def _resize_last_axis(x: Tensor, grid: int, size: Tuple[int, int], lead: int) ->
     h, w = size
     heads, q = x.shape[0], x.shape[1]
     head, cells = x[..., :lead], x[..., lead:]
-    img = cells.permute(1, 0, 2).reshape(q, heads, grid, grid)
-    img = F.interpolate(img, size=(h, w), mode="bilinear", align_corners=False)
-    cells = img.reshape(q, heads, h * w).permute(1, 0, 2)
+    if capturing_graph():  # the same values without two large transposes in the exported graph
+        img = F.interpolate(cells.reshape(heads, q, grid, grid), size=(h, w), mode="bilinear", align_corners=False)
+        cells = img.reshape(heads, q, h * w)
+    else:  # query-major planes, the reference's layout (its float rounding, bit for bit)
+        img = cells.permute(1, 0, 2).reshape(q, heads, grid, grid)
+        img = F.interpolate(img, size=(h, w), mode="bilinear", align_corners=False)
+        cells = img.reshape(q, heads, h * w).permute(1, 0, 2)
     return torch.cat([head, cells], dim=-1) if lead else cells
 
 
@@ -79,7 +92,7 @@ def resize_pair_bias(bias: Tensor, grid: int, size: Tuple[int, int], key_first: 
     reference's encoder resizes keys first, its decoder queries first; the results agree up to
     float rounding).
     """
-    if tuple(size) == (grid, grid):
+    if not capturing_graph() and tuple(size) == (grid, grid):
         return bias
     if key_first:
         bias = _resize_last_axis(bias, grid, size, lead)

@@ -1,0 +1,1 @@
+"""Export: ONNX graph (run-time vocabulary, parallel decoder), verification, TensorRT engines and target profiles."""

@@ -1,0 +1,245 @@
+"""PyTorch -> ONNX: one graph (backbone + encoder + parallel decoder), run-time vocabulary, verified.
+
+The graph is traced (TorchScript exporter, opset 17, constant folding), simplified with
+onnxslim, checked (ONNX checker, graph policy, TensorRT operator table) and run through ONNX
+Runtime against PyTorch. Nothing is written unless everything passes: the ONNX file and its
+side file appear together, atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import onnx
+import torch
+
+from .. import __version__
+from ..checkpoint import LoadedModel
+from ..errors import IFSegError
+from ..fileio import atomic_path
+from ..model import grid_size
+from ..preprocess import preprocess, read_image
+from ..runtime.vocabulary import PreparedVocabulary, Vocabulary
+from ..text.prompt import validate_categories
+from .graph import FEATURE_DIM, FEATURES, IMAGES, KNN_PROBS, LABELS, LOGITS, PROMPT, CLASSES, OUTPUT_SIZE, ExportGraph, GraphSpec, sample_inputs
+from .sidecar import preprocessing_meta, vocab_path, write_vocab
+from .trt_ops import OpCheckReport, check_graph
+from .verify import ATOL, VerifyReport, graph_policy_problems, verify_onnx
+
+DEFAULT_OPSET = 17
+METADATA_KEY = "ifseg_deploy"
+#: Largest constant the simplifier may create by folding in a dynamic-shape export.
+FOLD_LIMIT_BYTES = 1 << 22
+
+
+@dataclass
+class OnnxExportOptions:
+    """How to export. ``image_size`` is the size traced and verified (the fixed input size unless ``dynamic``)."""
+
+    image_size: Tuple[int, int] = (512, 512)
+    dynamic: bool = True
+    batch: int = 1
+    opset: int = DEFAULT_OPSET
+    graph: GraphSpec = field(default_factory=GraphSpec)
+    slim: bool = True
+    atol: float = ATOL
+    trt_target: Optional[str] = None
+    verify_images: Sequence[str] = ()
+
+    def validate(self) -> None:
+        h, w = self.image_size
+        if min(h, w) < 16:
+            raise IFSegError(f"image size {h}x{w} is too small; use --imgsz 512 (the stride-16 grid needs >= 16 pixels)")
+        if self.batch < 1:
+            raise IFSegError("--batch must be >= 1")
+        if not 17 <= self.opset <= 20:
+            raise IFSegError(f"--opset {self.opset} is not supported; use 17..20 (17 is the TensorRT 8.6 maximum)")
+        if self.graph.knn_iters and self.graph.knn_k < 1:
+            raise IFSegError("--knn-k must be >= 1 for in-graph kNN smoothing")
+
+
+@dataclass
+class OnnxExport:
+    """What :func:`export_onnx` produced."""
+
+    path: str
+    vocab_path: str
+    metadata: Dict[str, Any]
+    verification: VerifyReport
+    op_check: OpCheckReport
+
+
+def _trace(graph: ExportGraph, feeds: Dict[str, torch.Tensor], path: str, opts: OnnxExportOptions) -> None:
+    spec = opts.graph
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # TorchScript-exporter deprecation and tracer notes on shape arithmetic
+        torch.onnx.export(
+            graph, tuple(feeds.values()), path, dynamo=False, opset_version=opts.opset, do_constant_folding=True,
+            input_names=spec.input_names, output_names=spec.output_names, dynamic_axes=spec.dynamic_axes(opts.dynamic),
+        )
+
+
+def _io_dims(opts: OnnxExportOptions, feeds: Dict[str, torch.Tensor], cfg_dim: int) -> Dict[str, List[Any]]:
+    """Declared shapes of every graph input and output (symbolic names where dynamic)."""
+    b, _, h, w = feeds[IMAGES].shape
+    gh, gw = grid_size(h, w)
+    dyn = opts.dynamic
+    batch, cells = ("batch", "cells") if dyn else (b, gh * gw)
+    dims = {
+        IMAGES: ["batch", 3, "height", "width"] if dyn else [b, 3, h, w],
+        PROMPT: [1, "prompt_len", cfg_dim],
+        CLASSES: ["classes", cfg_dim],
+        LOGITS: [batch, cells, "classes"],
+        FEATURES: [batch, cells, FEATURE_DIM],
+        KNN_PROBS: [batch, cells, "classes"],
+        OUTPUT_SIZE: [2],
+        LABELS: [batch, "out_height", "out_width"],
+    }
+    return dims
+
+
+def _declare_shapes(model: onnx.ModelProto, dims: Dict[str, List[Any]]) -> None:
+    """Overwrite the graph's input/output shapes with clean names (the simplifier invents some)."""
+    for value in list(model.graph.input) + list(model.graph.output):
+        if value.name not in dims:
+            continue
+        shape = value.type.tensor_type.shape
+        del shape.dim[:]
+        for d in dims[value.name]:
+            dim = shape.dim.add()
+            if isinstance(d, str):
+                dim.dim_param = d
+            else:
+                dim.dim_value = int(d)
+
+
+def alternate_categories(categories: Sequence[str]) -> List[str]:
+    """A different list (another length, order and prompt) to check that the vocabulary really is an input."""
+    alt = list(reversed(categories))[:-1] or list(categories)
+    for extra in ("sky", "traffic light", "tree"):
+        if len(alt) > len(categories):
+            break
+        if extra not in {c.lower() for c in alt}:
+            alt.append(extra)
+    return validate_categories(alt)
+
+
+def verification_cases(spec: GraphSpec, vocab: PreparedVocabulary, alt: PreparedVocabulary, opts: OnnxExportOptions,
+                       short_side: int) -> List[Tuple[str, Dict[str, torch.Tensor]]]:
+    """Export inputs, another vocabulary (and, when dynamic, a non-square size), and the given images."""
+    h, w = opts.image_size
+    cases = [("export inputs", sample_inputs(spec, vocab, opts.batch, h, w))]
+    if opts.dynamic:
+        ah, aw = (w, h) if h != w else (h, w + 11 * 16)
+        cases.append(("non-square, other categories", sample_inputs(spec, alt, 1, ah, aw, seed=1)))
+    else:
+        cases.append(("other categories", sample_inputs(spec, alt, opts.batch, h, w, seed=1)))
+    for path in opts.verify_images:
+        x = preprocess(read_image(path), short_side, 4 * short_side).unsqueeze(0)
+        if not opts.dynamic and tuple(x.shape[2:]) != (h, w):
+            raise IFSegError(f"verification image {path} preprocesses to {x.shape[2]}x{x.shape[3]}, but the static export is {h}x{w}; "
+                             "use --dynamic or an image of that shape")
+        feeds = sample_inputs(spec, vocab, 1, x.shape[2], x.shape[3])
+        feeds[IMAGES] = x.expand(opts.batch if not opts.dynamic else 1, -1, -1, -1).contiguous()
+        if spec.upsample:
+            feeds[OUTPUT_SIZE] = torch.tensor(read_image(path).shape[:2], dtype=torch.int64)
+        cases.append((os.path.basename(path), feeds))
+    return cases
+
+
+def export_metadata(loaded: LoadedModel, vocab: PreparedVocabulary, opts: OnnxExportOptions, short_side: int) -> Dict[str, Any]:
+    """The description stored in the ONNX ``metadata_props`` and the side file."""
+    return {
+        "arch": loaded.arch.to_dict(),
+        "categories": loaded.categories,
+        "prompt_prefix": loaded.prompt_prefix,
+        "preprocessing": preprocessing_meta(short_side, 4 * short_side),
+        "export": {
+            "version": __version__,
+            "source": os.path.basename(loaded.path),
+            "source_kind": loaded.kind,
+            "categories": list(vocab.categories),
+            "prompt_ids": list(vocab.prompt_ids),
+            "opset": opts.opset,
+            "dynamic": opts.dynamic,
+            "batch": opts.batch,
+            "image_size": list(opts.image_size),
+            "graph": opts.graph.to_dict(),
+            "inputs": opts.graph.input_names,
+            "outputs": opts.graph.output_names,
+        },
+    }
+
+
+def _attach_metadata(model: onnx.ModelProto, meta: Dict[str, Any]) -> None:
+    model.producer_name = "ifseg-deploy"
+    model.producer_version = __version__
+    model.doc_string = "IFSeg / SegOFA segmentation; vocabulary (prompt_embeds, class_embeds) is an input, see the .vocab.safetensors side file"
+    props = {
+        METADATA_KEY: json.dumps(meta),
+        "categories": ", ".join(meta["export"]["categories"]),
+        "prompt_prefix": meta["prompt_prefix"],
+        "preprocessing": json.dumps(meta["preprocessing"]),
+        "version": __version__,
+    }
+    del model.metadata_props[:]
+    for key, value in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def read_onnx_metadata(path: str) -> Dict[str, Any]:
+    """The ``ifseg_deploy`` metadata of an exported ONNX file (without loading its weights)."""
+    model = onnx.load(path, load_external_data=False)
+    for prop in model.metadata_props:
+        if prop.key == METADATA_KEY:
+            return json.loads(prop.value)
+    raise IFSegError(f"{path} was not exported by ifseg-deploy (no '{METADATA_KEY}' metadata); re-export it with ifseg-deploy export")
+
+
+def export_onnx(loaded: LoadedModel, out_path: str, vocabulary: Vocabulary, categories: Optional[Sequence[str]],
+                opts: OnnxExportOptions) -> OnnxExport:
+    """Export, simplify, check and verify; write ``out_path`` and its side file only if all checks pass."""
+    import onnxslim
+
+    opts.validate()
+    if not out_path.endswith(".onnx"):
+        raise IFSegError(f"--out {out_path} must end with .onnx")
+    spec = opts.graph
+    short_side = min(opts.image_size)
+    vocab = vocabulary.prepare(categories)
+    alt = vocabulary.prepare(alternate_categories(vocab.categories))
+    cases = verification_cases(spec, vocab, alt, opts, short_side)
+    graph = ExportGraph(loaded.model.float().eval(), spec).eval()
+    meta = export_metadata(loaded, vocab, opts, short_side)
+    with atomic_path(out_path) as tmp:
+        _trace(graph, cases[0][1], tmp, opts)
+        model = onnx.load(tmp)
+        if opts.slim:
+            # Static shapes: fold everything, including the per-layer position biases. Dynamic shapes:
+            # keep large lookups (relative-position tables gathered over the 32x32 grid) as graph ops.
+            model = onnxslim.slim(model, size_threshold=None if not opts.dynamic else FOLD_LIMIT_BYTES)
+        _declare_shapes(model, _io_dims(opts, cases[0][1], loaded.arch.embed_dim))
+        problems = graph_policy_problems(model)
+        if problems:
+            raise IFSegError("the exported graph breaks the deployment rules (" + "; ".join(problems) + "); nothing was written")
+        try:
+            onnx.checker.check_model(model, full_check=True)
+        except onnx.checker.ValidationError as e:
+            raise IFSegError(f"the ONNX checker rejects the graph ({str(e).splitlines()[0][:160]}); nothing was written") from None
+        onnx.save(model, tmp)
+        report = verify_onnx(tmp, graph, cases, atol=opts.atol)
+        if not report.ok:
+            worst = next(c for c in report.cases if not c.ok)
+            raise IFSegError(f"ONNX Runtime disagrees with PyTorch on '{worst.name}' ({'; '.join(worst.problems)}); the ONNX file was not written")
+        meta["export"]["verification"] = report.to_dict()
+        _attach_metadata(model, meta)
+        onnx.save(model, tmp)
+        op_check = check_graph(model, opts.trt_target)
+        side = vocab_path(out_path)
+        write_vocab(side, loaded.model.embed_tokens.weight, loaded.class_embeds, meta)
+    return OnnxExport(out_path, side, meta, report, op_check)

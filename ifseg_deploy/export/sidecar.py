@@ -1,0 +1,112 @@
+"""Side files of an exported model.
+
+``<stem>.vocab.safetensors`` sits next to ``<stem>.onnx`` / ``<stem>.engine``: the token-embedding
+table ``(V, C)`` the host needs to turn a category list into prompt and class embeddings, the
+stored class embeddings of a fine-tuned model, and a JSON description (architecture, stored
+categories, prompt prefix, preprocessing, export settings) in the ifseg-deploy bundle header
+format. ``<stem>.engine.json`` describes a TensorRT engine build (TensorRT version, GPU, shapes).
+The BPE files are never copied: pass ``--bpe-dir`` or keep them next to the model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+import torch
+from torch import Tensor
+
+from ..checkpoint.bundle import CLASS_EMBEDS, FORMAT_VERSION, META_KEY, load_bundle
+from ..config import ArchConfig
+from ..errors import IFSegError
+from ..fileio import write_bytes
+from ..preprocess import LONG_SIDE_MAX, MEAN, SHORT_SIDE, STD
+
+VOCAB_SUFFIX = ".vocab.safetensors"
+ENGINE_INFO_SUFFIX = ".json"
+EMBED_TABLE = "embed_tokens.weight"
+KIND = "engine-vocab"
+
+
+def vocab_path(model_path: str) -> str:
+    """``model.onnx`` / ``model.engine`` -> ``model.vocab.safetensors``."""
+    return os.path.splitext(model_path)[0] + VOCAB_SUFFIX
+
+
+def engine_info_path(engine_path: str) -> str:
+    """``model.engine`` -> ``model.engine.json``."""
+    return engine_path + ENGINE_INFO_SUFFIX
+
+
+def preprocessing_meta(short_side: int = SHORT_SIDE, long_side_max: int = LONG_SIDE_MAX) -> Dict[str, Any]:
+    return {"short_side": short_side, "long_side_max": long_side_max, "mean": MEAN, "std": STD, "color": "RGB",
+            "resize": "keep-ratio bilinear on uint8 (mmcv imrescale)"}
+
+
+@dataclass
+class VocabSidecar:
+    """What the host side of an exported model needs."""
+
+    embed_table: Tensor  # (V, C) float32
+    class_embeds: Optional[Tensor]  # (N, C) stored class embeddings, if the model has them
+    meta: Dict[str, Any]
+
+    @property
+    def arch(self) -> ArchConfig:
+        return ArchConfig.from_dict(self.meta.get("arch", {}))
+
+    @property
+    def categories(self) -> Optional[List[str]]:
+        return self.meta.get("categories")
+
+    @property
+    def preprocessing(self) -> Dict[str, Any]:
+        return self.meta.get("preprocessing") or preprocessing_meta()
+
+    @property
+    def export(self) -> Dict[str, Any]:
+        return self.meta.get("export", {})
+
+
+def write_vocab(path: str, embed_table: Tensor, class_embeds: Optional[Tensor], meta: Dict[str, Any]) -> None:
+    """Write the side file atomically; the table is stored as float16 when that is lossless."""
+    from safetensors.torch import save
+
+    table = embed_table.detach().float().cpu().contiguous()
+    if torch.equal(table.half().float(), table):
+        table = table.half()
+    tensors = {EMBED_TABLE: table}
+    if class_embeds is not None:
+        tensors[CLASS_EMBEDS] = class_embeds.detach().float().cpu().contiguous()
+    header = dict(meta, kind=KIND, format=FORMAT_VERSION)
+    write_bytes(path, save(tensors, metadata={META_KEY: json.dumps(header)}))
+
+
+def read_vocab(model_path: str) -> VocabSidecar:
+    """The side file of ``model_path``; a clear error when it is missing or is something else."""
+    path = vocab_path(model_path)
+    if not os.path.isfile(path):
+        raise IFSegError(f"{os.path.basename(path)} not found next to {model_path}; it holds the token-embedding table: "
+                         "copy it along or re-export with ifseg-deploy export")
+    tensors, class_embeds, meta = load_bundle(path)
+    if meta.get("kind") != KIND or EMBED_TABLE not in tensors:
+        raise IFSegError(f"{path} is not an ifseg-deploy engine side file; re-export with ifseg-deploy export")
+    return VocabSidecar(tensors[EMBED_TABLE], class_embeds, meta)
+
+
+def write_engine_info(engine_path: str, info: Dict[str, Any]) -> None:
+    write_bytes(engine_info_path(engine_path), (json.dumps(info, indent=2) + "\n").encode())
+
+
+def read_engine_info(engine_path: str) -> Dict[str, Any]:
+    path = engine_info_path(engine_path)
+    if not os.path.isfile(path):
+        raise IFSegError(f"{os.path.basename(path)} not found next to {engine_path}; it records how the engine was built: "
+                         "copy it along or rebuild with ifseg-deploy export --format engine")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, json.JSONDecodeError) as e:
+        raise IFSegError(f"cannot read {path} ({e}); rebuild the engine with ifseg-deploy export --format engine") from None

@@ -1,0 +1,154 @@
+"""Checks every export must pass: graph policy (opset, no loops, finite constants) and
+ONNX Runtime (CPU) against the PyTorch module on the same inputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+import onnx
+import torch
+from torch import Tensor
+
+from .graph import KNN_PROBS, LABELS, LOGITS, ExportGraph
+
+MIN_OPSET = 17
+#: Control flow / sequence operators a deployable graph must not contain (the decoder runs in one pass).
+FORBIDDEN_OPS = {"Loop", "Scan", "SequenceAt", "SequenceConstruct", "SequenceInsert", "SequenceEmpty", "SplitToSequence", "ConcatFromSequence"}
+#: Element-wise agreement: ``|ort - torch| <= ATOL + RTOL * max|torch|`` per output.
+ATOL, RTOL = 2e-4, 1e-4
+
+
+def opset_of(model: onnx.ModelProto) -> int:
+    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+
+
+def _float_constants(model: onnx.ModelProto):
+    from onnx import numpy_helper
+
+    for init in model.graph.initializer:
+        yield init.name, numpy_helper.to_array(init)
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for a in node.attribute:
+                if a.name == "value":
+                    yield node.output[0], numpy_helper.to_array(a.t)
+                elif a.name in ("value_float", "value_floats"):
+                    yield node.output[0], np.asarray(onnx.helper.get_attribute_value(a), dtype=np.float32)
+
+
+def graph_policy_problems(model: onnx.ModelProto) -> List[str]:
+    """Opset >= 17, no loop/sequence operators, LayerNormalization as single nodes, no inf/NaN constants."""
+    problems = []
+    opset = opset_of(model)
+    if opset < MIN_OPSET:
+        problems.append(f"opset {opset} < {MIN_OPSET}")
+    ops = {n.op_type for n in model.graph.node}
+    problems += [f"contains {op} nodes" for op in sorted(ops & FORBIDDEN_OPS)]
+    if "LayerNormalization" not in ops:
+        problems.append("no LayerNormalization nodes (layer norms were decomposed)")
+    for name, value in _float_constants(model):
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            problems.append(f"constant {name} holds inf/NaN")
+    return problems
+
+
+@dataclass
+class CaseResult:
+    """ORT vs PyTorch on one set of inputs."""
+
+    name: str
+    shapes: Dict[str, Tuple[int, ...]]
+    max_abs: Dict[str, float] = field(default_factory=dict)
+    label_agreement: float = 1.0
+    unexplained_flips: int = 0  # label differences where the PyTorch top-2 margin exceeds the numeric error
+    problems: List[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def line(self) -> str:
+        img = "x".join(str(d) for d in self.shapes.get("images", ()))
+        deltas = ", ".join(f"{k} {v:.2e}" for k, v in self.max_abs.items())
+        state = "ok" if self.ok else "FAILED: " + "; ".join(self.problems)
+        return f"{self.name} [{img}, L={self.shapes['prompt_embeds'][1]}, N={self.shapes['class_embeds'][0]}]: max|delta| {deltas}; labels {100 * self.label_agreement:.3f}% agree; {state}"
+
+
+@dataclass
+class VerifyReport:
+    cases: List[CaseResult]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.cases)
+
+    def lines(self) -> List[str]:
+        return [c.line() for c in self.cases]
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "atol": ATOL, "rtol": RTOL, "cases": [
+            {"name": c.name, "max_abs": c.max_abs, "label_agreement": c.label_agreement, "ok": c.ok} for c in self.cases]}
+
+
+def label_flips(ref: np.ndarray, out: np.ndarray, max_abs: float) -> Tuple[float, int]:
+    """Argmax agreement over the last axis, and the number of flips not explained by a near tie."""
+    a, b = ref.argmax(-1), out.argmax(-1)
+    differ = a != b
+    if not differ.any():
+        return 1.0, 0
+    top2 = np.sort(ref, axis=-1)[..., -2:]
+    margin = top2[..., 1] - top2[..., 0]
+    return float(1.0 - differ.mean()), int((differ & (margin > 2 * max_abs)).sum())
+
+
+def compare_outputs(name: str, feeds: Dict[str, Tensor], ref: Dict[str, np.ndarray], out: Dict[str, np.ndarray],
+                    atol: float = ATOL, rtol: float = RTOL) -> CaseResult:
+    """Compare ORT outputs with the PyTorch ones (float outputs element-wise, label maps by agreement)."""
+    case = CaseResult(name, {k: tuple(v.shape) for k, v in feeds.items()})
+    for key, r in ref.items():
+        o = out[key]
+        if o.shape != r.shape:
+            case.problems.append(f"{key} shape {o.shape} != {r.shape}")
+            continue
+        if key == LABELS:
+            agree = float((o == r).mean())
+            if agree < 0.999:
+                case.problems.append(f"label map agrees on {100 * agree:.2f}% of pixels only")
+            continue
+        delta = float(np.abs(o.astype(np.float64) - r).max()) if r.size else 0.0
+        case.max_abs[key] = delta
+        bound = atol + rtol * float(np.abs(r).max(initial=0.0))
+        if not np.isfinite(o).all():
+            case.problems.append(f"{key} has non-finite values")
+        elif delta > bound:
+            case.problems.append(f"{key} max|delta| {delta:.2e} > {bound:.2e}")
+    scores = KNN_PROBS if KNN_PROBS in ref else LOGITS
+    agreement, flips = label_flips(ref[scores], out[scores], case.max_abs.get(scores, 0.0))
+    case.label_agreement = agreement
+    case.unexplained_flips = flips
+    if flips:
+        case.problems.append(f"{flips} grid label(s) differ beyond near ties")
+    return case
+
+
+def run_torch(graph: ExportGraph, feeds: Dict[str, Tensor], names: Sequence[str]) -> Dict[str, np.ndarray]:
+    with torch.inference_mode():
+        outputs = graph(*feeds.values())
+    return {n: o.cpu().numpy() for n, o in zip(names, outputs)}
+
+
+def verify_onnx(path: str, graph: ExportGraph, cases: Sequence[Tuple[str, Dict[str, Tensor]]],
+                atol: float = ATOL, rtol: float = RTOL) -> VerifyReport:
+    """Run each case through ONNX Runtime (CPU) and the PyTorch graph; compare every output."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    results = []
+    for name, feeds in cases:
+        ref = run_torch(graph, feeds, names)
+        out = dict(zip(names, session.run(names, {k: v.numpy() for k, v in feeds.items()})))
+        results.append(compare_outputs(name, feeds, ref, out, atol, rtol))
+    return VerifyReport(results)

@@ -1,0 +1,297 @@
+"""TensorRT side of the export: profiles, trtexec / Triton files, the static operator check, FP32
+pinning, calibration data, engine compatibility. Engine build/run tests need ``tensorrt`` + CUDA."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+from ifseg_deploy.errors import IFSegError
+from ifseg_deploy.export.calibrator import calibration_batches, calibration_files, fit_image
+from ifseg_deploy.export.profiles import BUILTIN, TargetProfile, load_profile, target_files, trtexec_command, triton_config
+from ifseg_deploy.export.tensorrt_build import check_precision, fp32_pinned_nodes
+from ifseg_deploy.export.trt_ops import check_graph, resolve_target
+from ifseg_deploy.runtime.tensorrt_backend import check_engine_compat, version_key
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _has_tensorrt() -> bool:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+needs_trt = pytest.mark.skipif(not _has_tensorrt(), reason="needs the tensorrt Python package and a CUDA GPU (not installable here)")
+
+
+# ---------------------------------------------------------------- profiles and generated files
+
+def test_builtin_profiles_and_json_roundtrip(tmp_path):
+    assert {"jetson-orin-nano", "jetson-agx-orin", "desktop-rtx", "datacenter"} <= set(BUILTIN)
+    p = BUILTIN["jetson-agx-orin"]
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps(dict(p.to_dict(), name="mine", batch=[1, 2, 8])))
+    mine = load_profile(str(path))
+    assert mine.batch == (1, 2, 8) and mine.workspace_mb == p.workspace_mb and mine.name == "mine"
+
+
+@pytest.mark.parametrize("content,match", [
+    ("{not json", "not valid JSON"),
+    ('{"name": "x"}', "missing fields"),
+    (json.dumps(dict(BUILTIN["desktop-rtx"].to_dict(), batch=[4, 1, 8])), "min <= opt <= max"),
+    (json.dumps(dict(BUILTIN["desktop-rtx"].to_dict(), precision="int4")), "precision"),
+    (json.dumps(dict(BUILTIN["desktop-rtx"].to_dict(), speed=1)), "unknown fields"),
+])
+def test_bad_profiles(tmp_path, content, match):
+    path = tmp_path / "p.json"
+    path.write_text(content)
+    with pytest.raises(IFSegError, match=match):
+        load_profile(str(path))
+    with pytest.raises(IFSegError, match="unknown profile"):
+        load_profile("jetson-tx1")
+
+
+def test_image_ranges_scale_with_imgsz():
+    p = BUILTIN["jetson-orin-nano"]  # height 512/512/1024, width 512/683/1024 at 512
+    assert p.image_range(512) == ((512, 512, 1024), (512, 683, 1024))
+    assert p.image_range(384) == ((384, 384, 768), (384, 512, 768))  # 683 * 0.75 = 512.25
+
+
+def test_trtexec_command():
+    p = BUILTIN["jetson-orin-nano"]
+    cmd = shlex.split(trtexec_command(p, "m.onnx", "m.engine", 256, fp32_layers=["/a/LayerNorm", "/b/Softmax"], timing_cache="t.cache"))
+    assert cmd[0] == "trtexec" and "--onnx=m.onnx" in cmd and "--saveEngine=m.engine" in cmd
+    assert "--minShapes=images:1x3x512x512,prompt_embeds:1x16x256,class_embeds:1x256" in cmd
+    assert "--optShapes=images:1x3x512x683,prompt_embeds:1x40x256,class_embeds:8x256" in cmd
+    assert "--maxShapes=images:1x3x1024x1024,prompt_embeds:1x160x256,class_embeds:48x256" in cmd
+    assert "--fp16" in cmd and "--int8" not in cmd and "--memPoolSize=workspace:1024M" in cmd
+    assert "--precisionConstraints=obey" in cmd and "--layerPrecisions=/a/LayerNorm:fp32,/b/Softmax:fp32" in cmd
+    static = shlex.split(trtexec_command(p, "m.onnx", "m.engine", 64, static=(2, 512, 688), precision="int8", calib_cache="c.cache"))
+    assert "--minShapes=images:2x3x512x688,prompt_embeds:1x16x64,class_embeds:1x64" in static
+    assert "--maxShapes=images:2x3x512x688,prompt_embeds:1x160x64,class_embeds:48x64" in static
+    assert "--int8" in static and "--calib=c.cache" in static
+    fp32 = shlex.split(trtexec_command(p, "m.onnx", "m.engine", 64, precision="fp32", fp32_layers=["x"]))
+    assert "--fp16" not in fp32 and not any(a.startswith("--layerPrecisions") for a in fp32)
+
+
+def test_triton_config_names_graph_io():
+    text = triton_config(BUILTIN["datacenter"], "tensorrt_plan", 256, ["logits", "features", "knn_probs"])
+    for name in ("images", "prompt_embeds", "class_embeds", "logits", "features", "knn_probs"):
+        assert f'name: "{name}"' in text
+    assert 'platform: "tensorrt_plan"' in text and "count: 2" in text and "dims: [ 1, -1, 256 ]" in text
+
+
+def test_repository_export_folder_is_up_to_date():
+    """export/ is generated from the built-in profiles (python -m ifseg_deploy.export.profiles export)."""
+    for profile in BUILTIN.values():
+        for rel, text in target_files(profile).items():
+            path = REPO / "export" / rel
+            assert path.is_file() and path.read_text() == text, f"{path} is stale: regenerate export/"
+        assert load_profile(str(REPO / "export" / "profiles" / f"{profile.name}.json")) == profile
+
+
+# ---------------------------------------------------------------- static operator check
+
+def _model(nodes, inputs, outputs, inits=(), opset=17):
+    g = helper.make_graph(nodes, "g", inputs, outputs, list(inits))
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _vi(name, shape, t=TensorProto.FLOAT):
+    return helper.make_tensor_value_info(name, t, shape)
+
+
+def test_resolve_target():
+    assert resolve_target("10.3.0.26").version == "10" and resolve_target("8.6.1").version == "8.6"
+    assert resolve_target(None).version == "10"
+    with pytest.raises(IFSegError, match="no operator table"):
+        resolve_target("7.1")
+
+
+def test_op_check_flags_unsupported_ops_and_restrictions():
+    x = _vi("x", [1, 3, 8, 8])
+    k = helper.make_tensor("k", TensorProto.INT64, [1], [2])
+    nodes = [
+        helper.make_node("Resize", ["x", "", "s"], ["r"], mode="cubic"),
+        helper.make_node("Shape", ["x"], ["shp"]),
+        helper.make_node("Slice", ["shp", "st", "en", "shp"], ["sl"]),  # axes from a run-time tensor
+        helper.make_node("TopK", ["r", "sl"], ["tv", "ti"], axis=-1),  # K not a constant
+        helper.make_node("TopK", ["r", "k"], ["tv2", "ti2"], axis=-1, sorted=0),
+        helper.make_node("Unique", ["x"], ["u"]),
+        helper.make_node("Foo", ["x"], ["f"], domain="custom"),
+    ]
+    inits = [helper.make_tensor("s", TensorProto.FLOAT, [4], [1, 1, 2, 2]), k,
+             helper.make_tensor("st", TensorProto.INT64, [1], [0]), helper.make_tensor("en", TensorProto.INT64, [1], [1])]
+    model = _model(nodes, [x], [_vi("tv", None), _vi("tv2", None), _vi("u", None), _vi("f", None)], inits)
+    report = check_graph(model, "10")
+    text = " | ".join(report.errors)
+    assert not report.ok
+    assert "mode cubic unsupported" in text and "`axes` must be an initializer" in text
+    assert "`K` must be an initializer" in text and "`sorted` must be 1" in text
+    assert "Unique" in text and "custom domain" in text
+    assert "Resize" not in " ".join(e for e in report.errors if "not supported" in e)
+    assert "opset 21 outside" in " ".join(check_graph(_model([], [x], [x], opset=21), "10").errors)
+    assert "opset 18 outside" in " ".join(check_graph(_model([], [x], [x], opset=18), "8.6").errors)
+
+
+def test_op_check_accepts_supported_graph_and_reports_types():
+    x = _vi("x", [2, 4])
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4], [1.0] * 4)
+    b = helper.make_tensor("b", TensorProto.FLOAT, [4], [0.0] * 4)
+    nodes = [helper.make_node("LayerNormalization", ["x", "w", "b"], ["y"], axis=-1),
+             helper.make_node("Softmax", ["y"], ["z"], axis=-1)]
+    report = check_graph(_model(nodes, [x], [_vi("z", [2, 4])], [w, b]), "8.6")
+    assert report.ok and report.op_counts == {"LayerNormalization": 1, "Softmax": 1}
+    cos = _model([helper.make_node("Cos", ["i"], ["o"])], [_vi("i", [2], TensorProto.INT32)], [_vi("o", [2], TensorProto.INT32)])
+    assert check_graph(cos, "10").ok and "type INT32 not listed" in check_graph(cos, "10").warnings[0]
+
+
+# ---------------------------------------------------------------- FP32 pinning
+
+class _Attention(torch.nn.Module):
+    """x -> softmax(x x^T + bias(T)) ; bias depends only on the sequence length."""
+
+    def __init__(self):
+        super().__init__()
+        self.pos = torch.nn.Linear(1, 4)
+        self.norm = torch.nn.LayerNorm(4)
+
+    def forward(self, x):
+        t = torch.arange(x.shape[1], dtype=torch.float32)[:, None]
+        p = self.pos(t)
+        bias = p @ p.t()
+        return torch.softmax(x @ x.transpose(1, 2) + bias, -1) @ self.norm(x)
+
+
+class _Wrapper(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.model = _Attention()
+
+    def forward(self, images):
+        return self.model(images) * 2.0
+
+
+def test_fp32_pinned_nodes(tmp_path):
+    path = str(tmp_path / "a.onnx")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_Wrapper().eval(), (torch.randn(1, 5, 4),), path, dynamo=False, opset_version=17,
+                          input_names=["images"], dynamic_axes={"images": {1: "t"}})
+    model = onnx.load(path)
+    pinned = set(fp32_pinned_nodes(model))
+    by_name = {n.name: n for n in model.graph.node}
+    ops = {by_name[n].op_type for n in pinned}
+    assert {"Softmax", "LayerNormalization", "Add"} <= ops  # Add = q.k^T + bias, right before the softmax
+    bias_products = [n for n in pinned if by_name[n].op_type in ("Gemm", "MatMul") and "images" not in by_name[n].input]
+    assert bias_products  # the position projection and p p^T of the bias path
+    value_matmuls = [n.name for n in model.graph.node if n.op_type == "MatMul" and "images" in n.input]
+    assert value_matmuls and not set(value_matmuls) & pinned  # q.k^T itself may run in FP16
+    assert any(by_name[n].op_type == "Mul" for n in pinned)  # outside /model/: post-processing stays FP32
+
+
+# ---------------------------------------------------------------- calibration data, precision flags
+
+def test_calibration_images(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no images")
+    with pytest.raises(IFSegError, match="holds no images"):
+        calibration_files(str(empty))
+    with pytest.raises(IFSegError, match="not a folder"):
+        calibration_files(str(tmp_path / "missing"))
+    with pytest.raises(IFSegError, match="needs --calib-dir"):
+        calibration_files(None)
+    imgs = tmp_path / "calib"
+    imgs.mkdir()
+    for i, (h, w) in enumerate([(40, 100), (100, 40), (64, 64)]):
+        img = np.full((h, w, 3), 40 * (i + 1), np.uint8)
+        img[:, w // 2] = 255  # a bright centre column must stay in the centre crop
+        cv2.imwrite(str(imgs / f"{i}.png"), img)
+    files = calibration_files(str(imgs))
+    assert len(files) == 3
+    batches = calibration_batches(files, 2, 32, 48)
+    assert len(batches) == 2 and all(b.shape == (2, 3, 32, 48) and b.dtype == np.float32 for b in batches)
+    assert batches[0].min() >= -1.0 and batches[0].max() <= 1.0
+    crop = fit_image(cv2.imread(files[0])[..., ::-1].copy(), 32, 48)
+    assert crop.shape == (32, 48, 3) and crop[:, 23:25].max() > 200 and crop[:, :10].max() < 100
+
+
+def test_precision_flags():
+    check_precision("fp16", None)
+    with pytest.raises(IFSegError, match="needs --calib-dir"):
+        check_precision("int8", None)
+    with pytest.raises(IFSegError, match="only used with --precision int8"):
+        check_precision("fp16", "somewhere")
+
+
+# ---------------------------------------------------------------- engine compatibility
+
+def test_engine_compat_messages():
+    built = {"tensorrt": "10.3.0.26", "gpu": "Orin", "compute_capability": "8.7", "rebuild_command": "ifseg-deploy export --checkpoint m.pt --format engine"}
+    check_engine_compat(built, {"tensorrt": "10.3.0.30", "gpu": "Orin", "compute_capability": "8.7"}, "m.engine")  # build number only
+    assert version_key("10.3.0.26") == (10, 3, 0)
+    with pytest.raises(IFSegError) as e:
+        check_engine_compat(built, {"tensorrt": "10.7.0", "gpu": "Orin", "compute_capability": "8.7"}, "m.engine")
+    msg = str(e.value)
+    assert "TensorRT 10.3.0.26 (this machine: 10.7.0)" in msg and "rebuild it on this machine with: ifseg-deploy export" in msg
+    assert "\n" not in msg
+    with pytest.raises(IFSegError, match=r"GPU Orin sm_87 \(this machine: NVIDIA RTX 4090 sm_89\)"):
+        check_engine_compat(built, {"tensorrt": "10.3.0", "gpu": "NVIDIA RTX 4090", "compute_capability": "8.9"}, "m.engine")
+
+
+# ---------------------------------------------------------------- real TensorRT (GPU machines only)
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory, bpe_dir):
+    from conftest import make_tiny_model
+    from ifseg_deploy.checkpoint import LoadedModel
+    from ifseg_deploy.export.onnx_export import OnnxExportOptions, export_onnx
+    from ifseg_deploy.runtime.vocabulary import Vocabulary
+    from ifseg_deploy.text.tokenizer import OFATokenizer
+
+    model = make_tiny_model(5)
+    loaded = LoadedModel(model, "bundle", "tiny.safetensors", ["grass", "cat"], None)
+    vocab = Vocabulary(OFATokenizer(bpe_dir), model.embed_tokens.weight, loaded.prompt_prefix, None, None)
+    out = str(tmp_path_factory.mktemp("trt") / "tiny.onnx")
+    export_onnx(loaded, out, vocab, ["grass", "cat"], OnnxExportOptions(image_size=(64, 64), dynamic=True))
+    return out, loaded, vocab
+
+
+@needs_trt
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_engine_build_and_run(tiny_onnx, tmp_path, precision):
+    from ifseg_deploy.export.sidecar import read_engine_info, read_vocab, vocab_path
+    from ifseg_deploy.export.tensorrt_build import build_engine
+    from ifseg_deploy.runtime.engines import GraphIO
+    from ifseg_deploy.runtime.tensorrt_backend import TensorRTBackend
+
+    onnx_path, loaded, vocab = tiny_onnx
+    profile = TargetProfile("t", "test", precision, 512, (1, 1, 2), (32, 64, 128), (32, 64, 128), (16, 24, 48), (1, 3, 8))
+    engine = str(tmp_path / "tiny.engine")
+    build = build_engine(onnx_path, engine, profile, precision, 64, device="cuda")
+    shutil.copy(vocab_path(onnx_path), vocab_path(engine))
+    assert read_engine_info(engine)["precision"] == precision and build.info["compute_capability"]
+    backend = TensorRTBackend(engine, GraphIO.from_meta(read_vocab(engine).meta))
+    v = vocab.prepare(["grass", "cat", "dog"])
+    images = torch.rand(2, 3, 64, 96) * 2 - 1
+    logits, _ = backend.run(images, v.prompt_embeds, v.class_embeds)
+    with torch.inference_mode():
+        ref, _ = loaded.model(images, v.prompt_embeds, v.class_embeds)
+    tol = 2e-4 if precision == "fp32" else 5e-2
+    assert (logits.cpu() - ref).abs().max() < tol
