@@ -110,13 +110,14 @@ def run_benchmark(
         segmenter.segment_batch(images, batch_size=batch)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    report = BenchReport(list(image.shape[:2]), batch, iterations, {s: [] for s in STAGES})
+    report = BenchReport(list(image.shape[:2]), batch, iterations, {})
     for i in range(iterations):
         t0 = time.perf_counter()
         results = segmenter.segment_batch(images, batch_size=batch)
         report.total.append((time.perf_counter() - t0) * 1e3)
         for s in STAGES:
-            report.stages[s].append(sum(r.timings.get(s, 0.0) for r in results))
+            if s in results[0].timings:
+                report.stages.setdefault(s, []).append(sum(r.timings[s] for r in results))
         if progress is not None:
             progress(i + 1, iterations, report.total[-1])
     report.peak_rss_mb = _peak_rss_mb()

@@ -197,6 +197,11 @@ def test_onnx_backend_segmenter_matches_torch(dynamic_export, tiny, bpe_dir, tmp
     assert a.logits.shape == b.logits.shape == (4, 7, 3)
     assert np.abs(a.logits - b.logits).max() < 2e-4 and np.abs(a.probs - b.probs).max() < 1e-4
     assert (a.labels == b.labels).all() and a.categories == CATS
+    # The graph's kNN (k=3, 25 iterations) serves matching settings; other settings smooth on the host.
+    assert "network" in a.timings and "knn" not in a.timings and "backbone" not in a.timings
+    few = segmenter_from_engine(dynamic_export.path, CATS, bpe_dir=bpe_dir, short_side=64, long_side_max=256, knn_iters=5)
+    c, d = few.segment(rgb), Segmenter(TorchBackend(loaded.model), vocab, CATS, knn_iters=5, short_side=64, long_side_max=256).segment(rgb)
+    assert "knn" in c.timings and np.abs(c.probs - d.probs).max() < 1e-4 and np.abs(c.probs - a.probs).max() > 1e-4
     io = GraphIO.from_meta(read_vocab(dynamic_export.path).meta)
     bound = OnnxBackend(dynamic_export.path, io, ["cpu"], io_binding=True)
     v = vocab.prepare(OTHER)

@@ -39,7 +39,8 @@ class GraphIO:
     arch: ArchConfig
     batch: Optional[int] = None  # fixed batch of a static export
     image_size: Optional[Tuple[int, int]] = None  # fixed (H, W) of a static export
-    knn_k: int = 0  # > 0: kNN smoothing runs in the graph with this k
+    knn_k: int = 0  # > 0: kNN smoothing runs in the graph with this k ...
+    knn_iters: int = 0  # ... and this many iterations
 
     @classmethod
     def from_meta(cls, meta: dict) -> "GraphIO":
@@ -55,6 +56,7 @@ class GraphIO:
             batch=int(export["batch"]) if static else None,
             image_size=tuple(export["image_size"]) if static else None,
             knn_k=int(graph.get("knn_k", 0)) if graph.get("knn") == "in-graph" else 0,
+            knn_iters=int(graph.get("knn_iters", 0)) if graph.get("knn") == "in-graph" else 0,
         )
 
     def check(self, images: Tensor, prompt_embeds: Tensor, class_embeds: Tensor) -> None:

@@ -25,7 +25,9 @@ from .torch_backend import TorchBackend
 from .vocabulary import PreparedVocabulary, Vocabulary
 
 ImageInput = Union[str, np.ndarray]
-STAGES = ("preprocess", "backbone", "encoder", "decoder", "knn", "upsample")
+#: Timed stages in pipeline order. PyTorch splits the network into backbone / encoder / decoder;
+#: ONNX Runtime and TensorRT time it as one "network" stage.
+STAGES = ("preprocess", "backbone", "encoder", "decoder", "network", "knn", "upsample")
 
 
 @dataclass
@@ -36,7 +38,7 @@ class SegmentationResult:
     probs: np.ndarray  # (h, w, N) float32: kNN-smoothed probabilities (plain softmax when kNN is off)
     logits: np.ndarray  # (h, w, N) float32 decoder logits of the grid
     categories: List[str]
-    timings: Dict[str, float] = field(default_factory=dict)  # milliseconds per stage
+    timings: Dict[str, float] = field(default_factory=dict)  # milliseconds per measured stage (see STAGES)
 
     @property
     def grid(self) -> Tuple[int, int]:
@@ -137,12 +139,21 @@ class Segmenter:
             self._run(group, results)
         return results  # type: ignore[return-value]
 
-    def _network(self, images: torch.Tensor, timings: Dict[str, float]) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Logits and features of the whole grid: one pass, or overlapping windows for large inputs."""
+    def _graph_knn(self) -> bool:
+        """True when the backend's exported graph smooths with exactly this segmenter's kNN settings."""
+        io = getattr(self.backend, "io", None)
+        return io is not None and self.knn_iters > 0 and (io.knn_k, io.knn_iters) == (self.knn_k, self.knn_iters)
+
+    def _network(self, images: torch.Tensor, timings: Dict[str, float]) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """Logits, features and (when the graph computes them) kNN-smoothed probabilities of the whole
+        grid: one pass, or overlapping windows for large inputs."""
         vocab = self._vocab
-        if self.window is None or max(images.shape[2:]) <= self.window:
-            return self.backend.run(images, vocab.prompt_embeds, vocab.class_embeds, timings)
-        return self._slide(images, timings)
+        if self.window is not None and max(images.shape[2:]) > self.window:
+            return self._slide(images, timings) + (None,)
+        if self._graph_knn():
+            out = self.backend.run_all(images, vocab.prompt_embeds, vocab.class_embeds, timings)
+            return out["logits"].float(), out["features"].float(), out["knn_probs"].float()
+        return self.backend.run(images, vocab.prompt_embeds, vocab.class_embeds, timings) + (None,)
 
     def _slide(self, images: torch.Tensor, timings: Dict[str, float]) -> Tuple[torch.Tensor, torch.Tensor]:
         """Sliding-window inference: ``window``-pixel crops on the 16-pixel grid with a stride of
@@ -181,14 +192,16 @@ class Segmenter:
         images = torch.stack([x for _, _, x, _ in group])
         grid = grid_size(images.shape[2], images.shape[3])
         vocab = self._vocab
-        logits, feats = self._network(images, timings)
+        logits, feats, smoothed = self._network(images, timings)
         t0 = time.perf_counter()
         probs = torch.softmax(logits, dim=-1)
         scores = logits
-        if self.knn_iters > 0:
+        if smoothed is not None:
+            probs = scores = smoothed
+        elif self.knn_iters > 0:
             probs = knn_smooth(probs, feats, self.knn_k, self.knn_iters, self.knn_backend)
             scores = probs
-        timings["knn"] = (time.perf_counter() - t0) * 1e3
+            timings["knn"] = (time.perf_counter() - t0) * 1e3
         n = len(group)
         for j, (i, rgb, _, t_pre) in enumerate(group):
             t0 = time.perf_counter()
@@ -201,5 +214,5 @@ class Segmenter:
                 probs=probs[j].reshape(grid[0], grid[1], -1).cpu().numpy(),
                 logits=logits[j].reshape(grid[0], grid[1], -1).cpu().numpy(),
                 categories=list(vocab.categories),
-                timings={s: per_image.get(s, 0.0) for s in STAGES},
+                timings={s: per_image[s] for s in STAGES if s in per_image},
             )
