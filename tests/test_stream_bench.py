@@ -82,3 +82,18 @@ def test_bench_random_arch_needs_no_files(capsys):
     seg = random_segmenter(arch, num_classes=5, prompt_len=12, device="cpu", half=False, knn_iters=1)
     rep = run_benchmark(seg, np.zeros((40, 40, 3), np.uint8), batch=2, warmup=0, iterations=2)
     assert rep.to_dict()["batch"] == 2 and len(rep.total) == 2 and rep.peak_rss_mb > 0
+
+
+def test_engine_runs_in_bench_and_stream(tmp_path, video, tiny_bundle, bpe_dir, capsys):
+    """An exported ONNX model serves bench and stream like a checkpoint (one runtime interface)."""
+    onnx_path = str(tmp_path / "tiny.onnx")
+    assert main(["export", "--checkpoint", tiny_bundle, "--bpe-dir", bpe_dir, "--format", "onnx", "--out", onnx_path, "--imgsz", "128"]) == 0
+    report = tmp_path / "bench.json"
+    assert main(["bench", "--engine", onnx_path, "--bpe-dir", bpe_dir, "--imgsz", "64,96", "--iters", "2", "--warmup", "0", "--json", str(report)]) == 0
+    stages = json.loads(report.read_text())["stages_ms"]
+    assert "network" in stages and "backbone" not in stages
+    out = str(tmp_path / "out.avi")
+    assert main(["stream", video, "--engine", onnx_path, "--bpe-dir", bpe_dir, "--save", out, "--max-frames", "2"]) == 0
+    assert len(_frames(out)) == 2
+    assert main(["bench", "--checkpoint", tiny_bundle, "--providers", "cpu", "--iters", "1"]) == 2
+    assert "--providers applies to --engine" in capsys.readouterr().err

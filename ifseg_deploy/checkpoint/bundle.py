@@ -12,7 +12,6 @@ import json
 import os
 from typing import Any, Dict, Optional, Tuple
 
-import torch
 from torch import Tensor
 
 from ..errors import IFSegError

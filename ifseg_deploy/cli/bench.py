@@ -9,16 +9,12 @@ import numpy as np
 
 from ..errors import IFSegError
 from ..fileio import write_bytes
-from .common import add_knn_args, add_model_args, categories_arg, parse_imgsz
+from .common import add_segmenter_args, load_segmenter, parse_imgsz
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="measure latency per stage (preprocess, backbone, encoder, decoder, knn, upsample)")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", help="ofa_*.pt, IFSeg checkpoint or .safetensors bundle")
-    src.add_argument("--arch", help="random weights of an official OFA size: tiny, medium, base, large, huge")
-    add_model_args(p)
-    add_knn_args(p)
+    add_segmenter_args(p, arch_option=True)
     p.add_argument("--source", help="image to time on (default: a random image of --imgsz)")
     p.add_argument("--imgsz", default="512", help="input size H,W or S for SxS (default: 512); resized like any image")
     p.add_argument("--batch", type=int, default=1, help="images per forward pass (default: 1)")
@@ -34,21 +30,18 @@ def run(args) -> int:
     from ..benchmark import random_segmenter, run_benchmark
     from ..config import ofa_preset
     from ..preprocess import read_image
-    from ..runtime.segmenter import Segmenter
 
     if args.batch < 1 or args.iters < 1 or args.warmup < 0:
         raise IFSegError("--batch and --iters must be >= 1 and --warmup >= 0")
-    knn = dict(knn_k=args.knn_k, knn_iters=args.knn_iters, knn_backend=args.knn_backend)
     if args.arch:
         if args.num_classes < 1 or args.prompt_len < 1:
             raise IFSegError("--num-classes and --prompt-len must be >= 1")
+        knn = dict(knn_k=args.knn_k, knn_iters=args.knn_iters, knn_backend=args.knn_backend, window=args.window)
         seg = random_segmenter(ofa_preset(args.arch), args.num_classes, args.prompt_len, args.device, args.half, **knn)
         label = f"random OFA-{args.arch}"
     else:
-        seg = Segmenter.from_checkpoint(
-            args.checkpoint, categories=categories_arg(args.categories), bpe_dir=args.bpe_dir, device=args.device, half=args.half, **knn
-        )
-        label = args.checkpoint
+        seg = load_segmenter(args)
+        label = args.checkpoint or args.engine
     if args.source:
         image = read_image(args.source)
     else:

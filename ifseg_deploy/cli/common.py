@@ -12,6 +12,38 @@ from ..text.prompt import parse_categories
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
+def add_segmenter_args(p: argparse.ArgumentParser, arch_option: bool = False) -> None:
+    """Model source (``--checkpoint`` | ``--engine`` [| ``--arch``]) and every runtime option."""
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="ofa_*.pt, IFSeg checkpoint or .safetensors bundle (PyTorch)")
+    src.add_argument("--engine", help="exported .onnx (ONNX Runtime) or TensorRT .engine, with its .vocab.safetensors side file")
+    if arch_option:
+        src.add_argument("--arch", help="random weights of an official OFA size: tiny, medium, base, large, huge")
+    add_model_args(p)
+    p.add_argument("--providers", help="ONNX Runtime execution providers for --engine model.onnx, in order: cpu, cuda, tensorrt "
+                                       "(default: cpu, or cuda with --device cuda)")
+    add_knn_args(p)
+    p.add_argument("--window", type=int, help="sliding-window inference with square windows of this many pixels (multiple of 16) "
+                                             "for very large inputs (default: whole image)")
+
+
+def load_segmenter(args):
+    """PyTorch from ``--checkpoint`` or an exported model from ``--engine``, with the same options."""
+    from ..runtime.segmenter import Segmenter
+
+    common = dict(categories=categories_arg(args.categories), bpe_dir=args.bpe_dir, device=args.device, half=args.half,
+                  knn_k=args.knn_k, knn_iters=args.knn_iters, knn_backend=args.knn_backend, window=args.window)
+    if args.checkpoint:
+        if args.providers:
+            raise IFSegError("--providers applies to --engine model.onnx; --checkpoint runs on PyTorch")
+        return Segmenter.from_checkpoint(args.checkpoint, **common)
+    from ..runtime.engines import segmenter_from_engine
+    from ..runtime.onnx_backend import parse_providers
+
+    providers = parse_providers(args.providers) if args.providers else None
+    return segmenter_from_engine(args.engine, providers=providers, **common)
+
+
 def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--categories", help='comma-separated category names, e.g. "grass, cat, dog" (default: those stored in the model)')
     p.add_argument("--bpe-dir", help="folder with encoder.json, vocab.bpe, dict.txt (default: next to the checkpoint)")

@@ -9,21 +9,14 @@ import numpy as np
 
 from ..errors import IFSegError
 from ..fileio import ensure_writable_dir, write_npy, write_png
-from ..runtime.segmenter import Segmenter
 from ..visualize.overlay import overlay
-from .common import add_knn_args, add_model_args, categories_arg, expand_images, output_stems
+from .common import add_segmenter_args, expand_images, load_segmenter, output_stems
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("segment", help="segment images into the named categories")
     p.add_argument("images", nargs="+", help="image files or folders")
-    model = p.add_mutually_exclusive_group(required=True)
-    model.add_argument("--checkpoint", help="ofa_*.pt, IFSeg checkpoint or .safetensors bundle (PyTorch)")
-    model.add_argument("--engine", help="exported .onnx (ONNX Runtime) or TensorRT .engine, with its .vocab.safetensors side file")
-    add_model_args(p)
-    p.add_argument("--providers", help="ONNX Runtime execution providers for --engine model.onnx, in order: cpu, cuda, tensorrt "
-                                       "(default: cpu, or cuda with --device cuda)")
-    add_knn_args(p)
+    add_segmenter_args(p)
     p.add_argument("--out", default="runs/segment", help="output folder (default: runs/segment)")
     p.add_argument("--save-raw", action="store_true", help="also write <stem>_logits.npy and <stem>_probs.npy, (h, w, N) float32")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity in [0, 1] (default: 0.5)")
@@ -40,21 +33,6 @@ def save_result(out_dir: str, stem: str, rgb: np.ndarray, result, save_raw: bool
     if save_raw:
         write_npy(os.path.join(out_dir, f"{stem}_logits.npy"), result.logits.astype(np.float32))
         write_npy(os.path.join(out_dir, f"{stem}_probs.npy"), result.probs.astype(np.float32))
-
-
-def load_segmenter(args) -> Segmenter:
-    """PyTorch from ``--checkpoint`` or an exported model from ``--engine``, with the same options."""
-    common = dict(categories=categories_arg(args.categories), bpe_dir=args.bpe_dir, device=args.device, half=args.half,
-                  knn_k=args.knn_k, knn_iters=args.knn_iters, knn_backend=args.knn_backend)
-    if args.checkpoint:
-        if args.providers:
-            raise IFSegError("--providers applies to --engine model.onnx; --checkpoint runs on PyTorch")
-        return Segmenter.from_checkpoint(args.checkpoint, **common)
-    from ..runtime.engines import segmenter_from_engine
-    from ..runtime.onnx_backend import parse_providers
-
-    providers = parse_providers(args.providers) if args.providers else None
-    return segmenter_from_engine(args.engine, providers=providers, **common)
 
 
 def run(args) -> int:

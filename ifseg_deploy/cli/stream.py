@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_knn_args, add_model_args, categories_arg
+from .common import add_segmenter_args, load_segmenter
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("stream", help="segment a live or recorded video with overlay")
     p.add_argument("source", help="webcam index (0), video file, rtsp:// or http:// URL, or a GStreamer pipeline")
-    p.add_argument("--checkpoint", required=True, help="ofa_*.pt, IFSeg checkpoint or .safetensors bundle")
-    add_model_args(p)
-    add_knn_args(p)
+    add_segmenter_args(p)
     p.add_argument("--save", help="write the overlay video here (.mp4 or .avi)")
     p.add_argument("--show", action="store_true", help="display the overlay in a window (press q to quit)")
     p.add_argument("--max-frames", type=int, help="stop after this many processed frames")
@@ -24,17 +22,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     from ..errors import IFSegError
-    from ..runtime.segmenter import Segmenter
     from ..stream import run_stream
 
     if not args.save and not args.show:
         raise IFSegError("nothing to do: pass --save OUT.mp4 and/or --show")
     if not 0.0 <= args.alpha <= 1.0:
         raise IFSegError("--alpha must be between 0 and 1")
-    seg = Segmenter.from_checkpoint(
-        args.checkpoint, categories=categories_arg(args.categories), bpe_dir=args.bpe_dir, device=args.device,
-        half=args.half, knn_k=args.knn_k, knn_iters=args.knn_iters, knn_backend=args.knn_backend,
-    )
+    seg = load_segmenter(args)
     stats = run_stream(
         seg, args.source, args.save, args.show, args.max_frames, args.vid_stride, args.alpha, args.contours,
         on_frame=lambda n, ms: print(f"frame {n}: {ms:.1f} ms ({1000.0 / ms:.1f} FPS)", flush=True),

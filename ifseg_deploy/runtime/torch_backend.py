@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -45,18 +45,7 @@ class TorchBackend:
         self, images: Tensor, prompt_embeds: Tensor, class_embeds: Tensor, timings: Optional[Dict[str, float]] = None
     ) -> Tuple[Tensor, Tensor]:
         """Forward pass; per-stage wall times (ms) are added to ``timings`` when given."""
-        on_stage = None
-        if timings is not None:
-            sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
-            sync()
-            last = [time.perf_counter()]
-
-            def on_stage(name: str) -> None:
-                sync()
-                now = time.perf_counter()
-                timings[name] = timings.get(name, 0.0) + (now - last[0]) * 1e3
-                last[0] = now
-
+        on_stage = None if timings is None else self._stage_timer(timings)
         with torch.inference_mode():
             logits, feats = self.model(
                 images.to(self.device, self.dtype),
@@ -65,3 +54,17 @@ class TorchBackend:
                 on_stage,
             )
         return logits.float(), feats.float()
+
+    def _stage_timer(self, timings: Dict[str, float]) -> Callable[[str], None]:
+        """A callback adding the time since its previous call (or creation) to ``timings[stage]``."""
+        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+        sync()
+        last = [time.perf_counter()]
+
+        def on_stage(name: str) -> None:
+            sync()
+            now = time.perf_counter()
+            timings[name] = timings.get(name, 0.0) + (now - last[0]) * 1e3
+            last[0] = now
+
+        return on_stage
