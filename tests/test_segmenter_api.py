@@ -66,3 +66,22 @@ def test_sliding_window(segmenter):
     np.testing.assert_allclose(big.segment(img).logits, whole.logits, atol=1e-6)
     with pytest.raises(IFSegError, match="multiple of 16"):
         Segmenter(segmenter.backend, segmenter.vocabulary, window=100)
+
+
+def test_position_bias_cache_follows_weights():
+    """Shape-only biases are reused in inference mode and recomputed after any weight change."""
+    from conftest import SMALL_ARCH, make_tiny_model
+
+    model = make_tiny_model(4, SMALL_ARCH)
+    with torch.inference_mode():
+        first = model.position_biases((8, 11), 9)
+        assert model.position_biases((8, 11), 9) is first
+        assert model.position_biases((8, 8), 9) is not first
+    with torch.no_grad():
+        uncached = model.position_biases((8, 11), 9)
+        assert uncached is not first and torch.equal(uncached[0][0], first[0][0])
+        model.decoder.seg_rel_pos_table_list[0].weight.add_(1.0)
+    with torch.inference_mode():
+        again = model.position_biases((8, 11), 9)
+        assert again is not first and not torch.equal(again[1][0][0], first[1][0][0])
+        assert torch.equal(again[0][0], first[0][0])  # the encoder part is unchanged

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import List, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from ..config import ArchConfig
 from .encoder import abs_position_bias
 from .positions import grid_position_ids, grid_rel_index, resize_grid_vectors, resize_pair_bias
-from .transformer import MASK_VALUE, TransformerLayer
+from .transformer import MASK_VALUE, layer_stack
 
 
 def seg_rel_index(grid: int, device=None) -> Tensor:
@@ -48,10 +48,7 @@ class SurrogateDecoder(nn.Module):
         self.cross_pos_q_linear = nn.Linear(c, c)
         self.cross_pos_k_linear = nn.Linear(c, c)
         self.pos_scaling = (cfg.head_dim * cfg.attn_scale_factor) ** -0.5
-        rates = torch.linspace(0, cfg.drop_path, cfg.decoder_layers).tolist()
-        self.layers = nn.ModuleList(
-            TransformerLayer(c, cfg.ffn_dim, cfg.heads, True, cfg.attn_scale_factor, cfg.dropout, r, eps) for r in rates
-        )
+        self.layers = layer_stack(cfg, cfg.decoder_layers, cross_attention=True)
         self.layer_norm = nn.LayerNorm(c, eps=eps)
         self.seg_rel_pos_table_list = nn.ModuleList(
             nn.Embedding((2 * g - 1) ** 2 + 3, cfg.heads) for _ in range(cfg.decoder_layers)
@@ -77,27 +74,32 @@ class SurrogateDecoder(nn.Module):
             for table in self.seg_rel_pos_table_list
         ]
 
+    def position_biases(self, size: Tuple[int, int], encoder_positions: Tensor) -> Tuple[List[Tensor], Tensor]:
+        """Per-layer self-attention biases and the cross-attention bias ``(1, H, 1+hw, hw+L)``;
+        they depend only on shapes, weights and the encoder's position embeddings."""
+        queries = self.seg_pos_ln(self.target_positions(size))
+        cross = abs_position_bias(
+            self.cross_pos_q_linear, self.cross_pos_k_linear, queries, encoder_positions, self.cfg.heads, self.pos_scaling
+        ).unsqueeze(0)
+        return self.self_biases(size, queries), cross
+
     def forward(
-        self, encoder_out: Tensor, encoder_positions: Tensor, size: Tuple[int, int], bos: Tensor, class_embeds: Tensor
+        self, encoder_out: Tensor, hw: int, bos: Tensor, class_embeds: Tensor, biases: Tuple[List[Tensor], Tensor]
     ) -> Tensor:
         """Decode all grid cells at once.
 
         Args:
-            encoder_out: ``(B, h*w + L, C)``; encoder_positions: ``(h*w + L, C)``.
-            size: the grid ``(h, w)``; bos: ``(C,)`` embedding of ``<s>``;
-            class_embeds: ``(N, C)`` class (seg-token) embeddings.
+            encoder_out: ``(B, h*w + L, C)``; hw: number of grid cells; bos: ``(C,)`` embedding of ``<s>``;
+            class_embeds: ``(N, C)`` class (seg-token) embeddings; biases: from :meth:`position_biases`.
         Returns:
             logits ``(B, h*w, N)``: row ``t`` scores grid cell ``t``.
         """
         b = encoder_out.shape[0]
-        hw = size[0] * size[1]
+        self_biases, cross = biases
         x = torch.cat([bos.to(encoder_out.dtype).expand(b, 1, -1), encoder_out[:, :hw]], dim=1)
         x = self.dropout(self.layernorm_embedding(x))
-        queries = self.seg_pos_ln(self.target_positions(size))
-        cross = abs_position_bias(
-            self.cross_pos_q_linear, self.cross_pos_k_linear, queries, encoder_positions, self.cfg.heads, self.pos_scaling
-        ).unsqueeze(0).to(x.dtype)
-        for layer, bias in zip(self.layers, self.self_biases(size, queries)):
+        cross = cross.to(x.dtype)
+        for layer, bias in zip(self.layers, self_biases):
             x = layer(x, bias.to(x.dtype), encoder_out, cross)
         x = self.layer_norm(x[:, :hw])
         return torch.matmul(x, class_embeds.to(x.dtype).t())

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from ..config import ArchConfig
 from ..errors import IFSegError
 from .positions import capturing_graph, grid_position_ids, grid_rel_index, resize_grid_vectors, resize_pair_bias, token_rel_index
-from .transformer import TransformerLayer
+from .transformer import layer_stack
 
 
 def abs_position_bias(q_proj: nn.Linear, k_proj: nn.Linear, queries: Tensor, keys: Tensor, heads: int, scaling: float) -> Tensor:
@@ -54,10 +54,7 @@ class Encoder(nn.Module):
         self.pos_q_linear = nn.Linear(c, c)
         self.pos_k_linear = nn.Linear(c, c)
         self.pos_scaling = (cfg.head_dim * cfg.attn_scale_factor) ** -0.5
-        rates = torch.linspace(0, cfg.drop_path, cfg.encoder_layers).tolist()
-        self.layers = nn.ModuleList(
-            TransformerLayer(c, cfg.ffn_dim, cfg.heads, False, cfg.attn_scale_factor, cfg.dropout, r, eps) for r in rates
-        )
+        self.layers = layer_stack(cfg, cfg.encoder_layers, cross_attention=False)
         self.layer_norm = nn.LayerNorm(c, eps=eps)
         self.token_rel_pos_table_list = nn.ModuleList(
             nn.Embedding(2 * cfg.token_bucket_size - 1, cfg.heads) for _ in range(cfg.encoder_layers)
@@ -111,23 +108,26 @@ class Encoder(nn.Module):
             biases.append((abs_bias + torch.cat([top, bottom], dim=1)).unsqueeze(0))
         return biases
 
-    def forward(self, image_tokens: Tensor, size: Tuple[int, int], prompt_embeds: Tensor) -> Tuple[Tensor, Tensor]:
+    def position_biases(self, size: Tuple[int, int], text_len: int) -> Tuple[Tensor, List[Tensor]]:
+        """Everything that depends only on shapes and weights: the position embeddings
+        ``(h*w + L, C)`` and the per-layer attention biases."""
+        positions = self.position_embeddings(size, text_len)
+        return positions, self.layer_biases(size, text_len, positions)
+
+    def forward(self, image_tokens: Tensor, prompt_embeds: Tensor, biases: List[Tensor]) -> Tensor:
         """Encode.
 
         Args:
             image_tokens: ``(B, h*w, C)`` image features after ``image_proj`` (or artificial cells).
-            size: the feature grid ``(h, w)``.
             prompt_embeds: ``(B or 1, L, C)`` token embeddings of the prompt.
+            biases: per-layer attention biases from :meth:`position_biases`.
         Returns:
-            encoder output ``(B, h*w + L, C)`` after the final LayerNorm, and the position
-            embeddings ``(h*w + L, C)`` (the key side of the decoder's cross-attention bias).
+            encoder output ``(B, h*w + L, C)`` after the final LayerNorm.
         """
         b = image_tokens.shape[0]
-        text_len = prompt_embeds.shape[1]
         x_img = self.patch_layernorm_embedding(image_tokens + self.type_embedding.weight[1])
         x_txt = self.layernorm_embedding(prompt_embeds + self.type_embedding.weight[0])
         x = self.dropout(torch.cat([x_img, x_txt.expand(b, -1, -1)], dim=1))
-        positions = self.position_embeddings(size, text_len)
-        for layer, bias in zip(self.layers, self.layer_biases(size, text_len, positions)):
+        for layer, bias in zip(self.layers, biases):
             x = layer(x, bias.to(x.dtype))
-        return self.layer_norm(x), positions
+        return self.layer_norm(x)

@@ -9,16 +9,55 @@ touching weights.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Tuple
+from collections import OrderedDict
+from typing import Any, Callable, Hashable, List, Optional, Sequence, Tuple
 
+import torch
 from torch import Tensor, nn
 
 from ..config import ArchConfig
 from .backbone import ResNetBackbone
 from .decoder import SurrogateDecoder
 from .encoder import Encoder
+from .positions import capturing_graph
 
 BOS, PAD, EOS, UNK = 0, 1, 2, 3
+
+
+class BiasCache:
+    """Keeps the last ``size`` results of a shape-only computation, in inference mode only.
+
+    Entries are stamped with the storage and version counter of every parameter of the watched
+    submodules, so an optimiser step, ``load_state_dict``, ``.to()`` or ``.half()`` invalidates them.
+    Training (autograd) and graph capture (ONNX export) always recompute.
+    """
+
+    def __init__(self, owner: nn.Module, submodules: Sequence[str], size: int = 2):
+        self._owner = [owner]  # a list: not registered as a submodule
+        self._submodules = tuple(submodules)
+        self._size = size
+        self._entries: "OrderedDict[Hashable, Tuple[tuple, Any]]" = OrderedDict()
+
+    def _stamp(self) -> tuple:
+        owner = self._owner[0]
+        return tuple(
+            (p.data_ptr(), p._version) for name in self._submodules for p in getattr(owner, name).parameters()
+        )
+
+    def get(self, key: Hashable, build: Callable[[], Any]) -> Any:
+        if not torch.is_inference_mode_enabled() or capturing_graph():
+            return build()
+        stamp = self._stamp()
+        hit = self._entries.get(key)
+        if hit is not None and hit[0] == stamp:
+            self._entries.move_to_end(key)
+            return hit[1]
+        value = build()
+        self._entries[key] = (stamp, value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+        return value
 
 
 def grid_size(height: int, width: int) -> Tuple[int, int]:
@@ -36,6 +75,19 @@ class SegOFA(nn.Module):
         self.encoder = Encoder(cfg)
         self.decoder = SurrogateDecoder(cfg)
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.embed_dim, padding_idx=PAD)
+        self._bias_cache = BiasCache(self, ("encoder", "decoder"))
+
+    def position_biases(self, size: Tuple[int, int], text_len: int) -> Tuple[List[Tensor], Tuple[List[Tensor], Tensor]]:
+        """Encoder and decoder attention biases of a grid size and prompt length.
+
+        They depend only on shapes and weights, so in inference mode the last few are kept
+        (:class:`BiasCache`): a video stream at a fixed resolution computes them once.
+        """
+        def build():
+            positions, enc = self.encoder.position_biases(size, text_len)
+            return enc, self.decoder.position_biases(size, positions)
+
+        return self._bias_cache.get((tuple(size), text_len), build)
 
     def forward_tokens(
         self,
@@ -46,10 +98,11 @@ class SegOFA(nn.Module):
         on_stage: Optional[Callable[[str], None]] = None,
     ) -> Tensor:
         """Class logits ``(B, h*w, N)`` for image tokens ``(B, h*w, C)`` (projected features or artificial cells)."""
-        encoded, positions = self.encoder(image_tokens, size, prompt_embeds)
+        enc_biases, dec_biases = self.position_biases(size, prompt_embeds.shape[1])
+        encoded = self.encoder(image_tokens, prompt_embeds, enc_biases)
         if on_stage is not None:
             on_stage("encoder")
-        logits = self.decoder(encoded, positions, size, self.embed_tokens.weight[BOS], class_embeds)
+        logits = self.decoder(encoded, size[0] * size[1], self.embed_tokens.weight[BOS], class_embeds, dec_biases)
         if on_stage is not None:
             on_stage("decoder")
         return logits

@@ -120,3 +120,12 @@ class TransformerLayer(nn.Module):
             x = self._residual(x, self.cross_attn_ln(self.encoder_attn(h, memory, cross_bias)))
         h = _gelu(self.fc1(self.final_layer_norm(x)))
         return self._residual(x, self.fc2(self.ffn_layernorm(h)))
+
+
+def layer_stack(cfg, count: int, cross_attention: bool) -> nn.ModuleList:
+    """``count`` layers with drop-path rates rising linearly from 0 to ``cfg.drop_path``."""
+    rates = torch.linspace(0, cfg.drop_path, count).tolist()
+    return nn.ModuleList(
+        TransformerLayer(cfg.embed_dim, cfg.ffn_dim, cfg.heads, cross_attention, cfg.attn_scale_factor, cfg.dropout, r, cfg.layer_norm_eps)
+        for r in rates
+    )
