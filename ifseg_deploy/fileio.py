@@ -18,13 +18,13 @@ def atomic_path(path: str) -> Iterator[str]:
         os.makedirs(folder, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
         os.close(fd)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
     except OSError as e:
         raise IFSegError(f"cannot write to {folder} ({e.strerror}); choose a writable output path") from None
     try:
         yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp (and some writers) create files readable by the owner only
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

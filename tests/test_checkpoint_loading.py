@@ -97,6 +97,9 @@ def test_bundle_round_trip(tmp_path, ifseg_checkpoint, golden):
     meta = {"arch": lm.arch.to_dict(), "categories": lm.categories, "prompt_prefix": lm.prompt_prefix}
     save_bundle(path, lm.model.state_dict(), lm.class_embeds, meta)
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask  # not the owner-only mode of the temp file
     assert read_bundle_meta(path)["categories"] == lm.categories
     back = load_model(path)
     assert back.kind == "bundle" and back.arch == lm.arch and back.categories == lm.categories
