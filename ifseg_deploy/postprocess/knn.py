@@ -1,13 +1,21 @@
 """kNN smoothing of class probabilities over ResNet-feature neighbours (IFSeg's post-processing).
 
 Neighbours are global in feature space (cosine similarity of L2-normalised features), include
-the cell itself, and probabilities are averaged over them ``iters`` times. Backends:
+the cell itself, and probabilities are averaged over them ``iters`` times. Both backends are
+EXACT searches (every pair of cells is scored); they differ in speed and in how equal scores
+are ordered:
 
-* ``torch``  - chunked ``matmul`` + ``topk`` (CPU or CUDA); identical to the reference's
-  ``torch.topk`` including its tie order.
-* ``faiss``  - exact inner-product search (``IndexFlatIP``; on the GPU when faiss has GPU
-  support and the features live on CUDA). Same neighbours except where the 3rd and 4th
-  cosine similarities tie within float rounding (~1e-6).
+* ``torch`` - row-chunked ``matmul`` + ``torch.topk`` on CPU or CUDA: the reference's own
+  operations, so its tie handling too (on CPU, among equal similarities the lowest cell index
+  is kept, e.g. for cells with bit-identical features).
+* ``faiss`` - ``IndexFlatIP`` inner-product search (on the GPU when faiss has GPU support and
+  the features live on CUDA). Same neighbour sets wherever the k-th and (k+1)-th similarities
+  differ by more than float32 rounding (~1e-6); among equal or near-equal similarities it may
+  keep other, equally similar cells (its BLAS blocking rounds identical columns differently).
+
+``auto`` picks :data:`DEFAULT_BACKEND` for the features' device (faiss on CPU when installed,
+torch on CUDA): the fastest exact backend measured by ``benchmarks/knn_backends.py``.
+Propagation is shared by both and is bit-identical to the reference's ``p[batch, nbr].mean(-2)``.
 """
 
 from __future__ import annotations
@@ -24,6 +32,14 @@ from ..errors import IFSegError
 BACKENDS = ("auto", "torch", "faiss")
 #: Similarity rows computed at once by the torch backend (bounds memory to ~rows * hw floats).
 CHUNK_ROWS = 2048
+#: ``auto`` per device type, measured with ``benchmarks/knn_backends.py`` on the idle 2-core CPU:
+#: both run the same float32 GEMM; faiss-cpu's search (OpenBLAS) took about 10-20 % less time
+#: than torch's (MKL) on the 32x32 to 96x128 grids (on par at 32x43 in some runs), so CPU uses
+#: faiss when it is installed (torch otherwise). CUDA: torch (cuBLAS + CUDA topk, the
+#: reference's own ops); faiss-gpu could not be measured here.
+DEFAULT_BACKEND = {"cpu": "faiss", "cuda": "torch"}
+
+_gpu_resources = None
 
 
 def normalize_features(features: Tensor) -> Tensor:
@@ -34,7 +50,8 @@ def normalize_features(features: Tensor) -> Tensor:
 def neighbours_torch(features: Tensor, k: int) -> Tensor:
     """Indices ``(B, hw, k)`` of the ``k`` most cosine-similar cells (the cell itself included)."""
     f = normalize_features(features)
-    rows = [torch.topk(torch.matmul(f[:, i : i + CHUNK_ROWS], f.transpose(1, 2)), k, dim=-1).indices for i in range(0, f.shape[1], CHUNK_ROWS)]
+    ft = f.transpose(1, 2)
+    rows = [torch.topk(torch.matmul(f[:, i : i + CHUNK_ROWS], ft), k, dim=-1).indices for i in range(0, f.shape[1], CHUNK_ROWS)]
     return torch.cat(rows, dim=1)
 
 
@@ -46,6 +63,22 @@ def faiss_available() -> bool:
     return True
 
 
+def faiss_gpu_available() -> bool:
+    """True when the installed faiss was built with CUDA and sees a GPU."""
+    if not faiss_available():
+        return False
+    import faiss
+
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+def _faiss_gpu_index(faiss, dim: int, device: int):
+    global _gpu_resources
+    if _gpu_resources is None:  # allocating resources reserves GPU scratch memory: do it once
+        _gpu_resources = faiss.StandardGpuResources()
+    return faiss.index_cpu_to_gpu(_gpu_resources, device, faiss.IndexFlatIP(dim))
+
+
 def neighbours_faiss(features: Tensor, k: int) -> Tensor:
     """Same as :func:`neighbours_torch` through FAISS exact inner-product search."""
     try:
@@ -53,13 +86,11 @@ def neighbours_faiss(features: Tensor, k: int) -> Tensor:
     except ImportError:
         raise IFSegError("--knn-backend faiss needs faiss: pip install 'ifseg-deploy[cpu]' (or [gpu])") from None
     f = normalize_features(features)
-    use_gpu = f.is_cuda and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+    use_gpu = f.is_cuda and faiss_gpu_available()
     out = []
     for x in f.detach().cpu().numpy():
         x = np.ascontiguousarray(x, dtype=np.float32)
-        index = faiss.IndexFlatIP(x.shape[1])
-        if use_gpu:
-            index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), f.device.index or 0, index)
+        index = _faiss_gpu_index(faiss, x.shape[1], f.device.index or 0) if use_gpu else faiss.IndexFlatIP(x.shape[1])
         index.add(x)
         _, idx = index.search(x, k)
         out.append(torch.from_numpy(idx.astype(np.int64)))
@@ -67,19 +98,33 @@ def neighbours_faiss(features: Tensor, k: int) -> Tensor:
 
 
 def propagate(probs: Tensor, neighbours: Tensor, iters: int) -> Tensor:
-    """``iters`` times: each cell's probabilities become the mean over its neighbours'. ``(B, hw, N)``."""
+    """``iters`` times: each cell's probabilities become the mean over its neighbours'.
+
+    ``probs`` ``(B, R, N)`` with ``R >= hw`` (extra rows, like the reference's eos row, are
+    dropped by the first pass); ``neighbours`` ``(B, hw, k)``; returns ``(B, hw, N)``.
+    """
     b, hw, k = neighbours.shape
-    batch = torch.arange(b, device=probs.device)[:, None, None]
-    for _ in range(iters):
-        probs = probs[batch, neighbours].mean(dim=2)
-    return probs
+    rows, n = probs.shape[1], probs.shape[2]
+    offsets = torch.arange(b, device=neighbours.device)[:, None, None]
+    first = (neighbours + offsets * rows).reshape(-1)
+    later = (neighbours + offsets * hw).reshape(-1)
+    p = probs.reshape(b * rows, n)
+    for i in range(iters):
+        p = p.index_select(0, first if i == 0 else later).view(b * hw, k, n).mean(dim=1)
+    return p.view(b, hw, n) if iters else probs[:, :hw]
 
 
-def resolve_backend(backend: str) -> str:
-    """``auto`` -> the fastest exact backend available (measured: see README)."""
+def resolve_backend(backend: str, device: Optional[torch.device] = None) -> str:
+    """Check a backend name. ``auto`` becomes :data:`DEFAULT_BACKEND` of ``device`` (torch when
+    that needs a faiss that is not installed); without a device it stays ``auto``, to be
+    resolved per tensor by :func:`knn_smooth`."""
     if backend not in BACKENDS:
         raise IFSegError(f"unknown kNN backend '{backend}'; choose one of {', '.join(BACKENDS)}")
-    return "torch" if backend == "auto" else backend
+    if backend != "auto" or device is None:
+        return backend
+    choice = DEFAULT_BACKEND.get(device.type, "torch")
+    usable = faiss_gpu_available() if device.type == "cuda" else faiss_available()
+    return choice if choice != "faiss" or usable else "torch"
 
 
 def knn_smooth(
@@ -92,5 +137,6 @@ def knn_smooth(
         return probs
     k = min(k, features.shape[1])
     if neighbours is None:
-        neighbours = neighbours_faiss(features, k) if resolve_backend(backend) == "faiss" else neighbours_torch(features, k)
+        search = neighbours_faiss if resolve_backend(backend, features.device) == "faiss" else neighbours_torch
+        neighbours = search(features, k)
     return propagate(probs, neighbours, iters)
