@@ -94,15 +94,17 @@ class Segmenter:
         bpe_dir: Optional[str] = None,
         device: str = "cpu",
         half: bool = False,
+        class_words: Optional[Dict[str, Sequence[str]]] = None,
         **kwargs,
     ) -> "Segmenter":
-        """PyTorch runtime from an ``ofa_*.pt``, IFSeg checkpoint or ifseg-deploy bundle."""
+        """PyTorch runtime from an ``ofa_*.pt``, IFSeg checkpoint or ifseg-deploy bundle
+        (``class_words``: word lists of hierarchical classes, see :class:`Vocabulary`)."""
         loaded = load_model(path)
         tokenizer = OFATokenizer(find_bpe_dir(bpe_dir, path))
         backend = TorchBackend(loaded.model, device, half)
         table = backend.model.embed_tokens.weight
         stored = loaded.class_embeds.to(table) if loaded.class_embeds is not None else None
-        vocab = Vocabulary(tokenizer, table, loaded.prompt_prefix, loaded.categories, stored)
+        vocab = Vocabulary(tokenizer, table, loaded.prompt_prefix, loaded.categories, stored, class_words)
         kwargs.setdefault("short_side", loaded.arch.image_size)
         kwargs.setdefault("long_side_max", 4 * loaded.arch.image_size)
         return cls(backend, vocab, categories, **kwargs)

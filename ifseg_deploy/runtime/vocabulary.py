@@ -7,7 +7,7 @@ without reloading weights, and the same code serves PyTorch, ONNX Runtime and Te
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -32,7 +32,9 @@ class Vocabulary:
 
     ``stored_categories`` / ``stored_class_embeds`` (from a fine-tuned checkpoint) are used as
     they are when the requested categories equal the stored ones; otherwise each class
-    embedding is the mean token embedding of its name (IFSeg's initialisation).
+    embedding is the mean token embedding of its name (IFSeg's initialisation), or, for a
+    hierarchical class listed in ``class_words`` (e.g. ``{"animal": ["giraffe", "zebra"]}``),
+    the mean over its words of each word's mean token embedding (paper appendix A.1).
     """
 
     def __init__(
@@ -42,12 +44,14 @@ class Vocabulary:
         prompt_prefix: str = DEFAULT_PROMPT_PREFIX,
         stored_categories: Optional[Sequence[str]] = None,
         stored_class_embeds: Optional[Tensor] = None,
+        class_words: Optional[Dict[str, Sequence[str]]] = None,
     ):
         self.tokenizer = tokenizer
         self.embed_table = embed_table.detach()
         self.prompt_prefix = prompt_prefix
         self.stored_categories = list(stored_categories) if stored_categories else None
         self.stored_class_embeds = stored_class_embeds
+        self.class_words = {name: list(words) for name, words in (class_words or {}).items()}
 
     def _lookup(self, ids: Sequence[int]) -> Tensor:
         t = torch.as_tensor(list(ids), dtype=torch.long, device=self.embed_table.device)
@@ -55,9 +59,17 @@ class Vocabulary:
             raise IFSegError("a token id is outside the model's embedding table; the BPE files do not belong to this model")
         return self.embed_table[t]
 
+    def word_embeddings(self, texts: Sequence[str]) -> Tensor:
+        """Mean token embedding of each text, ``(N, C)`` (float32 math, as ``EmbeddingBag(mode="mean")``)."""
+        rows = [self._lookup(ids).float().mean(0) for ids in category_token_ids(self.tokenizer, texts)]
+        return torch.stack(rows).to(self.embed_table.dtype)
+
     def class_embeddings(self, categories: Sequence[str]) -> Tensor:
-        """Mean token embedding of each category name, ``(N, C)`` (float32 math)."""
-        rows = [self._lookup(ids).float().mean(0) for ids in category_token_ids(self.tokenizer, categories)]
+        """Class embedding of each category, ``(N, C)``: its word embedding, or the mean of its
+        words' embeddings for a hierarchical class."""
+        if not any(c in self.class_words for c in categories):
+            return self.word_embeddings(categories)
+        rows = [self.word_embeddings(self.class_words.get(c, [c])).float().mean(0) for c in categories]
         return torch.stack(rows).to(self.embed_table.dtype)
 
     def prepare(self, categories: Optional[Sequence[str]] = None) -> PreparedVocabulary:

@@ -1,0 +1,74 @@
+"""``ifseg-deploy train``: image-free training from an OFA checkpoint and category names only."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "train",
+        help="image-free training: category names in, segmentation bundle out (no images, no labels)",
+        description="Train IFSeg's image-free objective and write a .safetensors bundle. "
+        "Multi-GPU: launch the same command with torchrun --nproc_per_node=N -m ifseg_deploy train ...",
+    )
+    p.add_argument("--checkpoint", required=True, help="ofa_*.pt (or an IFSeg checkpoint / bundle to continue from)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--categories", help='comma-separated class names, e.g. "grass, cat, concrete wall"')
+    src.add_argument("--categories-file", help="one class per line, optionally 'class: word, word' (hierarchical); '#' comments")
+    p.add_argument("--bpe-dir", help="folder with encoder.json, vocab.bpe, dict.txt (default: next to the checkpoint)")
+    p.add_argument("--out", required=True, help="output bundle, e.g. my_model.safetensors")
+    p.add_argument("--steps", type=int, default=2000, help="optimizer updates (default: 2000)")
+    p.add_argument("--batch-size", type=int, default=16, help="artificial images per update, all processes together (default: 16)")
+    p.add_argument("--lr", type=float, default=5e-5, help="peak learning rate of the cosine schedule (default: 5e-5)")
+    p.add_argument("--weight-decay", type=float, default=0.1, help="decoupled weight decay (default: 0.1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the artificial data and dropout streams (default: 0)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="auto = bf16 (fp16 on GPUs without bf16) mixed precision on CUDA, fp32 on CPU; bf16 also runs on CPU")
+    p.add_argument("--grad-accum", type=int, default=1, help="split each update into N sequential micro-batches to save memory")
+    p.add_argument("--save-every", type=int, default=0, help="write the resumable state every N updates (default: off; Ctrl-C also saves it)")
+    p.add_argument("--resume", action="store_true", help="continue from <out stem>.state.pt if present")
+    p.add_argument("--max-cells", type=int, default=32, help="largest artificial grid side S, sides drawn from 1..S (default: 32)")
+    p.add_argument("--dropout", type=float, default=0.1, help="dropout during training (default: 0.1)")
+    p.add_argument("--drop-path", type=float, default=0.1, help="largest drop-path rate, linear over layers (default: 0.1)")
+    p.add_argument("--holdout-size", type=int, default=32, help="held-out artificial images for the final metrics (default: 32)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def run(args) -> int:
+    from ..train import TrainConfig, classes_from_text, parse_categories_file, train
+
+    classes = parse_categories_file(args.categories_file) if args.categories_file else classes_from_text(args.categories)
+    cfg = TrainConfig(
+        checkpoint=args.checkpoint,
+        classes=classes,
+        out=args.out,
+        bpe_dir=args.bpe_dir,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        seed=args.seed,
+        device=args.device,
+        precision=args.precision,
+        grad_accum=args.grad_accum,
+        save_every=args.save_every,
+        resume=args.resume,
+        max_cells=args.max_cells,
+        dropout=args.dropout,
+        drop_path=args.drop_path,
+        holdout_size=args.holdout_size,
+        progress=not args.no_progress,
+    )
+    result = train(cfg)
+    if result is None:  # a non-main torchrun process: the main one reports
+        return 0
+    print(
+        f"trained {len(classes)} classes for {result.steps} updates in {result.seconds:.1f} s "
+        f"({result.steps_per_s:.2f} updates/s); final loss {result.final_loss:.4f}; held-out artificial "
+        f"pixel accuracy {result.holdout['pixel_acc']:.4f}, mIoU {result.holdout['miou']:.4f}"
+    )
+    print(f"Bundle saved to {result.bundle}")
+    return 0

@@ -1,0 +1,73 @@
+"""Multi-process data parallelism through ``torchrun``: nothing to configure beyond launching with it.
+
+``torchrun --nproc_per_node=4 -m ifseg_deploy train ...`` sets ``RANK``, ``WORLD_SIZE`` and
+``LOCAL_RANK``; each process then trains on its share of every global batch (NCCL on CUDA, one
+GPU per process; Gloo on CPU).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from ..errors import IFSegError
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """This process's place in the job (a single process is rank 0 of 1)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> "DistContext":
+        try:
+            world = int(os.environ.get("WORLD_SIZE", "1"))
+            rank = int(os.environ.get("RANK", "0"))
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+        except ValueError:
+            raise IFSegError("RANK / WORLD_SIZE / LOCAL_RANK are not integers; launch multi-GPU training with torchrun") from None
+        return cls(rank, world, local)
+
+    def device(self, requested: torch.device) -> torch.device:
+        """One GPU per process under torchrun (``cuda:LOCAL_RANK``); CPU stays CPU."""
+        if requested.type == "cuda" and self.enabled:
+            if self.local_rank >= torch.cuda.device_count():
+                raise IFSegError(f"LOCAL_RANK {self.local_rank} but only {torch.cuda.device_count()} GPUs; lower --nproc_per_node")
+            return torch.device("cuda", self.local_rank)
+        return requested
+
+    def init(self, device: torch.device) -> None:
+        if self.enabled and not dist.is_initialized():
+            if device.type == "cuda":
+                torch.cuda.set_device(device)
+            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+
+    def shutdown(self) -> None:
+        if self.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def mean(self, value: torch.Tensor) -> torch.Tensor:
+        """Average of a tensor over all processes."""
+        if not self.enabled:
+            return value
+        value = value.clone()
+        dist.all_reduce(value)
+        return value / self.world_size
