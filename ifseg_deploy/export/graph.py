@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..model import SegOFA, grid_size
-from ..postprocess.knn import normalize_features, propagate
+from ..postprocess.knn import neighbours_torch, propagate
 from ..postprocess.upsample import grid_to_image
 from ..runtime.vocabulary import PreparedVocabulary
 
@@ -79,8 +79,7 @@ class ExportGraph(nn.Module):
         outputs = [logits, feats]
         scores = logits
         if self.spec.knn_iters:
-            f = normalize_features(feats)
-            neighbours = torch.topk(torch.matmul(f, f.transpose(1, 2)), self.spec.knn_k, dim=-1).indices
+            neighbours = neighbours_torch(feats, self.spec.knn_k)
             scores = propagate(torch.softmax(logits, dim=-1), neighbours, self.spec.knn_iters)
             outputs.append(scores)
         if self.spec.upsample:

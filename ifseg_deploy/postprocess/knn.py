@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import IFSegError
+from ..model.positions import capturing_graph
 
 BACKENDS = ("auto", "torch", "faiss")
 #: Similarity rows computed at once by the torch backend (bounds memory to ~rows * hw floats).
@@ -48,9 +49,15 @@ def normalize_features(features: Tensor) -> Tensor:
 
 
 def neighbours_torch(features: Tensor, k: int) -> Tensor:
-    """Indices ``(B, hw, k)`` of the ``k`` most cosine-similar cells (the cell itself included)."""
+    """Indices ``(B, hw, k)`` of the ``k`` most cosine-similar cells (the cell itself included).
+
+    Similarity rows are computed in chunks to bound memory; a graph being captured for export
+    (where shapes are symbolic) gets one ``MatMul`` + ``TopK``.
+    """
     f = normalize_features(features)
     ft = f.transpose(1, 2)
+    if capturing_graph():
+        return torch.topk(torch.matmul(f, ft), k, dim=-1).indices
     rows = [torch.topk(torch.matmul(f[:, i : i + CHUNK_ROWS], ft), k, dim=-1).indices for i in range(0, f.shape[1], CHUNK_ROWS)]
     return torch.cat(rows, dim=1)
 
