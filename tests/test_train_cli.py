@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from ifseg_deploy.checkpoint import load_model
 from ifseg_deploy.cli.main import main
 from ifseg_deploy.train import state_path
-from test_train_run import tiny_checkpoint
+from conftest import tiny_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import BPE, TINY_ARCH, make_tiny_model, save_fairseq_checkpoint
+from conftest import BPE, TRAIN_ARCH, tiny_checkpoint
 from ifseg_deploy.checkpoint import load_model
 from ifseg_deploy.errors import IFSegError
 from ifseg_deploy.train import (
@@ -24,18 +23,7 @@ from ifseg_deploy.train import (
     state_path,
 )
 
-#: TINY_ARCH on an 8x8 grid (128-pixel targets): the same code path as 32x32, ~20x cheaper.
-TRAIN_ARCH = dataclasses.replace(TINY_ARCH, seg_grid=8, encoder_grid=8, image_bucket_size=8)
 CLASSES = ["grass", "cat", "sky"]
-
-
-def tiny_checkpoint(folder: Path, seed: int = 0) -> str:
-    """A random 8x8-grid SegOFA saved in the IFSeg layout, with the BPE files next to it."""
-    model = make_tiny_model(seed, TRAIN_ARCH)
-    path = save_fairseq_checkpoint(model, folder / "tiny.pt", class_embeds=torch.zeros(1, TRAIN_ARCH.embed_dim), categories=["thing"])
-    for f in ("encoder.json", "vocab.bpe", "dict.txt"):
-        os.symlink(BPE / f, folder / f)
-    return path
 
 
 @pytest.fixture(scope="module")
