@@ -114,3 +114,16 @@ def test_cli_subprocess_no_traceback(tmp_path, dev_dir):
     )
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
+
+
+def test_labels_png_is_uint16_above_255_classes(tmp_path, tiny_bundle, bpe_dir):
+    img = tmp_path / "x.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(img)
+    cats = ", ".join(f"thing{i}" for i in range(256))
+    assert _run(["segment", img, "--checkpoint", tiny_bundle, "--bpe-dir", bpe_dir, "--out", tmp_path / "o", "--categories", cats, "--knn-iters", "0", "--save-raw"]) == 0
+    labels = cv2.imread(str(tmp_path / "o" / "x_labels.png"), cv2.IMREAD_UNCHANGED)
+    assert labels.dtype == np.uint16 and labels.shape == (40, 40)
+    logits = np.load(tmp_path / "o" / "x_logits.npy")
+    assert logits.shape[-1] == 256
+    up = torch.nn.functional.interpolate(torch.from_numpy(logits).permute(2, 0, 1)[None], size=(40, 40), mode="bilinear", align_corners=False)
+    np.testing.assert_array_equal(labels, up[0].argmax(0).numpy())

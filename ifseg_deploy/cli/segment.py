@@ -27,7 +27,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def save_result(out_dir: str, stem: str, rgb: np.ndarray, result, save_raw: bool, alpha: float, contours: bool) -> None:
     """Write ``<stem>_labels.png`` (uint8, uint16 above 255 classes), ``<stem>_overlay.png`` and raw arrays."""
-    dtype = np.uint8 if len(result.categories) <= 256 else np.uint16
+    dtype = np.uint8 if len(result.categories) <= 255 else np.uint16
     write_png(os.path.join(out_dir, f"{stem}_labels.png"), result.labels.astype(dtype))
     write_png(os.path.join(out_dir, f"{stem}_overlay.png"), overlay(rgb, result.labels, result.categories, alpha, contours))
     if save_raw:
