@@ -99,9 +99,10 @@ def test_bad_arguments_one_line(tmp_path, capsys, ifseg_checkpoint, dev_dir, ext
     assert not out.exists()
 
 
-def test_plain_ofa_needs_categories(tmp_path, capsys, ofa_checkpoint, dev_dir):
+def test_plain_ofa_needs_categories(tmp_path, caplog, capsys, ofa_checkpoint, dev_dir):
     code = _run(["segment", dev_dir / "image_eval0.png", "--checkpoint", ofa_checkpoint, "--out", tmp_path])
     assert code == 2 and "--categories" in capsys.readouterr().err
+    assert "plain OFA checkpoint" in caplog.text and "ifseg-deploy train" in caplog.text
 
 
 def test_cli_subprocess_no_traceback(tmp_path, dev_dir):

@@ -6,6 +6,7 @@ bilinear up-sampling to the original size -> argmax.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
@@ -24,6 +25,7 @@ from ..text.tokenizer import OFATokenizer, find_bpe_dir
 from .torch_backend import TorchBackend
 from .vocabulary import PreparedVocabulary, Vocabulary
 
+log = logging.getLogger(__name__)
 ImageInput = Union[str, np.ndarray]
 #: Timed stages in pipeline order. PyTorch splits the network into backbone / encoder / decoder;
 #: ONNX Runtime and TensorRT time it as one "network" stage.
@@ -100,6 +102,8 @@ class Segmenter:
         """PyTorch runtime from an ``ofa_*.pt``, IFSeg checkpoint or ifseg-deploy bundle
         (``class_words``: word lists of hierarchical classes, see :class:`Vocabulary`)."""
         loaded = load_model(path)
+        if loaded.kind == "ofa":
+            log.warning("%s is a plain OFA checkpoint: its segmentation head is untrained; run `ifseg-deploy train` first", path)
         tokenizer = OFATokenizer(find_bpe_dir(bpe_dir, path))
         backend = TorchBackend(loaded.model, device, half)
         table = backend.model.embed_tokens.weight
