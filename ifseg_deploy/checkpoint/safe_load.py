@@ -7,6 +7,7 @@ import io
 import lzma
 import os
 import pickle
+import re
 import zipfile
 from typing import Any, Dict
 
@@ -35,13 +36,17 @@ def load_pickled_checkpoint(path: str) -> Dict[str, Any]:
         with torch.serialization.safe_globals(ALLOWED_GLOBALS):
             obj = torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "Unsupported global" in str(e) or "GLOBAL" in str(e) or "not an allowed" in str(e):
+        text = str(e)
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        if found or "Unsupported global" in text:
+            what = found.group(1) if found else "an unsupported global"
             raise IFSegError(
-                f"refusing to load {path}: it pickles objects other than tensors and argparse.Namespace "
-                f"({first.split('Unsupported global:')[-1].strip()[:120]}); only trusted OFA/IFSeg checkpoints are accepted"
+                f"refusing to load {path}: it pickles {what}, not only tensors and argparse.Namespace; "
+                "only trusted OFA/IFSeg checkpoints are accepted"
             ) from None
-        raise IFSegError(f"{path} is not a readable PyTorch checkpoint ({first[:160]}); check the file") from None
+        detail = re.search(r"Unpickler error: ([^\n]+)", text)
+        reason = f" ({detail.group(1).strip()[:120]})" if detail else ""
+        raise IFSegError(f"{path} is not a PyTorch checkpoint{reason}; pass an ofa_*.pt, IFSeg checkpoint or .safetensors bundle") from None
     except (zipfile.BadZipFile, lzma.LZMAError, EOFError, RuntimeError, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise IFSegError(f"{path} is truncated or not a PyTorch checkpoint ({msg[:160]}); download it again") from None
