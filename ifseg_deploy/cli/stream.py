@@ -1,39 +1,60 @@
-"""``ifseg-deploy stream``: segment a webcam / video / RTSP / GStreamer source with overlay."""
+"""``ifseg-deploy stream``: segment a webcam / video / RTSP / HTTP / GStreamer source with overlay."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 
 from .common import add_segmenter_args, load_segmenter
+
+log = logging.getLogger("ifseg_deploy.stream")
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("stream", help="segment a live or recorded video with overlay")
-    p.add_argument("source", help="webcam index (0), video file, rtsp:// or http:// URL, or a GStreamer pipeline")
+    p.add_argument("source", help="webcam index (0), video file, rtsp:// or http(s):// URL, or a GStreamer pipeline")
     add_segmenter_args(p)
-    p.add_argument("--save", help="write the overlay video here (.mp4 or .avi)")
-    p.add_argument("--show", action="store_true", help="display the overlay in a window (press q to quit)")
+    out = p.add_argument_group("outputs (at least one)")
+    out.add_argument("--save", help="write the overlay video here (.mp4: H.264 with the video extra, else mp4v; .avi: MJPEG)")
+    out.add_argument("--show", action="store_true", help="display the overlay in a window, q quits (needs the gui extra)")
+    out.add_argument("--save-labels", metavar="DIR", help="write a label PNG per processed frame (<frame>.png) into DIR")
+    out.add_argument("--save-json", metavar="FILE", help="write JSON Lines: frame, time (s), area fraction per class")
     p.add_argument("--max-frames", type=int, help="stop after this many processed frames")
-    p.add_argument("--vid-stride", type=int, default=1, help="process every N-th frame (default: 1)")
+    p.add_argument("--vid-stride", type=int, default=1, help="video files: process every N-th frame (default: 1)")
+    p.add_argument("--temporal", action=argparse.BooleanOptionalAction, default=False,
+                   help="smooth labels across frames (moving average of the class probabilities, reset on scene cuts)")
+    p.add_argument("--reconnect", type=int, default=5,
+                   help="live sources: reopen attempts after the source stops, waits doubling from 0.5 s (default: 5)")
+    p.add_argument("--max-bad-frames", type=int, default=30,
+                   help="video files: unreadable frames in a row before the file counts as ended (default: 30)")
+    p.add_argument("--live", action=argparse.BooleanOptionalAction, default=None,
+                   help="read the source as live (newest frame only) or recorded (every frame); "
+                        "default: live for webcams, URLs and pipelines")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity in [0, 1] (default: 0.5)")
     p.add_argument("--contours", action="store_true", help="draw class boundaries")
+    p.add_argument("--no-hud", dest="hud", action="store_false", help="no FPS / latency / drops text on the frames")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or status line")
     return p
 
 
 def run(args) -> int:
-    from ..errors import IFSegError
-    from ..stream import run_stream
+    from ..stream import OutputOptions, Stream, run_stream
 
-    if not args.save and not args.show:
-        raise IFSegError("nothing to do: pass --save OUT.mp4 and/or --show")
-    if not 0.0 <= args.alpha <= 1.0:
-        raise IFSegError("--alpha must be between 0 and 1")
+    opts = OutputOptions(save=args.save, show=args.show, save_labels=args.save_labels, save_json=args.save_json,
+                         hud=args.hud, alpha=args.alpha, contours=args.contours, progress=not args.quiet)
+    opts.check()
     seg = load_segmenter(args)
-    stats = run_stream(
-        seg, args.source, args.save, args.show, args.max_frames, args.vid_stride, args.alpha, args.contours,
-        on_frame=lambda n, ms: print(f"frame {n}: {ms:.1f} ms ({1000.0 / ms:.1f} FPS)", flush=True),
-    )
-    if stats.frames == 0:
+    stream = Stream(seg, args.source, live=args.live, vid_stride=args.vid_stride, max_frames=args.max_frames,
+                    temporal=args.temporal, reconnect=args.reconnect, max_bad_frames=args.max_bad_frames, notify=log.warning)
+    try:
+        summary = run_stream(stream, opts)
+    finally:
+        if stream.summary.end:  # the stream ran (not refused at the start)
+            print(stream.summary.format(), flush=True)
+        if args.save and stream.summary.processed:
+            print(f"Video saved to {args.save}", flush=True)
+    if summary.processed == 0:
+        from ..errors import IFSegError
+
         raise IFSegError(f"no frame could be read from '{args.source}'")
-    print(f"{stats.frames} frames, {stats.fps:.2f} FPS average" + (f"; video saved to {args.save}" if args.save else ""))
     return 0

@@ -1,0 +1,140 @@
+"""The ``ifseg-deploy stream`` loop on top of :class:`Stream`: draw, display and save each result, and
+finalise every output on any stop (end of file, ``--max-frames``, ``q``, Ctrl-C, SIGTERM, source
+loss, an error)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from dataclasses import dataclass
+from typing import Optional
+
+import cv2
+import numpy as np
+
+from ..errors import IFSegError
+from ..fileio import ensure_writable_dir, write_png
+from ..visualize.overlay import overlay
+from .hud import Progress, RateMeter, draw_hud
+from .pipeline import FrameInfo, Stream
+from .report import StreamSummary, frame_record
+from .writer import JsonLinesWriter, VideoWriter
+
+WINDOW = "ifseg-deploy"
+
+
+@dataclass
+class OutputOptions:
+    """Where results go. ``save``: overlay video (.mp4 / .avi); ``save_labels``: folder of label PNGs
+    (``<frame>.png``, uint8, uint16 above 255 classes); ``save_json``: JSON Lines file."""
+
+    save: Optional[str] = None
+    show: bool = False
+    save_labels: Optional[str] = None
+    save_json: Optional[str] = None
+    hud: bool = True
+    alpha: float = 0.5
+    contours: bool = False
+    progress: bool = True
+
+    def check(self) -> None:
+        """Raise IFSegError for a run with nothing to do or a setting out of range."""
+        if not (self.save or self.show or self.save_labels or self.save_json):
+            raise IFSegError("nothing to do: pass --save OUT.mp4, --show, --save-labels DIR and/or --save-json FILE")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise IFSegError("--alpha must be between 0 and 1")
+        if self.show and not gui_available():
+            raise IFSegError("--show needs OpenCV with GUI support, but the headless build is installed: "
+                             "pip uninstall -y opencv-python-headless && pip install 'ifseg-deploy[gui]'; or use --save")
+
+
+def gui_available() -> bool:
+    """True when this OpenCV build can open windows."""
+    lines = [ln for ln in cv2.getBuildInformation().splitlines() if ln.strip().startswith("GUI:")]
+    return bool(lines) and "NONE" not in lines[0].upper()
+
+
+class _Outputs:
+    """The open outputs of one run."""
+
+    def __init__(self, opts: OutputOptions, stream: Stream):
+        opts.check()
+        self.opts = opts
+        self.video = VideoWriter(opts.save, stream.fps, live=stream.source.live) if opts.save else None
+        self.labels_dir = ensure_writable_dir(opts.save_labels) if opts.save_labels else None
+        self.json = JsonLinesWriter(opts.save_json) if opts.save_json else None
+
+    def add(self, frame: np.ndarray, result, info: FrameInfo, fps: float, dropped: int) -> Optional[np.ndarray]:
+        """Write one frame's outputs; return the drawn image when it is needed (video or window)."""
+        if self.json is not None:
+            self.json.write(frame_record(info.index, info.time, result.labels, result.categories))
+        if self.labels_dir is not None:
+            dtype = np.uint8 if len(result.categories) <= 255 else np.uint16  # as `segment --save-labels`
+            write_png(os.path.join(self.labels_dir, f"{info.index:06d}.png"), result.labels.astype(dtype))
+        if self.video is None and not self.opts.show:
+            return None
+        drawn = overlay(frame, result.labels, result.categories, self.opts.alpha, self.opts.contours)
+        if self.opts.hud:
+            draw_hud(drawn, fps, info.latency_ms, dropped)
+        if self.video is not None:
+            self.video.write(drawn, info.time)
+        return drawn
+
+    def close(self) -> None:
+        if self.video is not None:
+            self.video.close()
+        if self.json is not None:
+            self.json.close()
+        if self.opts.show:
+            cv2.destroyAllWindows()
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stream: Stream):
+    """SIGINT / SIGTERM end the stream gracefully (outputs finalised); a second signal aborts."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, _frame):
+        if stream.stopping:
+            raise KeyboardInterrupt
+        stream.stop(signal.Signals(signum).name)
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+def run_stream(stream: Stream, opts: OutputOptions) -> StreamSummary:
+    """Segment every frame of ``stream`` into the outputs of ``opts``; return the summary.
+
+    Every output is finalised whatever ends the run. Raises IFSegError for bad options (before any
+    frame is read) and :class:`StreamError` after finalising, when the source ended abnormally.
+    """
+    try:
+        outputs = _Outputs(opts, stream)
+    except BaseException:
+        stream.close()
+        raise
+    progress = Progress(stream.summary, opts.progress)
+    rate = RateMeter()
+    try:
+        with _stop_on_signals(stream):
+            for frame, result in stream:
+                fps = rate.tick()
+                drawn = outputs.add(frame, result, stream.info, fps, stream.summary.dropped)
+                if opts.show:
+                    cv2.imshow(WINDOW, cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+                    if cv2.waitKey(1) & 0xFF == ord("q"):
+                        stream.stop("q pressed")
+                progress.update(fps)
+    finally:
+        progress.close()
+        outputs.close()
+    return stream.summary
