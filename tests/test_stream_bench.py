@@ -1,9 +1,9 @@
-"""``ifseg-deploy stream`` on a recorded video and ``ifseg-deploy bench`` on a tiny model."""
+"""``ifseg-deploy bench`` on a tiny model, and an exported engine serving bench and stream
+(the stream tests proper are in test_stream*.py)."""
 
 from __future__ import annotations
 
 import json
-import os
 
 import cv2
 import numpy as np
@@ -31,33 +31,6 @@ def _frames(path):
         if not ok:
             return frames
         frames.append(f)
-
-
-def test_stream_saves_overlay_video(tmp_path, video, tiny_bundle, bpe_dir, capsys):
-    out = str(tmp_path / "out.mp4")
-    args = ["stream", video, "--checkpoint", tiny_bundle, "--bpe-dir", bpe_dir, "--save", out, "--vid-stride", "2", "--knn-iters", "2"]
-    assert main(args) == 0
-    frames = _frames(out)
-    assert len(frames) == 3 and frames[0].shape == (48, 80, 3)  # frames 1, 3, 5 of 5
-    assert "3 frames" in capsys.readouterr().out
-    assert sorted(os.listdir(tmp_path)) == sorted(["in.avi", "out.mp4", "tiny.safetensors"])
-
-
-@pytest.mark.parametrize(
-    "extra,message",
-    [(["--save", "x.gif"], ".mp4 or .avi"), ([], "nothing to do"), (["--save", "o.mp4", "--vid-stride", "0"], "vid-stride")],
-)
-def test_stream_bad_arguments(tmp_path, video, tiny_bundle, bpe_dir, capsys, extra, message):
-    os.chdir(tmp_path)
-    assert main(["stream", video, "--checkpoint", tiny_bundle, "--bpe-dir", bpe_dir] + extra) == 2
-    err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1
-    assert not [f for f in os.listdir(tmp_path) if f.endswith((".mp4", ".gif"))]
-
-
-def test_stream_missing_source(tiny_bundle, bpe_dir, tmp_path, capsys):
-    assert main(["stream", str(tmp_path / "none.mp4"), "--checkpoint", tiny_bundle, "--bpe-dir", bpe_dir, "--save", str(tmp_path / "o.mp4")]) == 2
-    assert "not found" in capsys.readouterr().err
 
 
 def test_bench_reports_stages(tmp_path, tiny_bundle, bpe_dir, capsys):

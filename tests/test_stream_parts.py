@@ -1,0 +1,109 @@
+"""Stream building blocks: temporal smoothing, area fractions, the video writer, the pipelined vs
+sequential loop, and the package layering (``stream`` sits above runtime / postprocess / visualize)."""
+
+from __future__ import annotations
+
+import ast
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from stream_media import decoded_frames, write_avi
+
+from ifseg_deploy.runtime.segmenter import Segmenter
+from ifseg_deploy.stream import Stream, TemporalSmoother
+from ifseg_deploy.stream import writer as writer_mod
+from ifseg_deploy.stream.report import area_fractions
+from ifseg_deploy.stream.writer import VideoWriter
+
+PACKAGE = Path(__file__).resolve().parents[1] / "ifseg_deploy"
+
+
+def _probs(*rows):
+    return torch.tensor([rows], dtype=torch.float32)  # (1, hw, N)
+
+
+def test_temporal_average_with_reset_on_cut_and_changed_cells():
+    sm = TemporalSmoother(momentum=0.5, cell_threshold=0.9, cut_threshold=0.6)
+    f = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])  # two cells, orthogonal features
+    q1, q2 = _probs([1.0, 0.0], [0.0, 1.0]), _probs([0.0, 1.0], [1.0, 0.0])
+    assert torch.equal(sm(q1, f), q1)  # first frame: as is
+    assert torch.allclose(sm(q2, f), _probs([0.5, 0.5], [0.5, 0.5]))  # same scene: 0.5 * q1 + 0.5 * q2
+    moved = torch.tensor([[[1.0, 0.0], [1.0, 0.0]]])  # cell 1's feature changed (mean similarity 0.5 < 0.6): a cut
+    assert torch.equal(sm(q1, moved), q1) and sm.cuts == 1
+    half = torch.tensor([[[1.0, 0.0], [0.8, 0.6]]])  # cell 1 similarity 0.8: not averaged; mean 0.9: no cut
+    assert torch.allclose(sm(q2, half), _probs([0.5, 0.5], [1.0, 0.0])) and sm.cuts == 1
+    with pytest.raises(ValueError):
+        TemporalSmoother(momentum=1.0)
+
+
+def test_area_fractions():
+    labels = np.array([[0, 0, 2, 2], [2, 2, 2, 2]])
+    assert area_fractions(labels, ["a", "b", "c"]) == {"a": 0.25, "c": 0.75}
+
+
+def test_h264_writer_pads_odd_sizes_and_writes_nothing_without_frames(tmp_path):
+    w = VideoWriter(str(tmp_path / "v.mp4"), 25.0)
+    for i in range(7):
+        w.write(np.full((33, 45, 3), 30 * i, np.uint8))
+    assert w.close() and w.codec == "libx264"
+    frames = decoded_frames(tmp_path / "v.mp4")
+    assert len(frames) == 7 and frames[0].shape == (34, 46, 3)
+    assert abs(int(frames[3][10, 10, 0]) - 90) <= 3
+    empty = VideoWriter(str(tmp_path / "e.mp4"), 25.0)
+    assert not empty.close() and os.listdir(tmp_path) == ["v.mp4"]
+
+
+def test_writer_falls_back_to_mp4v_with_a_notice(tmp_path, monkeypatch):
+    monkeypatch.setattr(writer_mod, "h264_encoder", lambda: None)
+    notices = []
+    w = VideoWriter(str(tmp_path / "v.mp4"), 10.0, notify=notices.append)
+    for i in range(3):
+        w.write(np.full((32, 48, 3), 50, np.uint8))
+    w.close()
+    assert w.codec == "mp4v" and "ifseg-deploy[video]" in notices[0]
+    assert len(decoded_frames(tmp_path / "v.mp4")) == 3
+
+
+def test_pipelined_equals_sequential(tmp_path, tiny_bundle, bpe_dir):
+    video = write_avi(tmp_path / "in.avi", 6)
+    seg = Segmenter.from_checkpoint(tiny_bundle, bpe_dir=bpe_dir, knn_iters=2)
+    runs = {}
+    for pipelined in (False, True):
+        stream = Stream(seg, video, pipelined=pipelined, temporal=True)
+        runs[pipelined] = [(stream.info.index, r.labels, r.probs) for _, r in stream]
+    assert [i for i, _, _ in runs[True]] == list(range(6))
+    for (i, la, pa), (j, lb, pb) in zip(runs[False], runs[True]):
+        assert i == j and np.array_equal(la, lb) and np.allclose(pa, pb, atol=1e-6)
+
+
+def _imports(path: Path):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            yield node.module or "", node.level
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ifseg_deploy"):
+            yield node.module, 0
+
+
+def _target(path: Path, module: str, level: int) -> str:
+    """Top-level subpackage / module of ``ifseg_deploy`` that an import names."""
+    if level == 0:
+        parts = module.split(".")[1:]
+    else:
+        here = list(path.relative_to(PACKAGE).parent.parts)
+        parts = here[: len(here) - (level - 1)] + (module.split(".") if module else [])
+    return parts[0] if parts else ""
+
+
+def test_layering():
+    allowed = {"runtime", "postprocess", "visualize", "preprocess", "fileio", "errors", "model", "stream"}
+    for path in PACKAGE.rglob("*.py"):
+        top = path.relative_to(PACKAGE).parts[0]
+        targets = {_target(path, m, lvl) for m, lvl in _imports(path)}
+        if top == "stream":
+            assert targets <= allowed, (path, targets - allowed)
+        elif top != "cli":
+            assert "stream" not in targets, path  # nothing below the stream layer imports it
