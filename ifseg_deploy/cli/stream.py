@@ -21,8 +21,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     out.add_argument("--save-json", metavar="FILE", help="write JSON Lines: frame, time (s), area fraction per class")
     p.add_argument("--max-frames", type=int, help="stop after this many processed frames")
     p.add_argument("--vid-stride", type=int, default=1, help="video files: process every N-th frame (default: 1)")
-    p.add_argument("--temporal", action=argparse.BooleanOptionalAction, default=False,
-                   help="smooth labels across frames (moving average of the class probabilities, reset on scene cuts)")
+    p.add_argument("--temporal", action=argparse.BooleanOptionalAction, default=True,
+                   help="smooth labels across frames: moving average of the class probabilities where the scene did not "
+                        "change, reset on scene cuts (default: on; --no-temporal: each frame on its own)")
     p.add_argument("--reconnect", type=int, default=5,
                    help="live sources: reopen attempts after the source stops, waits doubling from 0.5 s (default: 5)")
     p.add_argument("--max-bad-frames", type=int, default=30,

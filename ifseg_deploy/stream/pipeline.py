@@ -74,7 +74,7 @@ class Stream:
         live: treat the source as live (newest frame only) or recorded; default: from ``source``.
         vid_stride: recorded files: segment every N-th frame.
         max_frames: stop after this many segmented frames.
-        temporal: smooth labels across frames (True, or a configured :class:`TemporalSmoother`).
+        temporal: smooth labels across frames (default; or a configured :class:`TemporalSmoother`; False: off).
         pipelined: run the stages in parallel threads (False: one after the other, for comparison).
         reconnect / reconnect_delay: live sources: reopen attempts and the first wait (s, doubling).
         max_bad_frames: recorded files: unreadable frames in a row before the file counts as ended.
@@ -88,7 +88,7 @@ class Stream:
     """
 
     def __init__(self, segmenter: Segmenter, source: str, *, live: Optional[bool] = None, vid_stride: int = 1,
-                 max_frames: Optional[int] = None, temporal: Union[bool, TemporalSmoother] = False, pipelined: bool = True,
+                 max_frames: Optional[int] = None, temporal: Union[bool, TemporalSmoother] = True, pipelined: bool = True,
                  reconnect: int = 5, reconnect_delay: float = 0.5, max_bad_frames: int = 30,
                  capture_factory: Optional[CaptureFactory] = None, notify: Callable[[str], None] = log.warning):
         if max_frames is not None and max_frames < 1:
