@@ -8,7 +8,8 @@ mmcv's rounding) -> ``(x / 255 - 0.5) / 0.5``, CHW float32.
 from __future__ import annotations
 
 import os
-from typing import Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -82,3 +83,29 @@ def preprocess(image: np.ndarray, short_side: int = SHORT_SIDE, long_side_max: i
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise IFSegError(f"expected an RGB uint8 image of shape (H, W, 3), got {image.dtype} {image.shape}")
     return normalize(resize(image, short_side, long_side_max))
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """The resize and normalisation a model was trained / exported with (stored in its bundle or side file)."""
+
+    short_side: int = SHORT_SIDE
+    long_side_max: int = LONG_SIDE_MAX
+
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
+        """RGB uint8 ``(H, W, 3)`` -> float32 ``(3, h, w)``."""
+        return preprocess(image, self.short_side, self.long_side_max)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"short_side": self.short_side, "long_side_max": self.long_side_max, "mean": MEAN, "std": STD, "color": "RGB",
+                "resize": "keep-ratio bilinear on uint8 (mmcv imrescale)"}
+
+    @classmethod
+    def from_dict(cls, d: Optional[Dict[str, Any]], default: "Preprocessing") -> "Preprocessing":
+        """The stored settings (``default`` where absent); other normalisations than the reference's are refused."""
+        if not d:
+            return default
+        if float(d.get("mean", MEAN)) != MEAN or float(d.get("std", STD)) != STD or d.get("color", "RGB") != "RGB":
+            raise IFSegError(f"the model stores a preprocessing this runtime does not implement ({d}); expected RGB, mean = std = 0.5")
+        short = int(d.get("short_side", default.short_side))
+        return cls(short, int(d.get("long_side_max", 4 * short)))

@@ -83,7 +83,7 @@ def _run_dataset(args) -> int:
     plain_scores = plain.scores() if plain is not None else None
     if plain_scores is not None:
         print(summary_line(plain_scores, "without kNN"))
-    protocol = dict(inference="whole image, batch 1", short_side=seg.short_side, long_side_max=seg.long_side_max, knn_k=seg.knn_k,
+    protocol = dict(inference="whole image, batch 1", short_side=seg.preprocessing.short_side, long_side_max=seg.preprocessing.long_side_max, knn_k=seg.knn_k,
                     knn_iters=seg.knn_iters, knn_backend=backend, device=str(device), half=args.half,
                     metrics_at="original image size")
     info = dict(mode="dataset", dataset=spec.name, root=args.root, checkpoint=args.checkpoint, images=len(samples), num_classes=len(names),

@@ -15,8 +15,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..cli.common import IMAGE_EXTS
 from ..errors import IFSegError
+from ..fileio import IMAGE_EXTS
 from .classes import ADE20K_CLASSES, COCO_STUFF_27, COCO_STUFF_CLASSES, COCO_UNSEEN_15, coarse_of_fine, coarse_words
 from .labels import LabelMapping
 from .metrics import IGNORE
