@@ -1,15 +1,17 @@
 # syntax=docker/dockerfile:1
 # ifseg-deploy for x86_64 desktops and servers with an NVIDIA GPU: CUDA, TensorRT, the package with its
 # "gpu" extra, and the C++ latency benchmark ifseg_bench (TensorRT backend).
-# Build and run: see docker/README.md.  (Written without a Docker engine at hand: checked by inspection.)
+# Build and run: see docker/README.md. Lint: hadolint Dockerfile (tests/test_dockerfiles.py).
 
 # NGC TensorRT image: TensorRT 10.3 (as JetPack 6.1), CUDA 12.6, Ubuntu 22.04, Python 3.10.
 ARG BASE_IMAGE=nvcr.io/nvidia/tensorrt:24.08-py3
 
 # ---- ifseg_bench, built against the image's own TensorRT and CUDA ----------------------------------
 FROM ${BASE_IMAGE} AS bench-builder
+# Pinned to the Ubuntu 22.04 series of the base image (the patch level follows its security updates);
+# a base image on another Ubuntu release needs these versions changed with it.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends cmake g++ make \
+ && apt-get install -y --no-install-recommends "cmake=3.22.*" "g++=4:11.*" "make=4.3-*" \
  && rm -rf /var/lib/apt/lists/*
 COPY cpp_bench /src/cpp_bench
 RUN cmake -S /src/cpp_bench -B /build -DCMAKE_BUILD_TYPE=Release \
@@ -19,6 +21,7 @@ RUN cmake -S /src/cpp_bench -B /build -DCMAKE_BUILD_TYPE=Release \
 
 # ---- runtime -------------------------------------------------------------------------------------
 FROM ${BASE_IMAGE}
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # A PyTorch wheel index matching the image's CUDA (e.g. https://download.pytorch.org/whl/cu126);
 # empty: torch comes from PyPI with the package's other dependencies.
 ARG TORCH_INDEX_URL=
@@ -31,7 +34,7 @@ COPY . .
 RUN if [ -n "$TORCH_INDEX_URL" ]; then \
         python3 -m pip install --index-url "$TORCH_INDEX_URL" "torch>=2.1,<2.15"; \
     fi \
- && python3 -m pip install ".[gpu]"
+ && python3 -m pip install "./[gpu]"
 COPY --from=bench-builder /opt/ifseg_bench/bin/ifseg_bench /usr/local/bin/ifseg_bench
 # Engines built with the Python tensorrt package must load in ifseg_bench: same TensorRT major.minor.
 RUN trt_py="$(python3 -c 'import tensorrt; print(tensorrt.__version__)')" \

@@ -27,10 +27,9 @@ import torch
 from ifseg_deploy.checkpoint import LoadedModel
 from ifseg_deploy.config import ofa_preset
 from ifseg_deploy.export.onnx_export import OnnxExportOptions, export_onnx
-from ifseg_deploy.export.sidecar import read_vocab
 from ifseg_deploy.model import SegOFA
-from ifseg_deploy.runtime.engines import GraphIO
 from ifseg_deploy.runtime.onnx_backend import OnnxBackend
+from ifseg_deploy.runtime.sidecar import read_vocab
 from ifseg_deploy.runtime.torch_backend import TorchBackend
 from ifseg_deploy.runtime.vocabulary import Vocabulary
 from ifseg_deploy.text.tokenizer import OFATokenizer
@@ -47,6 +46,11 @@ def timed(fn: Callable[[], object], cuda: bool) -> float:
     if cuda:
         torch.cuda.synchronize()
     return (time.perf_counter() - t0) * 1e3
+
+
+def onnx_backend(path: str, providers: List[str], threads: int = 0) -> OnnxBackend:
+    side = read_vocab(path)
+    return OnnxBackend(path, side.contract, side.arch, providers, threads=threads)
 
 
 def main(argv: List[str] = None) -> int:
@@ -70,11 +74,10 @@ def main(argv: List[str] = None) -> int:
         files[name] = export_onnx(loaded, os.path.join(work, f"{name}.onnx"), vocab, CATEGORIES,
                                   OnnxExportOptions(image_size=SHAPES[0], dynamic=dynamic)).path
         print(f"exported {name} graph in {time.perf_counter() - t0:.1f} s ({os.path.getsize(files[name]) / 1e6:.0f} MB)", flush=True)
-    io = {k: GraphIO.from_meta(read_vocab(v).meta) for k, v in files.items()}
     backends: Dict[str, object] = {
         "torch eager cpu fp32": TorchBackend(model, "cpu"),
-        "onnxruntime cpu, static graph": OnnxBackend(files["static"], io["static"], ["cpu"], threads=args.threads),
-        "onnxruntime cpu, dynamic graph": OnnxBackend(files["dynamic"], io["dynamic"], ["cpu"], threads=args.threads),
+        "onnxruntime cpu, static graph": onnx_backend(files["static"], ["cpu"], args.threads),
+        "onnxruntime cpu, dynamic graph": onnx_backend(files["dynamic"], ["cpu"], args.threads),
     }
     if torch.cuda.is_available():
         import copy
@@ -84,7 +87,7 @@ def main(argv: List[str] = None) -> int:
         backends["torch eager cuda fp32"] = TorchBackend(copy.deepcopy(model), "cuda")
         backends["torch eager cuda fp16"] = TorchBackend(copy.deepcopy(model), "cuda", half=True)
         if "CUDAExecutionProvider" in ort.get_available_providers():
-            backends["onnxruntime cuda, dynamic graph"] = OnnxBackend(files["dynamic"], io["dynamic"], ["cuda"])
+            backends["onnxruntime cuda, dynamic graph"] = onnx_backend(files["dynamic"], ["cuda"])
     results = {}
     for h, w in SHAPES:
         images = torch.rand(1, 3, h, w) * 2 - 1

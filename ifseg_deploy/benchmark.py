@@ -15,7 +15,7 @@ import torch
 from .config import ArchConfig
 from .model import SegOFA
 from .runtime.segmenter import STAGES, Segmenter
-from .runtime.torch_backend import TorchBackend
+from .runtime.loader import backend_class
 from .runtime.vocabulary import PreparedVocabulary
 
 
@@ -36,7 +36,7 @@ class SyntheticVocabulary:
 def random_segmenter(arch: ArchConfig, num_classes: int, prompt_len: int, device: str, half: bool, **kwargs) -> Segmenter:
     """A Segmenter over a randomly initialised model of ``arch`` (timing only)."""
     torch.manual_seed(0)
-    backend = TorchBackend(SegOFA(arch), device, half)
+    backend = backend_class("torch")(SegOFA(arch), device, half)
     return Segmenter(backend, SyntheticVocabulary(arch.embed_dim, num_classes, prompt_len), **kwargs)
 
 
@@ -105,7 +105,7 @@ def run_benchmark(
 ) -> BenchReport:
     """Time ``segment_batch`` on ``batch`` copies of ``image`` (RGB uint8)."""
     images = [image] * batch
-    cuda = torch.cuda.is_available() and getattr(getattr(segmenter.backend, "device", None), "type", "") == "cuda"
+    cuda = segmenter.backend.device.type == "cuda"
     for _ in range(warmup):
         segmenter.segment_batch(images, batch_size=batch)
     if cuda:

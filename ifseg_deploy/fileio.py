@@ -1,13 +1,22 @@
-"""Atomic file output: write to a temporary file next to the target, then rename."""
+"""File handling shared by every command: atomic output (a temporary file next to the target,
+then a rename) and the listing of image folders."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import tempfile
-from typing import Iterator
+from typing import Iterator, List
 
 from .errors import IFSegError
+
+#: File endings treated as images when a folder is listed.
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def list_images(folder: str) -> List[str]:
+    """Paths of the image files directly inside ``folder`` (by ending, case-insensitive), sorted."""
+    return sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTS))
 
 
 @contextlib.contextmanager

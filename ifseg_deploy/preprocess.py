@@ -1,6 +1,7 @@
 """Image decoding and the reference's evaluation preprocessing.
 
-Decode (Pillow, as the reference) -> RGB uint8 -> keep-ratio resize so the short side is
+Decode (Pillow, as the reference) -> EXIF orientation applied (as viewers and ``cv2.imread`` do;
+not for dataset evaluation, whose labels are aligned with the stored pixels) -> RGB uint8 -> keep-ratio resize so the short side is
 ``short_side`` unless the long side would exceed ``long_side_max`` (OpenCV bilinear on uint8,
 mmcv's rounding) -> ``(x / 255 - 0.5) / 0.5``, CHW float32.
 """
@@ -8,7 +9,9 @@ mmcv's rounding) -> ``(x / 255 - 0.5) / 0.5``, CHW float32.
 from __future__ import annotations
 
 import os
-from typing import Tuple
+import warnings
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -21,20 +24,34 @@ LONG_SIDE_MAX = 2048
 MEAN = STD = 0.5
 
 
-def read_image(path: str) -> np.ndarray:
-    """Decode an image file to RGB uint8 ``(H, W, 3)``.
+def read_image(path: str, exif: bool = True) -> np.ndarray:
+    """Decode an image file to RGB uint8 ``(H, W, 3)``, as a viewer shows it.
 
     Grayscale is replicated to three channels, alpha is dropped, palette / CMYK images are
     converted, 16-bit images are scaled to 8 bit.
+
+    Args:
+        path: image file (any format Pillow reads: JPEG, PNG, BMP, TIFF, WebP, ...).
+        exif: apply the EXIF orientation tag (values 1..8: rotations and mirrorings, Pillow's
+            ``ImageOps.exif_transpose``), so a phone photo stored sideways comes out upright,
+            ``H x W`` as displayed. ``False`` returns the stored pixels, which is what dataset
+            label maps are aligned with (dataset evaluation uses it). An unreadable EXIF block
+            is ignored, as viewers do.
+
+    Raises:
+        IFSegError: the file is missing or is not a decodable image.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     if not os.path.isfile(path):
         raise IFSegError(f"image not found: {path}")
     try:
-        with Image.open(path) as im:
-            im.load()
-            return to_rgb_uint8(im)
+        with warnings.catch_warnings():
+            # Pillow warns about a corrupt EXIF block and then ignores it, as viewers do: no noise
+            warnings.filterwarnings("ignore", message=".*EXIF", category=UserWarning)
+            with Image.open(path) as im:
+                im.load()
+                return to_rgb_uint8(ImageOps.exif_transpose(im) if exif else im)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise IFSegError(f"cannot decode {path} as an image ({str(e).splitlines()[0][:100]}); pass a JPEG/PNG/BMP/TIFF file") from None
 
@@ -82,3 +99,29 @@ def preprocess(image: np.ndarray, short_side: int = SHORT_SIDE, long_side_max: i
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise IFSegError(f"expected an RGB uint8 image of shape (H, W, 3), got {image.dtype} {image.shape}")
     return normalize(resize(image, short_side, long_side_max))
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """The resize and normalisation a model was trained / exported with (stored in its bundle or side file)."""
+
+    short_side: int = SHORT_SIDE
+    long_side_max: int = LONG_SIDE_MAX
+
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
+        """RGB uint8 ``(H, W, 3)`` -> float32 ``(3, h, w)``."""
+        return preprocess(image, self.short_side, self.long_side_max)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"short_side": self.short_side, "long_side_max": self.long_side_max, "mean": MEAN, "std": STD, "color": "RGB",
+                "resize": "keep-ratio bilinear on uint8 (mmcv imrescale)"}
+
+    @classmethod
+    def from_dict(cls, d: Optional[Dict[str, Any]], default: "Preprocessing") -> "Preprocessing":
+        """The stored settings (``default`` where absent); other normalisations than the reference's are refused."""
+        if not d:
+            return default
+        if float(d.get("mean", MEAN)) != MEAN or float(d.get("std", STD)) != STD or d.get("color", "RGB") != "RGB":
+            raise IFSegError(f"the model stores a preprocessing this runtime does not implement ({d}); expected RGB, mean = std = 0.5")
+        short = int(d.get("short_side", default.short_side))
+        return cls(short, int(d.get("long_side_max", 4 * short)))

@@ -99,6 +99,69 @@ def test_label_maps_uint16_and_train_id_names(tmp_path):
     _check_report(out, [(pred.astype(np.int64), np.where(gt == 1000, -1, gt.astype(np.int64)))], 300)
 
 
+def _write_pair(tmp_path, gt, pred, name="a"):
+    pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
+    pred_dir.mkdir(exist_ok=True)
+    gt_dir.mkdir(exist_ok=True)
+    Image.fromarray(np.array(gt, np.uint8)).save(gt_dir / f"{name}.png")
+    Image.fromarray(np.array(pred, np.uint8)).save(pred_dir / f"{name}_labels.png")
+    return pred_dir, gt_dir
+
+
+def _table_rows(text):
+    """``{name: (iou, acc)}`` from the printed per-class table (percent; None for nan)."""
+    rows = {}
+    for line in text.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 4 and parts[0].isdigit() and "mIoU" not in line:
+            rows[" ".join(parts[1:-2])] = tuple(None if v == "nan" else float(v) for v in parts[-2:])
+    return rows
+
+
+def test_reduce_zero_label_and_class_names(tmp_path, capsys):
+    # ADE20K-style ground truth: 0 = ignore, class k stored as k + 1, 255 = ignore
+    gt = [[0, 1, 1, 2],
+          [3, 3, 255, 4]]
+    pred = [[3, 0, 1, 1],
+            [2, 0, 0, 3]]
+    pred_dir, gt_dir = _write_pair(tmp_path, gt, pred)
+    names = tmp_path / "classes.txt"
+    names.write_text("wall\nbuilding\nsky\nfloor\n")
+    out = tmp_path / "r.json"
+    # scored pixels: the six whose truth is not 0 / 255; by hand per class (I, U):
+    # 0: truth (0,1),(0,2), predicted (0,1),(1,1) -> 1/3;  1: truth (0,3), predicted (0,2),(0,3) -> 1/2
+    # 2: truth (1,0),(1,1), predicted (1,0) -> 1/2;       3: truth (1,3), predicted (1,3) -> 1
+    assert _run(["eval", "--pred-dir", pred_dir, "--gt-dir", gt_dir, "--reduce-zero-label", "--class-names", names, "--out", out]) == 0
+    doc = json.loads(out.read_text())
+    assert [c["name"] for c in doc["per_class"]] == ["wall", "building", "sky", "floor"]
+    assert [c["iou"] for c in doc["per_class"]] == pytest.approx([1 / 3, 1 / 2, 1 / 2, 1])
+    assert doc["mIoU"] == pytest.approx((1 / 3 + 1 / 2 + 1 / 2 + 1) / 4) and doc["aAcc"] == pytest.approx(4 / 6)
+    assert doc["reduce_zero_label"] is True and doc["num_classes"] == 4
+    rows = _table_rows(capsys.readouterr().out)
+    assert rows == {"wall": (33.33, 50.0), "building": (50.0, 100.0), "sky": (50.0, 50.0), "floor": (100.0, 100.0)}
+    # without the flag the stored value 4 is not a class of 4 (0..3): a one-line error saying so
+    _fails(capsys, ["eval", "--pred-dir", pred_dir, "--gt-dir", gt_dir, "--num-classes", 4, "--out", out], "label value(s) 4 out of range")
+    # --num-classes must agree with the names file
+    _fails(capsys, ["eval", "--pred-dir", pred_dir, "--gt-dir", gt_dir, "--class-names", names, "--num-classes", 5], "names 4 classes")
+
+
+def test_ade20k_label_maps_by_dataset_name(tmp_path, capsys):
+    # real ADE20K annotation values: 1..150 are the classes, 0 is ignored; predictions are 0..149 as segment writes them
+    gt = [[0, 1], [2, 150]]
+    pred = [[5, 0], [0, 149]]
+    pred_dir, gt_dir = _write_pair(tmp_path, gt, pred, "ADE_val_00000001")
+    out = tmp_path / "r.json"
+    assert _run(["eval", "--pred-dir", pred_dir, "--gt-dir", gt_dir, "--dataset", "ade20k", "--out", out]) == 0
+    doc = json.loads(out.read_text())
+    # wall: truth (0,1), predicted (0,1),(1,0) -> 1/2; building: truth (1,0), never predicted -> 0; flag: 1;
+    # class 5 is predicted only on an ignored pixel: no union, left out of the mean
+    iou = {c["name"]: c["iou"] for c in doc["per_class"]}
+    assert (iou["wall"], iou["building"], iou["flag"], iou["base"]) == (pytest.approx(0.5), 0.0, 1.0, None)
+    assert doc["mIoU"] == pytest.approx(0.5) and doc["dataset"] == "ade20k" and doc["reduce_zero_label"] is True
+    rows = _table_rows(capsys.readouterr().out)
+    assert len(rows) == 150 and rows["wall"] == (50.0, 100.0) and rows["flag"] == (100.0, 100.0) and rows["sky"] == (None, None)
+
+
 def _label_dirs(tmp_path, gt_arrays, pred_arrays):
     pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
     pred_dir.mkdir(exist_ok=True)
@@ -139,7 +202,13 @@ def test_mode_errors(tmp_path, capsys):
     _fails(capsys, ["eval"], "nothing to evaluate")
     _fails(capsys, ["eval", "--pred-dir", tmp_path, "--num-classes", "3"], "--gt-dir")
     _fails(capsys, ["eval", "--pred-dir", tmp_path / "nope", "--gt-dir", tmp_path, "--num-classes", "3"], "--pred-dir folder not found")
-    _fails(capsys, ["eval", "--dataset", "ade20k", "--pred-dir", tmp_path, "--gt-dir", tmp_path, "--num-classes", "3"], "not both")
+    _fails(capsys, ["eval", "--root", tmp_path, "--pred-dir", tmp_path, "--gt-dir", tmp_path, "--num-classes", "3"], "not both (got --root and --pred-dir)")
+    _fails(capsys, ["eval", "--pred-dir", tmp_path, "--gt-dir", tmp_path], "needs the classes: --dataset NAME, --class-names FILE or --num-classes N")
+    _fails(capsys, ["eval", "--dataset", "ade20k", "--pred-dir", tmp_path, "--gt-dir", tmp_path, "--num-classes", "3"], "ade20k has 150 classes")
+    _fails(capsys, ["eval", "--dataset", "coco-stuff", "--pred-dir", tmp_path, "--gt-dir", tmp_path, "--reduce-zero-label"], "drop --reduce-zero-label")
+    _fails(capsys, ["eval", "--dataset", "ade20k", "--pred-dir", tmp_path, "--gt-dir", tmp_path, "--class-names", "x.txt"], "drop --class-names")
+    _fails(capsys, ["eval", "--pred-dir", tmp_path, "--gt-dir", tmp_path, "--num-classes", "3", "--reduce-zero-label", "--ignore-index", "3"],
+           "in 4..65535 (got 3)")
     _fails(capsys, ["eval", "--dataset", "ade20k", "--root", tmp_path], "needs --checkpoint")
     _fails(capsys, ["eval", "--dataset", "cityscapes", "--root", tmp_path, "--checkpoint", "x"], "unknown dataset 'cityscapes'")
 
@@ -230,7 +299,7 @@ def test_dataset_bad_input(tmp_path, capsys, bundle, bpe_dir):
     _fails(capsys, ["eval", "--dataset", "ade20k", "--root", root, "--limit", "0", "--out", out] + base, "--limit", out)
     # label with a value that ADE20K does not have
     Image.fromarray(np.full((96, 128), 151, np.uint8)).save(lbl_dir / "000000000000.png")
-    _fails(capsys, ["eval", "--dataset", "ade20k", "--root", root, "--out", out] + base, "label value(s) 151 out of range (expected 0 (ignore) or 1..150)", out)
+    _fails(capsys, ["eval", "--dataset", "ade20k", "--root", root, "--out", out] + base, "label value(s) 151 out of range (expected 0 (ignore), 1..150 or 255 (ignore))", out)
     # label / image size mismatch
     Image.fromarray(np.ones((50, 128), np.uint8)).save(lbl_dir / "000000000000.png")
     _fails(capsys, ["eval", "--dataset", "ade20k", "--root", root, "--out", out] + base, "same size", out)

@@ -43,6 +43,7 @@ def test_label_mappings():
     raw = np.arange(256)
     ade = get_dataset("ade20k").mapping
     np.testing.assert_array_equal(ade.apply(raw[:151], "x"), np.r_[IGNORE, np.arange(150)])
+    assert ade.apply(np.array([255]), "x")[0] == IGNORE  # mmsegmentation: 255 - 1 = 254 is set back to 255
     with pytest.raises(IFSegError, match="151"):
         ade.apply(raw[:152], "x")
     coco = get_dataset("coco-stuff").mapping

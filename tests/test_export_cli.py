@@ -11,7 +11,8 @@ import pytest
 from conftest import TINY_ARCH, make_tiny_model
 from ifseg_deploy.checkpoint.bundle import save_bundle
 from ifseg_deploy.cli.main import main
-from ifseg_deploy.export.sidecar import preprocessing_meta, write_vocab
+from ifseg_deploy.preprocess import Preprocessing
+from ifseg_deploy.runtime.sidecar import write_vocab
 from ifseg_deploy.runtime.segmenter import Segmenter
 
 
@@ -103,7 +104,7 @@ def test_export_onnx_cli_then_segment_engine(bundle, image, tmp_path, bpe_dir, c
     assert main(["segment", str(image), "--engine", str(onnx_path), "--bpe-dir", bpe_dir, "--save-raw", "--out", str(out)]) == 0
     logits, probs, labels = np.load(out / "img_logits.npy"), np.load(out / "img_probs.npy"), cv2.imread(str(out / "img_labels.png"), -1)
     # the export's preprocessing (short side 64) with the bundle's own categories, on PyTorch
-    ref = Segmenter.from_checkpoint(str(bundle), bpe_dir=bpe_dir, short_side=64, long_side_max=256).segment(str(image))
+    ref = Segmenter.from_checkpoint(str(bundle), bpe_dir=bpe_dir, preprocessing=Preprocessing(64, 256)).segment(str(image))
     assert logits.shape == ref.logits.shape == (4, 6, 2) and ref.categories == ["grass", "cat"]
     assert np.abs(logits - ref.logits).max() < 2e-4 and np.abs(probs - ref.probs).max() < 1e-4 and (labels == ref.labels).all()
     # a static 64x96 graph cannot take a square image: clear error, nothing written
@@ -133,7 +134,7 @@ def test_segment_engine_bad_files(image, bundle, tmp_path, capsys):
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"\0" * 64)
     model = make_tiny_model(0)
-    meta = {"arch": TINY_ARCH.to_dict(), "categories": None, "prompt_prefix": None, "preprocessing": preprocessing_meta(),
+    meta = {"arch": TINY_ARCH.to_dict(), "categories": None, "prompt_prefix": None, "preprocessing": Preprocessing().to_dict(),
             "export": {"inputs": ["images", "prompt_embeds", "class_embeds"], "outputs": ["logits", "features"], "dynamic": True}}
     write_vocab(str(tmp_path / "m.vocab.safetensors"), model.embed_tokens.weight, None, meta)
     (tmp_path / "m.engine.json").write_text(json.dumps({"tensorrt": "0.0.1", "gpu": "none", "compute_capability": "0.0", "precision": "fp16"}))

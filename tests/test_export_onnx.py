@@ -15,14 +15,13 @@ from conftest import TINY_ARCH, make_tiny_model
 from ifseg_deploy.checkpoint import LoadedModel
 from ifseg_deploy.errors import IFSegError
 from ifseg_deploy.export import onnx_export
-from ifseg_deploy.export.graph import GraphSpec
 from ifseg_deploy.export.onnx_export import OnnxExportOptions, export_onnx, read_onnx_metadata
-from ifseg_deploy.export.sidecar import read_vocab, vocab_path
+from ifseg_deploy.preprocess import Preprocessing
+from ifseg_deploy.runtime.sidecar import read_vocab, vocab_path
 from ifseg_deploy.export.trt_ops import check_graph
 from ifseg_deploy.export.verify import graph_policy_problems
 from ifseg_deploy.postprocess.knn import knn_smooth
 from ifseg_deploy.postprocess.upsample import upsample_argmax
-from ifseg_deploy.runtime.engines import GraphIO, segmenter_from_engine
 from ifseg_deploy.runtime.onnx_backend import OnnxBackend
 from ifseg_deploy.runtime.segmenter import Segmenter
 from ifseg_deploy.runtime.torch_backend import TorchBackend
@@ -47,8 +46,8 @@ def dynamic_export(tiny, tmp_path_factory):
     """Dynamic graph with in-graph kNN and up-sampling, exported with a list other than the model's own."""
     loaded, vocab = tiny
     out = str(tmp_path_factory.mktemp("dyn") / "tiny.onnx")
-    spec = GraphSpec(knn_k=3, knn_iters=25, upsample=True)
-    return export_onnx(loaded, out, vocab, OTHER[:2], OnnxExportOptions(image_size=(64, 80), dynamic=True, graph=spec))
+    opts = OnnxExportOptions(image_size=(64, 80), dynamic=True, knn_k=3, knn_iters=25, upsample=True)
+    return export_onnx(loaded, out, vocab, OTHER[:2], opts)
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +177,7 @@ def test_disagreeing_export_is_not_written(tiny, tmp_path, monkeypatch):
     other = make_tiny_model(11)
 
     def wrong_trace(graph, feeds, path, opts):
-        real_trace(type(graph)(other, graph.spec).eval(), feeds, path, opts)
+        real_trace(type(graph)(other, graph.contract).eval(), feeds, path, opts)
 
     monkeypatch.setattr(onnx_export, "_trace", wrong_trace)
     out = tmp_path / "bad.onnx"
@@ -188,37 +187,36 @@ def test_disagreeing_export_is_not_written(tiny, tmp_path, monkeypatch):
 
 
 def test_onnx_backend_segmenter_matches_torch(dynamic_export, tiny, bpe_dir, tmp_path):
-    """segmenter_from_engine (side file + BPE) gives the PyTorch Segmenter's outputs; IO binding on CPU too."""
+    """Segmenter.load of an .onnx (side file + BPE) gives the PyTorch Segmenter's outputs; IO binding on CPU too."""
     loaded, vocab = tiny
     rgb = (np.random.default_rng(0).random((40, 70, 3)) * 255).astype(np.uint8)
-    seg = segmenter_from_engine(dynamic_export.path, CATS, bpe_dir=bpe_dir, short_side=64, long_side_max=256)
-    ref = Segmenter(TorchBackend(loaded.model), vocab, CATS, short_side=64, long_side_max=256)
+    seg = Segmenter.load(dynamic_export.path, CATS, bpe_dir=bpe_dir, device="cpu", preprocessing=Preprocessing(64, 256))
+    ref = Segmenter(TorchBackend(loaded.model), vocab, CATS, preprocessing=Preprocessing(64, 256))
     a, b = seg.segment(rgb), ref.segment(rgb)
     assert a.logits.shape == b.logits.shape == (4, 7, 3)
     assert np.abs(a.logits - b.logits).max() < 2e-4 and np.abs(a.probs - b.probs).max() < 1e-4
     assert (a.labels == b.labels).all() and a.categories == CATS
     # The graph's kNN (k=3, 25 iterations) serves matching settings; other settings smooth on the host.
     assert "network" in a.timings and "knn" not in a.timings and "backbone" not in a.timings
-    few = segmenter_from_engine(dynamic_export.path, CATS, bpe_dir=bpe_dir, short_side=64, long_side_max=256, knn_iters=5)
-    c, d = few.segment(rgb), Segmenter(TorchBackend(loaded.model), vocab, CATS, knn_iters=5, short_side=64, long_side_max=256).segment(rgb)
+    few = Segmenter.load(dynamic_export.path, CATS, bpe_dir=bpe_dir, device="cpu", preprocessing=Preprocessing(64, 256), knn_iters=5)
+    c, d = few.segment(rgb), Segmenter(TorchBackend(loaded.model), vocab, CATS, knn_iters=5, preprocessing=Preprocessing(64, 256)).segment(rgb)
     assert "knn" in c.timings and np.abs(c.probs - d.probs).max() < 1e-4 and np.abs(c.probs - a.probs).max() > 1e-4
-    io = GraphIO.from_meta(read_vocab(dynamic_export.path).meta)
-    bound = OnnxBackend(dynamic_export.path, io, ["cpu"], io_binding=True)
+    bound, _ = OnnxBackend.open(dynamic_export.path, device="cpu", providers=["cpu"], io_binding=True)
     v = vocab.prepare(OTHER)
     images = torch.rand(3, 3, 64, 48) * 2 - 1
-    outs = bound.run_all(images, v.prompt_embeds, v.class_embeds, output_size=(70, 50))
-    assert outs["labels"].shape == (3, 70, 50) and outs["labels"].dtype == torch.int64
-    assert torch.allclose(outs["logits"], _torch(loaded, images, v)[0], atol=2e-4)
+    outs = bound.run(images, v.prompt_embeds, v.class_embeds, output_size=(70, 50))
+    assert outs.labels.shape == (3, 70, 50) and outs.labels.dtype == torch.int64
+    assert torch.allclose(outs.logits, _torch(loaded, images, v)[0], atol=2e-4)
 
 
 def test_static_backend_adapts_batches(static_export, tiny):
     """A batch-2 static graph serves 1 or 3 images (padded / split) and rejects other image sizes."""
     loaded, vocab = tiny
-    io = GraphIO.from_meta(read_vocab(static_export.path).meta)
-    backend = OnnxBackend(static_export.path, io)
+    backend, _ = OnnxBackend.open(static_export.path, device="cpu")
     v = vocab.prepare(CATS)
     images = torch.rand(3, 3, 48, 64) * 2 - 1
-    logits, feats = backend.run(images, v.prompt_embeds, v.class_embeds)
+    out = backend.run(images, v.prompt_embeds, v.class_embeds)
+    logits, feats = out.logits, out.features
     assert logits.shape == (3, 12, 3) and feats.shape == (3, 12, 1024)
     assert torch.allclose(logits, _torch(loaded, images, v)[0], atol=2e-4)
     with pytest.raises(IFSegError, match="fixed 48x64 inputs.*--dynamic"):
@@ -226,8 +224,7 @@ def test_static_backend_adapts_batches(static_export, tiny):
 
 
 def test_onnx_backend_provider_errors(static_export):
-    io = GraphIO.from_meta(read_vocab(static_export.path).meta)
     with pytest.raises(IFSegError, match="lacks CUDAExecutionProvider"):
-        OnnxBackend(static_export.path, io, ["cuda"])
+        OnnxBackend.open(static_export.path, device="cpu", providers=["cuda"])
     with pytest.raises(IFSegError, match="--half .*--providers tensorrt"):
-        OnnxBackend(static_export.path, io, ["cpu"], half=True)
+        OnnxBackend.open(static_export.path, device="cpu", providers=["cpu"], half=True)

@@ -20,7 +20,8 @@ from ifseg_deploy.export.calibrator import calibration_batches, calibration_file
 from ifseg_deploy.export.profiles import BUILTIN, TargetProfile, load_profile, target_files, trtexec_command, triton_config
 from ifseg_deploy.export.tensorrt_build import check_precision, fp32_pinned_nodes
 from ifseg_deploy.export.trt_ops import check_graph, resolve_target
-from ifseg_deploy.runtime.tensorrt_backend import check_engine_compat, version_key
+from ifseg_deploy.runtime.graph_contract import GraphContract
+from ifseg_deploy.runtime.tensorrt_common import check_engine_compat, version_key
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,7 +88,7 @@ def test_trtexec_command():
 
 
 def test_triton_config_names_graph_io():
-    text = triton_config(BUILTIN["datacenter"], "tensorrt_plan", 256, ["logits", "features", "knn_probs"])
+    text = triton_config(BUILTIN["datacenter"], "tensorrt_plan", GraphContract(256, knn_iters=25))
     for name in ("images", "prompt_embeds", "class_embeds", "logits", "features", "knn_probs"):
         assert f'name: "{name}"' in text
     assert 'platform: "tensorrt_plan"' in text and "count: 2" in text and "dims: [ 1, -1, 256 ]" in text
@@ -276,9 +277,8 @@ def tiny_onnx(tmp_path_factory, bpe_dir):
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_engine_build_and_run(tiny_onnx, tmp_path, precision):
-    from ifseg_deploy.export.sidecar import read_engine_info, read_vocab, vocab_path
+    from ifseg_deploy.runtime.sidecar import read_engine_info, vocab_path
     from ifseg_deploy.export.tensorrt_build import build_engine
-    from ifseg_deploy.runtime.engines import GraphIO
     from ifseg_deploy.runtime.tensorrt_backend import TensorRTBackend
 
     onnx_path, loaded, vocab = tiny_onnx
@@ -287,10 +287,10 @@ def test_engine_build_and_run(tiny_onnx, tmp_path, precision):
     build = build_engine(onnx_path, engine, profile, precision, 64, device="cuda")
     shutil.copy(vocab_path(onnx_path), vocab_path(engine))
     assert read_engine_info(engine)["precision"] == precision and build.info["compute_capability"]
-    backend = TensorRTBackend(engine, GraphIO.from_meta(read_vocab(engine).meta))
+    backend, _ = TensorRTBackend.open(engine, device="cuda")
     v = vocab.prepare(["grass", "cat", "dog"])
     images = torch.rand(2, 3, 64, 96) * 2 - 1
-    logits, _ = backend.run(images, v.prompt_embeds, v.class_embeds)
+    logits = backend.run(images, v.prompt_embeds, v.class_embeds).logits
     with torch.inference_mode():
         ref, _ = loaded.model(images, v.prompt_embeds, v.class_embeds)
     tol = 2e-4 if precision == "fp32" else 5e-2

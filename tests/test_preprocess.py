@@ -74,3 +74,63 @@ def test_unreadable_images(tmp_path):
         read_image(str(tmp_path / "trunc.png"))
     with pytest.raises(IFSegError, match="RGB uint8"):
         preprocess(np.zeros((4, 4), np.float32))
+
+
+# EXIF orientation: the displayed image of each tag value, per the EXIF 2.32 specification
+# (value: where the stored 0th row / 0th column go), computed here with NumPy.
+DISPLAYED = {
+    1: lambda s: s,
+    2: lambda s: s[:, ::-1],  # mirrored left-right
+    3: lambda s: s[::-1, ::-1],  # rotated 180
+    4: lambda s: s[::-1, :],  # mirrored top-bottom
+    5: lambda s: s.transpose(1, 0, 2),  # mirrored about the main diagonal
+    6: lambda s: np.rot90(s, k=-1),  # rotated 90 clockwise (a phone held upright, camera on the left)
+    7: lambda s: np.rot90(s, k=2).transpose(1, 0, 2),  # mirrored about the anti-diagonal
+    8: lambda s: np.rot90(s, k=1),  # rotated 90 counter-clockwise
+}
+
+
+def _tagged_jpeg(path, pixels, orientation):
+    exif = Image.Exif()
+    if orientation is not None:
+        exif[0x0112] = orientation  # Orientation
+    Image.fromarray(pixels).save(path, "JPEG", quality=95, exif=exif.tobytes())
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied(tmp_path, orientation):
+    # stored 40 wide x 16 high: a smooth gradient with a red block in the stored top-left corner
+    yy, xx = np.mgrid[:16, :40]
+    stored = np.stack([xx * 6, yy * 15, np.full_like(xx, 60)], axis=-1).astype(np.uint8)
+    stored[:6, :8] = (255, 0, 0)
+    _tagged_jpeg(tmp_path / "plain.jpg", stored, None)
+    _tagged_jpeg(tmp_path / "tagged.jpg", stored, orientation)
+    decoded = read_image(str(tmp_path / "plain.jpg"))  # no tag: the stored pixels (after JPEG coding)
+    assert decoded.shape == (16, 40, 3)
+    np.testing.assert_array_equal(read_image(str(tmp_path / "tagged.jpg"), exif=False), decoded)
+    shown = read_image(str(tmp_path / "tagged.jpg"))
+    np.testing.assert_array_equal(shown, DISPLAYED[orientation](decoded))
+    # OpenCV's imread applies the tag too: same displayed size
+    assert shown.shape == cv2.imread(str(tmp_path / "tagged.jpg")).shape
+    # where the red corner is shown, from the tag's meaning (0th row / 0th column positions)
+    top = orientation in (1, 2, 5, 6)
+    left = orientation in (1, 4, 5, 8)
+    h, w = shown.shape[:2]
+    corner = shown[3 if top else h - 4, 3 if left else w - 4]
+    assert corner[0] > 200 and corner[1] < 60, (orientation, corner)
+
+
+def test_phone_photo_rotated_90(tmp_path):
+    # the case: stored 640x250 (width x height), tagged "rotate 90 CW" -> shown 250 wide, 640 high
+    stored = np.random.default_rng(3).integers(0, 256, (250, 640, 3), dtype=np.uint8)
+    _tagged_jpeg(tmp_path / "phone.jpg", stored, 6)
+    assert read_image(str(tmp_path / "phone.jpg")).shape == (640, 250, 3)
+    assert read_image(str(tmp_path / "phone.jpg"), exif=False).shape == (250, 640, 3)
+
+
+def test_corrupt_exif_block_is_ignored(tmp_path, recwarn):
+    stored = np.full((8, 12, 3), 90, np.uint8)
+    # an IFD announcing 5 entries but cut after the first entry's tag and type
+    Image.fromarray(stored).save(tmp_path / "bad.jpg", "JPEG", exif=b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x05\x01\x12\x00\x03")
+    assert read_image(str(tmp_path / "bad.jpg")).shape == (8, 12, 3)
+    assert not [w for w in recwarn if "EXIF" in str(w.message)]

@@ -8,6 +8,7 @@ import torch
 
 from conftest import save_tiny_bundle
 from ifseg_deploy.errors import IFSegError
+from ifseg_deploy.preprocess import Preprocessing
 from ifseg_deploy.runtime.segmenter import Segmenter
 
 
@@ -23,7 +24,7 @@ def _image(h, w, seed=0):
 
 def test_result_fields(segmenter):
     res = segmenter.segment(_image(96, 160))
-    assert segmenter.short_side == 128  # the tiny bundle's 8x8 seg grid works at 128 px
+    assert segmenter.preprocessing.short_side == 128  # the tiny bundle's 8x8 seg grid works at 128 px
     assert res.labels.shape == (96, 160) and res.grid == (8, 14)
     assert res.probs.shape == res.logits.shape == (8, 14, 3)
     np.testing.assert_allclose(res.probs.sum(-1), 1.0, atol=1e-5)
@@ -56,13 +57,13 @@ def test_batch_matches_single_with_mixed_sizes(segmenter):
 def test_sliding_window(segmenter):
     img = _image(128, 320, 5)  # stays 128x320: a 8x20 grid
     whole = segmenter.segment(img)
-    seg = Segmenter(segmenter.backend, segmenter.vocabulary, knn_iters=3, short_side=128, long_side_max=512, window=128)
+    seg = Segmenter(segmenter.backend, segmenter.vocabulary, knn_iters=3, preprocessing=Preprocessing(128, 512), window=128)
     slid = seg.segment(img)
     assert slid.logits.shape == whole.logits.shape and slid.labels.shape == (128, 320)
     # Cells 0..4 of each row are seen by the first 128x128 crop only (stride 5 cells).
     crop = seg.segment(img[:, :128])
     np.testing.assert_allclose(slid.logits[:, :5], crop.logits[:, :5], atol=1e-5)
-    big = Segmenter(segmenter.backend, segmenter.vocabulary, short_side=128, long_side_max=512, window=512)
+    big = Segmenter(segmenter.backend, segmenter.vocabulary, preprocessing=Preprocessing(128, 512), window=512)
     np.testing.assert_allclose(big.segment(img).logits, whole.logits, atol=1e-6)
     with pytest.raises(IFSegError, match="multiple of 16"):
         Segmenter(segmenter.backend, segmenter.vocabulary, window=100)

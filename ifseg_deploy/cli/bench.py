@@ -45,7 +45,8 @@ def run(args) -> int:
     if args.source:
         image = read_image(args.source)
     else:
-        h, w = parse_imgsz(args.imgsz)
+        size = parse_imgsz(args.imgsz)
+        h, w = size * 2 if len(size) == 1 else size
         image = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
     print(f"Benchmarking {label} on {args.device}, {len(seg.categories)} classes, input {image.shape[0]}x{image.shape[1]}")
     report = run_benchmark(

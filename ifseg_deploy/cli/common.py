@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import List
+from typing import List, Tuple
 
 from ..errors import IFSegError
+from ..fileio import IMAGE_EXTS, list_images
 from ..text.prompt import parse_categories
-
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-
 
 def add_segmenter_args(p: argparse.ArgumentParser, arch_option: bool = False) -> None:
     """Model source (``--checkpoint`` | ``--engine`` [| ``--arch``]) and every runtime option."""
@@ -28,20 +26,22 @@ def add_segmenter_args(p: argparse.ArgumentParser, arch_option: bool = False) ->
 
 
 def load_segmenter(args):
-    """PyTorch from ``--checkpoint`` or an exported model from ``--engine``, with the same options."""
+    """The Segmenter of ``--checkpoint`` or ``--engine`` (any model file), with the same options."""
+    from ..runtime.loader import backend_for
     from ..runtime.segmenter import Segmenter
 
-    common = dict(categories=categories_arg(args.categories), bpe_dir=args.bpe_dir, device=args.device, half=args.half,
-                  knn_k=args.knn_k, knn_iters=args.knn_iters, knn_backend=args.knn_backend, window=args.window)
-    if args.checkpoint:
-        if args.providers:
-            raise IFSegError("--providers applies to --engine model.onnx; --checkpoint runs on PyTorch")
-        return Segmenter.from_checkpoint(args.checkpoint, **common)
-    from ..runtime.engines import segmenter_from_engine
-    from ..runtime.onnx_backend import parse_providers
-
-    providers = parse_providers(args.providers) if args.providers else None
-    return segmenter_from_engine(args.engine, providers=providers, **common)
+    path = args.checkpoint or args.engine
+    if not os.path.isfile(path):
+        raise IFSegError(f"{'checkpoint' if args.checkpoint else 'engine'} not found: {path}")
+    if args.engine and backend_for(path) == "torch":
+        raise IFSegError(f"--engine {path}: unknown file type; pass an exported .onnx or a TensorRT .engine/.plan file")
+    options = {}
+    if args.providers:
+        if backend_for(path) != "onnxruntime":
+            raise IFSegError("--providers applies to --engine model.onnx (ONNX Runtime); other model files run on their own runtime")
+        options["providers"] = args.providers
+    return Segmenter.load(path, categories_arg(args.categories), args.bpe_dir, args.device, args.half, backend_options=options,
+                          knn_k=args.knn_k, knn_iters=args.knn_iters, knn_backend=args.knn_backend, window=args.window)
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -66,7 +66,7 @@ def expand_images(inputs: List[str]) -> List[str]:
     out: List[str] = []
     for item in inputs:
         if os.path.isdir(item):
-            files = sorted(os.path.join(item, f) for f in os.listdir(item) if f.lower().endswith(IMAGE_EXTS))
+            files = list_images(item)
             if not files:
                 raise IFSegError(f"folder {item} holds no images ({', '.join(IMAGE_EXTS)})")
             out += files
@@ -89,14 +89,16 @@ def output_stems(paths: List[str]) -> List[str]:
     return stems
 
 
-def parse_imgsz(text: str) -> tuple:
-    """``"512"`` -> (512, 512); ``"512,688"`` -> (512, 688)."""
+def parse_imgsz(text: str) -> Tuple[int, ...]:
+    """``--imgsz`` of every command: ``"512"`` -> ``(512,)``; ``"512x688"`` or ``"512,688"`` -> ``(512, 688)`` (H, W).
+
+    Each command reads one value as a short side (export, inference) or a square (bench).
+    Raises :class:`IFSegError` unless there are one or two integers, each >= 16.
+    """
     try:
-        parts = [int(p) for p in str(text).replace("x", ",").split(",") if p.strip()]
+        parts = tuple(int(p) for p in str(text).lower().replace("x", ",").split(",") if p.strip())
     except ValueError:
-        parts = []
-    if len(parts) == 1:
-        parts = parts * 2
-    if len(parts) != 2 or min(parts) < 16:
-        raise IFSegError(f"--imgsz '{text}' must be S or H,W with sides >= 16")
-    return parts[0], parts[1]
+        parts = ()
+    if len(parts) not in (1, 2) or min(parts) < 16:
+        raise IFSegError(f"--imgsz {text}: expected S or HxW in pixels, each >= 16 (e.g. 512 or 512x688)")
+    return parts

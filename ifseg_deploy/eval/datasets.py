@@ -2,7 +2,7 @@
 the ground-truth remapping of the reference protocol.
 
 * ``ade20k``: ``ADEChallengeData2016/images/validation/*.jpg`` + ``annotations/validation/*.png``;
-  png 0 = ignore, k = class k-1 (1..150).
+  png 0 = ignore, k = class k-1 (1..150), 255 = ignore (mmsegmentation's ``reduce_zero_label``).
 * ``coco-stuff`` (171 classes), ``coco-stuff-27``, ``coco-stuff-unseen15``: COCO-Stuff-164k as
   converted for mmsegmentation, ``images/val2017/*.jpg`` + ``annotations/val2017/*_labelTrainIds.png``
   (0..170 = fine classes, 255 = ignore); the 27 coarse classes merge fine ones, the unseen split
@@ -15,13 +15,14 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..cli.common import IMAGE_EXTS
 from ..errors import IFSegError
+from ..fileio import IMAGE_EXTS
 from .classes import ADE20K_CLASSES, COCO_STUFF_27, COCO_STUFF_CLASSES, COCO_UNSEEN_15, coarse_of_fine, coarse_words
 from .labels import LabelMapping
 from .metrics import IGNORE
 
-COCO_IGNORE = 255
+#: Stored value of unlabelled pixels in mmsegmentation's label maps.
+STORED_IGNORE = 255
 DATASETS = ("ade20k", "coco-stuff", "coco-stuff-27", "coco-stuff-unseen15")
 
 
@@ -37,6 +38,7 @@ class DatasetSpec:
     label_suffix: str  # label file = <key><label_suffix>.png, image = <key>.<ext>
     parents: Tuple[str, ...] = ()  # accepted wrapping folders: --root may point at their parent
     class_words: Optional[Dict[str, Tuple[str, ...]]] = field(default=None, compare=False)  # hierarchical classes
+    reduce_zero_label: bool = False  # stored 0 = ignore, k = class k-1 (mmsegmentation's convention)
 
 
 @dataclass(frozen=True)
@@ -49,8 +51,8 @@ class Sample:
 def _coco(name: str, categories: Sequence[str], targets: List[int], words: Optional[Dict[str, Tuple[str, ...]]] = None) -> DatasetSpec:
     """A COCO-Stuff-164k variant: fine train id k -> ``targets[k]`` (or IGNORE)."""
     pairs = dict(enumerate(targets))
-    pairs[COCO_IGNORE] = IGNORE
-    mapping = LabelMapping.from_pairs(pairs, f"0..{len(COCO_STUFF_CLASSES) - 1} or {COCO_IGNORE} (ignore)")
+    pairs[STORED_IGNORE] = IGNORE
+    mapping = LabelMapping.from_pairs(pairs, f"0..{len(COCO_STUFF_CLASSES) - 1} or {STORED_IGNORE} (ignore)")
     return DatasetSpec(name, tuple(categories), mapping, "images/val2017", "annotations/val2017", "_labelTrainIds",
                        ("coco_stuff164k",), words)
 
@@ -63,9 +65,9 @@ def _unseen_targets() -> List[int]:
 def get_dataset(name: str) -> DatasetSpec:
     """The spec of a built-in dataset (``ade20k``, ``coco-stuff``, ``coco-stuff-27``, ``coco-stuff-unseen15``)."""
     if name == "ade20k":
-        pairs = {0: IGNORE, **{k: k - 1 for k in range(1, len(ADE20K_CLASSES) + 1)}}
-        mapping = LabelMapping.from_pairs(pairs, f"0 (ignore) or 1..{len(ADE20K_CLASSES)}")
-        return DatasetSpec(name, ADE20K_CLASSES, mapping, "images/validation", "annotations/validation", "", ("ADEChallengeData2016",))
+        mapping = LabelMapping.reduce_zero_label(len(ADE20K_CLASSES), [STORED_IGNORE])
+        return DatasetSpec(name, ADE20K_CLASSES, mapping, "images/validation", "annotations/validation", "", ("ADEChallengeData2016",),
+                           reduce_zero_label=True)
     if name == "coco-stuff":
         return _coco(name, COCO_STUFF_CLASSES, list(range(len(COCO_STUFF_CLASSES))))
     if name == "coco-stuff-27":

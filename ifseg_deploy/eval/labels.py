@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Dict, Iterable
+from typing import Dict, Iterable, Sequence, Tuple
 
 import numpy as np
 
@@ -14,6 +14,12 @@ from .metrics import IGNORE
 #: Table value of stored label values that must not occur.
 INVALID = -2
 SINGLE_CHANNEL_MODES = ("L", "P", "I;16", "I;16L", "I;16B", "I")
+
+
+def check_same_size(a: Tuple[int, int], b: Tuple[int, int], what_a: str, what_b: str) -> None:
+    """Raise a one-line :class:`IFSegError` unless the ``(H, W)`` shapes ``a`` and ``b`` are equal."""
+    if a != b:
+        raise IFSegError(f"{what_a} is {a[1]}x{a[0]} but {what_b} is {b[1]}x{b[0]} (width x height); they must have the same size")
 
 
 def read_label_map(path: str) -> np.ndarray:
@@ -30,6 +36,10 @@ def read_label_map(path: str) -> np.ndarray:
             return np.asarray(im, dtype=np.int64)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise IFSegError(f"cannot decode label map {path} ({str(e).splitlines()[0][:100]}); pass PNG label maps") from None
+
+
+def _ignored(values: Sequence[int]) -> str:
+    return f" or {', '.join(map(str, values))} (ignore)" if values else ""
 
 
 @dataclass(frozen=True)
@@ -52,8 +62,18 @@ class LabelMapping:
         pairs = {c: c for c in range(num_classes)}
         ignore = sorted(set(ignore))
         pairs.update({v: IGNORE for v in ignore})
-        extra = f" or {', '.join(map(str, ignore))} (ignore)" if ignore else ""
-        return cls.from_pairs(pairs, f"0..{num_classes - 1}{extra}")
+        return cls.from_pairs(pairs, f"0..{num_classes - 1}{_ignored(ignore)}")
+
+    @classmethod
+    def reduce_zero_label(cls, num_classes: int, ignore: Iterable[int] = (255,)) -> "LabelMapping":
+        """mmsegmentation's ``reduce_zero_label`` (ADE20K's annotation PNGs): stored 0 is ignored,
+        ``1..N`` are classes ``0..N-1``, and the ``ignore`` values (255) stay ignored.
+
+        Source: mmseg ``LoadAnnotations`` (``gt[gt == 0] = 255; gt = gt - 1; gt[gt == 254] = 255``).
+        """
+        ignore = sorted(set(ignore))
+        pairs = {0: IGNORE, **{v: IGNORE for v in ignore}, **{k: k - 1 for k in range(1, num_classes + 1)}}
+        return cls.from_pairs(pairs, f"0 (ignore), 1..{num_classes}{_ignored(ignore)}")
 
     def apply(self, raw: np.ndarray, path: str) -> np.ndarray:
         """Map a stored label map; any value outside the table is a one-line error naming ``path``."""
@@ -63,5 +83,5 @@ class LabelMapping:
         if bad.any():
             values = np.unique(raw[bad])
             shown = ", ".join(map(str, values[:5])) + (" ..." if len(values) > 5 else "")
-            raise IFSegError(f"{path}: label value(s) {shown} out of range (expected {self.expected}); check the dataset / --num-classes / --ignore-index")
+            raise IFSegError(f"{path}: label value(s) {shown} out of range (expected {self.expected}); check the dataset / --num-classes / --ignore-index / --reduce-zero-label (ADE20K: 0 = ignore)")
         return out

@@ -12,8 +12,9 @@ import torch
 
 from ..errors import IFSegError
 from ..fileio import write_bytes
-from ..cli.common import IMAGE_EXTS
+from ..fileio import IMAGE_EXTS, list_images
 from ..preprocess import normalize, read_image
+from ..runtime.graph_contract import CLASSES, IMAGES, PROMPT
 
 #: Images used at most (TensorRT's guidance: a few hundred representative images are enough).
 MAX_IMAGES = 500
@@ -25,7 +26,7 @@ def calibration_files(calib_dir: Optional[str]) -> List[str]:
         raise IFSegError("--precision int8 needs --calib-dir with representative images (a few hundred) for calibration")
     if not os.path.isdir(calib_dir):
         raise IFSegError(f"--calib-dir {calib_dir} is not a folder; pass a folder of representative images")
-    files = sorted(os.path.join(calib_dir, f) for f in os.listdir(calib_dir) if f.lower().endswith(IMAGE_EXTS))
+    files = list_images(calib_dir)
     if not files:
         raise IFSegError(f"--calib-dir {calib_dir} holds no images ({', '.join(IMAGE_EXTS)}); INT8 calibration needs "
                          "a few hundred representative images")
@@ -59,8 +60,8 @@ def make_calibrator(trt, batches: List[np.ndarray], prompt_embeds: torch.Tensor,
         def __init__(self):
             trt.IInt8EntropyCalibrator2.__init__(self)
             self._batches = iter(batches)
-            self._fixed = {"prompt_embeds": prompt_embeds.float().to(device).contiguous(),
-                           "class_embeds": class_embeds.float().to(device).contiguous()}
+            self._fixed = {PROMPT: prompt_embeds.float().to(device).contiguous(),
+                           CLASSES: class_embeds.float().to(device).contiguous()}
             self._current = {}
 
         def get_batch_size(self) -> int:
@@ -70,7 +71,7 @@ def make_calibrator(trt, batches: List[np.ndarray], prompt_embeds: torch.Tensor,
             images = next(self._batches, None)
             if images is None:
                 return None
-            self._current = dict(self._fixed, images=torch.from_numpy(images).to(device).contiguous())
+            self._current = dict(self._fixed, **{IMAGES: torch.from_numpy(images).to(device).contiguous()})
             return [int(self._current[n].data_ptr()) for n in names]
 
         def read_calibration_cache(self):
@@ -87,5 +88,5 @@ def make_calibrator(trt, batches: List[np.ndarray], prompt_embeds: torch.Tensor,
 
 def opt_image_shape(shapes: dict) -> Tuple[int, int, int]:
     """``(batch, H, W)`` of the profile's opt ``images`` shape."""
-    b, _, h, w = shapes["images"][1]
+    b, _, h, w = shapes[IMAGES][1]
     return b, h, w

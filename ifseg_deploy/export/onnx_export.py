@@ -21,12 +21,12 @@ from .. import __version__
 from ..checkpoint import LoadedModel
 from ..errors import IFSegError
 from ..fileio import atomic_path
-from ..model import grid_size
-from ..preprocess import preprocess, read_image
+from ..preprocess import Preprocessing, read_image
+from ..runtime.graph_contract import IMAGES, OUTPUT_SIZE, GraphContract
+from ..runtime.sidecar import vocab_path, write_vocab
 from ..runtime.vocabulary import PreparedVocabulary, Vocabulary
 from ..text.prompt import validate_categories
-from .graph import FEATURE_DIM, FEATURES, IMAGES, KNN_PROBS, LABELS, LOGITS, PROMPT, CLASSES, OUTPUT_SIZE, ExportGraph, GraphSpec, sample_inputs
-from .sidecar import preprocessing_meta, vocab_path, write_vocab
+from .graph import ExportGraph, sample_inputs
 from .trt_ops import OpCheckReport, check_graph
 from .verify import ATOL, VerifyReport, graph_policy_problems, verify_onnx
 
@@ -44,7 +44,9 @@ class OnnxExportOptions:
     dynamic: bool = True
     batch: int = 1
     opset: int = DEFAULT_OPSET
-    graph: GraphSpec = field(default_factory=GraphSpec)
+    knn_k: int = 3
+    knn_iters: int = 0  # > 0: kNN smoothing in the graph
+    upsample: bool = False  # in-graph up-sampling + argmax
     slim: bool = True
     atol: float = ATOL
     trt_target: Optional[str] = None
@@ -58,8 +60,18 @@ class OnnxExportOptions:
             raise IFSegError("--batch must be >= 1")
         if not 17 <= self.opset <= 20:
             raise IFSegError(f"--opset {self.opset} is not supported; use 17..20 (17 is the TensorRT 8.6 maximum)")
-        if self.graph.knn_iters and self.graph.knn_k < 1:
+        if self.knn_iters and self.knn_k < 1:
             raise IFSegError("--knn-k must be >= 1 for in-graph kNN smoothing")
+
+    def contract(self, embed_dim: int) -> GraphContract:
+        """The graph this export writes."""
+        return GraphContract(embed_dim, self.knn_k, self.knn_iters, self.upsample, self.dynamic, self.batch, tuple(self.image_size))
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """The reference resize at the export's short side."""
+        short = min(self.image_size)
+        return Preprocessing(short, 4 * short)
 
 
 @dataclass
@@ -74,32 +86,13 @@ class OnnxExport:
 
 
 def _trace(graph: ExportGraph, feeds: Dict[str, torch.Tensor], path: str, opts: OnnxExportOptions) -> None:
-    spec = opts.graph
+    contract = graph.contract
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TorchScript-exporter deprecation and tracer notes on shape arithmetic
         torch.onnx.export(
             graph, tuple(feeds.values()), path, dynamo=False, opset_version=opts.opset, do_constant_folding=True,
-            input_names=spec.input_names, output_names=spec.output_names, dynamic_axes=spec.dynamic_axes(opts.dynamic),
+            input_names=contract.input_names, output_names=contract.output_names, dynamic_axes=contract.dynamic_axes(),
         )
-
-
-def _io_dims(opts: OnnxExportOptions, feeds: Dict[str, torch.Tensor], cfg_dim: int) -> Dict[str, List[Any]]:
-    """Declared shapes of every graph input and output (symbolic names where dynamic)."""
-    b, _, h, w = feeds[IMAGES].shape
-    gh, gw = grid_size(h, w)
-    dyn = opts.dynamic
-    batch, cells = ("batch", "cells") if dyn else (b, gh * gw)
-    dims = {
-        IMAGES: ["batch", 3, "height", "width"] if dyn else [b, 3, h, w],
-        PROMPT: [1, "prompt_len", cfg_dim],
-        CLASSES: ["classes", cfg_dim],
-        LOGITS: [batch, cells, "classes"],
-        FEATURES: [batch, cells, FEATURE_DIM],
-        KNN_PROBS: [batch, cells, "classes"],
-        OUTPUT_SIZE: [2],
-        LABELS: [batch, "out_height", "out_width"],
-    }
-    return dims
 
 
 def _declare_shapes(model: onnx.ModelProto, dims: Dict[str, List[Any]]) -> None:
@@ -128,36 +121,37 @@ def alternate_categories(categories: Sequence[str]) -> List[str]:
     return validate_categories(alt)
 
 
-def verification_cases(spec: GraphSpec, vocab: PreparedVocabulary, alt: PreparedVocabulary, opts: OnnxExportOptions,
-                       short_side: int) -> List[Tuple[str, Dict[str, torch.Tensor]]]:
+def verification_cases(contract: GraphContract, vocab: PreparedVocabulary, alt: PreparedVocabulary, opts: OnnxExportOptions
+                       ) -> List[Tuple[str, Dict[str, torch.Tensor]]]:
     """Export inputs, another vocabulary (and, when dynamic, a non-square size), and the given images."""
     h, w = opts.image_size
-    cases = [("export inputs", sample_inputs(spec, vocab, opts.batch, h, w))]
+    cases = [("export inputs", sample_inputs(contract, vocab, opts.batch, h, w))]
     if opts.dynamic:
         ah, aw = (w, h) if h != w else (h, w + 11 * 16)
-        cases.append(("non-square, other categories", sample_inputs(spec, alt, 1, ah, aw, seed=1)))
+        cases.append(("non-square, other categories", sample_inputs(contract, alt, 1, ah, aw, seed=1)))
     else:
-        cases.append(("other categories", sample_inputs(spec, alt, opts.batch, h, w, seed=1)))
+        cases.append(("other categories", sample_inputs(contract, alt, opts.batch, h, w, seed=1)))
     for path in opts.verify_images:
-        x = preprocess(read_image(path), short_side, 4 * short_side).unsqueeze(0)
+        rgb = read_image(path)
+        x = opts.preprocessing(rgb).unsqueeze(0)
         if not opts.dynamic and tuple(x.shape[2:]) != (h, w):
             raise IFSegError(f"verification image {path} preprocesses to {x.shape[2]}x{x.shape[3]}, but the static export is {h}x{w}; "
                              "use --dynamic or an image of that shape")
-        feeds = sample_inputs(spec, vocab, 1, x.shape[2], x.shape[3])
+        feeds = sample_inputs(contract, vocab, 1, x.shape[2], x.shape[3])
         feeds[IMAGES] = x.expand(opts.batch if not opts.dynamic else 1, -1, -1, -1).contiguous()
-        if spec.upsample:
-            feeds[OUTPUT_SIZE] = torch.tensor(read_image(path).shape[:2], dtype=torch.int64)
+        if contract.upsample:
+            feeds[OUTPUT_SIZE] = torch.tensor(rgb.shape[:2], dtype=torch.int64)
         cases.append((os.path.basename(path), feeds))
     return cases
 
 
-def export_metadata(loaded: LoadedModel, vocab: PreparedVocabulary, opts: OnnxExportOptions, short_side: int) -> Dict[str, Any]:
+def export_metadata(loaded: LoadedModel, vocab: PreparedVocabulary, opts: OnnxExportOptions, contract: GraphContract) -> Dict[str, Any]:
     """The description stored in the ONNX ``metadata_props`` and the side file."""
     return {
         "arch": loaded.arch.to_dict(),
         "categories": loaded.categories,
         "prompt_prefix": loaded.prompt_prefix,
-        "preprocessing": preprocessing_meta(short_side, 4 * short_side),
+        "preprocessing": opts.preprocessing.to_dict(),
         "export": {
             "version": __version__,
             "source": os.path.basename(loaded.path),
@@ -165,12 +159,7 @@ def export_metadata(loaded: LoadedModel, vocab: PreparedVocabulary, opts: OnnxEx
             "categories": list(vocab.categories),
             "prompt_ids": list(vocab.prompt_ids),
             "opset": opts.opset,
-            "dynamic": opts.dynamic,
-            "batch": opts.batch,
-            "image_size": list(opts.image_size),
-            "graph": opts.graph.to_dict(),
-            "inputs": opts.graph.input_names,
-            "outputs": opts.graph.output_names,
+            **contract.to_meta(),
         },
     }
 
@@ -209,13 +198,12 @@ def export_onnx(loaded: LoadedModel, out_path: str, vocabulary: Vocabulary, cate
     opts.validate()
     if not out_path.endswith(".onnx"):
         raise IFSegError(f"--out {out_path} must end with .onnx")
-    spec = opts.graph
-    short_side = min(opts.image_size)
+    contract = opts.contract(loaded.arch.embed_dim)
     vocab = vocabulary.prepare(categories)
     alt = vocabulary.prepare(alternate_categories(vocab.categories))
-    cases = verification_cases(spec, vocab, alt, opts, short_side)
-    graph = ExportGraph(loaded.model.float().eval(), spec).eval()
-    meta = export_metadata(loaded, vocab, opts, short_side)
+    cases = verification_cases(contract, vocab, alt, opts)
+    graph = ExportGraph(loaded.model.float().eval(), contract).eval()
+    meta = export_metadata(loaded, vocab, opts, contract)
     with atomic_path(out_path) as tmp:
         _trace(graph, cases[0][1], tmp, opts)
         model = onnx.load(tmp)
@@ -223,7 +211,7 @@ def export_onnx(loaded: LoadedModel, out_path: str, vocabulary: Vocabulary, cate
             # Static shapes: fold everything, including the per-layer position biases. Dynamic shapes:
             # keep large lookups (relative-position tables gathered over the 32x32 grid) as graph ops.
             model = onnxslim.slim(model, size_threshold=None if not opts.dynamic else FOLD_LIMIT_BYTES)
-        _declare_shapes(model, _io_dims(opts, cases[0][1], loaded.arch.embed_dim))
+        _declare_shapes(model, contract.dims())
         problems = graph_policy_problems(model)
         if problems:
             raise IFSegError("the exported graph breaks the deployment rules (" + "; ".join(problems) + "); nothing was written")

@@ -21,6 +21,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..errors import IFSegError
 from ..fileio import write_bytes
+from ..runtime.graph_contract import CLASSES, DTYPES, IMAGES, PROMPT, SYMBOLIC, GraphContract
 
 Range = Tuple[int, int, int]
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -93,9 +94,9 @@ class TargetProfile:
             hr, wr = self.image_range(imgsz)
             images = tuple((self.batch[i], 3, hr[i], wr[i]) for i in range(3))
         return {
-            "images": images,
-            "prompt_embeds": tuple((1, self.prompt_len[i], embed_dim) for i in range(3)),
-            "class_embeds": tuple((self.classes[i], embed_dim) for i in range(3)),
+            IMAGES: images,
+            PROMPT: tuple((1, self.prompt_len[i], embed_dim) for i in range(3)),
+            CLASSES: tuple((self.classes[i], embed_dim) for i in range(3)),
         }
 
 
@@ -160,15 +161,17 @@ def trtexec_command(profile: TargetProfile, onnx_path: str, engine_path: str, em
     return " ".join(f'"{a}"' if EMBED_DIM_VAR in a else shlex.quote(a) for a in args)
 
 
-def triton_config(profile: TargetProfile, platform: str, embed_dim, outputs: Sequence[str] = ("logits", "features")) -> str:
+def triton_config(profile: TargetProfile, platform: str, contract: GraphContract) -> str:
     """A Triton ``config.pbtxt`` for the exported graph (``tensorrt_plan`` or ``onnxruntime_onnx``)."""
-    dims = {"images": "-1, 3, -1, -1", "prompt_embeds": f"1, -1, {embed_dim}", "class_embeds": f"-1, {embed_dim}",
-            "logits": "-1, -1, -1", "features": "-1, -1, 1024", "knn_probs": "-1, -1, -1"}
+    def entry(name: str, dims) -> str:
+        shape = ", ".join("-1" if d in SYMBOLIC else str(d) for d in dims)
+        return f'  {{ name: "{name}" data_type: TYPE_{DTYPES.get(name, "float32").replace("float", "FP").upper()} dims: [ {shape} ] }}'
+
+    dims = contract.dims()
     lines = [f'name: "ifseg_{profile.name.replace("-", "_")}"', f'platform: "{platform}"', "max_batch_size: 0", "input ["]
-    lines += [",\n".join(f'  {{ name: "{n}" data_type: TYPE_FP32 dims: [ {dims[n]} ] }}' for n in ("images", "prompt_embeds", "class_embeds"))]
-    lines += ["]", "output ["]
-    lines += [",\n".join(f'  {{ name: "{n}" data_type: TYPE_FP32 dims: [ {dims[n]} ] }}' for n in outputs)]
-    lines += ["]", f"instance_group [ {{ count: {profile.triton_instances} kind: KIND_GPU }} ]"]
+    lines += [",\n".join(entry(n, dims[n]) for n in contract.input_names), "]", "output ["]
+    lines += [",\n".join(entry(n, dims[n]) for n in contract.output_names), "]"]
+    lines += [f"instance_group [ {{ count: {profile.triton_instances} kind: KIND_GPU }} ]"]
     if platform == "onnxruntime_onnx" and profile.precision != "fp32":
         lines += ["optimization { execution_accelerators { gpu_execution_accelerator: [",
                   f'  {{ name: "tensorrt" parameters {{ key: "precision_mode" value: "{profile.precision.upper()}" }}'
@@ -179,6 +182,7 @@ def triton_config(profile: TargetProfile, platform: str, embed_dim, outputs: Seq
 def target_files(profile: TargetProfile) -> Dict[str, str]:
     """The files of ``export/`` for one profile: ``{relative path: text}``."""
     cmd = trtexec_command(profile, "model.onnx", "model.engine", EMBED_DIM_VAR, timing_cache="timing.cache")
+    template = GraphContract(EMBED_DIM_VAR)
     script = ("#!/bin/sh\n# Build and time an ifseg-deploy engine by hand for " + profile.description + ".\n"
               "# EMBED_DIM: model width (256 OFA-tiny, 512 medium, 768 base). Image shapes are for --imgsz 512.\n"
               "# ifseg-deploy export --format engine additionally pins LayerNorm/Softmax/attention-bias layers to FP32.\n"
@@ -186,8 +190,8 @@ def target_files(profile: TargetProfile) -> Dict[str, str]:
     return {
         f"profiles/{profile.name}.json": "{\n" + ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in profile.to_dict().items()) + "\n}\n",
         f"{profile.name}/trtexec.sh": script,
-        f"{profile.name}/config.pbtxt": triton_config(profile, "tensorrt_plan", EMBED_DIM_VAR),
-        f"{profile.name}/config.onnx.pbtxt": triton_config(profile, "onnxruntime_onnx", EMBED_DIM_VAR),
+        f"{profile.name}/config.pbtxt": triton_config(profile, "tensorrt_plan", template),
+        f"{profile.name}/config.onnx.pbtxt": triton_config(profile, "onnxruntime_onnx", template),
     }
 
 

@@ -20,14 +20,15 @@ from onnx import TensorProto
 from .. import __version__
 from ..errors import IFSegError
 from ..fileio import write_bytes
+from ..runtime.device import cuda_device
+from ..runtime.graph_contract import VALUE_INPUTS
+from ..runtime.sidecar import read_vocab, write_engine_info
+from ..runtime.tensorrt_common import environment, require_tensorrt
 from ..runtime.vocabulary import PreparedVocabulary
-from ..runtime.tensorrt_backend import cuda_device, environment, require_tensorrt
 from .calibrator import calibration_batches, calibration_files, make_calibrator, opt_image_shape
 from .profiles import TargetProfile, trtexec_command
-from .sidecar import read_vocab, write_engine_info
 
 _PINNED_OPS = {"LayerNormalization", "Softmax"}
-_GRAPH_INPUTS_WITH_VALUES = ("images", "prompt_embeds", "class_embeds")
 
 
 def fp32_pinned_nodes(model: onnx.ModelProto) -> List[str]:
@@ -41,7 +42,7 @@ def fp32_pinned_nodes(model: onnx.ModelProto) -> List[str]:
     """
     graph = onnx.shape_inference.infer_shapes(model).graph
     float_out = {v.name for v in list(graph.value_info) + list(graph.output) if v.type.tensor_type.elem_type == TensorProto.FLOAT}
-    dependent: Set[str] = {i.name for i in graph.input if i.name in _GRAPH_INPUTS_WITH_VALUES}
+    dependent: Set[str] = {i.name for i in graph.input if i.name in VALUE_INPUTS}
     for node in graph.node:  # ONNX graphs are topologically sorted
         if node.op_type != "Shape" and any(i in dependent for i in node.input):
             dependent.update(node.output)

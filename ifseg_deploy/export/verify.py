@@ -11,7 +11,8 @@ import onnx
 import torch
 from torch import Tensor
 
-from .graph import KNN_PROBS, LABELS, LOGITS, ExportGraph
+from ..runtime.graph_contract import KNN_PROBS, LABELS, LOGITS
+from .graph import ExportGraph
 
 MIN_OPSET = 17
 #: Control flow / sequence operators a deployable graph must not contain (the decoder runs in one pass).

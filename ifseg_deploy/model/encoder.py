@@ -9,7 +9,8 @@ from torch import Tensor, nn
 
 from ..config import ArchConfig
 from ..errors import IFSegError
-from .positions import capturing_graph, grid_position_ids, grid_rel_index, resize_grid_vectors, resize_pair_bias, token_rel_index
+from ..tracing import capturing_graph
+from .positions import grid_position_ids, grid_rel_index, resize_grid_vectors, resize_pair_bias, token_rel_index
 from .transformer import layer_stack
 
 

@@ -15,14 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-
-def capturing_graph() -> bool:
-    """True while the model is traced (the ONNX export uses the TorchScript tracer).
-
-    Shapes are then symbolic: Python shortcuts that depend on them (identity resizes, range
-    checks, branch choices) must give way to branch-free code that is right for every size.
-    """
-    return torch.jit.is_tracing()
+from ..tracing import capturing_graph
 
 
 def token_rel_index(length: int, bucket_size: int, max_position: int = 1024, device=None) -> Tensor:

@@ -16,10 +16,10 @@ import torch
 from torch import Tensor, nn
 
 from ..config import ArchConfig
+from ..tracing import capturing_graph
 from .backbone import ResNetBackbone
 from .decoder import SurrogateDecoder
 from .encoder import Encoder
-from .positions import capturing_graph
 
 BOS, PAD, EOS, UNK = 0, 1, 2, 3
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import IFSegError
-from ..model.positions import capturing_graph
+from ..tracing import capturing_graph
 
 BACKENDS = ("auto", "torch", "faiss")
 #: Similarity rows computed at once by the torch backend (bounds memory to ~rows * hw floats).
@@ -142,7 +142,8 @@ def knn_smooth(
         raise IFSegError(f"--knn-k must be >= 1 and --knn-iters >= 0 (got {k}, {iters})")
     if iters == 0:
         return probs
-    k = min(k, features.shape[1])
+    if not capturing_graph():  # a traced graph keeps k symbolic-shape free
+        k = min(k, features.shape[1])
     if neighbours is None:
         search = neighbours_faiss if resolve_backend(backend, features.device) == "faiss" else neighbours_torch
         neighbours = search(features, k)

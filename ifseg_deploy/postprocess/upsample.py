@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..tracing import capturing_graph
+
 #: Up-sampled elements materialised at once; classes are processed in groups under this bound.
 MAX_ELEMENTS = 1 << 26
 
@@ -26,6 +28,8 @@ def upsample_argmax(scores: Tensor, grid: Tuple[int, int], size: Tuple[int, int]
     (ties keep the lowest class index, like ``argmax``).
     """
     x = grid_to_image(scores, grid)
+    if capturing_graph():  # one resize of every class: the output size is a graph input
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False).argmax(dim=1)
     b, n = x.shape[:2]
     group = max(1, MAX_ELEMENTS // max(1, b * size[0] * size[1]))
     best_val = best_idx = None

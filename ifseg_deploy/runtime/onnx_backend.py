@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
-import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from ..config import ArchConfig
 from ..errors import IFSegError
-from .engines import GraphIO, feeds_for, fit_batch
+from .backend import Backend, Capabilities, ModelInfo
+from .device import parse_device
+from .graph_contract import GraphContract
+from .sidecar import read_vocab
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 _NP_TYPES = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(float16)": np.float16}
@@ -36,8 +39,8 @@ def _import_ort():
     return ort
 
 
-class OnnxBackend:
-    """Runs an exported ``.onnx`` file; returns logits ``(B, hw, N)`` and features ``(B, hw, 1024)`` as float32.
+class OnnxBackend(Backend):
+    """Runs an exported ``.onnx`` file through ONNX Runtime; reports one ``network`` stage.
 
     The requested providers are checked twice: against the providers this onnxruntime build has,
     and against ``session.get_providers()`` after the session exists, so a silent fall-back to the
@@ -46,16 +49,8 @@ class OnnxBackend:
 
     name = "onnxruntime"
 
-    def __init__(
-        self,
-        path: str,
-        io: GraphIO,
-        providers: Sequence[str] = ("cpu",),
-        device_id: int = 0,
-        half: bool = False,
-        io_binding: Optional[bool] = None,
-        threads: int = 0,
-    ):
+    def __init__(self, path: str, contract: GraphContract, arch: ArchConfig, providers: Sequence[str] = ("cpu",),
+                 device_id: int = 0, half: bool = False, io_binding: Optional[bool] = None, threads: int = 0):
         ort = _import_ort()
         providers = list(providers)
         if half and "tensorrt" not in providers:
@@ -86,30 +81,37 @@ class OnnxBackend:
                              "libraries did not load; fix the GPU install or pass --providers cpu")
         self.providers = active
         on_gpu = any(p in ("cuda", "tensorrt") for p in providers)
-        self.device = torch.device("cuda", device_id) if on_gpu and torch.cuda.is_available() else torch.device("cpu")
-        self.io = io
+        device = torch.device("cuda", device_id) if on_gpu and torch.cuda.is_available() else torch.device("cpu")
+        self.arch = arch
+        self.contract = contract
+        self.capabilities = Capabilities(device=device, precision="fp16" if half else "fp32", knn=contract.in_graph_knn,
+                                         upsample=contract.upsample, batch=contract.fixed_batch, image_size=contract.fixed_size)
         self.io_binding = on_gpu if io_binding is None else io_binding
         self._out_types = {o.name: _NP_TYPES.get(o.type, np.float32) for o in self.session.get_outputs()}
 
-    def run(
-        self, images: Tensor, prompt_embeds: Tensor, class_embeds: Tensor, timings: Optional[Dict[str, float]] = None
-    ) -> Tuple[Tensor, Tensor]:
-        """Forward pass (batches adapted to a static graph); the wall time goes to ``timings['network']``."""
-        outputs = self.run_all(images, prompt_embeds, class_embeds, timings)
-        return outputs["logits"], outputs["features"]
+    @classmethod
+    def open(cls, path: str, device: str = "auto", half: bool = False, providers: Optional[Sequence[str] | str] = None,
+             io_binding: Optional[bool] = None) -> Tuple["OnnxBackend", ModelInfo]:
+        """An exported ``.onnx`` and its side file. ``providers``: names or ``"tensorrt,cuda"``; without
+        them CUDA when ``device`` is a CUDA device (``auto``: when this onnxruntime build and the
+        machine have one), else the CPU."""
+        if isinstance(providers, str):
+            providers = parse_providers(providers)
+        side = read_vocab(path)
+        if device in ("auto", ""):
+            gpu_ok = torch.cuda.is_available() and PROVIDERS["cuda"] in _import_ort().get_available_providers()
+            dev = torch.device("cuda" if gpu_ok and providers != ["cpu"] else "cpu")
+        else:
+            dev = parse_device(device)
+        if providers is None:
+            providers = ["cuda"] if dev.type == "cuda" else ["cpu"]
+        device_id = (dev.index or 0) if dev.type == "cuda" else 0
+        backend = cls(path, side.contract, side.arch, providers, device_id, half, io_binding)
+        return backend, side.model_info(path, "onnx")
 
-    def run_all(self, images: Tensor, prompt_embeds: Tensor, class_embeds: Tensor, timings: Optional[Dict[str, float]] = None,
-                output_size: Optional[Tuple[int, int]] = None) -> Dict[str, Tensor]:
-        """Every graph output as a tensor (on the CUDA device with IO binding on a GPU provider)."""
-        t0 = time.perf_counter()
-        out = fit_batch(self.io, images, lambda x: self._execute(feeds_for(self.io, x, prompt_embeds, class_embeds, output_size)))
-        if timings is not None:
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            timings["network"] = timings.get("network", 0.0) + (time.perf_counter() - t0) * 1e3
-        return out
-
-    def _execute(self, feeds: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    def _forward(self, images: Tensor, prompt_embeds: Tensor, class_embeds: Tensor,
+                 output_size: Optional[Tuple[int, int]], timings: Dict[str, float]) -> Dict[str, Tensor]:
+        feeds = self.contract.feeds(images, prompt_embeds, class_embeds, output_size)
         if not self.io_binding:
             names = list(self._out_types)
             values = self.session.run(names, {k: v.detach().cpu().numpy() for k, v in feeds.items()})
@@ -122,7 +124,7 @@ class OnnxBackend:
                 binding.bind_input(name, "cuda", self.device.index or 0, _NP_OF_TORCH[t.dtype], tuple(t.shape), t.data_ptr())
             else:
                 binding.bind_cpu_input(name, t.numpy())
-        shapes = self.io.output_shapes(feeds)
+        shapes = self.contract.output_shapes(feeds)
         outputs = {}
         for name, np_type in self._out_types.items():
             t = torch.empty(shapes[name], dtype=_TORCH_OF_NP[np_type], device=self.device)
@@ -130,4 +132,3 @@ class OnnxBackend:
             outputs[name] = t
         self.session.run_with_iobinding(binding)
         return outputs
-

@@ -1,35 +1,39 @@
-"""The embeddable inference API: image -> label map at the original size.
+"""The embeddable inference API: image -> label map at the original size, as named stages.
 
-image -> preprocess -> backend (backbone, encoder, parallel decoder) -> kNN smoothing ->
-bilinear up-sampling to the original size -> argmax.
+``preprocess(images) -> Batch`` (decode, keep-ratio resize, normalise) -> ``infer(Batch) ->
+NetworkOutputs`` (backbone, encoder, parallel decoder on any backend) -> ``postprocess(Batch,
+NetworkOutputs) -> [SegmentationResult]`` (softmax, kNN smoothing, bilinear up-sampling to the
+original size, argmax). The stages are public so a streaming pipeline can run them on different
+threads; ``segment`` / ``segment_batch`` chain them.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
-from ..checkpoint import load_model
 from ..errors import IFSegError
 from ..model import grid_size
-from ..postprocess.knn import knn_smooth, resolve_backend
+from ..postprocess.knn import resolve_backend
+from ..postprocess.scores import grid_scores
 from ..postprocess.upsample import upsample_argmax
-from ..preprocess import LONG_SIDE_MAX, SHORT_SIDE, preprocess, read_image
-from ..text.tokenizer import OFATokenizer, find_bpe_dir
-from .torch_backend import TorchBackend
+from ..preprocess import Preprocessing, read_image
+from .backend import Backend, NetworkOutputs
 from .vocabulary import PreparedVocabulary, Vocabulary
 
-log = logging.getLogger(__name__)
 ImageInput = Union[str, np.ndarray]
 #: Timed stages in pipeline order. PyTorch splits the network into backbone / encoder / decoder;
-#: ONNX Runtime and TensorRT time it as one "network" stage.
+#: exported graphs time it as one "network" stage.
 STAGES = ("preprocess", "backbone", "encoder", "decoder", "network", "knn", "upsample")
+#: ``probs_transform(probs (B, h*w, N), features (B, h*w, C)) -> probs``: a hook between kNN
+#: smoothing and up-sampling (temporal smoothing of video, for instance).
+ProbsTransform = Callable[[Tensor, Tensor], Tensor]
 
 
 @dataclass
@@ -52,26 +56,45 @@ class SegmentationResult:
         return self.probs.argmax(-1)
 
 
+@dataclass
+class Batch:
+    """Pre-processed images of one shape, ready for :meth:`Segmenter.infer`."""
+
+    images: Tensor  # (B, 3, h, w) float32, normalised to [-1, 1]
+    originals: List[np.ndarray]  # each (H, W, 3) RGB uint8 as decoded
+    vocab: PreparedVocabulary  # the category list in force when the batch was made
+    timings: List[Dict[str, float]]  # per image, milliseconds ({"preprocess": ...})
+
+    @property
+    def sizes(self) -> List[Tuple[int, int]]:
+        """Original ``(H, W)`` of each image."""
+        return [tuple(rgb.shape[:2]) for rgb in self.originals]
+
+    @property
+    def grid(self) -> Tuple[int, int]:
+        """``(h, w)`` cells of the stride-16 grid."""
+        return grid_size(self.images.shape[2], self.images.shape[3])
+
+
 class Segmenter:
     """Segments images into a run-time list of categories.
 
     Example::
 
-        seg = Segmenter.from_checkpoint("ofa_tiny_ifseg.safetensors", categories=["grass", "cat", "dog"])
+        seg = Segmenter.load("ofa_tiny_ifseg.safetensors", categories=["grass", "cat", "dog"])
         result = seg.segment("photo.jpg")
         seg.set_categories(["road", "car", "person"])  # no weight reload
     """
 
     def __init__(
         self,
-        backend,
+        backend: Backend,
         vocabulary: Vocabulary,
         categories: Optional[Sequence[str]] = None,
         knn_k: int = 3,
         knn_iters: int = 25,
         knn_backend: str = "auto",
-        short_side: int = SHORT_SIDE,
-        long_side_max: int = LONG_SIDE_MAX,
+        preprocessing: Optional[Preprocessing] = None,
         window: Optional[int] = None,
     ):
         if window is not None and (window < 16 or window % 16):
@@ -83,35 +106,28 @@ class Segmenter:
         self.knn_k = knn_k
         self.knn_iters = knn_iters
         self.knn_backend = resolve_backend(knn_backend)
-        self.short_side = short_side
-        self.long_side_max = long_side_max
+        self.preprocessing = preprocessing or Preprocessing()
         self.window = window
         self._vocab: PreparedVocabulary = vocabulary.prepare(categories)
 
     @classmethod
-    def from_checkpoint(
-        cls,
-        path: str,
-        categories: Optional[Sequence[str]] = None,
-        bpe_dir: Optional[str] = None,
-        device: str = "cpu",
-        half: bool = False,
-        class_words: Optional[Dict[str, Sequence[str]]] = None,
-        **kwargs,
-    ) -> "Segmenter":
-        """PyTorch runtime from an ``ofa_*.pt``, IFSeg checkpoint or ifseg-deploy bundle
-        (``class_words``: word lists of hierarchical classes, see :class:`Vocabulary`)."""
-        loaded = load_model(path)
-        if loaded.kind == "ofa":
-            log.warning("%s is a plain OFA checkpoint: its segmentation head is untrained; run `ifseg-deploy train` first", path)
-        tokenizer = OFATokenizer(find_bpe_dir(bpe_dir, path))
-        backend = TorchBackend(loaded.model, device, half)
-        table = backend.model.embed_tokens.weight
-        stored = loaded.class_embeds.to(table) if loaded.class_embeds is not None else None
-        vocab = Vocabulary(tokenizer, table, loaded.prompt_prefix, loaded.categories, stored, class_words)
-        kwargs.setdefault("short_side", loaded.arch.image_size)
-        kwargs.setdefault("long_side_max", 4 * loaded.arch.image_size)
-        return cls(backend, vocab, categories, **kwargs)
+    def load(cls, path: str, categories: Optional[Sequence[str]] = None, bpe_dir: Optional[str] = None, device: str = "auto",
+             half: bool = False, class_words: Optional[Dict[str, Sequence[str]]] = None,
+             backend_options: Optional[Dict[str, object]] = None, **kwargs) -> "Segmenter":
+        """A Segmenter over any model file (:func:`ifseg_deploy.runtime.loader.load`): checkpoint,
+        bundle, ``.onnx`` or ``.engine``, with the preprocessing stored in it unless
+        ``preprocessing=`` is given. ``kwargs`` as for the constructor."""
+        from .loader import load
+
+        rt = load(path, device=device, half=half, bpe_dir=bpe_dir, class_words=class_words, **(backend_options or {}))
+        kwargs.setdefault("preprocessing", rt.preprocessing)
+        return cls(rt.backend, rt.vocabulary, categories, **kwargs)
+
+    @classmethod
+    def from_checkpoint(cls, path: str, categories: Optional[Sequence[str]] = None, bpe_dir: Optional[str] = None,
+                        device: str = "cpu", half: bool = False, **kwargs) -> "Segmenter":
+        """:meth:`load` with the CPU as default device (kept for existing callers)."""
+        return cls.load(path, categories, bpe_dir, device, half, **kwargs)
 
     @property
     def categories(self) -> List[str]:
@@ -121,8 +137,66 @@ class Segmenter:
         """Switch the category list (recomputes prompt and class embeddings only)."""
         self._vocab = self.vocabulary.prepare(categories)
 
-    def _load(self, image: ImageInput) -> np.ndarray:
-        return read_image(image) if isinstance(image, str) else image
+    # -- stages ---------------------------------------------------------------------------
+
+    def preprocess(self, images: Sequence[ImageInput]) -> Batch:
+        """Decode and pre-process images that resize to one shape (:meth:`segment_batch` groups
+        mixed sizes itself). Paths or RGB uint8 ``(H, W, 3)`` arrays; raises :class:`IFSegError`
+        for unreadable images or mixed shapes."""
+        items = [self._prepare(image) for image in images]
+        if not items:
+            raise IFSegError("no images to segment")
+        shapes = {tuple(x.shape) for _, x, _ in items}
+        if len(shapes) > 1:
+            raise IFSegError(f"images of one batch must pre-process to one size (got {sorted(s[1:] for s in shapes)}); use segment_batch")
+        return Batch(torch.stack([x for _, x, _ in items]), [rgb for rgb, _, _ in items], self._vocab,
+                     [{"preprocess": ms} for _, _, ms in items])
+
+    def infer(self, batch: Batch) -> NetworkOutputs:
+        """The network on the whole grid: one pass, or overlapping windows for large inputs."""
+        vocab = batch.vocab
+        if self.window is not None and max(batch.images.shape[2:]) > self.window:
+            return self._slide(batch)
+        sizes = set(batch.sizes)
+        output_size = next(iter(sizes)) if len(sizes) == 1 else None
+        return self.backend.run(batch.images, vocab.prompt_embeds, vocab.class_embeds, output_size)
+
+    def postprocess(self, batch: Batch, outputs: NetworkOutputs,
+                    probs_transform: Optional[ProbsTransform] = None) -> List[SegmentationResult]:
+        """Softmax, kNN smoothing (in the graph when it computes exactly these settings),
+        ``probs_transform``, bilinear up-sampling to each original size and argmax."""
+        timings = dict(outputs.timings)
+        graph_knn = outputs.knn_probs is not None and self.knn_iters > 0 and \
+            self.backend.capabilities.knn == (self.knn_k, self.knn_iters)
+        if graph_knn:
+            probs = scores = outputs.knn_probs
+        else:
+            t0 = time.perf_counter()
+            probs, scores = grid_scores(outputs.logits, outputs.features, self.knn_k, self.knn_iters, self.knn_backend)
+            if self.knn_iters > 0:
+                timings["knn"] = (time.perf_counter() - t0) * 1e3
+        if probs_transform is not None:
+            probs = scores = probs_transform(probs, outputs.features)
+        graph_labels = outputs.labels is not None and probs_transform is None and len(set(batch.sizes)) == 1 and \
+            (graph_knn or (self.knn_iters == 0 and self.backend.capabilities.knn is None))
+        grid = batch.grid
+        n = len(batch.originals)
+        results = []
+        for j, size in enumerate(batch.sizes):
+            t0 = time.perf_counter()
+            labels = outputs.labels[j] if graph_labels else upsample_argmax(scores[j : j + 1], grid, size)[0]
+            per_image = {k: v / n for k, v in timings.items()}
+            per_image.update(batch.timings[j], upsample=(time.perf_counter() - t0) * 1e3)
+            results.append(SegmentationResult(
+                labels=labels.cpu().numpy(),
+                probs=probs[j].reshape(grid[0], grid[1], -1).cpu().numpy(),
+                logits=outputs.logits[j].reshape(grid[0], grid[1], -1).cpu().numpy(),
+                categories=list(batch.vocab.categories),
+                timings={s: per_image[s] for s in STAGES if s in per_image},
+            ))
+        return results
+
+    # -- convenience ----------------------------------------------------------------------
 
     def segment(self, image: ImageInput) -> SegmentationResult:
         """Segment one image (a path or an RGB uint8 array)."""
@@ -132,39 +206,35 @@ class Segmenter:
         """Segment many images; images whose resized shapes agree run as one batch."""
         images = list(images)
         results: List[Optional[SegmentationResult]] = [None] * len(images)
-        pending: Dict[Tuple[int, int], List[Tuple[int, np.ndarray, torch.Tensor, float]]] = {}
+        pending: Dict[Tuple[int, ...], List[Tuple[int, np.ndarray, Tensor, float]]] = {}
+
+        def run(group: List[Tuple[int, np.ndarray, Tensor, float]]) -> None:
+            batch = Batch(torch.stack([x for _, _, x, _ in group]), [rgb for _, rgb, _, _ in group], self._vocab,
+                          [{"preprocess": ms} for _, _, _, ms in group])
+            for (i, _, _, _), res in zip(group, self.postprocess(batch, self.infer(batch))):
+                results[i] = res
+
         for i, image in enumerate(images):
-            t0 = time.perf_counter()
-            rgb = self._load(image)
-            x = preprocess(rgb, self.short_side, self.long_side_max)
-            key = tuple(x.shape[1:])
-            pending.setdefault(key, []).append((i, rgb, x, (time.perf_counter() - t0) * 1e3))
+            rgb, x, ms = self._prepare(image)
+            key = tuple(x.shape)
+            pending.setdefault(key, []).append((i, rgb, x, ms))
             if len(pending[key]) == batch_size:
-                self._run(pending.pop(key), results)
+                run(pending.pop(key))
         for group in pending.values():
-            self._run(group, results)
+            run(group)
         return results  # type: ignore[return-value]
 
-    def _graph_knn(self) -> bool:
-        """True when the backend's exported graph smooths with exactly this segmenter's kNN settings."""
-        io = getattr(self.backend, "io", None)
-        return io is not None and self.knn_iters > 0 and (io.knn_k, io.knn_iters) == (self.knn_k, self.knn_iters)
+    def _prepare(self, image: ImageInput) -> Tuple[np.ndarray, Tensor, float]:
+        """``(rgb, model input, milliseconds)`` of one image."""
+        t0 = time.perf_counter()
+        rgb = read_image(image) if isinstance(image, str) else image
+        x = self.preprocessing(rgb)
+        return rgb, x, (time.perf_counter() - t0) * 1e3
 
-    def _network(self, images: torch.Tensor, timings: Dict[str, float]) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
-        """Logits, features and (when the graph computes them) kNN-smoothed probabilities of the whole
-        grid: one pass, or overlapping windows for large inputs."""
-        vocab = self._vocab
-        if self.window is not None and max(images.shape[2:]) > self.window:
-            return self._slide(images, timings) + (None,)
-        if self._graph_knn():
-            out = self.backend.run_all(images, vocab.prompt_embeds, vocab.class_embeds, timings)
-            return out["logits"].float(), out["features"].float(), out["knn_probs"].float()
-        return self.backend.run(images, vocab.prompt_embeds, vocab.class_embeds, timings) + (None,)
-
-    def _slide(self, images: torch.Tensor, timings: Dict[str, float]) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _slide(self, batch: Batch) -> NetworkOutputs:
         """Sliding-window inference: ``window``-pixel crops on the 16-pixel grid with a stride of
         2/3 window; logits and features of cells seen by several crops are averaged."""
-        vocab = self._vocab
+        vocab, images, timings = batch.vocab, batch.images, {}
         b, _, height, width = images.shape
         gh, gw = grid_size(height, width)
         x = F.pad(images, (0, max(gw * 16, self.window) - width, 0, max(gh * 16, self.window) - height))
@@ -180,7 +250,10 @@ class Segmenter:
         for r in starts(gh):
             for c in starts(gw):
                 crop = x[:, :, r * 16 : r * 16 + self.window, c * 16 : c * 16 + self.window]
-                lg, ft = self.backend.run(crop, vocab.prompt_embeds, vocab.class_embeds, timings)
+                out = self.backend.run(crop, vocab.prompt_embeds, vocab.class_embeds)
+                for k, v in out.timings.items():
+                    timings[k] = timings.get(k, 0.0) + v
+                lg, ft = out.logits, out.features
                 kh, kw = min(cells, gh - r), min(cells, gw - c)
                 lg = lg.reshape(b, cells, cells, -1)[:, :kh, :kw]
                 ft = ft.reshape(b, cells, cells, -1)[:, :kh, :kw]
@@ -191,34 +264,4 @@ class Segmenter:
                 logit_sum[:, r : r + kh, c : c + kw] += lg
                 feat_sum[:, r : r + kh, c : c + kw] += ft
                 count[:, r : r + kh, c : c + kw] += 1
-        return (logit_sum / count).reshape(b, gh * gw, -1), (feat_sum / count).reshape(b, gh * gw, -1)
-
-    def _run(self, group, results) -> None:
-        timings: Dict[str, float] = {}
-        images = torch.stack([x for _, _, x, _ in group])
-        grid = grid_size(images.shape[2], images.shape[3])
-        vocab = self._vocab
-        logits, feats, smoothed = self._network(images, timings)
-        t0 = time.perf_counter()
-        probs = torch.softmax(logits, dim=-1)
-        scores = logits
-        if smoothed is not None:
-            probs = scores = smoothed
-        elif self.knn_iters > 0:
-            probs = knn_smooth(probs, feats, self.knn_k, self.knn_iters, self.knn_backend)
-            scores = probs
-            timings["knn"] = (time.perf_counter() - t0) * 1e3
-        n = len(group)
-        for j, (i, rgb, _, t_pre) in enumerate(group):
-            t0 = time.perf_counter()
-            labels = upsample_argmax(scores[j : j + 1], grid, rgb.shape[:2])[0]
-            t_up = (time.perf_counter() - t0) * 1e3
-            per_image = {k: v / n for k, v in timings.items()}
-            per_image.update(preprocess=t_pre, upsample=t_up)
-            results[i] = SegmentationResult(
-                labels=labels.cpu().numpy(),
-                probs=probs[j].reshape(grid[0], grid[1], -1).cpu().numpy(),
-                logits=logits[j].reshape(grid[0], grid[1], -1).cpu().numpy(),
-                categories=list(vocab.categories),
-                timings={s: per_image[s] for s in STAGES if s in per_image},
-            )
+        return NetworkOutputs((logit_sum / count).reshape(b, gh * gw, -1), (feat_sum / count).reshape(b, gh * gw, -1), timings=timings)

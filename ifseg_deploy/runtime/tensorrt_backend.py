@@ -8,85 +8,38 @@ checked on load, with the command that rebuilds it.
 
 from __future__ import annotations
 
-import time
-from typing import Any, Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
 
+from ..config import ArchConfig
 from ..errors import IFSegError
-from .engines import GraphIO, feeds_for, fit_batch
+from .backend import Backend, Capabilities, ModelInfo
+from .device import cuda_device
+from .graph_contract import GraphContract
+from .sidecar import read_engine_info, read_vocab
+from .tensorrt_common import check_engine_compat, environment, require_tensorrt
 
 
-def require_tensorrt():
-    """The ``tensorrt`` module, or a one-line error saying how to get it."""
-    try:
-        import tensorrt as trt
-    except ImportError:
-        raise IFSegError("TensorRT engines need the tensorrt Python package and a CUDA GPU "
-                         "(pip install 'ifseg-deploy[gpu]'; on Jetson it comes with JetPack)") from None
-    return trt
-
-
-def cuda_device(device: str) -> torch.device:
-    """The CUDA device to run an engine on (``cuda``, ``cuda:N``, ``N`` or ``auto``)."""
-    if not torch.cuda.is_available():
-        raise IFSegError("TensorRT engines need a CUDA GPU and a CUDA build of PyTorch; none is available here")
-    if device in ("", "auto"):
-        device = "cuda"
-    if device.isdigit():
-        device = f"cuda:{device}"
-    if not device.startswith("cuda"):
-        raise IFSegError(f"--device {device} cannot run a TensorRT engine; use --device cuda (or cuda:N)")
-    return torch.device(device)
-
-
-def version_key(version: str) -> Tuple[int, ...]:
-    """``"10.3.0.26"`` -> ``(10, 3, 0)``: the part of a TensorRT version an engine is tied to."""
-    parts = []
-    for p in str(version).split(".")[:3]:
-        parts.append(int(p) if p.isdigit() else -1)
-    return tuple(parts)
-
-
-def environment(device: torch.device, trt_version: Optional[str] = None) -> Dict[str, Any]:
-    """TensorRT version and GPU of this machine, in the form ``<engine>.json`` records them."""
-    if trt_version is None:
-        trt_version = require_tensorrt().__version__
-    props = torch.cuda.get_device_properties(device)
-    return {"tensorrt": trt_version, "gpu": props.name, "compute_capability": f"{props.major}.{props.minor}"}
-
-
-def check_engine_compat(built: Dict[str, Any], current: Dict[str, Any], engine_path: str) -> None:
-    """Refuse an engine built for another TensorRT version or GPU architecture, saying how to rebuild it."""
-    problems = []
-    if version_key(built.get("tensorrt", "?")) != version_key(current["tensorrt"]):
-        problems.append(f"TensorRT {built.get('tensorrt', '?')} (this machine: {current['tensorrt']})")
-    if str(built.get("compute_capability")) != str(current["compute_capability"]):
-        problems.append(f"GPU {built.get('gpu', '?')} sm_{str(built.get('compute_capability', '?')).replace('.', '')} "
-                        f"(this machine: {current['gpu']} sm_{current['compute_capability'].replace('.', '')})")
-    if problems:
-        rebuild = built.get("rebuild_command") or "ifseg-deploy export --checkpoint MODEL --format engine"
-        raise IFSegError(f"{engine_path} was built for {' and '.join(problems)}; rebuild it on this machine with: {rebuild}")
-
-
-class TensorRTBackend:
-    """Runs a ``.engine``; returns logits ``(B, hw, N)`` and features ``(B, hw, 1024)`` as float32 CUDA tensors."""
+class TensorRTBackend(Backend):
+    """Runs a ``.engine`` on its CUDA device; reports one ``network`` stage."""
 
     name = "tensorrt"
 
-    def __init__(self, path: str, io: GraphIO, device: str = "cuda", half: bool = False):
-        from ..export.sidecar import read_engine_info
-
+    def __init__(self, path: str, contract: GraphContract, arch: ArchConfig, device: str = "cuda", half: bool = False):
         info = read_engine_info(path)
         if half:
             raise IFSegError(f"--half does not apply to a TensorRT engine: its precision ({info.get('precision', '?')}) is fixed "
                              "when it is built; rebuild with ifseg-deploy export --format engine --precision fp16")
         trt = require_tensorrt()
-        self.device = cuda_device(device)
-        check_engine_compat(info, environment(self.device, trt.__version__), path)
+        dev = cuda_device(device)
+        check_engine_compat(info, environment(dev, trt.__version__), path)
         self._trt = trt
-        self.io = io
+        self.arch = arch
+        self.contract = contract
+        self.capabilities = Capabilities(device=dev, precision=info.get("precision", "fp32"), knn=contract.in_graph_knn,
+                                         upsample=contract.upsample, batch=contract.fixed_batch, image_size=contract.fixed_size)
         self.info = info
         self._logger = trt.Logger(trt.Logger.WARNING)
         with torch.cuda.device(self.device), open(path, "rb") as fh:
@@ -95,7 +48,7 @@ class TensorRTBackend:
                 raise IFSegError(f"TensorRT could not deserialize {path} (corrupt file or another TensorRT build); rebuild the engine")
             self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        missing = [n for n in io.inputs + io.outputs if n not in names]
+        missing = [n for n in contract.input_names + contract.output_names if n not in names]
         if missing:
             raise IFSegError(f"{path} lacks the tensors {missing}; the engine does not match its side files: rebuild it")
         self._dtypes = {n: self._torch_dtype(self.engine.get_tensor_dtype(n)) for n in names}
@@ -107,23 +60,15 @@ class TensorRTBackend:
             table[trt.int64] = torch.int64
         return table[dtype]
 
-    def run(
-        self, images: Tensor, prompt_embeds: Tensor, class_embeds: Tensor, timings: Optional[Dict[str, float]] = None
-    ) -> Tuple[Tensor, Tensor]:
-        outputs = self.run_all(images, prompt_embeds, class_embeds, timings)
-        return outputs["logits"].float(), outputs["features"].float()
+    @classmethod
+    def open(cls, path: str, device: str = "auto", half: bool = False) -> Tuple["TensorRTBackend", ModelInfo]:
+        """A serialized engine with its side files (``.vocab.safetensors``, ``.engine.json``); GPU only."""
+        side = read_vocab(path)
+        return cls(path, side.contract, side.arch, device, half), side.model_info(path, "engine")
 
-    def run_all(self, images: Tensor, prompt_embeds: Tensor, class_embeds: Tensor, timings: Optional[Dict[str, float]] = None,
-                output_size: Optional[Tuple[int, int]] = None) -> Dict[str, Tensor]:
-        """Every engine output as a CUDA tensor."""
-        t0 = time.perf_counter()
-        out = fit_batch(self.io, images, lambda x: self._execute(feeds_for(self.io, x, prompt_embeds, class_embeds, output_size)))
-        if timings is not None:
-            torch.cuda.synchronize(self.device)
-            timings["network"] = timings.get("network", 0.0) + (time.perf_counter() - t0) * 1e3
-        return out
-
-    def _execute(self, feeds: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    def _forward(self, images: Tensor, prompt_embeds: Tensor, class_embeds: Tensor,
+                 output_size: Optional[Tuple[int, int]], timings: Dict[str, float]) -> Dict[str, Tensor]:
+        feeds = self.contract.feeds(images, prompt_embeds, class_embeds, output_size)
         ctx = self.context
         keep = []
         for name, t in feeds.items():
@@ -135,7 +80,7 @@ class TensorRTBackend:
                                  "rebuild the engine with a --profile that covers it")
             ctx.set_tensor_address(name, t.data_ptr())
         outputs = {}
-        for name in self.io.outputs:
+        for name in self.contract.output_names:
             t = torch.empty(tuple(ctx.get_tensor_shape(name)), dtype=self._dtypes[name], device=self.device)
             ctx.set_tensor_address(name, t.data_ptr())
             outputs[name] = t

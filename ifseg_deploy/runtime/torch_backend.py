@@ -8,61 +8,56 @@ from typing import Callable, Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
+from ..checkpoint import load_model
 from ..errors import IFSegError
 from ..model import SegOFA
+from ..preprocess import Preprocessing
+from .backend import Backend, Capabilities, ModelInfo
+from .device import parse_device
+from .graph_contract import FEATURES, LOGITS
 
 
-def resolve_device(device: str) -> torch.device:
-    """``cpu``, ``cuda``, ``cuda:N`` or ``auto``/``""`` (CUDA when available); clear error otherwise."""
-    if device in ("", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.isdigit():
-        device = f"cuda:{device}"
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise IFSegError(f"unknown device '{device}'; use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise IFSegError(f"device '{device}' requested but CUDA is not available; use --device cpu")
-    if dev.type not in ("cpu", "cuda"):
-        raise IFSegError(f"device '{device}' is not supported; use cpu, cuda or cuda:N")
-    return dev
-
-
-class TorchBackend:
-    """Runs the network; returns logits ``(B, hw, N)`` and features ``(B, hw, 1024)`` as float32."""
+class TorchBackend(Backend):
+    """Runs the PyTorch model; reports ``backbone``, ``encoder`` and ``decoder`` stage times."""
 
     name = "torch"
 
     def __init__(self, model: SegOFA, device: str = "cpu", half: bool = False):
-        self.device = resolve_device(device)
-        if half and self.device.type != "cuda":
+        dev = parse_device(device)
+        if half and dev.type != "cuda":
             raise IFSegError("--half needs a CUDA device; float16 on CPU is slower and not supported")
         self.dtype = torch.float16 if half else torch.float32
-        self.model = model.to(self.device, self.dtype).eval()
+        self.model = model.to(dev, self.dtype).eval()
+        self.arch = model.cfg
+        self.capabilities = Capabilities(device=dev, precision="fp16" if half else "fp32", stages=("backbone", "encoder", "decoder"))
 
-    def run(
-        self, images: Tensor, prompt_embeds: Tensor, class_embeds: Tensor, timings: Optional[Dict[str, float]] = None
-    ) -> Tuple[Tensor, Tensor]:
-        """Forward pass; per-stage wall times (ms) are added to ``timings`` when given."""
-        on_stage = None if timings is None else self._stage_timer(timings)
+    @classmethod
+    def open(cls, path: str, device: str = "auto", half: bool = False, **options) -> Tuple["TorchBackend", ModelInfo]:
+        """A checkpoint or bundle (:func:`ifseg_deploy.checkpoint.load_model`) on ``device``."""
+        if options:
+            raise IFSegError(f"{', '.join(sorted(options))} do(es) not apply to PyTorch checkpoints; they are for exported models (--engine)")
+        loaded = load_model(path)
+        backend = cls(loaded.model, device, half)
+        pre = Preprocessing.from_dict(loaded.metadata.get("preprocessing"), Preprocessing(loaded.arch.image_size, 4 * loaded.arch.image_size))
+        info = ModelInfo(path, loaded.kind, loaded.arch, backend.model.embed_tokens.weight, loaded.prompt_prefix,
+                         loaded.categories, loaded.class_embeds, pre)
+        return backend, info
+
+    def _forward(self, images: Tensor, prompt_embeds: Tensor, class_embeds: Tensor,
+                 output_size: Optional[Tuple[int, int]], timings: Dict[str, float]) -> Dict[str, Tensor]:
+        dev = self.device
         with torch.inference_mode():
-            logits, feats = self.model(
-                images.to(self.device, self.dtype),
-                prompt_embeds.to(self.device, self.dtype),
-                class_embeds.to(self.device, self.dtype),
-                on_stage,
-            )
-        return logits.float(), feats.float()
+            logits, feats = self.model(images.to(dev, self.dtype), prompt_embeds.to(dev, self.dtype),
+                                       class_embeds.to(dev, self.dtype), self._stage_timer(timings))
+        return {LOGITS: logits, FEATURES: feats}
 
     def _stage_timer(self, timings: Dict[str, float]) -> Callable[[str], None]:
         """A callback adding the time since its previous call (or creation) to ``timings[stage]``."""
-        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
-        sync()
+        self.synchronize()
         last = [time.perf_counter()]
 
         def on_stage(name: str) -> None:
-            sync()
+            self.synchronize()
             now = time.perf_counter()
             timings[name] = timings.get(name, 0.0) + (now - last[0]) * 1e3
             last[0] = now

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from ..errors import IFSegError
 from ..text.prompt import DEFAULT_PROMPT_PREFIX, build_prompt, category_token_ids, validate_categories
-from ..text.tokenizer import OFATokenizer
+from ..text.tokenizer import OFATokenizer, find_bpe_dir
 
 
 @dataclass
@@ -52,6 +52,12 @@ class Vocabulary:
         self.stored_categories = list(stored_categories) if stored_categories else None
         self.stored_class_embeds = stored_class_embeds
         self.class_words = {name: list(words) for name, words in (class_words or {}).items()}
+
+    @classmethod
+    def from_bpe(cls, bpe_dir: Optional[str], model_path: str, embed_table: Tensor, **kwargs) -> "Vocabulary":
+        """A vocabulary whose tokenizer reads the BPE files in ``bpe_dir`` (default: next to
+        ``model_path``); ``kwargs`` as for the constructor. Raises :class:`IFSegError` when they are missing."""
+        return cls(OFATokenizer(find_bpe_dir(bpe_dir, model_path)), embed_table, **kwargs)
 
     def _lookup(self, ids: Sequence[int]) -> Tensor:
         t = torch.as_tensor(list(ids), dtype=torch.long, device=self.embed_table.device)

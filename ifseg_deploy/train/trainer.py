@@ -38,9 +38,9 @@ from ..checkpoint.bundle import save_bundle
 from ..errors import IFSegError
 from ..fileio import atomic_path, ensure_writable_dir
 from ..model import SegOFA
-from ..runtime.torch_backend import resolve_device
+from ..preprocess import Preprocessing
+from ..runtime.device import parse_device
 from ..runtime.vocabulary import Vocabulary
-from ..text.tokenizer import OFATokenizer, find_bpe_dir
 from .artificial import MAX_CELLS, ArtificialImages, stream_seed
 from .categories_file import ClassSpec, check_classes
 from .distributed import DistContext
@@ -175,7 +175,7 @@ class Trainer:
                 raise IFSegError(
                     f"{self.state_file} holds an interrupted run; pass --resume to continue it or delete the file to start over"
                 )
-        self.device = self.dist.device(resolve_device(cfg.device))
+        self.device = self.dist.device(parse_device(cfg.device))
         self.precision = _resolve_precision(cfg.precision, self.device)
 
         loaded = load_model(cfg.checkpoint)
@@ -188,9 +188,8 @@ class Trainer:
         self.model = model
         self.trainable = freeze_for_imfree(model)
 
-        tokenizer = OFATokenizer(find_bpe_dir(cfg.bpe_dir, cfg.checkpoint))
-        vocab = Vocabulary(tokenizer, model.embed_tokens.weight, self.prompt_prefix,
-                           class_words={c.name: c.words for c in cfg.classes})
+        vocab = Vocabulary.from_bpe(cfg.bpe_dir, cfg.checkpoint, model.embed_tokens.weight, prompt_prefix=self.prompt_prefix,
+                                    class_words={c.name: c.words for c in cfg.classes})
         self.categories = [c.name for c in cfg.classes]
         prepared = vocab.prepare(self.categories)
         words = vocab.word_embeddings([w for c in cfg.classes for w in c.words])
@@ -421,7 +420,7 @@ class Trainer:
             "arch": arch.to_dict(),
             "categories": list(self.categories),
             "prompt_prefix": self.prompt_prefix,
-            "preprocessing": {"short_side": arch.image_size, "long_side_max": 4 * arch.image_size, "mean": 0.5, "std": 0.5},
+            "preprocessing": Preprocessing(arch.image_size, 4 * arch.image_size).to_dict(),
             "provenance": {
                 "tool": f"ifseg-deploy {__version__} train",
                 "base_checkpoint": os.path.basename(cfg.checkpoint),

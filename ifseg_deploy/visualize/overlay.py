@@ -1,53 +1,114 @@
-"""Colour overlay of a label map with a legend; deterministic colours per category name."""
+"""Colour overlay of a label map, with an outline option and a legend that scales with the image.
+
+What the legend shows is what the image shows: each class is drawn as its palette colour blended
+over the photo at opacity ``alpha``, optionally outlined in the pure palette colour
+(``contours``); its legend swatch is that same blend over a mid-grey surface, framed by the pure
+colour. On a flat mid-grey image every pixel outside the legend therefore has exactly a colour
+of a swatch; on a photo the fill follows the photo's brightness and the outline is exact.
+Colours are by class index (:mod:`ifseg_deploy.visualize.palette`).
+"""
 
 from __future__ import annotations
 
-import colorsys
-import hashlib
-from typing import Optional, Sequence, Tuple
+import math
+from typing import NamedTuple, Optional, Sequence
 
 import cv2
 import numpy as np
 
+from .palette import palette
+
 #: With more categories than this, the legend lists only those present in the image.
 LEGEND_MAX_ALL = 20
+#: The surface legend swatches blend their colour over (RGB mid grey).
+SWATCH_GREY = 128
+#: Legend text height as a fraction of the image's shorter side, and its minimum in pixels.
+TEXT_FRACTION = 1 / 40
+MIN_TEXT_PX = 10
+FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
-def category_color(name: str) -> Tuple[int, int, int]:
-    """A stable, saturated RGB colour derived from the category name (same name, same colour)."""
-    digest = hashlib.sha1(name.strip().lower().encode("utf-8")).digest()
-    hue = int.from_bytes(digest[:2], "big") / 65536.0
-    sat = 0.65 + 0.35 * digest[2] / 255.0
-    val = 0.75 + 0.25 * digest[3] / 255.0
-    r, g, b = colorsys.hsv_to_rgb(hue, sat, val)
-    return int(r * 255), int(g * 255), int(b * 255)
+def blend(image: np.ndarray, colors: np.ndarray, alpha: float) -> np.ndarray:
+    """``(1 - alpha) * image + alpha * colors``, rounded to uint8 (OpenCV ``addWeighted``); both
+    uint8 RGB arrays of the same shape."""
+    return cv2.addWeighted(image, 1.0 - alpha, colors, alpha, 0.0)
 
 
-def palette(categories: Sequence[str]) -> np.ndarray:
-    """``(N, 3)`` uint8 RGB colours of the categories."""
-    return np.array([category_color(c) for c in categories], dtype=np.uint8).reshape(-1, 3)
+def outline_mask(labels: np.ndarray, width: int) -> np.ndarray:
+    """``(H, W)`` bool: pixels within ``width`` pixels (chessboard distance) of another class."""
+    lab = labels.astype(np.float32)  # exact for any label below 2**24; cv2 morphology has no int64
+    kernel = np.ones((2 * width + 1, 2 * width + 1), np.uint8)
+    return cv2.dilate(lab, kernel) != cv2.erode(lab, kernel)
 
 
-def draw_legend(image: np.ndarray, categories: Sequence[str], colors: np.ndarray, present: Optional[np.ndarray] = None) -> np.ndarray:
-    """Draw a legend box (colour swatch + name per row) in the top-left corner, in place."""
+def text_height(image_shape: Sequence[int]) -> int:
+    """Legend text height in pixels: :data:`TEXT_FRACTION` of the shorter image side (at least
+    :data:`MIN_TEXT_PX`), so the legend reads the same on a 640x480 frame and a 6000x4000 photo."""
+    return max(MIN_TEXT_PX, round(min(image_shape[0], image_shape[1]) * TEXT_FRACTION))
+
+
+class _Grid(NamedTuple):
+    """Legend geometry for one text height (pixels)."""
+
+    th: int  # text height
+    thick: int  # stroke width
+    scale: float  # OpenCV font scale giving ``th``
+    pad: int  # margin
+    line: int  # row pitch; swatch side = line - pad
+    col_w: int  # column pitch
+    rows: int
+    cols: int
+
+
+def _grid(names: Sequence[str], th: int, h: int) -> _Grid:
+    thick = max(1, round(th / 12))
+    scale = cv2.getFontScaleFromHeight(FONT, th, thick)
+    pad, line = max(2, th // 2), round(th * 1.8)
+    text_w = max(cv2.getTextSize(n, FONT, scale, thick)[0][0] for n in names)
+    rows = max(1, min(len(names), (h - pad) // line))
+    return _Grid(th, thick, scale, pad, line, line + text_w + 2 * pad, rows, math.ceil(len(names) / rows))
+
+
+def draw_legend(image: np.ndarray, categories: Sequence[str], colors: np.ndarray, areas: Optional[np.ndarray] = None,
+                alpha: float = 0.5) -> np.ndarray:
+    """Draw the legend in the top-left corner of an RGB uint8 image, in place; returns ``image``.
+
+    One row per category: a swatch (the colour blended at ``alpha`` over :data:`SWATCH_GREY`,
+    framed by the pure colour) and the name in white on a darkened panel. With more than
+    :data:`LEGEND_MAX_ALL` categories only those with pixels in ``areas`` (pixel count per
+    category) are listed. Text height follows :func:`text_height`; rows wrap into columns when
+    they do not fit the image height, the text shrinks (down to :data:`MIN_TEXT_PX`) when the
+    columns do not fit its width, and what still does not fit is left out for the largest
+    classes and a last row "+N more".
+    """
     idx = list(range(len(categories)))
-    if present is not None and len(idx) > LEGEND_MAX_ALL:
-        idx = [i for i in idx if present[i]]
+    if areas is not None and len(idx) > LEGEND_MAX_ALL:
+        idx = [i for i in idx if areas[i] > 0]
+    if not idx:
+        return image
     h, w = image.shape[:2]
-    scale = max(0.4, min(1.0, min(h, w) / 900))
-    thick = 1 if scale < 0.7 else 2
-    line = int(26 * scale) + 4
-    (tw, _), _ = cv2.getTextSize("M" * max((len(categories[i]) for i in idx), default=1), cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
-    box_w, box_h = min(w, tw + line + 16), min(h, line * len(idx) + 8)
-    roi = image[:box_h, :box_w]
-    roi[:] = (roi.astype(np.float32) * 0.35).astype(np.uint8)
-    for row, i in enumerate(idx):
-        y = 4 + row * line
-        if y + line > h:
-            break
-        color = tuple(int(c) for c in colors[i])
-        cv2.rectangle(image, (6, y + 3), (6 + line - 8, y + line - 5), color, -1)
-        cv2.putText(image, categories[i], (line + 4, y + line - 8), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick, cv2.LINE_AA)
+    names = [categories[i] for i in idx]
+    g = _grid(names, text_height(image.shape), h)
+    while g.cols * g.col_w > w and g.th > MIN_TEXT_PX:
+        g = _grid(names, max(MIN_TEXT_PX, int(g.th * 0.85)), h)
+    capacity = g.rows * max(1, w // g.col_w)
+    if len(idx) > capacity:  # keep the largest classes, in category order, and say how many are left out
+        weight = areas if areas is not None else -np.arange(len(categories))
+        left_out = len(idx) - (capacity - 1)
+        idx = sorted(sorted(idx, key=lambda i: -weight[i])[: capacity - 1])
+        names = [categories[i] for i in idx] + [f"+{left_out} more"]
+        g = _grid(names, g.th, h)
+    box_w, box_h = min(w, g.cols * g.col_w), min(h, g.rows * g.line + g.pad)
+    image[:box_h, :box_w] = (image[:box_h, :box_w].astype(np.float32) * 0.25).astype(np.uint8)
+    side, frame = g.line - g.pad, max(1, g.th // 6)
+    fills = blend(np.full_like(colors, SWATCH_GREY), colors, alpha)
+    for k, name in enumerate(names):
+        x, y = g.pad + (k // g.rows) * g.col_w, g.pad + (k % g.rows) * g.line
+        if k < len(idx):
+            i = idx[k]
+            cv2.rectangle(image, (x, y), (x + side - 1, y + side - 1), tuple(int(c) for c in colors[i]), -1)
+            cv2.rectangle(image, (x + frame, y + frame), (x + side - 1 - frame, y + side - 1 - frame), tuple(int(c) for c in fills[i]), -1)
+        cv2.putText(image, name, (x + side + g.pad, y + (side + g.th) // 2), FONT, g.scale, (255, 255, 255), g.thick, cv2.LINE_AA)
     return image
 
 
@@ -59,26 +120,26 @@ def overlay(
     contours: bool = False,
     legend: bool = True,
 ) -> np.ndarray:
-    """Blend class colours over an RGB uint8 image; returns a new RGB uint8 image.
+    """Blend class colours over an RGB uint8 ``(H, W, 3)`` image; returns a new RGB uint8 image.
 
     Args:
+        labels: ``(H, W)`` integer class indices into ``categories``.
         alpha: opacity of the colour layer (0 = image only, 1 = colours only).
-        contours: draw class boundaries in white.
-        legend: draw the category legend.
+        contours: outline every region in its class's pure colour (width grows with the image).
+        legend: draw the category legend (see :func:`draw_legend`).
+
+    Raises:
+        ValueError: ``alpha`` outside [0, 1].
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError("alpha must be in [0, 1]")
     colors = palette(categories)
-    color_layer = colors[np.clip(labels, 0, len(categories) - 1)]
-    out = (image.astype(np.float32) * (1 - alpha) + color_layer.astype(np.float32) * alpha).round().astype(np.uint8)
+    index = np.clip(labels, 0, len(categories) - 1)
+    out = blend(image, np.take(colors, index, axis=0), alpha)
     if contours:
-        lab = labels.astype(np.int32)
-        edge = np.zeros(lab.shape, dtype=bool)
-        edge[:-1] |= lab[:-1] != lab[1:]
-        edge[:, :-1] |= lab[:, :-1] != lab[:, 1:]
-        edge = cv2.dilate(edge.astype(np.uint8), np.ones((2, 2), np.uint8)).astype(bool)
-        out[edge] = 255
+        edge = outline_mask(index, max(1, round(min(labels.shape) / 400)))
+        out[edge] = colors[index[edge]]
     if legend:
-        present = np.bincount(labels.reshape(-1).astype(np.int64), minlength=len(categories)) > 0
-        draw_legend(out, categories, colors, present)
+        areas = np.bincount(index.reshape(-1).astype(np.int64), minlength=len(categories))
+        draw_legend(out, categories, colors, areas, alpha)
     return out

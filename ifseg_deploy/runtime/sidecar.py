@@ -1,4 +1,4 @@
-"""Side files of an exported model.
+"""Side files of an exported model (read by every runtime, written by the exporter).
 
 ``<stem>.vocab.safetensors`` sits next to ``<stem>.onnx`` / ``<stem>.engine``: the token-embedding
 table ``(V, C)`` the host needs to turn a category list into prompt and class embeddings, the
@@ -22,7 +22,9 @@ from ..checkpoint.bundle import CLASS_EMBEDS, FORMAT_VERSION, META_KEY, load_bun
 from ..config import ArchConfig
 from ..errors import IFSegError
 from ..fileio import write_bytes
-from ..preprocess import LONG_SIDE_MAX, MEAN, SHORT_SIDE, STD
+from ..preprocess import Preprocessing
+from .backend import ModelInfo
+from .graph_contract import GraphContract
 
 VOCAB_SUFFIX = ".vocab.safetensors"
 ENGINE_INFO_SUFFIX = ".json"
@@ -38,11 +40,6 @@ def vocab_path(model_path: str) -> str:
 def engine_info_path(engine_path: str) -> str:
     """``model.engine`` -> ``model.engine.json``."""
     return engine_path + ENGINE_INFO_SUFFIX
-
-
-def preprocessing_meta(short_side: int = SHORT_SIDE, long_side_max: int = LONG_SIDE_MAX) -> Dict[str, Any]:
-    return {"short_side": short_side, "long_side_max": long_side_max, "mean": MEAN, "std": STD, "color": "RGB",
-            "resize": "keep-ratio bilinear on uint8 (mmcv imrescale)"}
 
 
 @dataclass
@@ -62,12 +59,25 @@ class VocabSidecar:
         return self.meta.get("categories")
 
     @property
-    def preprocessing(self) -> Dict[str, Any]:
-        return self.meta.get("preprocessing") or preprocessing_meta()
+    def preprocessing(self) -> Preprocessing:
+        return Preprocessing.from_dict(self.meta.get("preprocessing"), Preprocessing(self.arch.image_size, 4 * self.arch.image_size))
+
+    @property
+    def contract(self) -> GraphContract:
+        return GraphContract.from_meta(self.meta)
+
+    @property
+    def prompt_prefix(self) -> Optional[str]:
+        return self.meta.get("prompt_prefix")
 
     @property
     def export(self) -> Dict[str, Any]:
         return self.meta.get("export", {})
+
+    def model_info(self, path: str, kind: str) -> ModelInfo:
+        """The host-side description of the exported model ``path``."""
+        return ModelInfo(path, kind, self.arch, self.embed_table, self.prompt_prefix, self.categories, self.class_embeds,
+                         self.preprocessing)
 
 
 def write_vocab(path: str, embed_table: Tensor, class_embeds: Optional[Tensor], meta: Dict[str, Any]) -> None:

@@ -1,0 +1,188 @@
+"""Export as a library call: ``export_model(source, ExportConfig(...)) -> ExportResult``.
+
+A checkpoint / bundle becomes a verified ONNX graph and, for ``format="engine"``, a TensorRT
+engine; an already exported ``.onnx`` can be turned into an engine. Every setting is checked
+before anything is loaded or written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shlex
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence, Tuple
+
+from ..errors import IFSegError
+from ..fileio import write_bytes
+from ..runtime.loader import vocabulary_for
+from ..runtime.sidecar import read_vocab, vocab_path
+from ..runtime.vocabulary import PreparedVocabulary, Vocabulary
+from .onnx_export import OnnxExport, OnnxExportOptions, export_onnx
+from .profiles import TargetProfile, load_profile, trtexec_command
+from .tensorrt_build import EngineBuild, build_engine, check_precision
+from .verify import ATOL
+
+FORMATS = ("onnx", "engine")
+ENGINE_EXTS = (".engine", ".plan")
+
+
+@dataclass
+class ExportConfig:
+    """Every export setting (the ``ifseg-deploy export`` flags).
+
+    ``short_side``: the preprocessing's short side (pixels); ``static_size``: a fixed ``(H, W)``
+    input (implies a static graph); ``static``: fixed batch and ``short_side`` square input.
+    """
+
+    format: str = "onnx"
+    out: Optional[str] = None  # default: next to the source, <stem>.onnx / <stem>.engine
+    categories: Optional[Sequence[str]] = None  # verification list (default: the stored one)
+    bpe_dir: Optional[str] = None
+    short_side: int = 512
+    static_size: Optional[Tuple[int, int]] = None
+    static: bool = False
+    batch: int = 1
+    precision: Optional[str] = None  # engine precision (default: the profile's); ONNX graphs are fp32
+    calib_dir: Optional[str] = None
+    knn_in_graph: bool = False
+    knn_k: int = 3
+    knn_iters: int = 25
+    upsample_in_graph: bool = False
+    profile: str = "desktop-rtx"
+    opset: int = 17
+    trt_version: Optional[str] = None  # operator table of the static TensorRT check (default: the profile's)
+    verify_images: Sequence[str] = ()
+    tolerance: Optional[float] = None
+    timing_cache: Optional[str] = None
+    device: str = "cuda"  # GPU the engine is built on
+
+    @property
+    def dynamic(self) -> bool:
+        return not (self.static or self.static_size)
+
+    @property
+    def image_size(self) -> Tuple[int, int]:
+        return self.static_size or (self.short_side, self.short_side)
+
+    def resolved(self, source: str) -> "ExportConfig":
+        """A copy with defaults filled in (``out``, ``precision``), after every check that needs no
+        model, so bad settings fail before any file is read or written."""
+        load_profile(self.profile)
+        if self.format not in FORMATS:
+            raise IFSegError(f"unknown export format '{self.format}'; use one of {', '.join(FORMATS)}")
+        if self.batch < 1:
+            raise IFSegError("--batch must be >= 1")
+        if min(self.image_size) < 16:
+            raise IFSegError(f"--imgsz {self.image_size}: each side must be >= 16 pixels")
+        if self.knn_in_graph and (self.knn_k < 1 or self.knn_iters < 1):
+            raise IFSegError("--knn in-graph needs --knn-k >= 1 and --knn-iters >= 1")
+        out = self.out or os.path.splitext(source)[0] + (".onnx" if self.format == "onnx" else ".engine")
+        want = (".onnx",) if self.format == "onnx" else ENGINE_EXTS
+        if not out.endswith(want):
+            raise IFSegError(f"--out {out} must end with {' or '.join(want)} for --format {self.format}")
+        precision = self.precision
+        if self.format == "onnx":
+            if precision not in (None, "fp32"):
+                raise IFSegError(f"--precision {precision} applies to TensorRT engines (--format engine); ONNX exports are fp32 "
+                                 "(ONNX Runtime's TensorRT provider runs them in fp16 with segment --providers tensorrt --half)")
+            if self.calib_dir:
+                raise IFSegError("--calib-dir is only used for INT8 engines (--format engine --precision int8)")
+            precision = "fp32"
+        else:
+            if self.upsample_in_graph:
+                raise IFSegError("--upsample in-graph is for ONNX exports only (it needs a shape input TensorRT profiles do not cover); "
+                                 "use --upsample host")
+            precision = precision or load_profile(self.profile).precision
+            check_precision(precision, self.calib_dir)
+            from ..runtime.device import cuda_device
+            from ..runtime.tensorrt_common import require_tensorrt
+
+            require_tensorrt()
+            cuda_device(self.device)
+        if source.endswith(".onnx") and self.format == "onnx":
+            raise IFSegError("--checkpoint is already an ONNX file; export from the PyTorch checkpoint or use --format engine")
+        if not os.path.isfile(source):
+            raise IFSegError(f"checkpoint not found: {source}")
+        return dataclasses.replace(self, out=out, precision=precision)
+
+    def onnx_options(self, trt_target: str) -> OnnxExportOptions:
+        return OnnxExportOptions(
+            image_size=self.image_size, dynamic=self.dynamic, batch=self.batch, opset=self.opset, knn_k=self.knn_k,
+            knn_iters=self.knn_iters if self.knn_in_graph else 0, upsample=self.upsample_in_graph,
+            atol=self.tolerance if self.tolerance is not None else ATOL, trt_target=trt_target, verify_images=self.verify_images)
+
+    def rebuild_command(self, source: str) -> str:
+        """The ``ifseg-deploy export`` command line that recreates this engine (quoted for a shell)."""
+        imgsz = "x".join(map(str, self.static_size)) if self.static_size else str(self.short_side)
+        parts = ["ifseg-deploy", "export", "--checkpoint", source, "--format", "engine", "--out", str(self.out),
+                 "--profile", self.profile, "--imgsz", imgsz, "--precision", str(self.precision)]
+        parts += ["--dynamic"] if self.dynamic else ["--static", "--batch", str(self.batch)]
+        if self.calib_dir:
+            parts += ["--calib-dir", self.calib_dir]
+        if self.categories:
+            parts += ["--categories", ", ".join(self.categories)]
+        return " ".join(shlex.quote(p) for p in parts)
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_model` wrote."""
+
+    onnx_path: str
+    onnx: Optional[OnnxExport] = None  # None when the source already was an ONNX export
+    engine: Optional[EngineBuild] = None
+    trtexec_hint: Optional[str] = None  # the trtexec line that builds an engine from the ONNX by hand
+    files: List[str] = field(default_factory=list)
+
+
+def _onnx_from_checkpoint(source: str, cfg: ExportConfig, profile: TargetProfile, onnx_path: str
+                          ) -> Tuple[OnnxExport, Vocabulary]:
+    from ..checkpoint import load_model
+
+    loaded = load_model(source)
+    vocab = Vocabulary.from_bpe(cfg.bpe_dir, source, loaded.model.embed_tokens.weight, prompt_prefix=loaded.prompt_prefix,
+                                stored_categories=loaded.categories, stored_class_embeds=loaded.class_embeds)
+    result = export_onnx(loaded, onnx_path, vocab, cfg.categories, cfg.onnx_options(cfg.trt_version or profile.tensorrt))
+    return result, vocab
+
+
+def export_model(source: str, config: ExportConfig) -> ExportResult:
+    """Export ``source`` (checkpoint, bundle, or an exported ``.onnx`` for ``format="engine"``).
+
+    Raises :class:`IFSegError` with a one-line reason; nothing is written unless every check
+    (ONNX checker, graph policy, ONNX Runtime vs PyTorch, TensorRT operator table) passes.
+    """
+    cfg = config.resolved(source)
+    profile = load_profile(cfg.profile)
+    static = None if cfg.dynamic else (cfg.batch,) + cfg.image_size
+    calib_vocab: Optional[PreparedVocabulary] = None
+    if source.endswith(".onnx"):  # an earlier export: its shapes and preprocessing come from its side file
+        side = read_vocab(source)
+        contract = side.contract
+        cfg = dataclasses.replace(cfg, short_side=side.preprocessing.short_side)
+        static = None if contract.dynamic else (contract.batch,) + tuple(contract.image_size)
+        result = ExportResult(source)
+        if cfg.precision == "int8":
+            calib_vocab = vocabulary_for(side.model_info(source, "onnx"), cfg.bpe_dir).prepare(cfg.categories or side.export.get("categories"))
+    else:
+        onnx_path = cfg.out if cfg.format == "onnx" else os.path.splitext(cfg.out)[0] + ".onnx"
+        onnx, vocab = _onnx_from_checkpoint(source, cfg, profile, onnx_path)
+        result = ExportResult(onnx_path, onnx, files=[onnx.path, onnx.vocab_path])
+        if cfg.format == "onnx":
+            engine = os.path.splitext(onnx_path)[0] + ".engine"
+            result.trtexec_hint = trtexec_command(profile, onnx_path, engine, onnx.metadata["arch"]["embed_dim"], cfg.short_side, static)
+            return result
+        if not onnx.op_check.ok:
+            raise IFSegError(f"the graph uses operators TensorRT {onnx.op_check.target} does not support "
+                             f"({'; '.join(onnx.op_check.errors[:3])}); the engine was not built")
+        if cfg.precision == "int8":
+            calib_vocab = vocab.prepare(cfg.categories)
+    result.engine = build_engine(result.onnx_path, cfg.out, profile, cfg.precision, cfg.short_side, static, cfg.calib_dir,
+                                 cfg.timing_cache or os.path.splitext(cfg.out)[0] + ".timing.cache", cfg.device,
+                                 cfg.rebuild_command(source), calib_vocab)
+    if vocab_path(result.onnx_path) != vocab_path(cfg.out):  # the engine needs its own copy of the side file
+        with open(vocab_path(result.onnx_path), "rb") as fh:
+            write_bytes(vocab_path(cfg.out), fh.read())
+    result.files += [cfg.out, vocab_path(cfg.out)]
+    return result

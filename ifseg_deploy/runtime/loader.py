@@ -1,0 +1,94 @@
+"""One loader for every model file, in the spirit of Ultralytics' AutoBackend.
+
+``load(path)`` recognises a PyTorch checkpoint or bundle (``.pt``, ``.pt.xz``, ``.safetensors``),
+an exported ``.onnx`` graph or a TensorRT ``.engine`` / ``.plan`` and returns the execution
+backend, the :class:`Vocabulary` (category list -> prompt and class embeddings) and the
+preprocessing stored with the model. Backends are registered in :data:`BACKENDS` by module path
+and imported only when a file needs them, so optional runtimes cost nothing when unused.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from dataclasses import dataclass
+from typing import Dict, Optional, Sequence, Tuple
+
+from ..errors import IFSegError
+from ..preprocess import Preprocessing
+from .backend import Backend, ModelInfo
+from .vocabulary import Vocabulary
+
+log = logging.getLogger(__name__)
+
+#: name -> "module:Class" of each backend; the class has ``suffixes`` and ``open(path, **options)``.
+BACKENDS: Dict[str, str] = {
+    "torch": "ifseg_deploy.runtime.torch_backend:TorchBackend",
+    "onnxruntime": "ifseg_deploy.runtime.onnx_backend:OnnxBackend",
+    "tensorrt": "ifseg_deploy.runtime.tensorrt_backend:TensorRTBackend",
+}
+#: File endings of the exported formats (checked before anything is imported); other files are checkpoints.
+SUFFIXES: Dict[str, Tuple[str, ...]] = {
+    "onnxruntime": (".onnx",),
+    "tensorrt": (".engine", ".plan", ".trt"),
+}
+
+
+@dataclass
+class LoadedRuntime:
+    """What :func:`load` returns."""
+
+    backend: Backend
+    vocabulary: Vocabulary
+    preprocessing: Preprocessing
+    info: ModelInfo
+
+
+def backend_for(path: str) -> str:
+    """The registered backend name for ``path``: by its ending, PyTorch for anything else (checkpoints
+    are recognised by content). A one-line error for a missing file."""
+    if not os.path.isfile(path):
+        raise IFSegError(f"model file not found: {path}")
+    lower = path.lower()
+    return next((name for name, suffixes in SUFFIXES.items() if lower.endswith(suffixes)), "torch")
+
+
+def backend_class(name: str):
+    """The backend class registered as ``name``."""
+    module, cls = BACKENDS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def vocabulary_for(info: ModelInfo, bpe_dir: Optional[str] = None,
+                   class_words: Optional[Dict[str, Sequence[str]]] = None) -> Vocabulary:
+    """The :class:`Vocabulary` of a model: its token table, stored categories / class embeddings
+    and prompt prefix, with the BPE files of ``bpe_dir`` (default: next to the model)."""
+    stored = info.class_embeds.to(info.embed_table) if info.class_embeds is not None else None
+    kwargs = {} if info.prompt_prefix is None else {"prompt_prefix": info.prompt_prefix}
+    return Vocabulary.from_bpe(bpe_dir, info.path, info.embed_table, stored_categories=info.categories, stored_class_embeds=stored,
+                               class_words=class_words, **kwargs)
+
+
+def load(path: str, device: str = "auto", half: bool = False, bpe_dir: Optional[str] = None,
+         class_words: Optional[Dict[str, Sequence[str]]] = None, **backend_options) -> LoadedRuntime:
+    """Open any model file.
+
+    Args:
+        path: checkpoint / bundle / ``.onnx`` / ``.engine`` (an exported file needs its
+            ``.vocab.safetensors`` side file next to it).
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
+        half: float16 execution (CUDA; for ``.onnx`` through the TensorRT provider).
+        bpe_dir: folder of ``encoder.json``, ``vocab.bpe``, ``dict.txt`` (default: next to ``path``).
+        class_words: word lists of hierarchical classes (see :class:`Vocabulary`).
+        backend_options: backend-specific settings (``providers=``, ``io_binding=`` for ONNX Runtime).
+
+    Raises :class:`IFSegError` with a one-line reason for any bad input.
+    """
+    name = backend_for(path)
+    backend, info = backend_class(name).open(path, device=device, half=half, **backend_options)
+    if info.kind == "ofa":
+        log.warning("%s is a plain OFA checkpoint: its segmentation head is untrained; run `ifseg-deploy train` first", path)
+    vocab = vocabulary_for(info, bpe_dir, class_words)
+    pre = info.preprocessing or Preprocessing(info.arch.image_size, 4 * info.arch.image_size)
+    return LoadedRuntime(backend, vocab, pre, info)
