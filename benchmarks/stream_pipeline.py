@@ -37,6 +37,7 @@ import numpy as np  # noqa: E402
 
 from ifseg_deploy.benchmark import random_segmenter  # noqa: E402
 from ifseg_deploy.config import ArchConfig, ofa_preset  # noqa: E402
+from ifseg_deploy.preprocess import Preprocessing  # noqa: E402
 from ifseg_deploy.runtime.segmenter import Segmenter  # noqa: E402
 from ifseg_deploy.stream import OutputOptions, Stream, TemporalSmoother, run_stream  # noqa: E402
 
@@ -116,7 +117,8 @@ def long_run(folder: str, frames: int) -> dict:
     """``frames`` frames through the whole loop (H.264 + JSON Lines outputs) with a small model at a
     64-pixel input; RSS sampled every 0.5 s against the frames processed so far."""
     arch = ArchConfig(embed_dim=32, ffn_dim=64, encoder_layers=1, decoder_layers=1, heads=2, resnet_blocks=(1, 1, 1))
-    seg = random_segmenter(arch, num_classes=5, prompt_len=12, device="cpu", half=False, knn_iters=2, short_side=64, long_side_max=128)
+    seg = random_segmenter(arch, num_classes=5, prompt_len=12, device="cpu", half=False, knn_iters=2,
+                           preprocessing=Preprocessing(64, 256))
     video = os.path.join(folder, "long.avi")
     w = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"MJPG"), 25, (96, 64))
     rng = np.random.default_rng(0)
@@ -151,7 +153,7 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3, help="alternated sequential / pipelined runs (default: 3)")
     p.add_argument("--json", help="write the figures here")
     args = p.parse_args()
-    knn = dict(knn_iters=25, short_side=args.short_side, long_side_max=4 * args.short_side)
+    knn = dict(knn_iters=25, preprocessing=Preprocessing(args.short_side, 4 * args.short_side))
     report = {"short_side": args.short_side, "frame_size": list(SIZE), "OMP_WAIT_POLICY": os.environ["OMP_WAIT_POLICY"]}
     with tempfile.TemporaryDirectory() as folder:
         if args.checkpoint:
