@@ -20,6 +20,7 @@ from ..visualize.overlay import overlay
 from .hud import Progress, RateMeter, draw_hud
 from .pipeline import FrameInfo, Stream
 from .report import StreamSummary, frame_record
+from .sources import opencv_has
 from .writer import JsonLinesWriter, VideoWriter
 
 WINDOW = "ifseg-deploy"
@@ -52,8 +53,7 @@ class OutputOptions:
 
 def gui_available() -> bool:
     """True when this OpenCV build can open windows."""
-    lines = [ln for ln in cv2.getBuildInformation().splitlines() if ln.strip().startswith("GUI:")]
-    return bool(lines) and "NONE" not in lines[0].upper()
+    return opencv_has("GUI")
 
 
 class _Outputs:

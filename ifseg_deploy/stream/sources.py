@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Protocol, Tuple, Union
 
 import cv2
 import numpy as np
@@ -36,13 +36,17 @@ NET_TIMEOUT_MS = 5000
 MAX_RECONNECT_DELAY_S = 8.0
 
 
-class Capture:
+class Capture(Protocol):
     """What a source reads from: the subset of ``cv2.VideoCapture`` used here (tests pass stand-ins)."""
 
     def isOpened(self) -> bool: ...  # noqa: N802 (OpenCV's names)
-    def read(self): ...
+
+    def read(self) -> Tuple[bool, Optional[np.ndarray]]: ...
+
     def grab(self) -> bool: ...
+
     def get(self, prop: int) -> float: ...
+
     def release(self) -> None: ...
 
 
@@ -102,15 +106,15 @@ def open_capture(spec: str) -> Capture:
     if not cap.isOpened():
         cap.release()
         hint = (" (this OpenCV build has no GStreamer: use JetPack's OpenCV, see the README)"
-                if "!" in spec and not gstreamer_available() else "")
+                if "!" in spec and not opencv_has("GStreamer") else "")
         raise IFSegError(f"cannot open video source '{spec}'{hint}; check the device, path or URL")
     return cap
 
 
-def gstreamer_available() -> bool:
-    """True when this OpenCV build reads GStreamer pipelines."""
-    lines = [ln for ln in cv2.getBuildInformation().splitlines() if ln.strip().startswith("GStreamer:")]
-    return bool(lines) and "YES" in lines[0].upper()
+def opencv_has(feature: str) -> bool:
+    """True when OpenCV's build information lists ``feature`` (``"GUI"``, ``"GStreamer"``) as present."""
+    lines = [ln for ln in cv2.getBuildInformation().splitlines() if ln.strip().startswith(f"{feature}:")]
+    return bool(lines) and lines[0].split(":", 1)[1].strip().upper() not in ("", "NO", "NONE")
 
 
 def _to_rgb(bgr: np.ndarray) -> np.ndarray:

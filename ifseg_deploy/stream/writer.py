@@ -89,6 +89,7 @@ class VideoWriter:
         self.codec = self.encoder or ("mp4v" if ext == ".mp4" else "MJPG")
         self._container = self._stream = self._cv = None
         self._last_pts = -1
+        self._t0: Optional[float] = None
 
     def _remove_stale_temps(self, ext: str) -> None:
         for tmp in glob.glob(glob.escape(self._prefix) + f"*.tmp{ext}"):
@@ -128,7 +129,11 @@ class VideoWriter:
             import av
 
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-            pts = self.frames if not self.live or t is None else max(round(t * 1000), self._last_pts + 1)
+            if self.live and t is not None:  # capture time since the first frame, in ms, strictly increasing
+                self._t0 = t if self._t0 is None else self._t0
+                pts = max(round((t - self._t0) * 1000), self._last_pts + 1)
+            else:
+                pts = self.frames
             frame.pts, frame.time_base = pts, self._stream.codec_context.time_base
             self._last_pts = pts
             self._container.mux(self._stream.encode(frame))
