@@ -8,11 +8,9 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import cv2
-import numpy as np
 import pytest
 from stream_media import MJPEGServer, decoded_frames, number_of, numbered, write_avi
 

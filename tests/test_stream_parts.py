@@ -107,3 +107,12 @@ def test_layering():
             assert targets <= allowed, (path, targets - allowed)
         elif top != "cli":
             assert "stream" not in targets, path  # nothing below the stream layer imports it
+
+
+def test_hud_draws_text_in_the_top_right_corner_only():
+    from ifseg_deploy.stream.hud import draw_hud
+
+    out = draw_hud(np.full((120, 320, 3), 100, np.uint8), fps=12.3, latency_ms=45.0, dropped=7)
+    ys, xs = np.nonzero(np.any(out != 100, axis=2))
+    assert ys.max() < 40 and xs.min() > 320 // 3  # a dark box with text, away from the legend (top-left)
+    assert (out == 255).all(axis=2).any()  # white text
