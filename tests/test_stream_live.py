@@ -24,7 +24,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 class FastCamera:
     """A stand-in capture producing numbered frames every ``period_s`` (faster than the model)."""
 
-    def __init__(self, period_s: float = 0.003, frames: int = 10_000):
+    def __init__(self, period_s: float = 0.01, frames: int = 10_000):
         self.period_s, self.frames = period_s, frames
         self.count = 0  # frames produced so far
 
@@ -57,7 +57,7 @@ def test_live_source_keeps_the_newest_frame(seg):
 
     def timed_infer(batch):  # how many frames the camera produced after the one the network starts on
         ages.append((camera.count - 1 - number_of(batch.originals[0])) % 256)  # numbers wrap at 256
-        time.sleep(0.02)  # a model much slower than the camera
+        time.sleep(0.06)  # a model much slower than the camera
         return infer(batch)
 
     seg.infer = timed_infer

@@ -5,7 +5,7 @@ class probabilities. The average only carries over where the scene did not chang
 feature vector moved away from the previous frame's (cosine similarity below ``cell_threshold``)
 takes the new probabilities as they are, and a scene cut (mean similarity over the grid below
 ``cut_threshold``, or a new grid size) resets the whole average. The features are the ones the
-kNN smoothing uses (the decoder's per-cell features), so no extra network work is done.
+kNN smoothing uses (the ResNet backbone's per-cell features), so no extra network work is done.
 """
 
 from __future__ import annotations
