@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 from typing import List, Tuple
 
@@ -40,6 +41,7 @@ def load_segmenter(args):
         if backend_for(path) != "onnxruntime":
             raise IFSegError("--providers applies to --engine model.onnx (ONNX Runtime); other model files run on their own runtime")
         options["providers"] = args.providers
+    announce_device(args.device)
     return Segmenter.load(path, categories_arg(args.categories), args.bpe_dir, args.device, args.half, backend_options=options,
                           knn_k=args.knn_k, knn_iters=args.knn_iters, knn_backend=args.knn_backend, window=args.window)
 
@@ -47,8 +49,21 @@ def load_segmenter(args):
 def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--categories", help='comma-separated category names, e.g. "grass, cat, dog" (default: those stored in the model)')
     p.add_argument("--bpe-dir", help="folder with encoder.json, vocab.bpe, dict.txt (default: next to the checkpoint)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    add_device_arg(p)
     p.add_argument("--half", action="store_true", help="float16 inference (CUDA only)")
+
+
+def add_device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto = CUDA when available, else CPU)")
+
+
+def announce_device(requested: str) -> None:
+    """Say on one line which device ``--device auto`` chose."""
+    if requested in ("auto", ""):
+        from ..runtime.device import parse_device
+
+        dev = parse_device(requested)
+        print(f"--device auto: using {dev}" + (" (no CUDA device found)" if dev.type == "cpu" else ""))
 
 
 def add_knn_args(p: argparse.ArgumentParser) -> None:
@@ -61,20 +76,32 @@ def categories_arg(text):
     return None if text is None else parse_categories(text)
 
 
-def expand_images(inputs: List[str]) -> List[str]:
-    """Files as given; folders expanded to the images inside (sorted). Missing paths are an error."""
+def expand_images(inputs: List[str]) -> Tuple[List[str], List[str]]:
+    """``(image files, problems)``: files as given, folders expanded to the images inside, glob
+    patterns (``'photos/*.jpg'``, ``**`` recursive) expanded, all in order and without
+    repeats; each input that yields nothing gives one problem line."""
     out: List[str] = []
+    seen = set()
+    problems: List[str] = []
     for item in inputs:
         if os.path.isdir(item):
             files = list_images(item)
             if not files:
-                raise IFSegError(f"folder {item} holds no images ({', '.join(IMAGE_EXTS)})")
-            out += files
+                problems.append(f"folder {item} holds no images ({', '.join(IMAGE_EXTS)})")
         elif os.path.isfile(item):
-            out.append(item)
+            files = [item]
+        elif glob.has_magic(item):
+            files = sorted(f for f in glob.glob(item, recursive=True) if os.path.isfile(f))
+            if not files:
+                problems.append(f"no file matches {item}")
         else:
-            raise IFSegError(f"input not found: {item}")
-    return out
+            files = []
+            problems.append(f"input not found: {item}")
+        for f in files:
+            if f not in seen:
+                seen.add(f)
+                out.append(f)
+    return out, problems
 
 
 def output_stems(paths: List[str]) -> List[str]:
