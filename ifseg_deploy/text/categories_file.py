@@ -122,7 +122,7 @@ def _parse(lines: Sequence[str], where, comments: bool) -> List[ClassSpec]:
         if comments:
             line = line.split("#", 1)[0]
         for entry in line.translate(SEPARATORS).split(";"):
-            if normalize_name(entry):
+            if normalize_name(entry.replace(",", "")):  # blank entries (and stray commas alone) are skipped
                 classes += _entry(entry, where(i))
     return classes
 
