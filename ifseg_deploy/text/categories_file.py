@@ -175,8 +175,6 @@ def read_categories_file(path: str) -> List[ClassSpec]:
             text = decode_text(fh.read(), path)
     except OSError as e:
         raise IFSegError(f"cannot read {path} ({e.strerror}); check the path and its permissions") from None
-    if "\x00" in text:
-        raise IFSegError(f"{path} is not a text file; pass a categories text file")
     classes = _parse(text.splitlines(), lambda i: f"{path}:{i}", comments=True)
     if not classes:
         raise IFSegError(f"{path} lists no categories; write one class per line")

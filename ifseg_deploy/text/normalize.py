@@ -44,11 +44,20 @@ def _utf16_without_bom(data: bytes) -> str:
         return ""
     even, odd = data[0::2].count(0), data[1::2].count(0)
     half = len(data) // 2
-    if odd > 0.3 * half and even == 0:
+    if odd > 0.3 * half and even < odd / 8:  # ASCII letters: "a\0" pairs; a few non-Latin characters allowed
         return "utf-16-le"
-    if even > 0.3 * half and odd == 0:
+    if even > 0.3 * half and odd < even / 8:
         return "utf-16-be"
     return ""
+
+
+def _checked(text: str, what: str) -> str:
+    """``text`` unless it holds control characters other than whitespace (a binary file)."""
+    for i, ch in enumerate(text):
+        if unicodedata.category(ch) == "Cc" and not ch.isspace():
+            line = text.count("\n", 0, i) + 1
+            raise IFSegError(f"{what} is not a text file (control character U+{ord(ch):04X} on line {line}); pass a categories text file")
+    return text
 
 
 def decode_text(data: bytes, what: str) -> str:
@@ -59,23 +68,24 @@ def decode_text(data: bytes, what: str) -> str:
 
     Raises:
         IFSegError: the bytes are in none of these encodings (e.g. a legacy code page such as
-            Windows-1252); the message names the first bad byte and its line.
+            Windows-1252; the message names the first bad byte and its line), or the text holds
+            control characters (a binary file).
     """
     for bom, codec in BOMS:
         if data.startswith(bom):
             try:
-                return data.decode(codec)
+                return _checked(data.decode(codec), what)
             except UnicodeDecodeError:
                 raise IFSegError(f"{what} starts with a {codec.upper()} byte-order mark but is not valid {codec.upper()}; "
                                  "re-save it as UTF-8") from None
     guess = _utf16_without_bom(data)
     if guess:
         try:
-            return data.decode(guess)
+            return _checked(data.decode(guess), what)
         except UnicodeDecodeError:
             pass
     try:
-        return data.decode("utf-8")
+        return _checked(data.decode("utf-8"), what)
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
         raise IFSegError(f"{what} is not UTF-8 or UTF-16 text (byte 0x{data[e.start]:02X} on line {line}); "
