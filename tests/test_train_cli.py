@@ -89,7 +89,7 @@ def _bad_case(ckpt: str, tmp_path, case: str) -> list:
     [
         ("no categories", "no categories"),
         ("duplicate", "listed twice"),
-        ("no tokens", "empty name"),
+        ("no tokens", "empty category"),
         ("class without words", "lists no words"),
         ("not ofa", "not an OFA/IFSeg checkpoint"),
         ("not a checkpoint", "not a PyTorch checkpoint"),

@@ -95,10 +95,11 @@ def check_classes(classes: Sequence[ClassSpec]) -> List[ClassSpec]:
     return list(classes)
 
 
-def _names(text: str, where: str) -> List[str]:
+def _names(text: str, where: str, owner: str = "") -> List[str]:
     names = [normalize_name(w) for w in text.split(",")]
     if any(not w for w in names):
-        raise IFSegError(f"{where}: empty name (two commas in a row or a trailing comma?); remove it")
+        what = f"empty name in the words of '{owner}'" if owner else "empty category name"
+        raise IFSegError(f"{where}: {what} (two commas in a row or a trailing comma?); remove it")
     return names
 
 
@@ -113,7 +114,7 @@ def _entry(entry: str, where: str) -> List[ClassSpec]:
         raise IFSegError(f"{where}: missing class name before ':'; write 'name: word, word'")
     if not rest:
         raise IFSegError(f"{where}: class '{name}' lists no words after ':'; write 'name: word, word' or just 'name'")
-    return [ClassSpec(name, tuple(_names(rest, where)))]
+    return [ClassSpec(name, tuple(_names(rest, where, name)))]
 
 
 def _parse(lines: Sequence[str], where, comments: bool) -> List[ClassSpec]:
