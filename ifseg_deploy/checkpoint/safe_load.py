@@ -19,6 +19,7 @@ naming the refused global.
 from __future__ import annotations
 
 import argparse
+import importlib
 import io
 import lzma
 import os
@@ -38,7 +39,10 @@ PICKLE_MAGIC = b"\x80"  # a pickle protocol opcode: the legacy (pre-1.6) torch.s
 
 def _numpy_globals() -> List[Union[type, tuple]]:
     """NumPy's data-only globals, under both module spellings (NumPy 1 files read by NumPy 2 and back)."""
-    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    try:
+        multiarray = importlib.import_module("numpy._core.multiarray")  # NumPy 2
+    except ImportError:
+        multiarray = importlib.import_module("numpy.core.multiarray")  # NumPy 1
     out: List[Union[type, tuple]] = [np.ndarray, np.dtype]
     for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
         out += [(multiarray._reconstruct, f"{module}._reconstruct"), (multiarray.scalar, f"{module}.scalar")]
