@@ -40,9 +40,9 @@ from ..fileio import atomic_path, ensure_writable_dir
 from ..model import SegOFA
 from ..runtime.torch_backend import resolve_device
 from ..runtime.vocabulary import Vocabulary
-from ..text.categories_file import ClassSpec, check_classes
 from ..text.tokenizer import OFATokenizer, find_bpe_dir
 from .artificial import MAX_CELLS, ArtificialImages, stream_seed
+from ..text.categories_file import ClassSpec, check_classes
 from .distributed import DistContext
 from .freeze import freeze_for_imfree
 from .holdout import DEFAULT_HOLDOUT_SIZE, holdout_metrics
