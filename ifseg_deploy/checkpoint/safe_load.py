@@ -132,6 +132,10 @@ def _read_source(path: str) -> Union[str, io.BytesIO]:
     try:
         with lzma.open(path) as fh:
             return io.BytesIO(fh.read())
+    except OSError as e:
+        if e.strerror:  # the file itself cannot be read
+            raise IFSegError(f"cannot read {path} ({e.strerror}); check the path and its permissions") from None
+        raise IFSegError(f"{path} is a truncated or damaged .xz file ({_reason(e)}); download it again") from None
     except (lzma.LZMAError, EOFError) as e:
         raise IFSegError(f"{path} is a truncated or damaged .xz file ({_reason(e)}); download it again") from None
 
@@ -139,8 +143,11 @@ def _read_source(path: str) -> Union[str, io.BytesIO]:
 def _head(source: Union[str, io.BytesIO]) -> bytes:
     if isinstance(source, io.BytesIO):
         return source.getvalue()[:4]
-    with open(source, "rb") as fh:
-        return fh.read(4)
+    try:
+        with open(source, "rb") as fh:
+            return fh.read(4)
+    except OSError as e:
+        raise IFSegError(f"cannot read {source} ({e.strerror}); check the path and its permissions") from None
 
 
 def load_pickled_checkpoint(path: str) -> Dict[str, Any]:
