@@ -117,3 +117,29 @@ def test_category_string_plot_and_save(tmp_path, segmenter):
     assert [os.path.basename(p) for p in written] == ["p_labels.png", "p_overlay.png", "p_logits.npy", "p_probs.npy"]
     np.testing.assert_array_equal(np.asarray(Image.open(written[0])), res.labels)
     np.testing.assert_array_equal(np.load(written[3]), res.probs)
+
+
+def test_word_lists_in_categories_and_files(tmp_path, model, bpe_dir):
+    """`--categories "animal: cat, dog; grass"` and the same list in a file give the API's result
+    with class_words; the built-in coco-stuff-27 file gives 27 classes."""
+    rgb = _photo(tmp_path / "p.png", seed=5)
+    (tmp_path / "classes.txt").write_text("# mine\nanimal: cat, dog\r\ngrass\r\n", encoding="utf-8-sig")
+    api = Segmenter.load(model, ["animal", "grass"], bpe_dir, "cpu", class_words={"animal": ["cat", "dog"]}).segment(rgb)
+    plain = Segmenter.load(model, ["animal", "grass"], bpe_dir, "cpu").segment(rgb)
+    assert not np.allclose(api.probs, plain.probs)  # the word lists matter
+    for i, spec in enumerate((["--categories", "animal: cat, dog; grass"], ["--categories-file", str(tmp_path / "classes.txt")])):
+        out = tmp_path / f"o{i}"
+        assert main(["segment", str(tmp_path / "p.png"), "--checkpoint", model, "--bpe-dir", bpe_dir, "--out", str(out),
+                     "--device", "cpu", "--save-raw", *spec]) == 0
+        np.testing.assert_allclose(np.load(out / "p_probs.npy"), api.probs, atol=1e-6)
+    out = tmp_path / "coco"
+    assert main(["segment", str(tmp_path / "p.png"), "--checkpoint", model, "--bpe-dir", bpe_dir, "--out", str(out),
+                 "--device", "cpu", "--save-raw", "--categories-file", "coco-stuff-27"]) == 0
+    assert np.load(out / "p_probs.npy").shape[-1] == 27
+
+
+def test_categories_and_file_together_is_an_error(tmp_path, capsys, model, bpe_dir):
+    _photo(tmp_path / "p.png")
+    code = main(["segment", str(tmp_path / "p.png"), "--checkpoint", model, "--bpe-dir", bpe_dir, "--categories", "a, b",
+                 "--categories-file", "coco-stuff-27", "--out", str(tmp_path / "o")])
+    assert code == 2 and "either --categories or --categories-file" in capsys.readouterr().err and not (tmp_path / "o").exists()

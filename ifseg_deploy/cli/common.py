@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import glob
 import os
-from typing import List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from ..errors import IFSegError
 from ..fileio import IMAGE_EXTS, list_images
-from ..text.prompt import parse_categories
+from ..text.categories_file import BUILTIN_FILES, names_and_words, parse_category_spec, read_categories_file
 
 def add_segmenter_args(p: argparse.ArgumentParser, arch_option: bool = False) -> None:
     """Model source (``--checkpoint`` | ``--engine`` [| ``--arch``]) and every runtime option."""
@@ -42,12 +42,13 @@ def load_segmenter(args):
             raise IFSegError("--providers applies to --engine model.onnx (ONNX Runtime); other model files run on their own runtime")
         options["providers"] = args.providers
     announce_device(args.device)
-    return Segmenter.load(path, categories_arg(args.categories), args.bpe_dir, args.device, args.half, backend_options=options,
+    categories, class_words = category_args(args)
+    return Segmenter.load(path, categories, args.bpe_dir, args.device, args.half, class_words=class_words, backend_options=options,
                           knn_k=args.knn_k, knn_iters=args.knn_iters, knn_backend=args.knn_backend, window=args.window)
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--categories", help='comma-separated category names, e.g. "grass, cat, dog" (default: those stored in the model)')
+    add_category_args(p)
     p.add_argument("--bpe-dir", help="folder with encoder.json, vocab.bpe, dict.txt (default: next to the checkpoint)")
     add_device_arg(p)
     p.add_argument("--half", action="store_true", help="float16 inference (CUDA only)")
@@ -72,8 +73,26 @@ def add_knn_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--knn-backend", default="auto", choices=["auto", "torch", "faiss"], help="kNN search backend")
 
 
-def categories_arg(text):
-    return None if text is None else parse_categories(text)
+def add_category_args(p: argparse.ArgumentParser, what: str = "(default: those stored in the model)") -> None:
+    p.add_argument("--categories", help='comma-separated names, e.g. "grass, cat, dog"; classes with word lists as '
+                                        f'"animal: cat, dog; plant: grass, tree" {what}')
+    p.add_argument("--categories-file", help="a file with one class per line (name, or name: word, word), # comments; "
+                                             "or a built-in list: " + ", ".join(BUILTIN_FILES))
+
+
+def category_args(args) -> Tuple[Optional[List[str]], Optional[Dict[str, Tuple[str, ...]]]]:
+    """``(category names, word lists of hierarchical classes)`` from ``--categories`` /
+    ``--categories-file`` (``(None, None)``: the model's stored list)."""
+    if args.categories is not None and args.categories_file:
+        raise IFSegError("pass either --categories or --categories-file, not both")
+    if args.categories_file:
+        classes = read_categories_file(args.categories_file)
+    elif args.categories is not None:
+        classes = parse_category_spec(args.categories)
+    else:
+        return None, None
+    names, words = names_and_words(classes)
+    return names, words or None
 
 
 def expand_images(inputs: List[str]) -> Tuple[List[str], List[str]]:

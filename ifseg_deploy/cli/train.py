@@ -16,8 +16,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     )
     p.add_argument("--checkpoint", required=True, help="ofa_*.pt (or an IFSeg checkpoint / bundle to continue from)")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--categories", help='comma-separated class names, e.g. "grass, cat, concrete wall"')
-    src.add_argument("--categories-file", help="one class per line, optionally 'class: word, word' (hierarchical); '#' comments")
+    src.add_argument("--categories", help='comma-separated class names, e.g. "grass, cat, concrete wall"; '
+                     'word lists as "animal: zebra, giraffe; grass"')
+    src.add_argument("--categories-file", help="one class per line, optionally 'class: word, word' (hierarchical); '#' comments; "
+                     "or a built-in list: coco-stuff-27")
     p.add_argument("--bpe-dir", help="folder with encoder.json, vocab.bpe, dict.txt (default: next to the checkpoint)")
     p.add_argument("--out", required=True, help="output bundle, e.g. my_model.safetensors")
     p.add_argument("--steps", type=int, default=2000, help="optimizer updates (default: 2000)")
@@ -40,9 +42,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from ..train import TrainConfig, classes_from_text, parse_categories_file, train
+    from ..train import TrainConfig, parse_category_spec, read_categories_file, train
 
-    classes = parse_categories_file(args.categories_file) if args.categories_file else classes_from_text(args.categories)
+    classes = read_categories_file(args.categories_file) if args.categories_file else parse_category_spec(args.categories)
     announce_device(args.device)
     cfg = TrainConfig(
         checkpoint=args.checkpoint,

@@ -26,7 +26,7 @@ from ..postprocess.knn import resolve_backend
 from ..postprocess.scores import grid_scores
 from ..postprocess.upsample import upsample_argmax
 from ..preprocess import Preprocessing, as_rgb
-from ..text.prompt import parse_categories
+from ..text.categories_file import names_and_words, parse_category_spec
 from ..visualize.overlay import overlay
 from .backend import Backend, NetworkOutputs
 from .vocabulary import PreparedVocabulary, Vocabulary
@@ -163,8 +163,11 @@ class Segmenter:
 
     def set_categories(self, categories: Union[str, Sequence[str]]) -> None:
         """Switch the category list (recomputes prompt and class embeddings only): a list of names
-        or the CLI's comma-separated string ``"grass, cat, dog"``."""
-        self._vocab = self.vocabulary.prepare(parse_categories(categories) if isinstance(categories, str) else categories)
+        or the CLI's string (``"grass, cat, dog"``, or with word lists ``"animal: cat, dog; grass"``)."""
+        if isinstance(categories, str):
+            categories, words = names_and_words(parse_category_spec(categories))
+            self.vocabulary.class_words.update({k: list(v) for k, v in words.items()})
+        self._vocab = self.vocabulary.prepare(categories)
 
     # -- stages ---------------------------------------------------------------------------
 
