@@ -38,7 +38,7 @@ def worker(size: str, device: str, batch: int, steps: int, warmup: int, precisio
     from ifseg_deploy.checkpoint.bundle import save_bundle
     from ifseg_deploy.config import ofa_preset
     from ifseg_deploy.model import SegOFA
-    from ifseg_deploy.train import TrainConfig, Trainer, classes_from_text
+    from ifseg_deploy.train import TrainConfig, Trainer, parse_category_spec
 
     arch = ofa_preset(size)
     torch.manual_seed(0)
@@ -48,7 +48,7 @@ def worker(size: str, device: str, batch: int, steps: int, warmup: int, precisio
         save_bundle(path, model.state_dict(), torch.randn(1, arch.embed_dim), {"arch": arch.to_dict(), "categories": ["thing"]})
         del model
         cfg = TrainConfig(
-            checkpoint=path, classes=classes_from_text(CATEGORIES), out=os.path.join(tmp, "out.safetensors"),
+            checkpoint=path, classes=parse_category_spec(CATEGORIES), out=os.path.join(tmp, "out.safetensors"),
             bpe_dir=BPE, steps=warmup + steps, batch_size=batch, device=device, precision=precision, progress=False,
         )
         trainer = Trainer(cfg)

@@ -41,6 +41,30 @@ def atomic_path(path: str) -> Iterator[str]:
         raise
 
 
+def increment_path(path: str, exist_ok: bool = False) -> str:
+    """``runs/segment`` if free (or ``exist_ok``), else ``runs/segment2``, ``runs/segment3``, ...
+    (Ultralytics' run numbering); nothing is created."""
+    if exist_ok or not os.path.exists(path):
+        return path
+    n = 2
+    while os.path.exists(f"{path}{n}"):
+        n += 1
+    return f"{path}{n}"
+
+
+def check_creatable_dir(folder: str) -> str:
+    """Check, without creating anything, that ``folder`` exists as a writable folder or can be made
+    (its nearest existing ancestor is a writable folder); return it. Raises :class:`IFSegError`."""
+    probe = os.path.abspath(folder)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe) or not os.access(probe, os.W_OK):
+        raise IFSegError(f"cannot write to {folder} ({probe} is not a writable folder); choose another --out")
+    if probe != os.path.abspath(folder) and os.path.exists(folder):
+        raise IFSegError(f"{folder} is not a folder; choose another --out")
+    return folder
+
+
 def ensure_writable_dir(folder: str) -> str:
     """Create ``folder`` if needed and check it accepts files; return it."""
     try:

@@ -56,6 +56,45 @@ def read_image(path: str, exif: bool = True) -> np.ndarray:
         raise IFSegError(f"cannot decode {path} as an image ({str(e).splitlines()[0][:100]}); pass a JPEG/PNG/BMP/TIFF file") from None
 
 
+def as_rgb(image: Any) -> np.ndarray:
+    """Any supported image input -> RGB uint8 ``(H, W, 3)``, contiguous.
+
+    * ``str`` / ``os.PathLike``: an image file (:func:`read_image`, EXIF orientation applied);
+    * ``PIL.Image.Image``: any mode; its EXIF orientation is applied, as for files;
+    * ``np.ndarray``: RGB ``(H, W, 3)`` or grayscale ``(H, W)``, uint8 (0..255), or float in
+      [0, 1]; channel order RGB (an OpenCV ``cv2.imread`` array is BGR: convert it first);
+    * ``torch.Tensor``: ``(3, H, W)`` (CHW, as torchvision) or ``(H, W, 3)``, RGB, uint8 (0..255)
+      or float in [0, 1].
+
+    Raises :class:`IFSegError` for any other type, shape or value range.
+    """
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(os.fspath(image))
+    if type(image).__module__.startswith("PIL."):
+        from PIL import ImageOps
+
+        return to_rgb_uint8(ImageOps.exif_transpose(image))
+    if isinstance(image, torch.Tensor):
+        t = image.detach().cpu()
+        if t.dim() == 3 and t.shape[0] in (1, 3) and t.shape[-1] not in (1, 3):
+            t = t.permute(1, 2, 0)  # CHW -> HWC
+        image = t.numpy()
+    if not isinstance(image, np.ndarray):
+        raise IFSegError(f"unsupported image type {type(image).__name__}; pass a path, an RGB numpy array, a PIL image or a torch tensor")
+    arr = image[..., None] if image.ndim == 2 else image
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3) or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise IFSegError(f"unsupported image shape {image.shape}; pass (H, W, 3) RGB, (H, W) gray or a (3, H, W) tensor")
+    if arr.dtype.kind == "f":
+        if arr.size and (not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1):
+            raise IFSegError("a float image must hold values in [0, 1]; pass uint8 0..255 or scale it")
+        arr = np.round(arr * 255.0).astype(np.uint8)
+    elif arr.dtype != np.uint8:
+        raise IFSegError(f"unsupported image dtype {arr.dtype}; pass uint8 (0..255) or float in [0, 1]")
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    return np.ascontiguousarray(arr)
+
+
 def to_rgb_uint8(im) -> np.ndarray:
     """A Pillow image in any common mode -> RGB uint8 array."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):

@@ -179,3 +179,25 @@ def test_torchrun_two_processes_match_one_process(ckpt, tmp_path):
     for k in a:
         if not k.endswith(("k_proj.bias", "pos_k_linear.bias")):
             np.testing.assert_allclose(a[k].numpy(), b[k].numpy(), rtol=1e-4, atol=1e-6, err_msg=k)
+
+
+@pytest.mark.parametrize("source", [("--categories", "animal: cat, zebra; grass, sky"), ("--categories-file", "coco-stuff-27")])
+def test_word_lists_from_the_string_or_the_builtin_file(ckpt, tmp_path, capsys, source):
+    """`name: words` works in --categories as in a file; the shipped COCO-Stuff-27 list trains as is."""
+    import json
+
+    from conftest import SHARED
+
+    out = tmp_path / "h.safetensors"
+    args = _tiny_args(ckpt, out, "--steps", "1")
+    at = args.index("--categories")
+    args[at:at + 2] = list(source)
+    assert main(args) == 0, capsys.readouterr().err
+    meta = load_model(str(out)).metadata
+    if source[0] == "--categories":
+        expected = [("animal", ["cat", "zebra"]), ("grass", ["grass"]), ("sky", ["sky"])]
+    else:
+        table = json.loads((SHARED / "data" / "coco_stuff_27_table15.json").read_text(encoding="utf-8"))["classes"]
+        expected = [(c["coarse"], c["words"]) for c in table]
+    assert meta["categories"] == [name for name, _ in expected]
+    assert meta["training"]["hierarchy"] == {name: words for name, words in expected if words != [name]}

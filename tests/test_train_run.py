@@ -19,7 +19,7 @@ from ifseg_deploy.train import (
     Trainer,
     flat_classes,
     holdout_metrics,
-    parse_categories_file,
+    read_categories_file,
     state_path,
 )
 
@@ -141,7 +141,7 @@ def test_frozen_weights_unchanged(ckpt, tmp_path):
 def test_hierarchical_classes(ckpt, tmp_path):
     spec = tmp_path / "classes.txt"
     spec.write_text("# outdoor scene\nanimal: cat, zebra, giraffe  # one output\nconcrete wall\n\ngrass, sky\n")
-    classes = parse_categories_file(str(spec))
+    classes = read_categories_file(str(spec))
     assert classes == [
         ClassSpec("animal", ("cat", "zebra", "giraffe")),
         ClassSpec("concrete wall", ("concrete wall",)),
@@ -191,7 +191,7 @@ def test_generator_is_seeded_and_covers_the_recipe():
     "text,msg",
     [
         ("animal:\n", "lists no words"),
-        ("animal: cat, dog\npet: cat\n", "'cat' appears in classes 'animal' and"),
+        ("animal: cat, dog, Cat\n", "'Cat' appears twice in class 'animal'"),
         ("cat\nCat\n", "listed twice"),
         ("# nothing\n\n", "lists no categories"),
         ("animal: cat,, dog\n", "empty name"),
@@ -202,4 +202,4 @@ def test_categories_file_errors(tmp_path, text, msg):
     f = tmp_path / "c.txt"
     f.write_text(text)
     with pytest.raises(IFSegError, match=msg):
-        parse_categories_file(str(f))
+        read_categories_file(str(f))

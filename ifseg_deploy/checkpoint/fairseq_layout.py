@@ -1,8 +1,13 @@
 """Read the fairseq state-dict layout of official OFA and IFSeg checkpoints.
 
 The architecture is inferred from tensor shapes (widths, layer counts, heads from the
-relative-position tables, ResNet depth from the stage-3 block count); the pickled config is
-read only for values no tensor carries (the encoder's original patch size, attention scale).
+relative-position tables, ResNet depth from the stage-3 block count); the stored settings
+(:mod:`.fairseq_config`) are read only for values no tensor carries (the encoder's original
+patch size, attention scale, dropout rates).
+
+Weights: ``state["model"]`` (or a bare state dict), or fairseq's EMA copy in
+``state["extra_state"]["ema"]`` (``"ema_fp32_params"`` preferred when present, as OFA's
+trainer does with ``use_ema_weights_to_init_param``).
 """
 
 from __future__ import annotations
@@ -16,19 +21,10 @@ from torch import Tensor
 
 from ..config import ArchConfig
 from ..errors import IFSegError
+from .fairseq_config import StoredSettings
 
 #: Tensors IFSeg adds to OFA; a plain OFA checkpoint lacks them and gets them freshly initialised.
 IFSEG_ONLY_PREFIXES = ("decoder.embed_seg_positions.", "decoder.seg_pos_ln.", "decoder.seg_rel_pos_table_list.")
-
-
-def _cfg_value(cfg: Any, section: str, name: str) -> Any:
-    """``cfg[section].name`` from a fairseq cfg dict (section may be a dict or a Namespace)."""
-    if not isinstance(cfg, Mapping):
-        return None
-    sec = cfg.get(section)
-    if isinstance(sec, Mapping):
-        return sec.get(name)
-    return getattr(sec, name, None)
 
 
 def _count(sd: Mapping[str, Tensor], pattern: str) -> int:
@@ -42,8 +38,12 @@ def _require(sd: Mapping[str, Tensor], key: str, what: str) -> Tensor:
     return sd[key]
 
 
-def infer_arch(sd: Mapping[str, Tensor], cfg: Any = None, what: str = "the checkpoint") -> ArchConfig:
-    """Infer the :class:`ArchConfig` of a fairseq-layout OFA / SegOFA state dict."""
+def infer_arch(sd: Mapping[str, Tensor], settings: StoredSettings = StoredSettings("none"), what: str = "the checkpoint") -> ArchConfig:
+    """Infer the :class:`ArchConfig` of a fairseq-layout OFA / SegOFA state dict.
+
+    Settings the checkpoint does not store keep :class:`ArchConfig`'s defaults (OFA's); the
+    encoder grid of an IFSeg checkpoint without ``orig_patch_image_size`` is its seg grid.
+    """
     c = _require(sd, "encoder.layer_norm.weight", what).shape[0]
     ffn = _require(sd, "encoder.layers.0.fc1.weight", what).shape[0]
     heads = _require(sd, "encoder.token_rel_pos_table_list.0.weight", what).shape[1]
@@ -61,10 +61,8 @@ def infer_arch(sd: Mapping[str, Tensor], cfg: Any = None, what: str = "the check
         seg_grid = int(round((math.sqrt(seg_rows.shape[0] - 3) + 1) / 2))
     else:
         seg_grid = 32  # IFSeg fine-tunes at patch_image_size 512 whatever OFA was pre-trained at
-    orig = _cfg_value(cfg, "model", "orig_patch_image_size") if seg_rows is not None else None
-    scale = _cfg_value(cfg, "model", "attn_scale_factor")
-    dropout = _cfg_value(cfg, "model", "dropout")
-    drop_path = _cfg_value(cfg, "model", "encoder_drop_path_rate")
+    orig = settings.orig_patch_image_size if seg_rows is not None else None
+    stored = dict(attn_scale_factor=settings.attn_scale_factor, dropout=settings.dropout, drop_path=settings.drop_path)
     return ArchConfig(
         embed_dim=int(c),
         ffn_dim=int(ffn),
@@ -76,11 +74,9 @@ def infer_arch(sd: Mapping[str, Tensor], cfg: Any = None, what: str = "the check
         max_text_positions=int(_require(sd, "encoder.embed_positions.weight", what).shape[0]),
         token_bucket_size=int((token_rows + 1) // 2),
         image_bucket_size=image_bucket,
-        encoder_grid=int(orig) // 16 if isinstance(orig, int) and orig >= 16 else seg_grid,
+        encoder_grid=orig // 16 if orig and orig >= 16 else seg_grid,
         seg_grid=seg_grid,
-        attn_scale_factor=float(scale) if isinstance(scale, (int, float)) else 2.0,
-        dropout=float(dropout) if isinstance(dropout, (int, float)) else 0.1,
-        drop_path=float(drop_path) if isinstance(drop_path, (int, float)) else 0.1,
+        **{k: v for k, v in stored.items() if v is not None},
     )
 
 
@@ -129,14 +125,37 @@ def stored_class_embeddings(sd: Mapping[str, Tensor]) -> Optional[Tensor]:
     return None
 
 
-def stored_categories(cfg: Any) -> Optional[list]:
-    """``--category-list`` of an IFSeg run, if the checkpoint's config has it."""
-    text = _cfg_value(cfg, "task", "category_list")
-    if not isinstance(text, str) or not text.strip():
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and bool(obj) and all(isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items())
+
+
+def ema_weights(ckpt: Mapping[str, Any]) -> Optional[Mapping[str, Tensor]]:
+    """fairseq's EMA copy of the weights (``extra_state["ema_fp32_params"]`` or ``["ema"]``), if stored."""
+    extra = ckpt.get("extra_state")
+    if not isinstance(extra, Mapping):
         return None
-    return [c.strip() for c in text.split(",")]
+    for key in ("ema_fp32_params", "ema"):
+        if _is_state_dict(extra.get(key)):
+            return extra[key]
+    return None
 
 
-def stored_prompt_prefix(cfg: Any) -> Optional[str]:
-    text = _cfg_value(cfg, "task", "prompt_prefix")
-    return text if isinstance(text, str) and text.strip() else None
+def model_weights(ckpt: Mapping[str, Any], weights: str, what: str) -> Mapping[str, Tensor]:
+    """The state dict to load: ``weights="model"`` (``ckpt["model"]`` or a bare state dict) or
+    ``"ema"`` (:func:`ema_weights`).
+
+    Raises:
+        IFSegError: no tensor state dict, or ``"ema"`` requested from a file without EMA weights.
+    """
+    if weights not in ("model", "ema"):
+        raise IFSegError(f"unknown weights '{weights}'; choose 'model' (the trained weights) or 'ema' (fairseq's EMA copy)")
+    if weights == "ema":
+        ema = ema_weights(ckpt)
+        if ema is None:
+            raise IFSegError(f"{what} stores no EMA weights (extra_state['ema']); load its trained weights (weights='model')")
+        return ema
+    sd = ckpt["model"] if "model" in ckpt else ckpt
+    if not _is_state_dict(sd):
+        raise IFSegError(f"{what} has no tensor state dict under 'model'; it is not an OFA/IFSeg checkpoint, pass an ofa_*.pt, "
+                         "IFSeg checkpoint or .safetensors bundle")
+    return sd

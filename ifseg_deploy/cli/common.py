@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import os
-from typing import List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from ..errors import IFSegError
 from ..fileio import IMAGE_EXTS, list_images
-from ..text.prompt import parse_categories
+from ..text.categories_file import BUILTIN_FILES, names_and_words, parse_category_spec, read_categories_file
 
 def add_segmenter_args(p: argparse.ArgumentParser, arch_option: bool = False) -> None:
     """Model source (``--checkpoint`` | ``--engine`` [| ``--arch``]) and every runtime option."""
@@ -40,15 +41,30 @@ def load_segmenter(args):
         if backend_for(path) != "onnxruntime":
             raise IFSegError("--providers applies to --engine model.onnx (ONNX Runtime); other model files run on their own runtime")
         options["providers"] = args.providers
-    return Segmenter.load(path, categories_arg(args.categories), args.bpe_dir, args.device, args.half, backend_options=options,
+    announce_device(args.device)
+    categories, class_words = category_args(args)
+    return Segmenter.load(path, categories, args.bpe_dir, args.device, args.half, class_words=class_words, backend_options=options,
                           knn_k=args.knn_k, knn_iters=args.knn_iters, knn_backend=args.knn_backend, window=args.window)
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--categories", help='comma-separated category names, e.g. "grass, cat, dog" (default: those stored in the model)')
+    add_category_args(p)
     p.add_argument("--bpe-dir", help="folder with encoder.json, vocab.bpe, dict.txt (default: next to the checkpoint)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    add_device_arg(p)
     p.add_argument("--half", action="store_true", help="float16 inference (CUDA only)")
+
+
+def add_device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto = CUDA when available, else CPU)")
+
+
+def announce_device(requested: str) -> None:
+    """Say on one line which device ``--device auto`` chose."""
+    if requested in ("auto", ""):
+        from ..runtime.device import parse_device
+
+        dev = parse_device(requested)
+        print(f"--device auto: using {dev}" + (" (no CUDA device found)" if dev.type == "cpu" else ""))
 
 
 def add_knn_args(p: argparse.ArgumentParser) -> None:
@@ -57,24 +73,54 @@ def add_knn_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--knn-backend", default="auto", choices=["auto", "torch", "faiss"], help="kNN search backend")
 
 
-def categories_arg(text):
-    return None if text is None else parse_categories(text)
+def add_category_args(p: argparse.ArgumentParser, what: str = "(default: those stored in the model)") -> None:
+    p.add_argument("--categories", help='comma-separated names, e.g. "grass, cat, dog"; classes with word lists as '
+                                        f'"animal: cat, dog; plant: grass, tree" {what}')
+    p.add_argument("--categories-file", help="a file with one class per line (name, or name: word, word), # comments; "
+                                             "or a built-in list: " + ", ".join(BUILTIN_FILES))
 
 
-def expand_images(inputs: List[str]) -> List[str]:
-    """Files as given; folders expanded to the images inside (sorted). Missing paths are an error."""
+def category_args(args) -> Tuple[Optional[List[str]], Optional[Dict[str, Tuple[str, ...]]]]:
+    """``(category names, word lists of hierarchical classes)`` from ``--categories`` /
+    ``--categories-file`` (``(None, None)``: the model's stored list)."""
+    if args.categories is not None and args.categories_file:
+        raise IFSegError("pass either --categories or --categories-file, not both")
+    if args.categories_file:
+        classes = read_categories_file(args.categories_file)
+    elif args.categories is not None:
+        classes = parse_category_spec(args.categories)
+    else:
+        return None, None
+    names, words = names_and_words(classes)
+    return names, words or None
+
+
+def expand_images(inputs: List[str]) -> Tuple[List[str], List[str]]:
+    """``(image files, problems)``: files as given, folders expanded to the images inside, glob
+    patterns (``'photos/*.jpg'``, ``**`` recursive) expanded, all in order and without
+    repeats; each input that yields nothing gives one problem line."""
     out: List[str] = []
+    seen = set()
+    problems: List[str] = []
     for item in inputs:
         if os.path.isdir(item):
             files = list_images(item)
             if not files:
-                raise IFSegError(f"folder {item} holds no images ({', '.join(IMAGE_EXTS)})")
-            out += files
+                problems.append(f"folder {item} holds no images ({', '.join(IMAGE_EXTS)})")
         elif os.path.isfile(item):
-            out.append(item)
+            files = [item]
+        elif glob.has_magic(item):
+            files = sorted(f for f in glob.glob(item, recursive=True) if os.path.isfile(f))
+            if not files:
+                problems.append(f"no file matches {item}")
         else:
-            raise IFSegError(f"input not found: {item}")
-    return out
+            files = []
+            problems.append(f"input not found: {item}")
+        for f in files:
+            if f not in seen:
+                seen.add(f)
+                out.append(f)
+    return out, problems
 
 
 def output_stems(paths: List[str]) -> List[str]:

@@ -15,8 +15,8 @@ from ..eval.report import build_report, format_scores, summary_line, write_repor
 from ..eval.runner import dataset_segmenter, evaluate_dataset
 from ..fileio import ensure_writable_dir
 from ..postprocess.knn import resolve_backend
-from ..train.categories_file import parse_categories_file
-from .common import add_knn_args
+from ..text.categories_file import read_categories_file
+from .common import add_device_arg, add_knn_args
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -31,7 +31,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     d.add_argument("--root", help="dataset folder (ADEChallengeData2016, or the COCO-Stuff-164k folder with images/ and annotations/)")
     d.add_argument("--checkpoint", help="ofa_*.pt, IFSeg checkpoint or .safetensors bundle")
     d.add_argument("--bpe-dir", help="folder with encoder.json, vocab.bpe, dict.txt (default: next to the checkpoint)")
-    d.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    add_device_arg(d)
     d.add_argument("--half", action="store_true", help="float16 inference (CUDA only)")
     d.add_argument("--limit", type=int, help="evaluate only the first N images (sorted by name)")
     add_knn_args(d)
@@ -123,7 +123,7 @@ def _label_map_classes(args) -> Tuple[List[str], LabelMapping, Dict[str, Any]]:
         if args.num_classes is not None and args.num_classes != len(names):
             raise IFSegError(f"{spec.name} has {len(names)} classes, not --num-classes {args.num_classes}; drop --num-classes")
     elif args.class_names is not None:
-        names = [c.name for c in parse_categories_file(args.class_names)]
+        names = [c.name for c in read_categories_file(args.class_names)]
         if args.num_classes is not None and args.num_classes != len(names):
             raise IFSegError(f"{args.class_names} names {len(names)} classes but --num-classes is {args.num_classes}; they must agree")
     else:

@@ -6,7 +6,7 @@ import argparse
 
 from ..errors import IFSegError
 from ..export.api import FORMATS, ExportConfig
-from .common import categories_arg
+from .common import add_category_args, category_args
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -14,7 +14,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="ofa_*.pt, IFSeg checkpoint, .safetensors bundle (or, for --format engine, an exported .onnx)")
     p.add_argument("--format", choices=FORMATS, default="onnx", help="onnx (default) or engine (TensorRT)")
     p.add_argument("--out", help="output file (default: next to the checkpoint, <stem>.onnx / <stem>.engine)")
-    p.add_argument("--categories", help='categories the export is verified with (default: the stored ones); any list works at run time')
+    add_category_args(p, "to verify the export with (default: the stored ones); any list works at run time")
     p.add_argument("--bpe-dir", help="folder with encoder.json, vocab.bpe, dict.txt (default: next to the checkpoint)")
     p.add_argument("--imgsz", default="512", help="short side S of the preprocessing (default: 512), or HxW (H,W): a static export of that size")
     p.add_argument("--dynamic", action="store_true", help="dynamic batch and image size (the default unless --static or --imgsz HxW)")
@@ -46,7 +46,7 @@ def config_from_args(args) -> ExportConfig:
     if args.dynamic and (args.static or static_size):
         raise IFSegError("--dynamic contradicts --static / --imgsz HxW (a fixed input size); with --dynamic pass the short side only, e.g. --imgsz 512")
     return ExportConfig(
-        format=args.format, out=args.out, categories=categories_arg(args.categories), bpe_dir=args.bpe_dir, short_side=min(size),
+        format=args.format, out=args.out, categories=category_args(args)[0], bpe_dir=args.bpe_dir, short_side=min(size),
         static_size=static_size, static=args.static, batch=args.batch, precision=args.precision, calib_dir=args.calib_dir,
         knn_in_graph=args.knn == "in-graph", knn_k=args.knn_k, knn_iters=args.knn_iters, upsample_in_graph=args.upsample == "in-graph",
         profile=args.profile, opset=args.opset, trt_version=args.trt_version, verify_images=args.verify_image,

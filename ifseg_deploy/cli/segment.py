@@ -3,59 +3,64 @@
 from __future__ import annotations
 
 import argparse
-import os
-
-import numpy as np
+import sys
 
 from ..errors import IFSegError
-from ..fileio import ensure_writable_dir, write_npy, write_png
-from ..visualize.overlay import overlay
+from ..fileio import check_creatable_dir, increment_path
+from ..preprocess import read_image
+from ..visualize.areas import area_summary, format_area_summary
 from .common import add_segmenter_args, expand_images, load_segmenter, output_stems
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("segment", help="segment images into the named categories")
-    p.add_argument("images", nargs="+", help="image files or folders")
+    p.add_argument("images", nargs="+", help="image files, folders or quoted glob patterns ('photos/*.jpg', 'data/**/*.png')")
     add_segmenter_args(p)
-    p.add_argument("--out", default="runs/segment", help="output folder (default: runs/segment)")
+    p.add_argument("--out", help="output folder, used as given (default: runs/segment, numbered runs/segment2, ... "
+                                 "so an earlier run is never overwritten)")
+    p.add_argument("--exist-ok", action="store_true", help="write into runs/segment even if it exists (default: a new numbered folder)")
     p.add_argument("--save-raw", action="store_true", help="also write <stem>_logits.npy and <stem>_probs.npy, (h, w, N) float32")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity in [0, 1] (default: 0.5)")
-    p.add_argument("--contours", action="store_true", help="draw class boundaries on the overlay")
+    p.add_argument("--contours", action="store_true", help="outline each region in its pure class colour on the overlay")
     p.add_argument("--batch", type=int, default=1, help="images per forward pass (default: 1)")
     return p
 
 
-def save_result(out_dir: str, stem: str, rgb: np.ndarray, result, save_raw: bool, alpha: float, contours: bool) -> None:
-    """Write ``<stem>_labels.png`` (uint8, uint16 above 255 classes), ``<stem>_overlay.png`` and raw arrays."""
-    dtype = np.uint8 if len(result.categories) <= 255 else np.uint16
-    write_png(os.path.join(out_dir, f"{stem}_labels.png"), result.labels.astype(dtype))
-    write_png(os.path.join(out_dir, f"{stem}_overlay.png"), overlay(rgb, result.labels, result.categories, alpha, contours))
-    if save_raw:
-        write_npy(os.path.join(out_dir, f"{stem}_logits.npy"), result.logits.astype(np.float32))
-        write_npy(os.path.join(out_dir, f"{stem}_probs.npy"), result.probs.astype(np.float32))
-
-
 def run(args) -> int:
-    from ..preprocess import read_image
-
     if not 0.0 <= args.alpha <= 1.0:
         raise IFSegError("--alpha must be between 0 and 1")
     if args.batch < 1:
         raise IFSegError("--batch must be >= 1")
-    paths = expand_images(args.images)
+    paths, problems = expand_images(args.images)
+    if not paths:
+        raise IFSegError("; ".join(problems) if problems else "no input images")
+    out_dir = check_creatable_dir(args.out or increment_path("runs/segment", args.exist_ok))
     seg = load_segmenter(args)
-    out_dir = ensure_writable_dir(args.out)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
     stems = output_stems(paths)
-    total = len(paths)
+    total, done, failed = len(paths), 0, len(problems)
     for start in range(0, total, args.batch):
-        chunk = list(range(start, min(total, start + args.batch)))
-        rgbs = [read_image(paths[i]) for i in chunk]
-        results = seg.segment_batch(rgbs, batch_size=args.batch)
-        for i, rgb, res in zip(chunk, rgbs, results):
-            save_result(out_dir, stems[i], rgb, res, args.save_raw, args.alpha, args.contours)
-            t = res.timings
-            stages = ", ".join(f"{k} {v:.1f}ms" for k, v in t.items())
+        chunk = []
+        for i in range(start, min(total, start + args.batch)):
+            try:  # one unreadable file is reported and skipped; the others are still segmented
+                chunk.append((i, read_image(paths[i])))
+            except IFSegError as e:
+                failed += 1
+                print(f"error: image {i + 1}/{total} {paths[i]}: {e}", file=sys.stderr)
+        if not chunk:
+            continue
+        results = seg.segment_batch([rgb for _, rgb in chunk], batch_size=args.batch)
+        for (i, _), res in zip(chunk, results):
+            res.save(out_dir, stems[i], args.alpha, args.contours, args.save_raw)
+            done += 1
+            stages = ", ".join(f"{k} {v:.1f}ms" for k, v in res.timings.items())
             h, w = res.grid
-            print(f"image {i + 1}/{total} {paths[i]}: {rgb.shape[0]}x{rgb.shape[1]}, grid {h}x{w}, {len(res.categories)} classes, {stages}")
-    print(f"Results saved to {out_dir}")
+            areas = format_area_summary(area_summary(res.labels, res.categories), limit=5)
+            print(f"image {i + 1}/{total} {paths[i]}: {res.labels.shape[0]}x{res.labels.shape[1]}, grid {h}x{w}, {areas}; {stages}")
+    if done:
+        print(f"Results saved to {out_dir}")
+    if failed:
+        print(f"error: {failed} input(s) failed, {done} of {total} image(s) segmented", file=sys.stderr)
+        return 1
     return 0

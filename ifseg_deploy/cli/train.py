@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .common import add_device_arg, announce_device
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
@@ -14,8 +16,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     )
     p.add_argument("--checkpoint", required=True, help="ofa_*.pt (or an IFSeg checkpoint / bundle to continue from)")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--categories", help='comma-separated class names, e.g. "grass, cat, concrete wall"')
-    src.add_argument("--categories-file", help="one class per line, optionally 'class: word, word' (hierarchical); '#' comments")
+    src.add_argument("--categories", help='comma-separated class names, e.g. "grass, cat, concrete wall"; '
+                     'word lists as "animal: zebra, giraffe; grass"')
+    src.add_argument("--categories-file", help="one class per line, optionally 'class: word, word' (hierarchical); '#' comments; "
+                     "or a built-in list: coco-stuff-27")
     p.add_argument("--bpe-dir", help="folder with encoder.json, vocab.bpe, dict.txt (default: next to the checkpoint)")
     p.add_argument("--out", required=True, help="output bundle, e.g. my_model.safetensors")
     p.add_argument("--steps", type=int, default=2000, help="optimizer updates (default: 2000)")
@@ -23,7 +27,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=5e-5, help="peak learning rate of the cosine schedule (default: 5e-5)")
     p.add_argument("--weight-decay", type=float, default=0.1, help="decoupled weight decay (default: 0.1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the artificial data and dropout streams (default: 0)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    add_device_arg(p)
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="auto = bf16 (fp16 on GPUs without bf16) mixed precision on CUDA, fp32 on CPU; bf16 also runs on CPU")
     p.add_argument("--grad-accum", type=int, default=1, help="split each update into N sequential micro-batches to save memory")
@@ -38,9 +42,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from ..train import TrainConfig, classes_from_text, parse_categories_file, train
+    from ..train import TrainConfig, parse_category_spec, read_categories_file, train
 
-    classes = parse_categories_file(args.categories_file) if args.categories_file else classes_from_text(args.categories)
+    classes = read_categories_file(args.categories_file) if args.categories_file else parse_category_spec(args.categories)
+    announce_device(args.device)
     cfg = TrainConfig(
         checkpoint=args.checkpoint,
         classes=classes,

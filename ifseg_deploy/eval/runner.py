@@ -1,4 +1,4 @@
-"""Evaluation loops: a model over a dataset (reference protocol), or saved label maps."""
+"""Evaluation of a model over a dataset (the reference protocol)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ from typing import Iterable, Optional, Sequence, Tuple, TypeVar
 
 import torch
 
-from ..errors import IFSegError
 from ..postprocess.upsample import upsample_argmax
 from ..preprocess import read_image
 from ..runtime.segmenter import Segmenter
 from .datasets import DatasetSpec, Sample
-from .labels import LabelMapping, read_label_map
+from .labels import LabelMapping, check_same_size, read_label_map
 from .metrics import MetricAccumulator
 
 T = TypeVar("T")
@@ -34,11 +33,6 @@ def dataset_segmenter(spec: DatasetSpec, checkpoint: str, bpe_dir: Optional[str]
                                      class_words=spec.class_words, knn_k=knn_k, knn_iters=knn_iters, knn_backend=knn_backend)
 
 
-def _check_same_size(a: Tuple[int, int], b: Tuple[int, int], what_a: str, what_b: str) -> None:
-    if a != b:
-        raise IFSegError(f"{what_a} is {a[1]}x{a[0]} but {what_b} is {b[1]}x{b[0]} (width x height); they must have the same size")
-
-
 def evaluate_dataset(seg: Segmenter, samples: Sequence[Sample], mapping: LabelMapping, show_progress: bool = True
                      ) -> Tuple[MetricAccumulator, Optional[MetricAccumulator]]:
     """Whole-image inference at batch 1, label maps at the ORIGINAL size vs the remapped truth.
@@ -50,9 +44,9 @@ def evaluate_dataset(seg: Segmenter, samples: Sequence[Sample], mapping: LabelMa
     main = MetricAccumulator(n)
     plain = MetricAccumulator(n) if seg.knn_iters > 0 else None
     for s in progress(samples, "eval", show_progress):
-        rgb = read_image(s.image)
+        rgb = read_image(s.image, exif=False)  # label maps are aligned with the stored pixels
         gt = read_label_map(s.label)
-        _check_same_size(gt.shape, rgb.shape[:2], f"label map {s.label}", f"image {s.image}")
+        check_same_size(gt.shape, rgb.shape[:2], f"label map {s.label}", f"image {s.image}")
         gt = mapping.apply(gt, s.label)
         res = seg.segment(rgb)
         main.update(res.labels, gt)
@@ -61,15 +55,3 @@ def evaluate_dataset(seg: Segmenter, samples: Sequence[Sample], mapping: LabelMa
             logits = torch.from_numpy(res.logits).reshape(1, h * w, n)
             plain.update(upsample_argmax(logits, (h, w), gt.shape)[0].numpy(), gt)
     return main, plain
-
-
-def evaluate_label_maps(pairs: Sequence[Tuple[str, str, str]], num_classes: int, ignore_index: int, show_progress: bool = True
-                        ) -> MetricAccumulator:
-    """Score saved predictions against ground truth; both use ``0..N-1`` plus ``ignore_index``."""
-    mapping = LabelMapping.identity(num_classes, [ignore_index])
-    acc = MetricAccumulator(num_classes)
-    for _, pred_path, gt_path in progress(pairs, "eval", show_progress):
-        pred, gt = read_label_map(pred_path), read_label_map(gt_path)
-        _check_same_size(pred.shape, gt.shape, f"prediction {pred_path}", f"ground truth {gt_path}")
-        acc.update(mapping.apply(pred, pred_path), mapping.apply(gt, gt_path))
-    return acc

@@ -9,9 +9,10 @@ threads; ``segment`` / ``segment_batch`` chain them.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -19,15 +20,22 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import IFSegError
+from ..fileio import write_npy, write_png
 from ..model import grid_size
 from ..postprocess.knn import resolve_backend
 from ..postprocess.scores import grid_scores
 from ..postprocess.upsample import upsample_argmax
-from ..preprocess import Preprocessing, read_image
+from ..preprocess import Preprocessing, as_rgb
+from ..text.categories_file import names_and_words, parse_category_spec
+from ..visualize.overlay import overlay
 from .backend import Backend, NetworkOutputs
 from .vocabulary import PreparedVocabulary, Vocabulary
 
-ImageInput = Union[str, np.ndarray]
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
+
+#: A path, an RGB numpy array, a PIL image or a CHW / HWC torch tensor (see :func:`ifseg_deploy.preprocess.as_rgb`).
+ImageInput = Union[str, "os.PathLike[str]", np.ndarray, "PILImage", Tensor]
 #: Timed stages in pipeline order. PyTorch splits the network into backbone / encoder / decoder;
 #: exported graphs time it as one "network" stage.
 STAGES = ("preprocess", "backbone", "encoder", "decoder", "network", "knn", "upsample")
@@ -45,6 +53,26 @@ class SegmentationResult:
     logits: np.ndarray  # (h, w, N) float32 decoder logits of the grid
     categories: List[str]
     timings: Dict[str, float] = field(default_factory=dict)  # milliseconds per measured stage (see STAGES)
+    image: Optional[np.ndarray] = field(default=None, repr=False)  # (H, W, 3) RGB uint8 input, as segmented
+
+    def plot(self, alpha: float = 0.5, contours: bool = False) -> np.ndarray:
+        """The colour overlay with legend, ``(H, W, 3)`` RGB uint8 (needs :attr:`image`)."""
+        if self.image is None:
+            raise IFSegError("this result holds no image to draw on")
+        return overlay(self.image, self.labels, self.categories, alpha, contours)
+
+    def save(self, folder: str, stem: str, alpha: float = 0.5, contours: bool = False, raw: bool = False) -> List[str]:
+        """Write ``<stem>_labels.png`` (uint8; uint16 above 255 classes), ``<stem>_overlay.png`` and,
+        with ``raw``, ``<stem>_logits.npy`` / ``<stem>_probs.npy`` ``(h, w, N)`` float32, each
+        atomically; returns the paths written."""
+        paths = [os.path.join(folder, f"{stem}_labels.png"), os.path.join(folder, f"{stem}_overlay.png")]
+        write_png(paths[0], self.labels.astype(np.uint8 if len(self.categories) <= 255 else np.uint16))
+        write_png(paths[1], self.plot(alpha, contours))
+        if raw:
+            paths += [os.path.join(folder, f"{stem}_logits.npy"), os.path.join(folder, f"{stem}_probs.npy")]
+            write_npy(paths[2], self.logits.astype(np.float32))
+            write_npy(paths[3], self.probs.astype(np.float32))
+        return paths
 
     @property
     def grid(self) -> Tuple[int, int]:
@@ -133,16 +161,20 @@ class Segmenter:
     def categories(self) -> List[str]:
         return list(self._vocab.categories)
 
-    def set_categories(self, categories: Sequence[str]) -> None:
-        """Switch the category list (recomputes prompt and class embeddings only)."""
+    def set_categories(self, categories: Union[str, Sequence[str]]) -> None:
+        """Switch the category list (recomputes prompt and class embeddings only): a list of names
+        or the CLI's string (``"grass, cat, dog"``, or with word lists ``"animal: cat, dog; grass"``)."""
+        if isinstance(categories, str):
+            categories, words = names_and_words(parse_category_spec(categories))
+            self.vocabulary.class_words.update({k: list(v) for k, v in words.items()})
         self._vocab = self.vocabulary.prepare(categories)
 
     # -- stages ---------------------------------------------------------------------------
 
     def preprocess(self, images: Sequence[ImageInput]) -> Batch:
         """Decode and pre-process images that resize to one shape (:meth:`segment_batch` groups
-        mixed sizes itself). Paths or RGB uint8 ``(H, W, 3)`` arrays; raises :class:`IFSegError`
-        for unreadable images or mixed shapes."""
+        mixed sizes itself); each a path, RGB array, PIL image or tensor (:data:`ImageInput`).
+        Raises :class:`IFSegError` for unreadable images or mixed shapes."""
         items = [self._prepare(image) for image in images]
         if not items:
             raise IFSegError("no images to segment")
@@ -193,13 +225,14 @@ class Segmenter:
                 logits=outputs.logits[j].reshape(grid[0], grid[1], -1).cpu().numpy(),
                 categories=list(batch.vocab.categories),
                 timings={s: per_image[s] for s in STAGES if s in per_image},
+                image=batch.originals[j],
             ))
         return results
 
     # -- convenience ----------------------------------------------------------------------
 
     def segment(self, image: ImageInput) -> SegmentationResult:
-        """Segment one image (a path or an RGB uint8 array)."""
+        """Segment one image: a path, an RGB array, a PIL image or a CHW/HWC tensor (:data:`ImageInput`)."""
         return self.segment_batch([image])[0]
 
     def segment_batch(self, images: Iterable[ImageInput], batch_size: int = 8) -> List[SegmentationResult]:
@@ -227,7 +260,7 @@ class Segmenter:
     def _prepare(self, image: ImageInput) -> Tuple[np.ndarray, Tensor, float]:
         """``(rgb, model input, milliseconds)`` of one image."""
         t0 = time.perf_counter()
-        rgb = read_image(image) if isinstance(image, str) else image
+        rgb = as_rgb(image)
         x = self.preprocessing(rgb)
         return rgb, x, (time.perf_counter() - t0) * 1e3
 

@@ -1,35 +1,18 @@
-"""Category lists and the IFSeg prompt."""
+"""The IFSeg prompt (the category-list parsers of :mod:`.categories_file` are re-exported here)."""
 
 from __future__ import annotations
 
-from typing import Iterable, List, Sequence
+from typing import List, Sequence
 
 from ..errors import IFSegError
+from .categories_file import parse_categories, validate_categories
 from .tokenizer import OFATokenizer
 
 DEFAULT_PROMPT_PREFIX = "what is the segmentation map of the image? object:"
 UNKNOWN = "unknown"
 BOS, EOS = 0, 2
 
-
-def parse_categories(text: str) -> List[str]:
-    """``"grass, cat, concrete wall"`` -> ``["grass", "cat", "concrete wall"]`` (validated)."""
-    return validate_categories(text.split(","))
-
-
-def validate_categories(names: Iterable[str]) -> List[str]:
-    """Strip, collapse inner whitespace and reject empty or duplicate names."""
-    out = [" ".join(str(n).split()) for n in names]
-    if not out or all(not n for n in out):
-        raise IFSegError("no categories given; pass --categories \"grass, cat, dog\"")
-    if any(not n for n in out):
-        raise IFSegError("empty category name in the list (two commas in a row or a trailing comma?); remove it")
-    seen = set()
-    for n in out:
-        if n.lower() in seen:
-            raise IFSegError(f"category '{n}' is listed twice; each category must appear once")
-        seen.add(n.lower())
-    return out
+__all__ = ["DEFAULT_PROMPT_PREFIX", "UNKNOWN", "build_prompt", "category_token_ids", "parse_categories", "validate_categories"]
 
 
 def category_token_ids(tokenizer: OFATokenizer, categories: Sequence[str]) -> List[List[int]]:

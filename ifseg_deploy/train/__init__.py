@@ -1,7 +1,7 @@
 """Image-free training (IFSeg): artificial images of category words, no images or labels needed."""
 
+from ..text.categories_file import ClassSpec, flat_classes, parse_category_spec, read_categories_file
 from .artificial import ArtificialBatch, ArtificialImages, cell_embeddings, stream_seed
-from .categories_file import ClassSpec, classes_from_text, flat_classes, parse_categories_file
 from .holdout import holdout_metrics
 from .loss import imfree_loss, upsampled_cross_entropy
 from .optim import FairseqAdam, cosine_lr
@@ -16,12 +16,12 @@ __all__ = [
     "TrainResult",
     "Trainer",
     "cell_embeddings",
-    "classes_from_text",
     "cosine_lr",
     "flat_classes",
     "holdout_metrics",
     "imfree_loss",
-    "parse_categories_file",
+    "parse_category_spec",
+    "read_categories_file",
     "state_path",
     "stream_seed",
     "train",

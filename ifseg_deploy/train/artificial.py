@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .categories_file import ClassSpec
+from ..text.categories_file import ClassSpec
 
 #: Reference maximum coarse-grid side (``rand_k-1-33``: sides drawn from 1..32).
 MAX_CELLS = 32

@@ -42,7 +42,7 @@ from ..preprocess import Preprocessing
 from ..runtime.device import parse_device
 from ..runtime.vocabulary import Vocabulary
 from .artificial import MAX_CELLS, ArtificialImages, stream_seed
-from .categories_file import ClassSpec, check_classes
+from ..text.categories_file import ClassSpec, check_classes
 from .distributed import DistContext
 from .freeze import freeze_for_imfree
 from .holdout import DEFAULT_HOLDOUT_SIZE, holdout_metrics
