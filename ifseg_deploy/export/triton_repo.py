@@ -36,8 +36,9 @@ from ..fileio import write_bytes
 from ..runtime.segmenter import Segmenter
 from ..runtime.sidecar import read_vocab, vocab_path
 from ..runtime.triton_host import HostItem, HostPipeline, NetworkRunner
-from ..runtime.triton_names import (BPE_FOLDER, GRAPH_META, HOST_MODEL, KNN_ITERS, KNN_K, MAX_BATCH, MODEL_PY, NETWORK_MODEL,
-                                   ONNX_FILE, PLAN_FILE, PROVIDERS, ROLE, VOCAB_FILE)
+from ..runtime.triton_names import (BPE_FOLDER, DEFAULT_CATEGORIES, GRAPH_META, HOST_MODEL, KNN_ITERS, KNN_K, LONG_SIDE_MAX, MAX_BATCH,
+                                   MODEL_PY, NETWORK_MODEL, ONNX_FILE, PLAN_FILE, PROVIDERS, ROLE, SHORT_SIDE, VOCAB_FILE)
+from ..text.prompt import parse_categories
 from ..text.tokenizer import BPE_FILES, find_bpe_dir
 from .api import ExportConfig, ExportResult, export_model
 from .onnx_export import alternate_categories
@@ -111,7 +112,6 @@ def _write_models(stage: str, build: str, source: str, cfg: ExportConfig, opts: 
     """Both models into ``stage``; returns the host model's parameters."""
     profile = load_profile(cfg.profile)
     onnx_path = os.path.join(build, ONNX_FILE)
-    contract = read_vocab(onnx_path).contract
     host, net = os.path.join(stage, HOST_MODEL, "1"), os.path.join(stage, NETWORK_MODEL, "1")
     os.makedirs(os.path.join(host, BPE_FOLDER))
     os.makedirs(net)
@@ -120,18 +120,22 @@ def _write_models(stage: str, build: str, source: str, cfg: ExportConfig, opts: 
     bpe = find_bpe_dir(cfg.bpe_dir, source)
     for name in BPE_FILES:  # the server reads only the repository
         shutil.copyfile(os.path.join(bpe, name), os.path.join(host, BPE_FOLDER, name))
-    params = {ROLE: "host", KNN_K: str(cfg.knn_k), KNN_ITERS: str(cfg.knn_iters), MAX_BATCH: str(profile.batch[2])}
+    side = read_vocab(onnx_path)
+    stored = side.categories or side.export.get("categories") or []
+    params = {ROLE: "host", KNN_K: str(cfg.knn_k), KNN_ITERS: str(cfg.knn_iters), MAX_BATCH: str(profile.batch[2]),
+              DEFAULT_CATEGORIES: ", ".join(stored), SHORT_SIDE: str(side.preprocessing.short_side),
+              LONG_SIDE_MAX: str(side.preprocessing.long_side_max)}
     write_bytes(os.path.join(stage, HOST_MODEL, "config.pbtxt"), triton_host_config(profile, opts.max_queue_delay_us, params).encode())
     if opts.network == "engine":
         shutil.copyfile(os.path.join(build, PLAN_FILE), os.path.join(net, PLAN_FILE))
-        text = triton_config(profile, "tensorrt_plan", contract, NETWORK_MODEL)
+        text = triton_config(profile, "tensorrt_plan", side.contract, NETWORK_MODEL)
     else:
         shutil.copyfile(onnx_path, os.path.join(net, ONNX_FILE))
         if opts.network == "onnx":
-            text = triton_config(profile, "onnxruntime_onnx", contract, NETWORK_MODEL)
+            text = triton_config(profile, "onnxruntime_onnx", side.contract, NETWORK_MODEL)
         else:
             shutil.copyfile(MODEL_TEMPLATE, os.path.join(net, MODEL_PY))
-            text = triton_config(profile, "python", contract, NETWORK_MODEL,
+            text = triton_config(profile, "python", side.contract, NETWORK_MODEL,
                                  {ROLE: "network", PROVIDERS: opts.providers, GRAPH_META: _graph_meta(onnx_path)})
     write_bytes(os.path.join(stage, NETWORK_MODEL, "config.pbtxt"), text.encode())
     return params
@@ -242,8 +246,7 @@ def export_triton(source: str, config: ExportConfig, options: Optional[TritonOpt
         result = _network_graph(source, config, opts, build)
         params = _write_models(stage, build, source, config, opts)
         checks = [line for line in (_check_configs(stage), _check_pipeline(stage, build, config, params)) if line]
-        side = read_vocab(os.path.join(build, ONNX_FILE))
-        categories = side.categories or side.export.get("categories") or []
+        categories = parse_categories(params[DEFAULT_CATEGORIES])
         manifest = {"format": "ifseg-deploy triton repository", "version": __version__, "source": os.path.basename(source),
                     "network": opts.network, "profile": config.profile, "categories": categories, "parameters": params,
                     "max_queue_delay_us": opts.max_queue_delay_us}

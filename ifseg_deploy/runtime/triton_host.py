@@ -28,6 +28,7 @@ from torch import Tensor
 
 from ..config import ArchConfig
 from ..errors import IFSegError
+from ..model.encoder import check_input_shape
 from ..preprocess import to_rgb_uint8
 from ..text.prompt import parse_categories
 from .backend import Backend, Capabilities
@@ -101,16 +102,17 @@ class HostPipeline:
     """The client-facing model: items -> :class:`SegmentationResult` or a one-line error each.
 
     ``folder`` is the model's version folder holding ``model.vocab.safetensors`` and ``bpe/``;
-    ``params`` the ``config.pbtxt`` parameters (``knn_k``, ``knn_iters``, ``max_batch``).
+    ``params`` the ``config.pbtxt`` parameters (``knn_k``, ``knn_iters``, ``max_batch``, ``categories``:
+    the list of requests that send none).
     """
 
     def __init__(self, folder: str, call: NetworkCall, params: Mapping[str, str]):
         path = os.path.join(folder, ONNX_FILE)  # the side file is named after the (absent) graph file
         side = read_vocab(path)
         vocab = CachedVocabulary(vocabulary_for(side.model_info(path, "onnx"), os.path.join(folder, BPE_FOLDER)))
-        default = side.categories or side.export.get("categories")
+        self.default = tuple(parse_categories(params[DEFAULT_CATEGORIES])) if params.get(DEFAULT_CATEGORIES) else None
         self.max_batch = int(params.get(MAX_BATCH, 8))
-        self.segmenter = Segmenter(RemoteNetwork(call, side.contract, side.arch), vocab, default,  # type: ignore[arg-type]
+        self.segmenter = Segmenter(RemoteNetwork(call, side.contract, side.arch), vocab, self.default,  # type: ignore[arg-type]
                                    knn_k=int(params.get(KNN_K, 3)), knn_iters=int(params.get(KNN_ITERS, 25)),
                                    preprocessing=side.preprocessing)
 
@@ -122,7 +124,7 @@ class HostPipeline:
         groups: Dict[Optional[Tuple[str, ...]], List[Tuple[int, np.ndarray]]] = {}
         for i, item in enumerate(items):
             try:
-                key = None if not item.categories else tuple(parse_categories(item.categories))
+                key = tuple(parse_categories(item.categories)) if item.categories else self.default
             except IFSegError as e:
                 out[i] = f"{REJECTED}: {e}"
                 continue
@@ -137,6 +139,8 @@ class HostPipeline:
         for key, members in groups.items():
             try:
                 self.segmenter.set_categories(key)  # type: ignore[arg-type]
+                # the prompt-length rule of the model (a 1x1 grid passes the grid rule)
+                check_input_shape(self.segmenter.backend.arch, (1, 1), len(self.segmenter.vocabulary.prepare(key).prompt_ids))
             except IFSegError as e:
                 for i, _ in members:
                     out[i] = f"{REJECTED}: {e}"
