@@ -16,6 +16,7 @@ where this environment has NumPy 2 a NumPy 1.x copy is installed once into the c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -30,6 +31,8 @@ from typing import List, Optional, Sequence
 from ..errors import IFSegError
 
 READY_TIMEOUT_S = 120.0
+#: Log lines of a server without a GPU that say nothing about the repository.
+NOISE = ("CudaDriverHelper", "NVML", "pinned memory", "DCGM", "CUDA driver")
 
 
 def cache_dir() -> str:
@@ -109,10 +112,11 @@ class LocalTritonServer:
         self.repository = os.path.abspath(repository)
         self.http_port = http_port or free_port()
         self.grpc_port = grpc_port or free_port()
-        self.log_path = log_path or os.path.join(self.repository, "..", f".tritonserver-{self.http_port}.log")
+        self.log_path = log_path or os.path.join(os.path.dirname(self.repository), f".tritonserver-{self.http_port}.log")
         self.extra_args = list(extra_args)
         self.ready_timeout = ready_timeout
         self.process: Optional[subprocess.Popen] = None
+        self.shm_prefix = f"ifseg_triton_{os.getpid()}_{self.http_port}_"  # the Python backend's shared-memory regions
 
     @property
     def grpc_url(self) -> str:
@@ -127,6 +131,7 @@ class LocalTritonServer:
         return [os.path.join(folder, "bin", "tritonserver"), f"--model-repository={self.repository}",
                 f"--backend-directory={os.path.join(folder, 'backends')}", "--http-address=127.0.0.1", "--grpc-address=127.0.0.1",
                 f"--http-port={self.http_port}", f"--grpc-port={self.grpc_port}", "--allow-metrics=false", "--log-info=false",
+                "--exit-timeout-secs=5", f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
                 *self.extra_args]
 
     def environment(self) -> dict:
@@ -170,6 +175,7 @@ class LocalTritonServer:
                 lines = [line.strip() for line in fh if line.strip()]
         except OSError:
             return "no log"
+        lines = [line for line in lines if not any(n in line for n in NOISE)]
         errors = [line for line in lines if line.startswith("E") or "error" in line.lower()]
         return ((errors or lines or ["no output"])[-1])[:300]
 
@@ -182,14 +188,22 @@ class LocalTritonServer:
         self._signal(signal.SIGKILL, 5.0)
 
     def _signal(self, sig: int, timeout: float) -> None:
-        if self.process is None or self.process.poll() is not None:
+        if self.process is None:
             return
-        os.killpg(self.process.pid, sig)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        with contextlib.suppress(ProcessLookupError):  # stubs outliving a killed server
             os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        shm = "/dev/shm"
+        for name in os.listdir(shm) if os.path.isdir(shm) else []:
+            if name.startswith(self.shm_prefix):  # left behind when the server was killed
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(shm, name))
 
     def __enter__(self) -> "LocalTritonServer":
         return self.start()
@@ -206,12 +220,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--grpc-port", type=int, default=8001)
     args = p.parse_args(argv)
     try:
-        server = LocalTritonServer(args.repository, args.http_port, args.grpc_port, log_path=os.path.join(args.repository, "..", "tritonserver.log"))
+        server = LocalTritonServer(args.repository, args.http_port, args.grpc_port,
+                                   log_path=os.path.join(os.path.dirname(os.path.abspath(args.repository)), "tritonserver.log"))
         server.start()
     except IFSegError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"Serving {args.repository}: {server.grpc_url} and {server.http_url} (log: {server.log_path}); Ctrl-C stops", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the server on kill as on Ctrl-C
     try:
         server.process.wait()
     except KeyboardInterrupt:

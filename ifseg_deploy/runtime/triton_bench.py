@@ -11,7 +11,7 @@ import statistics
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
@@ -74,6 +74,7 @@ def run_server_benchmark(connect: Callable[[], TritonSegmenter], image: np.ndarr
     if clients < 1 or batch < 1 or iterations < 1 or warmup < 0:
         raise IFSegError("--clients, --batch and --iters must be >= 1 and --warmup >= 0")
     stats = connect()
+    initial = stats.statistics()
     report = ServerBenchReport(stats.url, clients, batch, list(image.shape[:2]))
     images = [image] * batch
     warm, go = threading.Barrier(clients + 1), threading.Barrier(clients + 1)
@@ -111,7 +112,7 @@ def run_server_benchmark(connect: Callable[[], TritonSegmenter], image: np.ndarr
         t.start()
     warm.wait()
     try:
-        before = stats.statistics() if not errors else (0, 0)
+        before = _settled(stats, initial[0] + warmup * clients * batch) if not errors else (0, 0)
     finally:
         go.wait()
     t0 = time.perf_counter()
@@ -121,8 +122,20 @@ def run_server_benchmark(connect: Callable[[], TritonSegmenter], image: np.ndarr
     try:
         if errors:
             raise errors[0] if isinstance(errors[0], IFSegError) else IFSegError(f"benchmark client failed: {errors[0]}")
-        after = stats.statistics()
+        after = _settled(stats, before[0] + len(report.latencies_ms) * batch)
     finally:
         stats.close()
     report.inference_count, report.execution_count = after[0] - before[0], after[1] - before[1]
     return report
+
+
+def _settled(conn: TritonSegmenter, inferences: int, wait_s: float = 5.0) -> Tuple[int, int]:
+    """The server's ``(inference_count, execution_count)`` once it counts ``inferences``: Triton
+    updates its statistics just after the responses leave, so a read right after the last answer
+    can miss the last batch."""
+    deadline = time.monotonic() + wait_s
+    counts = conn.statistics()
+    while counts[0] < inferences and time.monotonic() < deadline:
+        time.sleep(0.02)
+        counts = conn.statistics()
+    return counts
