@@ -198,7 +198,7 @@ Written by ifseg-deploy {__version__} (`ifseg-deploy export --format triton --ne
 | `{HOST_MODEL}` | the model clients call. Inputs `IMAGE` (encoded JPEG/PNG bytes, BYTES [1]) or `RGB` (UINT8 [H, W, 3]) and `CATEGORIES` (BYTES [1], e.g. `"{', '.join(categories)}"`, the default); outputs `LABELS` (INT32 [H, W], class index per pixel at the original size), `PROBS` / `LOGITS` (FP32 [h, w, N] grid scores). Python backend; dynamic batching up to {params[MAX_BATCH]} images, waiting at most {opts.max_queue_delay_us} us for more requests. Computes the prompt and class embeddings of each category list (cached), calls `{NETWORK_MODEL}`, smooths with kNN (k={params[KNN_K]}, {params[KNN_ITERS]} iterations) and up-samples. |
 | `{NETWORK_MODEL}` | backbone, encoder and decoder: {network[opts.network]}. |
 
-Both Python models run `model.py`, which imports `ifseg_deploy`: install ifseg-deploy (`pip install 'ifseg-deploy[cpu]'`) in the Python environment of Triton's Python backend. `{HOST_MODEL}/1/bpe/` holds the GPT-2 BPE files (third-party data, MIT licence, from OFA) because the server reads only this folder.
+Both Python models run `model.py`, which imports `ifseg_deploy`: install ifseg-deploy (`pip install 'ifseg-deploy[cpu]'`) in the Python environment of Triton's Python backend. `{HOST_MODEL}/1/bpe/` holds copies of the GPT-2 BPE files of OFA (third-party data under their own licence terms; keep them in mind when you redistribute this folder) because the server reads only this folder.
 
 ## Serve it
 
@@ -215,6 +215,10 @@ Locally on Linux without Docker (CPU, the server bundled in the nvidia-pytriton 
 pip install --no-deps nvidia-pytriton
 python -m ifseg_deploy.export.triton_local {name} --http-port 8000 --grpc-port 8001
 ```
+
+The helper runs the wheel's `tritonserver` with the Python backend stub of your Python version and your
+Python's libraries (it installs a NumPy 1.x copy for the stub into `~/.cache/ifseg-deploy` once when your
+environment has NumPy 2). Any other `tritonserver` works the same way: `tritonserver --model-repository={name}`.
 
 ## Call it
 

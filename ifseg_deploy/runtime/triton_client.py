@@ -107,15 +107,21 @@ class TritonSegmenter:
             raise IFSegError(self._explain(e, what)) from None
 
     def _explain(self, e: Exception, what: str) -> str:
-        text = " ".join(str(getattr(e, "message", lambda: None)() or e).split()) or type(e).__name__
-        status = str(getattr(e, "status", lambda: "")() or "")
+        """One line for a failed call: category list rejected, timeout, unreachable, connection lost, server error."""
+        from tritonclient.utils import InferenceServerException
+
+        if isinstance(e, InferenceServerException):
+            text, status = e.message() or "", e.status() or ""
+        else:
+            text, status = str(e), ""
+        text = " ".join(text.split()) or type(e).__name__
         if REJECTED in text:
             return f"the server rejected the category list: {text.split(REJECTED + ':', 1)[-1].strip()}"
-        if "DEADLINE_EXCEEDED" in status or "Deadline" in text or "timed out" in text.lower() or "timeout" in type(e).__name__.lower():
+        if "DEADLINE_EXCEEDED" in status or "Deadline Exceeded" in text or "timed out" in text.lower() or "timeout" in type(e).__name__.lower():
             return f"no answer from the Triton server at {self.url} within --timeout {self.timeout:g} s"
         if what == "reach":
             return f"cannot reach a Triton server at {self.url} ({text[:160]}); start it or fix --server"
-        if "UNAVAILABLE" in status or "UNAVAILABLE" in text or isinstance(e, (ConnectionError, OSError)):
+        if "UNAVAILABLE" in status or isinstance(e, OSError):
             return f"lost the connection to the Triton server at {self.url} ({text[:160]})"
         return f"the Triton server at {self.url} answered with an error: {text[:200]}"
 
