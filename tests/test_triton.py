@@ -84,6 +84,21 @@ def test_repository_layout_and_validation(repo, bpe_dir):
         assert any("valid Triton ModelConfig" in line for line in repo.checks)
 
 
+def test_native_onnx_network_from_an_earlier_export(repo, tmp_path, bpe_dir):
+    """--network onnx (Triton's onnxruntime_onnx backend, GPU) from an exported .onnx with its side file."""
+    import shutil
+
+    shutil.copyfile(os.path.join(repo.path, "ifseg_network", "1", "model.onnx"), tmp_path / "m.onnx")
+    shutil.copyfile(os.path.join(repo.path, "ifseg", "1", "model.vocab.safetensors"), tmp_path / "m.vocab.safetensors")
+    out = export_triton(str(tmp_path / "m.onnx"), ExportConfig(format="triton", out=str(tmp_path / "r"), bpe_dir=bpe_dir,
+                                                               profile="datacenter"), TritonOptions(network="onnx"))
+    net = open(os.path.join(out.path, "ifseg_network", "config.pbtxt")).read()
+    assert 'platform: "onnxruntime_onnx"' in net and "count: 2 kind: KIND_GPU" in net and 'name: "tensorrt"' in net
+    assert sorted(os.listdir(os.path.join(out.path, "ifseg_network", "1"))) == ["model.onnx"]
+    assert "max_batch_size: 16" in open(os.path.join(out.path, "ifseg", "config.pbtxt")).read()
+    assert any("identical labels" in line for line in out.checks)
+
+
 def test_host_config_follows_the_profile():
     text = triton_host_config(BUILTIN["datacenter"], 500, {"role": 'a "quoted" value'})
     assert "max_batch_size: 16" in text and "count: 2 kind: KIND_CPU" in text
