@@ -99,6 +99,47 @@ def test_native_onnx_network_from_an_earlier_export(repo, tmp_path, bpe_dir):
     assert any("identical labels" in line for line in out.checks)
 
 
+def test_host_pipeline_answers_each_item(repo, local):
+    """The server-side logic without a server: one bad item does not spoil the others of its batch."""
+    from ifseg_deploy.runtime.triton_host import HostItem, HostPipeline, NetworkRunner
+    from ifseg_deploy.runtime.triton_names import GRAPH_META, REJECTED
+
+    from ifseg_deploy.runtime.sidecar import read_vocab
+
+    side = read_vocab(os.path.join(repo.path, "ifseg", "1", "model.onnx"))  # the side file is named after the graph
+    meta = {"arch": side.meta["arch"], "export": side.meta["export"]}
+    network = NetworkRunner(os.path.join(repo.path, "ifseg_network", "1"), {GRAPH_META: json.dumps(meta)})
+    calls = []
+
+    def call(feeds, names):
+        calls.append(feeds["images"].shape)
+        return network.run(feeds)
+
+    pipeline = HostPipeline(os.path.join(repo.path, "ifseg", "1"), call, {"categories": ", ".join(CATS), "max_batch": "4"})
+    rgb = images()[0]
+    out = pipeline.run([HostItem(rgb), HostItem(b"not an image", "sky"), HostItem(rgb, "sky,,dog"), HostItem(rgb.copy(), ", ".join(CATS)),
+                        HostItem(rgb, ", ".join(OTHER))])
+    assert "not a decodable image" in out[1] and not out[1].startswith(REJECTED)
+    assert out[2].startswith(f"{REJECTED}: empty category name")
+    local.set_categories(CATS)
+    want = local.segment(rgb)
+    for res in (out[0], out[3]):  # no list = the stored list
+        np.testing.assert_array_equal(res.labels, want.labels)
+        assert res.categories == CATS
+    assert out[4].categories == OTHER
+    assert sorted(c[0] for c in calls) == [1, 2]  # the two CATS images shared one forward pass
+
+
+def test_server_urls():
+    from ifseg_deploy.runtime.triton_client import parse_server_url
+
+    assert parse_server_url("grpc://gpu-box") == ("grpc", "gpu-box:8001")
+    assert parse_server_url("http://10.0.0.2:9000") == ("http", "10.0.0.2:9000")
+    assert parse_server_url("localhost:8001") == ("grpc", "localhost:8001")
+    with pytest.raises(IFSegError, match="expected grpc://HOST:8001"):
+        parse_server_url("http://host:8000/models/ifseg")
+
+
 def test_host_config_follows_the_profile():
     text = triton_host_config(BUILTIN["datacenter"], 500, {"role": 'a "quoted" value'})
     assert "max_batch_size: 16" in text and "count: 2 kind: KIND_CPU" in text

@@ -12,7 +12,7 @@ only here (``pip install 'ifseg-deploy[triton]'``).
 from __future__ import annotations
 
 import time
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Iterable, List, Optional, Sequence, Tuple, Union
 from urllib.parse import urlparse
 
 import numpy as np
@@ -71,7 +71,8 @@ class TritonSegmenter:
         params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
         self.knn_k, self.knn_iters = int(params.get(KNN_K, 3)), int(params.get(KNN_ITERS, 25))
         self.max_batch = max(1, int(config.get("max_batch_size", 1)))
-        self.preprocessing = Preprocessing(int(params.get(SHORT_SIDE, 512)), int(params.get(LONG_SIDE_MAX, 2048)))
+        default = Preprocessing()
+        self.preprocessing = Preprocessing(int(params.get(SHORT_SIDE, default.short_side)), int(params.get(LONG_SIDE_MAX, default.long_side_max)))
         stored = params.get(DEFAULT_CATEGORIES)
         if not categories and not stored:
             raise IFSegError(f"model '{model}' on {url} stores no category list; pass --categories \"a, b, c\"")
