@@ -1,4 +1,4 @@
-"""Both Dockerfiles pass hadolint, and the Jetson image keeps JetPack's GStreamer-enabled OpenCV."""
+"""Every Dockerfile passes hadolint, and the Jetson image keeps JetPack's GStreamer-enabled OpenCV."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCKERFILES = ["Dockerfile", "docker/Dockerfile.jetson"]
+DOCKERFILES = ["Dockerfile", "docker/Dockerfile.jetson", "docker/Dockerfile.triton"]
 OPENCV_WHEELS = ["opencv-python-headless", "opencv-python", "opencv-contrib-python-headless", "opencv-contrib-python"]
 
 

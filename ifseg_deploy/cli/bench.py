@@ -22,6 +22,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, default=10, help="timed iterations (default: 10)")
     p.add_argument("--num-classes", type=int, default=15, help="with --arch: number of classes (default: 15)")
     p.add_argument("--prompt-len", type=int, default=40, help="with --arch: prompt tokens (default: 40, ~15 categories)")
+    p.add_argument("--clients", type=int, default=1,
+                   help="with --server: concurrent clients, each with one request in flight (perf_analyzer's concurrency; default: 1)")
     p.add_argument("--json", help="also write the report as JSON to this file")
     return p
 
@@ -33,6 +35,16 @@ def run(args) -> int:
 
     if args.batch < 1 or args.iters < 1 or args.warmup < 0:
         raise IFSegError("--batch and --iters must be >= 1 and --warmup >= 0")
+    if args.clients != 1 and not args.server:
+        raise IFSegError("--clients needs --server (concurrent clients of a Triton server)")
+    if args.source:
+        image = read_image(args.source)
+    else:
+        size = parse_imgsz(args.imgsz)
+        h, w = size * 2 if len(size) == 1 else size
+        image = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    if args.server:
+        return run_server(args, image)
     if args.arch:
         if args.num_classes < 1 or args.prompt_len < 1:
             raise IFSegError("--num-classes and --prompt-len must be >= 1")
@@ -42,16 +54,28 @@ def run(args) -> int:
     else:
         seg = load_segmenter(args)
         label = args.checkpoint or args.engine
-    if args.source:
-        image = read_image(args.source)
-    else:
-        size = parse_imgsz(args.imgsz)
-        h, w = size * 2 if len(size) == 1 else size
-        image = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
     print(f"Benchmarking {label} on {args.device}, {len(seg.categories)} classes, input {image.shape[0]}x{image.shape[1]}")
     report = run_benchmark(
         seg, image, args.batch, args.warmup, args.iters, progress=lambda i, n, ms: print(f"  iteration {i}/{n}: {ms:.1f} ms", flush=True)
     )
+    print(report.format())
+    if args.json:
+        write_bytes(args.json, json.dumps(report.to_dict(), indent=2).encode())
+        print(f"Report saved to {args.json}")
+    return 0
+
+
+def run_server(args, image: np.ndarray) -> int:
+    """``bench --server``: ``--clients`` concurrent streams against a Triton server (perf_analyzer style)."""
+    from ..runtime.triton_bench import run_server_benchmark
+    from .common import server_segmenter
+
+    first = server_segmenter(args, raw=False)
+    print(f"Benchmarking {args.server} with {args.clients} concurrent client(s), {len(first.categories)} classes, "
+          f"input {image.shape[0]}x{image.shape[1]}, batch {args.batch}")
+    spare = iter([first])  # the first connection reads the server statistics; each client thread opens its own
+    report = run_server_benchmark(lambda: next(spare, None) or server_segmenter(args, raw=False), image, args.clients, args.batch,
+                                  args.warmup, args.iters)
     print(report.format())
     if args.json:
         write_bytes(args.json, json.dumps(report.to_dict(), indent=2).encode())

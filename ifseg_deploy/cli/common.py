@@ -12,10 +12,11 @@ from ..fileio import IMAGE_EXTS, list_images
 from ..text.categories_file import BUILTIN_FILES, names_and_words, parse_category_spec, read_categories_file
 
 def add_segmenter_args(p: argparse.ArgumentParser, arch_option: bool = False) -> None:
-    """Model source (``--checkpoint`` | ``--engine`` [| ``--arch``]) and every runtime option."""
+    """Model source (``--checkpoint`` | ``--engine`` | ``--server`` [| ``--arch``]) and every runtime option."""
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="ofa_*.pt, IFSeg checkpoint or .safetensors bundle (PyTorch)")
     src.add_argument("--engine", help="exported .onnx (ONNX Runtime) or TensorRT .engine, with its .vocab.safetensors side file")
+    src.add_argument("--server", help="Triton Inference Server serving an export --format triton repository: grpc://HOST:8001 or http://HOST:8000")
     if arch_option:
         src.add_argument("--arch", help="random weights of an official OFA size: tiny, medium, base, large, huge")
     add_model_args(p)
@@ -24,13 +25,17 @@ def add_segmenter_args(p: argparse.ArgumentParser, arch_option: bool = False) ->
     add_knn_args(p)
     p.add_argument("--window", type=int, help="sliding-window inference with square windows of this many pixels (multiple of 16) "
                                              "for very large inputs (default: whole image)")
+    p.add_argument("--timeout", type=float, default=60.0, help="with --server: seconds to wait for each answer (default: 60)")
 
 
 def load_segmenter(args):
-    """The Segmenter of ``--checkpoint`` or ``--engine`` (any model file), with the same options."""
+    """The Segmenter of ``--checkpoint`` or ``--engine`` (any model file), with the same options, or
+    the client of ``--server``."""
     from ..runtime.loader import backend_for
     from ..runtime.segmenter import Segmenter
 
+    if args.server:
+        return server_segmenter(args, raw=bool(getattr(args, "save_raw", False)))
     path = args.checkpoint or args.engine
     if not os.path.isfile(path):
         raise IFSegError(f"{'checkpoint' if args.checkpoint else 'engine'} not found: {path}")
@@ -45,6 +50,25 @@ def load_segmenter(args):
     categories, class_words = category_args(args)
     return Segmenter.load(path, categories, args.bpe_dir, args.device, args.half, class_words=class_words, backend_options=options,
                           knn_k=args.knn_k, knn_iters=args.knn_iters, knn_backend=args.knn_backend, window=args.window)
+
+
+def server_segmenter(args, raw: bool = True):
+    """The :class:`TritonSegmenter` of ``--server``; local-only options are refused, and kNN
+    settings must match what the repository was exported with (the server applies them)."""
+    from ..runtime.triton_client import TritonSegmenter
+
+    local = [flag for flag, on in (("--providers", args.providers), ("--window", args.window), ("--half", args.half),
+                                   ("--bpe-dir", args.bpe_dir)) if on]
+    if local:
+        raise IFSegError(f"{', '.join(local)} do not apply to --server (the server runs the model as exported)")
+    categories, class_words = category_args(args)
+    if class_words:
+        raise IFSegError("--server takes plain category names; classes with word lists (name: words) need a local model")
+    seg = TritonSegmenter(args.server, categories, args.timeout, raw=raw)
+    if (args.knn_k, args.knn_iters) != (seg.knn_k, seg.knn_iters):
+        raise IFSegError(f"the server smooths with kNN k={seg.knn_k}, {seg.knn_iters} iterations (set at export); "
+                         "drop --knn-k/--knn-iters or re-export with them")
+    return seg
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:

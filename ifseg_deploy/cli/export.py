@@ -6,14 +6,21 @@ import argparse
 
 from ..errors import IFSegError
 from ..export.api import FORMATS, ExportConfig
+from ..export.triton_repo import FORMAT as TRITON, NETWORKS
 from .common import add_category_args, category_args
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("export", help="export a model to ONNX (run-time vocabulary) or a TensorRT engine")
+    p = sub.add_parser("export", help="export a model to ONNX (run-time vocabulary), a TensorRT engine or a Triton model repository")
     p.add_argument("--checkpoint", required=True, help="ofa_*.pt, IFSeg checkpoint, .safetensors bundle (or, for --format engine, an exported .onnx)")
-    p.add_argument("--format", choices=FORMATS, default="onnx", help="onnx (default) or engine (TensorRT)")
-    p.add_argument("--out", help="output file (default: next to the checkpoint, <stem>.onnx / <stem>.engine)")
+    p.add_argument("--format", choices=FORMATS + (TRITON,), default="onnx",
+                   help="onnx (default), engine (TensorRT) or triton (a Triton Inference Server model repository)")
+    p.add_argument("--out", help="output file (default: next to the checkpoint, <stem>.onnx / <stem>.engine), or folder (<stem>_triton)")
+    p.add_argument("--network", choices=NETWORKS, default="python",
+                   help="triton: the network model on ONNX Runtime in a Python model (CPU servers, default), "
+                        "Triton's onnxruntime_onnx backend (onnx) or a TensorRT plan built here (engine)")
+    p.add_argument("--max-queue-delay-us", type=int, default=2000,
+                   help="triton: how long the dynamic batcher waits for more requests, microseconds (default: 2000)")
     add_category_args(p, "to verify the export with (default: the stored ones); any list works at run time")
     p.add_argument("--bpe-dir", help="folder with encoder.json, vocab.bpe, dict.txt (default: next to the checkpoint)")
     p.add_argument("--imgsz", default="512", help="short side S of the preprocessing (default: 512), or HxW (H,W): a static export of that size")
@@ -56,6 +63,8 @@ def config_from_args(args) -> ExportConfig:
 def run(args) -> int:
     from ..export.api import export_model
 
+    if args.format == TRITON:
+        return run_triton(args)
     result = export_model(args.checkpoint, config_from_args(args))
     if result.onnx is not None:
         onnx = result.onnx
@@ -73,4 +82,18 @@ def run(args) -> int:
         print(f"Built {result.engine.path} ({info['precision']}, TensorRT {info['tensorrt']}, {info['gpu']} "
               f"sm_{info['compute_capability'].replace('.', '')}, {info['fp32_pinned_layers']} layers pinned to FP32)")
         print(f"Equivalent trtexec command is in {result.engine.path}.json")
+    return 0
+
+
+def run_triton(args) -> int:
+    from ..export.triton_repo import TritonOptions, export_triton
+
+    repo = export_triton(args.checkpoint, config_from_args(args), TritonOptions(args.network, args.max_queue_delay_us))
+    if repo.export.onnx is not None:
+        print(f"ONNX Runtime (CPU) vs PyTorch, categories: {', '.join(repo.export.onnx.metadata['export']['categories'])}")
+        for line in repo.export.onnx.verification.lines():
+            print(f"  {line}")
+    for line in repo.checks:
+        print(line)
+    print(f"Wrote Triton model repository {repo.path} (network: {repo.network}); start the server as its README.md says")
     return 0
