@@ -123,14 +123,15 @@ def alternate_categories(categories: Sequence[str]) -> List[str]:
 
 def verification_cases(contract: GraphContract, vocab: PreparedVocabulary, alt: PreparedVocabulary, opts: OnnxExportOptions
                        ) -> List[Tuple[str, Dict[str, torch.Tensor]]]:
-    """Export inputs, another vocabulary (and, when dynamic, a non-square size), and the given images."""
+    """Photo-like scenes (:func:`sample_inputs`) at the export size, another scene with another vocabulary
+    (and, when dynamic, a non-square size), and the given images."""
     h, w = opts.image_size
-    cases = [("export inputs", sample_inputs(contract, vocab, opts.batch, h, w))]
+    cases = [("synthetic scene", sample_inputs(contract, vocab, opts.batch, h, w))]
     if opts.dynamic:
         ah, aw = (w, h) if h != w else (h, w + 11 * 16)
-        cases.append(("non-square, other categories", sample_inputs(contract, alt, 1, ah, aw, seed=1)))
+        cases.append(("non-square scene, other categories", sample_inputs(contract, alt, 1, ah, aw, seed=opts.batch)))
     else:
-        cases.append(("other categories", sample_inputs(contract, alt, opts.batch, h, w, seed=1)))
+        cases.append(("other scene, other categories", sample_inputs(contract, alt, opts.batch, h, w, seed=opts.batch)))
     for path in opts.verify_images:
         rgb = read_image(path)
         x = opts.preprocessing(rgb).unsqueeze(0)
@@ -222,8 +223,7 @@ def export_onnx(loaded: LoadedModel, out_path: str, vocabulary: Vocabulary, cate
         onnx.save(model, tmp)
         report = verify_onnx(tmp, graph, cases, atol=opts.atol)
         if not report.ok:
-            worst = next(c for c in report.cases if not c.ok)
-            raise IFSegError(f"ONNX Runtime disagrees with PyTorch on '{worst.name}' ({'; '.join(worst.problems)}); the ONNX file was not written")
+            raise IFSegError(f"ONNX Runtime disagrees with PyTorch {report.failure()}; the ONNX file was not written")
         meta["export"]["verification"] = report.to_dict()
         _attach_metadata(model, meta)
         onnx.save(model, tmp)
