@@ -38,9 +38,11 @@ FOLD_LIMIT_BYTES = 1 << 22
 
 @dataclass
 class OnnxExportOptions:
-    """How to export. ``image_size`` is the size traced and verified (the fixed input size unless ``dynamic``)."""
+    """How to export. ``image_size`` is the size traced and verified (the fixed input size unless
+    ``dynamic``); ``short_side`` is the preprocessing's (default: the shorter side of ``image_size``)."""
 
     image_size: Tuple[int, int] = (512, 512)
+    short_side: Optional[int] = None
     dynamic: bool = True
     batch: int = 1
     opset: int = DEFAULT_OPSET
@@ -70,7 +72,7 @@ class OnnxExportOptions:
     @property
     def preprocessing(self) -> Preprocessing:
         """The reference resize at the export's short side."""
-        short = min(self.image_size)
+        short = self.short_side or min(self.image_size)
         return Preprocessing(short, 4 * short)
 
 
