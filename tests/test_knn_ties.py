@@ -10,7 +10,7 @@ import torch
 
 from ifseg_deploy.export.knn_ties import near_tied_cells, undetermined_cells, undetermined_pixels
 from ifseg_deploy.export.scene import synthetic_scene
-from ifseg_deploy.export.verify import compare_outputs
+from ifseg_deploy.export.verify import CaseResult, VerifyReport, compare_outputs
 
 #: Six cells on a circle (degrees). Cell 0's nearest other cells, 1 and 2, are both 30 degrees away:
 #: an exact tie for k = 2. Every other cell's 2nd and 3rd most similar cells are >= 0.08 apart in cosine.
@@ -95,6 +95,15 @@ def test_compare_leaves_out_near_ties_and_keeps_refusing_the_rest():
     wrong["knn_probs"][0, 4] = wrong["knn_probs"][0, 4, ::-1]  # the one determined cell disagrees
     refused = compare_outputs("tie", feeds, ref, wrong, knn=(2, iters))
     assert not refused.ok and any("knn_probs" in p for p in refused.problems)
+
+
+def test_knn_compared_nowhere_is_refused():
+    """Near-tie masking must not turn into no check: a verification where every case left out every cell fails."""
+    shapes = {"images": (1, 3, 32, 32), "prompt_embeds": (1, 5, 8), "class_embeds": (3, 8)}
+    nowhere = VerifyReport([CaseResult("flat", shapes, knn_masked=(4, 4)), CaseResult("flat 2", shapes, knn_masked=(6, 6))])
+    assert not nowhere.ok and "could not be compared" in nowhere.failure() and nowhere.to_dict()["ok"] is False
+    somewhere = VerifyReport([CaseResult("flat", shapes, knn_masked=(4, 4)), CaseResult("scene", shapes, knn_masked=(1, 6))])
+    assert somewhere.ok and VerifyReport([CaseResult("host kNN", shapes)]).ok
 
 
 def test_synthetic_scene_is_seeded_and_photo_like():

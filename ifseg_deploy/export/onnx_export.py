@@ -139,7 +139,7 @@ def verification_cases(contract: GraphContract, vocab: PreparedVocabulary, alt: 
         x = opts.preprocessing(rgb).unsqueeze(0)
         if not opts.dynamic and tuple(x.shape[2:]) != (h, w):
             raise IFSegError(f"verification image {path} preprocesses to {x.shape[2]}x{x.shape[3]}, but the static export is {h}x{w}; "
-                             "use --dynamic or an image of that shape")
+                             f"size the export for it with --imgsz-from {path}, or use --dynamic")
         feeds = sample_inputs(contract, vocab, 1, x.shape[2], x.shape[3])
         feeds[IMAGES] = x.expand(opts.batch if not opts.dynamic else 1, -1, -1, -1).contiguous()
         if contract.upsample:

@@ -40,14 +40,17 @@ def _first_frame_size(source: str) -> Tuple[int, int]:
     """``(H, W)`` of the first frame OpenCV decodes from a video file, camera index or URL."""
     from ..stream import open_source
 
-    cap = open_source(source)
+    unreadable = f"--imgsz-from {source}: neither an image nor a video OpenCV can read a frame from; pass an image or a video file"
+    try:
+        cap = open_source(source)
+    except IFSegError as e:
+        raise IFSegError(unreadable if os.path.isfile(source) else f"--imgsz-from: {e}") from None
     try:
         ok, frame = cap.read()
     finally:
         cap.release()
     if not ok or frame is None:
-        raise IFSegError(f"--imgsz-from {source}: neither an image nor a video OpenCV can read a frame from; "
-                         "pass an image or a video file")
+        raise IFSegError(unreadable)
     return frame.shape[0], frame.shape[1]
 
 

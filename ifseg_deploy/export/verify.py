@@ -89,7 +89,15 @@ class CaseResult:
 @dataclass
 class VerifyReport:
     cases: List[CaseResult]
-    problems: List[str] = field(default_factory=list)  # findings about the verification as a whole
+
+    @property
+    def problems(self) -> List[str]:
+        """Findings about the verification as a whole: in-graph kNN that no case could compare."""
+        knn = [c.knn_masked for c in self.cases if c.knn_masked is not None]
+        if knn and all(masked == cells for masked, cells in knn):
+            return ["in-graph kNN could not be compared: every cell of every verification image has near-tied "
+                    "neighbours; add --verify-image with a photo"]
+        return []
 
     @property
     def ok(self) -> bool:
@@ -196,8 +204,4 @@ def verify_onnx(path: str, graph: ExportGraph, cases: Sequence[Tuple[str, Dict[s
         ref = run_torch(graph, feeds, names)
         out = dict(zip(names, session.run(names, {k: v.numpy() for k, v in feeds.items()})))
         results.append(compare_outputs(name, feeds, ref, out, atol, rtol, knn))
-    report = VerifyReport(results)
-    if knn is not None and all(c.knn_masked is not None and c.knn_masked[0] == c.knn_masked[1] for c in results):
-        report.problems.append("in-graph kNN could not be compared: every cell of every verification image has near-tied "
-                               "neighbours; add --verify-image with a photo")
-    return report
+    return VerifyReport(results)
