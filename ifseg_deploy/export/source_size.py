@@ -4,14 +4,13 @@ A static graph takes exactly one ``H x W``: the size its source *pre-processes t
 the same as rounding the aspect ratio to a "nice" size (a 640x480 video pre-processes to 512x683
 at short side 512, not 512x688). The size is read the way the runtime reads the pixels: images
 with Pillow, their EXIF orientation applied (a photo stored 640x480 and tagged "rotate 90" is
-480 wide); videos, cameras and stream URLs as the first frame OpenCV decodes (as ``stream``
-does).
+480 wide); videos as the first frame OpenCV decodes (as ``stream`` reads them).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Tuple
+from typing import Optional, Tuple
 
 from ..errors import IFSegError
 from ..preprocess import Preprocessing, resized_shape
@@ -21,7 +20,7 @@ EXIF_ORIENTATION = 0x0112
 TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
 
 
-def _image_size(path: str):
+def _image_size(path: str) -> Optional[Tuple[int, int]]:
     """``(H, W)`` as displayed, or None when Pillow does not recognise ``path`` as an image."""
     from PIL import Image, UnidentifiedImageError
 
@@ -36,37 +35,29 @@ def _image_size(path: str):
     return (width, height) if orientation in TRANSPOSING_ORIENTATIONS else (height, width)
 
 
-def _first_frame_size(source: str) -> Tuple[int, int]:
-    """``(H, W)`` of the first frame OpenCV decodes from a video file, camera index or URL."""
-    from ..stream import open_source
+def _first_frame_size(path: str) -> Tuple[int, int]:
+    """``(H, W)`` of the first frame OpenCV decodes from a video file."""
+    import cv2
 
-    unreadable = f"--imgsz-from {source}: neither an image nor a video OpenCV can read a frame from; pass an image or a video file"
+    cap = cv2.VideoCapture(path)
     try:
-        cap = open_source(source)
-    except IFSegError as e:
-        raise IFSegError(unreadable if os.path.isfile(source) else f"--imgsz-from: {e}") from None
-    try:
-        ok, frame = cap.read()
+        ok, frame = cap.read() if cap.isOpened() else (False, None)
     finally:
         cap.release()
     if not ok or frame is None:
-        raise IFSegError(unreadable)
+        raise IFSegError(f"--imgsz-from {path}: neither an image nor a video OpenCV can read a frame from; pass an image or a video file")
     return frame.shape[0], frame.shape[1]
 
 
-def source_size(source: str) -> Tuple[int, int]:
-    """``(H, W)`` of an image (EXIF orientation applied) or of a video's first frame.
+def source_size(path: str) -> Tuple[int, int]:
+    """``(H, W)`` of an image file (EXIF orientation applied) or of a video file's first frame.
 
-    ``source``: an image or video file, a camera index (``0``) or a stream URL. Raises
-    :class:`IFSegError` when it does not exist or cannot be decoded.
+    Raises :class:`IFSegError` when the file does not exist or cannot be decoded.
     """
-    if os.path.isfile(source):
-        size = _image_size(source)
-        if size is not None:
-            return size
-    elif not source.isdigit() and "://" not in source:
-        raise IFSegError(f"--imgsz-from {source}: file not found")
-    return _first_frame_size(source)
+    if not os.path.isfile(path):
+        raise IFSegError(f"--imgsz-from {path}: file not found")
+    size = _image_size(path)
+    return size if size is not None else _first_frame_size(path)
 
 
 def static_size_for(source: str, preprocessing: Preprocessing) -> Tuple[int, int]:
