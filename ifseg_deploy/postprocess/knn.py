@@ -116,7 +116,7 @@ def propagate(probs: Tensor, neighbours: Tensor, iters: int) -> Tensor:
     ``probs`` ``(B, R, N)`` with ``R >= hw`` (extra rows, like the reference's eos row, are
     dropped by the first pass); ``neighbours`` ``(B, hw, k)``; returns ``(B, hw, N)``. In a
     captured graph, neighbour indices ``>= hw`` are padding (see :func:`neighbours_torch`):
-    each cell then averages over its other neighbours only.
+    each cell then averages over its real neighbours only (all cells, when there are fewer than k).
     """
     b, hw, k = neighbours.shape
     rows, n = probs.shape[1], probs.shape[2]
