@@ -107,11 +107,11 @@ def test_export_onnx_cli_then_segment_engine(bundle, image, tmp_path, bpe_dir, c
     ref = Segmenter.from_checkpoint(str(bundle), bpe_dir=bpe_dir, preprocessing=Preprocessing(64, 256)).segment(str(image))
     assert logits.shape == ref.logits.shape == (4, 6, 2) and ref.categories == ["grass", "cat"]
     assert np.abs(logits - ref.logits).max() < 2e-4 and np.abs(probs - ref.probs).max() < 1e-4 and (labels == ref.labels).all()
-    # a static 64x96 graph cannot take a square image: clear error, nothing written
+    # a static 64x96 graph cannot take a square image (50x50 -> 64x64 at short side 64): the exact size and flag, nothing written
     square = tmp_path / "sq.png"
     cv2.imwrite(str(square), np.zeros((50, 50, 3), np.uint8))
     _fails(capsys, ["segment", str(square), "--engine", str(onnx_path), "--bpe-dir", bpe_dir, "--out", str(tmp_path / "sq")],
-           "re-export with --dynamic")
+           "preprocesses to 64x64; re-export a static 64x64 graph with --imgsz 64x64")
     assert not list((tmp_path / "sq").glob("*.png"))
     _fails(capsys, ["segment", str(image), "--engine", str(onnx_path), "--bpe-dir", bpe_dir, "--half", "--out", str(tmp_path / "h")],
            "--providers tensorrt")

@@ -1,5 +1,6 @@
-"""The dev fixture through the CLI: export with a foreign category list, then ``segment --engine``
-with the real list must reproduce the reference (and the PyTorch path on a non-square image)."""
+"""The dev fixture through the CLI: export (kNN smoothing in the graph, the default k = 3) with a
+foreign category list, then ``segment --engine`` with the real list must reproduce the reference
+(and the PyTorch path on a non-square image)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ FOREIGN = "dog, person, sky"
 def exported(ifseg_checkpoint, dev_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("engine") / "dev.onnx"
     rc = main(["export", "--checkpoint", ifseg_checkpoint, "--format", "onnx", "--out", str(out), "--categories", FOREIGN,
-               "--verify-image", str(dev_dir / "image_eval0.png")])  # dynamic batch / HxW is the default
+               "--knn", "in-graph", "--verify-image", str(dev_dir / "image_eval0.png")])  # dynamic batch / HxW is the default
     assert rc == 0
     return str(out)
 
@@ -42,10 +43,16 @@ def test_graph_inspection(exported):
     meta = read_onnx_metadata(exported)
     assert meta["export"]["categories"] == ["dog", "person", "sky"]
     assert meta["categories"] == [c.strip() for c in REAL.split(",")]
-    assert [c["ok"] for c in meta["export"]["verification"]["cases"]] == [True] * 3  # export inputs, other list, dev image
+    cases = meta["export"]["verification"]["cases"]
+    assert [c["ok"] for c in cases] == [True] * 3  # synthetic scene, another one (other list), dev image
+    assert meta["export"]["graph"] == {"knn": "in-graph", "knn_k": 3, "knn_iters": 25, "upsample": "host"}
+    # the cells compared for kNN are most of each image (the rest have near-tied neighbour sets)
+    assert [c["cells"] for c in cases] == [1024, 32 * 43, 1024]
+    assert all(c["knn_masked_cells"] < 0.25 * c["cells"] for c in cases)
 
 
 def test_engine_reproduces_reference(exported, golden, dev_dir, tmp_path, bpe_dir):
+    """The graph's own kNN smoothing (k = 3, 25 passes) gives the reference's probabilities and label map."""
     logits, probs, labels = _segment(tmp_path, dev_dir / "image_eval0.png", "--engine", exported, "--bpe-dir", bpe_dir)
     n = 4
     ref_logits = golden["eval0_seg_logits"][0, :-1].reshape(32, 32, n)

@@ -3,6 +3,7 @@ position-table branches, two category lists, in-graph post-processing), refusal,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -170,8 +171,10 @@ def test_static_export_folds_biases_and_keeps_vocab_dynamic(static_export, tiny)
         assert np.abs(out - _torch(loaded, images, v)[0].numpy()).max() < 2e-4
 
 
-def test_disagreeing_export_is_not_written(tiny, tmp_path, monkeypatch):
-    """An exporter that traces something other than the verified model: refused, no file, no temp file."""
+@pytest.mark.parametrize("knn_iters", [0, 25])
+def test_disagreeing_export_is_not_written(tiny, tmp_path, monkeypatch, knn_iters):
+    """An exporter that traces something other than the verified model: refused, no file, no temp file
+    (with in-graph kNN too, whose near-tie allowance must not hide a different network)."""
     loaded, vocab = tiny
     real_trace = onnx_export._trace
     other = make_tiny_model(11)
@@ -182,8 +185,49 @@ def test_disagreeing_export_is_not_written(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(onnx_export, "_trace", wrong_trace)
     out = tmp_path / "bad.onnx"
     with pytest.raises(IFSegError, match="disagrees with PyTorch.*not written"):
-        export_onnx(loaded, str(out), vocab, None, OnnxExportOptions(image_size=(32, 32), slim=False))
+        export_onnx(loaded, str(out), vocab, None, OnnxExportOptions(image_size=(32, 32), slim=False, knn_iters=knn_iters))
     assert os.listdir(tmp_path) == []
+
+
+def test_disagreeing_in_graph_knn_is_not_written(tiny, tmp_path, monkeypatch):
+    """Same network, other kNN smoothing in the graph (k = 4 traced, k = 3 verified): logits and
+    features agree, the smoothed probabilities of the cells with determined neighbours do not."""
+    loaded, vocab = tiny
+    real_trace = onnx_export._trace
+
+    def wrong_trace(graph, feeds, path, opts):
+        real_trace(type(graph)(graph.model, dataclasses.replace(graph.contract, knn_k=4)).eval(), feeds, path, opts)
+
+    monkeypatch.setattr(onnx_export, "_trace", wrong_trace)
+    with pytest.raises(IFSegError, match="disagrees with PyTorch on .*knn_probs.*not written"):
+        export_onnx(loaded, str(tmp_path / "bad.onnx"), vocab, None, OnnxExportOptions(image_size=(48, 64), slim=False, knn_iters=25))
+    assert os.listdir(tmp_path) == []
+
+
+def test_in_graph_knn_caps_k_at_the_cell_count(tiny, tmp_path):
+    """k = 200 in the graph: a grid with fewer cells averages over all of them, as the host's
+    min(k, cells); a larger grid keeps 200 neighbours. TopK's K stays a constant (TensorRT)."""
+    loaded, vocab = tiny
+    export = export_onnx(loaded, str(tmp_path / "k200.onnx"), vocab, None,
+                         OnnxExportOptions(image_size=(64, 80), knn_k=200, knn_iters=5))
+    model = onnx.load(export.path)
+    assert check_graph(model, "10").ok and check_graph(model, "8.6").ok
+    v = vocab.prepare(CATS)
+    classes = v.class_embeds * 0.1  # flatter logits: probabilities that differ between cells
+    backend, _ = OnnxBackend.open(export.path, device="cpu")
+    for size in [(16, 16), (32, 48), (96, 112)]:  # 1, 6 and 42 cells: all fewer than 200
+        images = torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(size[1])) * 2 - 1
+        out = backend.run(images, v.prompt_embeds, classes)
+        probs = torch.softmax(out.logits, -1)  # after one pass, every cell holds the mean over all cells
+        assert torch.allclose(out.knn_probs, probs.mean(1, keepdim=True).expand_as(probs), atol=1e-6)
+    session = _session(export.path)
+    images = torch.rand(1, 3, 240, 240, generator=torch.Generator().manual_seed(5)) * 2 - 1  # 225 cells > 200
+    logits, feats, knn_probs = session.run(None, {"images": images.numpy(), "prompt_embeds": v.prompt_embeds.numpy(),
+                                                  "class_embeds": classes.numpy()})
+    ref = knn_smooth(torch.softmax(torch.from_numpy(logits), -1), torch.from_numpy(feats), 200, 5, backend="torch")
+    assert np.abs(knn_probs - ref.numpy()).max() < 1e-5
+    probs = torch.softmax(torch.from_numpy(logits), -1).numpy()
+    assert np.abs(knn_probs - probs.mean(1, keepdims=True)).max() > 1e-3  # not the all-cells mean
 
 
 def test_onnx_backend_segmenter_matches_torch(dynamic_export, tiny, bpe_dir, tmp_path):

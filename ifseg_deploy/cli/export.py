@@ -24,7 +24,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     add_category_args(p, "to verify the export with (default: the stored ones); any list works at run time")
     p.add_argument("--bpe-dir", help="folder with encoder.json, vocab.bpe, dict.txt (default: next to the checkpoint)")
     p.add_argument("--imgsz", default="512", help="short side S of the preprocessing (default: 512), or HxW (H,W): a static export of that size")
-    p.add_argument("--dynamic", action="store_true", help="dynamic batch and image size (the default unless --static or --imgsz HxW)")
+    p.add_argument("--imgsz-from", metavar="FILE", help="static export sized for this image or video: the exact HxW its "
+                                                         "(first frame's) pixels pre-process to at the --imgsz short side")
+    p.add_argument("--dynamic", action="store_true", help="dynamic batch and image size (the default unless --static, --imgsz HxW or --imgsz-from)")
     p.add_argument("--static", action="store_true", help="fixed batch and SxS (or --imgsz HxW) input; position biases folded into constants")
     p.add_argument("--batch", type=int, default=1, help="batch of a static export, or the batch traced and verified (default: 1)")
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="engine precision (default: the profile's; ONNX is fp32)")
@@ -50,11 +52,14 @@ def config_from_args(args) -> ExportConfig:
 
     size = parse_imgsz(args.imgsz)
     static_size = size if len(size) == 2 else None
-    if args.dynamic and (args.static or static_size):
-        raise IFSegError("--dynamic contradicts --static / --imgsz HxW (a fixed input size); with --dynamic pass the short side only, e.g. --imgsz 512")
+    if args.dynamic and (args.static or static_size or args.imgsz_from):
+        raise IFSegError("--dynamic contradicts --static / --imgsz HxW / --imgsz-from (a fixed input size); "
+                         "with --dynamic pass the short side only, e.g. --imgsz 512")
+    if args.imgsz_from and static_size:
+        raise IFSegError("--imgsz-from sets HxW from the source; give --imgsz the short side only, e.g. --imgsz 512")
     return ExportConfig(
         format=args.format, out=args.out, categories=category_args(args)[0], bpe_dir=args.bpe_dir, short_side=min(size),
-        static_size=static_size, static=args.static, batch=args.batch, precision=args.precision, calib_dir=args.calib_dir,
+        static_size=static_size, imgsz_from=args.imgsz_from, static=args.static, batch=args.batch, precision=args.precision, calib_dir=args.calib_dir,
         knn_in_graph=args.knn == "in-graph", knn_k=args.knn_k, knn_iters=args.knn_iters, upsample_in_graph=args.upsample == "in-graph",
         profile=args.profile, opset=args.opset, trt_version=args.trt_version, verify_images=args.verify_image,
         tolerance=args.tolerance, timing_cache=args.timing_cache, device=args.device)
@@ -68,6 +73,9 @@ def run(args) -> int:
     result = export_model(args.checkpoint, config_from_args(args))
     if result.onnx is not None:
         onnx = result.onnx
+        if args.imgsz_from:
+            h, w = onnx.metadata["export"]["image_size"]
+            print(f"Static input {h}x{w}: what {args.imgsz_from} pre-processes to at short side {onnx.metadata['preprocessing']['short_side']}")
         print(f"ONNX Runtime (CPU) vs PyTorch, categories: {', '.join(onnx.metadata['export']['categories'])}")
         for line in onnx.verification.lines():
             print(f"  {line}")

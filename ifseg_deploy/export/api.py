@@ -15,11 +15,13 @@ from typing import List, Optional, Sequence, Tuple
 
 from ..errors import IFSegError
 from ..fileio import write_bytes
+from ..preprocess import Preprocessing
 from ..runtime.loader import vocabulary_for
 from ..runtime.sidecar import read_vocab, vocab_path
 from ..runtime.vocabulary import PreparedVocabulary, Vocabulary
 from .onnx_export import OnnxExport, OnnxExportOptions, export_onnx
 from .profiles import TargetProfile, load_profile, trtexec_command
+from .source_size import static_size_for
 from .tensorrt_build import EngineBuild, build_engine, check_precision
 from .verify import ATOL
 
@@ -32,7 +34,9 @@ class ExportConfig:
     """Every export setting (the ``ifseg-deploy export`` flags).
 
     ``short_side``: the preprocessing's short side (pixels); ``static_size``: a fixed ``(H, W)``
-    input (implies a static graph); ``static``: fixed batch and ``short_side`` square input.
+    input (implies a static graph; its short side becomes the preprocessing's); ``imgsz_from``: an
+    image or video whose pre-processed size (at ``short_side``) becomes ``static_size``;
+    ``static``: fixed batch and ``short_side`` square input.
     """
 
     format: str = "onnx"
@@ -41,6 +45,7 @@ class ExportConfig:
     bpe_dir: Optional[str] = None
     short_side: int = 512
     static_size: Optional[Tuple[int, int]] = None
+    imgsz_from: Optional[str] = None
     static: bool = False
     batch: int = 1
     precision: Optional[str] = None  # engine precision (default: the profile's); ONNX graphs are fp32
@@ -59,7 +64,7 @@ class ExportConfig:
 
     @property
     def dynamic(self) -> bool:
-        return not (self.static or self.static_size)
+        return not (self.static or self.static_size or self.imgsz_from)
 
     @property
     def image_size(self) -> Tuple[int, int]:
@@ -104,19 +109,30 @@ class ExportConfig:
             raise IFSegError("--checkpoint is already an ONNX file; export from the PyTorch checkpoint or use --format engine")
         if not os.path.isfile(source):
             raise IFSegError(f"checkpoint not found: {source}")
-        return dataclasses.replace(self, out=out, precision=precision)
+        short_side, static_size = self.short_side, self.static_size
+        if self.imgsz_from:
+            if source.endswith(".onnx"):
+                raise IFSegError(f"--imgsz-from applies when exporting from a checkpoint; {source} already fixes its input size")
+            static_size = static_size_for(self.imgsz_from, Preprocessing(short_side, 4 * short_side))
+            if self.static_size and tuple(self.static_size) != static_size:
+                raise IFSegError(f"--imgsz-from {self.imgsz_from} pre-processes to {static_size[0]}x{static_size[1]}, not the "
+                                 f"--imgsz {self.static_size[0]}x{self.static_size[1]} given; give --imgsz the short side only, e.g. --imgsz 512")
+        elif static_size:
+            short_side = min(static_size)
+        return dataclasses.replace(self, out=out, precision=precision, short_side=short_side, static_size=static_size)
 
     def onnx_options(self, trt_target: str) -> OnnxExportOptions:
         return OnnxExportOptions(
-            image_size=self.image_size, dynamic=self.dynamic, batch=self.batch, opset=self.opset, knn_k=self.knn_k,
+            image_size=self.image_size, short_side=self.short_side, dynamic=self.dynamic, batch=self.batch, opset=self.opset, knn_k=self.knn_k,
             knn_iters=self.knn_iters if self.knn_in_graph else 0, upsample=self.upsample_in_graph,
             atol=self.tolerance if self.tolerance is not None else ATOL, trt_target=trt_target, verify_images=self.verify_images)
 
     def rebuild_command(self, source: str) -> str:
         """The ``ifseg-deploy export`` command line that recreates this engine (quoted for a shell)."""
-        imgsz = "x".join(map(str, self.static_size)) if self.static_size else str(self.short_side)
+        imgsz = "x".join(map(str, self.static_size)) if self.static_size and not self.imgsz_from else str(self.short_side)
         parts = ["ifseg-deploy", "export", "--checkpoint", source, "--format", "engine", "--out", str(self.out),
                  "--profile", self.profile, "--imgsz", imgsz, "--precision", str(self.precision)]
+        parts += ["--imgsz-from", self.imgsz_from] if self.imgsz_from else []
         parts += ["--dynamic"] if self.dynamic else ["--static", "--batch", str(self.batch)]
         if self.calib_dir:
             parts += ["--calib-dir", self.calib_dir]

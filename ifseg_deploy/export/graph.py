@@ -15,8 +15,10 @@ from torch import Tensor, nn
 from ..model import SegOFA, grid_size
 from ..postprocess.scores import grid_scores
 from ..postprocess.upsample import upsample_argmax
+from ..preprocess import normalize
 from ..runtime.graph_contract import GraphContract
 from ..runtime.vocabulary import PreparedVocabulary
+from .scene import synthetic_scene
 
 
 class ExportGraph(nn.Module):
@@ -43,8 +45,9 @@ class ExportGraph(nn.Module):
 
 def sample_inputs(contract: GraphContract, vocab: PreparedVocabulary, batch: int, height: int, width: int,
                   seed: int = 0) -> Dict[str, Tensor]:
-    """Example inputs: seeded random images in [-1, 1] and the embeddings of a real category list."""
-    gen = torch.Generator().manual_seed(seed)
-    images = torch.rand(batch, 3, height, width, generator=gen) * 2 - 1
+    """Example inputs: ``batch`` photo-like scenes (:func:`~ifseg_deploy.export.scene.synthetic_scene`,
+    seeds ``seed``, ``seed + 1``, ...) of ``height x width`` pixels, normalised as the model's input,
+    the embeddings of a real category list, and an output size other than the input's."""
+    images = torch.stack([normalize(synthetic_scene(height, width, seed + i)) for i in range(batch)])
     return contract.feeds(images, vocab.prompt_embeds.detach().float().cpu(), vocab.class_embeds.detach().float().cpu(),
                            (height * 5 // 4, width * 3 // 4))

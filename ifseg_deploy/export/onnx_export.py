@@ -38,9 +38,11 @@ FOLD_LIMIT_BYTES = 1 << 22
 
 @dataclass
 class OnnxExportOptions:
-    """How to export. ``image_size`` is the size traced and verified (the fixed input size unless ``dynamic``)."""
+    """How to export. ``image_size`` is the size traced and verified (the fixed input size unless
+    ``dynamic``); ``short_side`` is the preprocessing's (default: the shorter side of ``image_size``)."""
 
     image_size: Tuple[int, int] = (512, 512)
+    short_side: Optional[int] = None
     dynamic: bool = True
     batch: int = 1
     opset: int = DEFAULT_OPSET
@@ -70,7 +72,7 @@ class OnnxExportOptions:
     @property
     def preprocessing(self) -> Preprocessing:
         """The reference resize at the export's short side."""
-        short = min(self.image_size)
+        short = self.short_side or min(self.image_size)
         return Preprocessing(short, 4 * short)
 
 
@@ -123,20 +125,21 @@ def alternate_categories(categories: Sequence[str]) -> List[str]:
 
 def verification_cases(contract: GraphContract, vocab: PreparedVocabulary, alt: PreparedVocabulary, opts: OnnxExportOptions
                        ) -> List[Tuple[str, Dict[str, torch.Tensor]]]:
-    """Export inputs, another vocabulary (and, when dynamic, a non-square size), and the given images."""
+    """Photo-like scenes (:func:`sample_inputs`) at the export size, another scene with another vocabulary
+    (and, when dynamic, a non-square size), and the given images."""
     h, w = opts.image_size
-    cases = [("export inputs", sample_inputs(contract, vocab, opts.batch, h, w))]
+    cases = [("synthetic scene", sample_inputs(contract, vocab, opts.batch, h, w))]
     if opts.dynamic:
         ah, aw = (w, h) if h != w else (h, w + 11 * 16)
-        cases.append(("non-square, other categories", sample_inputs(contract, alt, 1, ah, aw, seed=1)))
+        cases.append(("non-square scene, other categories", sample_inputs(contract, alt, 1, ah, aw, seed=opts.batch)))
     else:
-        cases.append(("other categories", sample_inputs(contract, alt, opts.batch, h, w, seed=1)))
+        cases.append(("other scene, other categories", sample_inputs(contract, alt, opts.batch, h, w, seed=opts.batch)))
     for path in opts.verify_images:
         rgb = read_image(path)
         x = opts.preprocessing(rgb).unsqueeze(0)
         if not opts.dynamic and tuple(x.shape[2:]) != (h, w):
             raise IFSegError(f"verification image {path} preprocesses to {x.shape[2]}x{x.shape[3]}, but the static export is {h}x{w}; "
-                             "use --dynamic or an image of that shape")
+                             f"size the export for it with --imgsz-from {path}, or use --dynamic")
         feeds = sample_inputs(contract, vocab, 1, x.shape[2], x.shape[3])
         feeds[IMAGES] = x.expand(opts.batch if not opts.dynamic else 1, -1, -1, -1).contiguous()
         if contract.upsample:
@@ -222,8 +225,7 @@ def export_onnx(loaded: LoadedModel, out_path: str, vocabulary: Vocabulary, cate
         onnx.save(model, tmp)
         report = verify_onnx(tmp, graph, cases, atol=opts.atol)
         if not report.ok:
-            worst = next(c for c in report.cases if not c.ok)
-            raise IFSegError(f"ONNX Runtime disagrees with PyTorch on '{worst.name}' ({'; '.join(worst.problems)}); the ONNX file was not written")
+            raise IFSegError(f"ONNX Runtime disagrees with PyTorch {report.failure()}; the ONNX file was not written")
         meta["export"]["verification"] = report.to_dict()
         _attach_metadata(model, meta)
         onnx.save(model, tmp)

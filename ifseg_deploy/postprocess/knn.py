@@ -33,6 +33,8 @@ from ..tracing import capturing_graph
 BACKENDS = ("auto", "torch", "faiss")
 #: Similarity rows computed at once by the torch backend (bounds memory to ~rows * hw floats).
 CHUNK_ROWS = 2048
+#: Similarity of the padding columns of a captured graph: below every cosine similarity (>= -1).
+PAD_SIMILARITY = -3.0
 #: ``auto`` per device type, measured with ``benchmarks/knn_backends.py`` on the idle 2-core CPU:
 #: both run the same float32 GEMM; faiss-cpu's search (OpenBLAS) took about 10-20 % less time
 #: than torch's (MKL) on the 32x32 to 96x128 grids (on par at 32x43 in some runs), so CPU uses
@@ -51,13 +53,17 @@ def normalize_features(features: Tensor) -> Tensor:
 def neighbours_torch(features: Tensor, k: int) -> Tensor:
     """Indices ``(B, hw, k)`` of the ``k`` most cosine-similar cells (the cell itself included).
 
-    Similarity rows are computed in chunks to bound memory; a graph being captured for export
-    (where shapes are symbolic) gets one ``MatMul`` + ``TopK``.
+    Similarity rows are computed in chunks to bound memory. A graph being captured for export
+    (where shapes are symbolic) gets one ``MatMul`` + ``TopK`` with a constant ``K`` (TensorRT
+    takes ``K`` only as an initializer): the similarity rows are padded with ``k - 1`` columns
+    of :data:`PAD_SIMILARITY`, so a grid of fewer than ``k`` cells picks all its cells and then
+    padding, marked by indices ``>= hw``, which :func:`propagate` leaves out. That is the
+    host's ``k = min(k, hw)`` (:func:`knn_smooth`) decided at run time.
     """
     f = normalize_features(features)
     ft = f.transpose(1, 2)
     if capturing_graph():
-        return torch.topk(torch.matmul(f, ft), k, dim=-1).indices
+        return torch.topk(F.pad(torch.matmul(f, ft), (0, k - 1), value=PAD_SIMILARITY), k, dim=-1).indices
     rows = [torch.topk(torch.matmul(f[:, i : i + CHUNK_ROWS], ft), k, dim=-1).indices for i in range(0, f.shape[1], CHUNK_ROWS)]
     return torch.cat(rows, dim=1)
 
@@ -108,16 +114,25 @@ def propagate(probs: Tensor, neighbours: Tensor, iters: int) -> Tensor:
     """``iters`` times: each cell's probabilities become the mean over its neighbours'.
 
     ``probs`` ``(B, R, N)`` with ``R >= hw`` (extra rows, like the reference's eos row, are
-    dropped by the first pass); ``neighbours`` ``(B, hw, k)``; returns ``(B, hw, N)``.
+    dropped by the first pass); ``neighbours`` ``(B, hw, k)``; returns ``(B, hw, N)``. In a
+    captured graph, neighbour indices ``>= hw`` are padding (see :func:`neighbours_torch`):
+    each cell then averages over its real neighbours only (all cells, when there are fewer than k).
     """
     b, hw, k = neighbours.shape
     rows, n = probs.shape[1], probs.shape[2]
+    weights = None
+    if capturing_graph():
+        valid = neighbours < hw
+        neighbours = neighbours * valid  # padding -> cell 0, with weight 0
+        mask = valid.float()  # float sums: TensorRT reduces float tensors only
+        weights = (mask / mask.sum(dim=-1, keepdim=True)).reshape(b * hw, k, 1)
     offsets = torch.arange(b, device=neighbours.device)[:, None, None]
     first = (neighbours + offsets * rows).reshape(-1)
     later = (neighbours + offsets * hw).reshape(-1)
     p = probs.reshape(b * rows, n)
     for i in range(iters):
-        p = p.index_select(0, first if i == 0 else later).view(b * hw, k, n).mean(dim=1)
+        picked = p.index_select(0, first if i == 0 else later).view(b * hw, k, n)
+        p = picked.mean(dim=1) if weights is None else (picked * weights).sum(dim=1)
     return p.view(b, hw, n) if iters else probs[:, :hw]
 
 
@@ -142,7 +157,7 @@ def knn_smooth(
         raise IFSegError(f"--knn-k must be >= 1 and --knn-iters >= 0 (got {k}, {iters})")
     if iters == 0:
         return probs
-    if not capturing_graph():  # a traced graph keeps k symbolic-shape free
+    if not capturing_graph():  # a captured graph caps k at run time (see neighbours_torch)
         k = min(k, features.shape[1])
     if neighbours is None:
         search = neighbours_faiss if resolve_backend(backend, features.device) == "faiss" else neighbours_torch

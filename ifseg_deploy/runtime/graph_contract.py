@@ -115,15 +115,16 @@ class GraphContract:
         h, w = images.shape[2:]
         if self.fixed_size is not None and (h, w) != self.fixed_size:
             fh, fw = self.fixed_size
-            raise IFSegError(f"this model was exported for fixed {fh}x{fw} inputs but the image preprocesses to {h}x{w}; "
-                             "re-export with --dynamic or with --imgsz-from a frame of this source")
+            # A static export's preprocessing short side is min(fh, fw) unless the long-side cap set its size.
+            flag = f"--imgsz {h}x{w} (or --imgsz-from <this image or video>)" if min(h, w) == min(fh, fw) else \
+                "--imgsz-from <this image or video> (with the model's --imgsz short side)"
+            raise IFSegError(f"this model was exported for fixed {fh}x{fw} inputs but this input preprocesses to {h}x{w}; "
+                             f"re-export a static {h}x{w} graph with {flag}, or a dynamic one with --dynamic")
         c = self.embed_dim
         if prompt_embeds.dim() != 3 or prompt_embeds.shape[0] != 1 or prompt_embeds.shape[2] != c or class_embeds.shape[-1] != c:
             raise IFSegError(f"prompt/class embeddings must be (1, L, {c}) and (N, {c}); the side file belongs to another model")
         grid = grid_size(h, w)
         check_input_shape(arch, grid, prompt_embeds.shape[1])
-        if self.knn_iters and grid[0] * grid[1] < self.knn_k:
-            raise IFSegError(f"the {grid[0]}x{grid[1]} grid has fewer cells than the in-graph kNN k={self.knn_k}; use a larger image")
 
     def feeds(self, images: Tensor, prompt_embeds: Tensor, class_embeds: Tensor,
               output_size: Optional[Tuple[int, int]] = None) -> Dict[str, Tensor]:
