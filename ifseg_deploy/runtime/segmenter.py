@@ -114,6 +114,9 @@ class Segmenter:
         seg.set_categories(["road", "car", "person"])  # no weight reload
     """
 
+    #: Post-processing runs here, so a ``probs_transform`` (e.g. temporal smoothing) applies.
+    host_postprocess = True
+
     def __init__(
         self,
         backend: Backend,

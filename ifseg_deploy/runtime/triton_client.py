@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import IFSegError
 from ..model import grid_size
-from ..preprocess import Preprocessing, resized_shape
+from ..preprocess import Preprocessing, as_rgb, resized_shape
 from ..text.prompt import parse_categories, validate_categories
 from .segmenter import ImageInput, SegmentationResult
 from .triton_names import (CATEGORIES, DEFAULT_CATEGORIES, HOST_MODEL, IMAGE, KNN_ITERS, KNN_K, LABELS, LOGITS, LONG_SIDE_MAX, PROBS,
@@ -160,6 +160,25 @@ class TritonSegmenter:
     def close(self) -> None:
         self._client.close()
 
+    # -- the Segmenter's stages, for pipelines such as ifseg_deploy.stream ---------------
+
+    #: The server post-processes (kNN, up-sampling): a host-side ``probs_transform`` cannot apply.
+    host_postprocess = False
+
+    def preprocess(self, images: Sequence[ImageInput]) -> List[np.ndarray]:
+        """Decode images to RGB uint8 (the server pre-processes them)."""
+        return [as_rgb(image) for image in images]
+
+    def infer(self, batch: List[np.ndarray]) -> List[SegmentationResult]:
+        """One request for the decoded images of :meth:`preprocess`."""
+        return self.segment_batch(batch)
+
+    def postprocess(self, batch: List[np.ndarray], outputs: List[SegmentationResult], probs_transform=None) -> List[SegmentationResult]:
+        """The server's results as they are (``probs_transform`` must be None: see :attr:`host_postprocess`)."""
+        if probs_transform is not None:
+            raise IFSegError("the server post-processes the results; host-side smoothing (--temporal) does not apply to --server")
+        return outputs
+
     # -- one request ----------------------------------------------------------------------
 
     def _request(self, images: Sequence[ImageInput]) -> List[SegmentationResult]:
@@ -193,7 +212,8 @@ class TritonSegmenter:
                 h, w = sizes or labels.shape[1:3]
                 gh, gw = grid_size(*resized_shape(h, w, self.preprocessing.short_side, self.preprocessing.long_side_max))
                 probs = logits = np.zeros((gh, gw, 0), np.float32)
-            out.append(SegmentationResult(labels[j], probs, logits, self.categories, {"server": ms}))
+            rgb = None if sizes is None else images[j]
+            out.append(SegmentationResult(labels[j], probs, logits, self.categories, {"server": ms}, image=rgb))
         return out
 
 

@@ -96,6 +96,9 @@ class Stream:
         self.segmenter = segmenter
         self.max_frames = max_frames
         self.pipelined = pipelined
+        if temporal is not False and not segmenter.host_postprocess:  # e.g. a Triton server up-samples itself
+            notify("temporal smoothing is off: the server post-processes the results")
+            temporal = False
         self.smoother = temporal if isinstance(temporal, TemporalSmoother) else (TemporalSmoother() if temporal else None)
         self.source: Source = open_source(source, live, vid_stride, max_bad_frames, reconnect, reconnect_delay, capture_factory, notify)
         self.summary = StreamSummary(source=source, live=self.source.live, total=self._total())
