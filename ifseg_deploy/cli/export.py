@@ -29,8 +29,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--dynamic", action="store_true", help="dynamic batch and image size (the default unless --static, --imgsz HxW or --imgsz-from)")
     p.add_argument("--static", action="store_true", help="fixed batch and SxS (or --imgsz HxW) input; position biases folded into constants")
     p.add_argument("--batch", type=int, default=1, help="batch of a static export, or the batch traced and verified (default: 1)")
-    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="engine precision (default: the profile's; ONNX is fp32)")
-    p.add_argument("--calib-dir", help="folder of representative images for INT8 calibration")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="graph precision; a TensorRT engine is strongly typed and runs in its graph's "
+                                                                      "(default: fp32 for ONNX, the profile's for engines)")
+    p.add_argument("--calib-dir", help="folder of representative images to calibrate an INT8 (Q/DQ) graph on")
     p.add_argument("--knn", choices=("host", "in-graph"), default="host", help="kNN smoothing in the graph or on the host (default: host)")
     p.add_argument("--knn-k", type=int, default=3, help="neighbours for in-graph kNN (default: 3)")
     p.add_argument("--knn-iters", type=int, default=25, help="iterations for in-graph kNN (default: 25)")
@@ -88,7 +89,7 @@ def run(args) -> int:
     if result.engine is not None:
         info = result.engine.info
         print(f"Built {result.engine.path} ({info['precision']}, TensorRT {info['tensorrt']}, {info['gpu']} "
-              f"sm_{info['compute_capability'].replace('.', '')}, {info['fp32_pinned_layers']} layers pinned to FP32)")
+              f"sm_{info['compute_capability'].replace('.', '')}, strongly typed)")
         print(f"Equivalent trtexec command is in {result.engine.path}.json")
     return 0
 
