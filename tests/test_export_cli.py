@@ -50,7 +50,7 @@ def _fails(capsys, argv, match):
 
 
 @pytest.mark.parametrize("extra,match", [
-    (["--format", "onnx", "--precision", "fp16"], "writes fp32 graphs only"),
+    (["--format", "onnx", "--precision", "int8", "--calib-dir", "x"], "--calib-dir x is not a folder"),
     (["--format", "onnx", "--precision", "int8"], "needs --calib-dir"),
     (["--format", "onnx", "--calib-dir", "x"], "only used with --precision int8"),
     (["--format", "engine", "--precision", "int8"], "needs --calib-dir"),

@@ -27,7 +27,7 @@ from .verify import ATOL
 
 FORMATS = ("onnx", "engine")
 #: Graph precisions this version writes (an engine runs in its graph's precision).
-GRAPH_PRECISIONS = ("fp32",)
+GRAPH_PRECISIONS = ("fp32", "fp16")
 ENGINE_EXTS = (".engine", ".plan")
 
 
@@ -65,6 +65,7 @@ class ExportConfig:
     tolerance: Optional[float] = None
     timing_cache: Optional[str] = None
     device: str = "cuda"  # GPU the engine is built on
+    gate: bool = True  # refuse a reduced-precision graph below its fidelity gate (--no-gate: write it anyway)
 
     @property
     def dynamic(self) -> bool:
@@ -128,7 +129,8 @@ class ExportConfig:
         return OnnxExportOptions(
             image_size=self.image_size, short_side=self.short_side, dynamic=self.dynamic, batch=self.batch, opset=self.opset, knn_k=self.knn_k,
             knn_iters=self.knn_iters if self.knn_in_graph else 0, upsample=self.upsample_in_graph,
-            atol=self.tolerance if self.tolerance is not None else ATOL, trt_target=trt_target, verify_images=self.verify_images)
+            atol=self.tolerance if self.tolerance is not None else ATOL, trt_target=trt_target, verify_images=self.verify_images,
+            precision=self.precision or "fp32", gate=self.gate)
 
     def rebuild_command(self, source: str) -> str:
         """The ``ifseg-deploy export`` command line that recreates this engine (quoted for a shell)."""
@@ -136,6 +138,7 @@ class ExportConfig:
         parts = ["ifseg-deploy", "export", "--checkpoint", source, "--format", "engine", "--out", str(self.out),
                  "--profile", self.profile, "--imgsz", imgsz, "--precision", str(self.precision)]
         parts += ["--imgsz-from", self.imgsz_from] if self.imgsz_from else []
+        parts += [] if self.gate else ["--no-gate"]
         parts += ["--dynamic"] if self.dynamic else ["--static", "--batch", str(self.batch)]
         if self.calib_dir:
             parts += ["--calib-dir", self.calib_dir]
