@@ -95,8 +95,10 @@ def to_fp16(model: onnx.ModelProto) -> Tuple[onnx.ModelProto, int]:
     Inputs/outputs keep their float32 declarations; raises :class:`IFSegError` when the
     converted graph fails the ONNX checker.
     """
-    from onnxconverter_common import float16
-
+    try:
+        from onnxconverter_common import float16
+    except ImportError:
+        raise IFSegError("--precision fp16 needs onnxconverter-common (pip install 'ifseg-deploy[cpu]' or pip install onnxconverter-common)") from None
     model = onnx.ModelProto.FromString(model.SerializeToString())
     routed = _route_read_outputs(model)
     kept = set(fp32_nodes(model)) | set(routed)
