@@ -137,3 +137,54 @@ def test_fixture_fp16_graph_meets_gate(fixture_fp16, golden, dev_dir, bpe_dir):
     assert 1e-5 < err < 2e-2  # fp16: close to the reference, but not the fp32 graph's ~1e-5
     agree = (logits.argmax(-1) == ref.argmax(-1)).mean()
     assert agree > 0.99
+
+
+def test_int8_qdq_graph(tiny_bundle, bpe_dir, tmp_path, capsys):
+    """--precision int8: a Q/DQ graph calibrated on --calib-dir; weights of MatMul/Gemm quantized per
+    channel, normalisation/softmax and activation x activation products float, float32 I/O."""
+    import cv2
+
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        cv2.imwrite(str(calib / f"{i}.png"), (rng.random((48, 80, 3)) * 255).astype(np.uint8))
+    out = tmp_path / "m8.onnx"
+    assert main(["export", "--checkpoint", tiny_bundle, "--bpe-dir", bpe_dir, "--out", str(out), "--precision", "int8",
+                 "--calib-dir", str(calib), "--static", "--imgsz", "64", "--no-gate"]) == 0
+    printed = capsys.readouterr().out
+    assert "int8 graph vs fp32 PyTorch" in printed and "rel-RMS" in printed
+    model = onnx.load(str(out))
+    producers = {o: n for n in model.graph.node for o in n.output}
+    inits = {i.name: i for i in model.graph.initializer}
+    dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    assert dq and all(inits[n.input[0]].data_type == TensorProto.INT8 for n in dq if n.input[0] in inits)  # no INT32 bias Q/DQ
+    quantized = [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm")
+                 and all(i in producers and producers[i].op_type == "DequantizeLinear" for i in n.input[:2])]
+    assert quantized
+    per_channel = [n for n in dq if n.input[0] in inits and len(inits[n.input[1]].dims) == 1 and inits[n.input[1]].dims[0] > 1]
+    assert per_channel  # weight scales per output channel
+    for node in model.graph.node:
+        if node.op_type in ("Softmax", "LayerNormalization"):
+            assert not any(i in producers and producers[i].op_type == "DequantizeLinear" for i in node.input)
+    assert {o.type.tensor_type.elem_type for o in list(model.graph.input) + list(model.graph.output)} == {TensorProto.FLOAT}
+    meta = read_onnx_metadata(str(out))
+    assert meta["export"]["precision"] == "int8" and meta["export"]["verification"]["precision"]["precision"] == "int8"
+    backend, _ = OnnxBackend.open(str(out), device="cpu")
+    assert backend.capabilities.precision == "int8"
+
+
+def test_fixture_int8_graph_meets_gate(ifseg_checkpoint, dev_dir, bpe_dir, tmp_path):
+    """Calibrated on a photo that is not among the verification images; gate 1e-1 logits rel-RMS."""
+    import shutil
+
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    shutil.copy(dev_dir.parents[1] / "media" / "cat_dog.jpeg", calib)
+    out = tmp_path / "dev8.onnx"
+    assert main(["export", "--checkpoint", ifseg_checkpoint, "--out", str(out), "--precision", "int8", "--calib-dir", str(calib),
+                 "--static", "--bpe-dir", bpe_dir, "--categories", "grass, cat, giraffe, concrete wall",
+                 "--verify-image", str(dev_dir / "image_eval0.png")]) == 0
+    check = read_onnx_metadata(str(out))["export"]["verification"]["precision"]
+    assert check["ok"] and check["logits_rel_rms"] <= 1e-1
+    assert all(c["label_agreement"] > 0.9 for c in check["cases"])

@@ -26,8 +26,6 @@ from .tensorrt_build import EngineBuild, build_engine
 from .verify import ATOL
 
 FORMATS = ("onnx", "engine")
-#: Graph precisions this version writes (an engine runs in its graph's precision).
-GRAPH_PRECISIONS = ("fp32", "fp16")
 ENGINE_EXTS = (".engine", ".plan")
 
 
@@ -106,9 +104,6 @@ class ExportConfig:
 
             require_tensorrt()
             cuda_device(self.device)
-        if not from_graph and precision not in GRAPH_PRECISIONS:
-            raise IFSegError(f"--precision {precision}: this version writes {', '.join(GRAPH_PRECISIONS)} graphs only, and a strongly "
-                             f"typed engine runs in its graph's precision; use --precision fp32")
         if source.endswith(".onnx") and self.format == "onnx":
             raise IFSegError("--checkpoint is already an ONNX file; export from the PyTorch checkpoint or use --format engine")
         if not os.path.isfile(source):
@@ -130,7 +125,7 @@ class ExportConfig:
             image_size=self.image_size, short_side=self.short_side, dynamic=self.dynamic, batch=self.batch, opset=self.opset, knn_k=self.knn_k,
             knn_iters=self.knn_iters if self.knn_in_graph else 0, upsample=self.upsample_in_graph,
             atol=self.tolerance if self.tolerance is not None else ATOL, trt_target=trt_target, verify_images=self.verify_images,
-            precision=self.precision or "fp32", gate=self.gate)
+            precision=self.precision or "fp32", calib_dir=self.calib_dir, gate=self.gate)
 
     def rebuild_command(self, source: str) -> str:
         """The ``ifseg-deploy export`` command line that recreates this engine (quoted for a shell)."""
