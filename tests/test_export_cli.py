@@ -50,9 +50,9 @@ def _fails(capsys, argv, match):
 
 
 @pytest.mark.parametrize("extra,match", [
-    (["--format", "onnx", "--precision", "fp16"], "applies to TensorRT engines"),
-    (["--format", "onnx", "--precision", "int8"], "applies to TensorRT engines"),
-    (["--format", "onnx", "--calib-dir", "x"], "only used for INT8 engines"),
+    (["--format", "onnx", "--precision", "int8", "--calib-dir", "x"], "--calib-dir x is not a folder"),
+    (["--format", "onnx", "--precision", "int8"], "needs --calib-dir"),
+    (["--format", "onnx", "--calib-dir", "x"], "only used with --precision int8"),
     (["--format", "engine", "--precision", "int8"], "needs --calib-dir"),
     (["--format", "engine", "--precision", "fp16", "--calib-dir", "x"], "only used with --precision int8"),
     (["--format", "engine", "--upsample", "in-graph"], "ONNX exports only"),

@@ -1,5 +1,6 @@
-"""TensorRT side of the export: profiles, trtexec / Triton files, the static operator check, FP32
-pinning, calibration data, engine compatibility. Engine build/run tests need ``tensorrt`` + CUDA."""
+"""TensorRT side of the export: profiles, trtexec / Triton files, the static operator check, the
+FP32 node list, calibration data, the strongly typed network definition (with a stand-in
+``tensorrt`` module), engine compatibility. Engine build/run tests need ``tensorrt`` + CUDA."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from onnx import TensorProto, helper
 from ifseg_deploy.errors import IFSegError
 from ifseg_deploy.export.calibrator import calibration_batches, calibration_files, fit_image
 from ifseg_deploy.export.profiles import BUILTIN, TargetProfile, load_profile, target_files, trtexec_command, triton_config
-from ifseg_deploy.export.tensorrt_build import check_precision, fp32_pinned_nodes
+from ifseg_deploy.export.graph_precision import check_precision, fp32_nodes
+from ifseg_deploy.export.tensorrt_build import define_network, network_flags
 from ifseg_deploy.export.trt_ops import check_graph, resolve_target
 from ifseg_deploy.runtime.graph_contract import GraphContract
 from ifseg_deploy.runtime.tensorrt_common import check_engine_compat, version_key
@@ -72,19 +74,18 @@ def test_image_ranges_scale_with_imgsz():
 
 def test_trtexec_command():
     p = BUILTIN["jetson-orin-nano"]
-    cmd = shlex.split(trtexec_command(p, "m.onnx", "m.engine", 256, fp32_layers=["/a/LayerNorm", "/b/Softmax"], timing_cache="t.cache"))
-    assert cmd[0] == "trtexec" and "--onnx=m.onnx" in cmd and "--saveEngine=m.engine" in cmd
+    cmd = shlex.split(trtexec_command(p, "m.onnx", "m.engine", 256, timing_cache="t.cache"))
+    assert cmd[0] == "trtexec" and "--onnx=m.onnx" in cmd and "--saveEngine=m.engine" in cmd and "--stronglyTyped" in cmd
     assert "--minShapes=images:1x3x512x512,prompt_embeds:1x16x256,class_embeds:1x256" in cmd
     assert "--optShapes=images:1x3x512x683,prompt_embeds:1x40x256,class_embeds:8x256" in cmd
     assert "--maxShapes=images:1x3x1024x1024,prompt_embeds:1x160x256,class_embeds:48x256" in cmd
-    assert "--fp16" in cmd and "--int8" not in cmd and "--memPoolSize=workspace:1024M" in cmd
-    assert "--precisionConstraints=obey" in cmd and "--layerPrecisions=/a/LayerNorm:fp32,/b/Softmax:fp32" in cmd
-    static = shlex.split(trtexec_command(p, "m.onnx", "m.engine", 64, static=(2, 512, 688), precision="int8", calib_cache="c.cache"))
+    assert "--memPoolSize=workspace:1024M" in cmd and "--timingCacheFile=t.cache" in cmd
+    # strongly typed: the graph carries the precision, so no weak-typing flags (removed in TensorRT 11)
+    for flag in ("--fp16", "--int8", "--best", "--calib", "--precisionConstraints", "--layerPrecisions"):
+        assert not any(a.startswith(flag) for a in cmd), flag
+    static = shlex.split(trtexec_command(p, "m.onnx", "m.engine", 64, static=(2, 512, 688)))
     assert "--minShapes=images:2x3x512x688,prompt_embeds:1x16x64,class_embeds:1x64" in static
     assert "--maxShapes=images:2x3x512x688,prompt_embeds:1x160x64,class_embeds:48x64" in static
-    assert "--int8" in static and "--calib=c.cache" in static
-    fp32 = shlex.split(trtexec_command(p, "m.onnx", "m.engine", 64, precision="fp32", fp32_layers=["x"]))
-    assert "--fp16" not in fp32 and not any(a.startswith("--layerPrecisions") for a in fp32)
 
 
 def test_triton_config_names_graph_io():
@@ -116,7 +117,10 @@ def _vi(name, shape, t=TensorProto.FLOAT):
 
 def test_resolve_target():
     assert resolve_target("10.3.0.26").version == "10" and resolve_target("8.6.1").version == "8.6"
+    assert resolve_target("11.4.0.8").version == "11" and resolve_target("11").version == "11"
     assert resolve_target(None).version == "10"
+    assert BUILTIN["desktop-rtx"].tensorrt == "11" and BUILTIN["datacenter"].tensorrt == "11"
+    assert BUILTIN["jetson-orin-nano"].tensorrt == "10" and BUILTIN["jetson-agx-orin"].tensorrt == "10"  # JetPack 6
     with pytest.raises(IFSegError, match="no operator table"):
         resolve_target("7.1")
 
@@ -144,6 +148,10 @@ def test_op_check_flags_unsupported_ops_and_restrictions():
     assert "Unique" in text and "custom domain" in text
     assert "Resize" not in " ".join(e for e in report.errors if "not supported" in e)
     assert "opset 21 outside" in " ".join(check_graph(_model([], [x], [x], opset=21), "10").errors)
+    assert check_graph(_model([], [x], [x], opset=21), "11").ok  # 11.x parses opsets up to 25
+    assert "opset 26 outside" in " ".join(check_graph(_model([], [x], [x], opset=26), "11").errors)
+    report11 = check_graph(model, "11")  # same operator support and restrictions as 10 for these nodes
+    assert report11.target == "11" and report11.errors == [e.replace("TensorRT 10", "TensorRT 11") for e in report.errors]
     assert "opset 18 outside" in " ".join(check_graph(_model([], [x], [x], opset=18), "8.6").errors)
 
 
@@ -159,7 +167,7 @@ def test_op_check_accepts_supported_graph_and_reports_types():
     assert check_graph(cos, "10").ok and "type INT32 not listed" in check_graph(cos, "10").warnings[0]
 
 
-# ---------------------------------------------------------------- FP32 pinning
+# ---------------------------------------------------------------- FP32 nodes of reduced-precision graphs
 
 class _Attention(torch.nn.Module):
     """x -> softmax(x x^T + bias(T)) ; bias depends only on the sequence length."""
@@ -185,7 +193,7 @@ class _Wrapper(torch.nn.Module):
         return self.model(images) * 2.0
 
 
-def test_fp32_pinned_nodes(tmp_path):
+def test_fp32_nodes(tmp_path):
     path = str(tmp_path / "a.onnx")
     import warnings
 
@@ -194,14 +202,14 @@ def test_fp32_pinned_nodes(tmp_path):
         torch.onnx.export(_Wrapper().eval(), (torch.randn(1, 5, 4),), path, dynamo=False, opset_version=17,
                           input_names=["images"], dynamic_axes={"images": {1: "t"}})
     model = onnx.load(path)
-    pinned = set(fp32_pinned_nodes(model))
+    pinned = set(fp32_nodes(model))
     by_name = {n.name: n for n in model.graph.node}
     ops = {by_name[n].op_type for n in pinned}
     assert {"Softmax", "LayerNormalization", "Add"} <= ops  # Add = q.k^T + bias, right before the softmax
     bias_products = [n for n in pinned if by_name[n].op_type in ("Gemm", "MatMul") and "images" not in by_name[n].input]
     assert bias_products  # the position projection and p p^T of the bias path
     value_matmuls = [n.name for n in model.graph.node if n.op_type == "MatMul" and "images" in n.input]
-    assert value_matmuls and not set(value_matmuls) & pinned  # q.k^T itself may run in FP16
+    assert value_matmuls and not set(value_matmuls) & pinned  # q.k^T itself may run in reduced precision
     assert any(by_name[n].op_type == "Mul" for n in pinned)  # outside /model/: post-processing stays FP32
 
 
@@ -240,6 +248,92 @@ def test_precision_flags():
         check_precision("fp16", "somewhere")
 
 
+# ---------------------------------------------------------------- strongly typed network (stand-in tensorrt)
+
+class _FakeTensorRT:
+    """The slice of the ``tensorrt`` module the builder touches; records every call.
+
+    ``flag_values`` are the ``NetworkDefinitionCreationFlag`` members this release has (their enum
+    values differ per release, so the test picks its own)."""
+
+    def __init__(self, version, flag_values, parses=True):
+        self.__version__ = version
+        self.calls = []
+        fake = self
+
+        class Recorder:
+            def __init__(self, kind):
+                object.__setattr__(self, "_kind", kind)
+
+            def __getattr__(self, name):
+                return lambda *a: fake.calls.append((self._kind, name, a)) or fake._result(self._kind, name)
+
+            def __setattr__(self, name, value):
+                fake.calls.append((self._kind, "set " + name, value))
+
+        class Parser(Recorder):
+            num_errors = 0 if parses else 1
+
+            def parse_from_file(self, path):
+                fake.calls.append(("parser", "parse_from_file", (path,)))
+                return parses
+
+            def get_error(self, i):
+                return "In node 3 (parseGraph): UNSUPPORTED_NODE: Unique\nmore"
+
+        self._recorder = Recorder
+        self.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
+        self.Builder = lambda logger: Recorder("builder")
+        self.OnnxParser = lambda network, logger: Parser("parser")
+        self.NetworkDefinitionCreationFlag = type("Flags", (), dict(flag_values))
+        self.BuilderFlag = type("BuilderFlag", (), {"FP16": 0, "INT8": 1, "OBEY_PRECISION_CONSTRAINTS": 2})
+        self.MemoryPoolType = type("Pool", (), {"WORKSPACE": 0})
+
+    def _result(self, kind, name):
+        return {"create_network": "network", "create_builder_config": "config", "create_optimization_profile": "profile",
+                "create_timing_cache": "cache"}.get(name) and self._recorder(name)
+
+    def named(self, name):
+        return [c for c in self.calls if c[1] == name]
+
+
+_SHAPES = {"images": ((1, 3, 32, 32), (1, 3, 64, 64), (2, 3, 128, 128))}
+
+
+@pytest.mark.parametrize("version,flags,bit", [
+    ("10.3.0.26", {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1}, 1),  # JetPack 6: explicit batch is implied, deprecated
+    ("11.4.0.8", {"STRONGLY_TYPED": 0}, 0),
+    ("11.4.0.8", {"STRONGLY_TYPED": 4}, 4),  # whatever value the release gives the member
+])
+def test_network_is_strongly_typed_without_weak_typing_flags(version, flags, bit):
+    trt = _FakeTensorRT(version, flags)
+    assert network_flags(trt) == 1 << bit
+    profile = BUILTIN["jetson-orin-nano"]
+    define_network(trt, "m.onnx", profile, _SHAPES, b"old cache")
+    assert trt.named("create_network") == [("builder", "create_network", (1 << bit,))]
+    assert trt.named("parse_from_file") == [("parser", "parse_from_file", ("m.onnx",))]
+    assert trt.named("set_memory_pool_limit") == [("create_builder_config", "set_memory_pool_limit", (0, 1024 << 20))]
+    assert trt.named("set_shape") == [("create_optimization_profile", "set_shape", ("images",) + _SHAPES["images"])]
+    assert trt.named("create_timing_cache") == [("create_builder_config", "create_timing_cache", (b"old cache",))]
+    assert ("create_builder_config", "set builder_optimization_level", 3) in trt.calls
+    # precision comes from the graph: no FP16/INT8 flags, no calibrator, no per-layer precision
+    touched = {c[1] for c in trt.calls}
+    assert not touched & {"set_flag", "set int8_calibrator", "set_calibration_profile", "set precision", "set_output_type"}
+
+
+@pytest.mark.parametrize("version,flags", [("8.6.1", {"EXPLICIT_BATCH": 0}), ("10.0.0", {"EXPLICIT_BATCH": 0}), ("9.x", {"STRONGLY_TYPED": 1})])
+def test_network_flags_refuse_tensorrt_without_strong_typing(version, flags):
+    with pytest.raises(IFSegError, match=r"cannot build strongly typed networks; install TensorRT 10 or 11") as e:
+        network_flags(_FakeTensorRT(version, flags))
+    assert "\n" not in str(e.value)
+
+
+def test_define_network_reports_parser_error():
+    trt = _FakeTensorRT("11.4.0", {"STRONGLY_TYPED": 0}, parses=False)
+    with pytest.raises(IFSegError, match=r"parser rejects m.onnx: In node 3 \(parseGraph\): UNSUPPORTED_NODE: Unique$"):
+        define_network(trt, "m.onnx", BUILTIN["desktop-rtx"], _SHAPES)
+
+
 # ---------------------------------------------------------------- engine compatibility
 
 def test_engine_compat_messages():
@@ -275,7 +369,7 @@ def tiny_onnx(tmp_path_factory, bpe_dir):
 
 @needs_trt
 @pytest.mark.gpu
-@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("precision", ["fp32"])
 def test_engine_build_and_run(tiny_onnx, tmp_path, precision):
     from ifseg_deploy.runtime.sidecar import read_engine_info, vocab_path
     from ifseg_deploy.export.tensorrt_build import build_engine
@@ -284,7 +378,7 @@ def test_engine_build_and_run(tiny_onnx, tmp_path, precision):
     onnx_path, loaded, vocab = tiny_onnx
     profile = TargetProfile("t", "test", precision, 512, (1, 1, 2), (32, 64, 128), (32, 64, 128), (16, 24, 48), (1, 3, 8))
     engine = str(tmp_path / "tiny.engine")
-    build = build_engine(onnx_path, engine, profile, precision, 64, device="cuda")
+    build = build_engine(onnx_path, engine, profile, 64, device="cuda")
     shutil.copy(vocab_path(onnx_path), vocab_path(engine))
     assert read_engine_info(engine)["precision"] == precision and build.info["compute_capability"]
     backend, _ = TensorRTBackend.open(engine, device="cuda")

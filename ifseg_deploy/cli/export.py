@@ -29,8 +29,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--dynamic", action="store_true", help="dynamic batch and image size (the default unless --static, --imgsz HxW or --imgsz-from)")
     p.add_argument("--static", action="store_true", help="fixed batch and SxS (or --imgsz HxW) input; position biases folded into constants")
     p.add_argument("--batch", type=int, default=1, help="batch of a static export, or the batch traced and verified (default: 1)")
-    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="engine precision (default: the profile's; ONNX is fp32)")
-    p.add_argument("--calib-dir", help="folder of representative images for INT8 calibration")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="graph precision; a TensorRT engine is strongly typed and runs in its graph's "
+                                                                      "(default: fp32 for ONNX, the profile's for engines)")
+    p.add_argument("--no-gate", action="store_true", help="write a reduced-precision graph even when it misses its fidelity gate "
+                                                          "(logits within 2e-2 (fp16) / 1e-1 (int8) relative RMS of fp32 PyTorch)")
+    p.add_argument("--calib-dir", help="folder of representative images to calibrate an INT8 (Q/DQ) graph on")
     p.add_argument("--knn", choices=("host", "in-graph"), default="host", help="kNN smoothing in the graph or on the host (default: host)")
     p.add_argument("--knn-k", type=int, default=3, help="neighbours for in-graph kNN (default: 3)")
     p.add_argument("--knn-iters", type=int, default=25, help="iterations for in-graph kNN (default: 25)")
@@ -62,7 +65,7 @@ def config_from_args(args) -> ExportConfig:
         static_size=static_size, imgsz_from=args.imgsz_from, static=args.static, batch=args.batch, precision=args.precision, calib_dir=args.calib_dir,
         knn_in_graph=args.knn == "in-graph", knn_k=args.knn_k, knn_iters=args.knn_iters, upsample_in_graph=args.upsample == "in-graph",
         profile=args.profile, opset=args.opset, trt_version=args.trt_version, verify_images=args.verify_image,
-        tolerance=args.tolerance, timing_cache=args.timing_cache, device=args.device)
+        tolerance=args.tolerance, timing_cache=args.timing_cache, device=args.device, gate=not args.no_gate)
 
 
 def run(args) -> int:
@@ -79,6 +82,11 @@ def run(args) -> int:
         print(f"ONNX Runtime (CPU) vs PyTorch, categories: {', '.join(onnx.metadata['export']['categories'])}")
         for line in onnx.verification.lines():
             print(f"  {line}")
+        if onnx.precision is not None:
+            for line in onnx.precision.lines():
+                print(line)
+            if not onnx.precision.ok:
+                print(f"warning: the {onnx.precision.precision} graph misses its gate; written anyway because of --no-gate")
         print(onnx.op_check.summary())
         for w in onnx.op_check.warnings[:10]:
             print(f"  note: {w}")
@@ -88,7 +96,7 @@ def run(args) -> int:
     if result.engine is not None:
         info = result.engine.info
         print(f"Built {result.engine.path} ({info['precision']}, TensorRT {info['tensorrt']}, {info['gpu']} "
-              f"sm_{info['compute_capability'].replace('.', '')}, {info['fp32_pinned_layers']} layers pinned to FP32)")
+              f"sm_{info['compute_capability'].replace('.', '')}, strongly typed)")
         print(f"Equivalent trtexec command is in {result.engine.path}.json")
     return 0
 

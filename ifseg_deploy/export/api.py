@@ -1,8 +1,8 @@
 """Export as a library call: ``export_model(source, ExportConfig(...)) -> ExportResult``.
 
-A checkpoint / bundle becomes a verified ONNX graph and, for ``format="engine"``, a TensorRT
-engine; an already exported ``.onnx`` can be turned into an engine. Every setting is checked
-before anything is loaded or written.
+A checkpoint / bundle becomes a verified ONNX graph and, for ``format="engine"``, a strongly
+typed TensorRT engine in the graph's precision; an already exported ``.onnx`` can be turned into
+an engine. Every setting is checked before anything is loaded or written.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from typing import List, Optional, Sequence, Tuple
 from ..errors import IFSegError
 from ..fileio import write_bytes
 from ..preprocess import Preprocessing
-from ..runtime.loader import vocabulary_for
 from ..runtime.sidecar import read_vocab, vocab_path
-from ..runtime.vocabulary import PreparedVocabulary, Vocabulary
+from ..runtime.vocabulary import Vocabulary
 from .onnx_export import OnnxExport, OnnxExportOptions, export_onnx
 from .profiles import TargetProfile, load_profile, trtexec_command
 from .source_size import static_size_for
-from .tensorrt_build import EngineBuild, build_engine, check_precision
+from .graph_precision import check_precision
+from .tensorrt_build import EngineBuild, build_engine
 from .verify import ATOL
 
 FORMATS = ("onnx", "engine")
@@ -48,7 +48,9 @@ class ExportConfig:
     imgsz_from: Optional[str] = None
     static: bool = False
     batch: int = 1
-    precision: Optional[str] = None  # engine precision (default: the profile's); ONNX graphs are fp32
+    # graph precision, which a strongly typed engine keeps (default: fp32 for ONNX, the profile's for
+    # engines, the graph's own for an engine built from an exported .onnx)
+    precision: Optional[str] = None
     calib_dir: Optional[str] = None
     knn_in_graph: bool = False
     knn_k: int = 3
@@ -61,6 +63,7 @@ class ExportConfig:
     tolerance: Optional[float] = None
     timing_cache: Optional[str] = None
     device: str = "cuda"  # GPU the engine is built on
+    gate: bool = True  # refuse a reduced-precision graph below its fidelity gate (--no-gate: write it anyway)
 
     @property
     def dynamic(self) -> bool:
@@ -86,20 +89,16 @@ class ExportConfig:
         want = (".onnx",) if self.format == "onnx" else ENGINE_EXTS
         if not out.endswith(want):
             raise IFSegError(f"--out {out} must end with {' or '.join(want)} for --format {self.format}")
-        precision = self.precision
-        if self.format == "onnx":
-            if precision not in (None, "fp32"):
-                raise IFSegError(f"--precision {precision} applies to TensorRT engines (--format engine); ONNX exports are fp32 "
-                                 "(ONNX Runtime's TensorRT provider runs them in fp16 with segment --providers tensorrt --half)")
-            if self.calib_dir:
-                raise IFSegError("--calib-dir is only used for INT8 engines (--format engine --precision int8)")
-            precision = "fp32"
-        else:
+        from_graph = source.endswith(".onnx")
+        precision = self.precision or (None if from_graph else "fp32" if self.format == "onnx" else load_profile(self.profile).precision)
+        if from_graph and self.calib_dir:
+            raise IFSegError("--calib-dir applies when exporting from a checkpoint; an exported .onnx already carries its precision")
+        if precision is not None and not (from_graph and precision == "int8"):  # a Q/DQ graph needs no more calibration
+            check_precision(precision, self.calib_dir)
+        if self.format == "engine":
             if self.upsample_in_graph:
                 raise IFSegError("--upsample in-graph is for ONNX exports only (it needs a shape input TensorRT profiles do not cover); "
                                  "use --upsample host")
-            precision = precision or load_profile(self.profile).precision
-            check_precision(precision, self.calib_dir)
             from ..runtime.device import cuda_device
             from ..runtime.tensorrt_common import require_tensorrt
 
@@ -125,7 +124,8 @@ class ExportConfig:
         return OnnxExportOptions(
             image_size=self.image_size, short_side=self.short_side, dynamic=self.dynamic, batch=self.batch, opset=self.opset, knn_k=self.knn_k,
             knn_iters=self.knn_iters if self.knn_in_graph else 0, upsample=self.upsample_in_graph,
-            atol=self.tolerance if self.tolerance is not None else ATOL, trt_target=trt_target, verify_images=self.verify_images)
+            atol=self.tolerance if self.tolerance is not None else ATOL, trt_target=trt_target, verify_images=self.verify_images,
+            precision=self.precision or "fp32", calib_dir=self.calib_dir, gate=self.gate)
 
     def rebuild_command(self, source: str) -> str:
         """The ``ifseg-deploy export`` command line that recreates this engine (quoted for a shell)."""
@@ -133,6 +133,7 @@ class ExportConfig:
         parts = ["ifseg-deploy", "export", "--checkpoint", source, "--format", "engine", "--out", str(self.out),
                  "--profile", self.profile, "--imgsz", imgsz, "--precision", str(self.precision)]
         parts += ["--imgsz-from", self.imgsz_from] if self.imgsz_from else []
+        parts += [] if self.gate else ["--no-gate"]
         parts += ["--dynamic"] if self.dynamic else ["--static", "--batch", str(self.batch)]
         if self.calib_dir:
             parts += ["--calib-dir", self.calib_dir]
@@ -152,15 +153,13 @@ class ExportResult:
     files: List[str] = field(default_factory=list)
 
 
-def _onnx_from_checkpoint(source: str, cfg: ExportConfig, profile: TargetProfile, onnx_path: str
-                          ) -> Tuple[OnnxExport, Vocabulary]:
+def _onnx_from_checkpoint(source: str, cfg: ExportConfig, profile: TargetProfile, onnx_path: str) -> OnnxExport:
     from ..checkpoint import load_model
 
     loaded = load_model(source)
     vocab = Vocabulary.from_bpe(cfg.bpe_dir, source, loaded.model.embed_tokens.weight, prompt_prefix=loaded.prompt_prefix,
                                 stored_categories=loaded.categories, stored_class_embeds=loaded.class_embeds)
-    result = export_onnx(loaded, onnx_path, vocab, cfg.categories, cfg.onnx_options(cfg.trt_version or profile.tensorrt))
-    return result, vocab
+    return export_onnx(loaded, onnx_path, vocab, cfg.categories, cfg.onnx_options(cfg.trt_version or profile.tensorrt))
 
 
 def export_model(source: str, config: ExportConfig) -> ExportResult:
@@ -172,18 +171,19 @@ def export_model(source: str, config: ExportConfig) -> ExportResult:
     cfg = config.resolved(source)
     profile = load_profile(cfg.profile)
     static = None if cfg.dynamic else (cfg.batch,) + cfg.image_size
-    calib_vocab: Optional[PreparedVocabulary] = None
-    if source.endswith(".onnx"):  # an earlier export: its shapes and preprocessing come from its side file
+    if source.endswith(".onnx"):  # an earlier export: its shapes, preprocessing and precision come from its side file
         side = read_vocab(source)
         contract = side.contract
-        cfg = dataclasses.replace(cfg, short_side=side.preprocessing.short_side)
+        graph_precision = side.export.get("precision", "fp32")
+        if cfg.precision not in (None, graph_precision):
+            raise IFSegError(f"{source} is an {graph_precision} graph and a strongly typed engine runs in its graph's precision; "
+                             f"re-export from the checkpoint with --format engine --precision {cfg.precision}")
+        cfg = dataclasses.replace(cfg, short_side=side.preprocessing.short_side, precision=graph_precision)
         static = None if contract.dynamic else (contract.batch,) + tuple(contract.image_size)
         result = ExportResult(source)
-        if cfg.precision == "int8":
-            calib_vocab = vocabulary_for(side.model_info(source, "onnx"), cfg.bpe_dir).prepare(cfg.categories or side.export.get("categories"))
     else:
         onnx_path = cfg.out if cfg.format == "onnx" else os.path.splitext(cfg.out)[0] + ".onnx"
-        onnx, vocab = _onnx_from_checkpoint(source, cfg, profile, onnx_path)
+        onnx = _onnx_from_checkpoint(source, cfg, profile, onnx_path)
         result = ExportResult(onnx_path, onnx, files=[onnx.path, onnx.vocab_path])
         if cfg.format == "onnx":
             engine = os.path.splitext(onnx_path)[0] + ".engine"
@@ -192,11 +192,9 @@ def export_model(source: str, config: ExportConfig) -> ExportResult:
         if not onnx.op_check.ok:
             raise IFSegError(f"the graph uses operators TensorRT {onnx.op_check.target} does not support "
                              f"({'; '.join(onnx.op_check.errors[:3])}); the engine was not built")
-        if cfg.precision == "int8":
-            calib_vocab = vocab.prepare(cfg.categories)
-    result.engine = build_engine(result.onnx_path, cfg.out, profile, cfg.precision, cfg.short_side, static, cfg.calib_dir,
+    result.engine = build_engine(result.onnx_path, cfg.out, profile, cfg.short_side, static,
                                  cfg.timing_cache or os.path.splitext(cfg.out)[0] + ".timing.cache", cfg.device,
-                                 cfg.rebuild_command(source), calib_vocab)
+                                 cfg.rebuild_command(source))
     if vocab_path(result.onnx_path) != vocab_path(cfg.out):  # the engine needs its own copy of the side file
         with open(vocab_path(result.onnx_path), "rb") as fh:
             write_bytes(vocab_path(cfg.out), fh.read())

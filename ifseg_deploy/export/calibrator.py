@@ -1,20 +1,17 @@
-"""INT8 calibration data: images from ``--calib-dir`` shaped like the build profile's opt input,
-and an entropy calibrator (``IInt8EntropyCalibrator2``) that feeds them to TensorRT."""
+"""INT8 calibration data: the images of ``--calib-dir``, fitted to the graph's input size and
+normalised like the reference preprocessing (the Q/DQ quantizer's calibration feed)."""
 
 from __future__ import annotations
 
 import os
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
 import cv2
 import numpy as np
-import torch
 
 from ..errors import IFSegError
-from ..fileio import write_bytes
 from ..fileio import IMAGE_EXTS, list_images
 from ..preprocess import normalize, read_image
-from ..runtime.graph_contract import CLASSES, IMAGES, PROMPT
 
 #: Images used at most (TensorRT's guidance: a few hundred representative images are enough).
 MAX_IMAGES = 500
@@ -50,43 +47,3 @@ def calibration_batches(files: Sequence[str], batch: int, height: int, width: in
     while len(images) % batch:
         images.append(images[len(images) % len(files)])
     return [np.stack(images[i:i + batch]) for i in range(0, len(images), batch)]
-
-
-def make_calibrator(trt, batches: List[np.ndarray], prompt_embeds: torch.Tensor, class_embeds: torch.Tensor,
-                    cache_path: str, device: torch.device):
-    """An ``IInt8EntropyCalibrator2`` over ``batches`` with a fixed vocabulary; the cache goes to ``cache_path``."""
-
-    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
-        def __init__(self):
-            trt.IInt8EntropyCalibrator2.__init__(self)
-            self._batches = iter(batches)
-            self._fixed = {PROMPT: prompt_embeds.float().to(device).contiguous(),
-                           CLASSES: class_embeds.float().to(device).contiguous()}
-            self._current = {}
-
-        def get_batch_size(self) -> int:
-            return int(batches[0].shape[0])
-
-        def get_batch(self, names: List[str]):
-            images = next(self._batches, None)
-            if images is None:
-                return None
-            self._current = dict(self._fixed, **{IMAGES: torch.from_numpy(images).to(device).contiguous()})
-            return [int(self._current[n].data_ptr()) for n in names]
-
-        def read_calibration_cache(self):
-            if os.path.isfile(cache_path):
-                with open(cache_path, "rb") as fh:
-                    return fh.read()
-            return None
-
-        def write_calibration_cache(self, cache) -> None:
-            write_bytes(cache_path, bytes(cache))
-
-    return EntropyCalibrator()
-
-
-def opt_image_shape(shapes: dict) -> Tuple[int, int, int]:
-    """``(batch, H, W)`` of the profile's opt ``images`` shape."""
-    b, _, h, w = shapes[IMAGES][1]
-    return b, h, w

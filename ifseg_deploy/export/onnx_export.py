@@ -22,13 +22,15 @@ from ..checkpoint import LoadedModel
 from ..errors import IFSegError
 from ..fileio import atomic_path
 from ..preprocess import Preprocessing, read_image
-from ..runtime.graph_contract import IMAGES, OUTPUT_SIZE, GraphContract
+from ..runtime.graph_contract import IMAGES, LOGITS, OUTPUT_SIZE, GraphContract
 from ..runtime.sidecar import vocab_path, write_vocab
 from ..runtime.vocabulary import PreparedVocabulary, Vocabulary
 from ..text.prompt import validate_categories
 from .graph import ExportGraph, sample_inputs
 from .trt_ops import OpCheckReport, check_graph
-from .verify import ATOL, VerifyReport, graph_policy_problems, verify_onnx
+from .fp16_graph import FP16_MAX_REL_RMS, PrecisionReport, compare_precision, to_fp16
+from .int8_graph import INT8_MAX_REL_RMS, calibration_feeds, to_int8
+from .verify import ATOL, VerifyReport, graph_policy_problems, run_torch, verify_onnx
 
 DEFAULT_OPSET = 17
 METADATA_KEY = "ifseg_deploy"
@@ -53,6 +55,9 @@ class OnnxExportOptions:
     atol: float = ATOL
     trt_target: Optional[str] = None
     verify_images: Sequence[str] = ()
+    precision: str = "fp32"  # fp32, fp16 (mixed-precision graph, .fp16_graph) or int8 (Q/DQ graph, .int8_graph)
+    calib_dir: Optional[str] = None  # int8: calibration images
+    gate: bool = True  # refuse a reduced-precision graph below its fidelity gate
 
     def validate(self) -> None:
         h, w = self.image_size
@@ -60,6 +65,10 @@ class OnnxExportOptions:
             raise IFSegError(f"image size {h}x{w} is too small; use --imgsz 512 (the stride-16 grid needs >= 16 pixels)")
         if self.batch < 1:
             raise IFSegError("--batch must be >= 1")
+        if self.precision not in ("fp32", "fp16", "int8"):
+            raise IFSegError(f"--precision {self.precision}: ONNX graphs are written in fp32, fp16 or int8")
+        if self.precision == "int8" and not self.calib_dir:
+            raise IFSegError("--precision int8 needs --calib-dir with representative images (a few hundred) for calibration")
         if not 17 <= self.opset <= 20:
             raise IFSegError(f"--opset {self.opset} is not supported; use 17..20 (17 is the TensorRT 8.6 maximum)")
         if self.knn_iters and self.knn_k < 1:
@@ -85,6 +94,7 @@ class OnnxExport:
     metadata: Dict[str, Any]
     verification: VerifyReport
     op_check: OpCheckReport
+    precision: Optional[PrecisionReport] = None  # reduced-precision graphs: the check against fp32 PyTorch
 
 
 def _trace(graph: ExportGraph, feeds: Dict[str, torch.Tensor], path: str, opts: OnnxExportOptions) -> None:
@@ -146,6 +156,31 @@ def verification_cases(contract: GraphContract, vocab: PreparedVocabulary, alt: 
             feeds[OUTPUT_SIZE] = torch.tensor(rgb.shape[:2], dtype=torch.int64)
         cases.append((os.path.basename(path), feeds))
     return cases
+
+
+def reduce_precision(model: onnx.ModelProto, graph: ExportGraph, cases: Sequence[Tuple[str, Dict[str, torch.Tensor]]],
+                     path: str, opts: OnnxExportOptions, vocab: PreparedVocabulary) -> Tuple[onnx.ModelProto, PrecisionReport]:
+    """The fp16 or INT8 graph of the verified fp32 ``model``, saved to ``path`` and compared with the
+    fp32 PyTorch ``graph`` on ``cases``; raises :class:`IFSegError` below the gate unless ``opts.gate``
+    is off. INT8 calibrates on ``opts.calib_dir`` with the ``vocab`` inputs."""
+    if opts.precision == "fp16":
+        reduced, kept = to_fp16(model)
+        onnx.save(reduced, path)
+        gate = FP16_MAX_REL_RMS
+    else:
+        h, w = opts.image_size
+        fixed = {k: v.numpy() for k, v in graph.contract.feeds(torch.zeros(1, 3, h, w), vocab.prompt_embeds, vocab.class_embeds).items()
+                 if k != IMAGES}
+        kept = to_int8(model, path, calibration_feeds(opts.calib_dir, opts.batch, h, w, fixed))
+        reduced, gate = onnx.load(path), INT8_MAX_REL_RMS
+    names = graph.contract.output_names
+    reference = [(name, feeds, run_torch(graph, feeds, names)[LOGITS]) for name, feeds in cases]
+    report = compare_precision(path, reference, opts.precision, gate, kept, gated=opts.gate)
+    if not report.ok and opts.gate:
+        worst = max(report.cases, key=lambda c: c.rel_rms)
+        raise IFSegError(f"the {opts.precision} graph's logits differ from fp32 PyTorch by rel-RMS {worst.rel_rms:.2e} on '{worst.name}' "
+                         f"(gate {report.max_rel_rms:.0e}); nothing was written (--no-gate writes it anyway)")
+    return reduced, report
 
 
 def export_metadata(loaded: LoadedModel, vocab: PreparedVocabulary, opts: OnnxExportOptions, contract: GraphContract) -> Dict[str, Any]:
@@ -227,9 +262,14 @@ def export_onnx(loaded: LoadedModel, out_path: str, vocabulary: Vocabulary, cate
         if not report.ok:
             raise IFSegError(f"ONNX Runtime disagrees with PyTorch {report.failure()}; the ONNX file was not written")
         meta["export"]["verification"] = report.to_dict()
+        meta["export"]["precision"] = opts.precision
+        precision = None
+        if opts.precision != "fp32":
+            model, precision = reduce_precision(model, graph, cases, tmp, opts, vocab)
+            meta["export"]["verification"]["precision"] = precision.to_dict()
         _attach_metadata(model, meta)
         onnx.save(model, tmp)
         op_check = check_graph(model, opts.trt_target)
         side = vocab_path(out_path)
         write_vocab(side, loaded.model.embed_tokens.weight, loaded.class_embeds, meta)
-    return OnnxExport(out_path, side, meta, report, op_check)
+    return OnnxExport(out_path, side, meta, report, op_check, precision)

@@ -25,6 +25,7 @@ from ..runtime.graph_contract import CLASSES, DTYPES, IMAGES, PROMPT, SYMBOLIC, 
 from ..runtime.triton_names import CATEGORIES, HOST_MODEL, IMAGE, LABELS, LOGITS, PROBS, RGB
 
 Range = Tuple[int, int, int]
+#: Graph precisions an export can write (what the weights and matrix products run in).
 PRECISIONS = ("fp32", "fp16", "int8")
 REFERENCE_IMGSZ = 512
 EMBED_DIM_VAR = "${EMBED_DIM}"
@@ -43,7 +44,7 @@ class TargetProfile:
     width: Range
     prompt_len: Range
     classes: Range
-    tensorrt: str = "10"  # operator table the static check uses
+    tensorrt: str = "10"  # operator table the static check uses: "11" desktop / data centre, "10" JetPack 6
     builder_optimization_level: int = 3
     triton_instances: int = 1
 
@@ -107,9 +108,10 @@ BUILTIN: Dict[str, TargetProfile] = {p.name: p for p in [
     TargetProfile("jetson-agx-orin", "Jetson AGX Orin 32/64 GB (sm_87): a few streams", "fp16", 4096,
                   (1, 1, 4), (512, 512, 1024), (512, 683, 1366), (16, 48, 320), (1, 16, 100)),
     TargetProfile("desktop-rtx", "Desktop RTX 30/40 series (sm_86/sm_89), 8-24 GB", "fp16", 4096,
-                  (1, 1, 4), (512, 512, 1024), (512, 683, 1366), (16, 48, 512), (1, 20, 171)),
+                  (1, 1, 4), (512, 512, 1024), (512, 683, 1366), (16, 48, 512), (1, 20, 171), tensorrt="11"),
     TargetProfile("datacenter", "A100/H100 class (sm_80/sm_90): batched serving", "fp16", 16384,
-                  (1, 8, 16), (512, 512, 1024), (512, 683, 1366), (16, 64, 768), (1, 32, 256), triton_instances=2),
+                  (1, 8, 16), (512, 512, 1024), (512, 683, 1366), (16, 64, 768), (1, 32, 256), tensorrt="11",
+                  triton_instances=2),
 ]}
 
 
@@ -136,27 +138,19 @@ def _shape(s: Sequence[int]) -> str:
 
 
 def trtexec_command(profile: TargetProfile, onnx_path: str, engine_path: str, embed_dim, imgsz: int = REFERENCE_IMGSZ,
-                    static: Optional[Tuple[int, int, int]] = None, precision: Optional[str] = None,
-                    calib_cache: Optional[str] = None, timing_cache: Optional[str] = None,
-                    fp32_layers: Sequence[str] = ()) -> str:
-    """The ``trtexec`` line that builds (and times) the same engine by hand.
+                    static: Optional[Tuple[int, int, int]] = None, timing_cache: Optional[str] = None) -> str:
+    """The ``trtexec`` line that builds (and times) the same engine by hand: ``--stronglyTyped``,
+    so the engine's precision is the ONNX graph's (no ``--fp16`` / ``--int8`` / calibration flags;
+    TensorRT 10.x and 11.x).
 
-    ``embed_dim`` may be the shell placeholder ``${EMBED_DIM}`` for templates. ``fp32_layers``
-    become ``--layerPrecisions`` with ``--precisionConstraints=obey`` (the FP16 pinning).
+    ``embed_dim`` may be the shell placeholder ``${EMBED_DIM}`` for templates.
     """
-    precision = precision or profile.precision
     shapes = profile.input_shapes(embed_dim, imgsz, static)  # type: ignore[arg-type]
-    args = ["trtexec", f"--onnx={onnx_path}", f"--saveEngine={engine_path}"]
+    args = ["trtexec", f"--onnx={onnx_path}", f"--saveEngine={engine_path}", "--stronglyTyped"]
     for i, flag in enumerate(("--minShapes", "--optShapes", "--maxShapes")):
         args.append(f"{flag}=" + ",".join(f"{k}:{_shape(v[i])}" for k, v in shapes.items()))
     args.append(f"--memPoolSize=workspace:{profile.workspace_mb}M")
     args.append(f"--builderOptimizationLevel={profile.builder_optimization_level}")
-    if precision in ("fp16", "int8"):
-        args.append("--fp16")
-    if precision == "int8":
-        args += ["--int8"] + ([f"--calib={calib_cache}"] if calib_cache else [])
-    if fp32_layers and precision != "fp32":
-        args += ["--precisionConstraints=obey", "--layerPrecisions=" + ",".join(f"{n}:fp32" for n in fp32_layers)]
     if timing_cache:
         args.append(f"--timingCacheFile={timing_cache}")
     return " ".join(f'"{a}"' if EMBED_DIM_VAR in a else shlex.quote(a) for a in args)
@@ -220,7 +214,7 @@ def target_files(profile: TargetProfile) -> Dict[str, str]:
     template = GraphContract(EMBED_DIM_VAR)
     script = ("#!/bin/sh\n# Build and time an ifseg-deploy engine by hand for " + profile.description + ".\n"
               "# EMBED_DIM: model width (256 OFA-tiny, 512 medium, 768 base). Image shapes are for --imgsz 512.\n"
-              "# ifseg-deploy export --format engine additionally pins LayerNorm/Softmax/attention-bias layers to FP32.\n"
+              "# Strongly typed: the engine runs in the precision of model.onnx (ifseg-deploy export --precision fp32|fp16|int8).\n"
               "EMBED_DIM=${EMBED_DIM:-256}\n" + cmd + "\n")
     return {
         f"profiles/{profile.name}.json": "{\n" + ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in profile.to_dict().items()) + "\n}\n",

@@ -5,6 +5,15 @@ release (opsets up to 17) and the 10.x releases (opsets 9-20, 10.1 GA document):
 marked supported with their data types. Operators absent from a table are unsupported. The
 restrictions column of that document is checked in :func:`check_graph` for the operators and
 attributes it names.
+
+TensorRT 11.x (target ``"11"``): the 10.x table plus what the 11.0 release notes add to the ONNX
+parser (the ``Swish`` operator, listed with Sigmoid's float types; the ``TRT_*`` custom operators
+are not used here), opsets 9-25
+(NVIDIA's ONNX opset guide for 11.x). For the operators this project's graphs use (MatMul, Gemm,
+Conv, LayerNormalization, Softmax, Resize, Gather, TopK, Cast, Q/DQ, shape arithmetic) no
+difference between 10.x and 11.x is documented; what 11 removed concerns the builder (weak-typing
+flags, calibrators: see :mod:`.tensorrt_build`), not the operator support. The 11 table is thus
+the 10.x transcription, not a new transcription of an 11.x operators document.
 """
 
 from __future__ import annotations
@@ -137,6 +146,7 @@ class TrtTarget:
 TARGETS: Dict[str, TrtTarget] = {
     "8.6": TrtTarget("8.6", _parse(_TRT86), 7, 17, True),
     "10": TrtTarget("10", _parse(_TRT10), 9, 20, False),
+    "11": TrtTarget("11", {**_parse(_TRT10), "Swish": frozenset({"FP32", "FP16", "BF16"})}, 9, 25, False),
 }
 DEFAULT_TARGET = "10"
 
@@ -153,7 +163,7 @@ TOPK_MAX = 3840
 
 
 def resolve_target(version: Optional[str]) -> TrtTarget:
-    """``"10"``, ``"10.3.0"``, ``"8.6"``, ``"8.6.2"`` ... -> the matching table (None: the default)."""
+    """``"11"``, ``"11.4.0"``, ``"10"``, ``"10.3.0"``, ``"8.6"``, ``"8.6.2"`` ... -> the matching table (None: the default)."""
     if version is None:
         return TARGETS[DEFAULT_TARGET]
     major_minor = version.split(".")

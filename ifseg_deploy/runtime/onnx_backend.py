@@ -50,7 +50,8 @@ class OnnxBackend(Backend):
     name = "onnxruntime"
 
     def __init__(self, path: str, contract: GraphContract, arch: ArchConfig, providers: Sequence[str] = ("cpu",),
-                 device_id: int = 0, half: bool = False, io_binding: Optional[bool] = None, threads: int = 0):
+                 device_id: int = 0, half: bool = False, io_binding: Optional[bool] = None, threads: int = 0,
+                 graph_precision: str = "fp32"):
         ort = _import_ort()
         providers = list(providers)
         if half and "tensorrt" not in providers:
@@ -84,7 +85,7 @@ class OnnxBackend(Backend):
         device = torch.device("cuda", device_id) if on_gpu and torch.cuda.is_available() else torch.device("cpu")
         self.arch = arch
         self.contract = contract
-        self.capabilities = Capabilities(device=device, precision="fp16" if half else "fp32", knn=contract.in_graph_knn,
+        self.capabilities = Capabilities(device=device, precision="fp16" if half else graph_precision, knn=contract.in_graph_knn,
                                          upsample=contract.upsample, batch=contract.fixed_batch, image_size=contract.fixed_size)
         self.io_binding = on_gpu if io_binding is None else io_binding
         self._out_types = {o.name: _NP_TYPES.get(o.type, np.float32) for o in self.session.get_outputs()}
@@ -106,7 +107,8 @@ class OnnxBackend(Backend):
         if providers is None:
             providers = ["cuda"] if dev.type == "cuda" else ["cpu"]
         device_id = (dev.index or 0) if dev.type == "cuda" else 0
-        backend = cls(path, side.contract, side.arch, providers, device_id, half, io_binding)
+        backend = cls(path, side.contract, side.arch, providers, device_id, half, io_binding,
+                      graph_precision=side.export.get("precision", "fp32"))
         return backend, side.model_info(path, "onnx")
 
     def _forward(self, images: Tensor, prompt_embeds: Tensor, class_embeds: Tensor,

@@ -1,4 +1,4 @@
-"""Native TensorRT execution of a serialized engine (``tensorrt`` Python API, 8.6 / 10.x).
+"""Native TensorRT execution of a serialized engine (``tensorrt`` Python API, 10.x / 11.x).
 
 Buffers are PyTorch CUDA tensors; tensors are bound by name (``set_input_shape``,
 ``set_tensor_address``, ``execute_async_v3``). An engine only runs on the TensorRT version and

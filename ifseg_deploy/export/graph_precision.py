@@ -1,0 +1,69 @@
+"""Which precision an exported graph carries, and which of its nodes stay in FP32.
+
+Reduced precision lives in the ONNX graph itself (strongly typed: TensorRT 10/11 and ONNX
+Runtime run the types the graph declares). The numerically sensitive parts stay FP32 in every
+reduced-precision graph: LayerNorm and Softmax, the attention-bias path (position tables, their
+projections and resizes, the Add that puts the bias on the attention logits) and the
+post-processing outside the network (kNN smoothing, up-sampling).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Set
+
+import onnx
+from onnx import TensorProto
+
+from ..errors import IFSegError
+from ..runtime.graph_contract import VALUE_INPUTS
+from .calibrator import calibration_files
+from .profiles import PRECISIONS
+_FP32_OPS = {"LayerNormalization", "Softmax"}
+
+
+def check_precision(precision: str, calib_dir: Optional[str]) -> None:
+    """Validate the precision flags before anything is exported (INT8 needs calibration images)."""
+    if precision not in PRECISIONS:
+        raise IFSegError(f"unknown precision '{precision}'; use {', '.join(PRECISIONS)}")
+    if precision == "int8":
+        calibration_files(calib_dir)
+    elif calib_dir:
+        raise IFSegError("--calib-dir is only used with --precision int8")
+
+
+def fp32_nodes(model: onnx.ModelProto) -> List[str]:
+    """Names of the float nodes a reduced-precision graph keeps in FP32.
+
+    * LayerNormalization and Softmax;
+    * the attention-bias path: float nodes whose values depend on no graph input (only on
+      weights and input *shapes*: position tables, their projections and resizes, masks);
+    * the Add / Cast nodes between such a bias and a Softmax (bias + q.k^T);
+    * the post-processing outside the network (nodes not under ``/model/``: kNN similarity,
+      top-k, propagation, up-sampling).
+    """
+    graph = onnx.shape_inference.infer_shapes(model).graph
+    float_out = {v.name for v in list(graph.value_info) + list(graph.output) if v.type.tensor_type.elem_type == TensorProto.FLOAT}
+    dependent: Set[str] = {i.name for i in graph.input if i.name in VALUE_INPUTS}
+    for node in graph.node:  # ONNX graphs are topologically sorted
+        if node.op_type != "Shape" and any(i in dependent for i in node.input):
+            dependent.update(node.output)
+    consumers: Dict[str, List[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for i in node.input:
+            consumers.setdefault(i, []).append(node)
+
+    def feeds_softmax(name: str, depth: int = 2) -> bool:
+        for c in consumers.get(name, []):
+            if c.op_type == "Softmax" or (depth and c.op_type == "Cast" and feeds_softmax(c.output[0], depth - 1)):
+                return True
+        return False
+
+    kept = []
+    for node in graph.node:
+        if not node.output or node.output[0] not in float_out:
+            continue
+        bias_path = not any(o in dependent for o in node.output)
+        post = not node.name.startswith("/model/")
+        if node.op_type in _FP32_OPS or bias_path or post or (node.op_type in ("Add", "Cast") and feeds_softmax(node.output[0])):
+            kept.append(node.name)
+    return kept

@@ -1,0 +1,63 @@
+"""fp32 ONNX graph -> explicitly quantized INT8 (Q/DQ) graph, calibrated on ``--calib-dir`` images.
+
+ONNX Runtime's ``quantize_static`` in QDQ format: symmetric INT8 activations and per-channel
+symmetric INT8 weights (the form TensorRT's explicit quantization reads), min-max calibration,
+only MatMul / Gemm with a weight (products of two activations and the ResNet's convolutions stay
+float; biases stay float: TensorRT reads no INT32 Q/DQ). The nodes of :func:`.graph_precision.fp32_nodes` (LayerNorm, Softmax,
+the attention-bias path, post-processing) are excluded and stay fp32. Graph inputs and outputs
+stay float32.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Dict, Iterator, List, Sequence
+
+import numpy as np
+import onnx
+
+from ..errors import IFSegError
+from ..runtime.graph_contract import IMAGES
+from .calibrator import calibration_batches, calibration_files
+from .graph_precision import fp32_nodes
+
+#: Gate of an INT8 graph: relative RMS error of the logits against the fp32 PyTorch model (the dev
+#: fixture's reaches 8e-2; the issue's dynamic INT8 with quantized attention/bias paths lost 0.17).
+INT8_MAX_REL_RMS = 1e-1
+#: Quantized operators. Conv is left float: with it the dev fixture's logits reach 0.33 relative RMS
+#: (min-max calibration), without it 0.08.
+QUANTIZED_OPS = ("MatMul", "Gemm")
+
+
+def calibration_feeds(calib_dir: str, batch: int, height: int, width: int, fixed: Dict[str, np.ndarray]) -> List[Dict[str, np.ndarray]]:
+    """Graph inputs for calibration: the images of ``calib_dir`` fitted to ``height x width``
+    (:func:`.calibrator.calibration_batches`), with the ``fixed`` vocabulary inputs."""
+    return [dict(fixed, **{IMAGES: b}) for b in calibration_batches(calibration_files(calib_dir), batch, height, width)]
+
+
+def to_int8(model: onnx.ModelProto, out_path: str, feeds: Sequence[Dict[str, np.ndarray]]) -> int:
+    """Quantize ``model`` (a verified fp32 export) into ``out_path``; returns how many nodes stay fp32."""
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self._feeds: Iterator[Dict[str, np.ndarray]] = iter(feeds)
+
+        def get_next(self):
+            return next(self._feeds, None)
+
+    weights = {i.name for i in model.graph.initializer}
+    # products of two activations (q.k^T, attention x values, features x class embeddings) stay float
+    kept = fp32_nodes(model) + [n.name for n in model.graph.node if n.op_type in QUANTIZED_OPS and not weights & set(n.input[:2])]
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "fp32.onnx")
+        onnx.save(model, src)
+        try:
+            quantize_static(src, out_path, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_exclude=kept, activation_type=QuantType.QInt8,
+                            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False})
+        except Exception as e:  # the quantizer raises plain exceptions for graphs it cannot handle
+            raise IFSegError(f"INT8 quantization failed ({str(e).strip().splitlines()[0][:160]}); nothing was written") from None
+    return len(kept)
