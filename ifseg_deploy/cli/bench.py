@@ -9,14 +9,14 @@ import numpy as np
 
 from ..errors import IFSegError
 from ..fileio import write_bytes
-from .common import add_segmenter_args, load_segmenter, parse_imgsz
+from .common import add_segmenter_args, inference_preprocessing, load_segmenter, parse_imgsz, precision_options
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="measure latency per stage (preprocess, backbone, encoder, decoder, knn, upsample)")
     add_segmenter_args(p, arch_option=True)
-    p.add_argument("--source", help="image to time on (default: a random image of --imgsz)")
-    p.add_argument("--imgsz", default="512", help="input size H,W or S for SxS (default: 512); resized like any image")
+    p.add_argument("--source", help="image to time on (default: a random image of --source-size)")
+    p.add_argument("--source-size", default="512", help="random image size H,W or S for SxS (default: 512); resized to --imgsz like any image")
     p.add_argument("--batch", type=int, default=1, help="images per forward pass (default: 1)")
     p.add_argument("--warmup", type=int, default=2, help="untimed iterations first (default: 2)")
     p.add_argument("--iters", type=int, default=10, help="timed iterations (default: 10)")
@@ -37,7 +37,10 @@ def run(args) -> int:
         if args.num_classes < 1 or args.prompt_len < 1:
             raise IFSegError("--num-classes and --prompt-len must be >= 1")
         knn = dict(knn_k=args.knn_k, knn_iters=args.knn_iters, knn_backend=args.knn_backend, window=args.window)
-        seg = random_segmenter(ofa_preset(args.arch), args.num_classes, args.prompt_len, args.device, args.half, **knn)
+        half, options = precision_options("torch", args)
+        if args.imgsz is not None:
+            knn["preprocessing"] = inference_preprocessing(args.imgsz)
+        seg = random_segmenter(ofa_preset(args.arch), args.num_classes, args.prompt_len, args.device, half, **options, **knn)
         label = f"random OFA-{args.arch}"
     else:
         seg = load_segmenter(args)
@@ -45,7 +48,7 @@ def run(args) -> int:
     if args.source:
         image = read_image(args.source)
     else:
-        size = parse_imgsz(args.imgsz)
+        size = parse_imgsz(args.source_size)
         h, w = size * 2 if len(size) == 1 else size
         image = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
     print(f"Benchmarking {label} on {args.device}, {len(seg.categories)} classes, input {image.shape[0]}x{image.shape[1]}")

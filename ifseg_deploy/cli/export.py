@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from ..errors import IFSegError
 from ..export.api import FORMATS, ExportConfig
@@ -12,7 +13,7 @@ from .common import categories_arg
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a model to ONNX (run-time vocabulary) or a TensorRT engine")
     p.add_argument("--checkpoint", required=True, help="ofa_*.pt, IFSeg checkpoint, .safetensors bundle (or, for --format engine, an exported .onnx)")
-    p.add_argument("--format", choices=FORMATS, default="onnx", help="onnx (default) or engine (TensorRT)")
+    p.add_argument("--format", choices=FORMATS, default="onnx", help="onnx (default), engine (TensorRT) or openvino (IR folder <stem>_openvino/)")
     p.add_argument("--out", help="output file (default: next to the checkpoint, <stem>.onnx / <stem>.engine)")
     p.add_argument("--categories", help='categories the export is verified with (default: the stored ones); any list works at run time')
     p.add_argument("--bpe-dir", help="folder with encoder.json, vocab.bpe, dict.txt (default: next to the checkpoint)")
@@ -66,6 +67,12 @@ def run(args) -> int:
         for w in onnx.op_check.warnings[:10]:
             print(f"  note: {w}")
         print(f"Wrote {onnx.path} and {onnx.vocab_path}")
+    if result.openvino is not None:
+        ov = result.openvino
+        print(f"OpenVINO (CPU, fp32 compute, {ov.precision} weights) vs PyTorch:")
+        for line in ov.verification.lines():
+            print(f"  {line}")
+        print(f"Wrote {ov.folder}/ ({', '.join(os.path.basename(f) for f in ov.files)})")
     if result.trtexec_hint:
         print(f"Build a TensorRT engine by hand (profile {args.profile}):\n  {result.trtexec_hint}")
     if result.engine is not None:

@@ -27,11 +27,13 @@ BACKENDS: Dict[str, str] = {
     "torch": "ifseg_deploy.runtime.torch_backend:TorchBackend",
     "onnxruntime": "ifseg_deploy.runtime.onnx_backend:OnnxBackend",
     "tensorrt": "ifseg_deploy.runtime.tensorrt_backend:TensorRTBackend",
+    "openvino": "ifseg_deploy.runtime.openvino_backend:OpenVinoBackend",
 }
 #: File endings of the exported formats (checked before anything is imported); other files are checkpoints.
 SUFFIXES: Dict[str, Tuple[str, ...]] = {
     "onnxruntime": (".onnx",),
     "tensorrt": (".engine", ".plan", ".trt"),
+    "openvino": (".xml", "_openvino"),  # the IR or its folder
 }
 
 
@@ -47,11 +49,21 @@ class LoadedRuntime:
 
 def backend_for(path: str) -> str:
     """The registered backend name for ``path``: by its ending, PyTorch for anything else (checkpoints
-    are recognised by content). A one-line error for a missing file."""
+    are recognised by content); a folder is an OpenVINO IR (``*_openvino/`` or one holding an ``.xml``).
+    A one-line error for a missing file."""
+    if os.path.isdir(path):
+        if not _holds_ir(path):
+            raise IFSegError(f"{path} is a folder; pass a model file, or an OpenVINO model folder (<stem>_openvino/ with its .xml)")
+        return "openvino"
     if not os.path.isfile(path):
         raise IFSegError(f"model file not found: {path}")
     lower = path.lower()
     return next((name for name, suffixes in SUFFIXES.items() if lower.endswith(suffixes)), "torch")
+
+
+def _holds_ir(folder: str) -> bool:
+    """An OpenVINO model folder: named ``*_openvino`` or holding an ``.xml``."""
+    return folder.rstrip("/\\").endswith(SUFFIXES["openvino"][1]) or any(f.lower().endswith(".xml") for f in os.listdir(folder))
 
 
 def backend_class(name: str):
