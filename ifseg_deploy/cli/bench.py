@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import IFSegError
 from ..fileio import write_bytes
-from .common import add_segmenter_args, inference_preprocessing, load_segmenter, parse_imgsz, precision_options
+from .common import add_segmenter_args, categories_arg, inference_preprocessing, load_segmenter, parse_imgsz, precision_options
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -23,16 +23,69 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=15, help="with --arch: number of classes (default: 15)")
     p.add_argument("--prompt-len", type=int, default=40, help="with --arch: prompt tokens (default: 40, ~15 categories)")
     p.add_argument("--json", help="also write the report as JSON to this file")
+    p.add_argument("--compare", action="store_true",
+                   help="benchmark every installed backend x precision on the same model and image: one table, JSON (--json, "
+                        "default runs/bench/compare.json) and a PNG chart next to it; exports go to the JSON's folder")
     return p
+
+
+def source_image(args) -> np.ndarray:
+    """``--source`` decoded, or a random RGB image of ``--source-size``."""
+    from ..preprocess import read_image
+
+    if args.source:
+        return read_image(args.source)
+    size = parse_imgsz(args.source_size)
+    h, w = size * 2 if len(size) == 1 else size
+    return np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def run_compare(args, image: np.ndarray) -> int:
+    """``bench --compare``: the table of :func:`ifseg_deploy.compare.compare`."""
+    import os
+
+    from tqdm import tqdm
+
+    from ..compare import compare, random_bundle, write_chart, write_json
+    from ..config import ofa_preset
+
+    out = args.json or os.path.join("runs", "bench", "compare.json")
+    workdir = os.path.dirname(os.path.abspath(out))
+    os.makedirs(workdir, exist_ok=True)
+    source = args.checkpoint
+    if args.engine:
+        raise IFSegError("bench --compare exports the model itself: pass --checkpoint (or --arch with --bpe-dir), not --engine")
+    if args.arch:
+        if not args.bpe_dir:
+            raise IFSegError("bench --compare --arch needs --bpe-dir (the exports are verified with real prompts)")
+        cats = categories_arg(args.categories) or [f"class {i}" for i in range(args.num_classes)]
+        source = random_bundle(ofa_preset(args.arch), os.path.join(workdir, f"random_{args.arch}.safetensors"), cats, args.bpe_dir)
+    bar = tqdm(total=1, desc="bench --compare", unit="it")
+
+    def progress(done: int, total: int, label: str) -> None:
+        bar.total = total
+        bar.set_postfix_str(label)
+        bar.update(done - bar.n)
+
+    report = compare(source, image, workdir, categories_arg(args.categories), args.bpe_dir, args.device, args.imgsz,
+                     args.warmup, args.iters, progress=progress, knn_k=args.knn_k, knn_iters=args.knn_iters, knn_backend=args.knn_backend)
+    bar.close()
+    print(report.format())
+    write_json(report, out)
+    chart = os.path.splitext(out)[0] + ".png"
+    write_chart(report, chart)
+    print(f"Report saved to {out} and {chart}")
+    return 0
 
 
 def run(args) -> int:
     from ..benchmark import random_segmenter, run_benchmark
     from ..config import ofa_preset
-    from ..preprocess import read_image
 
     if args.batch < 1 or args.iters < 1 or args.warmup < 0:
         raise IFSegError("--batch and --iters must be >= 1 and --warmup >= 0")
+    if args.compare:
+        return run_compare(args, source_image(args))
     if args.arch:
         if args.num_classes < 1 or args.prompt_len < 1:
             raise IFSegError("--num-classes and --prompt-len must be >= 1")
@@ -45,12 +98,7 @@ def run(args) -> int:
     else:
         seg = load_segmenter(args)
         label = args.checkpoint or args.engine
-    if args.source:
-        image = read_image(args.source)
-    else:
-        size = parse_imgsz(args.source_size)
-        h, w = size * 2 if len(size) == 1 else size
-        image = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    image = source_image(args)
     print(f"Benchmarking {label} on {args.device}, {len(seg.categories)} classes, input {image.shape[0]}x{image.shape[1]}")
     report = run_benchmark(
         seg, image, args.batch, args.warmup, args.iters, progress=lambda i, n, ms: print(f"  iteration {i}/{n}: {ms:.1f} ms", flush=True)
