@@ -55,7 +55,7 @@ def matmul_peak(dtype: torch.dtype, n: int = 4096, repeats: int = 5) -> float:
 def model_gflop(path: str, images: torch.Tensor, prompt: torch.Tensor, classes: torch.Tensor) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
-    backend = load(path, device="cpu").backend
+    backend = load(path, device="cpu", bpe_dir=BPE).backend
     with FlopCounterMode(display=False) as counter:
         backend.run(images, prompt, classes)
     return counter.get_total_flops() / 1e9
@@ -75,6 +75,8 @@ def variants(bundle: str, work: str, compile_: bool) -> Dict[str, Tuple[str, dic
     for suffix, settings in exports.items():
         t0 = time.perf_counter()
         files[suffix] = f"{stem}_{suffix}"
+        if os.path.exists(files[suffix]):  # kept from an earlier run with the same --work
+            continue
         export_model(bundle, ExportConfig(out=files[suffix], categories=CATEGORIES, bpe_dir=BPE, **settings))
         print(f"  exported {suffix} in {time.perf_counter() - t0:.0f} s", flush=True)
     out["ONNX Runtime fp32, dynamic graph"] = (files["dynamic.onnx"], {})
@@ -86,11 +88,15 @@ def variants(bundle: str, work: str, compile_: bool) -> Dict[str, Tuple[str, dic
     return out
 
 
-def measure(arch: str, work: str, rounds: int, compile_: bool) -> dict:
+def measure(arch: str, work: str, rounds: int, compile_: bool, export_only: bool = False) -> dict:
     print(f"OFA-{arch}: building the random bundle and its exports", flush=True)
-    bundle = random_bundle(ofa_preset(arch), os.path.join(work, f"ofa_{arch}_random.safetensors"), CATEGORIES, BPE)
+    bundle = os.path.join(work, f"ofa_{arch}_random.safetensors")
+    if not os.path.isfile(bundle):
+        random_bundle(ofa_preset(arch), bundle, CATEGORIES, BPE)
     rows = variants(bundle, work, compile_)
-    runtimes = {name: load(path, device="cpu", **options) for name, (path, options) in rows.items()}
+    if export_only:
+        return {}
+    runtimes = {name: load(path, device="cpu", bpe_dir=BPE, **options) for name, (path, options) in rows.items()}
     vocab = next(iter(runtimes.values())).vocabulary.prepare(CATEGORIES)
     images = torch.rand(1, 3, 512, 512, generator=torch.Generator().manual_seed(0)) * 2 - 1
     frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
@@ -130,15 +136,21 @@ def main(argv: List[str] = None) -> int:
     parser.add_argument("--compile", action="store_true", help="also time PyTorch bf16 + torch.compile")
     parser.add_argument("--bpe-dir", default=os.path.join(here, "..", "..", "shared", "bpe"))
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--work", help="folder for the bundles and exports, reused by later runs (default: a temporary one)")
+    parser.add_argument("--export-only", action="store_true", help="make the bundles and exports in --work, time nothing")
     args = parser.parse_args(argv)
     BPE = args.bpe_dir
     load_before = os.getloadavg()
     peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     print(f"matmul peak: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s", flush=True)
     results = {}
-    with tempfile.TemporaryDirectory(prefix="cpu_targets_") as work:
+    with tempfile.TemporaryDirectory(prefix="cpu_targets_") as tmp:
+        work = args.work or tmp
+        os.makedirs(work, exist_ok=True)
         for arch in args.archs:
-            results[arch] = measure(arch, work, args.rounds, args.compile)
+            results[arch] = measure(arch, work, args.rounds, args.compile, args.export_only)
+    if args.export_only:
+        return 0
     machine = dict(machine_info(), load_before=load_before, load_after=os.getloadavg(), matmul_peak_gflops=peaks)
     print(f"\n{machine['cpu']}, {machine['threads']} threads, load average {load_before[0]:.1f} -> {machine['load_after'][0]:.1f}; "
           f"matmul peak fp32 {peaks['fp32']:.0f} / bf16 {peaks['bf16']:.0f} GFLOP/s")

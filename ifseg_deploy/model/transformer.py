@@ -61,7 +61,7 @@ class Attention(nn.Module):
         k = self._split(self.k_proj(memory))
         v = self._split(self.v_proj(memory))
         if torch.is_inference_mode_enabled() and not capturing_graph():
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=1.0)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0)
         else:
             out = self.exact_attention(q, k, v, bias)
         out = out * self.c_attn.to(v.dtype)[:, None, None]

@@ -1,7 +1,8 @@
 """One loader for every model file, in the spirit of Ultralytics' AutoBackend.
 
 ``load(path)`` recognises a PyTorch checkpoint or bundle (``.pt``, ``.pt.xz``, ``.safetensors``),
-an exported ``.onnx`` graph or a TensorRT ``.engine`` / ``.plan`` and returns the execution
+an exported ``.onnx`` graph, a TensorRT ``.engine`` / ``.plan`` or an OpenVINO IR folder
+(``<stem>_openvino/``) and returns the execution
 backend, the :class:`Vocabulary` (category list -> prompt and class embeddings) and the
 preprocessing stored with the model. Backends are registered in :data:`BACKENDS` by module path
 and imported only when a file needs them, so optional runtimes cost nothing when unused.
@@ -87,13 +88,14 @@ def load(path: str, device: str = "auto", half: bool = False, bpe_dir: Optional[
     """Open any model file.
 
     Args:
-        path: checkpoint / bundle / ``.onnx`` / ``.engine`` (an exported file needs its
-            ``.vocab.safetensors`` side file next to it).
-        device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
+        path: checkpoint / bundle / ``.onnx`` / ``.engine`` / OpenVINO folder (an exported model
+            needs its ``.vocab.safetensors`` side file next to it).
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``; OpenVINO: ``cpu``, ``gpu``, ``npu``.
         half: float16 execution (CUDA; for ``.onnx`` through the TensorRT provider).
         bpe_dir: folder of ``encoder.json``, ``vocab.bpe``, ``dict.txt`` (default: next to ``path``).
         class_words: word lists of hierarchical classes (see :class:`Vocabulary`).
-        backend_options: backend-specific settings (``providers=``, ``io_binding=`` for ONNX Runtime).
+        backend_options: backend-specific settings (``providers=``, ``io_binding=`` for ONNX Runtime;
+            ``precision=``, ``compile=`` for PyTorch; ``precision=``, ``performance_hint=`` for OpenVINO).
 
     Raises :class:`IFSegError` with a one-line reason for any bad input.
     """
