@@ -31,6 +31,7 @@ import torch
 from ifseg_deploy.compare import machine_info, random_bundle
 from ifseg_deploy.config import ofa_preset
 from ifseg_deploy.export.api import ExportConfig, export_model
+from ifseg_deploy.model import SegOFA
 from ifseg_deploy.runtime.loader import load
 from ifseg_deploy.runtime.segmenter import Segmenter
 from ifseg_deploy.runtime.torch_backend import cpu_has_bf16
@@ -52,12 +53,14 @@ def matmul_peak(dtype: torch.dtype, n: int = 4096, repeats: int = 5) -> float:
     return 2 * n**3 / min(timed(lambda: torch.mm(a, b)) for _ in range(repeats)) / 1e6
 
 
-def model_gflop(path: str, images: torch.Tensor, prompt: torch.Tensor, classes: torch.Tensor) -> float:
+def model_gflop(arch: str, images: torch.Tensor, prompt: torch.Tensor, classes: torch.Tensor) -> float:
+    """GFLOP of one forward of the fp32 model (``torch.utils.flop_counter``; a fresh module in
+    autograd mode, as the counter's module tracker needs)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    backend = load(path, device="cpu", bpe_dir=BPE).backend
+    model = SegOFA(ofa_preset(arch)).eval()
     with FlopCounterMode(display=False) as counter:
-        backend.run(images, prompt, classes)
+        model(images, prompt.clone(), classes.clone())
     return counter.get_total_flops() / 1e9
 
 
@@ -103,6 +106,7 @@ def measure(arch: str, work: str, rounds: int, compile_: bool, static: bool, exp
     vocab = next(iter(runtimes.values())).vocabulary.prepare(CATEGORIES)
     images = torch.rand(1, 3, 512, 512, generator=torch.Generator().manual_seed(0)) * 2 - 1
     frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    gflop = model_gflop(arch, images, vocab.prompt_embeds, vocab.class_embeds)
     # end to end only where the graph takes the 640x480 frame's 512x683 input (not the static 512x512 graph)
     segmenters = {name: Segmenter(rt.backend, rt.vocabulary, CATEGORIES, preprocessing=rt.preprocessing) for name, rt in runtimes.items()
                   if rt.backend.capabilities.image_size is None}
@@ -119,7 +123,6 @@ def measure(arch: str, work: str, rounds: int, compile_: bool, static: bool, exp
             if name in segmenters:
                 e2e[name].append(timed(lambda: segmenters[name].segment(frame)))
         print(f"  round {r + 1}/{rounds} done", flush=True)
-    gflop = model_gflop(bundle, images, vocab.prompt_embeds, vocab.class_embeds)
     ref = logits["PyTorch fp32"].double()
     table = {}
     for name in runtimes:
