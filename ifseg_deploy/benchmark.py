@@ -33,10 +33,12 @@ class SyntheticVocabulary:
         return self._prepared
 
 
-def random_segmenter(arch: ArchConfig, num_classes: int, prompt_len: int, device: str, half: bool, **kwargs) -> Segmenter:
-    """A Segmenter over a randomly initialised model of ``arch`` (timing only)."""
+def random_segmenter(arch: ArchConfig, num_classes: int, prompt_len: int, device: str, half: bool,
+                     precision: Optional[str] = None, compile: bool = False, **kwargs) -> Segmenter:
+    """A Segmenter over a randomly initialised model of ``arch`` (timing only); ``precision`` /
+    ``compile`` as for :class:`~ifseg_deploy.runtime.torch_backend.TorchBackend`."""
     torch.manual_seed(0)
-    backend = backend_class("torch")(SegOFA(arch), device, half)
+    backend = backend_class("torch")(SegOFA(arch), device, half, precision, compile, inplace=True)
     return Segmenter(backend, SyntheticVocabulary(arch.embed_dim, num_classes, prompt_len), **kwargs)
 
 

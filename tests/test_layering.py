@@ -18,6 +18,7 @@ LAYERS = [
     {"checkpoint"},
     {"runtime"},
     {"export", "eval", "stream", "benchmark"},
+    {"compare"},  # bench --compare: exports and benchmarks every backend
     {"train"},  # scores its held-out set with eval's metrics
     {"cli"},
     {"__main__"},

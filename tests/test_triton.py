@@ -288,7 +288,7 @@ def test_cli_outputs_match_local(server, model, bpe_dir, tmp_path, capsys):
         for suffix in ("labels.png", "overlay.png"):
             a, b = (tmp_path / d / f"im{i}_{suffix}" for d in ("srv", "loc"))
             assert a.read_bytes() == b.read_bytes(), a
-    assert main(["bench", "--server", server.grpc_url, "--imgsz", "128", "--clients", "2", "--iters", "2", "--warmup", "0"]) == 0
+    assert main(["bench", "--server", server.grpc_url, "--source-size", "128", "--clients", "2", "--iters", "2", "--warmup", "0"]) == 0
     assert "Concurrency: 2, throughput:" in capsys.readouterr().out
 
 

@@ -15,13 +15,19 @@ def add_segmenter_args(p: argparse.ArgumentParser, arch_option: bool = False) ->
     """Model source (``--checkpoint`` | ``--engine`` | ``--server`` [| ``--arch``]) and every runtime option."""
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="ofa_*.pt, IFSeg checkpoint or .safetensors bundle (PyTorch)")
-    src.add_argument("--engine", help="exported .onnx (ONNX Runtime) or TensorRT .engine, with its .vocab.safetensors side file")
+    src.add_argument("--engine", help="exported .onnx (ONNX Runtime), TensorRT .engine or OpenVINO <stem>_openvino/ folder, "
+                                      "with its .vocab.safetensors side file")
     src.add_argument("--server", help="Triton Inference Server serving an export --format triton repository: grpc://HOST:8001 or http://HOST:8000")
     if arch_option:
         src.add_argument("--arch", help="random weights of an official OFA size: tiny, medium, base, large, huge")
     add_model_args(p)
     p.add_argument("--providers", help="ONNX Runtime execution providers for --engine model.onnx, in order: cpu, cuda, tensorrt "
                                        "(default: cpu, or cuda with --device cuda)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
+                   help="PyTorch / OpenVINO compute precision: fp32 (default), bf16 (CPUs with AVX512-BF16 or AMX), fp16 (CUDA; "
+                        "= --half, which also runs exported graphs in fp16)")
+    p.add_argument("--compile", action="store_true", help="PyTorch: torch.compile the network (the first frame of each size compiles)")
+    p.add_argument("--imgsz", type=int, help="inference short side in pixels (default: the model's stored preprocessing)")
     add_knn_args(p)
     p.add_argument("--window", type=int, help="sliding-window inference with square windows of this many pixels (multiple of 16) "
                                              "for very large inputs (default: whole image)")
@@ -37,10 +43,11 @@ def load_segmenter(args):
     if args.server:
         return server_segmenter(args, raw=bool(getattr(args, "save_raw", False)))
     path = args.checkpoint or args.engine
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise IFSegError(f"{'checkpoint' if args.checkpoint else 'engine'} not found: {path}")
     if args.engine and backend_for(path) == "torch":
-        raise IFSegError(f"--engine {path}: unknown file type; pass an exported .onnx or a TensorRT .engine/.plan file")
+        raise IFSegError(f"--engine {path}: unknown file type; pass an exported .onnx, a TensorRT .engine/.plan file "
+                         "or an OpenVINO model folder (<stem>_openvino/)")
     options = {}
     if args.providers:
         if backend_for(path) != "onnxruntime":
@@ -48,8 +55,40 @@ def load_segmenter(args):
         options["providers"] = args.providers
     announce_device(args.device)
     categories, class_words = category_args(args)
-    return Segmenter.load(path, categories, args.bpe_dir, args.device, args.half, class_words=class_words, backend_options=options,
-                          knn_k=args.knn_k, knn_iters=args.knn_iters, knn_backend=args.knn_backend, window=args.window)
+    half, precision = precision_options(backend_for(path), args)
+    options.update(precision)
+    extra = {} if args.imgsz is None else {"preprocessing": inference_preprocessing(args.imgsz)}
+    return Segmenter.load(path, categories, args.bpe_dir, args.device, half, class_words=class_words, backend_options=options,
+                          knn_k=args.knn_k, knn_iters=args.knn_iters, knn_backend=args.knn_backend, window=args.window, **extra)
+
+
+def precision_options(backend: str, args) -> Tuple[bool, dict]:
+    """``(half, backend options)`` of ``--precision`` / ``--half`` / ``--compile``: PyTorch and OpenVINO
+    take a precision option, other runtimes ``half``; only PyTorch compiles. One-line errors otherwise."""
+    if args.half and args.precision not in (None, "fp16"):
+        raise IFSegError(f"--half means --precision fp16; it contradicts --precision {args.precision}")
+    precision = "fp16" if args.half else args.precision
+    options = {}
+    if backend in ("torch", "openvino"):
+        if precision:
+            options["precision"] = precision
+    elif precision == "bf16":
+        raise IFSegError("--precision bf16 applies to PyTorch checkpoints and OpenVINO models; exported ONNX / TensorRT "
+                         "graphs carry their precision (export --precision)")
+    if args.compile:
+        if backend != "torch":
+            raise IFSegError("--compile applies to PyTorch checkpoints (--checkpoint); exported models are already compiled graphs")
+        options["compile"] = True
+    return precision == "fp16" and "precision" not in options, options
+
+
+def inference_preprocessing(short_side: int):
+    """``--imgsz S``: the keep-ratio resize to short side ``S`` (long side capped at ``4 S``)."""
+    from ..preprocess import Preprocessing
+
+    if short_side < 16:
+        raise IFSegError(f"--imgsz {short_side}: the inference short side must be >= 16 pixels (e.g. 384, 512)")
+    return Preprocessing(short_side, 4 * short_side)
 
 
 def server_segmenter(args, raw: bool = True):
@@ -58,7 +97,8 @@ def server_segmenter(args, raw: bool = True):
     from ..runtime.triton_client import TritonSegmenter
 
     local = [flag for flag, on in (("--providers", args.providers), ("--window", args.window), ("--half", args.half),
-                                   ("--bpe-dir", args.bpe_dir)) if on]
+                                   ("--bpe-dir", args.bpe_dir), ("--precision", args.precision), ("--compile", args.compile),
+                                   ("--imgsz", args.imgsz is not None)) if on]
     if local:
         raise IFSegError(f"{', '.join(local)} do not apply to --server (the server runs the model as exported)")
     categories, class_words = category_args(args)
@@ -79,7 +119,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_device_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto = CUDA when available, else CPU)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto = CUDA when available, else CPU); "
+                                                    "OpenVINO models: cpu, gpu, npu")
 
 
 def announce_device(requested: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from ..errors import IFSegError
 from ..export.api import FORMATS, ExportConfig
@@ -14,7 +15,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a model to ONNX (run-time vocabulary), a TensorRT engine or a Triton model repository")
     p.add_argument("--checkpoint", required=True, help="ofa_*.pt, IFSeg checkpoint, .safetensors bundle (or, for --format engine, an exported .onnx)")
     p.add_argument("--format", choices=FORMATS + (TRITON,), default="onnx",
-                   help="onnx (default), engine (TensorRT) or triton (a Triton Inference Server model repository)")
+                   help="onnx (default), engine (TensorRT), openvino (IR folder <stem>_openvino/) or triton (a Triton Inference Server model repository)")
     p.add_argument("--out", help="output file (default: next to the checkpoint, <stem>.onnx / <stem>.engine), or folder (<stem>_triton)")
     p.add_argument("--network", choices=NETWORKS, default="python",
                    help="triton: the network model on ONNX Runtime in a Python model (CPU servers, default), "
@@ -91,6 +92,12 @@ def run(args) -> int:
         for w in onnx.op_check.warnings[:10]:
             print(f"  note: {w}")
         print(f"Wrote {onnx.path} and {onnx.vocab_path}")
+    if result.openvino is not None:
+        ov = result.openvino
+        print(f"OpenVINO (CPU, fp32 compute, {ov.precision} weights) vs PyTorch:")
+        for line in ov.verification.lines():
+            print(f"  {line}")
+        print(f"Wrote {ov.folder}/ ({', '.join(os.path.basename(f) for f in ov.files)})")
     if result.trtexec_hint:
         print(f"Build a TensorRT engine by hand (profile {args.profile}):\n  {result.trtexec_hint}")
     if result.engine is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shlex
+import tempfile
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
@@ -25,7 +26,7 @@ from .graph_precision import check_precision
 from .tensorrt_build import EngineBuild, build_engine
 from .verify import ATOL
 
-FORMATS = ("onnx", "engine")
+FORMATS = ("onnx", "engine", "openvino")
 ENGINE_EXTS = (".engine", ".plan")
 
 
@@ -85,6 +86,12 @@ class ExportConfig:
             raise IFSegError(f"--imgsz {self.image_size}: each side must be >= 16 pixels")
         if self.knn_in_graph and (self.knn_k < 1 or self.knn_iters < 1):
             raise IFSegError("--knn in-graph needs --knn-k >= 1 and --knn-iters >= 1")
+        if self.format == "openvino":  # an IR folder converted from the verified ONNX graph
+            from .openvino_export import check_weight_precision, default_folder
+
+            if self.calib_dir or source.endswith(".onnx") or not os.path.isfile(source):
+                raise IFSegError(f"--format openvino exports from a PyTorch checkpoint or bundle (found: {source}), without --calib-dir")
+            return dataclasses.replace(self, out=self.out or default_folder(source), precision=check_weight_precision(self.precision or "fp32"))
         out = self.out or os.path.splitext(source)[0] + (".onnx" if self.format == "onnx" else ".engine")
         want = (".onnx",) if self.format == "onnx" else ENGINE_EXTS
         if not out.endswith(want):
@@ -146,11 +153,12 @@ class ExportConfig:
 class ExportResult:
     """What :func:`export_model` wrote."""
 
-    onnx_path: str
+    onnx_path: str  # "" for OpenVINO (its ONNX graph is an intermediate)
     onnx: Optional[OnnxExport] = None  # None when the source already was an ONNX export
     engine: Optional[EngineBuild] = None
     trtexec_hint: Optional[str] = None  # the trtexec line that builds an engine from the ONNX by hand
     files: List[str] = field(default_factory=list)
+    openvino: Optional["OpenVinoExport"] = None  # noqa: F821 (export/openvino_export.py, imported on use)
 
 
 def _onnx_from_checkpoint(source: str, cfg: ExportConfig, profile: TargetProfile, onnx_path: str) -> OnnxExport:
@@ -162,6 +170,15 @@ def _onnx_from_checkpoint(source: str, cfg: ExportConfig, profile: TargetProfile
     return export_onnx(loaded, onnx_path, vocab, cfg.categories, cfg.onnx_options(cfg.trt_version or profile.tensorrt))
 
 
+def _openvino_from_checkpoint(source: str, cfg: ExportConfig, profile: TargetProfile) -> ExportResult:
+    from .openvino_export import export_openvino
+
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx, vocab = _onnx_from_checkpoint(source, cfg, profile, os.path.join(tmp, "model.onnx"))
+        ov = export_openvino(source, onnx, vocab, cfg.categories, cfg.onnx_options(cfg.trt_version or profile.tensorrt), cfg.out, cfg.precision)
+    return ExportResult("", openvino=ov, files=ov.files)
+
+
 def export_model(source: str, config: ExportConfig) -> ExportResult:
     """Export ``source`` (checkpoint, bundle, or an exported ``.onnx`` for ``format="engine"``).
 
@@ -170,6 +187,8 @@ def export_model(source: str, config: ExportConfig) -> ExportResult:
     """
     cfg = config.resolved(source)
     profile = load_profile(cfg.profile)
+    if cfg.format == "openvino":
+        return _openvino_from_checkpoint(source, cfg, profile)
     static = None if cfg.dynamic else (cfg.batch,) + cfg.image_size
     if source.endswith(".onnx"):  # an earlier export: its shapes, preprocessing and precision come from its side file
         side = read_vocab(source)

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from ..config import ArchConfig
 from .encoder import abs_position_bias
-from .positions import grid_position_ids, grid_rel_index, resize_grid_vectors, resize_pair_bias
+from .positions import grid_position_ids, grid_rel_index, pair_bias, resize_grid_vectors, resize_pair_bias
 from .transformer import MASK_VALUE, layer_stack
 
 
@@ -69,8 +69,9 @@ class SurrogateDecoder(nn.Module):
         abs_bias = abs_position_bias(self.self_pos_q_linear, self.self_pos_k_linear, queries, queries, heads, self.pos_scaling)
         causal = torch.triu(torch.full((t, t), MASK_VALUE, device=queries.device, dtype=abs_bias.dtype), diagonal=1)
         index = seg_rel_index(g, queries.device)
+        masked = abs_bias + causal  # shared by every layer; equal to (abs + rel) + causal wherever the mask is 0
         return [
-            (abs_bias + resize_pair_bias(table(index).permute(2, 0, 1), g, size, key_first=False, lead=1) + causal).unsqueeze(0)
+            (masked + resize_pair_bias(pair_bias(table.weight, index), g, size, key_first=False, lead=1)).unsqueeze(0)
             for table in self.seg_rel_pos_table_list
         ]
 

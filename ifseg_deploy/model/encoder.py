@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from ..config import ArchConfig
 from ..errors import IFSegError
 from ..tracing import capturing_graph
-from .positions import grid_position_ids, grid_rel_index, resize_grid_vectors, resize_pair_bias, token_rel_index
+from .positions import grid_position_ids, grid_rel_index, pair_bias, resize_grid_vectors, resize_pair_bias, token_rel_index
 from .transformer import layer_stack
 
 
@@ -101,12 +101,18 @@ class Encoder(nn.Module):
         txt_index = token_rel_index(text_len, self.cfg.token_bucket_size, device=device)
         biases = []
         for img_table, txt_table in zip(self.image_rel_pos_table_list, self.token_rel_pos_table_list):
-            img = resize_pair_bias(img_table(img_index).permute(2, 0, 1), g, size, key_first=True)
-            txt = txt_table(txt_index).permute(2, 0, 1)
-            heads = img.shape[0]
-            top = torch.cat([img, img.new_zeros(heads, hw, text_len)], dim=-1)
-            bottom = torch.cat([txt.new_zeros(heads, text_len, hw), txt], dim=-1)
-            biases.append((abs_bias + torch.cat([top, bottom], dim=1)).unsqueeze(0))
+            img = resize_pair_bias(pair_bias(img_table.weight, img_index), g, size, key_first=True)
+            txt = pair_bias(txt_table.weight, txt_index)
+            if capturing_graph():  # one static block structure for the graph
+                heads = img.shape[0]
+                top = torch.cat([img, img.new_zeros(heads, hw, text_len)], dim=-1)
+                bottom = torch.cat([txt.new_zeros(heads, text_len, hw), txt], dim=-1)
+                bias = abs_bias + torch.cat([top, bottom], dim=1)
+            else:  # the same sums, added in place to the diagonal blocks (no zero blocks, no copies)
+                bias = abs_bias.clone()
+                bias[:, :hw, :hw] += img
+                bias[:, hw:, hw:] += txt
+            biases.append(bias.unsqueeze(0))
         return biases
 
     def position_biases(self, size: Tuple[int, int], text_len: int) -> Tuple[Tensor, List[Tensor]]:

@@ -62,19 +62,34 @@ def resize_grid_vectors(table: Tensor, grid: int, size: Tuple[int, int]) -> Tens
     return img.permute(0, 2, 3, 1).reshape(h * w, -1)
 
 
+def pair_bias(table: Tensor, index: Tensor) -> Tensor:
+    """Per-head bias of every index pair: ``table (n, H)`` looked up at ``index (Q, K)`` -> ``(H, Q, K)``,
+    gathered head-major (contiguous, no transpose of the large result)."""
+    return table.t()[:, index]
+
+
 def _resize_last_axis(x: Tensor, grid: int, size: Tuple[int, int], lead: int) -> Tensor:
     """Resize the last axis of ``(H, Q, lead + g*g)`` over the grid, keeping the ``lead`` first entries."""
     h, w = size
     heads, q = x.shape[0], x.shape[1]
-    head, cells = x[..., :lead], x[..., lead:]
-    if capturing_graph():  # the same values without two large transposes in the exported graph
-        img = F.interpolate(cells.reshape(heads, q, grid, grid), size=(h, w), mode="bilinear", align_corners=False)
-        cells = img.reshape(heads, q, h * w)
-    else:  # query-major planes, the reference's layout (its float rounding, bit for bit)
-        img = cells.permute(1, 0, 2).reshape(q, heads, grid, grid)
-        img = F.interpolate(img, size=(h, w), mode="bilinear", align_corners=False)
-        cells = img.reshape(q, heads, h * w).permute(1, 0, 2)
-    return torch.cat([head, cells], dim=-1) if lead else cells
+    # one-channel planes: ATen's CPU kernel converts many-channel NCHW inputs to channels-last first (3x slower)
+    cells = F.interpolate(x[..., lead:].reshape(heads * q, 1, grid, grid), size=(h, w), mode="bilinear", align_corners=False)
+    cells = cells.reshape(heads, q, h * w)
+    return torch.cat([x[..., :lead], cells], dim=-1) if lead else cells
+
+
+def _resize_middle_axis(x: Tensor, grid: int, size: Tuple[int, int], lead: int) -> Tensor:
+    """Resize the query axis of ``(H, lead + g*g, K)`` over the grid, keeping the ``lead`` first rows.
+
+    The key axis serves as the channels of a channels-last image (a view, no transpose): the
+    interpolation reads and writes the ``(H, Q, K)`` layout directly.
+    """
+    h, w = size
+    heads, k = x.shape[0], x.shape[2]
+    planes = x[:, lead:].reshape(heads, grid, grid, k).permute(0, 3, 1, 2)
+    cells = F.interpolate(planes, size=(h, w), mode="bilinear", align_corners=False)
+    cells = cells.permute(0, 2, 3, 1).reshape(heads, h * w, k)
+    return torch.cat([x[:, :lead], cells], dim=1) if lead else cells
 
 
 def resize_pair_bias(bias: Tensor, grid: int, size: Tuple[int, int], key_first: bool, lead: int = 0) -> Tensor:
@@ -83,12 +98,12 @@ def resize_pair_bias(bias: Tensor, grid: int, size: Tuple[int, int], key_first: 
     Both the query and the key axis are resized bilinearly over the grid; the ``lead`` first
     rows/columns (the decoder's BOS) are kept. ``key_first`` selects which axis goes first (the
     reference's encoder resizes keys first, its decoder queries first; the results agree up to
-    float rounding).
+    float rounding). Neither axis is transposed in memory: the key axis is resized as planes,
+    the query axis as a channels-last image (equal to the reference's layout up to float32
+    rounding, bit for bit where the grid keeps its height).
     """
     if not capturing_graph() and tuple(size) == (grid, grid):
         return bias
     if key_first:
-        bias = _resize_last_axis(bias, grid, size, lead)
-        return _resize_last_axis(bias.transpose(1, 2), grid, size, lead).transpose(1, 2)
-    bias = _resize_last_axis(bias.transpose(1, 2), grid, size, lead).transpose(1, 2)
-    return _resize_last_axis(bias, grid, size, lead)
+        return _resize_middle_axis(_resize_last_axis(bias, grid, size, lead), grid, size, lead)
+    return _resize_last_axis(_resize_middle_axis(bias, grid, size, lead), grid, size, lead)

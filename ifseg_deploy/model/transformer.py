@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..tracing import capturing_graph
+
 #: Additive value for masked attention logits: finite (no -inf anywhere, FP16-safe) and
 #: large enough that exp() underflows to exactly 0 in float32 and float16.
 MASK_VALUE = -30000.0
@@ -32,7 +34,9 @@ class Attention(nn.Module):
     """Multi-head attention with an additive bias, ``(2d)^-0.5`` scaling and per-head output scales.
 
     ``logits = (x Wq + bq) * s @ (y Wk + bk)^T + bias``; the softmax runs in float32; each head's
-    output is multiplied by ``c_attn[h]`` before ``out_proj``.
+    output is multiplied by ``c_attn[h]`` before ``out_proj``. In inference (no autograd, no graph
+    capture) the same attention runs as one fused ``scaled_dot_product_attention`` call with the
+    bias as its additive mask: equal up to float rounding (about 1e-6 relative) and faster on CPU.
     """
 
     def __init__(self, dim: int, heads: int, scale_factor: float = 2.0, dropout: float = 0.0):
@@ -56,12 +60,21 @@ class Attention(nn.Module):
         q = self._split(self.q_proj(x) * self.scaling)
         k = self._split(self.k_proj(memory))
         v = self._split(self.v_proj(memory))
+        if torch.is_inference_mode_enabled() and not capturing_graph():
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0)
+        else:
+            out = self.exact_attention(q, k, v, bias)
+        out = out * self.c_attn.to(v.dtype)[:, None, None]
+        b, _, t, _ = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(b, t, -1))
+
+
+    def exact_attention(self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
+        """The reference's attention on scaled queries ``(B, H, Tq, D)``: explicit logits, float32 softmax."""
         logits = torch.matmul(q, k.transpose(-1, -2)) + bias
         probs = torch.softmax(logits.float(), dim=-1).to(v.dtype)
         probs = F.dropout(probs, self.dropout, self.training)
-        out = torch.matmul(probs, v) * self.c_attn.to(v.dtype)[:, None, None]
-        b, _, t, _ = out.shape
-        return self.out_proj(out.transpose(1, 2).reshape(b, t, -1))
+        return torch.matmul(probs, v)
 
 
 def _gelu(x: Tensor) -> Tensor:

@@ -1,7 +1,8 @@
 """One loader for every model file, in the spirit of Ultralytics' AutoBackend.
 
 ``load(path)`` recognises a PyTorch checkpoint or bundle (``.pt``, ``.pt.xz``, ``.safetensors``),
-an exported ``.onnx`` graph or a TensorRT ``.engine`` / ``.plan`` and returns the execution
+an exported ``.onnx`` graph, a TensorRT ``.engine`` / ``.plan`` or an OpenVINO IR folder
+(``<stem>_openvino/``) and returns the execution
 backend, the :class:`Vocabulary` (category list -> prompt and class embeddings) and the
 preprocessing stored with the model. Backends are registered in :data:`BACKENDS` by module path
 and imported only when a file needs them, so optional runtimes cost nothing when unused.
@@ -27,11 +28,13 @@ BACKENDS: Dict[str, str] = {
     "torch": "ifseg_deploy.runtime.torch_backend:TorchBackend",
     "onnxruntime": "ifseg_deploy.runtime.onnx_backend:OnnxBackend",
     "tensorrt": "ifseg_deploy.runtime.tensorrt_backend:TensorRTBackend",
+    "openvino": "ifseg_deploy.runtime.openvino_backend:OpenVinoBackend",
 }
 #: File endings of the exported formats (checked before anything is imported); other files are checkpoints.
 SUFFIXES: Dict[str, Tuple[str, ...]] = {
     "onnxruntime": (".onnx",),
     "tensorrt": (".engine", ".plan", ".trt"),
+    "openvino": (".xml", "_openvino"),  # the IR or its folder
 }
 
 
@@ -47,11 +50,21 @@ class LoadedRuntime:
 
 def backend_for(path: str) -> str:
     """The registered backend name for ``path``: by its ending, PyTorch for anything else (checkpoints
-    are recognised by content). A one-line error for a missing file."""
+    are recognised by content); a folder is an OpenVINO IR (``*_openvino/`` or one holding an ``.xml``).
+    A one-line error for a missing file."""
+    if os.path.isdir(path):
+        if not _holds_ir(path):
+            raise IFSegError(f"{path} is a folder; pass a model file, or an OpenVINO model folder (<stem>_openvino/ with its .xml)")
+        return "openvino"
     if not os.path.isfile(path):
         raise IFSegError(f"model file not found: {path}")
     lower = path.lower()
     return next((name for name, suffixes in SUFFIXES.items() if lower.endswith(suffixes)), "torch")
+
+
+def _holds_ir(folder: str) -> bool:
+    """An OpenVINO model folder: named ``*_openvino`` or holding an ``.xml``."""
+    return folder.rstrip("/\\").endswith(SUFFIXES["openvino"][1]) or any(f.lower().endswith(".xml") for f in os.listdir(folder))
 
 
 def backend_class(name: str):
@@ -75,13 +88,14 @@ def load(path: str, device: str = "auto", half: bool = False, bpe_dir: Optional[
     """Open any model file.
 
     Args:
-        path: checkpoint / bundle / ``.onnx`` / ``.engine`` (an exported file needs its
-            ``.vocab.safetensors`` side file next to it).
-        device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
+        path: checkpoint / bundle / ``.onnx`` / ``.engine`` / OpenVINO folder (an exported model
+            needs its ``.vocab.safetensors`` side file next to it).
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``; OpenVINO: ``cpu``, ``gpu``, ``npu``.
         half: float16 execution (CUDA; for ``.onnx`` through the TensorRT provider).
         bpe_dir: folder of ``encoder.json``, ``vocab.bpe``, ``dict.txt`` (default: next to ``path``).
         class_words: word lists of hierarchical classes (see :class:`Vocabulary`).
-        backend_options: backend-specific settings (``providers=``, ``io_binding=`` for ONNX Runtime).
+        backend_options: backend-specific settings (``providers=``, ``io_binding=`` for ONNX Runtime;
+            ``precision=``, ``compile=`` for PyTorch; ``precision=``, ``performance_hint=`` for OpenVINO).
 
     Raises :class:`IFSegError` with a one-line reason for any bad input.
     """

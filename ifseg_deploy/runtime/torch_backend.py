@@ -1,9 +1,12 @@
-"""PyTorch eager execution of SegOFA (CPU or CUDA, float32 or float16)."""
+"""PyTorch eager execution of SegOFA (CPU or CUDA; float32, bfloat16 or float16), optionally compiled."""
 
 from __future__ import annotations
 
+import copy
+import logging
+import os
 import time
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -11,33 +14,90 @@ from torch import Tensor
 from ..checkpoint import load_model
 from ..errors import IFSegError
 from ..model import SegOFA
+from ..model.inference import cast_stages, fold_batchnorm
 from ..preprocess import Preprocessing
 from .backend import Backend, Capabilities, ModelInfo
 from .device import parse_device
 from .graph_contract import FEATURES, LOGITS
 
+log = logging.getLogger(__name__)
+
+#: ``--precision`` values of PyTorch models.
+PRECISIONS = ("fp32", "bf16", "fp16")
+#: CPU flags (Linux ``/proc/cpuinfo``) of native bfloat16 matrix products.
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX). Elsewhere oneDNN
+    emulates bf16, slower than float32. Reads ``/proc/cpuinfo`` on Linux; other systems: oneDNN's own check."""
+    if os.path.isfile("/proc/cpuinfo"):
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            flags = next((line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), [])
+        return any(f in flags for f in BF16_CPU_FLAGS)
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve_precision(precision: Optional[str], half: bool, device: torch.device) -> str:
+    """``--precision`` (``--half`` is an alias of fp16) checked against ``device``; one-line errors."""
+    if half and precision not in (None, "fp16"):
+        raise IFSegError(f"--half means --precision fp16; it contradicts --precision {precision}")
+    precision = "fp16" if half else (precision or "fp32")
+    if precision not in PRECISIONS:
+        raise IFSegError(f"unknown --precision {precision}; use one of {', '.join(PRECISIONS)}")
+    if precision == "fp16" and device.type != "cuda":
+        raise IFSegError("--precision fp16 (--half) needs a CUDA device; on the CPU use --precision bf16 (CPUs with AVX512-BF16 or AMX)")
+    if precision == "bf16":
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise IFSegError(f"--precision bf16: GPU {torch.cuda.get_device_name(device)} has no bfloat16; use --precision fp16")
+        if device.type == "cpu" and not cpu_has_bf16():
+            raise IFSegError("--precision bf16 needs a CPU with AVX512-BF16 or AMX (see lscpu flags avx512_bf16 / amx_bf16); "
+                             "this one would emulate it slower than fp32: use --precision fp32")
+    return precision
+
 
 class TorchBackend(Backend):
-    """Runs the PyTorch model; reports ``backbone``, ``encoder`` and ``decoder`` stage times."""
+    """Runs the PyTorch model; reports ``backbone``, ``encoder`` and ``decoder`` stage times.
+
+    For inference the frozen batch norms are folded into the convolutions; ``bf16`` runs the
+    backbone and the transformer linear layers in bfloat16 with weights converted once
+    (:func:`ifseg_deploy.model.inference.cast_stages`), ``fp16`` the whole model in float16 (CUDA).
+    ``compile=True`` wraps the backbone, encoder and decoder in ``torch.compile``; the first run
+    of each input shape compiles (its time is logged and kept in :attr:`compile_ms`).
+    The model is copied first unless ``inplace``.
+    """
 
     name = "torch"
 
-    def __init__(self, model: SegOFA, device: str = "cpu", half: bool = False):
+    def __init__(self, model: SegOFA, device: str = "cpu", half: bool = False, precision: Optional[str] = None,
+                 compile: bool = False, inplace: bool = False):
         dev = parse_device(device)
-        if half and dev.type != "cuda":
-            raise IFSegError("--half needs a CUDA device; float16 on CPU is slower and not supported")
-        self.dtype = torch.float16 if half else torch.float32
-        self.model = model.to(dev, self.dtype).eval()
+        precision = resolve_precision(precision, half, dev)
+        model = (model if inplace else copy.deepcopy(model)).to(dev).eval()
+        fold_batchnorm(model.backbone)
+        self.dtype = torch.float16 if precision == "fp16" else torch.float32
+        if precision == "fp16":
+            model.half()
+        elif precision == "bf16":
+            cast_stages(model, torch.bfloat16)
+        if compile:
+            for part in (model.backbone, model.encoder, model.decoder):
+                part.compile()
+        self.model = model
+        self.compiled = compile
+        self.compile_ms: List[float] = []  # first-run time of each new input shape when compiled
+        self._seen_shapes: set = set()
         self.arch = model.cfg
-        self.capabilities = Capabilities(device=dev, precision="fp16" if half else "fp32", stages=("backbone", "encoder", "decoder"))
+        self.capabilities = Capabilities(device=dev, precision=precision, stages=("backbone", "encoder", "decoder"))
 
     @classmethod
-    def open(cls, path: str, device: str = "auto", half: bool = False, **options) -> Tuple["TorchBackend", ModelInfo]:
+    def open(cls, path: str, device: str = "auto", half: bool = False, precision: Optional[str] = None,
+             compile: bool = False, **options) -> Tuple["TorchBackend", ModelInfo]:
         """A checkpoint or bundle (:func:`ifseg_deploy.checkpoint.load_model`) on ``device``."""
         if options:
             raise IFSegError(f"{', '.join(sorted(options))} do(es) not apply to PyTorch checkpoints; they are for exported models (--engine)")
         loaded = load_model(path)
-        backend = cls(loaded.model, device, half)
+        backend = cls(loaded.model, device, half, precision, compile, inplace=True)
         pre = Preprocessing.from_dict(loaded.metadata.get("preprocessing"), Preprocessing(loaded.arch.image_size, 4 * loaded.arch.image_size))
         info = ModelInfo(path, loaded.kind, loaded.arch, backend.model.embed_tokens.weight, loaded.prompt_prefix,
                          loaded.categories, loaded.class_embeds, pre)
@@ -46,9 +106,15 @@ class TorchBackend(Backend):
     def _forward(self, images: Tensor, prompt_embeds: Tensor, class_embeds: Tensor,
                  output_size: Optional[Tuple[int, int]], timings: Dict[str, float]) -> Dict[str, Tensor]:
         dev = self.device
+        first = self.compiled and tuple(images.shape) not in self._seen_shapes
+        t0 = time.perf_counter()
         with torch.inference_mode():
             logits, feats = self.model(images.to(dev, self.dtype), prompt_embeds.to(dev, self.dtype),
                                        class_embeds.to(dev, self.dtype), self._stage_timer(timings))
+        if first:
+            self._seen_shapes.add(tuple(images.shape))
+            self.compile_ms.append((time.perf_counter() - t0) * 1e3)
+            log.warning("torch.compile: the first run of input %s took %.1f s (compilation)", tuple(images.shape), self.compile_ms[-1] / 1e3)
         return {LOGITS: logits, FEATURES: feats}
 
     def _stage_timer(self, timings: Dict[str, float]) -> Callable[[str], None]:

@@ -1,0 +1,262 @@
+"""``bench --compare``: every backend x precision installed here, on one model and one image, in one table.
+
+Each :class:`Variant` row names how its model file is made (nothing for PyTorch, an
+``ExportConfig`` for exported formats), the backend options it runs with, and what it needs
+(a runtime package, a CUDA device, native bf16). Rows whose needs are not met are listed as
+skipped with the reason; adding a row is one line in :data:`VARIANTS`. Every row runs the same
+image through the whole pipeline (:func:`~ifseg_deploy.benchmark.run_benchmark`); fidelity is
+measured against the first row (PyTorch fp32): relative RMS of the grid logits and agreement of
+the label maps at the original size.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import os
+import platform
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from .benchmark import run_benchmark
+from .config import ArchConfig
+from .errors import IFSegError
+from .export.api import ExportConfig, export_model
+from .fileio import write_bytes
+from .runtime.segmenter import SegmentationResult, Segmenter
+from .runtime.torch_backend import cpu_has_bf16
+
+
+def _package(name: str) -> Callable[[str], Optional[str]]:
+    return lambda device: None if importlib.util.find_spec(name) else f"{name} is not installed"
+
+
+def _cuda(device: str) -> Optional[str]:
+    return None if device.startswith("cuda") and torch.cuda.is_available() else "needs --device cuda"
+
+
+def _bf16(device: str) -> Optional[str]:
+    if device.startswith("cuda"):
+        return None if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no bf16 GPU"
+    return None if cpu_has_bf16() else "CPU without AVX512-BF16 / AMX"
+
+
+def _cpu(device: str) -> Optional[str]:
+    return None if device == "cpu" else "CPU rows run with --device cpu"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row: ``export`` (``ExportConfig`` fields; ``None``: the PyTorch checkpoint itself),
+    ``options`` (backend options of :meth:`Segmenter.load`) and ``needs`` (checks returning a reason to skip)."""
+
+    name: str
+    precision: str
+    export: Optional[Tuple[Tuple[str, object], ...]] = None
+    options: Tuple[Tuple[str, object], ...] = ()
+    needs: Tuple[Callable[[str], Optional[str]], ...] = ()
+
+    def skip_reason(self, device: str) -> Optional[str]:
+        return next((r for r in (need(device) for need in self.needs) if r), None)
+
+
+#: The rows, first the fp32 PyTorch reference. ONNX int8 / fp16 graphs join here when the exporter writes them.
+VARIANTS: Tuple[Variant, ...] = (
+    Variant("PyTorch", "fp32", options=(("precision", "fp32"),)),
+    Variant("PyTorch", "bf16", options=(("precision", "bf16"),), needs=(_bf16,)),
+    Variant("PyTorch", "fp16", options=(("precision", "fp16"),), needs=(_cuda,)),
+    Variant("ONNX Runtime", "fp32", export=(("format", "onnx"),), needs=(_package("onnxruntime"),)),
+    Variant("OpenVINO", "fp32", export=(("format", "openvino"), ("precision", "fp32")), options=(("precision", "fp32"),),
+            needs=(_package("openvino"), _cpu)),
+    Variant("OpenVINO fp16 weights", "fp32", export=(("format", "openvino"), ("precision", "fp16")),
+            options=(("precision", "fp32"),), needs=(_package("openvino"), _cpu)),
+    Variant("OpenVINO", "bf16", export=(("format", "openvino"), ("precision", "fp32")), options=(("precision", "bf16"),),
+            needs=(_package("openvino"), _cpu, _bf16)),
+    Variant("TensorRT", "fp16", export=(("format", "engine"), ("precision", "fp16")), needs=(_package("tensorrt"), _cuda)),
+)
+
+
+@dataclass
+class CompareRow:
+    """One measured (or skipped) row; times in ms, sizes in MB."""
+
+    backend: str
+    precision: str
+    file: Optional[str] = None
+    file_mb: Optional[float] = None
+    p50_ms: Optional[float] = None
+    p90_ms: Optional[float] = None
+    p99_ms: Optional[float] = None
+    fps: Optional[float] = None
+    speedup: Optional[float] = None  # over the first row's median
+    logits_rel_rms: Optional[float] = None  # ||logits - ref|| / ||ref|| over the grid
+    label_agreement: Optional[float] = None  # fraction of original-size pixels with the reference label
+    rss_mb: Optional[float] = None  # process resident memory after the row ran
+    stages_ms: Dict[str, float] = field(default_factory=dict)  # median per stage
+    skipped: Optional[str] = None
+
+
+@dataclass
+class CompareReport:
+    rows: List[CompareRow]
+    image_size: List[int]
+    machine: Dict[str, object]
+
+    def to_dict(self) -> dict:
+        return {"image_size": self.image_size, "machine": self.machine, "rows": [asdict(r) for r in self.rows]}
+
+    def format(self) -> str:
+        """The table, Ultralytics-benchmark style."""
+        head = f"{'backend':<24}{'prec':<6}{'size MB':>9}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'FPS':>8}{'speed-up':>9}" \
+               f"{'rel-RMS':>10}{'labels %':>10}{'RSS MB':>8}"
+        lines = [head]
+        for r in self.rows:
+            if r.skipped:
+                lines.append(f"{r.backend:<24}{r.precision:<6}  skipped: {r.skipped}")
+                continue
+            lines.append(f"{r.backend:<24}{r.precision:<6}{r.file_mb:>9.1f}{r.p50_ms:>10.1f}{r.p90_ms:>10.1f}{r.p99_ms:>10.1f}"
+                         f"{r.fps:>8.2f}{r.speedup:>8.2f}x{r.logits_rel_rms:>10.2e}{100 * r.label_agreement:>10.2f}{r.rss_mb:>8.0f}")
+        return "\n".join(lines)
+
+
+def machine_info() -> Dict[str, object]:
+    """CPU model, threads and library versions, for the report."""
+    cpu = platform.processor()
+    if os.path.isfile("/proc/cpuinfo"):
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
+    return {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__, "bf16_cpu": cpu_has_bf16(),
+            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+
+
+def _size_mb(path: str) -> float:
+    if os.path.isdir(path):
+        return sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path)) / 2**20
+    return os.path.getsize(path) / 2**20
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm", encoding="ascii") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def fidelity(ref: SegmentationResult, out: SegmentationResult) -> Tuple[float, float]:
+    """``(relative RMS of the grid logits, label agreement at the original size)`` of ``out`` against ``ref``."""
+    a, b = ref.logits.astype(np.float64), out.logits.astype(np.float64)
+    rel = float(np.sqrt(np.mean((b - a) ** 2)) / max(np.sqrt(np.mean(a**2)), 1e-30))
+    return rel, float((ref.labels == out.labels).mean())
+
+
+def _model_file(source: str, variant: Variant, workdir: str, categories, bpe_dir, short_side: int, device: str,
+                made: Dict[tuple, str]) -> str:
+    """The checkpoint itself, or its export for ``variant`` (made once per export setting in ``workdir``)."""
+    if variant.export is None:
+        return source
+    if variant.export in made:
+        return made[variant.export]
+    settings = dict(variant.export)
+    stem = os.path.join(workdir, os.path.splitext(os.path.basename(source))[0] + "_" + "_".join(str(v) for v in settings.values()))
+    out = stem + {"onnx": ".onnx", "engine": ".engine", "openvino": "_openvino"}[settings["format"]]
+    export_model(source, ExportConfig(out=out, categories=categories, bpe_dir=bpe_dir, short_side=short_side,
+                                      device=device if device.startswith("cuda") else "cuda", **settings))
+    made[variant.export] = out
+    return out
+
+
+def compare(source: str, image: np.ndarray, workdir: str, categories: Optional[Sequence[str]] = None,
+            bpe_dir: Optional[str] = None, device: str = "cpu", short_side: Optional[int] = None, warmup: int = 2,
+            iterations: int = 10, variants: Sequence[Variant] = VARIANTS, progress=None,
+            **segmenter_kwargs) -> CompareReport:
+    """Benchmark every available variant of checkpoint ``source`` on ``image`` (RGB uint8).
+
+    Exports are written to ``workdir``; ``short_side`` is the inference short side (default: the
+    model's). ``progress(done, total, label)`` is called after every timed iteration.
+    Raises :class:`IFSegError` when the reference row (the first) cannot run.
+    """
+    from .preprocess import Preprocessing
+
+    rows: List[CompareRow] = []
+    ref: Optional[SegmentationResult] = None
+    made: Dict[tuple, str] = {}
+    runnable = [v for v in variants if v.skip_reason(device) is None]
+    total, done = len(runnable) * iterations, [0]
+    for variant in variants:
+        row = CompareRow(variant.name, variant.precision, skipped=variant.skip_reason(device))
+        rows.append(row)
+        if row.skipped:
+            if ref is None:
+                raise IFSegError(f"the reference row {variant.name} {variant.precision} cannot run: {row.skipped}")
+            continue
+        path = _model_file(source, variant, workdir, categories, bpe_dir, short_side or 512, device, made)
+        extra = {} if short_side is None else {"preprocessing": Preprocessing(short_side, 4 * short_side)}
+        seg = Segmenter.load(path, categories, bpe_dir, device, backend_options=dict(variant.options), **extra, **segmenter_kwargs)
+
+        def tick(i, n, ms, label=f"{variant.name} {variant.precision}"):
+            done[0] += 1
+            if progress is not None:
+                progress(done[0], total, label)
+
+        report = run_benchmark(seg, image, 1, warmup, iterations, progress=tick)
+        result = seg.segment(image)
+        if ref is None:
+            ref = result
+        summary = report.summary(report.total)
+        row.file, row.file_mb = path, _size_mb(path)
+        row.p50_ms, row.p90_ms, row.p99_ms = summary["median"], summary["p90"], summary["p99"]
+        row.fps = 1000.0 / row.p50_ms
+        row.speedup = rows[0].p50_ms / row.p50_ms
+        row.logits_rel_rms, row.label_agreement = fidelity(ref, result)
+        row.rss_mb = _rss_mb()
+        row.stages_ms = {k: float(np.median(v)) for k, v in report.stages.items()}
+        del seg
+    return CompareReport(rows, list(image.shape[:2]), machine_info())
+
+
+def random_bundle(arch: ArchConfig, path: str, categories: Sequence[str], bpe_dir: str, seed: int = 0) -> str:
+    """Write a randomly initialised model of ``arch`` as a bundle (class embeddings of ``categories``
+    from its token table), so random-weight benchmarks can export like a trained model."""
+    from .checkpoint.bundle import save_bundle
+    from .model import SegOFA
+    from .runtime.vocabulary import Vocabulary
+    from .text.tokenizer import OFATokenizer
+
+    torch.manual_seed(seed)
+    model = SegOFA(arch).eval()
+    classes = Vocabulary(OFATokenizer(bpe_dir), model.embed_tokens.weight).class_embeddings(list(categories))
+    save_bundle(path, model.state_dict(), classes, {"arch": arch.to_dict(), "categories": list(categories)})
+    return path
+
+
+def write_json(report: CompareReport, path: str) -> None:
+    write_bytes(path, (json.dumps(report.to_dict(), indent=2) + "\n").encode())
+
+
+def write_chart(report: CompareReport, path: str) -> None:
+    """A PNG bar chart of the median latency per row, annotated with speed-up and rel-RMS (matplotlib)."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise IFSegError("the chart needs matplotlib: pip install 'ifseg-deploy[bench]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in report.rows if not r.skipped]
+    fig, ax = plt.subplots(figsize=(8, 0.6 * len(rows) + 1.5))
+    labels = [f"{r.backend} {r.precision}" for r in rows]
+    ax.barh(labels, [r.p50_ms for r in rows], color="tab:blue")
+    for i, r in enumerate(rows):
+        ax.text(r.p50_ms, i, f" {r.p50_ms:.0f} ms, {r.speedup:.2f}x, rel-RMS {r.logits_rel_rms:.1e}", va="center", fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("median latency per image, end to end (ms)")
+    ax.set_title(f"{report.machine['cpu']}, {report.machine['threads']} threads, {report.image_size[0]}x{report.image_size[1]} image",
+                 fontsize=9)
+    ax.set_xlim(0, 1.5 * max(r.p50_ms for r in rows))
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    write_bytes(path, buf.getvalue())

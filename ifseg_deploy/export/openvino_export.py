@@ -1,0 +1,113 @@
+"""ONNX -> OpenVINO IR (``<stem>_openvino/``: ``<stem>.xml``, ``<stem>.bin``, the vocabulary side
+file), verified against PyTorch like the ONNX export.
+
+The IR comes from the verified ONNX graph through ``openvino.convert_model`` and
+``openvino.save_model`` (float32 weights, or float16 with ``compress_to_fp16``: OpenVINO's
+documented weight compression; the CPU computes in float32 either way unless a precision hint
+says otherwise). The folder is built next to its destination and renamed into place only when
+the IR agrees with PyTorch on every verification case.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from typing import List
+
+import numpy as np
+
+from ..checkpoint import load_model
+from ..errors import IFSegError
+from ..runtime.sidecar import vocab_path
+from ..runtime.vocabulary import Vocabulary
+from .graph import ExportGraph
+from .onnx_export import OnnxExport, OnnxExportOptions, alternate_categories, verification_cases
+from .verify import RTOL, VerifyReport, compare_outputs, run_torch
+
+#: ``export --precision`` of an IR -> ``compress_to_fp16``.
+WEIGHT_PRECISIONS = {"fp32": False, "fp16": True}
+#: Relative tolerance (of the largest |output|) for float16 weights: their rounding (2^-11
+#: relative) accumulates over the layers; float32 weights keep the ONNX export's tolerance.
+FP16_RTOL = 2e-2
+
+
+@dataclass
+class OpenVinoExport:
+    """What :func:`export_openvino` wrote."""
+
+    folder: str
+    xml_path: str
+    vocab_path: str
+    precision: str
+    verification: VerifyReport
+
+    @property
+    def files(self) -> List[str]:
+        return [self.xml_path, os.path.splitext(self.xml_path)[0] + ".bin", self.vocab_path]
+
+
+def check_weight_precision(precision: str) -> str:
+    """``--precision`` of an OpenVINO export (fp32 or fp16 weights); a one-line error otherwise."""
+    if precision not in WEIGHT_PRECISIONS:
+        raise IFSegError(f"--precision {precision} is not available for --format openvino; use fp32 or fp16 (weights)")
+    return precision
+
+
+def default_folder(source: str) -> str:
+    """``models/ofa_tiny.safetensors`` -> ``models/ofa_tiny_openvino``."""
+    return os.path.splitext(source)[0] + "_openvino"
+
+
+def export_openvino(source: str, onnx: OnnxExport, vocabulary: Vocabulary, categories, opts: OnnxExportOptions,
+                    folder: str, precision: str = "fp32") -> OpenVinoExport:
+    """Convert the verified ONNX export ``onnx`` of checkpoint ``source`` into ``folder``.
+
+    Every verification case of the ONNX export (export inputs, another vocabulary, a non-square
+    size when dynamic, ``opts.verify_images``) runs through the IR on OpenVINO's CPU device in
+    float32 and through the PyTorch model; outputs are compared with :func:`compare_outputs`.
+    Raises :class:`IFSegError` (nothing written) when openvino is missing or they disagree.
+    """
+    try:
+        import openvino as ov
+    except ImportError:
+        raise IFSegError("--format openvino needs openvino: pip install 'ifseg-deploy[openvino]'") from None
+    check_weight_precision(precision)
+    loaded = load_model(source)
+    contract = opts.contract(loaded.arch.embed_dim)
+    vocab = vocabulary.prepare(categories)
+    cases = verification_cases(contract, vocab, vocabulary.prepare(alternate_categories(vocab.categories)), opts)
+    graph = ExportGraph(loaded.model.float().eval(), contract).eval()
+    stem = os.path.basename(folder.rstrip("/\\"))
+    stem = stem[: -len("_openvino")] if stem.endswith("_openvino") else stem
+    parent = os.path.dirname(os.path.abspath(folder))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".openvino-", dir=parent)
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the model folder is an ordinary one
+    try:
+        xml = os.path.join(tmp, stem + ".xml")
+        ov.save_model(ov.convert_model(onnx.path), xml, compress_to_fp16=WEIGHT_PRECISIONS[precision])
+        shutil.copyfile(onnx.vocab_path, vocab_path(xml))
+        compiled = ov.Core().compile_model(xml, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        names = [o.get_any_name() for o in compiled.outputs]
+        rtol = FP16_RTOL if WEIGHT_PRECISIONS[precision] else RTOL
+        results = []
+        for name, feeds in cases:
+            ref = run_torch(graph, feeds, names)
+            out = compiled({k: v.numpy() for k, v in feeds.items()})
+            results.append(compare_outputs(name, feeds, ref, {p.get_any_name(): np.asarray(v) for p, v in out.items()},
+                                           atol=opts.atol, rtol=rtol))
+        report = VerifyReport(results)
+        if not report.ok:
+            worst = next(c for c in report.cases if not c.ok)
+            raise IFSegError(f"OpenVINO disagrees with PyTorch on '{worst.name}' ({'; '.join(worst.problems)}); nothing was written")
+        del compiled
+        if os.path.isdir(folder):
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp)
+    xml = os.path.join(folder, stem + ".xml")
+    return OpenVinoExport(folder, xml, vocab_path(xml), precision, report)
