@@ -168,7 +168,7 @@ def _model_file(source: str, variant: Variant, workdir: str, categories, bpe_dir
 
 
 def compare(source: str, image: np.ndarray, workdir: str, categories: Optional[Sequence[str]] = None,
-            bpe_dir: Optional[str] = None, device: str = "cpu", short_side: Optional[int] = None, warmup: int = 2,
+            bpe_dir: Optional[str] = None, device: str = "auto", short_side: Optional[int] = None, warmup: int = 2,
             iterations: int = 10, variants: Sequence[Variant] = VARIANTS, progress=None,
             **segmenter_kwargs) -> CompareReport:
     """Benchmark every available variant of checkpoint ``source`` on ``image`` (RGB uint8).
@@ -178,7 +178,9 @@ def compare(source: str, image: np.ndarray, workdir: str, categories: Optional[S
     Raises :class:`IFSegError` when the reference row (the first) cannot run.
     """
     from .preprocess import Preprocessing
+    from .runtime.device import parse_device
 
+    device = str(parse_device(device))  # "auto" -> "cpu" / "cuda"
     rows: List[CompareRow] = []
     ref: Optional[SegmentationResult] = None
     made: Dict[tuple, str] = {}

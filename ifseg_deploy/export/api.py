@@ -161,20 +161,21 @@ class ExportResult:
     openvino: Optional["OpenVinoExport"] = None  # noqa: F821 (export/openvino_export.py, imported on use)
 
 
-def _onnx_from_checkpoint(source: str, cfg: ExportConfig, profile: TargetProfile, onnx_path: str) -> OnnxExport:
+def _onnx_from_checkpoint(source: str, cfg: ExportConfig, profile: TargetProfile, onnx_path: str) -> Tuple[OnnxExport, Vocabulary]:
     from ..checkpoint import load_model
 
     loaded = load_model(source)
     vocab = Vocabulary.from_bpe(cfg.bpe_dir, source, loaded.model.embed_tokens.weight, prompt_prefix=loaded.prompt_prefix,
                                 stored_categories=loaded.categories, stored_class_embeds=loaded.class_embeds)
-    return export_onnx(loaded, onnx_path, vocab, cfg.categories, cfg.onnx_options(cfg.trt_version or profile.tensorrt))
+    return export_onnx(loaded, onnx_path, vocab, cfg.categories, cfg.onnx_options(cfg.trt_version or profile.tensorrt)), vocab
 
 
 def _openvino_from_checkpoint(source: str, cfg: ExportConfig, profile: TargetProfile) -> ExportResult:
     from .openvino_export import export_openvino
 
+    graph_cfg = dataclasses.replace(cfg, precision="fp32")  # the IR compresses its own weights (cfg.precision)
     with tempfile.TemporaryDirectory() as tmp:
-        onnx, vocab = _onnx_from_checkpoint(source, cfg, profile, os.path.join(tmp, "model.onnx"))
+        onnx, vocab = _onnx_from_checkpoint(source, graph_cfg, profile, os.path.join(tmp, "model.onnx"))
         ov = export_openvino(source, onnx, vocab, cfg.categories, cfg.onnx_options(cfg.trt_version or profile.tensorrt), cfg.out, cfg.precision)
     return ExportResult("", openvino=ov, files=ov.files)
 
@@ -202,7 +203,7 @@ def export_model(source: str, config: ExportConfig) -> ExportResult:
         result = ExportResult(source)
     else:
         onnx_path = cfg.out if cfg.format == "onnx" else os.path.splitext(cfg.out)[0] + ".onnx"
-        onnx = _onnx_from_checkpoint(source, cfg, profile, onnx_path)
+        onnx, _ = _onnx_from_checkpoint(source, cfg, profile, onnx_path)
         result = ExportResult(onnx_path, onnx, files=[onnx.path, onnx.vocab_path])
         if cfg.format == "onnx":
             engine = os.path.splitext(onnx_path)[0] + ".engine"
