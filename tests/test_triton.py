@@ -4,9 +4,11 @@ local PyTorch Segmenter."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import socket
 import threading
 import time
 
@@ -179,6 +181,30 @@ def server(repo):
     srv.stop()
 
 
+@contextlib.contextmanager
+def silent_server():
+    """A TCP port on 127.0.0.1 that accepts connections and never sends a byte."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    accepted = []
+
+    def accept() -> None:
+        while True:
+            try:
+                accepted.append(sock.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        sock.close()
+        for conn in accepted:
+            conn.close()
+
+
 def connect(server, protocol="grpc", **kwargs):
     from ifseg_deploy.runtime.triton_client import TritonSegmenter
 
@@ -263,8 +289,10 @@ def test_one_line_errors(server, capsys, tmp_path):
         TritonSegmenter(f"grpc://127.0.0.1:{free_port()}")
     with pytest.raises(IFSegError, match="model 'nope' is not ready"):
         connect(server, model="nope")
-    with pytest.raises(IFSegError, match="within --timeout"):
-        connect(server, timeout=1e-6)
+    with silent_server() as port:  # accepts connections, never answers: a deterministic timeout
+        for protocol in ("grpc", "http"):
+            with pytest.raises(IFSegError, match="within --timeout 0.3 s"):
+                TritonSegmenter(f"{protocol}://127.0.0.1:{port}", timeout=0.3)
     client = connect(server, categories=["sky", "x y " * 600])  # a prompt longer than the model's 1026 positions
     with pytest.raises(IFSegError, match="server rejected the category list: the prompt has"):
         client.segment(images()[0])
