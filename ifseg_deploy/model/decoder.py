@@ -37,6 +37,10 @@ class SurrogateDecoder(nn.Module):
     bias-free projection onto the class embeddings, which are passed in (run-time vocabulary).
     """
 
+    #: The submodules :meth:`position_biases` reads (position tables, their norms and projections).
+    POSITION_MODULES = ("embed_seg_positions", "seg_pos_ln", "self_pos_q_linear", "self_pos_k_linear", "cross_pos_q_linear",
+                        "cross_pos_k_linear", "seg_rel_pos_table_list")
+
     def __init__(self, cfg: ArchConfig):
         super().__init__()
         c, eps, g = cfg.embed_dim, cfg.layer_norm_eps, cfg.seg_grid

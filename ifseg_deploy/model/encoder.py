@@ -41,6 +41,10 @@ class Encoder(nn.Module):
     blocks.
     """
 
+    #: The submodules :meth:`position_biases` reads (position tables, their norms and projections).
+    POSITION_MODULES = ("embed_image_positions", "image_pos_ln", "embed_positions", "pos_ln", "pos_q_linear", "pos_k_linear",
+                        "token_rel_pos_table_list", "image_rel_pos_table_list")
+
     def __init__(self, cfg: ArchConfig):
         super().__init__()
         c, eps = cfg.embed_dim, cfg.layer_norm_eps
