@@ -45,7 +45,10 @@ def test_graph_inspection(exported):
     assert meta["categories"] == [c.strip() for c in REAL.split(",")]
     cases = meta["export"]["verification"]["cases"]
     assert [c["ok"] for c in cases] == [True] * 3  # synthetic scene, another one (other list), dev image
-    assert meta["export"]["graph"] == {"knn": "in-graph", "knn_k": 3, "knn_iters": 25, "upsample": "host"}
+    arch = meta["arch"]
+    assert meta["export"]["graph"] == {"knn": "in-graph", "knn_k": 3, "knn_iters": 25, "upsample": "host", "position_biases": "inputs",
+                                       "bias_layers_heads": [arch["encoder_layers"], arch["decoder_layers"], arch["heads"]]}
+    assert [i.name for i in model.graph.input] == ["images", "prompt_embeds", "class_embeds", "encoder_bias", "decoder_bias", "cross_bias"]
     # the cells compared for kNN are most of each image (the rest have near-tied neighbour sets)
     assert [c["cells"] for c in cases] == [1024, 32 * 43, 1024]
     assert all(c["knn_masked_cells"] < 0.25 * c["cells"] for c in cases)

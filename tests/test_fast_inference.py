@@ -13,7 +13,7 @@ from ifseg_deploy.cli.main import main
 from ifseg_deploy.errors import IFSegError
 from ifseg_deploy.model.backbone import FrozenBatchNorm2d
 from ifseg_deploy.model.inference import fold_batchnorm, fold_conv_bn
-from ifseg_deploy.model.positions import resize_pair_bias
+from ifseg_deploy.model.positions import add_resized_offset_bias, grid_rel_index, offset_table, resize_pair_bias
 from ifseg_deploy.model.transformer import Attention
 from ifseg_deploy.preprocess import resized_shape
 from ifseg_deploy.runtime.torch_backend import TorchBackend, cpu_has_bf16
@@ -100,6 +100,44 @@ def test_pair_bias_resize_equals_transposed_reference(key_first, lead, size):
     out = resize_pair_bias(bias, g, size, key_first=key_first, lead=lead)
     assert out.shape == (heads, lead + size[0] * size[1], lead + size[0] * size[1])
     torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("bucket, size", [(6, (4, 7)), (6, (7, 4)), (6, (3, 2)), (4, (9, 9)), (4, (4, 4)), (5, (4, 6))])
+def test_offset_bias_equals_gather_then_resize(bucket, size):
+    """The offset-kernel form of a resized relative bias against gathering the full (g^2, g^2) pair
+    table and resizing both axes as images (the reference's order of work), for up- and
+    down-sampling, one axis kept, and no resize at all."""
+    g, heads = 4, 3
+    table = torch.randn((2 * bucket - 1) ** 2 + 3, heads, generator=torch.Generator().manual_seed(5))
+    pairs = table.t()[:, grid_rel_index(g, bucket)]  # (H, g*g, g*g)
+    keys = F.interpolate(pairs.reshape(-1, 1, g, g), size=size, mode="bilinear", align_corners=False).reshape(heads, g * g, -1)
+    planes = keys.transpose(1, 2).reshape(-1, 1, g, g)
+    expected = F.interpolate(planes, size=size, mode="bilinear", align_corners=False).reshape(heads, keys.shape[2], -1).transpose(1, 2)
+    hw = size[0] * size[1]
+    base = torch.randn(heads, hw + 2, hw + 2)
+    out = base.clone()
+    add_resized_offset_bias(out[:, 1:-1, 1:-1], offset_table(table, bucket, g), g, size)  # a strided view, as in the models
+    torch.testing.assert_close(out[:, 1:-1, 1:-1] - base[:, 1:-1, 1:-1], expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out[:, 0], base[:, 0])
+    torch.testing.assert_close(out[:, :, -1], base[:, :, -1])
+
+
+@pytest.mark.parametrize("size", [(2, 2), (3, 5), (6, 4)])
+def test_eager_biases_equal_graph_form(size, monkeypatch):
+    """Encoder and decoder biases of the eager path (offset kernels, in-place blocks) equal the traceable
+    form the ONNX graph uses (gather, two resizes, concatenated blocks)."""
+    model = make_tiny_model(2).eval()
+    with torch.no_grad():
+        for table in list(model.encoder.image_rel_pos_table_list) + list(model.decoder.seg_rel_pos_table_list):
+            table.weight.normal_()
+        eager = model.encoder.position_biases(size, 6)
+        eager_dec = model.decoder.position_biases(size, eager[0])
+        for module in ("encoder", "decoder", "positions"):
+            monkeypatch.setattr(f"ifseg_deploy.model.{module}.capturing_graph", lambda: True)
+        graph = model.encoder.position_biases(size, 6)
+        graph_dec = model.decoder.position_biases(size, graph[0])
+    for a, b in zip(eager[1] + eager_dec[0] + [eager_dec[1]], graph[1] + graph_dec[0] + [graph_dec[1]]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
 
 
 def test_bf16_backend_close_to_fp32():

@@ -6,7 +6,7 @@ import argparse
 import os
 
 from ..errors import IFSegError
-from ..export.api import FORMATS, ExportConfig
+from ..export.api import FORMATS, POSITION_BIASES, ExportConfig
 from ..export.triton_repo import FORMAT as TRITON, NETWORKS
 from .common import add_category_args, category_args
 
@@ -29,6 +29,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                                                          "(first frame's) pixels pre-process to at the --imgsz short side")
     p.add_argument("--dynamic", action="store_true", help="dynamic batch and image size (the default unless --static, --imgsz HxW or --imgsz-from)")
     p.add_argument("--static", action="store_true", help="fixed batch and SxS (or --imgsz HxW) input; position biases folded into constants")
+    p.add_argument("--position-biases", choices=POSITION_BIASES, default="auto",
+                   help="dynamic graphs: take the shape-only position biases as inputs, computed once per input shape by the runtime "
+                        "(inputs), or compute them on every run (graph); auto: inputs for onnx/openvino, graph for engines and Triton")
     p.add_argument("--batch", type=int, default=1, help="batch of a static export, or the batch traced and verified (default: 1)")
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="graph precision; a TensorRT engine is strongly typed and runs in its graph's "
                                                                       "(default: fp32 for ONNX, the profile's for engines)")
@@ -66,7 +69,8 @@ def config_from_args(args) -> ExportConfig:
         static_size=static_size, imgsz_from=args.imgsz_from, static=args.static, batch=args.batch, precision=args.precision, calib_dir=args.calib_dir,
         knn_in_graph=args.knn == "in-graph", knn_k=args.knn_k, knn_iters=args.knn_iters, upsample_in_graph=args.upsample == "in-graph",
         profile=args.profile, opset=args.opset, trt_version=args.trt_version, verify_images=args.verify_image,
-        tolerance=args.tolerance, timing_cache=args.timing_cache, device=args.device, gate=not args.no_gate)
+        tolerance=args.tolerance, timing_cache=args.timing_cache, device=args.device, gate=not args.no_gate,
+        position_biases=args.position_biases)
 
 
 def run(args) -> int:
@@ -92,6 +96,9 @@ def run(args) -> int:
         for w in onnx.op_check.warnings[:10]:
             print(f"  note: {w}")
         print(f"Wrote {onnx.path} and {onnx.vocab_path}")
+        if onnx.contract.bias_inputs and args.format == "onnx":
+            print("Position biases are graph inputs, computed once per input shape by ifseg-deploy's ONNX Runtime and OpenVINO "
+                  "backends; for TensorRT use --format engine (or export with --position-biases graph)")
     if result.openvino is not None:
         ov = result.openvino
         print(f"OpenVINO (CPU, fp32 compute, {ov.precision} weights) vs PyTorch:")

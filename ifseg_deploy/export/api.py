@@ -27,6 +27,10 @@ from .tensorrt_build import EngineBuild, build_engine
 from .verify import ATOL
 
 FORMATS = ("onnx", "engine", "openvino")
+#: Where a dynamic graph's position biases come from: ``inputs`` (computed once per input shape by
+#: the runtime and fed to the graph), ``graph`` (computed by the graph on every run), ``auto``
+#: (inputs for ONNX / OpenVINO exports, graph for TensorRT engines; static graphs fold them).
+POSITION_BIASES = ("auto", "inputs", "graph")
 ENGINE_EXTS = (".engine", ".plan")
 
 
@@ -65,6 +69,7 @@ class ExportConfig:
     timing_cache: Optional[str] = None
     device: str = "cuda"  # GPU the engine is built on
     gate: bool = True  # refuse a reduced-precision graph below its fidelity gate (--no-gate: write it anyway)
+    position_biases: str = "auto"  # one of POSITION_BIASES
 
     @property
     def dynamic(self) -> bool:
@@ -86,6 +91,11 @@ class ExportConfig:
             raise IFSegError(f"--imgsz {self.image_size}: each side must be >= 16 pixels")
         if self.knn_in_graph and (self.knn_k < 1 or self.knn_iters < 1):
             raise IFSegError("--knn in-graph needs --knn-k >= 1 and --knn-iters >= 1")
+        if self.position_biases not in POSITION_BIASES:
+            raise IFSegError(f"--position-biases {self.position_biases}: use one of {', '.join(POSITION_BIASES)}")
+        if self.format == "engine" and self.position_biases == "inputs":
+            raise IFSegError("TensorRT engines compute their position biases in the graph (a static engine folds them); "
+                             "drop --position-biases inputs")
         if self.format == "openvino":  # an IR folder converted from the verified ONNX graph
             from .openvino_export import check_weight_precision, default_folder
 
@@ -102,6 +112,9 @@ class ExportConfig:
             raise IFSegError("--calib-dir applies when exporting from a checkpoint; an exported .onnx already carries its precision")
         if precision is not None and not (from_graph and precision == "int8"):  # a Q/DQ graph needs no more calibration
             check_precision(precision, self.calib_dir)
+        if self.format == "engine" and from_graph and os.path.isfile(source) and read_vocab(source).contract.bias_inputs:
+            raise IFSegError(f"{source} takes its position biases as inputs (for ONNX Runtime / OpenVINO); build the engine from the "
+                             "checkpoint with --format engine, or from an ONNX exported with --position-biases graph")
         if self.format == "engine":
             if self.upsample_in_graph:
                 raise IFSegError("--upsample in-graph is for ONNX exports only (it needs a shape input TensorRT profiles do not cover); "
@@ -132,7 +145,8 @@ class ExportConfig:
             image_size=self.image_size, short_side=self.short_side, dynamic=self.dynamic, batch=self.batch, opset=self.opset, knn_k=self.knn_k,
             knn_iters=self.knn_iters if self.knn_in_graph else 0, upsample=self.upsample_in_graph,
             atol=self.tolerance if self.tolerance is not None else ATOL, trt_target=trt_target, verify_images=self.verify_images,
-            precision=self.precision or "fp32", calib_dir=self.calib_dir, gate=self.gate)
+            precision=self.precision or "fp32", calib_dir=self.calib_dir, gate=self.gate,
+            bias_inputs=self.position_biases == "inputs" or (self.position_biases == "auto" and self.format != "engine"))
 
     def rebuild_command(self, source: str) -> str:
         """The ``ifseg-deploy export`` command line that recreates this engine (quoted for a shell)."""
@@ -206,8 +220,9 @@ def export_model(source: str, config: ExportConfig) -> ExportResult:
         onnx, _ = _onnx_from_checkpoint(source, cfg, profile, onnx_path)
         result = ExportResult(onnx_path, onnx, files=[onnx.path, onnx.vocab_path])
         if cfg.format == "onnx":
-            engine = os.path.splitext(onnx_path)[0] + ".engine"
-            result.trtexec_hint = trtexec_command(profile, onnx_path, engine, onnx.metadata["arch"]["embed_dim"], cfg.short_side, static)
+            if not onnx.contract.bias_inputs:  # trtexec builds engines from graphs that compute their biases
+                engine = os.path.splitext(onnx_path)[0] + ".engine"
+                result.trtexec_hint = trtexec_command(profile, onnx_path, engine, onnx.metadata["arch"]["embed_dim"], cfg.short_side, static)
             return result
         if not onnx.op_check.ok:
             raise IFSegError(f"the graph uses operators TensorRT {onnx.op_check.target} does not support "

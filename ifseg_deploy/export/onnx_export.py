@@ -19,10 +19,12 @@ import torch
 
 from .. import __version__
 from ..checkpoint import LoadedModel
+from ..config import ArchConfig
 from ..errors import IFSegError
 from ..fileio import atomic_path
 from ..preprocess import Preprocessing, read_image
-from ..runtime.graph_contract import IMAGES, LOGITS, OUTPUT_SIZE, GraphContract
+from ..model.segofa import position_state
+from ..runtime.graph_contract import IMAGES, LOGITS, GraphContract
 from ..runtime.sidecar import vocab_path, write_vocab
 from ..runtime.vocabulary import PreparedVocabulary, Vocabulary
 from ..text.prompt import validate_categories
@@ -58,6 +60,7 @@ class OnnxExportOptions:
     precision: str = "fp32"  # fp32, fp16 (mixed-precision graph, .fp16_graph) or int8 (Q/DQ graph, .int8_graph)
     calib_dir: Optional[str] = None  # int8: calibration images
     gate: bool = True  # refuse a reduced-precision graph below its fidelity gate
+    bias_inputs: bool = False  # dynamic graphs: position biases as inputs, computed once per shape by the host
 
     def validate(self) -> None:
         h, w = self.image_size
@@ -74,9 +77,11 @@ class OnnxExportOptions:
         if self.knn_iters and self.knn_k < 1:
             raise IFSegError("--knn-k must be >= 1 for in-graph kNN smoothing")
 
-    def contract(self, embed_dim: int) -> GraphContract:
-        """The graph this export writes."""
-        return GraphContract(embed_dim, self.knn_k, self.knn_iters, self.upsample, self.dynamic, self.batch, tuple(self.image_size))
+    def contract(self, arch: ArchConfig) -> GraphContract:
+        """The graph this export writes (position biases as inputs only in a dynamic graph: a static one folds them)."""
+        biases = (arch.encoder_layers, arch.decoder_layers, arch.heads) if self.bias_inputs and self.dynamic else None
+        return GraphContract(arch.embed_dim, self.knn_k, self.knn_iters, self.upsample, self.dynamic, self.batch, tuple(self.image_size),
+                             biases)
 
     @property
     def preprocessing(self) -> Preprocessing:
@@ -95,6 +100,7 @@ class OnnxExport:
     verification: VerifyReport
     op_check: OpCheckReport
     precision: Optional[PrecisionReport] = None  # reduced-precision graphs: the check against fp32 PyTorch
+    contract: Optional[GraphContract] = None  # the graph's names, shapes and options
 
 
 def _trace(graph: ExportGraph, feeds: Dict[str, torch.Tensor], path: str, opts: OnnxExportOptions) -> None:
@@ -133,27 +139,26 @@ def alternate_categories(categories: Sequence[str]) -> List[str]:
     return validate_categories(alt)
 
 
-def verification_cases(contract: GraphContract, vocab: PreparedVocabulary, alt: PreparedVocabulary, opts: OnnxExportOptions
+def verification_cases(graph: ExportGraph, vocab: PreparedVocabulary, alt: PreparedVocabulary, opts: OnnxExportOptions
                        ) -> List[Tuple[str, Dict[str, torch.Tensor]]]:
     """Photo-like scenes (:func:`sample_inputs`) at the export size, another scene with another vocabulary
     (and, when dynamic, a non-square size), and the given images."""
     h, w = opts.image_size
-    cases = [("synthetic scene", sample_inputs(contract, vocab, opts.batch, h, w))]
+    cases = [("synthetic scene", sample_inputs(graph, vocab, opts.batch, h, w))]
     if opts.dynamic:
         ah, aw = (w, h) if h != w else (h, w + 11 * 16)
-        cases.append(("non-square scene, other categories", sample_inputs(contract, alt, 1, ah, aw, seed=opts.batch)))
+        cases.append(("non-square scene, other categories", sample_inputs(graph, alt, 1, ah, aw, seed=opts.batch)))
     else:
-        cases.append(("other scene, other categories", sample_inputs(contract, alt, opts.batch, h, w, seed=opts.batch)))
+        cases.append(("other scene, other categories", sample_inputs(graph, alt, opts.batch, h, w, seed=opts.batch)))
     for path in opts.verify_images:
         rgb = read_image(path)
         x = opts.preprocessing(rgb).unsqueeze(0)
         if not opts.dynamic and tuple(x.shape[2:]) != (h, w):
             raise IFSegError(f"verification image {path} preprocesses to {x.shape[2]}x{x.shape[3]}, but the static export is {h}x{w}; "
                              f"size the export for it with --imgsz-from {path}, or use --dynamic")
-        feeds = sample_inputs(contract, vocab, 1, x.shape[2], x.shape[3])
-        feeds[IMAGES] = x.expand(opts.batch if not opts.dynamic else 1, -1, -1, -1).contiguous()
-        if contract.upsample:
-            feeds[OUTPUT_SIZE] = torch.tensor(rgb.shape[:2], dtype=torch.int64)
+        images = x.expand(opts.batch if not opts.dynamic else 1, -1, -1, -1).contiguous()
+        feeds = graph.inputs(images, vocab.prompt_embeds.detach().float().cpu(), vocab.class_embeds.detach().float().cpu(),
+                             tuple(rgb.shape[:2]))
         cases.append((os.path.basename(path), feeds))
     return cases
 
@@ -169,8 +174,8 @@ def reduce_precision(model: onnx.ModelProto, graph: ExportGraph, cases: Sequence
         gate = FP16_MAX_REL_RMS
     else:
         h, w = opts.image_size
-        fixed = {k: v.numpy() for k, v in graph.contract.feeds(torch.zeros(1, 3, h, w), vocab.prompt_embeds, vocab.class_embeds).items()
-                 if k != IMAGES}
+        fixed = {k: v.detach().numpy() for k, v in graph.inputs(torch.zeros(1, 3, h, w), vocab.prompt_embeds.detach().float(),
+                                                                  vocab.class_embeds.detach().float()).items() if k != IMAGES}
         kept = to_int8(model, path, calibration_feeds(opts.calib_dir, opts.batch, h, w, fixed))
         reduced, gate = onnx.load(path), INT8_MAX_REL_RMS
     names = graph.contract.output_names
@@ -236,11 +241,11 @@ def export_onnx(loaded: LoadedModel, out_path: str, vocabulary: Vocabulary, cate
     opts.validate()
     if not out_path.endswith(".onnx"):
         raise IFSegError(f"--out {out_path} must end with .onnx")
-    contract = opts.contract(loaded.arch.embed_dim)
+    contract = opts.contract(loaded.arch)
     vocab = vocabulary.prepare(categories)
     alt = vocabulary.prepare(alternate_categories(vocab.categories))
-    cases = verification_cases(contract, vocab, alt, opts)
     graph = ExportGraph(loaded.model.float().eval(), contract).eval()
+    cases = verification_cases(graph, vocab, alt, opts)
     meta = export_metadata(loaded, vocab, opts, contract)
     with atomic_path(out_path) as tmp:
         _trace(graph, cases[0][1], tmp, opts)
@@ -271,5 +276,6 @@ def export_onnx(loaded: LoadedModel, out_path: str, vocabulary: Vocabulary, cate
         onnx.save(model, tmp)
         op_check = check_graph(model, opts.trt_target)
         side = vocab_path(out_path)
-        write_vocab(side, loaded.model.embed_tokens.weight, loaded.class_embeds, meta)
-    return OnnxExport(out_path, side, meta, report, op_check, precision)
+        write_vocab(side, loaded.model.embed_tokens.weight, loaded.class_embeds, meta,
+                    position_state(loaded.model) if contract.bias_inputs else None)
+    return OnnxExport(out_path, side, meta, report, op_check, precision, contract)

@@ -75,10 +75,9 @@ def export_openvino(source: str, onnx: OnnxExport, vocabulary: Vocabulary, categ
         raise IFSegError("--format openvino needs openvino: pip install 'ifseg-deploy[openvino]'") from None
     check_weight_precision(precision)
     loaded = load_model(source)
-    contract = opts.contract(loaded.arch.embed_dim)
     vocab = vocabulary.prepare(categories)
-    cases = verification_cases(contract, vocab, vocabulary.prepare(alternate_categories(vocab.categories)), opts)
-    graph = ExportGraph(loaded.model.float().eval(), contract).eval()
+    graph = ExportGraph(loaded.model.float().eval(), opts.contract(loaded.arch)).eval()
+    cases = verification_cases(graph, vocab, vocabulary.prepare(alternate_categories(vocab.categories)), opts)
     stem = os.path.basename(folder.rstrip("/\\"))
     stem = stem[: -len("_openvino")] if stem.endswith("_openvino") else stem
     parent = os.path.dirname(os.path.abspath(folder))

@@ -92,7 +92,9 @@ def _network_graph(source: str, cfg: ExportConfig, opts: TritonOptions, build: s
     """The verified ONNX graph (and, for ``engine``, the TensorRT plan) in ``build``."""
     onnx_path = os.path.join(build, ONNX_FILE)
     if source.endswith(".onnx"):  # an earlier export: reuse it (its side file says how it was made)
-        read_vocab(source)
+        if read_vocab(source).contract.bias_inputs:
+            raise IFSegError(f"{source} takes its position biases as inputs, which a Triton network model is not fed; "
+                             "export from the checkpoint, or from an ONNX exported with --position-biases graph")
         shutil.copyfile(source, onnx_path)
         shutil.copyfile(vocab_path(source), vocab_path(onnx_path))
         result = ExportResult(onnx_path, files=[onnx_path, vocab_path(onnx_path)])
@@ -100,7 +102,8 @@ def _network_graph(source: str, cfg: ExportConfig, opts: TritonOptions, build: s
             result = export_model(onnx_path, dataclasses.replace(cfg, format="engine", out=os.path.join(build, PLAN_FILE)))
         return result
     fmt = "engine" if opts.network == "engine" else "onnx"
-    return export_model(source, dataclasses.replace(cfg, format=fmt, out=os.path.join(build, PLAN_FILE if fmt == "engine" else ONNX_FILE)))
+    return export_model(source, dataclasses.replace(cfg, format=fmt, out=os.path.join(build, PLAN_FILE if fmt == "engine" else ONNX_FILE),
+                                                    position_biases="graph"))
 
 
 def _graph_meta(onnx_path: str) -> str:

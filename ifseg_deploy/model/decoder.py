@@ -9,7 +9,8 @@ from torch import Tensor, nn
 
 from ..config import ArchConfig
 from .encoder import abs_position_bias
-from .positions import grid_position_ids, grid_rel_index, pair_bias, resize_grid_vectors, resize_pair_bias
+from ..tracing import capturing_graph
+from .positions import add_resized_offset_bias, grid_position_ids, grid_rel_index, offset_table, pair_bias, resize_grid_vectors, resize_pair_bias
 from .transformer import MASK_VALUE, layer_stack
 
 
@@ -35,6 +36,10 @@ class SurrogateDecoder(nn.Module):
     of the output predicts cell ``t`` (it sees BOS and cells ``0..t-1``). The class head is a
     bias-free projection onto the class embeddings, which are passed in (run-time vocabulary).
     """
+
+    #: The submodules :meth:`position_biases` reads (position tables, their norms and projections).
+    POSITION_MODULES = ("embed_seg_positions", "seg_pos_ln", "self_pos_q_linear", "self_pos_k_linear", "cross_pos_q_linear",
+                        "cross_pos_k_linear", "seg_rel_pos_table_list")
 
     def __init__(self, cfg: ArchConfig):
         super().__init__()
@@ -68,12 +73,22 @@ class SurrogateDecoder(nn.Module):
         t = queries.shape[0]
         abs_bias = abs_position_bias(self.self_pos_q_linear, self.self_pos_k_linear, queries, queries, heads, self.pos_scaling)
         causal = torch.triu(torch.full((t, t), MASK_VALUE, device=queries.device, dtype=abs_bias.dtype), diagonal=1)
-        index = seg_rel_index(g, queries.device)
         masked = abs_bias + causal  # shared by every layer; equal to (abs + rel) + causal wherever the mask is 0
-        return [
-            (masked + resize_pair_bias(pair_bias(table.weight, index), g, size, key_first=False, lead=1)).unsqueeze(0)
-            for table in self.seg_rel_pos_table_list
-        ]
+        if capturing_graph():  # the traceable form
+            index = seg_rel_index(g, queries.device)
+            return [(masked + resize_pair_bias(pair_bias(table.weight, index), g, size, key_first=False, lead=1)).unsqueeze(0)
+                    for table in self.seg_rel_pos_table_list]
+        biases = []
+        n = (2 * g - 1) ** 2 + 3
+        for table in self.seg_rel_pos_table_list:
+            bias = masked.clone()
+            bos = table.weight[n - 3 :].t()[:, :, None]  # (H, 3, 1): BOS -> cell, cell -> BOS, BOS -> BOS
+            bias[:, 0, 1:] += bos[:, 0]
+            bias[:, 1:, 0] += bos[:, 1]
+            bias[:, 0, 0] += bos[:, 2, 0]
+            add_resized_offset_bias(bias[:, 1:, 1:], offset_table(table.weight, g, g), g, size)
+            biases.append(bias.unsqueeze(0))
+        return biases
 
     def position_biases(self, size: Tuple[int, int], encoder_positions: Tensor) -> Tuple[List[Tensor], Tensor]:
         """Per-layer self-attention biases and the cross-attention bias ``(1, H, 1+hw, hw+L)``;

@@ -10,7 +10,8 @@ from torch import Tensor, nn
 from ..config import ArchConfig
 from ..errors import IFSegError
 from ..tracing import capturing_graph
-from .positions import grid_position_ids, grid_rel_index, pair_bias, resize_grid_vectors, resize_pair_bias, token_rel_index
+from .positions import (add_resized_offset_bias, grid_position_ids, grid_rel_index, offset_table, pair_bias, resize_grid_vectors,
+                        resize_pair_bias, token_rel_index)
 from .transformer import layer_stack
 
 
@@ -39,6 +40,10 @@ class Encoder(nn.Module):
     part shared by all layers and a per-layer relative part on the image-image and text-text
     blocks.
     """
+
+    #: The submodules :meth:`position_biases` reads (position tables, their norms and projections).
+    POSITION_MODULES = ("embed_image_positions", "image_pos_ln", "embed_positions", "pos_ln", "pos_q_linear", "pos_k_linear",
+                        "token_rel_pos_table_list", "image_rel_pos_table_list")
 
     def __init__(self, cfg: ArchConfig):
         super().__init__()
@@ -96,21 +101,20 @@ class Encoder(nn.Module):
         hw = size[0] * size[1]
         device = positions.device
         abs_bias = abs_position_bias(self.pos_q_linear, self.pos_k_linear, positions, positions, self.cfg.heads, self.pos_scaling)
-        g = self.cfg.encoder_grid
-        img_index = grid_rel_index(g, self.cfg.image_bucket_size, device)
+        g, bucket = self.cfg.encoder_grid, self.cfg.image_bucket_size
         txt_index = token_rel_index(text_len, self.cfg.token_bucket_size, device=device)
         biases = []
         for img_table, txt_table in zip(self.image_rel_pos_table_list, self.token_rel_pos_table_list):
-            img = resize_pair_bias(pair_bias(img_table.weight, img_index), g, size, key_first=True)
             txt = pair_bias(txt_table.weight, txt_index)
-            if capturing_graph():  # one static block structure for the graph
+            if capturing_graph():  # the traceable form and one static block structure for the graph
+                img = resize_pair_bias(pair_bias(img_table.weight, grid_rel_index(g, bucket, device)), g, size, key_first=True)
                 heads = img.shape[0]
                 top = torch.cat([img, img.new_zeros(heads, hw, text_len)], dim=-1)
                 bottom = torch.cat([txt.new_zeros(heads, text_len, hw), txt], dim=-1)
                 bias = abs_bias + torch.cat([top, bottom], dim=1)
             else:  # the same sums, added in place to the diagonal blocks (no zero blocks, no copies)
                 bias = abs_bias.clone()
-                bias[:, :hw, :hw] += img
+                add_resized_offset_bias(bias[:, :hw, :hw], offset_table(img_table.weight, bucket, g), g, size)
                 bias[:, hw:, hw:] += txt
             biases.append(bias.unsqueeze(0))
         return biases

@@ -8,8 +8,9 @@ align_corners=False)`` with an explicit ``size`` for every resize.
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Tuple
+from typing import List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -107,3 +108,89 @@ def resize_pair_bias(bias: Tensor, grid: int, size: Tuple[int, int], key_first: 
     if key_first:
         return _resize_middle_axis(_resize_last_axis(bias, grid, size, lead), grid, size, lead)
     return _resize_last_axis(_resize_middle_axis(bias, grid, size, lead), grid, size, lead)
+
+
+def bilinear_matrix(n_in: int, n_out: int) -> Tensor:
+    """The ``(n_out, n_in)`` matrix of a 1-D ``F.interpolate(mode="bilinear", align_corners=False)``
+    resize (the identity when ``n_in == n_out``): PyTorch's own weights, read off a resized identity."""
+    eye = torch.eye(n_in).reshape(n_in, 1, 1, n_in)
+    return F.interpolate(eye, size=(1, n_out), mode="bilinear", align_corners=False).reshape(n_in, n_out).t()
+
+
+@functools.lru_cache(maxsize=16)
+def offset_kernel(n_in: int, n_out: int) -> Tensor:
+    """``K[i, i', d] = sum over r - r' = d - (n_in - 1) of A[i, r] A[i', r']`` for the resize matrix ``A``
+    of :func:`bilinear_matrix`: how much relative offset ``d`` contributes to the resized cell pair
+    ``(i, i')``, ``(n_out, n_out, 2 n_in - 1)`` on the CPU (cached; do not modify). At most three
+    offsets per pair are non-zero."""
+    a = bilinear_matrix(n_in, n_out)
+    pairs = (a[:, None, :, None] * a[None, :, None, :]).reshape(n_out * n_out, n_in * n_in)
+    r = torch.arange(n_in)
+    onehot = F.one_hot((r[:, None] - r[None, :] + n_in - 1).reshape(-1), 2 * n_in - 1).to(pairs.dtype)
+    return (pairs @ onehot).reshape(n_out, n_out, 2 * n_in - 1)
+
+
+@functools.lru_cache(maxsize=16)
+def _row_taps(n_in: int, n_out: int) -> List[Tuple[Tensor, Tensor, List[bool], List[bool]]]:
+    """The non-zero offsets of :func:`offset_kernel` as up to three taps ``(offset index (n_out, n_out),
+    weight (n_out, n_out), row has a non-zero weight, row's weights are all one)``."""
+    kh = offset_kernel(n_in, n_out)
+    first = (kh != 0).to(torch.uint8).argmax(-1)  # the smallest offset with a non-zero weight
+    padded = F.pad(kh, (0, 2))
+    taps = []
+    for a in range(3):
+        wt = padded.gather(-1, (first + a)[..., None])[..., 0]
+        used = (wt != 0).any(-1).tolist()
+        if any(used):
+            taps.append(((first + a).clamp(max=2 * n_in - 2), wt, used, (wt == 1).all(-1).tolist()))
+    return taps
+
+
+def add_resized_offset_bias(out: Tensor, offsets: Tensor, grid: int, size: Tuple[int, int]) -> Tensor:
+    """Add the relative-position bias of a ``grid x grid`` table, resized to ``h x w``, to ``out`` in place.
+
+    Exact reformulation of ``resize_pair_bias(pair_bias(table, grid_rel_index(grid, B)), grid, size)``
+    (equal up to float32 rounding): a bias that depends only on the 2-D offset ``(dr, dc)`` between
+    two cells, bilinearly resized on both the query and the key axis, is
+    ``sum_{dr,dc} Kh[i,i',dr] Kw[j,j',dc] E[dr,dc]`` with the :func:`offset_kernel` ``K`` of each axis.
+    The column sum is a small matrix product on the ``(2g-1, 2g-1)`` table, the row sum gathers at
+    most three of its rows per cell pair; nothing of size ``g^2 x g^2`` is formed, so a new input
+    size costs one pass over the output instead of two image resizes of it.
+
+    Args:
+        out: ``(H, h*w, h*w)`` view to add to (the cell block of an attention bias; any strides
+            that split into rows and columns).
+        offsets: ``(H, 2*grid - 1, 2*grid - 1)`` bias per head and offset ``(dr + g - 1, dc + g - 1)``.
+        grid: the table's grid ``g``; size: the ``(h, w)`` grid of the input.
+    Returns:
+        ``out``.
+    """
+    h, w = size
+    heads, device = offsets.shape[0], offsets.device
+    if (h, w) == (grid, grid):  # no resize: a plain lookup
+        out += pair_bias(offsets.reshape(heads, -1).t(), grid_rel_index(grid, grid, device))
+        return out
+    kw = offset_kernel(grid, w).to(device, offsets.dtype)
+    span = 2 * grid - 1
+    cols = torch.matmul(offsets.reshape(heads * span, span), kw.reshape(w * w, span).t()).reshape(heads, span, w, w)
+    taps = [(idx.to(device), wt.to(device, offsets.dtype), used, ones) for idx, wt, used, ones in _row_taps(grid, h)]
+    out5 = out.view(heads, h, w, h, w)
+    for i in range(h):
+        acc = None
+        for idx, wt, used, ones in taps:
+            if not used[i]:
+                continue
+            term = cols[:, idx[i]]  # (H, h', w, w')
+            if not ones[i]:
+                term = term * wt[i][None, :, None, None]
+            acc = term if acc is None else acc.add_(term)
+        out5[:, i] += acc.permute(0, 2, 1, 3)
+    return out
+
+
+def offset_table(table: Tensor, bucket_size: int, grid: int) -> Tensor:
+    """The ``(H, 2g-1, 2g-1)`` offsets of a ``grid x grid`` grid in a 2-D relative table ``(n, H)``
+    laid out as :func:`grid_rel_index` (``(2B-1)^2`` offset entries first)."""
+    span = 2 * bucket_size - 1
+    lo = bucket_size - grid
+    return table[: span * span].t().reshape(-1, span, span)[:, lo : lo + 2 * grid - 1, lo : lo + 2 * grid - 1]

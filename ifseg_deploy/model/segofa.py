@@ -10,7 +10,7 @@ touching weights.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Callable, Hashable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Hashable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -60,6 +60,31 @@ class BiasCache:
         return value
 
 
+#: Position biases of one input shape: per-layer encoder biases ``(1, H, T, T)`` (``T = h*w + L``), and
+#: the decoder's per-layer self-attention biases ``(1, H, 1+hw, 1+hw)`` with its cross-attention bias
+#: ``(1, H, 1+hw, T)``.
+PositionBiases = Tuple[List[Tensor], Tuple[List[Tensor], Tensor]]
+
+
+def stack_biases(biases: PositionBiases) -> Tuple[Tensor, Tensor, Tensor]:
+    """:data:`PositionBiases` as three tensors: ``(Le, H, T, T)``, ``(Ld, H, 1+hw, 1+hw)``, ``(H, 1+hw, T)``."""
+    enc, (dec, cross) = biases
+    return torch.cat(enc), torch.cat(dec), cross[0]
+
+
+def unstack_biases(encoder: Tensor, decoder: Tensor, cross: Tensor) -> PositionBiases:
+    """The inverse of :func:`stack_biases` (views, no copies)."""
+    return [b.unsqueeze(0) for b in encoder.unbind(0)], ([b.unsqueeze(0) for b in decoder.unbind(0)], cross.unsqueeze(0))
+
+
+def position_state(model: nn.Module) -> Dict[str, Tensor]:
+    """The parameters :meth:`SegOFA.position_biases` reads (the encoder's and decoder's
+    ``POSITION_MODULES``), keyed as in ``model.state_dict()``; a few MB."""
+    return {f"{part}.{name}.{key}": value for part in ("encoder", "decoder")
+            for name in getattr(model, part).POSITION_MODULES
+            for key, value in getattr(getattr(model, part), name).state_dict().items()}
+
+
 def grid_size(height: int, width: int) -> Tuple[int, int]:
     """Feature grid of the stride-16 backbone for an ``height x width`` input: ``ceil(x / 16)``."""
     return (height - 1) // 16 + 1, (width - 1) // 16 + 1
@@ -77,7 +102,7 @@ class SegOFA(nn.Module):
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.embed_dim, padding_idx=PAD)
         self._bias_cache = BiasCache(self, ("encoder", "decoder"))
 
-    def position_biases(self, size: Tuple[int, int], text_len: int) -> Tuple[List[Tensor], Tuple[List[Tensor], Tensor]]:
+    def position_biases(self, size: Tuple[int, int], text_len: int) -> PositionBiases:
         """Encoder and decoder attention biases of a grid size and prompt length.
 
         They depend only on shapes and weights, so in inference mode the last few are kept
@@ -96,9 +121,11 @@ class SegOFA(nn.Module):
         prompt_embeds: Tensor,
         class_embeds: Tensor,
         on_stage: Optional[Callable[[str], None]] = None,
+        biases: Optional[PositionBiases] = None,
     ) -> Tensor:
-        """Class logits ``(B, h*w, N)`` for image tokens ``(B, h*w, C)`` (projected features or artificial cells)."""
-        enc_biases, dec_biases = self.position_biases(size, prompt_embeds.shape[1])
+        """Class logits ``(B, h*w, N)`` for image tokens ``(B, h*w, C)`` (projected features or artificial cells);
+        ``biases``: this shape's :meth:`position_biases` when the caller has them (an exported graph's inputs)."""
+        enc_biases, dec_biases = biases if biases is not None else self.position_biases(size, prompt_embeds.shape[1])
         encoded = self.encoder(image_tokens, prompt_embeds, enc_biases)
         if on_stage is not None:
             on_stage("encoder")
@@ -108,7 +135,8 @@ class SegOFA(nn.Module):
         return logits
 
     def forward(
-        self, images: Tensor, prompt_embeds: Tensor, class_embeds: Tensor, on_stage: Optional[Callable[[str], None]] = None
+        self, images: Tensor, prompt_embeds: Tensor, class_embeds: Tensor, on_stage: Optional[Callable[[str], None]] = None,
+        biases: Optional[PositionBiases] = None,
     ) -> Tuple[Tensor, Tensor]:
         """Segment a batch.
 
@@ -117,6 +145,7 @@ class SegOFA(nn.Module):
             prompt_embeds: ``(1 or B, L, C)`` token embeddings of the prompt.
             class_embeds: ``(N, C)`` class (seg-token) embeddings.
             on_stage: called with "backbone", "encoder", "decoder" as each stage ends (timing).
+            biases: the input shape's :meth:`position_biases`, when given from outside (else computed / cached).
         Returns:
             logits ``(B, h*w, N)`` and the backbone features ``(B, h*w, 1024)`` (for kNN smoothing),
             both in raster order of the ``h x w = ceil(H/16) x ceil(W/16)`` grid.
@@ -126,5 +155,5 @@ class SegOFA(nn.Module):
         feats = feats.flatten(2).transpose(1, 2)
         if on_stage is not None:
             on_stage("backbone")
-        logits = self.forward_tokens(self.encoder.image_proj(feats), size, prompt_embeds, class_embeds, on_stage)
+        logits = self.forward_tokens(self.encoder.image_proj(feats), size, prompt_embeds, class_embeds, on_stage, biases)
         return logits, feats

@@ -137,7 +137,7 @@ class TransformerLayer(nn.Module):
 
 def layer_stack(cfg, count: int, cross_attention: bool) -> nn.ModuleList:
     """``count`` layers with drop-path rates rising linearly from 0 to ``cfg.drop_path``."""
-    rates = torch.linspace(0, cfg.drop_path, count).tolist()
+    rates = torch.linspace(0, cfg.drop_path, count, device="cpu").tolist()  # plain numbers, also when built on the meta device
     return nn.ModuleList(
         TransformerLayer(cfg.embed_dim, cfg.ffn_dim, cfg.heads, cross_attention, cfg.attn_scale_factor, cfg.dropout, r, cfg.layer_norm_eps)
         for r in rates

@@ -22,6 +22,7 @@ from torch import Tensor
 from ..config import ArchConfig
 from ..preprocess import Preprocessing
 from .graph_contract import FEATURES, KNN_PROBS, LABELS, LOGITS, GraphContract
+from .position_feeds import PositionFeeds
 
 
 @dataclass
@@ -81,10 +82,18 @@ class Backend(ABC):
     arch: ArchConfig
     capabilities: Capabilities
     contract: Optional[GraphContract] = None
+    positions: Optional[PositionFeeds] = None  # for graphs that take their position biases as inputs
 
     @property
     def device(self) -> torch.device:
         return self.capabilities.device
+
+    def graph_feeds(self, images: Tensor, prompt_embeds: Tensor, class_embeds: Tensor,
+                    output_size: Optional[Tuple[int, int]]) -> Dict[str, Tensor]:
+        """The exported graph's inputs by name (:meth:`GraphContract.feeds`), with the input shape's
+        position biases when the graph takes them (computed once per shape, :class:`PositionFeeds`)."""
+        biases = self.positions.feeds(images, prompt_embeds) if self.positions is not None else None
+        return self.contract.feeds(images, prompt_embeds, class_embeds, output_size, biases)
 
     @abstractmethod
     def _forward(self, images: Tensor, prompt_embeds: Tensor, class_embeds: Tensor,

@@ -7,6 +7,10 @@ Inputs (float32 unless noted):
   ``images (B, 3, H, W)``        normalised RGB as the reference preprocessing produces it;
   ``prompt_embeds (1, L, C)``    token embeddings of the prompt (host side: tokenizer + table);
   ``class_embeds (N, C)``        class (seg-token) embeddings;
+  ``encoder_bias (Le, H, T, T)``, ``decoder_bias (Ld, H, 1+hw, 1+hw)``, ``cross_bias (H, 1+hw, T)``
+                                 only in a graph that takes its position biases as inputs
+                                 (``T = hw + L``): the shape-only attention biases, computed once per
+                                 input shape on the host (:mod:`.position_feeds`), not per frame;
   ``output_size (2,)`` int64     only with in-graph up-sampling: the original ``(H0, W0)``.
 Outputs (float32 unless noted):
   ``logits (B, h*w, N)``, ``features (B, h*w, 1024)`` (always, so host kNN stays possible);
@@ -29,12 +33,14 @@ from ..model.encoder import check_input_shape
 
 IMAGES, PROMPT, CLASSES, OUTPUT_SIZE = "images", "prompt_embeds", "class_embeds", "output_size"
 LOGITS, FEATURES, KNN_PROBS, LABELS = "logits", "features", "knn_probs", "labels"
+ENC_BIAS, DEC_BIAS, CROSS_BIAS = "encoder_bias", "decoder_bias", "cross_bias"
+BIAS_INPUTS = (ENC_BIAS, DEC_BIAS, CROSS_BIAS)
 #: Inputs whose values (not only shapes) flow through the network.
 VALUE_INPUTS = (IMAGES, PROMPT, CLASSES)
 #: Channels of the ResNet features the graph returns for kNN smoothing.
 FEATURE_DIM = 1024
 #: Symbolic dimension names of a dynamic graph (Triton writes them as -1).
-SYMBOLIC = ("batch", "height", "width", "cells", "prompt_len", "classes", "out_height", "out_width")
+SYMBOLIC = ("batch", "height", "width", "cells", "prompt_len", "classes", "out_height", "out_width", "tokens", "targets")
 DTYPES = {OUTPUT_SIZE: "int64", LABELS: "int64"}  # every other tensor is float32
 
 Dim = Union[int, str]
@@ -46,6 +52,8 @@ class GraphContract:
 
     ``embed_dim`` may be a placeholder string (``"${EMBED_DIM}"``) for templates. ``batch`` and
     ``image_size`` are the fixed input shape of a static graph, and the traced one of a dynamic graph.
+    ``bias_inputs``: ``(encoder layers, decoder layers, heads)`` of a dynamic graph that takes its
+    position biases as inputs, or None (the graph computes them; a static graph folds them).
     """
 
     embed_dim: Union[int, str]
@@ -55,10 +63,11 @@ class GraphContract:
     dynamic: bool = True
     batch: int = 1
     image_size: Tuple[int, int] = (512, 512)
+    bias_inputs: Optional[Tuple[int, int, int]] = None
 
     @property
     def input_names(self) -> List[str]:
-        return [IMAGES, PROMPT, CLASSES] + ([OUTPUT_SIZE] if self.upsample else [])
+        return [IMAGES, PROMPT, CLASSES] + (list(BIAS_INPUTS) if self.bias_inputs else []) + ([OUTPUT_SIZE] if self.upsample else [])
 
     @property
     def output_names(self) -> List[str]:
@@ -83,7 +92,7 @@ class GraphContract:
         gh, gw = grid_size(h, w)
         batch, cells = ("batch", "cells") if self.dynamic else (self.batch, gh * gw)
         c = self.embed_dim
-        every = {
+        every: Dict[str, List[Dim]] = {
             IMAGES: ["batch", 3, "height", "width"] if self.dynamic else [self.batch, 3, h, w],
             PROMPT: [1, "prompt_len", c],
             CLASSES: ["classes", c],
@@ -92,8 +101,16 @@ class GraphContract:
             FEATURES: [batch, cells, FEATURE_DIM],
             KNN_PROBS: [batch, cells, "classes"],
             LABELS: [batch, "out_height", "out_width"],
+            **self._bias_dims(),
         }
         return {k: every[k] for k in self.input_names + self.output_names}
+
+    def _bias_dims(self) -> Dict[str, List[Dim]]:
+        if not self.bias_inputs:
+            return {}
+        enc, dec, heads = self.bias_inputs
+        return {ENC_BIAS: [enc, heads, "tokens", "tokens"], DEC_BIAS: [dec, heads, "targets", "targets"],
+                CROSS_BIAS: [heads, "targets", "tokens"]}
 
     def dynamic_axes(self) -> Dict[str, Dict[int, str]]:
         """``{tensor: {axis: name}}`` of the symbolic dimensions (``torch.onnx.export``'s argument)."""
@@ -127,10 +144,15 @@ class GraphContract:
         check_input_shape(arch, grid, prompt_embeds.shape[1])
 
     def feeds(self, images: Tensor, prompt_embeds: Tensor, class_embeds: Tensor,
-              output_size: Optional[Tuple[int, int]] = None) -> Dict[str, Tensor]:
-        """Graph inputs in the graph's order (float32; ``output_size`` defaults to the image size)."""
+              output_size: Optional[Tuple[int, int]] = None, biases: Optional[Dict[str, Tensor]] = None) -> Dict[str, Tensor]:
+        """Graph inputs in the graph's order (float32; ``output_size`` defaults to the image size;
+        ``biases``: the :data:`BIAS_INPUTS` of this input shape, required by a graph that takes them)."""
         feeds = {IMAGES: images.float().contiguous(), PROMPT: prompt_embeds.float().contiguous(),
                  CLASSES: class_embeds.float().contiguous()}
+        if self.bias_inputs:
+            if biases is None:
+                raise ValueError("this graph takes its position biases as inputs; pass biases=")
+            feeds.update((name, biases[name]) for name in BIAS_INPUTS)
         if self.upsample:
             size = output_size if output_size is not None else tuple(images.shape[2:])
             feeds[OUTPUT_SIZE] = torch.tensor([int(size[0]), int(size[1])], dtype=torch.int64)
@@ -143,7 +165,9 @@ class GraphContract:
             "batch": self.batch,
             "image_size": list(self.image_size),
             "graph": {"knn": "in-graph" if self.knn_iters else "host", "knn_k": self.knn_k, "knn_iters": self.knn_iters,
-                      "upsample": "in-graph" if self.upsample else "host"},
+                      "upsample": "in-graph" if self.upsample else "host",
+                      "position_biases": "inputs" if self.bias_inputs else "in-graph",
+                      **({"bias_layers_heads": list(self.bias_inputs)} if self.bias_inputs else {})},
             "inputs": self.input_names,
             "outputs": self.output_names,
         }
@@ -164,6 +188,7 @@ class GraphContract:
             dynamic=bool(export.get("dynamic", True)),
             batch=int(export.get("batch", 1)),
             image_size=tuple(int(v) for v in export.get("image_size", (512, 512))),
+            bias_inputs=tuple(int(v) for v in graph["bias_layers_heads"]) if graph.get("position_biases") == "inputs" else None,
         )
         if contract.input_names != list(export["inputs"]) or contract.output_names != list(export["outputs"]):
             raise IFSegError("the side file's input/output names do not match its graph settings; re-export with ifseg-deploy export")

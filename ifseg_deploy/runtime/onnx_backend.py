@@ -109,11 +109,12 @@ class OnnxBackend(Backend):
         device_id = (dev.index or 0) if dev.type == "cuda" else 0
         backend = cls(path, side.contract, side.arch, providers, device_id, half, io_binding,
                       graph_precision=side.export.get("precision", "fp32"))
+        backend.positions = side.position_feeds(backend.device)
         return backend, side.model_info(path, "onnx")
 
     def _forward(self, images: Tensor, prompt_embeds: Tensor, class_embeds: Tensor,
                  output_size: Optional[Tuple[int, int]], timings: Dict[str, float]) -> Dict[str, Tensor]:
-        feeds = self.contract.feeds(images, prompt_embeds, class_embeds, output_size)
+        feeds = self.graph_feeds(images, prompt_embeds, class_embeds, output_size)
         if not self.io_binding:
             names = list(self._out_types)
             values = self.session.run(names, {k: v.detach().cpu().numpy() for k, v in feeds.items()})

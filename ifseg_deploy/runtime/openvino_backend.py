@@ -97,10 +97,11 @@ class OpenVinoBackend(Backend):
         side = read_vocab(xml)
         precision = "fp16" if half else (precision or "fp32")
         backend = cls(xml, side.contract, side.arch, openvino_device(device), precision, performance_hint, threads)
+        backend.positions = side.position_feeds()
         return backend, side.model_info(path, "openvino")
 
     def _forward(self, images: Tensor, prompt_embeds: Tensor, class_embeds: Tensor,
                  output_size: Optional[Tuple[int, int]], timings: Dict[str, float]) -> Dict[str, Tensor]:
-        feeds = self.contract.feeds(images, prompt_embeds, class_embeds, output_size)
+        feeds = self.graph_feeds(images, prompt_embeds, class_embeds, output_size)
         results = self.request.infer({k: np.ascontiguousarray(v.detach().cpu().numpy()) for k, v in feeds.items()})
         return {port.get_any_name(): torch.from_numpy(np.array(value)) for port, value in results.items()}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -25,11 +25,13 @@ from ..fileio import write_bytes
 from ..preprocess import Preprocessing
 from .backend import ModelInfo
 from .graph_contract import GraphContract
+from .position_feeds import PositionFeeds
 
 VOCAB_SUFFIX = ".vocab.safetensors"
 ENGINE_INFO_SUFFIX = ".json"
 EMBED_TABLE = "embed_tokens.weight"
 KIND = "engine-vocab"
+POSITIONS_PREFIX = "positions."  # position weights of graphs that take their biases as inputs
 
 
 def vocab_path(model_path: str) -> str:
@@ -49,6 +51,7 @@ class VocabSidecar:
     embed_table: Tensor  # (V, C) float32
     class_embeds: Optional[Tensor]  # (N, C) stored class embeddings, if the model has them
     meta: Dict[str, Any]
+    positions: Dict[str, Tensor] = field(default_factory=dict)  # position weights (``encoder.embed_positions.weight``, ...)
 
     @property
     def arch(self) -> ArchConfig:
@@ -74,14 +77,21 @@ class VocabSidecar:
     def export(self) -> Dict[str, Any]:
         return self.meta.get("export", {})
 
+    def position_feeds(self, device: torch.device = torch.device("cpu")) -> Optional[PositionFeeds]:
+        """The host-side bias computation of a graph that takes its position biases as inputs, else None."""
+        return PositionFeeds(self.arch, self.positions, device) if self.contract.bias_inputs else None
+
     def model_info(self, path: str, kind: str) -> ModelInfo:
         """The host-side description of the exported model ``path``."""
         return ModelInfo(path, kind, self.arch, self.embed_table, self.prompt_prefix, self.categories, self.class_embeds,
                          self.preprocessing)
 
 
-def write_vocab(path: str, embed_table: Tensor, class_embeds: Optional[Tensor], meta: Dict[str, Any]) -> None:
-    """Write the side file atomically; the table is stored as float16 when that is lossless."""
+def write_vocab(path: str, embed_table: Tensor, class_embeds: Optional[Tensor], meta: Dict[str, Any],
+                positions: Optional[Dict[str, Tensor]] = None) -> None:
+    """Write the side file atomically; the table is stored as float16 when that is lossless.
+    ``positions``: the position weights (:func:`ifseg_deploy.model.segofa.position_state`) of a graph
+    that takes its position biases as inputs."""
     from safetensors.torch import save
 
     table = embed_table.detach().float().cpu().contiguous()
@@ -90,6 +100,7 @@ def write_vocab(path: str, embed_table: Tensor, class_embeds: Optional[Tensor], 
     tensors = {EMBED_TABLE: table}
     if class_embeds is not None:
         tensors[CLASS_EMBEDS] = class_embeds.detach().float().cpu().contiguous()
+    tensors.update((POSITIONS_PREFIX + k, v.detach().float().cpu().contiguous()) for k, v in (positions or {}).items())
     header = dict(meta, kind=KIND, format=FORMAT_VERSION)
     write_bytes(path, save(tensors, metadata={META_KEY: json.dumps(header)}))
 
@@ -103,7 +114,8 @@ def read_vocab(model_path: str) -> VocabSidecar:
     tensors, class_embeds, meta = load_bundle(path)
     if meta.get("kind") != KIND or EMBED_TABLE not in tensors:
         raise IFSegError(f"{path} is not an ifseg-deploy engine side file; re-export with ifseg-deploy export")
-    return VocabSidecar(tensors[EMBED_TABLE], class_embeds, meta)
+    positions = {k[len(POSITIONS_PREFIX):]: v for k, v in tensors.items() if k.startswith(POSITIONS_PREFIX)}
+    return VocabSidecar(tensors[EMBED_TABLE], class_embeds, meta, positions)
 
 
 def write_engine_info(engine_path: str, info: Dict[str, Any]) -> None:

@@ -64,11 +64,13 @@ class TensorRTBackend(Backend):
     def open(cls, path: str, device: str = "auto", half: bool = False) -> Tuple["TensorRTBackend", ModelInfo]:
         """A serialized engine with its side files (``.vocab.safetensors``, ``.engine.json``); GPU only."""
         side = read_vocab(path)
-        return cls(path, side.contract, side.arch, device, half), side.model_info(path, "engine")
+        backend = cls(path, side.contract, side.arch, device, half)
+        backend.positions = side.position_feeds(backend.device)
+        return backend, side.model_info(path, "engine")
 
     def _forward(self, images: Tensor, prompt_embeds: Tensor, class_embeds: Tensor,
                  output_size: Optional[Tuple[int, int]], timings: Dict[str, float]) -> Dict[str, Tensor]:
-        feeds = self.contract.feeds(images, prompt_embeds, class_embeds, output_size)
+        feeds = self.graph_feeds(images, prompt_embeds, class_embeds, output_size)
         ctx = self.context
         keep = []
         for name, t in feeds.items():

@@ -1,0 +1,127 @@
+"""Dynamic graphs that take their position biases as inputs: the graph's interface, the side file's
+position weights, parity with PyTorch at any size through the runtime backends, biases computed
+once per input shape (not per frame), and the formats that refuse such graphs."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from conftest import TINY_ARCH, make_tiny_model
+from ifseg_deploy.checkpoint import LoadedModel
+from ifseg_deploy.errors import IFSegError
+from ifseg_deploy.export.api import ExportConfig, export_model
+from ifseg_deploy.export.onnx_export import OnnxExportOptions, export_onnx
+from ifseg_deploy.model.encoder import Encoder
+from ifseg_deploy.runtime.onnx_backend import OnnxBackend
+from ifseg_deploy.runtime.sidecar import read_vocab
+from ifseg_deploy.runtime.vocabulary import Vocabulary
+from ifseg_deploy.text.tokenizer import OFATokenizer
+
+CATS = ["grass", "cat", "concrete wall"]
+
+
+@pytest.fixture(scope="module")
+def tiny(bpe_dir):
+    model = make_tiny_model(4)
+    with torch.no_grad():  # position tables far from their init, so a wrong bias shows in the logits
+        for name, p in model.named_parameters():
+            if "rel_pos_table" in name or "pos_" in name:
+                p.normal_(0, 0.5)
+    class_embeds = torch.randn(len(CATS), TINY_ARCH.embed_dim, generator=torch.Generator().manual_seed(2))
+    loaded = LoadedModel(model, "bundle", "tiny.safetensors", list(CATS), class_embeds)
+    return loaded, Vocabulary(OFATokenizer(bpe_dir), model.embed_tokens.weight, loaded.prompt_prefix, CATS, class_embeds)
+
+
+@pytest.fixture(scope="module")
+def exported(tiny, tmp_path_factory):
+    loaded, vocab = tiny
+    out = str(tmp_path_factory.mktemp("bias") / "tiny.onnx")
+    return export_onnx(loaded, out, vocab, None, OnnxExportOptions(image_size=(64, 80), bias_inputs=True))
+
+
+def _torch_logits(loaded, images, v):
+    with torch.inference_mode():
+        return loaded.model(images, v.prompt_embeds, v.class_embeds)[0]
+
+
+def test_graph_takes_biases_and_side_file_has_their_weights(exported, tiny):
+    loaded, _ = tiny
+    model = onnx.load(exported.path)
+    dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
+    a = TINY_ARCH
+    assert dims["encoder_bias"] == [a.encoder_layers, a.heads, "tokens", "tokens"]
+    assert dims["decoder_bias"] == [a.decoder_layers, a.heads, "targets", "targets"]
+    assert dims["cross_bias"] == [a.heads, "targets", "tokens"]
+    # no relative-position table is a constant of the graph any more: they live in the side file
+    table = loaded.model.encoder.image_rel_pos_table_list[0].weight
+    assert all(list(i.dims) != list(table.shape) for i in model.graph.initializer)
+    side = read_vocab(exported.path)
+    assert torch.equal(side.positions["encoder.image_rel_pos_table_list.0.weight"], table.detach())
+    assert set(side.positions) == {k for k in loaded.model.state_dict() if k.split(".")[0] in ("encoder", "decoder")
+                                   and k.split(".")[1] in Encoder.POSITION_MODULES + type(loaded.model.decoder).POSITION_MODULES}
+    assert side.contract.bias_inputs == (a.encoder_layers, a.decoder_layers, a.heads)
+
+
+@pytest.mark.parametrize("size", [(64, 80), (48, 112), (112, 48), (528, 544)])
+def test_backend_matches_pytorch_at_any_size(exported, tiny, size):
+    """Square, non-square both ways, and a 33x34 grid (> 1024 cells: resized position tables)."""
+    loaded, vocab = tiny
+    backend, _ = OnnxBackend.open(exported.path, device="cpu")
+    v = vocab.prepare(["sky", "dog", "tree", "road"])
+    images = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(size[1])) * 2 - 1
+    out = backend.run(images, v.prompt_embeds, v.class_embeds).logits
+    ref = _torch_logits(loaded, images, v)
+    assert out.shape == ref.shape
+    assert float((out - ref).abs().max()) < 2e-4 * max(1.0, float(ref.abs().max()))
+
+
+def test_biases_computed_once_per_shape(exported, tiny, monkeypatch):
+    loaded, vocab = tiny
+    backend, _ = OnnxBackend.open(exported.path, device="cpu")
+    calls = []
+    encoder = backend.positions.encoder
+    original = encoder.position_biases
+    monkeypatch.setattr(encoder, "position_biases", lambda size, n: calls.append((tuple(size), n)) or original(size, n))
+    v = vocab.prepare(CATS)
+    a, b = torch.rand(2, 1, 3, 64, 96) * 2 - 1
+    for images in (a, b, a, torch.rand(1, 3, 96, 64) * 2 - 1, b):
+        backend.run(images, v.prompt_embeds, v.class_embeds)
+    assert calls == [((4, 6), v.prompt_embeds.shape[1]), ((6, 4), v.prompt_embeds.shape[1])]
+    backend.run(a, vocab.prepare(CATS + ["sky"]).prompt_embeds, v.class_embeds)  # another prompt length: new biases
+    assert len(calls) == 3
+
+
+def test_side_file_without_position_weights_is_one_line_error(exported, tmp_path):
+    import shutil
+    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+
+    onnx_copy = tmp_path / "copy.onnx"
+    shutil.copyfile(exported.path, onnx_copy)
+    with safe_open(exported.vocab_path, "pt") as fh:
+        meta = fh.metadata()
+    tensors = {k: v for k, v in load_file(exported.vocab_path).items() if not k.startswith("positions.decoder.")}
+    save_file(tensors, str(tmp_path / "copy.vocab.safetensors"), metadata=meta)
+    with pytest.raises(IFSegError, match="lacks the position weights decoder.*re-export"):
+        OnnxBackend.open(str(onnx_copy), device="cpu")
+
+
+def test_static_export_folds_instead(tiny, tmp_path):
+    loaded, vocab = tiny
+    out = export_onnx(loaded, str(tmp_path / "s.onnx"), vocab, None, OnnxExportOptions(image_size=(48, 64), dynamic=False, bias_inputs=True))
+    assert out.contract.bias_inputs is None
+    assert [i.name for i in onnx.load(out.path).graph.input] == ["images", "prompt_embeds", "class_embeds"]
+
+
+def test_engine_and_triton_refuse_bias_input_graphs(exported):
+    with pytest.raises(IFSegError, match="takes its position biases as inputs.*--position-biases graph"):
+        export_model(exported.path, ExportConfig(format="engine"))
+    from ifseg_deploy.export.triton_repo import export_triton
+
+    with pytest.raises(IFSegError, match="takes its position biases as inputs.*--position-biases graph"):
+        export_triton(exported.path, ExportConfig(out=str(exported.path) + "_triton"))
+    with pytest.raises(IFSegError, match="engines compute their position biases in the graph"):
+        ExportConfig(format="engine", position_biases="inputs").resolved(exported.path)
