@@ -125,3 +125,20 @@ def test_engine_and_triton_refuse_bias_input_graphs(exported):
         export_triton(exported.path, ExportConfig(out=str(exported.path) + "_triton"))
     with pytest.raises(IFSegError, match="engines compute their position biases in the graph"):
         ExportConfig(format="engine", position_biases="inputs").resolved(exported.path)
+
+
+def test_info_describes_exports(exported, tiny, tmp_path, capsys):
+    import json
+
+    from ifseg_deploy.cli.main import main
+
+    assert main(["info", exported.path, "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["kind"] == "ONNX graph" and d["precision"] == "fp32" and d["input"] == "dynamic batch and size"
+    assert d["position_biases"].startswith("inputs") and d["inputs"][3:] == ["encoder_bias", "decoder_bias", "cross_bias"]
+    assert d["categories"] == CATS and d["layers"] == [TINY_ARCH.encoder_layers, TINY_ARCH.decoder_layers] and d["verified"] == "yes"
+    loaded, vocab = tiny
+    static = export_onnx(loaded, str(tmp_path / "s.onnx"), vocab, None, OnnxExportOptions(image_size=(48, 64), dynamic=False))
+    assert main(["info", static.path]) == 0
+    text = capsys.readouterr().out
+    assert "static 1x3x48x64" in text and "folded into constants" in text
