@@ -47,6 +47,15 @@ def test_set_categories_changes_only_the_vocabulary(segmenter):
         segmenter.set_categories(["a", "a"])
 
 
+def test_categories_string_at_construction(segmenter):
+    """The CLI's string works where a list does, also when the Segmenter is made (not one category per letter)."""
+    img = _image(96, 96, 2)
+    as_list = segmenter.__class__(segmenter.backend, segmenter.vocabulary, ["road", "car"], knn_iters=3)
+    as_text = segmenter.__class__(segmenter.backend, segmenter.vocabulary, "road, car", knn_iters=3)
+    assert as_text.categories == ["road", "car"]
+    np.testing.assert_allclose(as_text.segment(img).logits, as_list.segment(img).logits, atol=1e-6)
+
+
 def test_batch_matches_single_with_mixed_sizes(segmenter):
     imgs = [_image(128, 128, 2), _image(96, 160, 3), _image(128, 128, 4)]
     batched = segmenter.segment_batch(imgs, batch_size=2)

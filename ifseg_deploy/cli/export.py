@@ -101,7 +101,8 @@ def run(args) -> int:
                   "backends; for TensorRT use --format engine (or export with --position-biases graph)")
     if result.openvino is not None:
         ov = result.openvino
-        print(f"OpenVINO (CPU, fp32 compute, {ov.precision} weights) vs PyTorch:")
+        what = "INT8 Q/DQ graph" if ov.precision == "int8" else f"fp32 compute, {ov.precision} weights"
+        print(f"OpenVINO (CPU, {what}) vs PyTorch:")
         for line in ov.verification.lines():
             print(f"  {line}")
         print(f"Wrote {ov.folder}/ ({', '.join(os.path.basename(f) for f in ov.files)})")

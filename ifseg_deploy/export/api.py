@@ -99,9 +99,11 @@ class ExportConfig:
         if self.format == "openvino":  # an IR folder converted from the verified ONNX graph
             from .openvino_export import check_weight_precision, default_folder
 
-            if self.calib_dir or source.endswith(".onnx") or not os.path.isfile(source):
-                raise IFSegError(f"--format openvino exports from a PyTorch checkpoint or bundle (found: {source}), without --calib-dir")
-            return dataclasses.replace(self, out=self.out or default_folder(source), precision=check_weight_precision(self.precision or "fp32"))
+            if source.endswith(".onnx") or not os.path.isfile(source):
+                raise IFSegError(f"--format openvino exports from a PyTorch checkpoint or bundle (found: {source})")
+            precision = check_weight_precision(self.precision or "fp32")
+            check_precision(precision, self.calib_dir)  # int8: the Q/DQ graph, calibrated on --calib-dir
+            return dataclasses.replace(self, out=self.out or default_folder(source), precision=precision)
         out = self.out or os.path.splitext(source)[0] + (".onnx" if self.format == "onnx" else ".engine")
         want = (".onnx",) if self.format == "onnx" else ENGINE_EXTS
         if not out.endswith(want):
@@ -187,7 +189,8 @@ def _onnx_from_checkpoint(source: str, cfg: ExportConfig, profile: TargetProfile
 def _openvino_from_checkpoint(source: str, cfg: ExportConfig, profile: TargetProfile) -> ExportResult:
     from .openvino_export import export_openvino
 
-    graph_cfg = dataclasses.replace(cfg, precision="fp32")  # the IR compresses its own weights (cfg.precision)
+    # fp32 / fp16: the IR compresses its own weights from the fp32 graph; int8: the IR of the Q/DQ graph
+    graph_cfg = dataclasses.replace(cfg, precision="int8" if cfg.precision == "int8" else "fp32")
     with tempfile.TemporaryDirectory() as tmp:
         onnx, vocab = _onnx_from_checkpoint(source, graph_cfg, profile, os.path.join(tmp, "model.onnx"))
         ov = export_openvino(source, onnx, vocab, cfg.categories, cfg.onnx_options(cfg.trt_version or profile.tensorrt), cfg.out, cfg.precision)

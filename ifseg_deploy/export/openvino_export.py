@@ -4,8 +4,11 @@ file), verified against PyTorch like the ONNX export.
 The IR comes from the verified ONNX graph through ``openvino.convert_model`` and
 ``openvino.save_model`` (float32 weights, or float16 with ``compress_to_fp16``: OpenVINO's
 documented weight compression; the CPU computes in float32 either way unless a precision hint
-says otherwise). The folder is built next to its destination and renamed into place only when
-the IR agrees with PyTorch on every verification case.
+says otherwise). ``int8`` converts the explicitly quantized (Q/DQ) ONNX graph, which OpenVINO
+runs with INT8 matrix products; it is checked like the Q/DQ graph itself (relative RMS of the
+logits against fp32 PyTorch, label agreement) instead of element-wise. The folder is built next
+to its destination and renamed into place only when the IR agrees with PyTorch on every
+verification case.
 """
 
 from __future__ import annotations
@@ -14,20 +17,23 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from typing import List
+from typing import List, Union
 
 import numpy as np
 
 from ..checkpoint import load_model
 from ..errors import IFSegError
+from ..runtime.graph_contract import IMAGES, LOGITS
 from ..runtime.sidecar import vocab_path
 from ..runtime.vocabulary import Vocabulary
 from .graph import ExportGraph
 from .onnx_export import OnnxExport, OnnxExportOptions, alternate_categories, verification_cases
+from .fp16_graph import PrecisionCase, PrecisionReport, image_labels, rel_rms
+from .int8_graph import INT8_MAX_REL_RMS
 from .verify import RTOL, VerifyReport, compare_outputs, run_torch
 
-#: ``export --precision`` of an IR -> ``compress_to_fp16``.
-WEIGHT_PRECISIONS = {"fp32": False, "fp16": True}
+#: ``export --precision`` of an IR -> ``compress_to_fp16`` (int8: the weights of the Q/DQ graph as they are).
+WEIGHT_PRECISIONS = {"fp32": False, "fp16": True, "int8": False}
 #: Relative tolerance (of the largest |output|) for float16 weights: their rounding (2^-11
 #: relative) accumulates over the layers; float32 weights keep the ONNX export's tolerance.
 FP16_RTOL = 2e-2
@@ -41,7 +47,7 @@ class OpenVinoExport:
     xml_path: str
     vocab_path: str
     precision: str
-    verification: VerifyReport
+    verification: Union[VerifyReport, PrecisionReport]  # PrecisionReport for int8
 
     @property
     def files(self) -> List[str]:
@@ -49,9 +55,9 @@ class OpenVinoExport:
 
 
 def check_weight_precision(precision: str) -> str:
-    """``--precision`` of an OpenVINO export (fp32 or fp16 weights); a one-line error otherwise."""
+    """``--precision`` of an OpenVINO export (fp32 or fp16 weights, or the int8 Q/DQ graph); a one-line error otherwise."""
     if precision not in WEIGHT_PRECISIONS:
-        raise IFSegError(f"--precision {precision} is not available for --format openvino; use fp32 or fp16 (weights)")
+        raise IFSegError(f"--precision {precision} is not available for --format openvino; use fp32, fp16 (weights) or int8")
     return precision
 
 
@@ -66,7 +72,8 @@ def export_openvino(source: str, onnx: OnnxExport, vocabulary: Vocabulary, categ
 
     Every verification case of the ONNX export (export inputs, another vocabulary, a non-square
     size when dynamic, ``opts.verify_images``) runs through the IR on OpenVINO's CPU device in
-    float32 and through the PyTorch model; outputs are compared with :func:`compare_outputs`.
+    float32 and through the PyTorch model; outputs are compared with :func:`compare_outputs`
+    (``precision="int8"``: the IR of the Q/DQ graph, compared by logits relative RMS and labels).
     Raises :class:`IFSegError` (nothing written) when openvino is missing or they disagree.
     """
     try:
@@ -90,17 +97,19 @@ def export_openvino(source: str, onnx: OnnxExport, vocabulary: Vocabulary, categ
         shutil.copyfile(onnx.vocab_path, vocab_path(xml))
         compiled = ov.Core().compile_model(xml, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
         names = [o.get_any_name() for o in compiled.outputs]
-        rtol = FP16_RTOL if WEIGHT_PRECISIONS[precision] else RTOL
-        results = []
-        for name, feeds in cases:
-            ref = run_torch(graph, feeds, names)
-            out = compiled({k: v.numpy() for k, v in feeds.items()})
-            results.append(compare_outputs(name, feeds, ref, {p.get_any_name(): np.asarray(v) for p, v in out.items()},
-                                           atol=opts.atol, rtol=rtol))
-        report = VerifyReport(results)
-        if not report.ok:
-            worst = next(c for c in report.cases if not c.ok)
-            raise IFSegError(f"OpenVINO disagrees with PyTorch on '{worst.name}' ({'; '.join(worst.problems)}); nothing was written")
+
+        def run(feeds):
+            return {p.get_any_name(): np.asarray(v) for p, v in compiled({k: v.numpy() for k, v in feeds.items()}).items()}
+
+        if precision == "int8":
+            report = _check_int8(run, graph, cases, names, opts.gate, onnx.precision.fp32_nodes if onnx.precision else 0)
+        else:
+            rtol = FP16_RTOL if WEIGHT_PRECISIONS[precision] else RTOL
+            report = VerifyReport([compare_outputs(name, feeds, run_torch(graph, feeds, names), run(feeds), atol=opts.atol, rtol=rtol)
+                                   for name, feeds in cases])
+            if not report.ok:
+                worst = next(c for c in report.cases if not c.ok)
+                raise IFSegError(f"OpenVINO disagrees with PyTorch on '{worst.name}' ({'; '.join(worst.problems)}); nothing was written")
         del compiled
         if os.path.isdir(folder):
             shutil.rmtree(folder)
@@ -110,3 +119,20 @@ def export_openvino(source: str, onnx: OnnxExport, vocabulary: Vocabulary, categ
             shutil.rmtree(tmp)
     xml = os.path.join(folder, stem + ".xml")
     return OpenVinoExport(folder, xml, vocab_path(xml), precision, report)
+
+
+def _check_int8(run, graph: ExportGraph, cases, names: List[str], gated: bool, fp32_nodes: int) -> PrecisionReport:
+    """The int8 IR against the fp32 PyTorch graph: logits relative RMS (gate :data:`INT8_MAX_REL_RMS`)
+    and label agreement at each case's image size; raises :class:`IFSegError` below the gate unless
+    ``gated`` is off (``--no-gate``)."""
+    report = PrecisionReport("int8", INT8_MAX_REL_RMS, fp32_nodes, gated=gated)
+    for name, feeds in cases:
+        ref, out = run_torch(graph, feeds, names)[LOGITS], run(feeds)[LOGITS]
+        h, w = feeds[IMAGES].shape[2:]
+        agree = float((image_labels(out, h, w) == image_labels(ref, h, w)).mean())
+        report.cases.append(PrecisionCase(name, rel_rms(ref, out) if np.isfinite(out).all() else float("inf"), agree))
+    if not report.ok and gated:
+        worst = max(report.cases, key=lambda c: c.rel_rms)
+        raise IFSegError(f"the int8 OpenVINO model's logits differ from fp32 PyTorch by rel-RMS {worst.rel_rms:.2e} on '{worst.name}' "
+                         f"(gate {INT8_MAX_REL_RMS:.0e}); nothing was written (--no-gate writes it anyway)")
+    return report

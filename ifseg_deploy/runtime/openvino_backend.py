@@ -10,6 +10,7 @@ depend on the CPU.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 from typing import Dict, Optional, Tuple
@@ -98,6 +99,8 @@ class OpenVinoBackend(Backend):
         precision = "fp16" if half else (precision or "fp32")
         backend = cls(xml, side.contract, side.arch, openvino_device(device), precision, performance_hint, threads)
         backend.positions = side.position_feeds()
+        if side.export.get("precision") == "int8":  # the IR of a Q/DQ graph: INT8 matrix products whatever the hint
+            backend.capabilities = dataclasses.replace(backend.capabilities, precision="int8")
         return backend, side.model_info(path, "openvino")
 
     def _forward(self, images: Tensor, prompt_embeds: Tensor, class_embeds: Tensor,

@@ -121,7 +121,7 @@ class Segmenter:
         self,
         backend: Backend,
         vocabulary: Vocabulary,
-        categories: Optional[Sequence[str]] = None,
+        categories: Union[str, Sequence[str], None] = None,
         knn_k: int = 3,
         knn_iters: int = 25,
         knn_backend: str = "auto",
@@ -139,10 +139,11 @@ class Segmenter:
         self.knn_backend = resolve_backend(knn_backend)
         self.preprocessing = preprocessing or Preprocessing()
         self.window = window
-        self._vocab: PreparedVocabulary = vocabulary.prepare(categories)
+        self._vocab: PreparedVocabulary
+        self.set_categories(categories)
 
     @classmethod
-    def load(cls, path: str, categories: Optional[Sequence[str]] = None, bpe_dir: Optional[str] = None, device: str = "auto",
+    def load(cls, path: str, categories: Union[str, Sequence[str], None] = None, bpe_dir: Optional[str] = None, device: str = "auto",
              half: bool = False, class_words: Optional[Dict[str, Sequence[str]]] = None,
              backend_options: Optional[Dict[str, object]] = None, **kwargs) -> "Segmenter":
         """A Segmenter over any model file (:func:`ifseg_deploy.runtime.loader.load`): checkpoint,
@@ -155,7 +156,7 @@ class Segmenter:
         return cls(rt.backend, rt.vocabulary, categories, **kwargs)
 
     @classmethod
-    def from_checkpoint(cls, path: str, categories: Optional[Sequence[str]] = None, bpe_dir: Optional[str] = None,
+    def from_checkpoint(cls, path: str, categories: Union[str, Sequence[str], None] = None, bpe_dir: Optional[str] = None,
                         device: str = "cpu", half: bool = False, **kwargs) -> "Segmenter":
         """:meth:`load` with the CPU as default device (kept for existing callers)."""
         return cls.load(path, categories, bpe_dir, device, half, **kwargs)
@@ -164,9 +165,10 @@ class Segmenter:
     def categories(self) -> List[str]:
         return list(self._vocab.categories)
 
-    def set_categories(self, categories: Union[str, Sequence[str]]) -> None:
-        """Switch the category list (recomputes prompt and class embeddings only): a list of names
-        or the CLI's string (``"grass, cat, dog"``, or with word lists ``"animal: cat, dog; grass"``)."""
+    def set_categories(self, categories: Union[str, Sequence[str], None]) -> None:
+        """Switch the category list (recomputes prompt and class embeddings only): a list of names,
+        the CLI's string (``"grass, cat, dog"``, or with word lists ``"animal: cat, dog; grass"``),
+        or None for the model's stored list."""
         if isinstance(categories, str):
             categories, words = names_and_words(parse_category_spec(categories))
             self.vocabulary.class_words.update({k: list(v) for k, v in words.items()})
