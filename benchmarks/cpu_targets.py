@@ -26,14 +26,16 @@ a user running it alone gets it. The two other modes are the checks of that choi
   next one starts (the stand-alone time of each backend).
 * ``--mode one-process``: every backend in one worker, with idle pools told not to spin:
   ``OMP_WAIT_POLICY=PASSIVE`` (set before torch is imported) and ONNX Runtime's
-  ``session.intra_op.allow_spinning`` / ``session.inter_op.allow_spinning`` = 0 (OpenVINO's CPU
-  plugin has no such switch; it runs with the LATENCY hint, one stream).
+  ``session.intra_op.allow_spinning`` / ``session.inter_op.allow_spinning`` = 0, set here and not
+  in the backend, whose users keep ONNX Runtime's default (OpenVINO's CPU plugin has no such
+  switch; it runs with the backend's LATENCY hint).
 
     python3 benchmarks/cpu_targets.py [--archs tiny base] [--rounds 5] [--mode workers|alone|one-process]
         [--compile] [--bpe-dir ../shared/bpe] [--json out.json]
 
-Each worker holds its own model, so ``--mode workers`` needs the memory of every row at once
-(OFA-base: about 1.5 GB per row); ``--mode alone`` needs one row's.
+Each worker holds its own model (and its own torch), so ``--mode workers`` needs the memory of
+every row at once; ``--mode alone`` needs one row's. Figures taken while other programs load the
+CPU are not comparable between runs: the load average before and after is printed and stored.
 """
 
 from __future__ import annotations
