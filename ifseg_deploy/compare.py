@@ -188,10 +188,10 @@ def _model_file(source: str, variant: Variant, workdir: str, categories, bpe_dir
     if variant.export in made:
         return made[variant.export]
     settings = dict(variant.export)
-    if settings.get("precision") == "int8":
-        settings["calib_dir"] = calibration_folder(image, os.path.join(workdir, "calibration"))
     stem = os.path.join(workdir, os.path.splitext(os.path.basename(source))[0] + "_" + "_".join(str(v) for v in settings.values()))
     out = stem + {"onnx": ".onnx", "engine": ".engine", "openvino": "_openvino"}[settings["format"]]
+    if settings.get("precision") == "int8":
+        settings["calib_dir"] = calibration_folder(image, os.path.join(workdir, "calibration"))
     export_model(source, ExportConfig(out=out, categories=categories, bpe_dir=bpe_dir, short_side=short_side,
                                       device=device if device.startswith("cuda") else "cuda", **settings))
     made[variant.export] = out

@@ -49,7 +49,7 @@ def test_ort_fp16_and_int8_rows(bundle, bpe_dir, tmp_path):
     assert int8.skipped is None, int8.skipped
     assert sorted(os.listdir(tmp_path / "calibration")) == ["image.png"] + [f"scene_{i}.png" for i in range(compare_mod.CALIBRATION_SCENES)]
     assert "calibrated on the compared image" in int8.note and "calibrated" in report.format()
-    assert int8.file.endswith(".onnx") and 0.0 < int8.logits_rel_rms < 1.0 and 0.0 <= int8.label_agreement <= 1.0
+    assert os.path.dirname(int8.file) == str(tmp_path) and int8.file.endswith(".onnx") and 0.0 < int8.logits_rel_rms < 1.0 and 0.0 <= int8.label_agreement <= 1.0
     # fp16: either within its gate, or refused by it and listed with the gate's one-line reason
     if fp16.skipped is None:
         assert fp16.logits_rel_rms < 0.05
