@@ -3,7 +3,12 @@
 Each :class:`Variant` row names how its model file is made (nothing for PyTorch, an
 ``ExportConfig`` for exported formats), the backend options it runs with, and what it needs
 (a runtime package, a CUDA device, native bf16). Rows whose needs are not met are listed as
-skipped with the reason; adding a row is one line in :data:`VARIANTS`. Every row runs the same
+skipped with the reason; adding a row is one line in :data:`VARIANTS`. A reduced-precision graph
+whose export gate refuses it (its logits too far from fp32 PyTorch) is listed as skipped with the
+gate's message. The int8 graph is calibrated on a small generated set: the compared image plus
+:data:`CALIBRATION_SCENES` synthetic scenes of its size (:func:`~ifseg_deploy.export.scene.synthetic_scene`),
+which the row's note says; a bundle's own figures need ``export --precision int8 --calib-dir`` on
+real images. Every row runs the same
 image through the whole pipeline (:func:`~ifseg_deploy.benchmark.run_benchmark`); fidelity is
 measured against the first row (PyTorch fp32): relative RMS of the grid logits and agreement of
 the label maps at the original size.
@@ -26,7 +31,8 @@ from .benchmark import run_benchmark
 from .config import ArchConfig
 from .errors import IFSegError
 from .export.api import ExportConfig, export_model
-from .fileio import write_bytes
+from .export.scene import synthetic_scene
+from .fileio import write_bytes, write_png
 from .runtime.segmenter import SegmentationResult, Segmenter
 from .runtime.torch_backend import cpu_has_bf16
 
@@ -64,12 +70,17 @@ class Variant:
         return next((r for r in (need(device) for need in self.needs) if r), None)
 
 
-#: The rows, first the fp32 PyTorch reference. ONNX int8 / fp16 graphs join here when the exporter writes them.
+#: Synthetic scenes added to the compared image to calibrate the int8 graph.
+CALIBRATION_SCENES = 7
+
+#: The rows, first the fp32 PyTorch reference.
 VARIANTS: Tuple[Variant, ...] = (
     Variant("PyTorch", "fp32", options=(("precision", "fp32"),)),
     Variant("PyTorch", "bf16", options=(("precision", "bf16"),), needs=(_bf16,)),
     Variant("PyTorch", "fp16", options=(("precision", "fp16"),), needs=(_cuda,)),
     Variant("ONNX Runtime", "fp32", export=(("format", "onnx"),), needs=(_package("onnxruntime"),)),
+    Variant("ONNX Runtime", "fp16", export=(("format", "onnx"), ("precision", "fp16")), needs=(_package("onnxruntime"),)),
+    Variant("ONNX Runtime", "int8", export=(("format", "onnx"), ("precision", "int8")), needs=(_package("onnxruntime"),)),
     Variant("OpenVINO", "fp32", export=(("format", "openvino"), ("precision", "fp32")), options=(("precision", "fp32"),),
             needs=(_package("openvino"), _cpu)),
     Variant("OpenVINO fp16 weights", "fp32", export=(("format", "openvino"), ("precision", "fp16")),
@@ -98,6 +109,7 @@ class CompareRow:
     rss_mb: Optional[float] = None  # process resident memory after the row ran
     stages_ms: Dict[str, float] = field(default_factory=dict)  # median per stage
     skipped: Optional[str] = None
+    note: Optional[str] = None  # e.g. what an int8 graph was calibrated on
 
 
 @dataclass
@@ -119,7 +131,8 @@ class CompareReport:
                 lines.append(f"{r.backend:<24}{r.precision:<6}  skipped: {r.skipped}")
                 continue
             lines.append(f"{r.backend:<24}{r.precision:<6}{r.file_mb:>9.1f}{r.p50_ms:>10.1f}{r.p90_ms:>10.1f}{r.p99_ms:>10.1f}"
-                         f"{r.fps:>8.2f}{r.speedup:>8.2f}x{r.logits_rel_rms:>10.2e}{100 * r.label_agreement:>10.2f}{r.rss_mb:>8.0f}")
+                         f"{r.fps:>8.2f}{r.speedup:>8.2f}x{r.logits_rel_rms:>10.2e}{100 * r.label_agreement:>10.2f}{r.rss_mb:>8.0f}"
+                         + (f"  ({r.note})" if r.note else ""))
         return "\n".join(lines)
 
 
@@ -131,6 +144,10 @@ def machine_info() -> Dict[str, object]:
             cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
     return {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__, "bf16_cpu": cpu_has_bf16(),
             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+
+
+#: Export precisions whose fidelity gate may refuse a graph (the row is then skipped, not an error).
+GATED = ("fp16", "int8")
 
 
 def _size_mb(path: str) -> float:
@@ -151,9 +168,21 @@ def fidelity(ref: SegmentationResult, out: SegmentationResult) -> Tuple[float, f
     return rel, float((ref.labels == out.labels).mean())
 
 
+def calibration_folder(image: np.ndarray, folder: str, scenes: int = CALIBRATION_SCENES) -> str:
+    """Write ``image`` (RGB uint8 ``(H, W, 3)``) and ``scenes`` synthetic scenes of its size as PNGs
+    into ``folder`` (created); returns ``folder``, an int8 ``calib_dir``."""
+    os.makedirs(folder, exist_ok=True)
+    height, width = image.shape[:2]
+    write_png(os.path.join(folder, "image.png"), image)
+    for seed in range(scenes):
+        write_png(os.path.join(folder, f"scene_{seed}.png"), synthetic_scene(height, width, seed))
+    return folder
+
+
 def _model_file(source: str, variant: Variant, workdir: str, categories, bpe_dir, short_side: int, device: str,
-                made: Dict[tuple, str]) -> str:
-    """The checkpoint itself, or its export for ``variant`` (made once per export setting in ``workdir``)."""
+                made: Dict[tuple, str], image: np.ndarray) -> str:
+    """The checkpoint itself, or its export for ``variant`` (made once per export setting in ``workdir``;
+    an int8 graph calibrated on :func:`calibration_folder` of ``image``)."""
     if variant.export is None:
         return source
     if variant.export in made:
@@ -161,6 +190,8 @@ def _model_file(source: str, variant: Variant, workdir: str, categories, bpe_dir
     settings = dict(variant.export)
     stem = os.path.join(workdir, os.path.splitext(os.path.basename(source))[0] + "_" + "_".join(str(v) for v in settings.values()))
     out = stem + {"onnx": ".onnx", "engine": ".engine", "openvino": "_openvino"}[settings["format"]]
+    if settings.get("precision") == "int8":
+        settings["calib_dir"] = calibration_folder(image, os.path.join(workdir, "calibration"))
     export_model(source, ExportConfig(out=out, categories=categories, bpe_dir=bpe_dir, short_side=short_side,
                                       device=device if device.startswith("cuda") else "cuda", **settings))
     made[variant.export] = out
@@ -193,7 +224,15 @@ def compare(source: str, image: np.ndarray, workdir: str, categories: Optional[S
             if ref is None:
                 raise IFSegError(f"the reference row {variant.name} {variant.precision} cannot run: {row.skipped}")
             continue
-        path = _model_file(source, variant, workdir, categories, bpe_dir, short_side or 512, device, made)
+        try:
+            path = _model_file(source, variant, workdir, categories, bpe_dir, short_side or 512, device, made, image)
+        except IFSegError as e:
+            if variant.export is None or dict(variant.export).get("precision") not in GATED:
+                raise
+            row.skipped = f"export refused: {e}"  # the fidelity gate of a reduced-precision graph
+            continue
+        if variant.precision == "int8":
+            row.note = f"calibrated on the compared image + {CALIBRATION_SCENES} synthetic scenes"
         extra = {} if short_side is None else {"preprocessing": Preprocessing(short_side, 4 * short_side)}
         seg = Segmenter.load(path, categories, bpe_dir, device, backend_options=dict(variant.options), **extra, **segmenter_kwargs)
 

@@ -1,0 +1,70 @@
+"""bench --compare's ONNX Runtime fp16 / int8 rows: the int8 graph's generated calibration set,
+and a gate refusal listed as a skipped row instead of an error."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from conftest import save_tiny_bundle
+
+from ifseg_deploy import compare as compare_mod
+from ifseg_deploy.compare import VARIANTS, calibration_folder, compare
+from ifseg_deploy.errors import IFSegError
+
+pytest.importorskip("onnxruntime")
+
+REFERENCE = VARIANTS[0]
+ORT = {v.precision: v for v in VARIANTS if v.name == "ONNX Runtime"}
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory, bpe_dir):
+    return save_tiny_bundle(tmp_path_factory.mktemp("cmp") / "tiny.safetensors", bpe_dir=bpe_dir)
+
+
+def _image() -> np.ndarray:
+    return np.random.default_rng(3).integers(0, 256, (80, 120, 3), dtype=np.uint8)
+
+
+def test_calibration_folder_holds_the_image_and_scenes(tmp_path):
+    from PIL import Image
+
+    image = _image()
+    folder = calibration_folder(image, str(tmp_path / "calib"), scenes=3)
+    assert sorted(os.listdir(folder)) == ["image.png", "scene_0.png", "scene_1.png", "scene_2.png"]
+    np.testing.assert_array_equal(np.asarray(Image.open(os.path.join(folder, "image.png"))), image)
+    scenes = [np.asarray(Image.open(os.path.join(folder, f"scene_{i}.png"))) for i in range(3)]
+    assert all(s.shape == (80, 120, 3) for s in scenes) and not np.array_equal(scenes[0], scenes[1])
+
+
+def test_ort_fp16_and_int8_rows(bundle, bpe_dir, tmp_path):
+    assert set(ORT) == {"fp32", "fp16", "int8"}
+    report = compare(bundle, _image(), str(tmp_path), bpe_dir=bpe_dir, device="cpu", short_side=64, warmup=0, iterations=1,
+                     variants=(REFERENCE, ORT["fp16"], ORT["int8"]), knn_iters=1)
+    ref, fp16, int8 = report.rows
+    assert ref.skipped is None and ref.logits_rel_rms == 0.0
+    # int8: exported through its gate, calibrated on the compared image + the generated scenes (8 PNGs)
+    assert int8.skipped is None, int8.skipped
+    assert sorted(os.listdir(tmp_path / "calibration")) == ["image.png"] + [f"scene_{i}.png" for i in range(compare_mod.CALIBRATION_SCENES)]
+    assert "calibrated on the compared image" in int8.note and "calibrated" in report.format()
+    assert os.path.dirname(int8.file) == str(tmp_path) and int8.file.endswith(".onnx") and 0.0 < int8.logits_rel_rms < 1.0 and 0.0 <= int8.label_agreement <= 1.0
+    # fp16: either within its gate, or refused by it and listed with the gate's one-line reason
+    if fp16.skipped is None:
+        assert fp16.logits_rel_rms < 0.05
+    else:
+        assert fp16.skipped.startswith("export refused: ") and "gate" in fp16.skipped and "\n" not in fp16.skipped
+        assert "skipped: export refused" in report.format()
+
+
+def test_gate_refusal_skips_the_row_but_other_export_errors_raise(bundle, bpe_dir, tmp_path, monkeypatch):
+    def refuse(source, cfg):
+        raise IFSegError(f"the {cfg.precision or 'fp32'} graph's logits differ (gate); nothing was written")
+
+    monkeypatch.setattr(compare_mod, "export_model", refuse)
+    kwargs = dict(bpe_dir=bpe_dir, device="cpu", short_side=64, warmup=0, iterations=1, knn_iters=1)
+    report = compare(bundle, _image(), str(tmp_path), variants=(REFERENCE, ORT["int8"]), **kwargs)
+    assert report.rows[1].skipped == "export refused: the int8 graph's logits differ (gate); nothing was written"
+    with pytest.raises(IFSegError, match="fp32 graph's logits differ"):
+        compare(bundle, _image(), str(tmp_path), variants=(REFERENCE, ORT["fp32"]), **kwargs)
