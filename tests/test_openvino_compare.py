@@ -77,7 +77,8 @@ def test_bench_compare_writes_rows_json_and_png(tmp_path, bpe_dir):
     if cpu_has_bf16():
         expected.add(("PyTorch", "bf16"))
     if importlib.util.find_spec("openvino"):
-        expected |= {("OpenVINO", "fp32"), ("OpenVINO fp16 weights", "fp32")} | ({("OpenVINO", "bf16")} if cpu_has_bf16() else set())
+        expected |= {("OpenVINO", "fp32"), ("OpenVINO fp16 weights", "fp32"), ("OpenVINO", "int8")}
+        expected |= {("OpenVINO", "bf16"), ("OpenVINO int8 + bf16 hint", "int8")} if cpu_has_bf16() else set()
     assert ran == expected
     assert {r["backend"] for r in rows if r["skipped"]} >= {"TensorRT"}  # listed with its reason
     first = rows[0]
