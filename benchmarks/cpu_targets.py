@@ -114,7 +114,8 @@ def variants(bundle: str, work: str, compile_: bool, static: bool, bpe_dir: str)
                "ONNX Runtime fp16 graph": ("fp16.onnx", dict(format="onnx", precision="fp16")),
                f"ONNX Runtime int8 graph ({CALIBRATION})": ("int8.onnx", dict(format="onnx", precision="int8", calib_dir=calib)),
                "OpenVINO fp32": ("fp32_openvino", dict(format="openvino", precision="fp32")),
-               "OpenVINO fp32, fp16 weights": ("fp16_openvino", dict(format="openvino", precision="fp16"))}
+               "OpenVINO fp32, fp16 weights": ("fp16_openvino", dict(format="openvino", precision="fp16")),
+               f"OpenVINO int8 ({CALIBRATION})": ("int8_openvino", dict(format="openvino", precision="int8", calib_dir=calib))}
     if not static:
         del exports["ONNX Runtime fp32, static graph"]
     for name, (suffix, settings) in exports.items():
@@ -133,6 +134,9 @@ def variants(bundle: str, work: str, compile_: bool, static: bool, bpe_dir: str)
         print(f"  exported {suffix} in {time.perf_counter() - t0:.0f} s", flush=True)
     if cpu_has_bf16():
         out["OpenVINO bf16"] = (out["OpenVINO fp32"][0], {"precision": "bf16"})
+        int8 = out[f"OpenVINO int8 ({CALIBRATION})"]
+        if not isinstance(int8, str):
+            out["OpenVINO int8 + bf16 hint"] = (int8[0], {"precision": "bf16"})
     return out
 
 
