@@ -67,8 +67,10 @@ def holdout_set(loaded: LoadedModel, vocabulary: Vocabulary) -> Optional[Holdout
     words = vocabulary.word_embeddings([w for c in classes for w in c.words]).detach().float().cpu()
     images = ArtificialImages(classes, words, loaded.arch.seg_grid, int(training.get("max_cells", MAX_CELLS)))
     vocab = vocabulary.prepare(loaded.categories)
-    return HoldoutSet(images, vocab.prompt_embeds.detach().float().cpu(), vocab.class_embeds.detach().float().cpu(),
-                      loaded.model.encoder.type_embedding.weight[1].detach().float().cpu(), int(training.get("holdout_size", DEFAULT_HOLDOUT_SIZE)), {k: float(stored[k]) for k in METRICS})
+    return HoldoutSet(images=images, prompt_embeds=vocab.prompt_embeds.detach().float().cpu(),
+                      class_embeds=vocab.class_embeds.detach().float().cpu(),
+                      type_embed=loaded.model.encoder.type_embedding.weight[1].detach().float().cpu(),
+                      size=int(training.get("holdout_size", DEFAULT_HOLDOUT_SIZE)), stored={k: float(stored[k]) for k in METRICS})
 
 
 def image_token_tensor(model: onnx.ModelProto) -> str:
