@@ -17,9 +17,11 @@ LAYERS = [
     {"text", "postprocess", "visualize"},
     {"checkpoint"},
     {"runtime"},
-    {"export", "eval", "stream", "benchmark"},
+    {"eval"},
+    {"artificial"},  # artificial images and the held-out set (scored with eval's metrics), for train and export
+    {"export", "stream", "benchmark"},
     {"compare"},  # bench --compare: exports and benchmarks every backend
-    {"train"},  # scores its held-out set with eval's metrics
+    {"train"},
     {"cli"},
     {"__main__"},
 ]

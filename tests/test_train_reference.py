@@ -17,7 +17,7 @@ from ifseg_deploy.model import SegOFA
 from ifseg_deploy.runtime.vocabulary import Vocabulary
 from ifseg_deploy.text.tokenizer import OFATokenizer
 from ifseg_deploy.train import loss as loss_mod
-from ifseg_deploy.train.artificial import ArtificialImages, ArtificialLayout, cell_embeddings, nearest_index
+from ifseg_deploy.artificial.images import ArtificialImages, ArtificialLayout, cell_embeddings, nearest_index
 from ifseg_deploy.text.categories_file import flat_classes
 from ifseg_deploy.train.freeze import freeze_for_imfree
 from ifseg_deploy.train.loss import imfree_loss, upsampled_cross_entropy

@@ -10,14 +10,15 @@ kept-fp32 node and a converted one (duplicated), and a graph output that other n
 
 The check compares the graph, run by ONNX Runtime (CPU), with the fp32 PyTorch model on the
 export's verification images: relative RMS error of the logits, and label agreement at the
-image size (logits bilinearly up-sampled, argmax; the reference pipeline's labels).
+image size (logits bilinearly up-sampled, argmax; the reference pipeline's labels). For a trained
+bundle the report also carries the held-out accuracy check (:mod:`.holdout_check`).
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import onnx
@@ -29,6 +30,7 @@ from ..errors import IFSegError
 from ..model import grid_size
 from ..runtime.graph_contract import IMAGES, LOGITS
 from .graph_precision import fp32_nodes
+from .holdout_check import HoldoutCheck
 
 #: Gate of an fp16 graph: relative RMS error of the logits against the fp32 PyTorch model (issue 11).
 FP16_MAX_REL_RMS = 2e-2
@@ -123,32 +125,42 @@ class PrecisionCase:
 
 @dataclass
 class PrecisionReport:
-    """Reduced-precision graph vs the fp32 PyTorch model."""
+    """Reduced-precision graph vs the fp32 PyTorch model (logits) and, for a trained bundle, vs the
+    fp32 graph on the bundle's held-out set (:mod:`.holdout_check`)."""
 
     precision: str
     max_rel_rms: float
     fp32_nodes: int
     cases: List[PrecisionCase] = field(default_factory=list)
     gated: bool = True
+    holdout: Optional[HoldoutCheck] = None
 
     @property
     def rel_rms(self) -> float:
         return max((c.rel_rms for c in self.cases), default=0.0)
 
     @property
-    def ok(self) -> bool:
+    def logits_ok(self) -> bool:
         return self.rel_rms <= self.max_rel_rms
+
+    @property
+    def ok(self) -> bool:
+        return self.logits_ok and (self.holdout is None or self.holdout.ok)
 
     def lines(self) -> List[str]:
         head = (f"{self.precision} graph vs fp32 PyTorch ({self.fp32_nodes} nodes kept fp32): logits rel-RMS {self.rel_rms:.2e} "
                 f"(gate {self.max_rel_rms:.0e}{'' if self.gated else ', not enforced: --no-gate'}); "
-                f"{'ok' if self.ok else 'BELOW GATE'}")
-        return [head] + [f"  {c.name}: rel-RMS {c.rel_rms:.2e}, labels {100 * c.label_agreement:.2f}% agree at image size" for c in self.cases]
+                f"{'ok' if self.logits_ok else 'BELOW GATE'}")
+        cases = [f"  {c.name}: rel-RMS {c.rel_rms:.2e}, labels {100 * c.label_agreement:.2f}% agree at image size" for c in self.cases]
+        return [head] + cases + (self.holdout.lines() if self.holdout is not None else [])
 
     def to_dict(self) -> dict:
-        return {"precision": self.precision, "ok": self.ok, "gated": self.gated, "logits_rel_rms": self.rel_rms,
-                "max_rel_rms": self.max_rel_rms, "fp32_nodes": self.fp32_nodes,
-                "cases": [{"name": c.name, "logits_rel_rms": c.rel_rms, "label_agreement": c.label_agreement} for c in self.cases]}
+        out = {"precision": self.precision, "ok": self.ok, "gated": self.gated, "logits_rel_rms": self.rel_rms,
+               "max_rel_rms": self.max_rel_rms, "fp32_nodes": self.fp32_nodes,
+               "cases": [{"name": c.name, "logits_rel_rms": c.rel_rms, "label_agreement": c.label_agreement} for c in self.cases]}
+        if self.holdout is not None:
+            out["holdout"] = self.holdout.to_dict()
+        return out
 
 
 def rel_rms(ref: np.ndarray, out: np.ndarray) -> float:

@@ -31,6 +31,7 @@ from ..text.prompt import validate_categories
 from .graph import ExportGraph, sample_inputs
 from .trt_ops import OpCheckReport, check_graph
 from .fp16_graph import FP16_MAX_REL_RMS, PrecisionReport, compare_precision, to_fp16
+from .holdout_check import HoldoutSet, check_holdout, holdout_set
 from .int8_graph import INT8_MAX_REL_RMS, calibration_feeds, to_int8
 from .verify import ATOL, VerifyReport, graph_policy_problems, run_torch, verify_onnx
 
@@ -164,10 +165,12 @@ def verification_cases(graph: ExportGraph, vocab: PreparedVocabulary, alt: Prepa
 
 
 def reduce_precision(model: onnx.ModelProto, graph: ExportGraph, cases: Sequence[Tuple[str, Dict[str, torch.Tensor]]],
-                     path: str, opts: OnnxExportOptions, vocab: PreparedVocabulary) -> Tuple[onnx.ModelProto, PrecisionReport]:
-    """The fp16 or INT8 graph of the verified fp32 ``model``, saved to ``path`` and compared with the
-    fp32 PyTorch ``graph`` on ``cases``; raises :class:`IFSegError` below the gate unless ``opts.gate``
-    is off. INT8 calibrates on ``opts.calib_dir`` with the ``vocab`` inputs."""
+                     path: str, opts: OnnxExportOptions, vocab: PreparedVocabulary, holdout: Optional[HoldoutSet],
+                     no_holdout: str) -> Tuple[onnx.ModelProto, PrecisionReport]:
+    """The fp16 or INT8 graph of the verified fp32 ``model``, saved to ``path``, compared with the
+    fp32 PyTorch ``graph`` on ``cases`` and, when a trained bundle's ``holdout`` set is given, with
+    the fp32 graph on it (``no_holdout``: why there is none); raises :class:`IFSegError` below a gate
+    unless ``opts.gate`` is off. INT8 calibrates on ``opts.calib_dir`` with the ``vocab`` inputs."""
     if opts.precision == "fp16":
         reduced, kept = to_fp16(model)
         onnx.save(reduced, path)
@@ -181,10 +184,16 @@ def reduce_precision(model: onnx.ModelProto, graph: ExportGraph, cases: Sequence
     names = graph.contract.output_names
     reference = [(name, feeds, run_torch(graph, feeds, names)[LOGITS]) for name, feeds in cases]
     report = compare_precision(path, reference, opts.precision, gate, kept, gated=opts.gate)
-    if not report.ok and opts.gate:
+    if not report.logits_ok and opts.gate:
         worst = max(report.cases, key=lambda c: c.rel_rms)
         raise IFSegError(f"the {opts.precision} graph's logits differ from fp32 PyTorch by rel-RMS {worst.rel_rms:.2e} on '{worst.name}' "
                          f"(gate {report.max_rel_rms:.0e}); nothing was written (--no-gate writes it anyway)")
+    report.holdout = check_holdout(model, reduced, holdout, graph.contract, opts.precision, opts.gate, no_holdout)
+    if not report.holdout.ok and opts.gate:
+        h = report.holdout
+        raise IFSegError(f"the {opts.precision} graph loses {100 * h.drop:.2f} points of held-out accuracy against the fp32 graph "
+                         f"(pixel acc {100 * h.reduced['pixel_acc']:.2f}% vs {100 * h.fp32['pixel_acc']:.2f}%, mIoU {100 * h.reduced['miou']:.2f}% "
+                         f"vs {100 * h.fp32['miou']:.2f}%; gate {100 * h.max_drop:.1f} points); nothing was written (--no-gate writes it anyway)")
     return reduced, report
 
 
@@ -270,7 +279,8 @@ def export_onnx(loaded: LoadedModel, out_path: str, vocabulary: Vocabulary, cate
         meta["export"]["precision"] = opts.precision
         precision = None
         if opts.precision != "fp32":
-            model, precision = reduce_precision(model, graph, cases, tmp, opts, vocab)
+            no_holdout = f"{os.path.basename(loaded.path)} stores no held-out figures; bundles from ifseg-deploy train do"
+            model, precision = reduce_precision(model, graph, cases, tmp, opts, vocab, holdout_set(loaded, vocabulary), no_holdout)
             meta["export"]["verification"]["precision"] = precision.to_dict()
         _attach_metadata(model, meta)
         onnx.save(model, tmp)

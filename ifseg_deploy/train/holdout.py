@@ -1,16 +1,5 @@
-"""Training health: pixel accuracy and mIoU on a fixed, seeded held-out set of artificial images.
-
-The set depends only on the class list (its layout is drawn from a constant seed on the CPU,
-whatever the training seed or device), so runs are comparable.
-
-Scored on the model grid: the argmax of each cell's logits against the cell's class, i.e. the
-"pixels" of the artificial image the model actually sees. (The 512x512 training target has
-coarse-cell edges inside model cells that no model input reveals: even a perfect per-cell
-predictor scores only ~80 % there with three classes, so that figure says little about health.)
-``pixel_acc`` and ``miou`` come from the evaluation metrics (:mod:`ifseg_deploy.eval.metrics`,
-the reference formula: areas summed over the set, IoU per class, mean over the classes present
-in prediction or target).
-"""
+"""Training health: the model's pixel accuracy and mIoU on the fixed held-out set of artificial
+images (:mod:`ifseg_deploy.artificial.holdout`), computed with ``forward_tokens`` on the model grid."""
 
 from __future__ import annotations
 
@@ -19,13 +8,11 @@ from typing import Dict
 import torch
 from torch import Tensor
 
-from ..eval.metrics import MetricAccumulator
+from ..artificial.holdout import DEFAULT_HOLDOUT_SIZE, score_holdout
+from ..artificial.images import ArtificialImages
 from ..model import SegOFA
-from .artificial import ArtificialImages, stream_seed
 
-#: Key of the held-out stream (independent of any training seed).
-HOLDOUT_KEY = 0x401D0
-DEFAULT_HOLDOUT_SIZE = 32
+__all__ = ["DEFAULT_HOLDOUT_SIZE", "holdout_metrics"]
 
 
 @torch.no_grad()
@@ -37,16 +24,12 @@ def holdout_metrics(
     size: int = DEFAULT_HOLDOUT_SIZE,
     batch_size: int = 8,
 ) -> Dict[str, float]:
-    """Evaluate ``model`` (in eval mode, restored afterwards) on ``size`` held-out artificial images."""
+    """Evaluate ``model`` (in eval mode, restored afterwards) on ``size`` held-out artificial images:
+    ``{"pixel_acc", "miou"}`` as fractions in 0..1."""
     was_training = model.training
     model.eval()
-    n, g = images.num_classes, images.grid
-    layout = images.sample_layout(size, stream_seed(HOLDOUT_KEY), rng_device="cpu")
-    acc = MetricAccumulator(n)
-    for start in range(0, size, batch_size):
-        batch = images.render(layout[start : start + batch_size])
-        logits = model.forward_tokens(batch.cell_embeds, (g, g), prompt_embeds, class_embeds)
-        acc.update(logits.argmax(-1).cpu().numpy().ravel(), batch.cell_classes.cpu().numpy().ravel())
-    model.train(was_training)
-    scores = acc.scores()
-    return {"pixel_acc": scores.aacc, "miou": scores.miou}
+    g = images.grid
+    try:
+        return score_holdout(lambda tokens: model.forward_tokens(tokens, (g, g), prompt_embeds, class_embeds), images, size, batch_size)
+    finally:
+        model.train(was_training)

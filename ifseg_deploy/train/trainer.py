@@ -41,7 +41,7 @@ from ..model import SegOFA
 from ..preprocess import Preprocessing
 from ..runtime.device import parse_device
 from ..runtime.vocabulary import Vocabulary
-from .artificial import MAX_CELLS, ArtificialImages, stream_seed
+from ..artificial.images import MAX_CELLS, ArtificialImages, stream_seed
 from ..text.categories_file import ClassSpec, check_classes
 from .distributed import DistContext
 from .freeze import freeze_for_imfree
