@@ -21,6 +21,7 @@ from ifseg_deploy.export import holdout_check
 from ifseg_deploy.export.holdout_check import graph_holdout, holdout_set, image_token_tensor
 from ifseg_deploy.export.onnx_export import read_onnx_metadata
 from ifseg_deploy.model.inference import cast_stages
+from ifseg_deploy.runtime.graph_contract import GraphContract
 from ifseg_deploy.runtime.sidecar import read_vocab
 from ifseg_deploy.runtime.vocabulary import Vocabulary
 from ifseg_deploy.text.categories_file import ClassSpec
@@ -79,9 +80,11 @@ def test_fp32_graph_reproduces_stored_figures(bundle, tmp_path, static):
     loaded = load_model(bundle)
     vocab = Vocabulary.from_bpe(str(BPE), bundle, loaded.model.embed_tokens.weight, prompt_prefix=loaded.prompt_prefix,
                                 stored_categories=loaded.categories, stored_class_embeds=loaded.class_embeds)
-    hset = holdout_set(loaded, vocab)
+    contract = read_vocab(str(out)).contract
+    assert (contract.bias_inputs is None) == static  # dynamic graphs take their position biases as inputs
+    hset = holdout_set(loaded, vocab, contract)
     assert hset.size == HOLDOUT and hset.images.grid == 8
-    got = graph_holdout(onnx.load(str(out)), hset, read_vocab(str(out)).contract)
+    got = graph_holdout(onnx.load(str(out)), hset, contract)
     stored = loaded.metadata["holdout"]
     for key in ("pixel_acc", "miou"):
         assert got[key] == pytest.approx(stored[key], abs=2e-3)  # at most 2 cells flip at float arg-max ties
@@ -156,7 +159,7 @@ def test_bf16_pytorch_keeps_holdout_accuracy(bundle):
     loaded = load_model(bundle)
     vocab = Vocabulary.from_bpe(str(BPE), bundle, loaded.model.embed_tokens.weight, prompt_prefix=loaded.prompt_prefix,
                                 stored_categories=loaded.categories, stored_class_embeds=loaded.class_embeds)
-    hset = holdout_set(loaded, vocab)
+    hset = holdout_set(loaded, vocab, GraphContract(loaded.arch.embed_dim))
     fp32 = holdout_metrics(loaded.model, hset.images, hset.prompt_embeds, hset.class_embeds, hset.size)
     assert fp32 == loaded.metadata["holdout"]  # the trainer's own figures, from the reloaded bundle
     bf16_model = cast_stages(copy.deepcopy(loaded.model), torch.bfloat16)

@@ -18,7 +18,7 @@ precision graph may lose at most :data:`MAX_DROP` of either figure against the f
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -31,7 +31,8 @@ from ..artificial.images import MAX_CELLS, ArtificialImages
 from ..checkpoint import LoadedModel
 from ..errors import IFSegError
 from ..model import grid_size
-from ..runtime.graph_contract import CLASSES, IMAGES, LOGITS, PROMPT, GraphContract
+from ..model.segofa import stack_biases
+from ..runtime.graph_contract import BIAS_INPUTS, CLASSES, IMAGES, LOGITS, PROMPT, GraphContract
 from ..runtime.vocabulary import Vocabulary
 from ..text.categories_file import ClassSpec
 
@@ -53,11 +54,13 @@ class HoldoutSet:
     type_embed: Tensor  # (C,) float32, the encoder's image type embedding
     size: int  # number of held-out images
     stored: Dict[str, float]  # the bundle's figures ("pixel_acc", "miou"; fractions)
+    biases: Dict[str, np.ndarray] = field(default_factory=dict)  # the set's position biases, for graphs that take them
 
 
-def holdout_set(loaded: LoadedModel, vocabulary: Vocabulary) -> Optional[HoldoutSet]:
+def holdout_set(loaded: LoadedModel, vocabulary: Vocabulary, contract: GraphContract) -> Optional[HoldoutSet]:
     """The held-out set of a bundle written by ``ifseg-deploy train`` (its classes, hierarchy,
-    grid, coarse-grid limit and size from the metadata); ``None`` when the file stores no held-out figures."""
+    grid, coarse-grid limit and size from the metadata, and the position biases of its grid when
+    the ``contract``'s graph takes them as inputs); ``None`` when the file stores no held-out figures."""
     stored = loaded.metadata.get("holdout")
     if not stored or not loaded.categories:
         return None
@@ -67,10 +70,17 @@ def holdout_set(loaded: LoadedModel, vocabulary: Vocabulary) -> Optional[Holdout
     words = vocabulary.word_embeddings([w for c in classes for w in c.words]).detach().float().cpu()
     images = ArtificialImages(classes, words, loaded.arch.seg_grid, int(training.get("max_cells", MAX_CELLS)))
     vocab = vocabulary.prepare(loaded.categories)
+    biases = {}
+    if contract.bias_inputs:
+        g = loaded.arch.seg_grid
+        with torch.inference_mode():
+            stacked = stack_biases(loaded.model.position_biases((g, g), vocab.prompt_embeds.shape[1]))
+        biases = {name: t.float().cpu().numpy() for name, t in zip(BIAS_INPUTS, stacked)}
     return HoldoutSet(images=images, prompt_embeds=vocab.prompt_embeds.detach().float().cpu(),
                       class_embeds=vocab.class_embeds.detach().float().cpu(),
                       type_embed=loaded.model.encoder.type_embedding.weight[1].detach().float().cpu(),
-                      size=int(training.get("holdout_size", DEFAULT_HOLDOUT_SIZE)), stored={k: float(stored[k]) for k in METRICS})
+                      size=int(training.get("holdout_size", DEFAULT_HOLDOUT_SIZE)), stored={k: float(stored[k]) for k in METRICS},
+                      biases=biases)
 
 
 def image_token_tensor(model: onnx.ModelProto) -> str:
@@ -92,9 +102,10 @@ def image_token_tensor(model: onnx.ModelProto) -> str:
 
 def token_graph(model: onnx.ModelProto) -> onnx.ModelProto:
     """The part of ``model`` that computes ``logits`` from the image tokens (an input named as in
-    :func:`image_token_tensor`), the vocabulary inputs and, for shapes only, ``images``."""
+    :func:`image_token_tensor`), the vocabulary inputs, the position biases of a graph that takes
+    them and, for shapes only, ``images``."""
     cut = image_token_tensor(model)
-    inputs = [cut] + [i.name for i in model.graph.input if i.name in (IMAGES, PROMPT, CLASSES)]
+    inputs = [cut] + [i.name for i in model.graph.input if i.name in (IMAGES, PROMPT, CLASSES) + BIAS_INPUTS]
     return onnx.utils.Extractor(model).extract_model(inputs, [LOGITS])
 
 
@@ -114,7 +125,7 @@ def graph_holdout(model: onnx.ModelProto, hset: HoldoutSet, contract: GraphContr
     batch = contract.batch if not contract.dynamic else 8
     h, w = (16 * g, 16 * g) if contract.dynamic else contract.image_size
     blank = np.zeros((batch, 3, h, w), np.float32)
-    vocab = {PROMPT: hset.prompt_embeds.numpy(), CLASSES: hset.class_embeds.numpy()}
+    vocab = {PROMPT: hset.prompt_embeds.numpy(), CLASSES: hset.class_embeds.numpy(), **hset.biases}
 
     def predict(tokens: Tensor) -> Tensor:
         n = tokens.shape[0]

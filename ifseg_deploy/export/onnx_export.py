@@ -280,7 +280,7 @@ def export_onnx(loaded: LoadedModel, out_path: str, vocabulary: Vocabulary, cate
         precision = None
         if opts.precision != "fp32":
             no_holdout = f"{os.path.basename(loaded.path)} stores no held-out figures; bundles from ifseg-deploy train do"
-            model, precision = reduce_precision(model, graph, cases, tmp, opts, vocab, holdout_set(loaded, vocabulary), no_holdout)
+            model, precision = reduce_precision(model, graph, cases, tmp, opts, vocab, holdout_set(loaded, vocabulary, contract), no_holdout)
             meta["export"]["verification"]["precision"] = precision.to_dict()
         _attach_metadata(model, meta)
         onnx.save(model, tmp)
