@@ -142,3 +142,61 @@ def test_info_describes_exports(exported, tiny, tmp_path, capsys):
     assert main(["info", static.path]) == 0
     text = capsys.readouterr().out
     assert "static 1x3x48x64" in text and "folded into constants" in text
+
+
+def test_fp16_graph_with_bias_inputs_keeps_the_bias_path_fp32(tiny, tmp_path):
+    """An fp16 export of a graph that takes its biases as inputs loads and runs, and no fp32 value
+    makes an fp32 -> fp16 -> fp32 round trip (the converter's casts between two fp32 nodes)."""
+    from onnx import TensorProto
+
+    import copy
+
+    loaded, vocab = tiny
+    loaded = copy.deepcopy(loaded)
+    with torch.no_grad():  # a random backbone's features overflow fp16 unless its convolutions are scaled to unit gain
+        for conv in loaded.model.backbone.modules():
+            if isinstance(conv, torch.nn.Conv2d):
+                conv.weight.mul_((conv.weight.shape[-1] / conv.weight[0].numel()) ** 0.5)
+    out = export_onnx(loaded, str(tmp_path / "h.onnx"), vocab, None, OnnxExportOptions(image_size=(64, 80), bias_inputs=True,
+                                                                                        precision="fp16"))
+    model = onnx.load(out.path)
+    to = {n.output[0]: n.attribute[0].i for n in model.graph.node if n.op_type == "Cast"}
+    readers = {}
+    for n in model.graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    round_trips = [name for name, t in to.items() if t == TensorProto.FLOAT16 and readers.get(name)
+                   and all(r.op_type == "Cast" and to[r.output[0]] == TensorProto.FLOAT for r in readers[name])]
+    assert round_trips == []
+    assert any(t == TensorProto.FLOAT16 for t in to.values())  # it is a mixed-precision graph
+    backend, _ = OnnxBackend.open(out.path, device="cpu")
+    v = vocab.prepare(CATS)
+    images = torch.rand(1, 3, 48, 112, generator=torch.Generator().manual_seed(9)) * 2 - 1
+    got, ref = backend.run(images, v.prompt_embeds, v.class_embeds).logits, _torch_logits(loaded, images, v)
+    assert float((got - ref).norm() / ref.norm()) < 2e-2
+
+
+def test_round_trip_casts_between_fp32_nodes_are_removed():
+    """fp32 -> fp16 -> fp32 cast pairs (what the converter puts between two blocked nodes) go; a cast
+    to fp16 that an fp16 node reads stays; the values are the unrounded ones."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from ifseg_deploy.export.fp16_graph import _drop_round_trips
+
+    nodes = [helper.make_node("Unsqueeze", ["bias", "axes"], ["u"], name="u"),
+             helper.make_node("Cast", ["u"], ["u16"], name="c16", to=TensorProto.FLOAT16),
+             helper.make_node("Cast", ["u16"], ["u32"], name="c32", to=TensorProto.FLOAT),
+             helper.make_node("Add", ["u32", "u32"], ["y"], name="add"),
+             helper.make_node("Cast", ["bias"], ["b16"], name="keep16", to=TensorProto.FLOAT16),
+             helper.make_node("Mul", ["b16", "b16"], ["z"], name="half_mul")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("bias", TensorProto.FLOAT, [3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3]),
+                               helper.make_tensor_value_info("z", TensorProto.FLOAT16, [3])],
+                              [helper.make_tensor("axes", TensorProto.INT64, [1], [0])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert _drop_round_trips(model) == 1
+    assert [n.name for n in model.graph.node] == ["u", "add", "keep16", "half_mul"]
+    x = np.array([1.0001, 3e-5, 1234.567], np.float32)  # not representable in fp16
+    y, _ = ort.InferenceSession(model.SerializeToString()).run(None, {"bias": x})
+    assert np.array_equal(y[0], x + x)

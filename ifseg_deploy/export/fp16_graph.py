@@ -76,6 +76,46 @@ def _unshare_initializers(model: onnx.ModelProto, kept: set) -> None:
                 node.input[j] = copy.name
 
 
+def _dedupe_value_info(model: onnx.ModelProto) -> None:
+    """Keep the first ``value_info`` entry of each tensor (the simplifier can leave two; the converter
+    retypes only the first, and ONNX Runtime rejects the pair as a type clash)."""
+    seen = set()
+    unique = [v for v in model.graph.value_info if not (v.name in seen or seen.add(v.name))]
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(unique)
+
+
+def _drop_round_trips(model: onnx.ModelProto) -> int:
+    """Remove fp32 -> fp16 -> fp32 ``Cast`` pairs the converter puts between two fp32 (blocked) nodes,
+    so values passed along the fp32 paths (the attention biases) are never rounded to fp16;
+    returns how many fp16 casts went."""
+    graph = model.graph
+    consumers: Dict[str, List[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for i in node.input:
+            consumers.setdefault(i, []).append(node)
+    outputs = {o.name for o in graph.output}
+
+    def cast_to(node: onnx.NodeProto) -> Optional[int]:
+        return next((a.i for a in node.attribute if a.name == "to"), None) if node.op_type == "Cast" else None
+
+    drop, rename = set(), {}
+    for node in graph.node:
+        readers = consumers.get(node.output[0], []) if cast_to(node) == TensorProto.FLOAT16 else []
+        if readers and node.output[0] not in outputs and all(cast_to(r) == TensorProto.FLOAT and r.output[0] not in outputs
+                                                               for r in readers):
+            drop.add(node.name)
+            drop.update(r.name for r in readers)
+            rename.update((r.output[0], node.input[0]) for r in readers)
+    kept = [n for n in graph.node if n.name not in drop]
+    for node in kept:
+        for j, name in enumerate(node.input):
+            node.input[j] = rename.get(name, name)
+    del graph.node[:]
+    graph.node.extend(kept)
+    return len(drop) - len(rename)
+
+
 def _float_outputs(model: onnx.ModelProto) -> None:
     """Declare every float graph output float32 again (the converter may leave a trailing fp16 cast)."""
     producers = {o: n for n in model.graph.node for o in n.output}
@@ -102,6 +142,7 @@ def to_fp16(model: onnx.ModelProto) -> Tuple[onnx.ModelProto, int]:
     except ImportError:
         raise IFSegError("--precision fp16 needs onnxconverter-common (pip install 'ifseg-deploy[cpu]' or pip install onnxconverter-common)") from None
     model = onnx.ModelProto.FromString(model.SerializeToString())
+    _dedupe_value_info(model)
     routed = _route_read_outputs(model)
     kept = set(fp32_nodes(model)) | set(routed)
     _unshare_initializers(model, kept)
@@ -109,6 +150,7 @@ def to_fp16(model: onnx.ModelProto) -> Tuple[onnx.ModelProto, int]:
         warnings.simplefilter("ignore")  # notes on values clipped to the fp16 range
         half = float16.convert_float_to_float16(model, keep_io_types=True, node_block_list=sorted(kept))
     _float_outputs(half)
+    _drop_round_trips(half)
     try:
         onnx.checker.check_model(half)
     except onnx.checker.ValidationError as e:
