@@ -10,6 +10,8 @@ stay float32.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import tempfile
 from typing import Dict, Iterator, List, Sequence
@@ -36,6 +38,24 @@ def calibration_feeds(calib_dir: str, batch: int, height: int, width: int, fixed
     return [dict(fixed, **{IMAGES: b}) for b in calibration_batches(calibration_files(calib_dir), batch, height, width)]
 
 
+class _NoPreprocessHint(logging.Filter):
+    """Drops the quantizer's advice to run its model pre-processing (it warns on every call, on the
+    root logger; the exported graph is already simplified and shape-inferred)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_quantizer() -> Iterator[None]:
+    root, hint = logging.getLogger(), _NoPreprocessHint()
+    root.addFilter(hint)
+    try:
+        yield
+    finally:
+        root.removeFilter(hint)
+
+
 def to_int8(model: onnx.ModelProto, out_path: str, feeds: Sequence[Dict[str, np.ndarray]]) -> int:
     """Quantize ``model`` (a verified fp32 export) into ``out_path``; returns how many nodes stay fp32."""
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -54,10 +74,11 @@ def to_int8(model: onnx.ModelProto, out_path: str, feeds: Sequence[Dict[str, np.
         src = os.path.join(tmp, "fp32.onnx")
         onnx.save(model, src)
         try:
-            quantize_static(src, out_path, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_exclude=kept, activation_type=QuantType.QInt8,
-                            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-                            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False})
+            with _quiet_quantizer():
+                quantize_static(src, out_path, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                                op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_exclude=kept, activation_type=QuantType.QInt8,
+                                weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False})
         except Exception as e:  # the quantizer raises plain exceptions for graphs it cannot handle
             raise IFSegError(f"INT8 quantization failed ({str(e).strip().splitlines()[0][:160]}); nothing was written") from None
     return len(kept)
