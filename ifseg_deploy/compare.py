@@ -128,14 +128,15 @@ class CompareReport:
 
     def format(self) -> str:
         """The table, Ultralytics-benchmark style."""
-        head = f"{'backend':<24}{'prec':<6}{'size MB':>9}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'FPS':>8}{'speed-up':>9}" \
+        w = max([len("backend")] + [len(r.backend) for r in self.rows]) + 2
+        head = f"{'backend':<{w}}{'prec':<6}{'size MB':>9}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'FPS':>8}{'speed-up':>9}" \
                f"{'rel-RMS':>10}{'labels %':>10}{'RSS MB':>8}"
         lines = [head]
         for r in self.rows:
             if r.skipped:
-                lines.append(f"{r.backend:<24}{r.precision:<6}  skipped: {r.skipped}")
+                lines.append(f"{r.backend:<{w}}{r.precision:<6}  skipped: {r.skipped}")
                 continue
-            lines.append(f"{r.backend:<24}{r.precision:<6}{r.file_mb:>9.1f}{r.p50_ms:>10.1f}{r.p90_ms:>10.1f}{r.p99_ms:>10.1f}"
+            lines.append(f"{r.backend:<{w}}{r.precision:<6}{r.file_mb:>9.1f}{r.p50_ms:>10.1f}{r.p90_ms:>10.1f}{r.p99_ms:>10.1f}"
                          f"{r.fps:>8.2f}{r.speedup:>8.2f}x{r.logits_rel_rms:>10.2e}{100 * r.label_agreement:>10.2f}{r.rss_mb:>8.0f}"
                          + (f"  ({r.note})" if r.note else ""))
         return "\n".join(lines)
