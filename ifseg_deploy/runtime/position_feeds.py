@@ -14,14 +14,14 @@ from collections import OrderedDict
 from typing import Dict, Tuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..config import ArchConfig
 from ..errors import IFSegError
 from ..model import grid_size
 from ..model.decoder import SurrogateDecoder
 from ..model.encoder import Encoder
-from ..model.segofa import stack_biases
+from ..model.segofa import position_state, stack_biases
 from .graph_contract import BIAS_INPUTS
 
 #: Input shapes whose biases stay resident (a stream has one; alternating sizes two).
@@ -38,18 +38,19 @@ class PositionFeeds:
     """
 
     def __init__(self, arch: ArchConfig, state: Dict[str, Tensor], device: torch.device = torch.device("cpu")):
+        parts = nn.Module()  # "encoder." / "decoder." keys, as in the side file
         with torch.device("meta"):
-            self.encoder, self.decoder = Encoder(arch), SurrogateDecoder(arch)
-        for part, module in (("encoder", self.encoder), ("decoder", self.decoder)):
-            wanted = {f"{name}.{key}" for name in module.POSITION_MODULES for key in getattr(module, name).state_dict()}
-            given = {k[len(part) + 1:]: v.float() for k, v in state.items() if k.startswith(part + ".")}
-            missing = sorted(wanted - set(given))
-            if missing:
-                raise IFSegError(f"the side file lacks the position weights {part}.{missing[0]} (and {len(missing) - 1} more) that this "
-                                 "graph needs as inputs; re-export with ifseg-deploy export")
-            module.load_state_dict({k: given[k] for k in wanted}, strict=False, assign=True)
-            for name in module.POSITION_MODULES:
-                getattr(module, name).to(device)
+            parts.encoder, parts.decoder = Encoder(arch), SurrogateDecoder(arch)
+        wanted = position_state(parts)
+        missing = sorted(set(wanted) - set(state))
+        if missing:
+            raise IFSegError(f"the side file lacks the position weights {missing[0]} (and {len(missing) - 1} more) that this "
+                             "graph needs as inputs; re-export with ifseg-deploy export")
+        parts.load_state_dict({k: state[k].float() for k in wanted}, strict=False, assign=True)
+        for part in (parts.encoder, parts.decoder):
+            for name in part.POSITION_MODULES:
+                getattr(part, name).to(device)
+        self.encoder, self.decoder = parts.encoder, parts.decoder
         self.device = device
         self._cache: "OrderedDict[Tuple[Tuple[int, int], int], Dict[str, Tensor]]" = OrderedDict()
 
