@@ -18,7 +18,8 @@ Names and words are normalised (:func:`~ifseg_deploy.text.normalize.normalize_na
 whitespace collapsed); full-width ``，；：`` and the ideographic comma ``、`` count as
 separators. Files may be UTF-8 (with or without BOM) or UTF-16/32 with BOM, with any line
 endings. A word may belong to several classes (table 15 lists "mirror", "desk" and "door"
-under two); a class name may appear once and a word once per class (case-insensitive).
+under two); the list must follow the rules of :mod:`.vocabulary_rules` (e.g. a class name once,
+a word once per class, both ignoring letter case).
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 from ..errors import IFSegError
 from .normalize import decode_text, normalize_name
+from .vocabulary_rules import NO_CATEGORIES, check_class_words, validate_categories
 
 #: Built-in categories files (``ifseg_deploy/data``), by the name ``--categories-file`` accepts.
 BUILTIN_FILES = {"coco-stuff-27": "coco_stuff_27.txt"}
@@ -39,9 +41,6 @@ SEPARATORS = str.maketrans({"\uff0c": ",", "\u3001": ",", "\uff1b": ";", "\uff1a
 
 #: Largest categories file read (a list of words; a bigger file is a wrong path).
 MAX_FILE_BYTES = 1 << 20
-
-NO_CATEGORIES = "no categories given; pass --categories \"grass, cat, dog\""
-
 
 @dataclass(frozen=True)
 class ClassSpec:
@@ -56,42 +55,21 @@ class ClassSpec:
         return self.words != (self.name,)
 
 
-def validate_categories(names: Iterable[str]) -> List[str]:
-    """Normalised names; rejects an empty list, empty names and duplicates (case-insensitive).
+def flat_classes(names: Sequence[str], training: bool = False) -> List[ClassSpec]:
+    """Each name is its own single word (validated and normalised; ``training`` as :func:`check_classes`)."""
+    return check_classes([ClassSpec(n, (n,)) for n in validate_categories(names)], training)
+
+
+def check_classes(classes: Sequence[ClassSpec], training: bool = False) -> List[ClassSpec]:
+    """The rules of :mod:`.vocabulary_rules` for a class list: names (``training``: at least two
+    classes), and each class's words. A word may belong to several classes.
 
     Raises:
-        IFSegError: with a one-line message saying what to change.
+        IFSegError: the rule's one-line message.
     """
-    out = [normalize_name(n) for n in names]
-    if not out or all(not n for n in out):
-        raise IFSegError(NO_CATEGORIES)
-    if any(not n for n in out):
-        raise IFSegError("empty category name in the list (two commas in a row or a trailing comma?); remove it")
-    seen = set()
-    for n in out:
-        if n.casefold() in seen:
-            raise IFSegError(f"category '{n}' is listed twice; each category must appear once")
-        seen.add(n.casefold())
-    return out
-
-
-def flat_classes(names: Sequence[str]) -> List[ClassSpec]:
-    """Each name is its own single word (validated and normalised)."""
-    return check_classes([ClassSpec(n, (n,)) for n in validate_categories(names)])
-
-
-def check_classes(classes: Sequence[ClassSpec]) -> List[ClassSpec]:
-    """Reject empty lists, duplicate class names, classes without words and a word listed twice
-    in one class (case-insensitive). A word may belong to several classes."""
-    validate_categories([c.name for c in classes])
+    validate_categories([c.name for c in classes], training)
     for c in classes:
-        if not c.words:
-            raise IFSegError(f"class '{c.name}' lists no words; write 'name: word, word' or just 'name'")
-        seen = set()
-        for w in c.words:
-            if w.casefold() in seen:
-                raise IFSegError(f"word '{w}' appears twice in class '{c.name}'; list each word once")
-            seen.add(w.casefold())
+        check_class_words(c.name, c.words)
     return list(classes)
 
 

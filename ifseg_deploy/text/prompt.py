@@ -1,12 +1,13 @@
-"""The IFSeg prompt (the category-list parsers of :mod:`.categories_file` are re-exported here)."""
+"""The IFSeg prompt (the category-list parser of :mod:`.categories_file` and the list rule of
+:mod:`.vocabulary_rules` are re-exported here)."""
 
 from __future__ import annotations
 
 from typing import List, Sequence
 
-from ..errors import IFSegError
-from .categories_file import parse_categories, validate_categories
+from .categories_file import parse_categories
 from .tokenizer import OFATokenizer
+from .vocabulary_rules import check_token_ids, validate_categories
 
 DEFAULT_PROMPT_PREFIX = "what is the segmentation map of the image? object:"
 UNKNOWN = "unknown"
@@ -18,9 +19,7 @@ __all__ = ["DEFAULT_PROMPT_PREFIX", "UNKNOWN", "build_prompt", "category_token_i
 def category_token_ids(tokenizer: OFATokenizer, categories: Sequence[str]) -> List[List[int]]:
     """Dictionary ids of each category name; a name that tokenises to nothing is an error."""
     ids = tokenizer.encode_many(categories)
-    for name, t in zip(categories, ids):
-        if not t:
-            raise IFSegError(f"category '{name}' tokenises to nothing; use a real word")
+    check_token_ids(categories, ids)
     return ids
 
 
