@@ -39,9 +39,11 @@ def read_image(path: str, exif: bool = True) -> np.ndarray:
             is ignored, as viewers do.
 
     Raises:
-        IFSegError: the file is missing or is not a decodable image.
+        IFSegError: the file is missing, is not a decodable image (damaged, truncated, an unknown
+            mode), or declares more pixels than Pillow's decompression-bomb limit
+            (twice ``PIL.Image.MAX_IMAGE_PIXELS``, about 179 megapixels: decoding it could exhaust memory).
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, ImageOps
 
     if not os.path.isfile(path):
         raise IFSegError(f"image not found: {path}")
@@ -49,11 +51,20 @@ def read_image(path: str, exif: bool = True) -> np.ndarray:
         with warnings.catch_warnings():
             # Pillow warns about a corrupt EXIF block and then ignores it, as viewers do: no noise
             warnings.filterwarnings("ignore", message=".*EXIF", category=UserWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # large camera photos (89-179 Mpx) decode
             with Image.open(path) as im:
                 im.load()
                 return to_rgb_uint8(ImageOps.exif_transpose(im) if exif else im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise IFSegError(f"cannot decode {path} as an image ({str(e).splitlines()[0][:100]}); pass a JPEG/PNG/BMP/TIFF file") from None
+    except Image.DecompressionBombError:
+        raise IFSegError(f"{path} declares more than {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels (Pillow's decompression-bomb "
+                         "limit); downscale it first") from None
+    except IFSegError:
+        raise
+    except MemoryError:
+        raise IFSegError(f"{path} is too large to decode in the available memory; downscale it first") from None
+    except Exception as e:  # any decoder failure on a damaged or hostile file is this file's problem alone
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:100]
+        raise IFSegError(f"cannot decode {path} as an image ({first}); pass a JPEG/PNG/BMP/TIFF file") from None
 
 
 def as_rgb(image: Any) -> np.ndarray:

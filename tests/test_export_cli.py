@@ -110,9 +110,12 @@ def test_export_onnx_cli_then_segment_engine(bundle, image, tmp_path, bpe_dir, c
     # a static 64x96 graph cannot take a square image (50x50 -> 64x64 at short side 64): the exact size and flag, nothing written
     square = tmp_path / "sq.png"
     cv2.imwrite(str(square), np.zeros((50, 50, 3), np.uint8))
-    _fails(capsys, ["segment", str(square), "--engine", str(onnx_path), "--bpe-dir", bpe_dir, "--out", str(tmp_path / "sq")],
-           "preprocesses to 64x64; re-export a static 64x64 graph with --imgsz 64x64")
-    assert not list((tmp_path / "sq").glob("*.png"))
+    # (an image the graph cannot take fails alone: one line naming it, then the summary, exit 1)
+    assert main(["segment", str(square), str(image), "--engine", str(onnx_path), "--bpe-dir", bpe_dir, "--out", str(tmp_path / "sq")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "sq.png" in err[0] and "preprocesses to 64x64; re-export a static 64x64 graph with --imgsz 64x64" in err[0]
+    assert "1 input(s) failed, 1 of 2" in err[1]
+    assert sorted(p.name for p in (tmp_path / "sq").glob("*.png")) == [f"{image.stem}_labels.png", f"{image.stem}_overlay.png"]
     _fails(capsys, ["segment", str(image), "--engine", str(onnx_path), "--bpe-dir", bpe_dir, "--half", "--out", str(tmp_path / "h")],
            "--providers tensorrt")
     _fails(capsys, ["segment", str(image), "--engine", str(onnx_path), "--bpe-dir", bpe_dir, "--providers", "cuda",

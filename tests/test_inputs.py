@@ -46,7 +46,7 @@ def test_bad_file_in_a_folder_does_not_stop_the_rest(tmp_path, capsys, model, bp
     code = main(["segment", str(photos), "--checkpoint", model, "--bpe-dir", bpe_dir, "--out", str(out), "--device", "cpu"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1
-    assert sorted(os.listdir(out)) == ["a_labels.png", "a_overlay.png", "c_labels.png", "c_overlay.png"]
+    assert sorted(os.listdir(out)) == [".ifseg-deploy", "a_labels.png", "a_overlay.png", "c_labels.png", "c_overlay.png"]
     assert len(err) == 2 and "b.jpg" in err[0] and "cannot decode" in err[0] and "1 input(s) failed, 2 of 3" in err[1]
 
 

@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ifseg_deploy"
 #: Lowest first. A module may import its own sub-package and anything in a lower layer.
 LAYERS = [
     {"errors", "__init__"},
-    {"fileio", "config", "tracing"},
+    {"fileio", "config", "tracing", "redact"},
     {"model", "preprocess"},
     {"text", "postprocess", "visualize"},
     {"checkpoint"},

@@ -33,7 +33,7 @@ def test_segment_reproduces_reference(tmp_path, ifseg_checkpoint, dev_dir, golde
     np.testing.assert_allclose(probs.reshape(1024, 4), golden["eval0_knn_probs"][0, :-1], atol=1e-4, rtol=0)
     overlay = cv2.imread(str(out / "image_eval0_overlay.png"))
     assert overlay.shape == (512, 512, 3)
-    assert sorted(os.listdir(out)) == sorted(f"image_eval0_{s}" for s in ("labels.png", "overlay.png", "logits.npy", "probs.npy"))
+    assert sorted(os.listdir(out)) == [".ifseg-deploy"] + sorted(f"image_eval0_{s}" for s in ("labels.png", "overlay.png", "logits.npy", "probs.npy"))
 
 
 def test_segment_without_knn(tmp_path, ifseg_checkpoint, dev_dir, golden):

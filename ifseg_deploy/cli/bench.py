@@ -8,7 +8,7 @@ import json
 import numpy as np
 
 from ..errors import IFSegError
-from ..fileio import write_bytes
+from ..fileio import ResultFolder, check_output_file, write_bytes
 from .common import add_segmenter_args, category_args, inference_preprocessing, load_segmenter, parse_imgsz, precision_options
 
 
@@ -51,9 +51,9 @@ def run_compare(args, image: np.ndarray) -> int:
     from ..compare import compare, random_bundle, write_chart, write_json
     from ..config import ofa_preset
 
-    out = args.json or os.path.join("runs", "bench", "compare.json")
-    workdir = os.path.dirname(os.path.abspath(out))
-    os.makedirs(workdir, exist_ok=True)
+    out = check_output_file(args.json or os.path.join("runs", "bench", "compare.json"), "--json", "json")
+    chart = check_output_file(os.path.splitext(out)[0] + ".png", "--json", "png")
+    models = ResultFolder(os.path.splitext(out)[0] + "_models", "--json", kind="bench --compare models")
     source = args.checkpoint
     if args.engine:
         raise IFSegError("bench --compare exports the model itself: pass --checkpoint (or --arch with --bpe-dir), not --engine")
@@ -61,7 +61,7 @@ def run_compare(args, image: np.ndarray) -> int:
         if not args.bpe_dir:
             raise IFSegError("bench --compare --arch needs --bpe-dir (the exports are verified with real prompts)")
         cats = category_args(args)[0] or [f"class {i}" for i in range(args.num_classes)]
-        source = random_bundle(ofa_preset(args.arch), os.path.join(workdir, f"random_{args.arch}.safetensors"), cats, args.bpe_dir)
+        source = random_bundle(ofa_preset(args.arch), models.file(f"random_{args.arch}.safetensors"), cats, args.bpe_dir)
     bar = tqdm(total=1, desc="bench --compare", unit="it")
 
     def progress(done: int, total: int, label: str) -> None:
@@ -69,12 +69,11 @@ def run_compare(args, image: np.ndarray) -> int:
         bar.set_postfix_str(label)
         bar.update(done - bar.n)
 
-    report = compare(source, image, workdir, category_args(args)[0], args.bpe_dir, args.device, args.imgsz,
+    report = compare(source, image, models.create(), category_args(args)[0], args.bpe_dir, args.device, args.imgsz,
                      args.warmup, args.iters, progress=progress, knn_k=args.knn_k, knn_iters=args.knn_iters, knn_backend=args.knn_backend)
     bar.close()
     print(report.format())
     write_json(report, out)
-    chart = os.path.splitext(out)[0] + ".png"
     write_chart(report, chart)
     print(f"Report saved to {out} and {chart}")
     return 0
@@ -88,6 +87,8 @@ def run(args) -> int:
         raise IFSegError("--batch and --iters must be >= 1 and --warmup >= 0")
     if args.clients != 1 and not args.server:
         raise IFSegError("--clients needs --server (concurrent clients of a Triton server)")
+    if args.json and not args.compare:
+        check_output_file(args.json, "--json", "json")
     image = source_image(args)
     if args.compare:
         return run_compare(args, image)
@@ -111,7 +112,7 @@ def run(args) -> int:
     )
     print(report.format())
     if args.json:
-        write_bytes(args.json, json.dumps(report.to_dict(), indent=2).encode())
+        write_bytes(args.json, json.dumps(report.to_dict(), indent=2).encode(), "json")
         print(f"Report saved to {args.json}")
     return 0
 
@@ -129,6 +130,6 @@ def run_server(args, image: np.ndarray) -> int:
                                   args.warmup, args.iters)
     print(report.format())
     if args.json:
-        write_bytes(args.json, json.dumps(report.to_dict(), indent=2).encode())
+        write_bytes(args.json, json.dumps(report.to_dict(), indent=2).encode(), "json")
         print(f"Report saved to {args.json}")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from ..errors import IFSegError
@@ -160,13 +161,24 @@ def category_args(args) -> Tuple[Optional[List[str]], Optional[Dict[str, Tuple[s
     return names, words or None
 
 
-def expand_images(inputs: List[str]) -> Tuple[List[str], List[str]]:
-    """``(image files, problems)``: files as given, folders expanded to the images inside, glob
-    patterns (``'photos/*.jpg'``, ``**`` recursive) expanded, all in order and without
-    repeats; each input that yields nothing gives one problem line."""
+@dataclass
+class ImageInputs:
+    """What the image arguments of ``segment`` expand to."""
+
+    paths: List[str]  # distinct image files, in argument order
+    problems: List[str]  # one line per argument that yields nothing
+    repeats: int  # files left out because they were already listed (same file by its resolved path)
+
+
+def expand_images(inputs: List[str]) -> ImageInputs:
+    """Files as given, folders expanded to the images inside, glob patterns (``'photos/*.jpg'``,
+    ``**`` recursive) expanded, all in order. A file reached twice (listed again, or through a
+    symbolic link, including a link loop under ``**``) is kept once, by its resolved path, and
+    counted in ``repeats``; each argument that yields nothing gives one problem line."""
     out: List[str] = []
     seen = set()
     problems: List[str] = []
+    repeats = 0
     for item in inputs:
         if os.path.isdir(item):
             files = list_images(item)
@@ -182,22 +194,43 @@ def expand_images(inputs: List[str]) -> Tuple[List[str], List[str]]:
             files = []
             problems.append(f"input not found: {item}")
         for f in files:
-            if f not in seen:
-                seen.add(f)
-                out.append(f)
-    return out, problems
+            key = os.path.realpath(f)
+            if key in seen:
+                repeats += 1
+                continue
+            seen.add(key)
+            out.append(f)
+    return ImageInputs(out, problems, repeats)
 
 
-def output_stems(paths: List[str]) -> List[str]:
-    """File stems for outputs; repeated stems get ``_1``, ``_2`` ... so no output overwrites another."""
-    seen = {}
-    stems = []
-    for p in paths:
-        stem = os.path.splitext(os.path.basename(p))[0]
-        n = seen.get(stem, 0)
-        seen[stem] = n + 1
-        stems.append(stem if n == 0 else f"{stem}_{n}")
-    return stems
+def result_names(paths: List[str]) -> List[str]:
+    """One distinct output stem per input: its path relative to the inputs' common folder, without
+    the extension (``x/a.png`` and ``y/a.png`` -> ``x/a``, ``y/a``; a lone folder's images keep
+    their bare names). Inputs that would still meet (``a.png`` and ``a.jpg``, or names differing
+    only in case) keep their extension (``a_png``), then a number if needed; no stem equals
+    another, compared case-insensitively."""
+    absolute = [os.path.normpath(os.path.abspath(p)) for p in paths]
+    if not absolute:
+        return []
+    root = os.path.commonpath([os.path.dirname(a) for a in absolute])
+    rel = [os.path.relpath(a, root) for a in absolute]
+    stems = [os.path.splitext(r)[0] for r in rel]
+    counts: Dict[str, int] = {}
+    for s in stems:
+        counts[s.casefold()] = counts.get(s.casefold(), 0) + 1
+    taken = {s.casefold() for s in stems if counts[s.casefold()] == 1}
+    names = []
+    for s, r in zip(stems, rel):
+        if counts[s.casefold()] == 1:
+            names.append(s)
+            continue
+        base = s + "_" + os.path.splitext(r)[1].lstrip(".")
+        name, n = base, 2
+        while name.casefold() in taken:
+            name, n = f"{base}_{n}", n + 1
+        taken.add(name.casefold())
+        names.append(name)
+    return names
 
 
 def parse_imgsz(text: str) -> Tuple[int, ...]:

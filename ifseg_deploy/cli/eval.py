@@ -13,7 +13,7 @@ from ..eval.labels import LabelMapping
 from ..eval.pairs import pair_label_maps
 from ..eval.report import build_report, format_scores, summary_line, write_report
 from ..eval.runner import dataset_segmenter, evaluate_dataset
-from ..fileio import ensure_writable_dir
+from ..fileio import check_output_file
 from ..postprocess.knn import resolve_backend
 from ..text.categories_file import read_categories_file
 from .common import add_device_arg, add_knn_args
@@ -75,11 +75,7 @@ def _check_mode(args) -> str:
 
 
 def _out_path(args, name: str) -> str:
-    path = args.out or os.path.join("runs", "eval", f"{name}.json")
-    if os.path.isdir(path):
-        raise IFSegError(f"--out {path} is a folder; give a file name such as {os.path.join(path, name + '.json')}")
-    ensure_writable_dir(os.path.dirname(os.path.abspath(path)))
-    return path
+    return check_output_file(args.out or os.path.join("runs", "eval", f"{name}.json"), "--out", "json")
 
 
 def _run_dataset(args) -> int:

@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from typing import Callable, Iterator, List, Tuple
+
+import numpy as np
 
 from ..errors import IFSegError
-from ..fileio import check_creatable_dir, increment_path
+from ..fileio import ResultFolder
 from ..preprocess import read_image
+from ..runtime.segmenter import SegmentationResult
 from ..visualize.areas import area_summary, format_area_summary
-from .common import add_segmenter_args, expand_images, load_segmenter, output_stems
+from .common import add_segmenter_args, expand_images, load_segmenter, result_names
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("segment", help="segment images into the named categories")
     p.add_argument("images", nargs="+", help="image files, folders or quoted glob patterns ('photos/*.jpg', 'data/**/*.png')")
     add_segmenter_args(p)
-    p.add_argument("--out", help="output folder, used as given (default: runs/segment, numbered runs/segment2, ... "
-                                 "so an earlier run is never overwritten)")
-    p.add_argument("--exist-ok", action="store_true", help="write into runs/segment even if it exists (default: a new numbered folder)")
+    p.add_argument("--out", help="output folder, used as given when it is new, empty or an earlier results folder (default: "
+                                 "runs/segment, numbered runs/segment2, ... so an earlier run is never overwritten); results "
+                                 "mirror the inputs' paths below their common folder")
+    p.add_argument("--exist-ok", action="store_true", help="write into runs/segment even if it exists, or into an --out folder that "
+                                                           "holds other files (none of them is ever replaced)")
     p.add_argument("--save-raw", action="store_true", help="also write <stem>_logits.npy and <stem>_probs.npy, (h, w, N) float32")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity in [0, 1] (default: 0.5)")
     p.add_argument("--contours", action="store_true", help="outline each region in its pure class colour on the overlay")
@@ -31,36 +38,72 @@ def run(args) -> int:
         raise IFSegError("--alpha must be between 0 and 1")
     if args.batch < 1:
         raise IFSegError("--batch must be >= 1")
-    paths, problems = expand_images(args.images)
-    if not paths:
-        raise IFSegError("; ".join(problems) if problems else "no input images")
-    out_dir = check_creatable_dir(args.out or increment_path("runs/segment", args.exist_ok))
+    inputs = expand_images(args.images)
+    if not inputs.paths:
+        raise IFSegError("; ".join(inputs.problems) if inputs.problems else "no input images")
+    if args.out:
+        out = ResultFolder(args.out, "--out", exist_ok=args.exist_ok)
+    else:
+        out = ResultFolder("runs/segment", "--out", exist_ok=args.exist_ok, numbered=True)
     seg = load_segmenter(args)
-    for problem in problems:
+    for problem in inputs.problems:
         print(f"error: {problem}", file=sys.stderr)
-    stems = output_stems(paths)
-    total, done, failed = len(paths), 0, len(problems)
+    if inputs.repeats:
+        print(f"skipped {inputs.repeats} repeated input(s) (the same file listed again or reached through a link)")
+    paths, names = inputs.paths, result_names(inputs.paths)
+    total, done, failed = len(paths), 0, len(inputs.problems)
+
+    def fail(i: int, reason: str) -> None:
+        nonlocal failed
+        failed += 1
+        print(f"error: image {i + 1}/{total} {paths[i]}: {reason}", file=sys.stderr)
+
     for start in range(0, total, args.batch):
         chunk = []
         for i in range(start, min(total, start + args.batch)):
-            try:  # one unreadable file is reported and skipped; the others are still segmented
+            try:  # a bad file is reported and skipped; the others are still segmented
                 chunk.append((i, read_image(paths[i])))
             except IFSegError as e:
-                failed += 1
-                print(f"error: image {i + 1}/{total} {paths[i]}: {e}", file=sys.stderr)
-        if not chunk:
-            continue
-        results = seg.segment_batch([rgb for _, rgb in chunk], batch_size=args.batch)
-        for (i, _), res in zip(chunk, results):
-            res.save(out_dir, stems[i], args.alpha, args.contours, args.save_raw)
+                fail(i, str(e))
+        for i, res in _segment_each(seg, chunk, args.batch, fail):
+            try:
+                written = res.save(out, names[i], args.alpha, args.contours, args.save_raw)
+            except IFSegError as e:
+                fail(i, str(e))
+                continue
             done += 1
             stages = ", ".join(f"{k} {v:.1f}ms" for k, v in res.timings.items())
             h, w = res.grid
             areas = format_area_summary(area_summary(res.labels, res.categories), limit=5)
-            print(f"image {i + 1}/{total} {paths[i]}: {res.labels.shape[0]}x{res.labels.shape[1]}, grid {h}x{w}, {areas}; {stages}")
+            print(f"image {i + 1}/{total} {paths[i]}: {res.labels.shape[0]}x{res.labels.shape[1]}, grid {h}x{w}, {areas}; {stages} "
+                  f"-> {os.path.relpath(written[0], out.path)[: -len('_labels.png')]}_*")
     if done:
-        print(f"Results saved to {out_dir}")
+        print(f"Results saved to {out.path}")
     if failed:
         print(f"error: {failed} input(s) failed, {done} of {total} image(s) segmented", file=sys.stderr)
         return 1
     return 0
+
+
+def _segment_each(seg, chunk: List[Tuple[int, np.ndarray]], batch: int,
+                  fail: Callable[[int, str], None]) -> Iterator[Tuple[int, SegmentationResult]]:
+    """``(input index, result)`` of each decoded image; a batch that fails is retried image by
+    image, so one image the model cannot take fails alone."""
+    if not chunk:
+        return
+    try:
+        yield from zip((i for i, _ in chunk), seg.segment_batch([rgb for _, rgb in chunk], batch_size=batch))
+        return
+    except (IFSegError, MemoryError, RuntimeError) as e:
+        if len(chunk) == 1:
+            fail(chunk[0][0], _reason(e))
+            return
+    for item in chunk:
+        yield from _segment_each(seg, [item], 1, fail)
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, IFSegError):
+        return str(e)
+    first = (str(e).strip().splitlines() or [""])[0][:200]
+    return f"could not be segmented ({type(e).__name__}: {first})"

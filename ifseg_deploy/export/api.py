@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
 from ..errors import IFSegError
-from ..fileio import write_bytes
+from ..fileio import check_output_file, check_output_folder, write_bytes
 from ..preprocess import Preprocessing
 from ..runtime.sidecar import read_vocab, vocab_path
 from ..runtime.vocabulary import Vocabulary
@@ -103,7 +103,9 @@ class ExportConfig:
                 raise IFSegError(f"--format openvino exports from a PyTorch checkpoint or bundle (found: {source})")
             precision = check_weight_precision(self.precision or "fp32")
             check_precision(precision, self.calib_dir)  # int8: the Q/DQ graph, calibrated on --calib-dir
-            return dataclasses.replace(self, out=self.out or default_folder(source), precision=precision)
+            out = self.out or default_folder(source)
+            check_output_folder(out, "--out", "openvino")
+            return dataclasses.replace(self, out=out, precision=precision)
         out = self.out or os.path.splitext(source)[0] + (".onnx" if self.format == "onnx" else ".engine")
         want = (".onnx",) if self.format == "onnx" else ENGINE_EXTS
         if not out.endswith(want):
@@ -130,6 +132,7 @@ class ExportConfig:
             raise IFSegError("--checkpoint is already an ONNX file; export from the PyTorch checkpoint or use --format engine")
         if not os.path.isfile(source):
             raise IFSegError(f"checkpoint not found: {source}")
+        _check_output_files(source, out, self.format, self.timing_cache)
         short_side, static_size = self.short_side, self.static_size
         if self.imgsz_from:
             if source.endswith(".onnx"):
@@ -195,6 +198,19 @@ def _openvino_from_checkpoint(source: str, cfg: ExportConfig, profile: TargetPro
         onnx, vocab = _onnx_from_checkpoint(source, graph_cfg, profile, os.path.join(tmp, "model.onnx"))
         ov = export_openvino(source, onnx, vocab, cfg.categories, cfg.onnx_options(cfg.trt_version or profile.tensorrt), cfg.out, cfg.precision)
     return ExportResult("", openvino=ov, files=ov.files)
+
+
+def _check_output_files(source: str, out: str, fmt: str, timing_cache: Optional[str]) -> None:
+    """Every file an ONNX / engine export writes can be written (:mod:`ifseg_deploy.fileio`'s
+    policy), checked before any work."""
+    files = [out, vocab_path(out)]
+    if fmt == "engine":
+        files.append(timing_cache or os.path.splitext(out)[0] + ".timing.cache")
+        if not source.endswith(".onnx"):
+            onnx_path = os.path.splitext(out)[0] + ".onnx"
+            files += [onnx_path, vocab_path(onnx_path)]
+    for path in files:
+        check_output_file(path, "--out")
 
 
 def export_model(source: str, config: ExportConfig) -> ExportResult:

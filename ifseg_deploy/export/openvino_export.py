@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from typing import List, Union
 
@@ -23,6 +22,7 @@ import numpy as np
 
 from ..checkpoint import load_model
 from ..errors import IFSegError
+from ..fileio import atomic_folder
 from ..runtime.graph_contract import IMAGES, LOGITS
 from ..runtime.sidecar import vocab_path
 from ..runtime.vocabulary import Vocabulary
@@ -85,13 +85,9 @@ def export_openvino(source: str, onnx: OnnxExport, vocabulary: Vocabulary, categ
     vocab = vocabulary.prepare(categories)
     graph = ExportGraph(loaded.model.float().eval(), opts.contract(loaded.arch)).eval()
     cases = verification_cases(graph, vocab, vocabulary.prepare(alternate_categories(vocab.categories)), opts)
-    stem = os.path.basename(folder.rstrip("/\\"))
+    stem = os.path.basename(os.path.abspath(folder))
     stem = stem[: -len("_openvino")] if stem.endswith("_openvino") else stem
-    parent = os.path.dirname(os.path.abspath(folder))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".openvino-", dir=parent)
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the model folder is an ordinary one
-    try:
+    with atomic_folder(folder, "--out", "openvino") as tmp:
         xml = os.path.join(tmp, stem + ".xml")
         ov.save_model(ov.convert_model(onnx.path), xml, compress_to_fp16=WEIGHT_PRECISIONS[precision])
         shutil.copyfile(onnx.vocab_path, vocab_path(xml))
@@ -111,12 +107,6 @@ def export_openvino(source: str, onnx: OnnxExport, vocabulary: Vocabulary, categ
                 worst = next(c for c in report.cases if not c.ok)
                 raise IFSegError(f"OpenVINO disagrees with PyTorch on '{worst.name}' ({'; '.join(worst.problems)}); nothing was written")
         del compiled
-        if os.path.isdir(folder):
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp)
     xml = os.path.join(folder, stem + ".xml")
     return OpenVinoExport(folder, xml, vocab_path(xml), precision, report)
 

@@ -24,7 +24,6 @@ import io
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
@@ -32,7 +31,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import IFSegError
-from ..fileio import write_bytes
+from ..fileio import atomic_folder, check_output_folder, write_bytes
 from ..runtime.segmenter import Segmenter
 from ..runtime.sidecar import read_vocab, vocab_path
 from ..runtime.triton_host import HostItem, HostPipeline, NetworkRunner
@@ -83,8 +82,7 @@ def _resolve(source: str, cfg: ExportConfig, opts: TritonOptions) -> str:
         raise IFSegError(f"--precision {cfg.precision} needs --network engine (the ONNX graph is fp32)")
     load_profile(cfg.profile)
     out = os.path.abspath(cfg.out or os.path.splitext(source)[0] + "_triton")
-    if os.path.exists(out) and not (os.path.isdir(out) and (not os.listdir(out) or os.path.isfile(os.path.join(out, MANIFEST)))):
-        raise IFSegError(f"--out {out} exists and is not a repository written by ifseg-deploy; choose another folder")
+    check_output_folder(out, "--out", "triton")
     return out
 
 
@@ -244,10 +242,7 @@ def export_triton(source: str, config: ExportConfig, options: Optional[TritonOpt
     """
     opts = options or TritonOptions()
     out = _resolve(source, config, opts)
-    parent = os.path.dirname(out)
-    os.makedirs(parent, exist_ok=True)
-    stage = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", dir=parent)
-    try:
+    with atomic_folder(out, "--out", "triton") as stage:
         build = os.path.join(stage, ".build")
         os.makedirs(build)
         result = _network_graph(source, config, opts, build)
@@ -260,13 +255,4 @@ def export_triton(source: str, config: ExportConfig, options: Optional[TritonOpt
         write_bytes(os.path.join(stage, MANIFEST), (json.dumps(manifest, indent=2) + "\n").encode())
         write_bytes(os.path.join(stage, "README.md"), _readme(out, config, opts, params, categories).encode())
         shutil.rmtree(build)
-        old = None
-        if os.path.exists(out):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old.", dir=parent)
-            os.replace(out, os.path.join(old, "repo"))
-        os.replace(stage, out)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
     return TritonExport(out, opts.network, result, checks)

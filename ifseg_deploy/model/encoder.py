@@ -12,6 +12,7 @@ from ..errors import IFSegError
 from ..tracing import capturing_graph
 from .positions import (add_resized_offset_bias, grid_position_ids, grid_rel_index, offset_table, pair_bias, resize_grid_vectors,
                         resize_pair_bias, token_rel_index)
+from .stochastic import Dropout
 from .transformer import layer_stack
 
 
@@ -23,11 +24,29 @@ def abs_position_bias(q_proj: nn.Linear, k_proj: nn.Linear, queries: Tensor, key
     return torch.matmul(q, k.transpose(-1, -2))
 
 
+def grid_addressable(cfg: ArchConfig, h: int, w: int) -> bool:
+    """Whether OFA's image position table can address an ``h x w`` grid.
+
+    Grids of at most ``encoder_grid**2`` cells index the table directly, cell ``(r, c)`` at
+    ``r * image_bucket_size + c + 1`` (OFA's ``image_position_idx``), so a tall, thin grid runs past
+    its ``image_bucket_size**2 + 1`` rows; larger grids are resized from the whole table and always fit.
+    """
+    g, stride = cfg.encoder_grid, cfg.image_bucket_size
+    return h * w > g * g or (h - 1) * stride + w < stride * stride + 1
+
+
+def addressable_grid(cfg: ArchConfig, h: int, w: int) -> Tuple[int, int]:
+    """The smallest ``(h, w')`` grid with ``w' >= w`` that :func:`grid_addressable` accepts: a grid
+    too tall for the table becomes one with more than ``encoder_grid**2`` cells (resized table)."""
+    if grid_addressable(cfg, h, w):
+        return h, w
+    return h, max(w, cfg.encoder_grid**2 // h + 1)
+
+
 def check_input_shape(cfg: ArchConfig, size: Tuple[int, int], text_len: int) -> None:
     """Reject grids the image position table cannot address and prompts longer than the text table."""
     h, w = size
-    g, stride = cfg.encoder_grid, cfg.image_bucket_size
-    if h * w <= g * g and (h - 1) * stride + w >= stride * stride + 1:
+    if not grid_addressable(cfg, h, w):
         raise IFSegError(f"a {h}x{w} feature grid is too elongated for OFA's image position table; crop the image closer to square")
     if text_len > cfg.max_text_positions:
         raise IFSegError(f"the prompt has {text_len} tokens, more than the {cfg.max_text_positions} the model supports; use fewer categories")
@@ -68,7 +87,7 @@ class Encoder(nn.Module):
         self.image_rel_pos_table_list = nn.ModuleList(
             nn.Embedding((2 * cfg.image_bucket_size - 1) ** 2 + 3, cfg.heads) for _ in range(cfg.encoder_layers)
         )
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def image_positions(self, size: Tuple[int, int]) -> Tensor:
         """Absolute image position vectors of an ``h x w`` grid, ``(h*w, C)`` (before their LayerNorm).

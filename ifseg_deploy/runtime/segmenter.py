@@ -20,8 +20,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import IFSegError
-from ..fileio import write_npy, write_png
+from ..fileio import ResultFolder, write_npy, write_png
 from ..model import grid_size
+from ..model.encoder import addressable_grid
 from ..postprocess.knn import resolve_backend
 from ..postprocess.scores import grid_scores
 from ..postprocess.upsample import upsample_argmax
@@ -61,15 +62,23 @@ class SegmentationResult:
             raise IFSegError("this result holds no image to draw on")
         return overlay(self.image, self.labels, self.categories, alpha, contours)
 
-    def save(self, folder: str, stem: str, alpha: float = 0.5, contours: bool = False, raw: bool = False) -> List[str]:
+    def save(self, folder: Union[str, ResultFolder], stem: str, alpha: float = 0.5, contours: bool = False,
+             raw: bool = False) -> List[str]:
         """Write ``<stem>_labels.png`` (uint8; uint16 above 255 classes), ``<stem>_overlay.png`` and,
         with ``raw``, ``<stem>_logits.npy`` / ``<stem>_probs.npy`` ``(h, w, N)`` float32, each
-        atomically; returns the paths written."""
-        paths = [os.path.join(folder, f"{stem}_labels.png"), os.path.join(folder, f"{stem}_overlay.png")]
+        atomically, into ``folder`` (a path or a :class:`~ifseg_deploy.fileio.ResultFolder`; ``stem``
+        may hold sub-folders). The output policy of :mod:`ifseg_deploy.fileio` applies: a folder
+        holding other files is written into, but none of them is replaced. Returns the paths written.
+
+        Raises:
+            IFSegError: a file the project did not write is in the way, or writing failed.
+        """
+        out = folder if isinstance(folder, ResultFolder) else ResultFolder(folder, "folder", exist_ok=True)
+        names = [f"{stem}_labels.png", f"{stem}_overlay.png"] + ([f"{stem}_logits.npy", f"{stem}_probs.npy"] if raw else [])
+        paths = [out.file(name) for name in names]
         write_png(paths[0], self.labels.astype(np.uint8 if len(self.categories) <= 255 else np.uint16))
         write_png(paths[1], self.plot(alpha, contours))
         if raw:
-            paths += [os.path.join(folder, f"{stem}_logits.npy"), os.path.join(folder, f"{stem}_probs.npy")]
             write_npy(paths[2], self.logits.astype(np.float32))
             write_npy(paths[3], self.probs.astype(np.float32))
         return paths
@@ -194,6 +203,10 @@ class Segmenter:
         vocab = batch.vocab
         if self.window is not None and max(batch.images.shape[2:]) > self.window:
             return self._slide(batch)
+        if self.backend.capabilities.image_size is None:
+            grid = addressable_grid(self.backend.arch, *batch.grid)
+            if grid != batch.grid:
+                return self._pad_grid(batch, grid)
         sizes = set(batch.sizes)
         output_size = next(iter(sizes)) if len(sizes) == 1 else None
         return self.backend.run(batch.images, vocab.prompt_embeds, vocab.class_embeds, output_size)
@@ -268,6 +281,20 @@ class Segmenter:
         rgb = as_rgb(image)
         x = self.preprocessing(rgb)
         return rgb, x, (time.perf_counter() - t0) * 1e3
+
+    def _pad_grid(self, batch: Batch, grid: Tuple[int, int]) -> NetworkOutputs:
+        """A grid too tall for OFA's image position table (:func:`addressable_grid`) runs padded on
+        the right with mid-gray (0 after normalisation) to ``grid``; the padding's cells are cut from
+        the outputs, so kNN smoothing and up-sampling see the image's cells only."""
+        (gh, gw), (_, pw) = batch.grid, grid
+        images = F.pad(batch.images, (0, pw * 16 - batch.images.shape[3]))
+        out = self.backend.run(images, batch.vocab.prompt_embeds, batch.vocab.class_embeds)
+        b = images.shape[0]
+
+        def crop(t: Tensor) -> Tensor:
+            return t.reshape(b, gh, pw, -1)[:, :, :gw].reshape(b, gh * gw, -1)
+
+        return NetworkOutputs(crop(out.logits), crop(out.features), timings=out.timings)
 
     def _slide(self, batch: Batch) -> NetworkOutputs:
         """Sliding-window inference: ``window``-pixel crops on the 16-pixel grid with a stride of
