@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
+import sys
 
 from .common import add_device_arg, announce_device
 
@@ -12,7 +15,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "train",
         help="image-free training: category names in, segmentation bundle out (no images, no labels)",
         description="Train IFSeg's image-free objective and write a .safetensors bundle. "
-        "Multi-GPU: launch the same command with torchrun --nproc_per_node=N -m ifseg_deploy train ...",
+        "Multi-GPU: launch the same command with torchrun --nproc_per_node=N -m ifseg_deploy train ... "
+        "Ctrl-C or SIGTERM: the current update finishes, the state is saved and the command to resume it printed "
+        "(exit 130 / 143); a second signal aborts at once.",
     )
     p.add_argument("--checkpoint", required=True, help="ofa_*.pt (or an IFSeg checkpoint / bundle to continue from)")
     src = p.add_mutually_exclusive_group(required=True)
@@ -31,7 +36,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="auto = bf16 (fp16 on GPUs without bf16) mixed precision on CUDA, fp32 on CPU; bf16 also runs on CPU")
     p.add_argument("--grad-accum", type=int, default=1, help="split each update into N sequential micro-batches to save memory")
-    p.add_argument("--save-every", type=int, default=0, help="write the resumable state every N updates (default: off; Ctrl-C also saves it)")
+    p.add_argument("--save-every", type=int, default=0, help="also write the resumable state every N updates, against crashes (default: off; "
+                   "Ctrl-C and SIGTERM always save it)")
     p.add_argument("--resume", action="store_true", help="continue from <out stem>.state.pt if present")
     p.add_argument("--max-cells", type=int, default=32, help="largest artificial grid side S, sides drawn from 1..S (default: 32)")
     p.add_argument("--dropout", type=float, default=0.1, help="dropout during training (default: 0.1)")
@@ -42,7 +48,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from ..train import TrainConfig, parse_category_spec, read_categories_file, train
+    from ..train import TrainConfig, TrainingAborted, TrainingStopped, parse_category_spec, read_categories_file, state_path, train
+    from ..train.distributed import DistContext
 
     classes = read_categories_file(args.categories_file) if args.categories_file else parse_category_spec(args.categories)
     announce_device(args.device)
@@ -67,7 +74,18 @@ def run(args) -> int:
         holdout_size=args.holdout_size,
         progress=not args.no_progress,
     )
-    result = train(cfg)
+    try:
+        result = train(cfg)
+    except TrainingStopped as e:
+        if not e.quiet:
+            print(e.line(f"resume with: {resume_command(args)}"), file=sys.stderr)
+        return e.exit_code
+    except TrainingAborted as e:
+        if DistContext.from_env().is_main:
+            state = state_path(args.out)
+            kept = f"the state saved before is intact: {state}" if os.path.exists(state) else "no state had been saved"
+            print(f"{e}; {kept}", file=sys.stderr)
+        return e.exit_code
     if result is None:  # a non-main torchrun process: the main one reports
         return 0
     print(
@@ -77,3 +95,27 @@ def run(args) -> int:
     )
     print(f"Bundle saved to {result.bundle}")
     return 0
+
+
+def resume_command(args: argparse.Namespace) -> str:
+    """The shell command that continues this run: every flag that differs from its default, plus
+    ``--resume``; under torchrun the launch on one node (``--nproc_per_node``) or the note to
+    rerun it on every node."""
+    parser = add_parser(argparse.ArgumentParser().add_subparsers())
+    words = ["train"]
+    for action in parser._actions:
+        if not action.option_strings or action.dest in ("help", "resume"):
+            continue
+        value = getattr(args, action.dest, action.default)
+        if value == action.default:
+            continue
+        flag = action.option_strings[-1]
+        words += [flag] if isinstance(action, argparse._StoreTrueAction) else [flag, str(value)]
+    words.append("--resume")
+    env = os.environ
+    if "TORCHELASTIC_RUN_ID" not in env:
+        return shlex.join(["ifseg-deploy", *words])
+    local, world = env.get("LOCAL_WORLD_SIZE", "1"), env.get("WORLD_SIZE", "1")
+    if local == world:
+        return shlex.join(["torchrun", "--nproc_per_node", local, "-m", "ifseg_deploy", *words])
+    return "the same torchrun launch on every node, ending in: " + shlex.join(["-m", "ifseg_deploy", *words])

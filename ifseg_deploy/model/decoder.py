@@ -11,6 +11,7 @@ from ..config import ArchConfig
 from .encoder import abs_position_bias
 from ..tracing import capturing_graph
 from .positions import add_resized_offset_bias, grid_position_ids, grid_rel_index, offset_table, pair_bias, resize_grid_vectors, resize_pair_bias
+from .stochastic import Dropout
 from .transformer import MASK_VALUE, layer_stack
 
 
@@ -58,7 +59,7 @@ class SurrogateDecoder(nn.Module):
         self.seg_rel_pos_table_list = nn.ModuleList(
             nn.Embedding((2 * g - 1) ** 2 + 3, cfg.heads) for _ in range(cfg.decoder_layers)
         )
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def target_positions(self, size: Tuple[int, int]) -> Tensor:
         """``[seg_pos[BOS]; seg grid table resized to h x w]``, ``(1 + h*w, C)``."""

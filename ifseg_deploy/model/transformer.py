@@ -9,25 +9,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..tracing import capturing_graph
+from .stochastic import Dropout, DropPath
 
 #: Additive value for masked attention logits: finite (no -inf anywhere, FP16-safe) and
 #: large enough that exp() underflows to exactly 0 in float32 and float16.
 MASK_VALUE = -30000.0
-
-
-class DropPath(nn.Module):
-    """Per-sample stochastic depth on a residual branch (training only)."""
-
-    def __init__(self, p: float):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
-        return x * mask / keep
 
 
 class Attention(nn.Module):
@@ -113,7 +99,7 @@ class TransformerLayer(nn.Module):
         self.ffn_layernorm = nn.LayerNorm(ffn_dim, eps=eps)
         self.fc2 = nn.Linear(ffn_dim, dim)
         self.final_layer_norm = nn.LayerNorm(dim, eps=eps)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.drop_path = DropPath(drop_path)
 
     def _residual(self, x: Tensor, y: Tensor) -> Tensor:

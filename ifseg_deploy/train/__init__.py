@@ -5,6 +5,7 @@ from ..artificial.images import ArtificialBatch, ArtificialImages, cell_embeddin
 from .holdout import holdout_metrics
 from .loss import imfree_loss, upsampled_cross_entropy
 from .optim import FairseqAdam, cosine_lr
+from .stopping import TrainingAborted, TrainingStopped
 from .trainer import TrainConfig, Trainer, TrainResult, state_path, train
 
 __all__ = [
@@ -14,6 +15,8 @@ __all__ = [
     "FairseqAdam",
     "TrainConfig",
     "TrainResult",
+    "TrainingAborted",
+    "TrainingStopped",
     "Trainer",
     "cell_embeddings",
     "cosine_lr",

@@ -2,18 +2,25 @@
 
 ``torchrun --nproc_per_node=4 -m ifseg_deploy train ...`` sets ``RANK``, ``WORLD_SIZE`` and
 ``LOCAL_RANK``; each process then trains on its share of every global batch (NCCL on CUDA, one
-GPU per process; Gloo on CPU).
+GPU per process; Gloo on CPU). A collective that fails (another process died: Gloo reports the
+closed connection) raises :class:`PeerFailure`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
 
 from ..errors import IFSegError
+
+
+class PeerFailure(Exception):
+    """A collective operation failed (usually: another process of the job died); the message is its first line."""
 
 
 @dataclass(frozen=True)
@@ -60,14 +67,28 @@ class DistContext:
         if self.enabled and dist.is_initialized():
             dist.destroy_process_group()
 
+    @contextlib.contextmanager
+    def collectives(self) -> Iterator[None]:
+        """Report a backend error inside the block (collectives run there) as :class:`PeerFailure`."""
+        if not self.enabled:
+            yield
+            return
+        try:
+            yield
+        except RuntimeError as e:  # torch.distributed.DistError and Gloo's plain RuntimeErrors
+            text = str(e).strip()
+            raise PeerFailure(text.splitlines()[0][:200] if text else type(e).__name__) from e
+
     def barrier(self) -> None:
         if self.enabled:
-            dist.barrier()
+            with self.collectives():
+                dist.barrier()
 
     def mean(self, value: torch.Tensor) -> torch.Tensor:
         """Average of a tensor over all processes."""
         if not self.enabled:
             return value
         value = value.clone()
-        dist.all_reduce(value)
+        with self.collectives():
+            dist.all_reduce(value)
         return value / self.world_size

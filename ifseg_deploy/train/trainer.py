@@ -2,17 +2,23 @@
 
 Reproducibility: the artificial batch of update ``t`` is drawn from ``stream_seed(seed, DATA, t)``
 (the same global batch whatever the number of processes or accumulation steps; each process
-renders its slice), and the dropout / drop-path generator is re-seeded from
-``stream_seed(seed, DROPOUT, t, rank)`` before every update. Together with the saved trainable
-weights, optimiser moments, loss scaler and loss history, a resumed run therefore ends with
-exactly the weights of an uninterrupted one (same device type, process count and thread count;
-on CUDA, atomic additions in some backward kernels make even two uninterrupted runs differ in the
-last bits, so there the guarantee is the same data, dropout and optimiser state).
+renders its slice), and the dropout / drop-path masks of global sample ``i`` of update ``t`` come
+from a generator seeded with ``stream_seed(seed, DROPOUT, t, i)``
+(:func:`~ifseg_deploy.model.stochastic.per_sample_masks`), so they too do not depend on how the
+batch is split. Any process count and ``--grad-accum`` therefore compute the same updates, equal up
+to float summation order. Together with the saved trainable weights, optimiser moments, loss
+scaler and loss history, a resumed run ends with exactly the weights of an uninterrupted one
+(same device type, process count and thread count; on CUDA, atomic additions in some backward
+kernels make even two uninterrupted runs differ in the last bits, so there the guarantee is the
+same data, dropout and optimiser state).
 
 Files: the bundle ``--out`` is written once, atomically, at the end. The resumable state
 ``<out stem>.state.pt`` (trainable weights + optimiser state, plain tensors, loaded with
-``weights_only=True``) is written atomically every ``save_every`` updates and on Ctrl-C, and
-deleted when training completes.
+``weights_only=True``) is written atomically every ``save_every`` updates, when SIGINT / SIGTERM
+stops the run (:mod:`.stopping`: after the current update, or during the held-out scoring once
+all updates are done) and, under torchrun, by rank 0 when another process fails; it is deleted
+when training completes. Writing the bundle is the commit point: a signal that arrives during it
+lets it finish and the run end normally.
 """
 
 from __future__ import annotations
@@ -24,7 +30,6 @@ import math
 import os
 import signal
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -38,16 +43,19 @@ from ..checkpoint.bundle import save_bundle
 from ..errors import IFSegError
 from ..fileio import atomic_path, ensure_writable_dir
 from ..model import SegOFA
+from ..model.encoder import check_input_shape
+from ..model.stochastic import per_sample_masks
 from ..preprocess import Preprocessing
 from ..runtime.device import parse_device
 from ..runtime.vocabulary import Vocabulary
 from ..artificial.images import MAX_CELLS, ArtificialImages, stream_seed
 from ..text.categories_file import ClassSpec, check_classes
-from .distributed import DistContext
+from .distributed import DistContext, PeerFailure
 from .freeze import freeze_for_imfree
 from .holdout import DEFAULT_HOLDOUT_SIZE, holdout_metrics
 from .loss import imfree_loss
 from .optim import FairseqAdam, cosine_lr
+from .stopping import StopRequests, TrainingStopped, signal_exit_code
 
 STATE_FORMAT = 1
 DATA_STREAM, DROPOUT_STREAM = 1, 2
@@ -55,6 +63,10 @@ BUNDLE_EXT = ".safetensors"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: Steps averaged for the reported final loss.
 FINAL_LOSS_WINDOW = 20
+
+
+class _Stop(Exception):
+    """Internal: a stop was asked for; the trainer saves the state and raises :class:`TrainingStopped`."""
 
 
 def state_path(out: str) -> str:
@@ -116,7 +128,7 @@ class TrainConfig:
                 f"--batch-size {self.batch_size} is not divisible by processes x --grad-accum = {world_size} x {self.grad_accum}; "
                 "choose a batch size that splits evenly"
             )
-        check_classes(self.classes)
+        check_classes(self.classes, training=True)
 
 
 @dataclass
@@ -192,6 +204,7 @@ class Trainer:
                                     class_words={c.name: c.words for c in cfg.classes})
         self.categories = [c.name for c in cfg.classes]
         prepared = vocab.prepare(self.categories)
+        check_input_shape(arch, (arch.seg_grid, arch.seg_grid), len(prepared.prompt_ids))  # before any update, not at the first
         words = vocab.word_embeddings([w for c in cfg.classes for w in c.words])
         # A class's embedding (its output head) is the mean over its words' embeddings.
         self.class_embeds = prepared.class_embeds.to(self.device)
@@ -212,7 +225,8 @@ class Trainer:
         self.losses: List[float] = []
         self.step = 0
         self.elapsed = 0.0
-        self._stop_requested = False
+        self.stops = StopRequests()
+        self.stop_agreed = False
 
     # ----------------------------------------------------------------------------- state
     def fingerprint(self) -> Dict[str, Any]:
@@ -291,28 +305,39 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16)
 
+    def _mask_generators(self, start: int, count: int) -> List[torch.Generator]:
+        """One dropout / drop-path generator per global sample ``start .. start + count - 1`` of this update."""
+        return [torch.Generator(self.device).manual_seed(stream_seed(self.cfg.seed, DROPOUT_STREAM, self.step, start + j))
+                for j in range(count)]
+
     def train_step(self) -> float:
-        """One update (all micro-batches of this process); returns the loss averaged over processes."""
+        """One update (all micro-batches of this process); returns the loss averaged over processes.
+
+        Sets ``stop_agreed`` when any process has been asked to stop (the flag travels with the
+        loss all-reduce, so every process agrees after the same update).
+        """
         cfg, step = self.cfg, self.step
         lr = cosine_lr(step, cfg.steps, cfg.lr)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        torch.manual_seed(stream_seed(cfg.seed, DROPOUT_STREAM, step, self.dist.rank))
         layout = self.images.sample_layout(cfg.batch_size, stream_seed(cfg.seed, DATA_STREAM, step))
         micro = cfg.batch_size // (self.dist.world_size * cfg.grad_accum)
         self.optimizer.zero_grad(set_to_none=True)
         total = torch.zeros((), device=self.device)
-        for i in range(cfg.grad_accum):
-            start = (self.dist.rank * cfg.grad_accum + i) * micro
-            batch = self.images.render(layout[start : start + micro])
-            last = i == cfg.grad_accum - 1
-            sync = contextlib.nullcontext() if last or not self.dist.enabled else self.objective.no_sync()
-            with sync:
-                with self._autocast():
-                    loss = self.objective(batch.cell_embeds, batch.targets, self.prompt_embeds, self.class_embeds)
-                self.scaler.scale(loss / cfg.grad_accum).backward()
-            total += loss.detach() / cfg.grad_accum
-        mean_loss = float(self.dist.mean(total))
+        with self.dist.collectives():  # DDP's gradient all-reduce runs inside backward()
+            for i in range(cfg.grad_accum):
+                start = (self.dist.rank * cfg.grad_accum + i) * micro
+                batch = self.images.render(layout[start : start + micro])
+                last = i == cfg.grad_accum - 1
+                sync = contextlib.nullcontext() if last or not self.dist.enabled else self.objective.no_sync()
+                with sync, per_sample_masks(self._mask_generators(start, micro)):
+                    with self._autocast():
+                        loss = self.objective(batch.cell_embeds, batch.targets, self.prompt_embeds, self.class_embeds)
+                    self.scaler.scale(loss / cfg.grad_accum).backward()
+                total += loss.detach() / cfg.grad_accum
+        stop = torch.tensor(float(self.stops.requested), device=self.device)
+        mean_loss, stop_share = self.dist.mean(torch.stack([total, stop])).tolist()
+        self.stop_agreed = stop_share > 0
         if not math.isfinite(mean_loss) and self.precision != "fp16":
             raise IFSegError(f"training diverged (loss {mean_loss} at update {step + 1}); lower --lr")
         self.scaler.unscale_(self.optimizer)
@@ -322,29 +347,42 @@ class Trainer:
         self.step += 1
         return mean_loss
 
-    @contextlib.contextmanager
-    def _graceful_interrupt(self):
-        """First Ctrl-C: finish the current update, save, stop. Second: abort at once (single process only)."""
-        if self.dist.enabled or threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous = signal.getsignal(signal.SIGINT)
+    def _check_stop(self) -> None:
+        """Abandon the held-out scoring when a stop was asked for."""
+        if self.stops.requested:
+            raise _Stop
 
-        def handler(signum, frame):
-            self._stop_requested = True
-            signal.signal(signal.SIGINT, previous)
-
-        signal.signal(signal.SIGINT, handler)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, previous)
+    def _stopped(self, reason: str, exit_code: int) -> TrainingStopped:
+        return TrainingStopped(reason, exit_code, quiet=not self.dist.is_main)
 
     def run(self, on_step: Optional[Callable[[int, float], None]] = None) -> TrainResult:
         """Train (continuing a saved state when ``resume``), evaluate the held-out set, write the bundle.
 
         ``on_step(update, loss)`` is called after every update (and after its state save).
+
+        Raises:
+            TrainingStopped: after SIGINT / SIGTERM (state saved, also during the held-out scoring)
+                or, under torchrun, after another process failed (rank 0's state saved).
+            TrainingAborted: a second signal (the state saved before is intact).
         """
+        with self.stops.installed():
+            try:
+                return self._run(on_step)
+            except _Stop:
+                self.save_state()
+                self.dist.barrier()
+                signum = self.stops.signum or signal.SIGTERM  # a process that got none follows the others
+                name = signal.Signals(signum).name
+                raise self._stopped(f"stopped by {name} after update {self.step}/{self.cfg.steps}; state saved to {self.state_file}",
+                                    signal_exit_code(signum)) from None
+            except PeerFailure as failure:
+                # No collective runs inside an optimizer step: the weights and moments are those of
+                # update self.step on every process, so rank 0 saves them.
+                self.save_state()
+                raise self._stopped(f"training stopped after update {self.step}/{self.cfg.steps} ({failure}); "
+                                    f"state saved to {self.state_file}", 1) from None
+
+    def _run(self, on_step: Optional[Callable[[int, float], None]]) -> TrainResult:
         from tqdm import tqdm
 
         cfg = self.cfg
@@ -354,37 +392,39 @@ class Trainer:
                 print(f"resuming from {self.state_file} at update {self.step}/{cfg.steps}" if found
                       else f"no saved state at {self.state_file}; starting from update 0")
         first = self.step
-        bar = tqdm(total=cfg.steps, initial=first, unit="step", desc="train", dynamic_ncols=True, disable=not (cfg.progress and self.dist.is_main))
+        show = cfg.progress and self.dist.is_main
         t0 = run_start = time.perf_counter()
-        try:
-            with self._graceful_interrupt():
-                while self.step < cfg.steps:
-                    loss = self.train_step()
-                    self.losses.append(loss)
-                    recent = self.losses[-FINAL_LOSS_WINDOW:]
-                    bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}", refresh=False)
-                    bar.update(1)
-                    periodic = cfg.save_every and self.step % cfg.save_every == 0 and self.step < cfg.steps
-                    if periodic or self._stop_requested:
-                        self.elapsed += time.perf_counter() - t0
-                        t0 = time.perf_counter()
-                        self.save_state()
-                        self.dist.barrier()
-                    if on_step is not None:
-                        on_step(self.step, loss)
-                    if self._stop_requested:
-                        raise IFSegError(
-                            f"interrupted after update {self.step}/{cfg.steps}; state saved to {self.state_file}; "
-                            "rerun the same command with --resume to continue"
-                        )
-        finally:
-            bar.close()
-        self.elapsed += time.perf_counter() - t0
+        with tqdm(total=cfg.steps, initial=first, unit="step", desc="train", dynamic_ncols=True, disable=not show) as bar:
+            while self.step < cfg.steps:
+                loss = self.train_step()
+                self.losses.append(loss)
+                recent = self.losses[-FINAL_LOSS_WINDOW:]
+                bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}", refresh=False)
+                bar.update(1)
+                self.elapsed += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                if cfg.save_every and self.step % cfg.save_every == 0 and self.step < cfg.steps and not self.stop_agreed:
+                    self.save_state()
+                    self.dist.barrier()
+                if on_step is not None:
+                    on_step(self.step, loss)
+                if self.stop_agreed:
+                    raise _Stop
         run_seconds = time.perf_counter() - run_start
         done = cfg.steps - first
         result = None
+        stop = 0.0
         if self.dist.is_main:
-            holdout = holdout_metrics(self.model, self.images, self.prompt_embeds, self.class_embeds, cfg.holdout_size)
+            try:
+                with tqdm(total=cfg.holdout_size, unit="image", desc="held-out", dynamic_ncols=True, disable=not show) as bar:
+                    holdout = holdout_metrics(self.model, self.images, self.prompt_embeds, self.class_embeds, cfg.holdout_size,
+                                              before_batch=lambda n: (self._check_stop(), bar.update(n)))
+            except _Stop:
+                stop = 1.0
+        # The others wait here for rank 0's verdict: a stop during its held-out scoring stops them too.
+        if self.dist.mean(torch.tensor([stop], device=self.device)).item() > 0:
+            raise _Stop
+        if self.dist.is_main:
             recent = self.losses[-FINAL_LOSS_WINDOW:]
             result = TrainResult(
                 bundle=cfg.out,
@@ -394,10 +434,10 @@ class Trainer:
                 seconds=self.elapsed,
                 steps_per_s=done / run_seconds if run_seconds > 0 else 0.0,
             )
+            # The commit point: a signal from here on lets the bundle be written and the run end normally.
             self.write_bundle(result)
             if os.path.exists(self.state_file):
                 os.remove(self.state_file)
-        self.dist.barrier()
         self.dist.shutdown()
         return result  # type: ignore[return-value]
 
