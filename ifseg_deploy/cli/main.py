@@ -12,6 +12,7 @@ from typing import List, Optional
 
 from .. import __version__
 from ..errors import IFSegError
+from ..redact import redact_url
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,19 +30,46 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f"{__package__}.{info.name}")
         if hasattr(module, "add_parser"):
             p = module.add_parser(sub)
+            p.add_argument("--verbose", action="store_true", help="also print OpenCV's and FFmpeg's own log messages")
             p.set_defaults(_run=module.run)
     return parser
 
 
+class _RedactingFormatter(logging.Formatter):
+    """Log lines (reconnect notices, warnings) never show a password of a URL."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_url(super().format(record))
+
+
+def native_logging(verbose: bool) -> None:
+    """OpenCV's and FFmpeg's own log lines (``[ WARN:0@...]``, ``[h264 @ 0x...]``) only with ``--verbose``:
+    otherwise the project's one-line messages say what went wrong, alone."""
+    import cv2
+
+    if not verbose:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # FFmpeg inside OpenCV: see stream.sources
+        return
+    os.environ["OPENCV_FFMPEG_LOGLEVEL"] = "24"  # AV_LOG_WARNING; read when OpenCV first opens a video
+    try:
+        import av.logging
+    except ImportError:  # the video extra is optional
+        return
+    av.logging.set_level(av.logging.WARNING)  # PyAV keeps FFmpeg silent by default
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.WARNING)
+    handler = logging.StreamHandler()
+    handler.setFormatter(_RedactingFormatter("%(levelname)s: %(message)s"))
+    logging.basicConfig(handlers=[handler], level=logging.WARNING)
     logging.addLevelName(logging.WARNING, "warning")
     parser = build_parser()
     args = parser.parse_args(argv)
+    native_logging(args.verbose)
     try:
         return int(args._run(args) or 0)
-    except IFSegError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except IFSegError as e:  # the message is redacted where it is made; this is the last line of defence
+        print(f"error: {redact_url(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
@@ -52,7 +80,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except Exception as e:  # last resort: still one line, traceback on request
         if os.environ.get("IFSEG_DEBUG"):
             raise
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        msg = redact_url(str(e).strip().splitlines()[0]) if str(e).strip() else ""
         print(f"error: unexpected {type(e).__name__}: {msg[:200]} (set IFSEG_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
 

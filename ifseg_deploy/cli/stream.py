@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from ..errors import IFSegError
 from .common import add_segmenter_args, load_segmenter
 
 log = logging.getLogger("ifseg_deploy.stream")
@@ -55,7 +56,5 @@ def run(args) -> int:
         if args.save and stream.summary.processed:
             print(f"Video saved to {args.save}", flush=True)
     if summary.processed == 0:
-        from ..errors import IFSegError
-
-        raise IFSegError(f"no frame could be read from '{args.source}'")
+        raise IFSegError(f"no frame could be read from '{stream.source.name}'")
     return 0

@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import IFSegError
 from ..model import grid_size
 from ..preprocess import Preprocessing, as_rgb, resized_shape
+from ..redact import redact_url
 from ..text.prompt import parse_categories, validate_categories
 from .segmenter import ImageInput, SegmentationResult
 from .triton_names import (CATEGORIES, DEFAULT_CATEGORIES, HOST_MODEL, IMAGE, KNN_ITERS, KNN_K, LABELS, LOGITS, LONG_SIDE_MAX, PROBS,
@@ -33,7 +34,7 @@ def parse_server_url(url: str) -> Tuple[str, str]:
     """``grpc://host:8001`` / ``http://host:8000`` -> ``("grpc", "host:8001")`` (default ports 8001 / 8000)."""
     parsed = urlparse(url if "://" in url else f"grpc://{url}")
     if parsed.scheme not in PORTS or not parsed.hostname or parsed.path not in ("", "/"):
-        raise IFSegError(f"--server {url}: expected grpc://HOST:8001 or http://HOST:8000")
+        raise IFSegError(f"--server {redact_url(url)}: expected grpc://HOST:8001 or http://HOST:8000")
     host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
     return parsed.scheme, f"{host}:{parsed.port or PORTS[parsed.scheme]}"
 
@@ -62,7 +63,8 @@ class TritonSegmenter:
                  model: str = HOST_MODEL, raw: bool = True):
         if timeout <= 0:
             raise IFSegError("--timeout must be > 0 seconds")
-        self.url, self.model, self.timeout, self.raw = url, model, timeout, raw
+        # credentials in the URL are never sent (only host:port are) and never shown
+        self.url, self.model, self.timeout, self.raw = redact_url(url), model, timeout, raw
         self.protocol, address = parse_server_url(url)
         self._module = _client_module(self.protocol)
         kwargs = {} if self.protocol == "grpc" else {"connection_timeout": timeout, "network_timeout": timeout}
@@ -75,7 +77,7 @@ class TritonSegmenter:
         self.preprocessing = Preprocessing(int(params.get(SHORT_SIDE, default.short_side)), int(params.get(LONG_SIDE_MAX, default.long_side_max)))
         stored = params.get(DEFAULT_CATEGORIES)
         if not categories and not stored:
-            raise IFSegError(f"model '{model}' on {url} stores no category list; pass --categories \"a, b, c\"")
+            raise IFSegError(f"model '{model}' on {self.url} stores no category list; pass --categories \"a, b, c\"")
         self._categories: List[str] = validate_categories(categories) if categories else parse_categories(stored)
 
     # -- server state ---------------------------------------------------------------------
@@ -115,7 +117,7 @@ class TritonSegmenter:
             text, status = e.message() or "", e.status() or ""
         else:
             text, status = str(e), ""
-        text = " ".join(text.split()) or type(e).__name__
+        text = redact_url(" ".join(text.split())) or type(e).__name__
         if REJECTED in text:
             return f"the server rejected the category list: {text.split(REJECTED + ':', 1)[-1].strip()}"
         if "DEADLINE_EXCEEDED" in status or "Deadline Exceeded" in text or "timed out" in text.lower() or "timeout" in type(e).__name__.lower():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Optional, TextIO
 
 import cv2
 import numpy as np
@@ -46,9 +47,9 @@ class RateMeter:
 class Progress:
     """A progress bar with total and ETA for files (tqdm), a one-line status for live sources (stderr)."""
 
-    def __init__(self, summary: StreamSummary, enabled: bool = True, stream=sys.stderr):
+    def __init__(self, summary: StreamSummary, enabled: bool = True, stream: Optional[TextIO] = None):
         self.summary = summary
-        self.stream = stream
+        self.stream = stream or sys.stderr  # looked up now: sys.stderr may have been replaced since import
         self._bar = None
         self._last = 0.0
         self.enabled = enabled

@@ -43,7 +43,7 @@ class FrameInfo:
     """What is known about the frame just yielded."""
 
     index: int  # frame number in the source (0-based)
-    time: float  # seconds: position in the file, or since a live stream started
+    time: float  # seconds: presentation time in the file, or since a live stream started
     latency_ms: float  # from reading the frame to its result being ready
     age: int  # live sources: frames captured after this one when the network started on it (0 for files)
     timings: Dict[str, float] = field(default_factory=dict)  # ms per stage (SegmentationResult.timings)
@@ -101,7 +101,7 @@ class Stream:
             temporal = False
         self.smoother = temporal if isinstance(temporal, TemporalSmoother) else (TemporalSmoother() if temporal else None)
         self.source: Source = open_source(source, live, vid_stride, max_bad_frames, reconnect, reconnect_delay, capture_factory, notify)
-        self.summary = StreamSummary(source=source, live=self.source.live, total=self._total())
+        self.summary = StreamSummary(source=self.source.name, live=self.source.live, total=self._total())
         self.info: Optional[FrameInfo] = None
         self._stop = threading.Event()  # take no new frame; those in flight still come out
         self._abort = threading.Event()  # the consumer left or a stage failed: threads exit at once

@@ -24,7 +24,7 @@ def frame_record(index: int, time_s: float, labels: np.ndarray, categories: Sequ
 class StreamSummary:
     """Counters of one stream. ``frames_in`` counts decoded source frames; ``processed`` segmented ones."""
 
-    source: str
+    source: str  # as shown: URLs without their password
     live: bool
     total: Optional[int] = None  # frames that will be segmented, when known (files)
     frames_in: int = 0

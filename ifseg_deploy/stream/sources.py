@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from ..errors import IFSegError
+from ..redact import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class Frame:
 
     index: int  # 0-based frame number in the source (counts every frame the source produced)
     rgb: np.ndarray  # (H, W, 3) uint8 RGB
-    time: float  # seconds: position in the file (index / fps), or since the live stream started
+    time: float  # seconds: presentation time in the file (its timestamp), or since the live stream started
     captured: float  # time.perf_counter() when the frame was read
 
 
@@ -91,7 +92,8 @@ def open_capture(spec: str) -> Capture:
     """An OpenCV capture for ``spec``: webcam index, file, URL (FFmpeg) or GStreamer pipeline.
 
     Raises:
-        IFSegError: the file does not exist or the source cannot be opened.
+        IFSegError: the file does not exist or the source cannot be opened (the message shows URLs
+        without their password).
     """
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's per-packet warnings: we count bad frames instead
     if spec.isdigit():
@@ -100,14 +102,14 @@ def open_capture(spec: str) -> Capture:
         cap = cv2.VideoCapture(spec, cv2.CAP_GSTREAMER)
     else:
         if not is_live(spec) and not os.path.exists(spec):
-            raise IFSegError(f"video source not found: {spec}")
+            raise IFSegError(f"video source not found: {redact_url(spec)}")
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, NET_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, NET_TIMEOUT_MS] if is_live(spec) else []
         cap = cv2.VideoCapture(spec, cv2.CAP_FFMPEG, params)
     if not cap.isOpened():
         cap.release()
         hint = (" (this OpenCV build has no GStreamer: use JetPack's OpenCV, see the README)"
                 if "!" in spec and not opencv_has("GStreamer") else "")
-        raise IFSegError(f"cannot open video source '{spec}'{hint}; check the device, path or URL")
+        raise IFSegError(f"cannot open video source '{redact_url(spec)}'{hint}; check the device, path or URL")
     return cap
 
 
@@ -128,8 +130,13 @@ def _to_rgb(bgr: np.ndarray) -> np.ndarray:
 class FileSource:
     """A recorded video read frame by frame, in order (every ``vid_stride``-th frame).
 
-    An unreadable frame is skipped and counted; ``max_bad`` failed reads in a row end the file. The
-    end is an error (``end.ok`` False) when fewer frames were consumed than the header announced.
+    Frames carry the file's own presentation times, so a variable-frame-rate file (phone clips) keeps
+    its timing. An unreadable frame is skipped and counted; ``max_bad`` failed reads in a row end the
+    file. The end is an error (``end.ok`` False) when the file stops short of the frame count and
+    duration its header announces.
+
+    Raises:
+        IFSegError: a setting is out of range, or the file cannot be opened or holds no decodable frame.
     """
 
     live = False
@@ -139,7 +146,7 @@ class FileSource:
             raise IFSegError(f"--vid-stride must be >= 1 (got {vid_stride})")
         if max_bad < 1:
             raise IFSegError(f"--max-bad-frames must be >= 1 (got {max_bad})")
-        self.spec = spec
+        self.name = redact_url(spec)  # what messages show
         self.vid_stride = vid_stride
         self.max_bad = max_bad
         self.cap = capture_factory() if capture_factory else open_capture(spec)
@@ -150,6 +157,12 @@ class FileSource:
         self.stats = SourceStats()
         self.end: Optional[SourceEnd] = None
         self._consumed = 0  # frames read or skipped as unreadable (file position)
+        self._last = (-1, -1.0)  # (index, time in s) of the last frame decoded
+        # Read ahead once: a file FFmpeg opens but cannot decode (not a video, damaged) fails here, in one line
+        self._first = self._read()
+        if self._first is None:
+            self.cap.release()
+            raise IFSegError(f"no frame could be decoded from {self.name}: not a video file, or damaged")
 
     @property
     def total(self) -> Optional[int]:
@@ -158,6 +171,10 @@ class FileSource:
 
     def next(self) -> Optional[Frame]:
         """The next frame in order, or None at the end (then ``end`` says how it ended)."""
+        frame, self._first = self._first, None
+        return frame if frame is not None else self._read()
+
+    def _read(self) -> Optional[Frame]:
         if self.end is not None:
             return None
         pending = 0  # failed reads since the last good one: bad frames if a good one follows, else the end
@@ -175,20 +192,33 @@ class FileSource:
             self._consumed += 1
             self.stats.skipped += pending
             pending = 0
+            index = self._consumed - 1
+            t = self._time(index)
             if not wanted:
                 self.stats.strided += 1
                 continue
             self.stats.read += 1
-            index = self._consumed - 1
-            return Frame(index, _to_rgb(bgr), index / self.fps, time.perf_counter())
+            return Frame(index, _to_rgb(bgr), t, time.perf_counter())
+
+    def _time(self, index: int) -> float:
+        """Presentation time of the frame just decoded: FFmpeg's timestamp (OpenCV's POS_MSEC, read right
+        after the frame); a capture without increasing timestamps counts frames at the nominal rate."""
+        pts = self.cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+        last_index, last_t = self._last
+        t = pts if pts > last_t else last_t + (index - last_index) / self.fps
+        self._last = (index, t)
+        return t
 
     def _finish(self, pending: int) -> None:
         frames = self._consumed - pending
-        if self.announced is not None and frames < self.announced - COUNT_TOLERANCE:
-            self.end = SourceEnd(False, f"{self.spec} ended after {frames} of {self.announced} frames "
+        # OpenCV derives a missing header count from duration x average rate, which a variable-rate file
+        # (Matroska, WebM) does not reach in frames: it ended early only if its last frame is also early.
+        short = self.announced is not None and frames < self.announced - COUNT_TOLERANCE
+        if short and self._last[1] < (self.announced - COUNT_TOLERANCE - 1.5) / self.fps:
+            self.end = SourceEnd(False, f"{self.name} ended after {frames} of {self.announced} frames "
                                         f"({self.stats.skipped} unreadable frames skipped): the file is truncated or damaged")
         else:
-            self.end = SourceEnd(True, f"end of {self.spec}")
+            self.end = SourceEnd(True, f"end of {self.name}")
         return None
 
     def close(self) -> None:
@@ -211,14 +241,14 @@ class LiveSource:
                  capture_factory: Optional[CaptureFactory] = None, notify: Callable[[str], None] = log.warning):
         if reconnect < 0:
             raise IFSegError(f"--reconnect must be >= 0 (got {reconnect})")
-        self.spec = spec
+        self.name = redact_url(spec)  # what messages show
         self.reconnect = reconnect
         self.reconnect_delay = reconnect_delay
         self.notify = notify
         self._factory: CaptureFactory = capture_factory or (lambda: open_capture(spec))
         self._cap = self._factory()
         if not self._cap.isOpened():
-            raise IFSegError(f"cannot open video source '{spec}'; check the device, path or URL")
+            raise IFSegError(f"cannot open video source '{self.name}'; check the device, path or URL")
         fps = self._cap.get(cv2.CAP_PROP_FPS)
         self.fps = fps if fps and 0 < fps < 1000 else 30.0
         self.stats = SourceStats()
@@ -261,7 +291,7 @@ class LiveSource:
         self._cap.release()
         for attempt in range(1, self.reconnect + 1):
             delay = min(self.reconnect_delay * 2 ** (attempt - 1), MAX_RECONNECT_DELAY_S)
-            self.notify(f"{self.spec}: no frame; reconnect attempt {attempt}/{self.reconnect} in {delay:.1f} s")
+            self.notify(f"{self.name}: no frame; reconnect attempt {attempt}/{self.reconnect} in {delay:.1f} s")
             if self._stop.wait(delay):
                 return False
             try:
@@ -271,10 +301,10 @@ class LiveSource:
             if cap.isOpened():
                 self._cap = cap
                 self.stats.reconnects += 1
-                self.notify(f"{self.spec}: reconnected")
+                self.notify(f"{self.name}: reconnected")
                 return True
             cap.release()
-        self.end = SourceEnd(False, f"lost {self.spec} after {self.reconnect} reconnect attempts "
+        self.end = SourceEnd(False, f"lost {self.name} after {self.reconnect} reconnect attempts "
                                     f"({self.stats.read} frames read)")
         return False
 
