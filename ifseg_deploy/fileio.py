@@ -101,8 +101,12 @@ def _creatable(folder: str) -> str:
         probe = os.path.dirname(probe)
     if not os.path.isdir(probe):
         raise IFSegError(f"{probe} is a file, not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise IFSegError(f"{probe} is not writable")
+    try:  # a real file, not os.access: root passes every permission check, yet read-only mounts refuse it
+        fd, tmp = tempfile.mkstemp(prefix=".ifseg-deploy-probe.", dir=probe)
+        os.close(fd)
+        os.remove(tmp)
+    except OSError as e:
+        raise IFSegError(f"{probe} is not writable: {e.strerror}") from None
     return probe
 
 

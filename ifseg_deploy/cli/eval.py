@@ -82,8 +82,8 @@ def _run_dataset(args) -> int:
     spec = get_dataset(args.dataset)
     if args.limit is not None and args.limit < 1:
         raise IFSegError("--limit must be >= 1")
-    samples = find_samples(spec, args.root)[: args.limit]
     out = _out_path(args, args.dataset)
+    samples = find_samples(spec, args.root)[: args.limit]
     seg = dataset_segmenter(spec, args.checkpoint, args.bpe_dir, args.device, args.half, args.knn_k, args.knn_iters, args.knn_backend)
     device = seg.backend.device
     backend = resolve_backend(seg.knn_backend, device)
@@ -140,10 +140,10 @@ def _label_map_classes(args) -> Tuple[List[str], LabelMapping, Dict[str, Any]]:
 
 
 def _run_label_maps(args) -> int:
+    out = _out_path(args, args.dataset or "label_maps")
     names, gt_mapping, info = _label_map_classes(args)
     n = len(names)
     pairs = pair_label_maps(args.pred_dir, args.gt_dir)
-    out = _out_path(args, args.dataset or "label_maps")
     pred_mapping = LabelMapping.identity(n, [args.ignore_index])
     scores = evaluate_label_maps(pairs, n, pred_mapping, gt_mapping).scores()
     print(format_scores(scores, names, f"{len(pairs)} label map{'' if len(pairs) == 1 else 's'}"))
