@@ -167,3 +167,23 @@ def test_cjk_names_are_drawn_as_typed_when_a_cjk_font_is_installed(caplog):
     assert (drawn != _question_marks(CJK)).any()
     rows = [_text(_legend([n])) for n in CJK]
     assert all(r.sum() > 20 for r in rows) and (rows[0] != rows[1]).any()
+
+
+def test_segment_font_flag(tmp_path, capsys, bpe_dir):
+    from PIL import Image
+
+    from conftest import save_tiny_bundle
+    from ifseg_deploy.cli.main import main
+
+    photo = tmp_path / "p.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(photo)
+    args = ["segment", str(photo), "--bpe-dir", bpe_dir, "--device", "cpu", "--knn-iters", "1"]
+    # a bad font fails before the model is read (this checkpoint does not even exist)
+    assert main(args + ["--checkpoint", str(tmp_path / "none.pt"), "--font", str(tmp_path / "nope.ttf"), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "nope.ttf" in err and not (tmp_path / "x").exists()
+    model = save_tiny_bundle(tmp_path / "tiny.safetensors", bpe_dir=bpe_dir)
+    assert main(args + ["--checkpoint", model, "--out", str(tmp_path / "plain")]) == 0
+    assert main(args + ["--checkpoint", model, "--out", str(tmp_path / "font"), "--font", _fc_list(":charset=43a")[0]]) == 0
+    plain, given = (np.asarray(Image.open(tmp_path / d / "p_overlay.png")) for d in ("plain", "font"))
+    assert plain.shape == given.shape and (plain != given).any()

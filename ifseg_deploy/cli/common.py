@@ -112,6 +112,11 @@ def server_segmenter(args, raw: bool = True):
     return seg
 
 
+def add_font_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--font", metavar="PATH", help="TrueType/OpenType font for the legend's names (default: $IFSEG_FONT, else an "
+                                                  "installed font that covers them, found by fontconfig)")
+
+
 def add_model_args(p: argparse.ArgumentParser) -> None:
     add_category_args(p)
     p.add_argument("--bpe-dir", help="folder with encoder.json, vocab.bpe, dict.txt (default: next to the checkpoint)")

@@ -14,7 +14,8 @@ from ..fileio import ResultFolder
 from ..preprocess import read_image
 from ..runtime.segmenter import SegmentationResult
 from ..visualize.areas import area_summary, format_area_summary
-from .common import add_segmenter_args, expand_images, load_segmenter, result_names
+from ..visualize.fonts import resolve_font
+from .common import add_font_arg, add_segmenter_args, expand_images, load_segmenter, result_names
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -30,6 +31,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity in [0, 1] (default: 0.5)")
     p.add_argument("--contours", action="store_true", help="outline each region in its pure class colour on the overlay")
     p.add_argument("--batch", type=int, default=1, help="images per forward pass (default: 1)")
+    add_font_arg(p)
     return p
 
 
@@ -38,6 +40,7 @@ def run(args) -> int:
         raise IFSegError("--alpha must be between 0 and 1")
     if args.batch < 1:
         raise IFSegError("--batch must be >= 1")
+    font = resolve_font(args.font)
     inputs = expand_images(args.images)
     if not inputs.paths:
         raise IFSegError("; ".join(inputs.problems) if inputs.problems else "no input images")
@@ -67,7 +70,7 @@ def run(args) -> int:
                 fail(i, str(e))
         for i, res in _segment_each(seg, chunk, args.batch, fail):
             try:
-                written = res.save(out, names[i], args.alpha, args.contours, args.save_raw)
+                written = res.save(out, names[i], args.alpha, args.contours, args.save_raw, font)
             except IFSegError as e:
                 fail(i, str(e))
                 continue

@@ -56,18 +56,20 @@ class SegmentationResult:
     timings: Dict[str, float] = field(default_factory=dict)  # milliseconds per measured stage (see STAGES)
     image: Optional[np.ndarray] = field(default=None, repr=False)  # (H, W, 3) RGB uint8 input, as segmented
 
-    def plot(self, alpha: float = 0.5, contours: bool = False) -> np.ndarray:
-        """The colour overlay with legend, ``(H, W, 3)`` RGB uint8 (needs :attr:`image`)."""
+    def plot(self, alpha: float = 0.5, contours: bool = False, font: Optional[str] = None) -> np.ndarray:
+        """The colour overlay with legend, ``(H, W, 3)`` RGB uint8 (needs :attr:`image`); ``font``: a
+        TrueType/OpenType file for the legend names (default: ``$IFSEG_FONT``, else an installed
+        font covering them, :mod:`ifseg_deploy.visualize.fonts`)."""
         if self.image is None:
             raise IFSegError("this result holds no image to draw on")
-        return overlay(self.image, self.labels, self.categories, alpha, contours)
+        return overlay(self.image, self.labels, self.categories, alpha, contours, font=font)
 
     def save(self, folder: Union[str, ResultFolder], stem: str, alpha: float = 0.5, contours: bool = False,
-             raw: bool = False) -> List[str]:
+             raw: bool = False, font: Optional[str] = None) -> List[str]:
         """Write ``<stem>_labels.png`` (uint8; uint16 above 255 classes), ``<stem>_overlay.png`` and,
         with ``raw``, ``<stem>_logits.npy`` / ``<stem>_probs.npy`` ``(h, w, N)`` float32, each
         atomically, into ``folder`` (a path or a :class:`~ifseg_deploy.fileio.ResultFolder`; ``stem``
-        may hold sub-folders). The output policy of :mod:`ifseg_deploy.fileio` applies: a folder
+        may hold sub-folders; ``font`` as for :meth:`plot`). The output policy of :mod:`ifseg_deploy.fileio` applies: a folder
         holding other files is written into, but none of them is replaced. Returns the paths written.
 
         Raises:
@@ -77,7 +79,7 @@ class SegmentationResult:
         names = [f"{stem}_labels.png", f"{stem}_overlay.png"] + ([f"{stem}_logits.npy", f"{stem}_probs.npy"] if raw else [])
         paths = [out.file(name) for name in names]
         write_png(paths[0], self.labels.astype(np.uint8 if len(self.categories) <= 255 else np.uint16))
-        write_png(paths[1], self.plot(alpha, contours))
+        write_png(paths[1], self.plot(alpha, contours, font))
         if raw:
             write_npy(paths[2], self.logits.astype(np.float32))
             write_npy(paths[3], self.probs.astype(np.float32))
