@@ -8,10 +8,11 @@ mmcv's rounding) -> ``(x / 255 - 0.5) / 0.5``, CHW float32.
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple, Union
 
 import cv2
 import numpy as np
@@ -25,46 +26,56 @@ MEAN = STD = 0.5
 
 
 def read_image(path: str, exif: bool = True) -> np.ndarray:
-    """Decode an image file to RGB uint8 ``(H, W, 3)``, as a viewer shows it.
-
-    Grayscale is replicated to three channels, alpha is dropped, palette / CMYK images are
-    converted, 16-bit images are scaled to 8 bit.
+    """Decode an image file to RGB uint8 ``(H, W, 3)``, as a viewer shows it (:func:`decode_image`).
 
     Args:
         path: image file (any format Pillow reads: JPEG, PNG, BMP, TIFF, WebP, ...).
-        exif: apply the EXIF orientation tag (values 1..8: rotations and mirrorings, Pillow's
-            ``ImageOps.exif_transpose``), so a phone photo stored sideways comes out upright,
-            ``H x W`` as displayed. ``False`` returns the stored pixels, which is what dataset
-            label maps are aligned with (dataset evaluation uses it). An unreadable EXIF block
-            is ignored, as viewers do.
+        exif: as for :func:`decode_image`; ``False`` returns the stored pixels, which is what
+            dataset label maps are aligned with (dataset evaluation uses it).
 
     Raises:
-        IFSegError: the file is missing, is not a decodable image (damaged, truncated, an unknown
-            mode), or declares more pixels than Pillow's decompression-bomb limit
-            (twice ``PIL.Image.MAX_IMAGE_PIXELS``, about 179 megapixels: decoding it could exhaust memory).
+        IFSegError: the file is missing, or :func:`decode_image` refuses it.
+    """
+    if not os.path.isfile(path):
+        raise IFSegError(f"image not found: {path}")
+    return decode_image(path, exif, path)
+
+
+def decode_image(source: Union[str, bytes], exif: bool = True, name: str = "the image") -> np.ndarray:
+    """The one decode path of every entry point (CLI, Python API, Triton model): an image file's
+    path or its encoded bytes -> RGB uint8 ``(H, W, 3)``.
+
+    Grayscale is replicated to three channels, alpha is dropped, palette / CMYK images are
+    converted, 16-bit images are scaled to 8 bit. ``exif`` applies the EXIF orientation tag
+    (values 1..8: rotations and mirrorings, Pillow's ``ImageOps.exif_transpose``), so a phone
+    photo stored sideways comes out upright, ``H x W`` as displayed; an unreadable EXIF block is
+    ignored, as viewers do. ``name`` names the image in errors.
+
+    Raises:
+        IFSegError: not a decodable image (damaged, truncated, an unknown mode), or more pixels
+            declared than Pillow's decompression-bomb limit (twice ``PIL.Image.MAX_IMAGE_PIXELS``,
+            about 179 megapixels: decoding it could exhaust memory).
     """
     from PIL import Image, ImageOps
 
-    if not os.path.isfile(path):
-        raise IFSegError(f"image not found: {path}")
     try:
         with warnings.catch_warnings():
             # Pillow warns about a corrupt EXIF block and then ignores it, as viewers do: no noise
             warnings.filterwarnings("ignore", message=".*EXIF", category=UserWarning)
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # large camera photos (89-179 Mpx) decode
-            with Image.open(path) as im:
+            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
                 im.load()
                 return to_rgb_uint8(ImageOps.exif_transpose(im) if exif else im)
     except Image.DecompressionBombError:
-        raise IFSegError(f"{path} declares more than {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels (Pillow's decompression-bomb "
+        raise IFSegError(f"{name} declares more than {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels (Pillow's decompression-bomb "
                          "limit); downscale it first") from None
     except IFSegError:
         raise
     except MemoryError:
-        raise IFSegError(f"{path} is too large to decode in the available memory; downscale it first") from None
-    except Exception as e:  # any decoder failure on a damaged or hostile file is this file's problem alone
+        raise IFSegError(f"{name} is too large to decode in the available memory; downscale it first") from None
+    except Exception as e:  # any decoder failure on a damaged or hostile file is this image's problem alone
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:100]
-        raise IFSegError(f"cannot decode {path} as an image ({first}); pass a JPEG/PNG/BMP/TIFF file") from None
+        raise IFSegError(f"cannot decode {name} as an image ({first}); pass a JPEG/PNG/BMP/TIFF file") from None
 
 
 def as_rgb(image: Any) -> np.ndarray:

@@ -121,7 +121,7 @@ def test_host_pipeline_answers_each_item(repo, local):
     rgb = images()[0]
     out = pipeline.run([HostItem(rgb), HostItem(b"not an image", "sky"), HostItem(rgb, "sky,,dog"), HostItem(rgb.copy(), ", ".join(CATS)),
                         HostItem(rgb, ", ".join(OTHER))])
-    assert "not a decodable image" in out[1] and not out[1].startswith(REJECTED)
+    assert "cannot decode IMAGE as an image" in out[1] and not out[1].startswith(REJECTED)
     assert out[2].startswith(f"{REJECTED}: ") and "empty category name" in out[2]
     local.set_categories(CATS)
     want = local.segment(rgb)
@@ -130,6 +130,37 @@ def test_host_pipeline_answers_each_item(repo, local):
         assert res.categories == CATS
     assert out[4].categories == OTHER
     assert sorted(c[0] for c in calls) == [1, 2]  # the two CATS images shared one forward pass
+
+
+def test_host_pipeline_decodes_as_segment_does(repo, local, tmp_path):
+    """A bomb among good images fails alone; a phone photo's EXIF orientation is applied, as by `segment`."""
+    import io
+
+    from ifseg_deploy.runtime.triton_host import HostItem, HostPipeline, NetworkRunner
+    from ifseg_deploy.runtime.triton_names import GRAPH_META
+    from ifseg_deploy.runtime.sidecar import read_vocab
+    from test_output_policy import _png_declaring
+
+    side = read_vocab(os.path.join(repo.path, "ifseg", "1", "model.onnx"))
+    network = NetworkRunner(os.path.join(repo.path, "ifseg_network", "1"),
+                            {GRAPH_META: json.dumps({"arch": side.meta["arch"], "export": side.meta["export"]})})
+    pipeline = HostPipeline(os.path.join(repo.path, "ifseg", "1"), lambda feeds, names: network.run(feeds),
+                            {"categories": ", ".join(CATS), "max_batch": "4"})
+    rgb = images()[1]
+    stored = Image.fromarray(rgb)
+    exif = stored.getexif()
+    exif[0x0112] = 6  # stored sideways: shown rotated 90 degrees clockwise
+    buf = io.BytesIO()
+    stored.save(buf, format="PNG", exif=exif.tobytes())
+    (tmp_path / "phone.png").write_bytes(buf.getvalue())
+    bomb = _png_declaring(tmp_path / "bomb.png", 13500, 13500).read_bytes()
+    out = pipeline.run([HostItem(buf.getvalue()), HostItem(bomb), HostItem(rgb)])
+    assert isinstance(out[1], str) and "megapixels" in out[1]
+    local.set_categories(CATS)
+    want = local.segment(str(tmp_path / "phone.png"))
+    assert out[0].labels.shape == want.labels.shape == (200, 150)
+    np.testing.assert_array_equal(out[0].labels, want.labels)
+    np.testing.assert_array_equal(out[2].labels, local.segment(rgb).labels)
 
 
 def test_server_urls():
@@ -156,7 +187,7 @@ def test_export_refuses_bad_settings(model, tmp_path, bpe_dir):
         export_triton(model, dataclasses.replace(cfg, upsample_in_graph=True))
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "keep.txt").write_text("x")
-    with pytest.raises(IFSegError, match="not a repository written by ifseg-deploy"):
+    with pytest.raises(IFSegError, match="already holds files that are not an ifseg-deploy triton export"):
         export_triton(model, dataclasses.replace(cfg, out=str(tmp_path / "taken")))
     assert (tmp_path / "taken" / "keep.txt").read_text() == "x"
 

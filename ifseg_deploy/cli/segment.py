@@ -5,14 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Callable, Iterator, List, Tuple
-
-import numpy as np
-
 from ..errors import IFSegError
 from ..fileio import ResultFolder
 from ..preprocess import read_image
-from ..runtime.segmenter import SegmentationResult
+from ..runtime.segmenter import segment_each
 from ..visualize.areas import area_summary, format_area_summary
 from ..visualize.fonts import resolve_font
 from .common import add_font_arg, add_segmenter_args, expand_images, load_segmenter, result_names
@@ -68,7 +64,11 @@ def run(args) -> int:
                 chunk.append((i, read_image(paths[i])))
             except IFSegError as e:
                 fail(i, str(e))
-        for i, res in _segment_each(seg, chunk, args.batch, fail):
+        results = segment_each(seg, [rgb for _, rgb in chunk], args.batch) if chunk else []
+        for (i, _), res in zip(chunk, results):
+            if isinstance(res, IFSegError):
+                fail(i, str(res))
+                continue
             try:
                 written = res.save(out, names[i], args.alpha, args.contours, args.save_raw, font)
             except IFSegError as e:
@@ -86,27 +86,3 @@ def run(args) -> int:
         print(f"error: {failed} input(s) failed, {done} of {total} image(s) segmented", file=sys.stderr)
         return 1
     return 0
-
-
-def _segment_each(seg, chunk: List[Tuple[int, np.ndarray]], batch: int,
-                  fail: Callable[[int, str], None]) -> Iterator[Tuple[int, SegmentationResult]]:
-    """``(input index, result)`` of each decoded image; a batch that fails is retried image by
-    image, so one image the model cannot take fails alone."""
-    if not chunk:
-        return
-    try:
-        yield from zip((i for i, _ in chunk), seg.segment_batch([rgb for _, rgb in chunk], batch_size=batch))
-        return
-    except (IFSegError, MemoryError, RuntimeError) as e:
-        if len(chunk) == 1:
-            fail(chunk[0][0], _reason(e))
-            return
-    for item in chunk:
-        yield from _segment_each(seg, [item], 1, fail)
-
-
-def _reason(e: BaseException) -> str:
-    if isinstance(e, IFSegError):
-        return str(e)
-    first = (str(e).strip().splitlines() or [""])[0][:200]
-    return f"could not be segmented ({type(e).__name__}: {first})"

@@ -332,3 +332,17 @@ class Segmenter:
                 feat_sum[:, r : r + kh, c : c + kw] += ft
                 count[:, r : r + kh, c : c + kw] += 1
         return NetworkOutputs((logit_sum / count).reshape(b, gh * gw, -1), (feat_sum / count).reshape(b, gh * gw, -1), timings=timings)
+
+
+def segment_each(seg: Segmenter, images: Sequence[ImageInput], batch_size: int = 8) -> List[Union[SegmentationResult, IFSegError]]:
+    """``seg.segment_batch(images)`` (a :class:`Segmenter`, or the Triton client that offers the
+    same method) with each image's own outcome: its result, or the one-line
+    :class:`IFSegError` saying why it failed. A batch that fails is run again image by image, so
+    one image that cannot be decoded or that the model cannot take never fails the others."""
+    try:
+        return list(seg.segment_batch(images, batch_size))
+    except (IFSegError, MemoryError, RuntimeError) as e:
+        if len(images) == 1:
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            return [e if isinstance(e, IFSegError) else IFSegError(f"could not be segmented ({type(e).__name__}: {first})")]
+    return [segment_each(seg, [image], 1)[0] for image in images]

@@ -16,7 +16,6 @@ local :class:`~ifseg_deploy.runtime.segmenter.Segmenter` answers:
 from __future__ import annotations
 
 import functools
-import io
 import json
 import os
 from dataclasses import dataclass
@@ -29,12 +28,12 @@ from torch import Tensor
 from ..config import ArchConfig
 from ..errors import IFSegError
 from ..model.encoder import check_input_shape
-from ..preprocess import to_rgb_uint8
+from ..preprocess import decode_image
 from ..text.prompt import parse_categories
 from .backend import Backend, Capabilities
 from .graph_contract import FEATURES, KNN_PROBS, LABELS, LOGITS, OUTPUT_SIZE, VALUE_INPUTS, GraphContract
 from .loader import vocabulary_for
-from .segmenter import SegmentationResult, Segmenter
+from .segmenter import SegmentationResult, Segmenter, segment_each
 from .sidecar import read_vocab
 from .triton_names import (BPE_FOLDER, DEFAULT_CATEGORIES, GRAPH_META, KNN_ITERS, KNN_K, MAX_BATCH, ONNX_FILE, PROVIDERS,
                            REJECTED)
@@ -44,19 +43,6 @@ from .vocabulary import PreparedVocabulary, Vocabulary
 NetworkCall = Callable[[Dict[str, np.ndarray], Sequence[str]], Mapping[str, np.ndarray]]
 #: One image of a request: encoded bytes or an RGB uint8 ``(H, W, 3)`` array.
 ImageItem = Union[bytes, np.ndarray]
-
-
-def decode_image(data: bytes) -> np.ndarray:
-    """Encoded image bytes -> RGB uint8 ``(H, W, 3)`` (Pillow, as :func:`ifseg_deploy.preprocess.read_image`).
-    Raises :class:`IFSegError` when the bytes are not an image."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            return to_rgb_uint8(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise IFSegError(f"IMAGE is not a decodable image ({str(e).splitlines()[0][:100]}); send JPEG/PNG bytes or RGB") from None
 
 
 class RemoteNetwork(Backend):
@@ -129,7 +115,7 @@ class HostPipeline:
                 out[i] = f"{REJECTED}: {e}"
                 continue
             try:
-                rgb = decode_image(item.image) if isinstance(item.image, bytes) else item.image
+                rgb = decode_image(item.image, name="IMAGE") if isinstance(item.image, bytes) else item.image
                 if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3 or min(rgb.shape[:2]) < 1:
                     raise IFSegError(f"RGB must be uint8 (H, W, 3), got {rgb.dtype} {rgb.shape}")
             except IFSegError as e:
@@ -145,12 +131,9 @@ class HostPipeline:
                 for i, _ in members:
                     out[i] = f"{REJECTED}: {e}"
                 continue
-            try:
-                results = self.segmenter.segment_batch([rgb for _, rgb in members], batch_size=self.max_batch)
-            except IFSegError as e:
-                results = [str(e)] * len(members)
+            results = segment_each(self.segmenter, [rgb for _, rgb in members], self.max_batch)
             for (i, _), res in zip(members, results):
-                out[i] = res
+                out[i] = str(res) if isinstance(res, IFSegError) else res
         return out  # type: ignore[return-value]
 
 
