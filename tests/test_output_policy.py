@@ -398,3 +398,14 @@ def test_a_grid_too_tall_for_the_position_table_runs_padded(tmp_path, bpe_dir):
     padded = torch.nn.functional.pad(batch.images, (0, 9 * 16 - 16))  # the image's cells, as run inside the padded grid
     ref = seg.backend.run(padded, batch.vocab.prompt_embeds, batch.vocab.class_embeds).logits.reshape(128, 9, 3)[:, 0]
     np.testing.assert_allclose(res.logits[:, 0], ref.numpy(), atol=1e-5)
+
+
+def test_train_out_is_checked_before_training(tmp_path, capsys, bpe_dir):
+    notes = tmp_path / "m.safetensors"
+    notes.write_text("my notes")
+    (tmp_path / "dir.safetensors").mkdir()
+    base = ["train", "--checkpoint", str(tmp_path / "never_read.pt"), "--bpe-dir", bpe_dir, "--categories", "a, b", "--steps", "1",
+            "--device", "cpu"]
+    _one_error(capsys, main(base + ["--out", str(notes)]), "is not a safetensors file")
+    _one_error(capsys, main(base + ["--out", str(tmp_path / "dir.safetensors")]), "is a folder")
+    assert notes.read_text() == "my notes" and sorted(os.listdir(tmp_path)) == ["dir.safetensors", "m.safetensors"]

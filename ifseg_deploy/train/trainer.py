@@ -29,7 +29,6 @@ import datetime
 import math
 import os
 import signal
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -41,7 +40,7 @@ from .. import __version__
 from ..checkpoint import load_model
 from ..checkpoint.bundle import save_bundle
 from ..errors import IFSegError
-from ..fileio import atomic_path, ensure_writable_dir
+from ..fileio import atomic_path, check_output_file
 from ..model import SegOFA
 from ..model.encoder import check_input_shape
 from ..model.stochastic import per_sample_masks
@@ -154,15 +153,6 @@ class _Objective(nn.Module):
         return imfree_loss(self.model, cell_embeds, targets, prompt_embeds, class_embeds)
 
 
-def _check_writable(out: str) -> None:
-    folder = ensure_writable_dir(os.path.dirname(os.path.abspath(out)))
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as e:
-        raise IFSegError(f"cannot write to {folder} ({e.strerror}); choose a writable --out") from None
-
-
 def _resolve_precision(precision: str, device: torch.device) -> str:
     if device.type != "cuda":
         if precision == "fp16":
@@ -182,7 +172,8 @@ class Trainer:
         self.cfg = cfg
         self.state_file = state_path(cfg.out)
         if self.dist.is_main:
-            _check_writable(cfg.out)
+            check_output_file(cfg.out, "--out", "safetensors")  # before any work: the bundle and its state file
+            check_output_file(self.state_file, "--out", "torch")
             if os.path.exists(self.state_file) and not cfg.resume:
                 raise IFSegError(
                     f"{self.state_file} holds an interrupted run; pass --resume to continue it or delete the file to start over"
