@@ -7,6 +7,7 @@ import http.server
 import socketserver
 import threading
 import time
+from fractions import Fraction
 
 import av
 import cv2
@@ -48,6 +49,28 @@ def write_mp4(path, n: int, fps: int = 10) -> str:
             c.mux(s.encode(av.VideoFrame.from_ndarray(numbered(i), format="rgb24")))
         c.mux(s.encode(None))
     return str(path)
+
+
+def write_vfr(path, times, fmt: str = "mp4") -> str:
+    """H.264 video (``fmt``: PyAV container format, "mp4" or "matroska") of numbered frames presented at
+    ``times`` (seconds): a variable frame rate, as phones record."""
+    tb = Fraction(1, 1000)
+    with av.open(str(path), "w", format=fmt) as c:
+        s = c.add_stream("libx264", rate=10)
+        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+        s.codec_context.time_base = tb
+        for i, t in enumerate(times):
+            frame = av.VideoFrame.from_ndarray(numbered(i), format="rgb24")
+            frame.pts, frame.time_base = round(t / tb), tb
+            c.mux(s.encode(frame))
+        c.mux(s.encode(None))
+    return str(path)
+
+
+def frame_times(path) -> list:
+    """Presentation time (s) of every frame of a video, as PyAV decodes it."""
+    with av.open(str(path)) as c:
+        return [float(f.pts * f.time_base) for f in c.decode(video=0)]
 
 
 def corrupt_avi_frame(path, k: int) -> None:

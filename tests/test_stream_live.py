@@ -3,6 +3,7 @@ and recordings that survive SIGTERM / SIGINT / SIGKILL of a running ``ifseg-depl
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -12,7 +13,7 @@ import time
 
 import cv2
 import pytest
-from stream_media import MJPEGServer, decoded_frames, number_of, numbered, write_avi
+from stream_media import MJPEGServer, decoded_frames, frame_times, number_of, numbered, write_avi
 
 from ifseg_deploy.cli.main import main
 from ifseg_deploy.runtime.segmenter import Segmenter
@@ -130,17 +131,25 @@ def test_signal_finalises_the_recording(tmp_path, tiny_bundle, bpe_dir, sig):
     records = [json.loads(line) for line in js.read_text().splitlines()]
     assert 3 <= processed == len(frames) == len(records)
     assert [r["frame"] for r in records] == list(range(processed))
-    assert not [f for f in os.listdir(tmp_path) if f.startswith(".")]
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".") or ".partial-" in f]
 
 
-def test_sigkill_never_leaves_a_broken_file_at_the_final_name(tmp_path, tiny_bundle, bpe_dir):
-    proc, out, js = _start(tmp_path, tiny_bundle, bpe_dir, frames=40)  # past the encoder's look-ahead: data on disk
+def test_sigkill_leaves_a_playable_recording_that_the_next_run_keeps(tmp_path, tiny_bundle, bpe_dir, caplog):
+    proc, out, js = _start(tmp_path, tiny_bundle, bpe_dir, frames=45)  # 10 fps: more than 4 s of video
     proc.kill()
     proc.wait(timeout=30)
-    assert not out.exists() and not js.exists()
-    left = [f for f in os.listdir(tmp_path) if f.startswith(".out.mp4.")]
-    assert len(left) == 1  # the hidden temporary file of the killed run ...
-    from ifseg_deploy.stream.writer import VideoWriter
+    assert not out.exists()  # nothing unfinished at the final name ...
+    records = [json.loads(line) for line in js.read_text().splitlines()]  # ... but every line written is whole
+    n = len(records)
+    assert n >= 45 and [r["frame"] for r in records] == list(range(n))
+    partial = tmp_path / f"out.mp4.partial-{proc.pid}.mp4"
+    times = frame_times(partial)  # the partial recording plays, up to the last keyframe (one per second)
+    assert n - 12 <= len(times) <= n and times == pytest.approx([i / 10 for i in range(len(times))], abs=1e-3)
+    digest = hashlib.sha256(partial.read_bytes()).hexdigest()
 
-    VideoWriter(str(out), 10.0)  # ... is removed by the next run writing the same name
-    assert not [f for f in os.listdir(tmp_path) if f.startswith(".out.mp4.")]
+    video = write_avi(tmp_path / "short.avi", 2)
+    assert main(["stream", video, "--checkpoint", tiny_bundle, "--bpe-dir", bpe_dir, "--knn-iters", "1", "--quiet", "--save", str(out)]) == 0
+    reports = [line for m in caplog.messages for line in m.splitlines() if partial.name in line]
+    assert len(reports) == 1 and "killed" in reports[0]  # the next run says what was left, on one line ...
+    assert hashlib.sha256(partial.read_bytes()).hexdigest() == digest  # ... and keeps it as it was
+    assert len(decoded_frames(out)) == 2

@@ -62,7 +62,7 @@ class _Outputs:
     def __init__(self, opts: OutputOptions, stream: Stream):
         opts.check()
         self.opts = opts
-        self.video = VideoWriter(opts.save, stream.fps, live=stream.source.live) if opts.save else None
+        self.video = VideoWriter(opts.save, stream.fps) if opts.save else None
         self.labels_dir = ensure_writable_dir(opts.save_labels) if opts.save_labels else None
         self.json = JsonLinesWriter(opts.save_json) if opts.save_json else None
 

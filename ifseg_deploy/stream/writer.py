@@ -1,10 +1,16 @@
-"""Video output that survives any stop: frames go to a hidden temporary file next to the target,
-which ``close()`` finalises (encoder flushed, MP4 index written) and renames into place.
+"""Video and JSON Lines outputs that survive any stop, a hard kill included.
 
-``.mp4`` is H.264 (``libx264`` through PyAV, the ``video`` extra), which browsers play; without PyAV
-it falls back to OpenCV's MPEG-4 Part 2 (``mp4v``) with a notice. ``.avi`` is Motion-JPEG (OpenCV).
-A process killed hard (SIGKILL) leaves only the hidden temporary file, never an unplayable file at
-the final name; the next run writing the same name removes such left-overs of dead processes.
+The video is recorded under a visible name next to the target, ``OUT.mp4.partial-<pid>.mp4``, as a
+*fragmented* MP4 (H.264 through PyAV, the ``video`` extra): a keyframe and a fragment at least every
+:data:`KEYFRAME_INTERVAL_S` of video, each fragment written out as soon as it is complete, so after
+SIGKILL, the OOM killer or a power cut the partial file plays up to about a second before the end.
+``close()`` finalises it into a normal MP4 (index in front, as browsers want) under a hidden
+temporary name and renames that into place, then removes the partial file. A partial file left by a
+killed run is never deleted: the next run writing the same name reports it.
+
+Without PyAV, ``.mp4`` falls back to OpenCV's MPEG-4 Part 2 (``mp4v``) with a notice; ``.avi`` is
+Motion-JPEG (OpenCV). OpenCV's writers keep their data in memory until closed, so their partial
+files do not survive a hard kill.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import json
 import logging
 import os
 from fractions import Fraction
-from typing import Callable, Optional
+from typing import Callable, List, Optional
 
 import cv2
 import numpy as np
@@ -24,10 +30,17 @@ from ..errors import IFSegError
 
 log = logging.getLogger(__name__)
 
-#: x264 settings: real-time speed on small CPUs, visually lossless-ish quality.
-X264_OPTIONS = {"preset": "veryfast", "crf": "23"}
-#: Time base of live recordings: frames keep their capture times (variable frame rate), in ms.
-LIVE_TIME_BASE = Fraction(1, 1000)
+#: x264 settings: real-time speed on small CPUs, visually lossless-ish quality. ``zerolatency`` (no
+#: look-ahead, no B-frames) hands every frame to the file at once, so a hard kill loses nothing held in
+#: the encoder, and timestamps stay exact; files are about a sixth larger.
+X264_OPTIONS = {"preset": "veryfast", "crf": "23", "tune": "zerolatency"}
+#: Frame timestamps use MPEG's 90 kHz clock: exact for 24, 25, 30 and 30000/1001 fps, and for any
+#: variable frame rate (phone clips, live captures) to 11 µs.
+TIME_BASE = Fraction(1, 90000)
+#: A keyframe, hence a new MP4 fragment, at least this often (seconds of video): what a hard kill loses.
+KEYFRAME_INTERVAL_S = 1.0
+#: Fragmented MP4 written out fragment by fragment: playable however the process ends.
+FRAGMENTED_MP4 = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
 
 
 def h264_encoder() -> Optional[str]:
@@ -46,6 +59,8 @@ def h264_encoder() -> Optional[str]:
 
 
 def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():  # a file carrying our own pid was left by an earlier process (pids repeat in containers)
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -55,20 +70,29 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _files_of_dead_runs(pattern: str, prefix: str) -> List[str]:
+    """Files matching ``pattern`` whose name continues ``prefix`` with the pid of a process that is gone."""
+    found = []
+    for name in sorted(glob.glob(pattern)):
+        pid = name[len(prefix):].split("-")[0].split(".")[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            found.append(name)
+    return found
+
+
 class VideoWriter:
-    """Writes RGB frames to ``path`` (``.mp4`` or ``.avi``) through a temporary file.
+    """Writes RGB frames at their timestamps to ``path`` (``.mp4`` or ``.avi``), through a partial file.
 
     Args:
         path: final file name.
-        fps: frame rate of a recorded source (frames are spaced 1 / fps).
-        live: frames carry capture times (``write(rgb, t)``): a variable frame rate keeps real durations.
-        notify: receives the one-line notice when falling back to ``mp4v``.
+        fps: nominal frame rate: the spacing of frames written without a timestamp.
+        notify: receives one-line notices (the ``mp4v`` fall-back, partial files of killed runs).
 
     Raises:
         IFSegError: unsupported extension or a folder that does not exist / is not writable.
     """
 
-    def __init__(self, path: str, fps: float, live: bool = False, notify: Callable[[str], None] = log.warning):
+    def __init__(self, path: str, fps: float, notify: Callable[[str], None] = log.warning):
         ext = os.path.splitext(path)[1].lower()
         if ext not in (".mp4", ".avi"):
             raise IFSegError(f"--save {path}: use a .mp4 or .avi file name")
@@ -77,48 +101,57 @@ class VideoWriter:
             raise IFSegError(f"--save {path}: folder {folder} does not exist or is not writable")
         self.path = path
         self.fps = fps
-        self.live = live
         self.frames = 0
-        self._prefix = os.path.join(folder, f".{os.path.basename(path)}.")
-        self._remove_stale_temps(ext)
-        self.tmp = f"{self._prefix}{os.getpid()}.tmp{ext}"
+        hidden = os.path.join(folder, f".{os.path.basename(path)}.")
+        for tmp in _files_of_dead_runs(glob.escape(hidden) + f"*.tmp{ext}", hidden):
+            with contextlib.suppress(OSError):  # a killed run's unfinished copy; its partial file has it all
+                os.remove(tmp)
+        self.tmp = f"{hidden}{os.getpid()}.tmp{ext}"
+        left = _files_of_dead_runs(glob.escape(f"{path}.partial-") + f"*{ext}", f"{path}.partial-")
+        if left:
+            notify(f"kept {', '.join(left)}: recorded by a run that was killed (plays up to about "
+                   f"{KEYFRAME_INTERVAL_S:g} s before the kill); delete it when no longer needed")
+        self.partial = self._free_partial_name(ext)
         self.encoder = h264_encoder() if ext == ".mp4" else None
         if ext == ".mp4" and self.encoder is None:
-            notify("PyAV with an H.264 encoder is not installed: writing MPEG-4 Part 2 (mp4v), which browsers do not play; "
-                   "pip install 'ifseg-deploy[video]' for H.264")
+            notify("PyAV with an H.264 encoder is not installed: writing MPEG-4 Part 2 (mp4v), which browsers do not play "
+                   "and which does not survive a hard kill; pip install 'ifseg-deploy[video]' for H.264")
         self.codec = self.encoder or ("mp4v" if ext == ".mp4" else "MJPG")
         self._container = self._stream = self._cv = None
         self._last_pts = -1
         self._t0: Optional[float] = None
+        self._key_t = -KEYFRAME_INTERVAL_S  # video time of the last forced keyframe
 
-    def _remove_stale_temps(self, ext: str) -> None:
-        for tmp in glob.glob(glob.escape(self._prefix) + f"*.tmp{ext}"):
-            pid = tmp[len(self._prefix):-len(f".tmp{ext}")]
-            if pid.isdigit() and not _pid_alive(int(pid)):
-                with contextlib.suppress(OSError):
-                    os.remove(tmp)
-                    log.warning("removed %s, left by an earlier run that was killed", tmp)
+    def _free_partial_name(self, ext: str) -> str:
+        name, k = f"{self.path}.partial-{os.getpid()}{ext}", 1
+        while os.path.exists(name):  # an earlier process with our pid left one: never overwrite it
+            k += 1
+            name = f"{self.path}.partial-{os.getpid()}-{k}{ext}"
+        return name
 
     def _open(self, width: int, height: int) -> None:
         if self.encoder is not None:
             import av
 
-            self._container = av.open(self.tmp, "w", format="mp4", options={"movflags": "+faststart"})
+            self._container = av.open(self.partial, "w", format="mp4", options=FRAGMENTED_MP4)
             rate = Fraction(self.fps).limit_denominator(1001)
             stream = self._container.add_stream(self.encoder, rate=rate, options=X264_OPTIONS if self.encoder == "libx264" else {})
             stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            stream.codec_context.time_base = LIVE_TIME_BASE if self.live else 1 / rate
+            stream.codec_context.time_base = TIME_BASE
             self._stream = stream
         else:
-            self._cv = cv2.VideoWriter(self.tmp, cv2.VideoWriter_fourcc(*self.codec), self.fps, (width, height))
+            self._cv = cv2.VideoWriter(self.partial, cv2.VideoWriter_fourcc(*self.codec), self.fps, (width, height))
             if not self._cv.isOpened():
                 raise IFSegError(f"cannot encode video {self.path} with this OpenCV build; try an .avi file name")
 
     def write(self, rgb: np.ndarray, t: Optional[float] = None) -> None:
-        """Append an RGB uint8 ``(H, W, 3)`` frame; ``t``: its capture time in seconds (live recordings).
+        """Append an RGB uint8 ``(H, W, 3)`` frame shown at ``t`` seconds (the source's presentation or
+        capture time; default: ``frames / fps``). The video starts at the first frame's ``t``; H.264 keeps
+        every timestamp (a variable frame rate stays variable), OpenCV's writers space frames 1 / fps.
 
         H.264 needs even sides: an odd last row / column is repeated.
         """
+        t = self.frames / self.fps if t is None else t
         if self.encoder is not None:
             rgb = np.pad(rgb, ((0, rgb.shape[0] % 2), (0, rgb.shape[1] % 2), (0, 0)), mode="edge")
         if self._container is None and self._cv is None:
@@ -126,50 +159,86 @@ class VideoWriter:
         if self._cv is not None:
             self._cv.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
         else:
-            import av
+            from av.video.frame import PictureType, VideoFrame
 
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-            if self.live and t is not None:  # capture time since the first frame, in ms, strictly increasing
-                self._t0 = t if self._t0 is None else self._t0
-                pts = max(round((t - self._t0) * 1000), self._last_pts + 1)
-            else:
-                pts = self.frames
-            frame.pts, frame.time_base = pts, self._stream.codec_context.time_base
+            frame = VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            self._t0 = t if self._t0 is None else self._t0
+            pts = max(round((t - self._t0) / TIME_BASE), self._last_pts + 1)  # strictly increasing
+            frame.pts, frame.time_base = pts, TIME_BASE
+            seconds = float(pts * TIME_BASE)
+            if seconds - self._key_t >= KEYFRAME_INTERVAL_S:
+                frame.pict_type = PictureType.I  # a keyframe closes the fragment before it, which is then written out
+                self._key_t = seconds
             self._last_pts = pts
             self._container.mux(self._stream.encode(frame))
         self.frames += 1
 
     def close(self) -> bool:
-        """Finalise the file and rename it into place (True), or remove it when no frame was written."""
-        if self._container is not None:
-            self._container.mux(self._stream.encode(None))
-            self._container.close()
-        if self._cv is not None:
-            self._cv.release()
+        """Finalise the recording and rename it into place (True), or remove it when no frame was written.
+
+        Raises:
+            IFSegError: the final file could not be written (the partial file is kept and named).
+        """
+        container, cv_writer = self._container, self._cv
         self._container = self._cv = None
+        if cv_writer is not None:
+            cv_writer.release()
         if self.frames == 0:
             with contextlib.suppress(OSError):
-                os.remove(self.tmp)
+                os.remove(self.partial)
             return False
-        os.replace(self.tmp, self.path)
+        try:
+            if container is not None:
+                container.mux(self._stream.encode(None))
+                container.close()
+                self._finalise_mp4()
+                os.replace(self.tmp, self.path)
+                os.remove(self.partial)
+            else:
+                os.replace(self.partial, self.path)
+        except Exception as e:  # disk full, permissions, FFmpeg: the partial recording stays
+            with contextlib.suppress(OSError):
+                os.remove(self.tmp)
+            raise IFSegError(f"could not finalise {self.path} ({e}); the recording is kept in {self.partial}") from None
         return True
+
+    def _finalise_mp4(self) -> None:
+        """Copy the fragmented partial file's packets (no re-encoding) into a normal MP4 at ``self.tmp``."""
+        import av
+
+        with av.open(self.partial) as src, av.open(self.tmp, "w", format="mp4", options={"movflags": "+faststart"}) as dst:
+            video = src.streams.video[0]
+            out = dst.add_stream_from_template(video)
+            for packet in src.demux(video):
+                if packet.dts is not None:  # the demuxer's final empty packet
+                    packet.stream = out
+                    dst.mux(packet)
 
 
 class JsonLinesWriter:
-    """``--save-json``: one JSON object per line, written to a temporary file renamed into place by ``close()``
-    (also after an interrupted run, so the file always holds whole lines for the frames processed)."""
+    """``--save-json``: one JSON object per line, each written out whole as it comes (``tail -f`` follows
+    it; whatever ends the run, a kill included, the file holds one complete line per frame written).
+
+    The file is created with the first record, so a run that fails before its first frame leaves an
+    earlier file of that name untouched.
+
+    Raises:
+        IFSegError: the folder does not exist or is not writable.
+    """
 
     def __init__(self, path: str):
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
             raise IFSegError(f"--save-json {path}: folder {folder} does not exist or is not writable")
         self.path = path
-        self.tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-        self._fh = open(self.tmp, "w", encoding="utf-8")
+        self._fh = None
 
     def write(self, record: dict) -> None:
-        self._fh.write(json.dumps(record) + "\n")
+        """Append ``record`` as one line, in one ``write`` system call (unbuffered): a kill never leaves half a line."""
+        if self._fh is None:
+            self._fh = open(self.path, "wb", buffering=0)
+        self._fh.write((json.dumps(record) + "\n").encode("utf-8"))
 
     def close(self) -> None:
-        self._fh.close()
-        os.replace(self.tmp, self.path)
+        if self._fh is not None:
+            self._fh.close()
