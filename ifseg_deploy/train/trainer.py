@@ -172,8 +172,7 @@ class Trainer:
         self.cfg = cfg
         self.state_file = state_path(cfg.out)
         if self.dist.is_main:
-            check_output_file(cfg.out, "--out", "safetensors")  # before any work: the bundle and its state file
-            check_output_file(self.state_file, "--out", "torch")
+            check_output_file(cfg.out, "--out", "safetensors")  # before any work (its state file is checked on resume)
             if os.path.exists(self.state_file) and not cfg.resume:
                 raise IFSegError(
                     f"{self.state_file} holds an interrupted run; pass --resume to continue it or delete the file to start over"
