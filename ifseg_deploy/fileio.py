@@ -110,13 +110,15 @@ def _creatable(folder: str) -> str:
     return probe
 
 
-def check_output_file(path: str, option: str = "--out", kind: Optional[str] = None) -> str:
-    """Check, before any work and without writing anything, that ``path`` can receive a file of
-    ``kind`` (a key of :data:`KINDS`; default: the kind its ending announces); returns ``path``.
+def check_output_file(path: str, option: str = "--out", kind: Optional[str] = None, size_hint: int = 0) -> str:
+    """Check, before any work and without leaving anything behind, that ``path`` can receive a file
+    of ``kind`` (a key of :data:`KINDS`; default: the kind its ending announces) of about
+    ``size_hint`` bytes; returns ``path``.
 
     Raises:
         IFSegError: ``path`` is (or ends like) a folder, its folder cannot be created or written,
-            or a file there is of another kind (the project never replaces what it did not write).
+            its disk has less than ``size_hint`` bytes free, or a file there is of another kind
+            (the project never replaces what it did not write).
     """
     kind = kind or kind_of(path)
     if path.endswith(("/", os.sep)) or os.path.isdir(path):
@@ -124,9 +126,13 @@ def check_output_file(path: str, option: str = "--out", kind: Optional[str] = No
         raise IFSegError(f"{option} {path} is a folder; give a file name{hint}")
     folder = os.path.dirname(os.path.abspath(path))
     try:
-        _creatable(folder)
+        existing = _creatable(folder)
     except IFSegError as e:
         raise IFSegError(f"{option} {path}: cannot write there ({e}); choose another {option}") from None
+    free = shutil.disk_usage(existing).free
+    if free < size_hint:
+        raise IFSegError(f"{option} {path}: needs about {size_hint / 2**20:.0f} MiB, {free / 2**20:.0f} MiB free there; "
+                         f"free some space or choose another {option}")
     if os.path.lexists(path):
         why = _same_kind(path, kind)
         if why:

@@ -409,3 +409,13 @@ def test_train_out_is_checked_before_training(tmp_path, capsys, bpe_dir):
     _one_error(capsys, main(base + ["--out", str(notes)]), "is not a safetensors file")
     _one_error(capsys, main(base + ["--out", str(tmp_path / "dir.safetensors")]), "is a folder")
     assert notes.read_text() == "my notes" and sorted(os.listdir(tmp_path)) == ["dir.safetensors", "m.safetensors"]
+
+
+def test_too_little_free_space_fails_fast(tmp_path, monkeypatch):
+    import shutil
+
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(fileio.shutil, "disk_usage", lambda p: usage._replace(free=10 * 2**20))
+    with pytest.raises(IFSegError, match="needs about 100 MiB, 10 MiB free"):
+        check_output_file(str(tmp_path / "m.onnx"), "--out", size_hint=100 * 2**20)
+    check_output_file(str(tmp_path / "m.onnx"), "--out", size_hint=2**20)

@@ -37,7 +37,7 @@ def source_image(args) -> np.ndarray:
 
     if args.source:
         return read_image(args.source)
-    size = parse_imgsz(args.source_size)
+    size = parse_imgsz(args.source_size, "--source-size")
     h, w = size * 2 if len(size) == 1 else size
     return np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
 

@@ -238,16 +238,17 @@ def result_names(paths: List[str]) -> List[str]:
     return names
 
 
-def parse_imgsz(text: str) -> Tuple[int, ...]:
-    """``--imgsz`` of every command: ``"512"`` -> ``(512,)``; ``"512x688"`` or ``"512,688"`` -> ``(512, 688)`` (H, W).
+def parse_imgsz(text: str, flag: str = "--imgsz") -> Tuple[int, ...]:
+    """An image-size flag's value: ``"512"`` -> ``(512,)``; ``"512x688"`` or ``"512,688"`` -> ``(512, 688)`` (H, W).
 
-    Each command reads one value as a short side (export, inference) or a square (bench).
-    Raises :class:`IFSegError` unless there are one or two integers, each >= 16.
+    Each command reads one value as a short side (export, inference) or a square (bench's
+    ``--source-size``). Raises :class:`IFSegError` naming ``flag`` unless there are one or two
+    integers, each >= 16.
     """
     try:
         parts = tuple(int(p) for p in str(text).lower().replace("x", ",").split(",") if p.strip())
     except ValueError:
         parts = ()
     if len(parts) not in (1, 2) or min(parts) < 16:
-        raise IFSegError(f"--imgsz {text}: expected S or HxW in pixels, each >= 16 (e.g. 512 or 512x688)")
+        raise IFSegError(f"{flag} {text}: expected S or HxW in pixels, each >= 16 (e.g. 512 or 512x688)")
     return parts

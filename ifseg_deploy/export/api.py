@@ -209,8 +209,9 @@ def _check_output_files(source: str, out: str, fmt: str, timing_cache: Optional[
         if not source.endswith(".onnx"):
             onnx_path = os.path.splitext(out)[0] + ".onnx"
             files += [onnx_path, vocab_path(onnx_path)]
+    size = os.path.getsize(source) if os.path.isfile(source) else 0  # an fp32 graph holds about the checkpoint's weights
     for path in files:
-        check_output_file(path, "--out")
+        check_output_file(path, "--out", size_hint=size if path.endswith((".onnx",) + ENGINE_EXTS) else 0)
 
 
 def export_model(source: str, config: ExportConfig) -> ExportResult:

@@ -19,7 +19,7 @@ The rules:
   while reporting loss 0 and a perfect held-out mIoU.
 
 Inference with one category stays allowed: the label map is then that category everywhere,
-but its logits (``--raw``) still score every cell against the one name, and a checkpoint
+but its logits (``--save-raw``) still score every cell against the one name, and a checkpoint
 trained on several classes may be asked about one of them.
 
 The model's own limit, the prompt length (``max_text_positions`` tokens for the prefix, every
