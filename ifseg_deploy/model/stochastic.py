@@ -54,28 +54,22 @@ class Dropout(nn.Module):
         super().__init__()
         self.p = p
 
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        keep = 1.0 - self.p
-        return x * (keep_mask(x, tuple(x.shape), keep) / keep)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
-
-
-class DropPath(nn.Module):
-    """Per-sample stochastic depth on a residual branch (training only); masks per :func:`keep_mask`."""
-
-    def __init__(self, p: float):
-        super().__init__()
-        self.p = p
+    def mask_shape(self, x: Tensor) -> Tuple[int, ...]:
+        return tuple(x.shape)
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0:
             return x
         keep = 1.0 - self.p
-        return x * (keep_mask(x, (x.shape[0],) + (1,) * (x.dim() - 1), keep) / keep)
+        return x * (keep_mask(x, self.mask_shape(x), keep) / keep)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+
+class DropPath(Dropout):
+    """Per-sample stochastic depth on a residual branch (training only): one mask value per sample."""
+
+    def mask_shape(self, x: Tensor) -> Tuple[int, ...]:
+        return (x.shape[0],) + (1,) * (x.dim() - 1)
+
