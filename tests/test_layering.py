@@ -20,7 +20,8 @@ LAYERS = [
     {"eval"},
     {"artificial"},  # artificial images and the held-out set (scored with eval's metrics), for train and export
     {"export", "stream", "benchmark"},
-    {"compare"},  # bench --compare: exports and benchmarks every backend
+    {"triton"},  # the Triton repository writer, local server, host model and client backend
+    {"compare", "bench"},  # latency, bench --compare (exports and benchmarks every backend), Triton load
     {"train"},
     {"cli"},
     {"__main__"},
