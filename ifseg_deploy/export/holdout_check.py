@@ -1,4 +1,4 @@
-"""A trained bundle's held-out accuracy, recomputed through an exported graph (issue 11, item 2).
+"""A trained bundle's held-out accuracy, recomputed through an exported graph.
 
 ``ifseg-deploy train`` stores the pixel accuracy and mIoU of its fixed held-out set of artificial
 images (:mod:`ifseg_deploy.artificial.holdout`). Artificial images are cell embeddings that enter
@@ -37,7 +37,8 @@ from ..runtime.vocabulary import Vocabulary
 from ..text.categories_file import ClassSpec
 
 #: Largest drop of held-out pixel accuracy or mIoU against the fp32 graph, as a fraction
-#: (0.005 = 0.5 percentage points; issue 11: 0.5 points for fp16/bf16, 2 points for int8).
+#: (0.005 = 0.5 percentage points): half a point for fp16, whose rounding should not change a
+#: label, two points for int8, whose quantisation may move boundary cells.
 MAX_DROP = {"fp16": 0.005, "int8": 0.02}
 #: Name scope of the encoder's image-token LayerNorm in the traced graph.
 PATCH_NORM_SCOPE = "/model/encoder/patch_layernorm_embedding/"

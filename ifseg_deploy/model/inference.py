@@ -19,10 +19,9 @@ from .segofa import SegOFA
 #: transformer linear layer (q/k/v/out projections and the FFN). LayerNorm, softmax, GELU,
 #: the attention and its position-bias path and the class head always stay float32.
 CAST_STAGES = ("backbone", "linears")
-#: The stages of ``--precision bf16``. Measured on random OFA-tiny weights at 512x512: the
-#: logits' relative RMS error against float32 is 1.5e-4 with the backbone alone in bf16 and
-#: 5e-3 with the linears too (well inside the 2e-2 of an fp16 export), and each stage saves
-#: time; bf16 attention (SDPA) was slower than float32 on AVX512-BF16 and stays out.
+#: The stages of ``--precision bf16``: the backbone and the linear layers, where the matrix
+#: products are; the logits then stay well inside an fp16 export's gate. Attention (SDPA) stays
+#: float32: in bf16 it is slower on AVX512-BF16 CPUs.
 BF16_STAGES: Tuple[str, ...] = ("backbone", "linears")
 
 
