@@ -5,6 +5,7 @@ FP32 node list, calibration data, the strongly typed network definition (with a 
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 from pathlib import Path
@@ -250,25 +251,76 @@ def test_precision_flags():
 
 # ---------------------------------------------------------------- strongly typed network (stand-in tensorrt)
 
+#: The real TensorRT Python API the stand-in is held to: the type stubs of TensorRT 10 (the
+#: ``tensorrt-stubs`` package, class by class) and the names in TensorRT 11's bindings library
+#: (``tensorrt-cu12-bindings``, 1.3 MB: ``tensorrt.so`` holds every attribute name).
+TRT_API_WHEELS = ("tensorrt-stubs==10.13.0.35.1", "tensorrt-cu12-bindings==11.4.0.106")
+#: Which stub class each object the builder creates is (by the call that made it).
+TRT_CLASSES = {"builder": "Builder", "create_network": "INetworkDefinition", "create_builder_config": "IBuilderConfig",
+               "create_optimization_profile": "IOptimizationProfile", "create_timing_cache": "ITimingCache", "parser": "OnnxParser"}
+
+
+@pytest.fixture(scope="module")
+def trt_api():
+    """``(TensorRT 10 members per class, TensorRT 11 names)``, from the two wheels (downloaded once into
+    the user cache; the wheels are only read, never installed: the stubs would make ``import tensorrt`` succeed)."""
+    import re
+    import subprocess
+    import sys
+    import zipfile
+
+    folder = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ifseg-deploy" / "tensorrt-api"
+    wheels = {w.split("==")[0].replace("-", "_"): w for w in TRT_API_WHEELS}
+    found = {k: next(iter(folder.glob(f"{k}-*.whl")), None) for k in wheels}
+    if not all(found.values()):
+        done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(folder), *TRT_API_WHEELS],
+                              capture_output=True, text=True)
+        found = {k: next(iter(folder.glob(f"{k}-*.whl")), None) for k in wheels}
+        if not all(found.values()):
+            pytest.skip(f"cannot download {', '.join(TRT_API_WHEELS)} to check TensorRT API names ({done.stderr.strip()[-200:]})")
+    with zipfile.ZipFile(found["tensorrt_stubs"]) as z:
+        stub = z.read("tensorrt_bindings/tensorrt.pyi").decode()
+    members, current = {}, None  # read line by line: the generated stub is not always valid Python
+    for line in stub.splitlines():
+        top = re.match(r"class (\w+)", line)
+        if top:
+            current = members.setdefault(top.group(1), set())
+        elif current is not None and (member := re.match(r"    (?:def )?(\w+)\s*[(:=]", line)):
+            current.add(member.group(1))
+    with zipfile.ZipFile(found["tensorrt_cu12_bindings"]) as z:
+        library = z.read(next(n for n in z.namelist() if n.endswith("tensorrt.so")))
+    return members, set(re.findall(rb"[A-Za-z_][A-Za-z0-9_]{2,}", library))
+
+
 class _FakeTensorRT:
-    """The slice of the ``tensorrt`` module the builder touches; records every call.
+    """The slice of the ``tensorrt`` module the builder touches; records every call and refuses
+    any name the real TensorRT 10 class or TensorRT 11 library does not have (``api``: see
+    :func:`trt_api`), so a misspelt call fails.
 
     ``flag_values`` are the ``NetworkDefinitionCreationFlag`` members this release has (their enum
     values differ per release, so the test picks its own)."""
 
-    def __init__(self, version, flag_values, parses=True):
+    def __init__(self, version, flag_values, api, parses=True):
         self.__version__ = version
         self.calls = []
         fake = self
+        members, library = api
+
+        def check(kind, name):
+            cls = TRT_CLASSES[kind]
+            if name not in members[cls] or name.encode() not in library:
+                raise AttributeError(f"tensorrt.{cls} has no attribute {name!r} in TensorRT 10 or 11")
 
         class Recorder:
             def __init__(self, kind):
                 object.__setattr__(self, "_kind", kind)
 
             def __getattr__(self, name):
+                check(self._kind, name)
                 return lambda *a: fake.calls.append((self._kind, name, a)) or fake._result(self._kind, name)
 
             def __setattr__(self, name, value):
+                check(self._kind, name)
                 fake.calls.append((self._kind, "set " + name, value))
 
         class Parser(Recorder):
@@ -281,6 +333,12 @@ class _FakeTensorRT:
             def get_error(self, i):
                 return "In node 3 (parseGraph): UNSUPPORTED_NODE: Unique\nmore"
 
+        for name in ("num_errors", "parse_from_file", "get_error"):  # the parser's stand-ins, held to the real API too
+            check("parser", name)
+        for cls, names in (("MemoryPoolType", ("WORKSPACE",)), ("Logger", ("WARNING",)),
+                           ("BuilderFlag", ("FP16", "INT8", "OBEY_PRECISION_CONSTRAINTS"))):
+            assert set(names) <= members[cls], (cls, names)
+        assert set(flag_values) <= members["NetworkDefinitionCreationFlag"] | {"EXPLICIT_BATCH"}
         self._recorder = Recorder
         self.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
         self.Builder = lambda logger: Recorder("builder")
@@ -305,8 +363,8 @@ _SHAPES = {"images": ((1, 3, 32, 32), (1, 3, 64, 64), (2, 3, 128, 128))}
     ("11.4.0.8", {"STRONGLY_TYPED": 0}, 0),
     ("11.4.0.8", {"STRONGLY_TYPED": 4}, 4),  # whatever value the release gives the member
 ])
-def test_network_is_strongly_typed_without_weak_typing_flags(version, flags, bit):
-    trt = _FakeTensorRT(version, flags)
+def test_network_is_strongly_typed_without_weak_typing_flags(version, flags, bit, trt_api):
+    trt = _FakeTensorRT(version, flags, trt_api)
     assert network_flags(trt) == 1 << bit
     profile = BUILTIN["jetson-orin-nano"]
     define_network(trt, "m.onnx", profile, _SHAPES, b"old cache")
@@ -322,16 +380,45 @@ def test_network_is_strongly_typed_without_weak_typing_flags(version, flags, bit
 
 
 @pytest.mark.parametrize("version,flags", [("8.6.1", {"EXPLICIT_BATCH": 0}), ("10.0.0", {"EXPLICIT_BATCH": 0}), ("9.x", {"STRONGLY_TYPED": 1})])
-def test_network_flags_refuse_tensorrt_without_strong_typing(version, flags):
+def test_network_flags_refuse_tensorrt_without_strong_typing(version, flags, trt_api):
     with pytest.raises(IFSegError, match=r"cannot build strongly typed networks; install TensorRT 10 or 11") as e:
-        network_flags(_FakeTensorRT(version, flags))
+        network_flags(_FakeTensorRT(version, flags, trt_api))
     assert "\n" not in str(e.value)
 
 
-def test_define_network_reports_parser_error():
-    trt = _FakeTensorRT("11.4.0", {"STRONGLY_TYPED": 0}, parses=False)
+def test_define_network_reports_parser_error(trt_api):
+    trt = _FakeTensorRT("11.4.0", {"STRONGLY_TYPED": 0}, trt_api, parses=False)
     with pytest.raises(IFSegError, match=r"parser rejects m.onnx: In node 3 \(parseGraph\): UNSUPPORTED_NODE: Unique$"):
         define_network(trt, "m.onnx", BUILTIN["desktop-rtx"], _SHAPES)
+
+
+def test_stand_in_refuses_names_tensorrt_does_not_have(trt_api):
+    trt = _FakeTensorRT("11.4.0", {"STRONGLY_TYPED": 0}, trt_api)
+    builder = trt.Builder(None)
+    with pytest.raises(AttributeError, match="create_netwrok"):
+        builder.create_netwrok(0)
+    config = builder.create_builder_config()
+    with pytest.raises(AttributeError, match="int8_calibrator"):  # TensorRT 10 has it, TensorRT 11 removed it
+        config.int8_calibrator = None
+
+
+def test_tensorrt_module_names_exist_in_both_releases(trt_api):
+    """Every ``trt.NAME`` the TensorRT modules use is a TensorRT 10 module member and a TensorRT 11 name."""
+    import ast
+
+    members, library = trt_api
+    stub_top = set(members)
+    root = Path(__file__).resolve().parents[1] / "ifseg_deploy"
+    used = set()
+    for path in (root / "export" / "tensorrt_build.py", root / "runtime" / "tensorrt_backend.py", root / "runtime" / "tensorrt_common.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "trt":
+                used.add(node.attr)
+    used.discard("__version__")
+    assert {"Builder", "OnnxParser", "Runtime", "Logger"} <= used
+    with_enums = stub_top | {m for names in members.values() for m in names} | {"float32", "float16", "int32", "int8", "int64", "bool"}
+    assert used <= with_enums, sorted(used - with_enums)
+    assert all(name.encode() in library for name in used), sorted(n for n in used if n.encode() not in library)
 
 
 # ---------------------------------------------------------------- engine compatibility
