@@ -8,7 +8,7 @@ import torch
 
 from ifseg_deploy.errors import IFSegError
 from ifseg_deploy.postprocess.knn import (
-    DEFAULT_BACKEND, faiss_available, faiss_gpu_available, knn_smooth, neighbours_faiss, neighbours_torch, propagate, resolve_backend,
+    faiss_available, faiss_gpu_available, knn_smooth, neighbours_faiss, neighbours_torch, propagate, resolve_backend,
 )
 
 needs_faiss = pytest.mark.skipif(not faiss_available(), reason="faiss is not installed (pip install 'ifseg-deploy[cpu]')")
@@ -102,7 +102,6 @@ def test_backend_selection_and_arguments(monkeypatch):
     import ifseg_deploy.postprocess.knn as knn
 
     cpu = torch.device("cpu")
-    assert DEFAULT_BACKEND == {"cpu": "faiss", "cuda": "torch"}  # measured: benchmarks/knn_backends.py
     assert resolve_backend("auto") == "auto"  # resolved later, per tensor device
     assert resolve_backend("auto", cpu) == ("faiss" if faiss_available() else "torch")
     assert resolve_backend("auto", torch.device("cuda")) == "torch"
