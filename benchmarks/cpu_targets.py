@@ -1,6 +1,6 @@
 """Every CPU backend side by side: OFA-tiny / OFA-base shapes, random weights, one worker process per backend.
 
-For each size: a random bundle (``ifseg_deploy.compare.random_bundle``, 15 categories), its
+For each size: a random bundle (``ifseg_deploy.bench.synthetic.random_bundle``, 15 categories), its
 exports (dynamic and static 512x512 ONNX; fp16 and int8 ONNX graphs, the int8 one calibrated on
 8 synthetic 640x480 scenes from ``ifseg_deploy.export.scene``; OpenVINO IR with fp32 and fp16
 weights), and every backend x precision. Network only (backbone + encoder + decoder) on a
@@ -54,7 +54,8 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 import torch
 
-from ifseg_deploy.compare import calibration_folder, machine_info, random_bundle
+from ifseg_deploy.bench.compare import calibration_folder, machine_info
+from ifseg_deploy.bench.synthetic import random_bundle
 from ifseg_deploy.config import ofa_preset
 from ifseg_deploy.errors import IFSegError
 from ifseg_deploy.export.api import ExportConfig, export_model

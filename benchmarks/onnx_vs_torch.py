@@ -24,10 +24,10 @@ from typing import Callable, Dict, List
 
 import torch
 
+from ifseg_deploy.bench.synthetic import random_model
 from ifseg_deploy.checkpoint import LoadedModel
 from ifseg_deploy.config import ofa_preset
 from ifseg_deploy.export.onnx_export import OnnxExportOptions, export_onnx
-from ifseg_deploy.model import SegOFA
 from ifseg_deploy.runtime.onnx_backend import OnnxBackend
 from ifseg_deploy.runtime.sidecar import read_vocab
 from ifseg_deploy.runtime.torch_backend import TorchBackend
@@ -62,8 +62,7 @@ def main(argv: List[str] = None) -> int:
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    model = SegOFA(ofa_preset("tiny")).eval()
+    model = random_model(ofa_preset("tiny"))
     loaded = LoadedModel(model, "bundle", "ofa_tiny_random", CATEGORIES, None)
     vocab = Vocabulary(OFATokenizer(args.bpe_dir), model.embed_tokens.weight, loaded.prompt_prefix, CATEGORIES, None)
     prepared = vocab.prepare(CATEGORIES)

@@ -21,9 +21,9 @@ import time
 
 import torch
 
-from ifseg_deploy.compare import machine_info, random_bundle
+from ifseg_deploy.bench.compare import machine_info
+from ifseg_deploy.bench.synthetic import random_bundle, random_model
 from ifseg_deploy.config import ofa_preset
-from ifseg_deploy.model import SegOFA
 
 CATEGORIES = ["sky", "tree", "grass", "road", "building", "person", "car", "dog", "cat", "water", "mountain", "floor",
               "wall", "table", "chair"]
@@ -32,8 +32,7 @@ PROMPT_LEN = 36  # the prompt of the 15 categories above
 
 
 def torch_new_sizes(arch: str) -> None:
-    torch.manual_seed(0)
-    model = SegOFA(ofa_preset(arch)).eval()
+    model = random_model(ofa_preset(arch))
     with torch.inference_mode():
         model.position_biases((32, 32), PROMPT_LEN)  # warm-up (allocator, kernels)
         for size in NEW_SIZES:

@@ -35,7 +35,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before OpenMP starts (tor
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ifseg_deploy.benchmark import random_segmenter  # noqa: E402
+from ifseg_deploy.bench.synthetic import random_segmenter  # noqa: E402
 from ifseg_deploy.config import ArchConfig, ofa_preset  # noqa: E402
 from ifseg_deploy.preprocess import Preprocessing  # noqa: E402
 from ifseg_deploy.runtime.segmenter import Segmenter  # noqa: E402

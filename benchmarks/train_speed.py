@@ -35,14 +35,13 @@ def _rss_bytes() -> int:
 def worker(size: str, device: str, batch: int, steps: int, warmup: int, precision: str) -> Dict[str, object]:
     import torch
 
+    from ifseg_deploy.bench.synthetic import random_model
     from ifseg_deploy.checkpoint.bundle import save_bundle
     from ifseg_deploy.config import ofa_preset
-    from ifseg_deploy.model import SegOFA
     from ifseg_deploy.train import TrainConfig, Trainer, parse_category_spec
 
     arch = ofa_preset(size)
-    torch.manual_seed(0)
-    model = SegOFA(arch)
+    model = random_model(arch)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, f"random_{size}.safetensors")
         save_bundle(path, model.state_dict(), torch.randn(1, arch.embed_dim), {"arch": arch.to_dict(), "categories": ["thing"]})

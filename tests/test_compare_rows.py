@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from conftest import save_tiny_bundle
 
-from ifseg_deploy import compare as compare_mod
-from ifseg_deploy.compare import VARIANTS, calibration_folder, compare
+from ifseg_deploy.bench import compare as compare_mod
+from ifseg_deploy.bench.compare import VARIANTS, calibration_folder, compare
 from ifseg_deploy.errors import IFSegError
 
 pytest.importorskip("onnxruntime")

@@ -19,9 +19,9 @@ LAYERS = [
     {"runtime"},
     {"eval"},
     {"artificial"},  # artificial images and the held-out set (scored with eval's metrics), for train and export
-    {"export", "stream", "benchmark"},
+    {"export", "stream"},
     {"triton"},  # the Triton repository writer, local server, host model and client backend
-    {"compare", "bench"},  # latency, bench --compare (exports and benchmarks every backend), Triton load
+    {"bench"},  # latency, bench --compare (exports and benchmarks every backend), Triton load
     {"train"},
     {"cli"},
     {"__main__"},

@@ -48,7 +48,8 @@ def test_bench_reports_stages(tmp_path, tiny_bundle, bpe_dir, capsys):
 
 
 def test_bench_random_arch_needs_no_files(capsys):
-    from ifseg_deploy.benchmark import random_segmenter, run_benchmark
+    from ifseg_deploy.bench.latency import run_benchmark
+    from ifseg_deploy.bench.synthetic import random_segmenter
     from ifseg_deploy.config import ArchConfig
 
     arch = ArchConfig(embed_dim=32, ffn_dim=64, encoder_layers=1, decoder_layers=1, heads=2, resnet_blocks=(1, 1, 1))

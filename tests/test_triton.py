@@ -303,7 +303,7 @@ def test_two_category_lists_in_concurrent_requests(server, local):
 
 @needs_server
 def test_four_clients_are_batched(server):
-    from ifseg_deploy.runtime.triton_bench import run_server_benchmark
+    from ifseg_deploy.bench.triton_load import run_server_benchmark
 
     report = run_server_benchmark(lambda: connect(server, raw=False), images()[0], clients=4, warmup=1, iterations=4)
     assert len(report.latencies_ms) == 16 and report.inference_count == 16

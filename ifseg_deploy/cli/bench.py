@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Optional
 
 import numpy as np
 
@@ -43,12 +44,13 @@ def source_image(args) -> np.ndarray:
 
 
 def run_compare(args, image: np.ndarray) -> int:
-    """``bench --compare``: the table of :func:`ifseg_deploy.compare.compare`."""
+    """``bench --compare``: the table of :func:`ifseg_deploy.bench.compare.compare`."""
     import os
 
     from tqdm import tqdm
 
-    from ..compare import compare, random_bundle, write_chart, write_json
+    from ..bench.compare import compare, write_chart, write_json
+    from ..bench.synthetic import random_bundle
     from ..config import ofa_preset
 
     out = check_output_file(args.json or os.path.join("runs", "bench", "compare.json"), "--json", "json")
@@ -80,7 +82,8 @@ def run_compare(args, image: np.ndarray) -> int:
 
 
 def run(args) -> int:
-    from ..benchmark import random_segmenter, run_benchmark
+    from ..bench.latency import run_benchmark
+    from ..bench.synthetic import random_segmenter
     from ..config import ofa_preset
 
     if args.batch < 1 or args.iters < 1 or args.warmup < 0:
@@ -110,16 +113,12 @@ def run(args) -> int:
     report = run_benchmark(
         seg, image, args.batch, args.warmup, args.iters, progress=lambda i, n, ms: print(f"  iteration {i}/{n}: {ms:.1f} ms", flush=True)
     )
-    print(report.format())
-    if args.json:
-        write_bytes(args.json, json.dumps(report.to_dict(), indent=2).encode(), "json")
-        print(f"Report saved to {args.json}")
-    return 0
+    return _print_report(report, args.json)
 
 
 def run_server(args, image: np.ndarray) -> int:
     """``bench --server``: ``--clients`` concurrent streams against a Triton server (perf_analyzer style)."""
-    from ..runtime.triton_bench import run_server_benchmark
+    from ..bench.triton_load import run_server_benchmark
     from .common import server_segmenter
 
     first = server_segmenter(args, raw=False)
@@ -128,8 +127,13 @@ def run_server(args, image: np.ndarray) -> int:
     spare = iter([first])  # the first connection reads the server statistics; each client thread opens its own
     report = run_server_benchmark(lambda: next(spare, None) or server_segmenter(args, raw=False), image, args.clients, args.batch,
                                   args.warmup, args.iters)
+    return _print_report(report, args.json)
+
+
+def _print_report(report, json_path: Optional[str]) -> int:
+    """Print ``report``'s summary and, with ``--json``, write its ``to_dict()`` there; the exit code."""
     print(report.format())
-    if args.json:
-        write_bytes(args.json, json.dumps(report.to_dict(), indent=2).encode(), "json")
-        print(f"Report saved to {args.json}")
+    if json_path:
+        write_bytes(json_path, json.dumps(report.to_dict(), indent=2).encode(), "json")
+        print(f"Report saved to {json_path}")
     return 0

@@ -7,39 +7,12 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
 
-from .config import ArchConfig
-from .model import SegOFA
-from .runtime.segmenter import STAGES, Segmenter
-from .runtime.loader import backend_class
-from .runtime.vocabulary import PreparedVocabulary
-
-
-class SyntheticVocabulary:
-    """Random prompt / class embeddings of realistic sizes, for benchmarking shapes without weights or BPE files."""
-
-    def __init__(self, embed_dim: int, num_classes: int, prompt_len: int, seed: int = 0):
-        gen = torch.Generator().manual_seed(seed)
-        names = [f"class{i}" for i in range(num_classes)]
-        self._prepared = PreparedVocabulary(
-            names, list(range(prompt_len)), torch.randn(1, prompt_len, embed_dim, generator=gen), torch.randn(num_classes, embed_dim, generator=gen)
-        )
-
-    def prepare(self, categories: Optional[Sequence[str]] = None) -> PreparedVocabulary:
-        return self._prepared
-
-
-def random_segmenter(arch: ArchConfig, num_classes: int, prompt_len: int, device: str, half: bool,
-                     precision: Optional[str] = None, compile: bool = False, **kwargs) -> Segmenter:
-    """A Segmenter over a randomly initialised model of ``arch`` (timing only); ``precision`` /
-    ``compile`` as for :class:`~ifseg_deploy.runtime.torch_backend.TorchBackend`."""
-    torch.manual_seed(0)
-    backend = backend_class("torch")(SegOFA(arch), device, half, precision, compile, inplace=True)
-    return Segmenter(backend, SyntheticVocabulary(arch.embed_dim, num_classes, prompt_len), **kwargs)
+from ..runtime.segmenter import STAGES, Segmenter
 
 
 @dataclass
@@ -56,6 +29,7 @@ class BenchReport:
 
     @staticmethod
     def summary(values: List[float]) -> Dict[str, float]:
+        """Min, max, mean, median, p90 and p99 of ``values`` (percentiles: the nearest sorted value)."""
         v = sorted(values)
         return {
             "min": v[0],
@@ -67,6 +41,7 @@ class BenchReport:
         }
 
     def to_dict(self) -> dict:
+        """The JSON report: end-to-end and per-stage summaries, throughput and peak memory."""
         med = statistics.median(self.total)
         return {
             "image_size": self.image_size,
@@ -80,6 +55,7 @@ class BenchReport:
         }
 
     def format(self) -> str:
+        """The trtexec-style text summary."""
         d = self.to_dict()
         lat = d["latency_ms"]
         lines = [
@@ -103,9 +79,11 @@ def _peak_rss_mb() -> float:
 
 
 def run_benchmark(
-    segmenter: Segmenter, image: np.ndarray, batch: int = 1, warmup: int = 2, iterations: int = 10, progress=None
+    segmenter: Segmenter, image: np.ndarray, batch: int = 1, warmup: int = 2, iterations: int = 10,
+    progress: Optional[Callable[[int, int, float], None]] = None,
 ) -> BenchReport:
-    """Time ``segment_batch`` on ``batch`` copies of ``image`` (RGB uint8)."""
+    """Time ``segment_batch`` on ``batch`` copies of ``image`` (RGB uint8); ``progress(i, iterations, ms)``
+    is called after every timed iteration."""
     images = [image] * batch
     cuda = segmenter.backend.device.type == "cuda"
     for _ in range(warmup):

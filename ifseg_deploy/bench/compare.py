@@ -9,7 +9,7 @@ gate's message. The int8 graph is calibrated on a small generated set: the compa
 :data:`CALIBRATION_SCENES` synthetic scenes of its size (:func:`~ifseg_deploy.export.scene.synthetic_scene`),
 which the row's note says; a bundle's own figures need ``export --precision int8 --calib-dir`` on
 real images. Every row runs the same
-image through the whole pipeline (:func:`~ifseg_deploy.benchmark.run_benchmark`); fidelity is
+image through the whole pipeline (:func:`~ifseg_deploy.bench.latency.run_benchmark`); fidelity is
 measured against the first row (PyTorch fp32): relative RMS of the grid logits and agreement of
 the label maps at the original size.
 """
@@ -27,14 +27,13 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .benchmark import run_benchmark
-from .config import ArchConfig
-from .errors import IFSegError
-from .export.api import ExportConfig, export_model
-from .export.scene import synthetic_scene
-from .fileio import write_bytes, write_png
-from .runtime.segmenter import SegmentationResult, Segmenter
-from .runtime.torch_backend import cpu_has_bf16
+from ..errors import IFSegError
+from ..export.api import ExportConfig, export_model
+from ..export.scene import synthetic_scene
+from ..fileio import write_bytes, write_png
+from ..runtime.segmenter import SegmentationResult, Segmenter
+from ..runtime.torch_backend import cpu_has_bf16
+from .latency import run_benchmark
 
 
 def _package(name: str) -> Callable[[str], Optional[str]]:
@@ -67,6 +66,7 @@ class Variant:
     needs: Tuple[Callable[[str], Optional[str]], ...] = ()
 
     def skip_reason(self, device: str) -> Optional[str]:
+        """The first unmet need's reason on ``device``, ``None`` when the row can run."""
         return next((r for r in (need(device) for need in self.needs) if r), None)
 
 
@@ -119,11 +119,14 @@ class CompareRow:
 
 @dataclass
 class CompareReport:
+    """The rows in :data:`VARIANTS` order, the compared image's ``(H, W)`` and :func:`machine_info`."""
+
     rows: List[CompareRow]
     image_size: List[int]
     machine: Dict[str, object]
 
     def to_dict(self) -> dict:
+        """The JSON report."""
         return {"image_size": self.image_size, "machine": self.machine, "rows": [asdict(r) for r in self.rows]}
 
     def format(self) -> str:
@@ -207,7 +210,8 @@ def _model_file(source: str, variant: Variant, workdir: str, categories, bpe_dir
 
 def compare(source: str, image: np.ndarray, workdir: str, categories: Optional[Sequence[str]] = None,
             bpe_dir: Optional[str] = None, device: str = "auto", short_side: Optional[int] = None, warmup: int = 2,
-            iterations: int = 10, variants: Sequence[Variant] = VARIANTS, progress=None,
+            iterations: int = 10, variants: Sequence[Variant] = VARIANTS,
+            progress: Optional[Callable[[int, int, str], None]] = None,
             **segmenter_kwargs) -> CompareReport:
     """Benchmark every available variant of checkpoint ``source`` on ``image`` (RGB uint8).
 
@@ -215,8 +219,8 @@ def compare(source: str, image: np.ndarray, workdir: str, categories: Optional[S
     model's). ``progress(done, total, label)`` is called after every timed iteration.
     Raises :class:`IFSegError` when the reference row (the first) cannot run.
     """
-    from .preprocess import Preprocessing
-    from .runtime.device import parse_device
+    from ..preprocess import Preprocessing
+    from ..runtime.device import parse_device
 
     device = str(parse_device(device))  # "auto" -> "cpu" / "cuda"
     rows: List[CompareRow] = []
@@ -264,22 +268,8 @@ def compare(source: str, image: np.ndarray, workdir: str, categories: Optional[S
     return CompareReport(rows, list(image.shape[:2]), machine_info())
 
 
-def random_bundle(arch: ArchConfig, path: str, categories: Sequence[str], bpe_dir: str, seed: int = 0) -> str:
-    """Write a randomly initialised model of ``arch`` as a bundle (class embeddings of ``categories``
-    from its token table), so random-weight benchmarks can export like a trained model."""
-    from .checkpoint.bundle import save_bundle
-    from .model import SegOFA
-    from .runtime.vocabulary import Vocabulary
-    from .text.tokenizer import OFATokenizer
-
-    torch.manual_seed(seed)
-    model = SegOFA(arch).eval()
-    classes = Vocabulary(OFATokenizer(bpe_dir), model.embed_tokens.weight).class_embeddings(list(categories))
-    save_bundle(path, model.state_dict(), classes, {"arch": arch.to_dict(), "categories": list(categories)})
-    return path
-
-
 def write_json(report: CompareReport, path: str) -> None:
+    """Write :meth:`CompareReport.to_dict` to ``path`` as indented JSON."""
     write_bytes(path, (json.dumps(report.to_dict(), indent=2) + "\n").encode())
 
 

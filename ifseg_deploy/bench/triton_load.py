@@ -16,7 +16,7 @@ from typing import Callable, List, Optional, Tuple
 import numpy as np
 
 from ..errors import IFSegError
-from .triton_client import TritonSegmenter
+from ..triton.client import TritonSegmenter
 
 
 @dataclass
@@ -39,12 +39,15 @@ class ServerBenchReport:
 
     @property
     def average_batch(self) -> Optional[float]:
+        """Images per batch the server formed (``None`` when it ran none in the window)."""
         return self.inference_count / self.execution_count if self.execution_count else None
 
     def percentile(self, q: float) -> float:
+        """The ``q``-th percentile (0-100) of the request latencies in ms, as ``np.percentile`` interpolates."""
         return float(np.percentile(self.latencies_ms, q))
 
     def to_dict(self) -> dict:
+        """The JSON report."""
         return {"server": self.url, "clients": self.clients, "batch": self.batch, "image_size": self.image_size,
                 "requests": len(self.latencies_ms), "seconds": self.seconds, "throughput_infer_per_s": self.throughput,
                 "latency_ms": {"avg": statistics.fmean(self.latencies_ms), "p50": self.percentile(50), "p90": self.percentile(90),
@@ -53,6 +56,7 @@ class ServerBenchReport:
                 "average_batch": self.average_batch}
 
     def format(self) -> str:
+        """The perf_analyzer-style text summary."""
         d = self.to_dict()
         lat = d["latency_ms"]
         batch = "n/a" if self.average_batch is None else f"{self.average_batch:.2f}"

@@ -1,0 +1,57 @@
+"""Random-weight models of an architecture, for timing without a trained checkpoint: in memory
+with synthetic prompt / class embeddings (:func:`random_segmenter`, no BPE files), or written as
+a bundle that exports like a trained model (:func:`random_bundle`)."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+
+from ..config import ArchConfig
+from ..model import SegOFA
+from ..runtime.loader import backend_class
+from ..runtime.segmenter import Segmenter
+from ..runtime.vocabulary import PreparedVocabulary
+
+
+class SyntheticVocabulary:
+    """Random prompt / class embeddings of realistic sizes, for benchmarking shapes without weights or BPE files."""
+
+    def __init__(self, embed_dim: int, num_classes: int, prompt_len: int, seed: int = 0):
+        gen = torch.Generator().manual_seed(seed)
+        names = [f"class{i}" for i in range(num_classes)]
+        self._prepared = PreparedVocabulary(
+            names, list(range(prompt_len)), torch.randn(1, prompt_len, embed_dim, generator=gen), torch.randn(num_classes, embed_dim, generator=gen)
+        )
+
+    def prepare(self, categories: Optional[Sequence[str]] = None) -> PreparedVocabulary:
+        """The same random embeddings whatever ``categories`` asks for."""
+        return self._prepared
+
+
+def random_model(arch: ArchConfig, seed: int = 0) -> SegOFA:
+    """A randomly initialised model of ``arch`` in eval mode, the same weights for the same ``seed``."""
+    torch.manual_seed(seed)
+    return SegOFA(arch).eval()
+
+
+def random_segmenter(arch: ArchConfig, num_classes: int, prompt_len: int, device: str, half: bool,
+                     precision: Optional[str] = None, compile: bool = False, **kwargs) -> Segmenter:
+    """A Segmenter over a randomly initialised model of ``arch`` (timing only); ``precision`` /
+    ``compile`` as for :class:`~ifseg_deploy.runtime.torch_backend.TorchBackend`."""
+    backend = backend_class("torch")(random_model(arch), device, half, precision, compile, inplace=True)
+    return Segmenter(backend, SyntheticVocabulary(arch.embed_dim, num_classes, prompt_len), **kwargs)
+
+
+def random_bundle(arch: ArchConfig, path: str, categories: Sequence[str], bpe_dir: str, seed: int = 0) -> str:
+    """Write a randomly initialised model of ``arch`` as a bundle (class embeddings of ``categories``
+    from its token table), so random-weight benchmarks can export like a trained model."""
+    from ..checkpoint.bundle import save_bundle
+    from ..runtime.vocabulary import Vocabulary
+    from ..text.tokenizer import OFATokenizer
+
+    model = random_model(arch, seed)
+    classes = Vocabulary(OFATokenizer(bpe_dir), model.embed_tokens.weight).class_embeddings(list(categories))
+    save_bundle(path, model.state_dict(), classes, {"arch": arch.to_dict(), "categories": list(categories)})
+    return path
