@@ -12,6 +12,7 @@ import pytest
 import torch
 from stream_media import decoded_frames, write_avi
 
+from ifseg_deploy.errors import IFSegError
 from ifseg_deploy.runtime.segmenter import Segmenter
 from ifseg_deploy.stream import Stream, TemporalSmoother
 from ifseg_deploy.stream import writer as writer_mod
@@ -54,6 +55,32 @@ def test_h264_writer_pads_odd_sizes_and_writes_nothing_without_frames(tmp_path):
     assert abs(int(frames[3][10, 10, 0]) - 90) <= 3
     empty = VideoWriter(str(tmp_path / "e.mp4"), 25.0)
     assert not empty.close() and os.listdir(tmp_path) == ["v.mp4"]
+
+
+def test_writer_keeps_timestamps_with_a_keyframe_every_second(tmp_path):
+    times = [0.0, 0.04, 0.3, 0.31, 1.2, 1.25, 1.9, 2.6, 2.61, 4.0]  # irregular, as a live capture
+    w = VideoWriter(str(tmp_path / "v.mp4"), 25.0)
+    for i, t in enumerate(times):
+        w.write(np.full((32, 48, 3), 20 * i, np.uint8), 100.0 + t)  # the video starts at the first frame's time
+    assert w.close()
+    import av
+
+    with av.open(str(tmp_path / "v.mp4")) as c:
+        frames = [(float(f.pts * f.time_base), f.key_frame) for f in c.decode(video=0)]
+    assert [t for t, _ in frames] == pytest.approx(times, abs=1e-4)
+    assert [t for t, key in frames if key] == [0.0, 1.2, 2.6, 4.0]  # at least one keyframe per second of video
+
+
+def test_a_recording_that_cannot_be_finalised_is_kept_and_named(tmp_path):
+    target = tmp_path / "v.mp4"
+    w = VideoWriter(str(target), 10.0)
+    for i in range(3):
+        w.write(np.full((32, 48, 3), 50, np.uint8))
+    target.mkdir()  # something in the way of the final name
+    (target / "x").write_text("")
+    with pytest.raises(IFSegError, match=f"could not finalise .*kept in {w.partial}"):
+        w.close()
+    assert len(decoded_frames(w.partial)) == 3 and not [f for f in os.listdir(tmp_path) if f.startswith(".")]
 
 
 def test_writer_falls_back_to_mp4v_with_a_notice(tmp_path, monkeypatch):

@@ -83,12 +83,14 @@ class _Outputs:
         return drawn
 
     def close(self) -> None:
-        if self.video is not None:
-            self.video.close()
-        if self.json is not None:
-            self.json.close()
-        if self.opts.show:
-            cv2.destroyAllWindows()
+        try:
+            if self.video is not None:
+                self.video.close()
+        finally:  # a video that cannot be finalised still leaves the other outputs closed
+            if self.json is not None:
+                self.json.close()
+            if self.opts.show:
+                cv2.destroyAllWindows()
 
 
 @contextlib.contextmanager

@@ -109,8 +109,8 @@ class VideoWriter:
         self.tmp = f"{hidden}{os.getpid()}.tmp{ext}"
         left = _files_of_dead_runs(glob.escape(f"{path}.partial-") + f"*{ext}", f"{path}.partial-")
         if left:
-            notify(f"kept {', '.join(left)}: recorded by a run that was killed (plays up to about "
-                   f"{KEYFRAME_INTERVAL_S:g} s before the kill); delete it when no longer needed")
+            notify(f"kept {', '.join(left)}: recorded by a run that was killed (H.264 plays up to about "
+                   f"{KEYFRAME_INTERVAL_S:g} s before the kill); delete when no longer needed")
         self.partial = self._free_partial_name(ext)
         self.encoder = h264_encoder() if ext == ".mp4" else None
         if ext == ".mp4" and self.encoder is None:
