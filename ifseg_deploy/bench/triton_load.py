@@ -16,7 +16,8 @@ from typing import Callable, List, Optional, Tuple
 import numpy as np
 
 from ..errors import IFSegError
-from ..triton.client import TritonSegmenter
+from ..runtime.segmenter import Segmenter
+from ..triton.client import TritonBackend
 
 
 @dataclass
@@ -68,18 +69,20 @@ class ServerBenchReport:
         ])
 
 
-def run_server_benchmark(connect: Callable[[], TritonSegmenter], image: np.ndarray, clients: int = 1, batch: int = 1,
+def run_server_benchmark(connect: Callable[[], Segmenter], image: np.ndarray, clients: int = 1, batch: int = 1,
                          warmup: int = 2, iterations: int = 10, progress: Optional[Callable[[int, int], None]] = None
                          ) -> ServerBenchReport:
     """``clients`` threads, each with its own connection (``connect()`` in the thread: HTTP
     clients are bound to theirs), send ``warmup`` then ``iterations`` requests of ``batch``
-    copies of ``image`` back to back; one more connection reads the server statistics. The
+    copies of ``image`` back to back; one more connection reads the server statistics. A
+    connection is a Segmenter over the server (:func:`ifseg_deploy.triton.client.connect`). The
     first error of any client stops the run and is raised."""
     if clients < 1 or batch < 1 or iterations < 1 or warmup < 0:
         raise IFSegError("--clients, --batch and --iters must be >= 1 and --warmup >= 0")
     stats = connect()
-    initial = stats.statistics()
-    report = ServerBenchReport(stats.url, clients, batch, list(image.shape[:2]))
+    server = stats.backend
+    initial = server.statistics()
+    report = ServerBenchReport(server.url, clients, batch, list(image.shape[:2]))
     images = [image] * batch
     warm, go = threading.Barrier(clients + 1), threading.Barrier(clients + 1)
     lock = threading.Lock()
@@ -116,7 +119,7 @@ def run_server_benchmark(connect: Callable[[], TritonSegmenter], image: np.ndarr
         t.start()
     warm.wait()
     try:
-        before = _settled(stats, initial[0] + warmup * clients * batch) if not errors else (0, 0)
+        before = _settled(server, initial[0] + warmup * clients * batch) if not errors else (0, 0)
     finally:
         go.wait()
     t0 = time.perf_counter()
@@ -126,20 +129,20 @@ def run_server_benchmark(connect: Callable[[], TritonSegmenter], image: np.ndarr
     try:
         if errors:
             raise errors[0] if isinstance(errors[0], IFSegError) else IFSegError(f"benchmark client failed: {errors[0]}")
-        after = _settled(stats, before[0] + len(report.latencies_ms) * batch)
+        after = _settled(server, before[0] + len(report.latencies_ms) * batch)
     finally:
         stats.close()
     report.inference_count, report.execution_count = after[0] - before[0], after[1] - before[1]
     return report
 
 
-def _settled(conn: TritonSegmenter, inferences: int, wait_s: float = 5.0) -> Tuple[int, int]:
+def _settled(server: TritonBackend, inferences: int, wait_s: float = 5.0) -> Tuple[int, int]:
     """The server's ``(inference_count, execution_count)`` once it counts ``inferences``: Triton
     updates its statistics just after the responses leave, so a read right after the last answer
     can miss the last batch."""
     deadline = time.monotonic() + wait_s
-    counts = conn.statistics()
+    counts = server.statistics()
     while counts[0] < inferences and time.monotonic() < deadline:
         time.sleep(0.02)
-        counts = conn.statistics()
+        counts = server.statistics()
     return counts
