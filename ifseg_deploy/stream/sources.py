@@ -172,7 +172,10 @@ class FileSource:
     def next(self) -> Optional[Frame]:
         """The next frame in order, or None at the end (then ``end`` says how it ended)."""
         frame, self._first = self._first, None
-        return frame if frame is not None else self._read()
+        if frame is None:
+            return self._read()
+        frame.captured = time.perf_counter()  # read ahead at open: its latency counts from now
+        return frame
 
     def _read(self) -> Optional[Frame]:
         if self.end is not None:
