@@ -19,12 +19,13 @@ from onnx import TensorProto, helper
 
 from ifseg_deploy.errors import IFSegError
 from ifseg_deploy.export.calibrator import calibration_batches, calibration_files, fit_image
-from ifseg_deploy.export.profiles import BUILTIN, TargetProfile, load_profile, target_files, trtexec_command, triton_config
+from ifseg_deploy.export.profiles import BUILTIN, TargetProfile, load_profile, trtexec_command
 from ifseg_deploy.export.graph_precision import check_precision, fp32_nodes
 from ifseg_deploy.export.tensorrt_build import define_network, network_flags
 from ifseg_deploy.export.trt_ops import check_graph, resolve_target
 from ifseg_deploy.runtime.graph_contract import GraphContract
 from ifseg_deploy.runtime.tensorrt_common import check_engine_compat, version_key
+from ifseg_deploy.triton.config import target_files, triton_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -97,7 +98,7 @@ def test_triton_config_names_graph_io():
 
 
 def test_repository_export_folder_is_up_to_date():
-    """export/ is generated from the built-in profiles (python -m ifseg_deploy.export.profiles export)."""
+    """export/ is generated from the built-in profiles (python -m ifseg_deploy.triton.config export)."""
     for profile in BUILTIN.values():
         for rel, text in target_files(profile).items():
             path = REPO / "export" / rel

@@ -119,7 +119,7 @@ def test_static_export_folds_instead(tiny, tmp_path):
 def test_engine_and_triton_refuse_bias_input_graphs(exported):
     with pytest.raises(IFSegError, match="takes its position biases as inputs.*--position-biases graph"):
         export_model(exported.path, ExportConfig(format="engine"))
-    from ifseg_deploy.export.triton_repo import export_triton
+    from ifseg_deploy.triton.repository import export_triton
 
     with pytest.raises(IFSegError, match="takes its position biases as inputs.*--position-biases graph"):
         export_triton(exported.path, ExportConfig(out=str(exported.path) + "_triton"))

@@ -77,12 +77,12 @@ def test_lost_source_reconnect_summary_and_records(tmp_path, tiny_bundle, bpe_di
 
 
 def test_triton_messages(capsys):
-    from ifseg_deploy.runtime.triton_client import TritonSegmenter, parse_server_url
+    from ifseg_deploy.triton.client import TritonBackend, parse_server_url
 
     from ifseg_deploy.errors import IFSegError
 
     with pytest.raises(IFSegError) as e:
-        TritonSegmenter(f"http://user:{SECRET}@127.0.0.1:9", timeout=2)
+        TritonBackend(f"http://user:{SECRET}@127.0.0.1:9", timeout=2)
     assert "http://user:***@127.0.0.1:9" in str(e.value) and SECRET not in str(e.value)
     with pytest.raises(IFSegError) as e:
         parse_server_url(f"ftp://user:{SECRET}@host")

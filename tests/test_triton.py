@@ -20,9 +20,10 @@ from conftest import save_tiny_bundle
 from ifseg_deploy.cli.main import main
 from ifseg_deploy.errors import IFSegError
 from ifseg_deploy.export.api import ExportConfig
-from ifseg_deploy.export.profiles import BUILTIN, triton_host_config
-from ifseg_deploy.export.triton_repo import MANIFEST, TritonOptions, export_triton
+from ifseg_deploy.export.profiles import BUILTIN
 from ifseg_deploy.runtime.segmenter import Segmenter
+from ifseg_deploy.triton.config import triton_host_config
+from ifseg_deploy.triton.repository import MANIFEST, TritonOptions, export_triton
 
 try:
     import pytriton  # noqa: F401
@@ -80,7 +81,7 @@ def test_repository_layout_and_validation(repo, bpe_dir):
     assert "max_batch_size: 0" in net and "kind: KIND_CPU" in net and 'name: "prompt_embeds"' in net
     manifest = json.load(open(os.path.join(root, MANIFEST)))
     assert manifest["network"] == "python" and manifest["categories"] == CATS
-    assert "python -m ifseg_deploy.export.triton_local" in open(os.path.join(root, "README.md")).read()
+    assert "python -m ifseg_deploy.triton.local_server" in open(os.path.join(root, "README.md")).read()
     assert any("identical labels" in line for line in repo.checks)
     if HAVE_SERVER:
         assert any("valid Triton ModelConfig" in line for line in repo.checks)
@@ -103,10 +104,9 @@ def test_native_onnx_network_from_an_earlier_export(repo, tmp_path, bpe_dir):
 
 def test_host_pipeline_answers_each_item(repo, local):
     """The server-side logic without a server: one bad item does not spoil the others of its batch."""
-    from ifseg_deploy.runtime.triton_host import HostItem, HostPipeline, NetworkRunner
-    from ifseg_deploy.runtime.triton_names import GRAPH_META, REJECTED
-
     from ifseg_deploy.runtime.sidecar import read_vocab
+    from ifseg_deploy.triton.host import HostItem, HostPipeline, NetworkRunner
+    from ifseg_deploy.triton.names import GRAPH_META, REJECTED
 
     side = read_vocab(os.path.join(repo.path, "ifseg", "1", "model.onnx"))  # the side file is named after the graph
     meta = {"arch": side.meta["arch"], "export": side.meta["export"]}
@@ -136,9 +136,9 @@ def test_host_pipeline_decodes_as_segment_does(repo, local, tmp_path):
     """A bomb among good images fails alone; a phone photo's EXIF orientation is applied, as by `segment`."""
     import io
 
-    from ifseg_deploy.runtime.triton_host import HostItem, HostPipeline, NetworkRunner
-    from ifseg_deploy.runtime.triton_names import GRAPH_META
     from ifseg_deploy.runtime.sidecar import read_vocab
+    from ifseg_deploy.triton.host import HostItem, HostPipeline, NetworkRunner
+    from ifseg_deploy.triton.names import GRAPH_META
     from test_output_policy import _png_declaring
 
     side = read_vocab(os.path.join(repo.path, "ifseg", "1", "model.onnx"))
@@ -164,7 +164,7 @@ def test_host_pipeline_decodes_as_segment_does(repo, local, tmp_path):
 
 
 def test_server_urls():
-    from ifseg_deploy.runtime.triton_client import parse_server_url
+    from ifseg_deploy.triton.client import parse_server_url
 
     assert parse_server_url("grpc://gpu-box") == ("grpc", "gpu-box:8001")
     assert parse_server_url("http://10.0.0.2:9000") == ("http", "10.0.0.2:9000")
@@ -204,7 +204,7 @@ def test_server_flag_errors_need_no_server(capsys, tmp_path):
 
 @pytest.fixture(scope="module")
 def server(repo):
-    from ifseg_deploy.export.triton_local import LocalTritonServer
+    from ifseg_deploy.triton.local_server import LocalTritonServer
 
     srv = LocalTritonServer(repo.path)
     srv.start()
@@ -237,9 +237,9 @@ def silent_server():
 
 
 def connect(server, protocol="grpc", **kwargs):
-    from ifseg_deploy.runtime.triton_client import TritonSegmenter
+    from ifseg_deploy.triton.client import connect
 
-    return TritonSegmenter(server.grpc_url if protocol == "grpc" else server.http_url, **kwargs)
+    return connect(server.grpc_url if protocol == "grpc" else server.http_url, **kwargs)
 
 
 @needs_server
@@ -313,23 +313,23 @@ def test_four_clients_are_batched(server):
 
 @needs_server
 def test_one_line_errors(server, capsys, tmp_path):
-    from ifseg_deploy.export.triton_local import free_port
-    from ifseg_deploy.runtime.triton_client import TritonSegmenter
+    from ifseg_deploy.triton.client import TritonBackend
+    from ifseg_deploy.triton.local_server import free_port
 
     with pytest.raises(IFSegError, match="cannot reach a Triton server"):
-        TritonSegmenter(f"grpc://127.0.0.1:{free_port()}")
+        TritonBackend(f"grpc://127.0.0.1:{free_port()}")
     with pytest.raises(IFSegError, match="model 'nope' is not ready"):
         connect(server, model="nope")
     with silent_server() as port:  # accepts connections, never answers: a deterministic timeout
         for protocol in ("grpc", "http"):
             with pytest.raises(IFSegError, match="within --timeout 0.3 s"):
-                TritonSegmenter(f"{protocol}://127.0.0.1:{port}", timeout=0.3)
+                TritonBackend(f"{protocol}://127.0.0.1:{port}", timeout=0.3)
     client = connect(server, categories=["sky", "x y " * 600])  # a prompt longer than the model's 1026 positions
     with pytest.raises(IFSegError, match="server rejected the category list: the prompt has"):
         client.segment(images()[0])
     Image.fromarray(images()[0]).save(tmp_path / "a.png")
-    assert main(["segment", str(tmp_path / "a.png"), "--server", server.grpc_url, "--knn-k", "5", "--out", str(tmp_path)]) == 2
-    assert main(["segment", str(tmp_path / "a.png"), "--server", server.grpc_url, "--window", "64", "--out", str(tmp_path)]) == 2
+    assert main(["segment", str(tmp_path / "a.png"), "--server", server.grpc_url, "--knn-k", "5", "--out", str(tmp_path / "out")]) == 2
+    assert main(["segment", str(tmp_path / "a.png"), "--server", server.grpc_url, "--window", "64", "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "kNN k=3" in err[0] and "--window do not apply to --server" in err[1]
 

@@ -93,9 +93,10 @@ def inference_preprocessing(short_side: int):
 
 
 def server_segmenter(args, raw: bool = True):
-    """The :class:`TritonSegmenter` of ``--server``; local-only options are refused, and kNN
-    settings must match what the repository was exported with (the server applies them)."""
-    from ..runtime.triton_client import TritonSegmenter
+    """The :class:`Segmenter` over the Triton server of ``--server`` (:func:`ifseg_deploy.triton.client.connect`);
+    local-only options are refused, and kNN settings must match what the repository was exported
+    with (the server applies them)."""
+    from ..triton.client import connect
 
     local = [flag for flag, on in (("--providers", args.providers), ("--window", args.window), ("--half", args.half),
                                    ("--bpe-dir", args.bpe_dir), ("--precision", args.precision), ("--compile", args.compile),
@@ -105,7 +106,7 @@ def server_segmenter(args, raw: bool = True):
     categories, class_words = category_args(args)
     if class_words:
         raise IFSegError("--server takes plain category names; classes with word lists (name: words) need a local model")
-    seg = TritonSegmenter(args.server, categories, args.timeout, raw=raw)
+    seg = connect(args.server, categories, args.timeout, raw=raw)
     if (args.knn_k, args.knn_iters) != (seg.knn_k, seg.knn_iters):
         raise IFSegError(f"the server smooths with kNN k={seg.knn_k}, {seg.knn_iters} iterations (set at export); "
                          "drop --knn-k/--knn-iters or re-export with them")

@@ -7,7 +7,7 @@ import os
 
 from ..errors import IFSegError
 from ..export.api import FORMATS, POSITION_BIASES, ExportConfig
-from ..export.triton_repo import FORMAT as TRITON, NETWORKS
+from ..triton.repository import FORMAT as TRITON, NETWORKS
 from .common import add_category_args, category_args
 
 
@@ -118,7 +118,7 @@ def run(args) -> int:
 
 
 def run_triton(args) -> int:
-    from ..export.triton_repo import TritonOptions, export_triton
+    from ..triton.repository import TritonOptions, export_triton
 
     repo = export_triton(args.checkpoint, config_from_args(args), TritonOptions(args.network, args.max_queue_delay_us))
     if repo.export.onnx is not None:

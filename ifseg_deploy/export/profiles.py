@@ -5,7 +5,7 @@ Shapes are ``(min, opt, max)`` per dimension. Image sizes are given for the refe
 vocabulary (prompt = 15 fixed tokens + the category tokens). The built-in profiles below are the
 source of the files in the repository's top-level ``export/`` folder (profile JSON, the
 equivalent ``trtexec`` command line, a Triton ``config.pbtxt`` template), regenerated with
-``python -m ifseg_deploy.export.profiles export/``. A user profile is a JSON file with the same
+``python -m ifseg_deploy.triton.config export/``. A user profile is a JSON file with the same
 fields, passed as ``--profile path.json``.
 """
 
@@ -15,14 +15,11 @@ import json
 import math
 import os
 import shlex
-import sys
 from dataclasses import MISSING, asdict, dataclass, fields
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 from ..errors import IFSegError
-from ..fileio import write_bytes
-from ..runtime.graph_contract import CLASSES, DTYPES, IMAGES, PROMPT, SYMBOLIC, GraphContract
-from ..runtime.triton_names import CATEGORIES, HOST_MODEL, IMAGE, LABELS, LOGITS, PROBS, RGB
+from ..runtime.graph_contract import CLASSES, IMAGES, PROMPT
 
 Range = Tuple[int, int, int]
 #: Graph precisions an export can write (what the weights and matrix products run in).
@@ -156,62 +153,10 @@ def trtexec_command(profile: TargetProfile, onnx_path: str, engine_path: str, em
     return " ".join(f'"{a}"' if EMBED_DIM_VAR in a else shlex.quote(a) for a in args)
 
 
-def _pbtxt_string(text: str) -> str:
-    """A protobuf text-format string literal."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-
-
-def _tensor_entry(name: str, dtype: str, dims: Sequence, optional: bool = False) -> str:
-    shape = ", ".join("-1" if d in SYMBOLIC or d == -1 else str(d) for d in dims)
-    return f'  {{ name: "{name}" data_type: TYPE_{dtype} dims: [ {shape} ]{" optional: true" if optional else ""} }}'
-
-
-def _parameters(parameters: Dict[str, str]) -> List[str]:
-    return [f"parameters {{ key: {_pbtxt_string(k)} value: {{ string_value: {_pbtxt_string(v)} }} }}" for k, v in parameters.items()]
-
-
-def triton_config(profile: TargetProfile, platform: str, contract: GraphContract, name: Optional[str] = None,
-                  parameters: Optional[Dict[str, str]] = None) -> str:
-    """A Triton ``config.pbtxt`` for the exported graph: ``tensorrt_plan`` / ``onnxruntime_onnx`` on
-    ``profile.triton_instances`` GPU instances, or ``python`` (the graph through ONNX Runtime in a
-    Python-backend model, CPU instances). ``max_batch_size`` is 0: ``prompt_embeds`` / ``class_embeds``
-    have no batch axis; the client-facing model batches (:func:`triton_host_config`)."""
-    def entry(n: str) -> str:
-        return _tensor_entry(n, DTYPES.get(n, "float32").replace("float", "FP").upper(), dims[n])
-
-    dims = contract.dims()
-    head = 'backend: "python"' if platform == "python" else f'platform: "{platform}"'
-    lines = [f'name: "{name or "ifseg_" + profile.name.replace("-", "_")}"', head, "max_batch_size: 0", "input ["]
-    lines += [",\n".join(entry(n) for n in contract.input_names), "]", "output ["]
-    lines += [",\n".join(entry(n) for n in contract.output_names), "]"]
-    lines += [f"instance_group [ {{ count: {profile.triton_instances} kind: {'KIND_CPU' if platform == 'python' else 'KIND_GPU'} }} ]"]
-    if platform == "onnxruntime_onnx" and profile.precision != "fp32":
-        lines += ["optimization { execution_accelerators { gpu_execution_accelerator: [",
-                  f'  {{ name: "tensorrt" parameters {{ key: "precision_mode" value: "{profile.precision.upper()}" }}'
-                  f' parameters {{ key: "max_workspace_size_bytes" value: "{profile.workspace_mb << 20}" }} }}', "] } }"]
-    lines += _parameters(parameters or {})
-    return "\n".join(lines) + "\n"
-
-
-def triton_host_config(profile: TargetProfile, max_queue_delay_us: int, parameters: Dict[str, str]) -> str:
-    """``config.pbtxt`` of the client-facing Python model ``ifseg`` (see :mod:`ifseg_deploy.runtime.triton_names`):
-    ``max_batch_size`` = the profile's largest batch, dynamic batching that waits up to
-    ``max_queue_delay_us`` microseconds for more requests, ``profile.triton_instances`` CPU instances."""
-    inputs = [_tensor_entry(IMAGE, "STRING", [1], True), _tensor_entry(RGB, "UINT8", [-1, -1, 3], True),
-              _tensor_entry(CATEGORIES, "STRING", [1], True)]
-    outputs = [_tensor_entry(LABELS, "INT32", [-1, -1]), _tensor_entry(PROBS, "FP32", [-1, -1, -1]),
-               _tensor_entry(LOGITS, "FP32", [-1, -1, -1])]
-    lines = [f'name: "{HOST_MODEL}"', 'backend: "python"', f"max_batch_size: {profile.batch[2]}",
-             "input [", ",\n".join(inputs), "]", "output [", ",\n".join(outputs), "]",
-             f"dynamic_batching {{ max_queue_delay_microseconds: {max_queue_delay_us} }}",
-             f"instance_group [ {{ count: {profile.triton_instances} kind: KIND_CPU }} ]"]
-    return "\n".join(lines + _parameters(parameters)) + "\n"
-
-
-def target_files(profile: TargetProfile) -> Dict[str, str]:
-    """The files of ``export/`` for one profile: ``{relative path: text}``."""
+def profile_files(profile: TargetProfile) -> Dict[str, str]:
+    """The files of ``export/`` for one profile that are not Triton's: ``{relative path: text}``
+    (all of them: :func:`ifseg_deploy.triton.config.target_files`)."""
     cmd = trtexec_command(profile, "model.onnx", "model.engine", EMBED_DIM_VAR, timing_cache="timing.cache")
-    template = GraphContract(EMBED_DIM_VAR)
     script = ("#!/bin/sh\n# Build and time an ifseg-deploy engine by hand for " + profile.description + ".\n"
               "# EMBED_DIM: model width (256 OFA-tiny, 512 medium, 768 base). Image shapes are for --imgsz 512.\n"
               "# Strongly typed: the engine runs in the precision of model.onnx (ifseg-deploy export --precision fp32|fp16|int8).\n"
@@ -219,22 +164,4 @@ def target_files(profile: TargetProfile) -> Dict[str, str]:
     return {
         f"profiles/{profile.name}.json": "{\n" + ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in profile.to_dict().items()) + "\n}\n",
         f"{profile.name}/trtexec.sh": script,
-        f"{profile.name}/config.pbtxt": triton_config(profile, "tensorrt_plan", template),
-        f"{profile.name}/config.onnx.pbtxt": triton_config(profile, "onnxruntime_onnx", template),
     }
-
-
-def write_target_files(folder: str) -> List[str]:
-    """(Re)generate ``folder`` from the built-in profiles; returns the written paths."""
-    written = []
-    for profile in BUILTIN.values():
-        for rel, text in target_files(profile).items():
-            path = os.path.join(folder, rel)
-            write_bytes(path, text.encode())
-            written.append(path)
-    return written
-
-
-if __name__ == "__main__":
-    for p in write_target_files(sys.argv[1] if len(sys.argv) > 1 else "export"):
-        print(p)

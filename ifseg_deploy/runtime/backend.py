@@ -69,6 +69,9 @@ class Capabilities:
     batch: Optional[int] = None  # fixed batch size
     image_size: Optional[Tuple[int, int]] = None  # fixed (H, W) input
     stages: Tuple[str, ...] = ("network",)  # the timing stages it reports
+    # takes the decoded images (uint8, original size) and the category list as text, and resizes and
+    # embeds them itself (a server); it returns no features, so nothing can be smoothed between its stages
+    preprocess: bool = False
 
 
 class Backend(ABC):
@@ -120,6 +123,9 @@ class Backend(ABC):
         if "network" in self.capabilities.stages:
             timings["network"] = (time.perf_counter() - t0) * 1e3
         return NetworkOutputs.from_named(outputs, timings)
+
+    def close(self) -> None:
+        """Release what the backend holds beyond memory (a server connection); nothing by default."""
 
     def synchronize(self) -> None:
         """Wait for queued device work (so wall-clock timings are real)."""

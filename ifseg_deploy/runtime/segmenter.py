@@ -26,7 +26,7 @@ from ..model.encoder import addressable_grid
 from ..postprocess.knn import resolve_backend
 from ..postprocess.scores import grid_scores
 from ..postprocess.upsample import upsample_argmax
-from ..preprocess import Preprocessing, as_rgb
+from ..preprocess import Preprocessing, as_rgb, resized_shape
 from ..text.categories_file import names_and_words, parse_category_spec
 from ..visualize.overlay import overlay
 from .backend import Backend, NetworkOutputs
@@ -38,8 +38,8 @@ if TYPE_CHECKING:
 #: A path, an RGB numpy array, a PIL image or a CHW / HWC torch tensor (see :func:`ifseg_deploy.preprocess.as_rgb`).
 ImageInput = Union[str, "os.PathLike[str]", np.ndarray, "PILImage", Tensor]
 #: Timed stages in pipeline order. PyTorch splits the network into backbone / encoder / decoder;
-#: exported graphs time it as one "network" stage.
-STAGES = ("preprocess", "backbone", "encoder", "decoder", "network", "knn", "upsample")
+#: exported graphs time it as one "network" stage; a server times its whole answer as "server".
+STAGES = ("preprocess", "backbone", "encoder", "decoder", "network", "server", "knn", "upsample")
 #: ``probs_transform(probs (B, h*w, N), features (B, h*w, C)) -> probs``: a hook between kNN
 #: smoothing and up-sampling (temporal smoothing of video, for instance).
 ProbsTransform = Callable[[Tensor, Tensor], Tensor]
@@ -99,7 +99,7 @@ class SegmentationResult:
 class Batch:
     """Pre-processed images of one shape, ready for :meth:`Segmenter.infer`."""
 
-    images: Tensor  # (B, 3, h, w) float32, normalised to [-1, 1]
+    images: Tensor  # (B, 3, h, w) float32, normalised to [-1, 1] (uint8 as decoded for a backend that pre-processes itself)
     originals: List[np.ndarray]  # each (H, W, 3) RGB uint8 as decoded
     vocab: PreparedVocabulary  # the category list in force when the batch was made
     timings: List[Dict[str, float]]  # per image, milliseconds ({"preprocess": ...})
@@ -111,7 +111,7 @@ class Batch:
 
     @property
     def grid(self) -> Tuple[int, int]:
-        """``(h, w)`` cells of the stride-16 grid."""
+        """``(h, w)`` cells of the stride-16 grid of :attr:`images`."""
         return grid_size(self.images.shape[2], self.images.shape[3])
 
 
@@ -124,9 +124,6 @@ class Segmenter:
         result = seg.segment("photo.jpg")
         seg.set_categories(["road", "car", "person"])  # no weight reload
     """
-
-    #: Post-processing runs here, so a ``probs_transform`` (e.g. temporal smoothing) applies.
-    host_postprocess = True
 
     def __init__(
         self,
@@ -143,6 +140,8 @@ class Segmenter:
             raise IFSegError(f"--window must be a positive multiple of 16 pixels (got {window})")
         if knn_k < 1 or knn_iters < 0:
             raise IFSegError(f"--knn-k must be >= 1 and --knn-iters >= 0 (got {knn_k}, {knn_iters})")
+        if window is not None and backend.capabilities.preprocess:
+            raise IFSegError("--window does not apply to a backend that pre-processes the images itself (a server)")
         self.backend = backend
         self.vocabulary = vocabulary
         self.knn_k = knn_k
@@ -176,6 +175,16 @@ class Segmenter:
     def categories(self) -> List[str]:
         return list(self._vocab.categories)
 
+    @property
+    def host_postprocess(self) -> bool:
+        """Post-processing runs here, so a ``probs_transform`` (e.g. temporal smoothing) applies: not
+        over a backend that pre- and post-processes the images itself (a server)."""
+        return not self.backend.capabilities.preprocess
+
+    def close(self) -> None:
+        """Release the backend (a server connection)."""
+        self.backend.close()
+
     def set_categories(self, categories: Union[str, Sequence[str], None]) -> None:
         """Switch the category list (recomputes prompt and class embeddings only): a list of names,
         the CLI's string (``"grass, cat, dog"``, or with word lists ``"animal: cat, dog; grass"``),
@@ -203,6 +212,8 @@ class Segmenter:
     def infer(self, batch: Batch) -> NetworkOutputs:
         """The network on the whole grid: one pass, or overlapping windows for large inputs."""
         vocab = batch.vocab
+        if self.backend.capabilities.preprocess:  # the images as decoded, each answered at its own size
+            return self.backend.run(batch.images, vocab.prompt_embeds, vocab.class_embeds)
         if self.window is not None and max(batch.images.shape[2:]) > self.window:
             return self._slide(batch)
         if self.backend.capabilities.image_size is None:
@@ -217,6 +228,8 @@ class Segmenter:
                     probs_transform: Optional[ProbsTransform] = None) -> List[SegmentationResult]:
         """Softmax, kNN smoothing (in the graph when it computes exactly these settings),
         ``probs_transform``, bilinear up-sampling to each original size and argmax."""
+        if probs_transform is not None and not self.host_postprocess:
+            raise IFSegError("the server post-processes the results; host-side smoothing (--temporal) does not apply to --server")
         timings = dict(outputs.timings)
         graph_knn = outputs.knn_probs is not None and self.knn_iters > 0 and \
             self.backend.capabilities.knn == (self.knn_k, self.knn_iters)
@@ -231,18 +244,20 @@ class Segmenter:
             probs = scores = probs_transform(probs, outputs.features)
         graph_labels = outputs.labels is not None and probs_transform is None and len(set(batch.sizes)) == 1 and \
             (graph_knn or (self.knn_iters == 0 and self.backend.capabilities.knn is None))
-        grid = batch.grid
+        grid = batch.grid if self.host_postprocess else preprocessed_grid(batch.sizes[0], self.preprocessing)
         n = len(batch.originals)
         results = []
         for j, size in enumerate(batch.sizes):
             t0 = time.perf_counter()
             labels = outputs.labels[j] if graph_labels else upsample_argmax(scores[j : j + 1], grid, size)[0]
             per_image = {k: v / n for k, v in timings.items()}
-            per_image.update(batch.timings[j], upsample=(time.perf_counter() - t0) * 1e3)
+            if self.host_postprocess:  # a server's answer time covers its pre- and post-processing
+                per_image.update(batch.timings[j], upsample=(time.perf_counter() - t0) * 1e3)
             results.append(SegmentationResult(
                 labels=labels.cpu().numpy(),
-                probs=probs[j].reshape(grid[0], grid[1], -1).cpu().numpy(),
-                logits=outputs.logits[j].reshape(grid[0], grid[1], -1).cpu().numpy(),
+                # the class count is explicit: a server asked for labels only answers no scores (N = 0)
+                probs=probs[j].reshape(grid[0], grid[1], probs.shape[-1]).cpu().numpy(),
+                logits=outputs.logits[j].reshape(grid[0], grid[1], outputs.logits.shape[-1]).cpu().numpy(),
                 categories=list(batch.vocab.categories),
                 timings={s: per_image[s] for s in STAGES if s in per_image},
                 image=batch.originals[j],
@@ -281,7 +296,7 @@ class Segmenter:
         """``(rgb, model input, milliseconds)`` of one image."""
         t0 = time.perf_counter()
         rgb = as_rgb(image)
-        x = self.preprocessing(rgb)
+        x = torch.from_numpy(rgb.transpose(2, 0, 1).copy()) if self.backend.capabilities.preprocess else self.preprocessing(rgb)
         return rgb, x, (time.perf_counter() - t0) * 1e3
 
     def _pad_grid(self, batch: Batch, grid: Tuple[int, int]) -> NetworkOutputs:
@@ -334,9 +349,13 @@ class Segmenter:
         return NetworkOutputs((logit_sum / count).reshape(b, gh * gw, -1), (feat_sum / count).reshape(b, gh * gw, -1), timings=timings)
 
 
+def preprocessed_grid(size: Tuple[int, int], preprocessing: Preprocessing) -> Tuple[int, int]:
+    """``(h, w)`` cells of the grid of an image of ``size`` ``(H, W)`` after ``preprocessing``."""
+    return grid_size(*resized_shape(*size, preprocessing.short_side, preprocessing.long_side_max))
+
+
 def segment_each(seg: Segmenter, images: Sequence[ImageInput], batch_size: int = 8) -> List[Union[SegmentationResult, IFSegError]]:
-    """``seg.segment_batch(images)`` (a :class:`Segmenter`, or the Triton client that offers the
-    same method) with each image's own outcome: its result, or the one-line
+    """``seg.segment_batch(images)`` with each image's own outcome: its result, or the one-line
     :class:`IFSegError` saying why it failed. A batch that fails is run again image by image, so
     one image that cannot be decoded or that the model cannot take never fails the others."""
     try:

@@ -3,9 +3,9 @@
 Copied as ``model.py`` into both Python models of the repository; the ``role`` parameter of the
 model's ``config.pbtxt`` picks what it runs:
 
-* ``host`` (model ``ifseg``, the one clients call): :class:`ifseg_deploy.runtime.triton_host.HostPipeline`,
+* ``host`` (model ``ifseg``, the one clients call): :class:`ifseg_deploy.triton.host.HostPipeline`,
   which calls the network model through Triton's BLS API;
-* ``network`` (model ``ifseg_network`` on CPU servers): :class:`ifseg_deploy.runtime.triton_host.NetworkRunner`.
+* ``network`` (model ``ifseg_network`` on CPU servers): :class:`ifseg_deploy.triton.host.NetworkRunner`.
 
 This file only moves tensors between Triton and ifseg-deploy, which must be installed in the
 Python environment of Triton's Python backend stub.
@@ -31,9 +31,8 @@ _restore_python_path()
 import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
-from ifseg_deploy.runtime.triton_host import HostItem, HostPipeline, NetworkRunner  # noqa: E402
-from ifseg_deploy.runtime.triton_names import (CATEGORIES, IMAGE, LABELS, LOGITS, NETWORK_MODEL, OUTPUTS, PROBS, RGB,  # noqa: E402
-                                               ROLE)
+from ifseg_deploy.triton.host import HostItem, HostPipeline, NetworkRunner  # noqa: E402
+from ifseg_deploy.triton.names import CATEGORIES, IMAGE, LABELS, LOGITS, NETWORK_MODEL, OUTPUTS, PROBS, RGB, ROLE  # noqa: E402
 
 
 class TritonPythonModel:

@@ -2,7 +2,7 @@
 ``nvidia-pytriton`` wheel (CPU, Python backend only), serving a repository written by
 ``ifseg-deploy export --format triton`` on 127.0.0.1.
 
-    python -m ifseg_deploy.export.triton_local REPO [--http-port 8000] [--grpc-port 8001]
+    python -m ifseg_deploy.triton.local_server REPO [--http-port 8000] [--grpc-port 8001]
 
 The wheel's server folder is copied once into a cache folder (``$IFSEG_CACHE``, default
 ``~/.cache/ifseg-deploy``) with the Python stub of this interpreter's version in
@@ -213,7 +213,7 @@ class LocalTritonServer:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ifseg_deploy.export.triton_local",
+    p = argparse.ArgumentParser(prog="python -m ifseg_deploy.triton.local_server",
                                 description="Serve a repository written by ifseg-deploy export --format triton on 127.0.0.1 (CPU).")
     p.add_argument("repository")
     p.add_argument("--http-port", type=int, default=8000)

@@ -4,7 +4,7 @@
       README.md                      how to serve and call it (written for this model)
       ifseg_repository.json          what was exported, with which settings
       ifseg/config.pbtxt             the model clients call: Python backend, dynamic batching
-      ifseg/1/model.py               -> ifseg_deploy.runtime.triton_host.HostPipeline
+      ifseg/1/model.py               -> ifseg_deploy.triton.host.HostPipeline
       ifseg/1/model.vocab.safetensors, ifseg/1/bpe/   token table + BPE files (category list -> embeddings)
       ifseg_network/config.pbtxt     the network: python (ONNX Runtime, CPU servers), onnxruntime_onnx or tensorrt_plan
       ifseg_network/1/model.onnx | model.plan [+ model.py]
@@ -31,24 +31,25 @@ import numpy as np
 
 from .. import __version__
 from ..errors import IFSegError
+from ..export.api import ExportConfig, ExportResult, export_model
+from ..export.onnx_export import alternate_categories
+from ..export.profiles import load_profile
 from ..fileio import atomic_folder, check_output_folder, write_bytes
 from ..runtime.segmenter import Segmenter
 from ..runtime.sidecar import read_vocab, vocab_path
-from ..runtime.triton_host import HostItem, HostPipeline, NetworkRunner
-from ..runtime.triton_names import (BPE_FOLDER, DEFAULT_CATEGORIES, GRAPH_META, HOST_MODEL, KNN_ITERS, KNN_K, LONG_SIDE_MAX, MAX_BATCH,
-                                   MODEL_PY, NETWORK_MODEL, ONNX_FILE, PLAN_FILE, PROVIDERS, ROLE, SHORT_SIDE, VOCAB_FILE)
 from ..text.prompt import parse_categories
 from ..text.tokenizer import BPE_FILES, find_bpe_dir
-from .api import ExportConfig, ExportResult, export_model
-from .onnx_export import alternate_categories
-from .profiles import load_profile, triton_config, triton_host_config
+from .config import triton_config, triton_host_config
+from .host import HostItem, HostPipeline, NetworkRunner
+from .names import (BPE_FOLDER, DEFAULT_CATEGORIES, GRAPH_META, HOST_MODEL, KNN_ITERS, KNN_K, LONG_SIDE_MAX, MAX_BATCH, MODEL_PY,
+                    NETWORK_MODEL, ONNX_FILE, PLAN_FILE, PROVIDERS, ROLE, SHORT_SIDE, VOCAB_FILE)
 
 FORMAT = "triton"
 #: ``--network``: how ``ifseg_network`` runs. python: ONNX Runtime inside a Python-backend model
 #: (any server, CPU); onnx: Triton's onnxruntime_onnx backend; engine: a TensorRT plan built here.
 NETWORKS = ("python", "onnx", "engine")
 MANIFEST = "ifseg_repository.json"
-MODEL_TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "triton_python_model.py")
+MODEL_TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_template.py")
 
 
 @dataclass
@@ -214,7 +215,7 @@ Locally on Linux without Docker (CPU, the server bundled in the nvidia-pytriton 
 
 ```bash
 pip install --no-deps nvidia-pytriton
-python -m ifseg_deploy.export.triton_local {name} --http-port 8000 --grpc-port 8001
+python -m ifseg_deploy.triton.local_server {name} --http-port 8000 --grpc-port 8001
 ```
 
 The helper runs the wheel's `tritonserver` with the Python backend stub of your Python version and your

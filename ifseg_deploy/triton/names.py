@@ -1,6 +1,6 @@
 """Names shared by the Triton model repository (written by ``export --format triton``), the Python
-models that run inside the server (:mod:`ifseg_deploy.runtime.triton_host`) and the client
-(:mod:`ifseg_deploy.runtime.triton_client`).
+models that run inside the server (:mod:`ifseg_deploy.triton.host`) and the client
+(:mod:`ifseg_deploy.triton.client`).
 
 The client-facing model ``ifseg`` (``max_batch_size`` > 0, every tensor has a leading batch axis):
   inputs  ``IMAGE``      BYTES ``[1]``            an encoded image (JPEG, PNG, ...), or

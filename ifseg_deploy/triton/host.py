@@ -29,15 +29,14 @@ from ..config import ArchConfig
 from ..errors import IFSegError
 from ..model.encoder import check_input_shape
 from ..preprocess import decode_image
+from ..runtime.backend import Backend, Capabilities
+from ..runtime.graph_contract import FEATURES, KNN_PROBS, LABELS, LOGITS, OUTPUT_SIZE, VALUE_INPUTS, GraphContract
+from ..runtime.loader import vocabulary_for
+from ..runtime.segmenter import SegmentationResult, Segmenter, segment_each
+from ..runtime.sidecar import read_vocab
+from ..runtime.vocabulary import PreparedVocabulary, Vocabulary
 from ..text.prompt import parse_categories
-from .backend import Backend, Capabilities
-from .graph_contract import FEATURES, KNN_PROBS, LABELS, LOGITS, OUTPUT_SIZE, VALUE_INPUTS, GraphContract
-from .loader import vocabulary_for
-from .segmenter import SegmentationResult, Segmenter, segment_each
-from .sidecar import read_vocab
-from .triton_names import (BPE_FOLDER, DEFAULT_CATEGORIES, GRAPH_META, KNN_ITERS, KNN_K, MAX_BATCH, ONNX_FILE, PROVIDERS,
-                           REJECTED)
-from .vocabulary import PreparedVocabulary, Vocabulary
+from .names import BPE_FOLDER, DEFAULT_CATEGORIES, GRAPH_META, KNN_ITERS, KNN_K, MAX_BATCH, ONNX_FILE, PROVIDERS, REJECTED
 
 #: ``call(feeds, output_names) -> outputs``: the network on numpy arrays named as in the graph contract.
 NetworkCall = Callable[[Dict[str, np.ndarray], Sequence[str]], Mapping[str, np.ndarray]]
@@ -144,7 +143,7 @@ class NetworkRunner:
     ``providers`` (default ``cpu``)."""
 
     def __init__(self, folder: str, params: Mapping[str, str]):
-        from .onnx_backend import OnnxBackend, parse_providers
+        from ..runtime.onnx_backend import OnnxBackend, parse_providers
 
         meta = json.loads(params[GRAPH_META])
         self.contract = GraphContract.from_meta(meta)
