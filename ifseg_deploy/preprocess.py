@@ -178,6 +178,11 @@ class Preprocessing:
                 "resize": "keep-ratio bilinear on uint8 (mmcv imrescale)"}
 
     @classmethod
+    def short_side_rule(cls, short_side: int) -> "Preprocessing":
+        """The reference rule at short side ``short_side`` (pixels): long side capped at 4x it."""
+        return cls(short_side, 4 * short_side)
+
+    @classmethod
     def from_dict(cls, d: Optional[Dict[str, Any]], default: "Preprocessing") -> "Preprocessing":
         """The stored settings (``default`` where absent); other normalisations than the reference's are refused."""
         if not d:
@@ -185,4 +190,4 @@ class Preprocessing:
         if float(d.get("mean", MEAN)) != MEAN or float(d.get("std", STD)) != STD or d.get("color", "RGB") != "RGB":
             raise IFSegError(f"the model stores a preprocessing this runtime does not implement ({d}); expected RGB, mean = std = 0.5")
         short = int(d.get("short_side", default.short_side))
-        return cls(short, int(d.get("long_side_max", 4 * short)))
+        return cls(short, int(d.get("long_side_max", cls.short_side_rule(short).long_side_max)))

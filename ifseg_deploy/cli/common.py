@@ -89,7 +89,7 @@ def inference_preprocessing(short_side: int):
 
     if short_side < 16:
         raise IFSegError(f"--imgsz {short_side}: the inference short side must be >= 16 pixels (e.g. 384, 512)")
-    return Preprocessing(short_side, 4 * short_side)
+    return Preprocessing.short_side_rule(short_side)
 
 
 def server_segmenter(args, raw: bool = True):

@@ -137,7 +137,7 @@ class ExportConfig:
         if self.imgsz_from:
             if source.endswith(".onnx"):
                 raise IFSegError(f"--imgsz-from applies when exporting from a checkpoint; {source} already fixes its input size")
-            static_size = static_size_for(self.imgsz_from, Preprocessing(short_side, 4 * short_side))
+            static_size = static_size_for(self.imgsz_from, Preprocessing.short_side_rule(short_side))
             if self.static_size and tuple(self.static_size) != static_size:
                 raise IFSegError(f"--imgsz-from {self.imgsz_from} pre-processes to {static_size[0]}x{static_size[1]}, not the "
                                  f"--imgsz {self.static_size[0]}x{self.static_size[1]} given; give --imgsz the short side only, e.g. --imgsz 512")

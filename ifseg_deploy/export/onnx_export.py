@@ -88,7 +88,7 @@ class OnnxExportOptions:
     def preprocessing(self) -> Preprocessing:
         """The reference resize at the export's short side."""
         short = self.short_side or min(self.image_size)
-        return Preprocessing(short, 4 * short)
+        return Preprocessing.short_side_rule(short)
 
 
 @dataclass

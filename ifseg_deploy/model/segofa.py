@@ -29,7 +29,9 @@ class BiasCache:
 
     Entries are stamped with the storage and version counter of every parameter of the watched
     submodules, so an optimiser step, ``load_state_dict``, ``.to()`` or ``.half()`` invalidates them.
-    Training (autograd) and graph capture (ONNX export) always recompute.
+    Training (autograd) and graph capture (ONNX export) always recompute. The one cache of
+    position biases: the model's own and the runtime's for graphs that take them as inputs
+    (:class:`ifseg_deploy.runtime.position_feeds.PositionFeeds`).
     """
 
     def __init__(self, owner: nn.Module, submodules: Sequence[str], size: int = 2):

@@ -104,5 +104,5 @@ def load(path: str, device: str = "auto", half: bool = False, bpe_dir: Optional[
     if info.kind == "ofa":
         log.warning("%s is a plain OFA checkpoint: its segmentation head is untrained; run `ifseg-deploy train` first", path)
     vocab = vocabulary_for(info, bpe_dir, class_words)
-    pre = info.preprocessing or Preprocessing(info.arch.image_size, 4 * info.arch.image_size)
+    pre = info.preprocessing or Preprocessing.short_side_rule(info.arch.image_size)
     return LoadedRuntime(backend, vocab, pre, info)

@@ -10,7 +10,6 @@ keeping the last few shapes resident.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Dict, Tuple
 
 import torch
@@ -21,7 +20,7 @@ from ..errors import IFSegError
 from ..model import grid_size
 from ..model.decoder import SurrogateDecoder
 from ..model.encoder import Encoder
-from ..model.segofa import position_state, stack_biases
+from ..model.segofa import BiasCache, position_state, stack_biases
 from .graph_contract import BIAS_INPUTS
 
 #: Input shapes whose biases stay resident (a stream has one; alternating sizes two).
@@ -52,22 +51,19 @@ class PositionFeeds:
                 getattr(part, name).to(device)
         self.encoder, self.decoder = parts.encoder, parts.decoder
         self.device = device
-        self._cache: "OrderedDict[Tuple[Tuple[int, int], int], Dict[str, Tensor]]" = OrderedDict()
+        self._cache = BiasCache(parts, ("encoder", "decoder"), CACHED_SHAPES)
 
     def biases(self, grid: Tuple[int, int], text_len: int) -> Dict[str, Tensor]:
         """The three bias inputs of an ``h x w`` feature grid and an ``L``-token prompt:
         ``encoder_bias (Le, H, T, T)``, ``decoder_bias (Ld, H, 1+hw, 1+hw)``, ``cross_bias (H, 1+hw, T)``, ``T = hw + L``."""
         key = (tuple(grid), int(text_len))
-        hit = self._cache.get(key)
-        if hit is None:
-            with torch.inference_mode():
-                positions, enc = self.encoder.position_biases(key[0], key[1])
-                hit = dict(zip(BIAS_INPUTS, (t.contiguous() for t in stack_biases((enc, self.decoder.position_biases(key[0], positions))))))
-            self._cache[key] = hit
-            while len(self._cache) > CACHED_SHAPES:
-                self._cache.popitem(last=False)
-        self._cache.move_to_end(key)
-        return hit
+
+        def build() -> Dict[str, Tensor]:
+            positions, enc = self.encoder.position_biases(key[0], key[1])
+            return dict(zip(BIAS_INPUTS, (t.contiguous() for t in stack_biases((enc, self.decoder.position_biases(key[0], positions))))))
+
+        with torch.inference_mode():
+            return self._cache.get(key, build)
 
     def feeds(self, images: Tensor, prompt_embeds: Tensor) -> Dict[str, Tensor]:
         """:meth:`biases` for ``images (B, 3, H, W)`` and ``prompt_embeds (1, L, C)``."""

@@ -63,7 +63,7 @@ class VocabSidecar:
 
     @property
     def preprocessing(self) -> Preprocessing:
-        return Preprocessing.from_dict(self.meta.get("preprocessing"), Preprocessing(self.arch.image_size, 4 * self.arch.image_size))
+        return Preprocessing.from_dict(self.meta.get("preprocessing"), Preprocessing.short_side_rule(self.arch.image_size))
 
     @property
     def contract(self) -> GraphContract:

@@ -98,7 +98,7 @@ class TorchBackend(Backend):
             raise IFSegError(f"{', '.join(sorted(options))} do(es) not apply to PyTorch checkpoints; they are for exported models (--engine)")
         loaded = load_model(path)
         backend = cls(loaded.model, device, half, precision, compile, inplace=True)
-        pre = Preprocessing.from_dict(loaded.metadata.get("preprocessing"), Preprocessing(loaded.arch.image_size, 4 * loaded.arch.image_size))
+        pre = Preprocessing.from_dict(loaded.metadata.get("preprocessing"), Preprocessing.short_side_rule(loaded.arch.image_size))
         info = ModelInfo(path, loaded.kind, loaded.arch, backend.model.embed_tokens.weight, loaded.prompt_prefix,
                          loaded.categories, loaded.class_embeds, pre)
         return backend, info
