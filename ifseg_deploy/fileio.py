@@ -13,6 +13,9 @@
   marker lists.
 * Nothing outside the final output path is ever removed; every check runs before any work, and an
   OS error at write time is one line naming the file and the cause.
+
+``option`` (of the checks and :class:`ResultFolder`) is the caller's parameter that holds the path
+(``out``, ``save_labels``): messages say ``out=PATH`` and the CLI shows its flag (``--out PATH``).
 """
 
 from __future__ import annotations
@@ -110,7 +113,7 @@ def _creatable(folder: str) -> str:
     return probe
 
 
-def check_output_file(path: str, option: str = "--out", kind: Optional[str] = None, size_hint: int = 0) -> str:
+def check_output_file(path: str, option: str = "path", kind: Optional[str] = None, size_hint: int = 0) -> str:
     """Check, before any work and without leaving anything behind, that ``path`` can receive a file
     of ``kind`` (a key of :data:`KINDS`; default: the kind its ending announces) of about
     ``size_hint`` bytes; returns ``path``.
@@ -123,21 +126,21 @@ def check_output_file(path: str, option: str = "--out", kind: Optional[str] = No
     kind = kind or kind_of(path)
     if path.endswith(("/", os.sep)) or os.path.isdir(path):
         hint = f" such as {os.path.join(path, 'out' + KINDS[kind].suffixes[0])}" if kind else ""
-        raise IFSegError(f"{option} {path} is a folder; give a file name{hint}")
+        raise IFSegError(f"{option}={path} is a folder; give a file name{hint}")
     folder = os.path.dirname(os.path.abspath(path))
     try:
         existing = _creatable(folder)
     except IFSegError as e:
-        raise IFSegError(f"{option} {path}: cannot write there ({e}); choose another {option}") from None
+        raise IFSegError(f"{option}={path}: cannot write there ({e}); choose another `{option}`") from None
     free = shutil.disk_usage(existing).free
     if free < size_hint:
-        raise IFSegError(f"{option} {path}: needs about {size_hint / 2**20:.0f} MiB, {free / 2**20:.0f} MiB free there; "
-                         f"free some space or choose another {option}")
+        raise IFSegError(f"{option}={path}: needs about {size_hint / 2**20:.0f} MiB, {free / 2**20:.0f} MiB free there; "
+                         f"free some space or choose another `{option}`")
     if os.path.lexists(path):
         why = _same_kind(path, kind)
         if why:
-            raise IFSegError(f"{option} {path} exists and {why}; ifseg-deploy replaces only its own kind of output: "
-                             f"choose another {option} or move the file away")
+            raise IFSegError(f"{option}={path} exists and {why}; ifseg-deploy replaces only its own kind of output: "
+                             f"choose another `{option}` or move the file away")
     return path
 
 
@@ -153,7 +156,7 @@ def _apply_umask(path: str, mode: int) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str, kind: Optional[str] = None, option: str = "output") -> Iterator[str]:
+def atomic_path(path: str, kind: Optional[str] = None, option: str = "path") -> Iterator[str]:
     """Yield a temporary path beside ``path``; on success it is renamed to ``path``.
 
     The same checks as :func:`check_output_file` run first (``kind``: a key of :data:`KINDS`,
@@ -240,7 +243,7 @@ def _inside(path: str, folder: str) -> bool:
 
 
 class ResultFolder:
-    """A folder that receives result files (segment's run folders, ``--save-labels``, reports).
+    """A folder that receives result files (segment's run folders, stream's ``save_labels``, reports).
 
     It is created when the first file is written (no empty folders), with the marker. ``numbered``:
     ``path`` is a base name (``runs/segment``) and the folder is the first free one of ``path``,
@@ -253,23 +256,23 @@ class ResultFolder:
             project did not write and ``exist_ok`` is off.
     """
 
-    def __init__(self, path: str, option: str = "--out", exist_ok: bool = False, numbered: bool = False, kind: str = "results"):
+    def __init__(self, path: str, option: str = "path", exist_ok: bool = False, numbered: bool = False, kind: str = "results"):
         self.option, self.kind = option, kind
         self.numbered = numbered and not exist_ok
         self.path = path
         self.owned = False  # the folder is marked: every file in it was written by the project
         self._ready = False
         if os.path.lexists(path) and not os.path.isdir(path):
-            raise IFSegError(f"{option} {path} is a file, not a folder; choose a folder name")
+            raise IFSegError(f"{option}={path} is a file, not a folder; choose a folder name")
         try:
             _creatable(path)
         except IFSegError as e:
-            raise IFSegError(f"{option} {path}: cannot write there ({e}); choose another {option}") from None
+            raise IFSegError(f"{option}={path}: cannot write there ({e}); choose another `{option}`") from None
         if os.path.isdir(path) and not self.numbered:
             self.owned = read_marker(path) is not None
             if not self.owned and _entries(path) and not exist_ok:
-                raise IFSegError(f"{option} {path} already holds files ifseg-deploy did not write; choose a new or empty folder, "
-                                 "or pass --exist-ok to add results beside them (no existing file is replaced)")
+                raise IFSegError(f"{option}={path} already holds files ifseg-deploy did not write; choose a new or empty folder, "
+                                 "or pass exist_ok=True to add results beside them (no existing file is replaced)")
 
     def create(self) -> str:
         """Create the folder now (marked when new or empty) and return its path."""
@@ -351,17 +354,17 @@ def check_output_folder(folder: str, option: str, kind: str) -> str:
     """
     target = os.path.realpath(os.path.abspath(folder))
     if _inside(os.getcwd(), target):
-        raise IFSegError(f"{option} {folder} is the current folder or one above it; choose a new folder name")
+        raise IFSegError(f"{option}={folder} is the current folder or one above it; choose a new folder name")
     if os.path.lexists(target):
         if not os.path.isdir(target):
-            raise IFSegError(f"{option} {folder} is a file, not a folder; choose a folder name")
+            raise IFSegError(f"{option}={folder} is a file, not a folder; choose a folder name")
         if _entries(target) and not _listed_only(target, read_marker(target), kind):
-            raise IFSegError(f"{option} {folder} already holds files that are not an ifseg-deploy {kind} export "
+            raise IFSegError(f"{option}={folder} already holds files that are not an ifseg-deploy {kind} export "
                              "(it is replaced only when it holds nothing else); choose a new or empty folder")
     try:
         _creatable(os.path.dirname(target))
     except IFSegError as e:
-        raise IFSegError(f"{option} {folder}: cannot write there ({e}); choose another {option}") from None
+        raise IFSegError(f"{option}={folder}: cannot write there ({e}); choose another `{option}`") from None
     return target
 
 
@@ -422,14 +425,3 @@ def _remove_listed(folder: str, kind: str) -> None:
 def list_images(folder: str) -> List[str]:
     """Paths of the image files directly inside ``folder`` (by ending, case-insensitive), sorted."""
     return sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTS))
-
-
-def ensure_writable_dir(folder: str) -> str:
-    """Create ``folder`` if needed and check it accepts files; return it."""
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as e:
-        raise IFSegError(f"cannot create output folder {folder} ({e.strerror}); choose another --out") from None
-    if not os.access(folder, os.W_OK):
-        raise IFSegError(f"output folder {folder} is not writable; choose another --out")
-    return folder

@@ -131,7 +131,7 @@ def test_read_only_parent_fails_fast(tmp_path):
 def test_result_folder_refuses_foreign_files_unless_exist_ok(tmp_path):
     user = _user_folder(tmp_path / "user")
     before = _snapshot(user)
-    with pytest.raises(IFSegError, match="already holds files ifseg-deploy did not write.*--exist-ok"):
+    with pytest.raises(IFSegError, match="already holds files ifseg-deploy did not write.*exist_ok=True"):
         ResultFolder(str(user), "--out")
     beside = ResultFolder(str(user), "--out", exist_ok=True)
     write_bytes(beside.file("new_labels.png"), b"\x89PNG\r\n\x1a\n")
@@ -419,3 +419,19 @@ def test_too_little_free_space_fails_fast(tmp_path, monkeypatch):
     with pytest.raises(IFSegError, match="needs about 100 MiB, 10 MiB free"):
         check_output_file(str(tmp_path / "m.onnx"), "--out", size_hint=100 * 2**20)
     check_output_file(str(tmp_path / "m.onnx"), "--out", size_hint=2**20)
+
+
+def test_stream_outputs_follow_the_policy(tmp_path, capsys, model, bpe_dir):
+    from stream_media import write_avi
+
+    video = write_avi(str(tmp_path / "in.avi"), 3)
+    user = _user_folder(tmp_path / "user")
+    before = _snapshot(user)
+    base = ["stream", str(video), "--checkpoint", model, "--bpe-dir", bpe_dir, "--device", "cpu", "--knn-iters", "1", "--quiet"]
+    _one_error(capsys, main(base + ["--save-json", str(user / "notes.txt")]), "is not a JSON Lines file")
+    _one_error(capsys, main(base + ["--save", str(user) + "/"]), "is a folder")
+    _one_error(capsys, main(base + ["--save", str(user / "photo.png.mp4"), "--save-labels", str(user)]), "already holds files", "--exist-ok")
+    assert _snapshot(user) == before
+    assert main(base + ["--save-labels", str(user), "--exist-ok"]) == 0
+    after = _snapshot(user)
+    assert {k: after[k] for k in before} == before and {"000000.png", "000002.png"} <= set(after)

@@ -30,7 +30,7 @@ def test_saves_h264_video_labels_and_json(tmp_path, tiny_bundle, bpe_dir, capsys
 
     with av.open(str(out)) as c:
         assert c.streams.video[0].codec_context.name == "h264"
-    assert sorted(os.listdir(labels)) == ["000000.png", "000002.png", "000004.png"]
+    assert sorted(os.listdir(labels)) == [".ifseg-deploy", "000000.png", "000002.png", "000004.png"]
     records = [json.loads(line) for line in js.read_text().splitlines()]
     assert [r["frame"] for r in records] == [0, 2, 4]
     assert [r["time"] for r in records] == [0.0, 0.2, 0.4]

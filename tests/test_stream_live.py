@@ -113,7 +113,7 @@ def _start(tmp_path, tiny_bundle, bpe_dir, frames: int = 3):
            "--knn-iters", "1", "--save", str(out), "--save-labels", str(labels), "--save-json", str(js)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + 60
-    while not (labels.is_dir() and len(os.listdir(labels)) >= frames):
+    while not (labels.is_dir() and len(list(labels.glob("*.png"))) >= frames):
         assert proc.poll() is None and time.time() < deadline, proc.communicate()
         time.sleep(0.1)
     return proc, out, js

@@ -6,7 +6,8 @@ import argparse
 import logging
 
 from ..errors import IFSegError
-from .common import add_segmenter_args, load_segmenter
+from ..visualize.fonts import resolve_font
+from .common import add_font_arg, add_segmenter_args, load_segmenter
 
 log = logging.getLogger("ifseg_deploy.stream")
 
@@ -20,6 +21,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     out.add_argument("--show", action="store_true", help="display the overlay in a window, q quits (needs the gui extra)")
     out.add_argument("--save-labels", metavar="DIR", help="write a label PNG per processed frame (<frame>.png) into DIR")
     out.add_argument("--save-json", metavar="FILE", help="write JSON Lines: frame, time (s), area fraction per class")
+    out.add_argument("--exist-ok", action="store_true", help="--save-labels may name a folder holding other files "
+                                                             "(none of them is ever replaced)")
+    add_font_arg(p)
     p.add_argument("--max-frames", type=int, help="stop after this many processed frames")
     p.add_argument("--vid-stride", type=int, default=1, help="video files: process every N-th frame (default: 1)")
     p.add_argument("--temporal", action=argparse.BooleanOptionalAction, default=True,
@@ -43,7 +47,8 @@ def run(args) -> int:
     from ..stream import OutputOptions, Stream, run_stream
 
     opts = OutputOptions(save=args.save, show=args.show, save_labels=args.save_labels, save_json=args.save_json,
-                         hud=args.hud, alpha=args.alpha, contours=args.contours, progress=not args.quiet)
+                         hud=args.hud, alpha=args.alpha, contours=args.contours, progress=not args.quiet,
+                         exist_ok=args.exist_ok, font=resolve_font(args.font))
     opts.check()
     seg = load_segmenter(args)
     stream = Stream(seg, args.source, live=args.live, vid_stride=args.vid_stride, max_frames=args.max_frames,

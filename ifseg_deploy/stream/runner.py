@@ -5,7 +5,6 @@ loss, an error)."""
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import threading
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ import cv2
 import numpy as np
 
 from ..errors import IFSegError
-from ..fileio import ensure_writable_dir, write_png
+from ..fileio import ResultFolder, check_output_file, write_png
 from ..visualize.overlay import overlay
 from .hud import Progress, RateMeter, draw_hud
 from .pipeline import FrameInfo, Stream
@@ -39,16 +38,29 @@ class OutputOptions:
     alpha: float = 0.5
     contours: bool = False
     progress: bool = True
+    exist_ok: bool = False  # save_labels may be a folder holding other files (none of them is replaced)
+    font: Optional[str] = None  # legend font file (default: an installed font covering the names)
 
     def check(self) -> None:
-        """Raise IFSegError for a run with nothing to do or a setting out of range."""
+        """Raise IFSegError for a run with nothing to do, a setting out of range or an output path
+        that cannot be written (:mod:`ifseg_deploy.fileio`'s policy), before any work."""
         if not (self.save or self.show or self.save_labels or self.save_json):
             raise IFSegError("nothing to do: pass --save OUT.mp4, --show, --save-labels DIR and/or --save-json FILE")
+        if self.save:
+            check_output_file(self.save, "--save")
+        if self.save_json:
+            check_output_file(self.save_json, "--save-json", "jsonl")
+        if self.save_labels:
+            self.labels_folder()
         if not 0.0 <= self.alpha <= 1.0:
             raise IFSegError("--alpha must be between 0 and 1")
         if self.show and not gui_available():
             raise IFSegError("--show needs OpenCV with GUI support, but the headless build is installed: "
                              "pip uninstall -y opencv-python-headless && pip install 'ifseg-deploy[gui]'; or use --save")
+
+    def labels_folder(self) -> ResultFolder:
+        """The ``save_labels`` folder (created with its first file)."""
+        return ResultFolder(self.save_labels, "--save-labels", exist_ok=self.exist_ok, kind="label maps")
 
 
 def gui_available() -> bool:
@@ -63,19 +75,19 @@ class _Outputs:
         opts.check()
         self.opts = opts
         self.video = VideoWriter(opts.save, stream.fps) if opts.save else None
-        self.labels_dir = ensure_writable_dir(opts.save_labels) if opts.save_labels else None
+        self.labels = opts.labels_folder() if opts.save_labels else None
         self.json = JsonLinesWriter(opts.save_json) if opts.save_json else None
 
     def add(self, frame: np.ndarray, result, info: FrameInfo, fps: float, dropped: int) -> Optional[np.ndarray]:
         """Write one frame's outputs; return the drawn image when it is needed (video or window)."""
         if self.json is not None:
             self.json.write(frame_record(info.index, info.time, result.labels, result.categories))
-        if self.labels_dir is not None:
+        if self.labels is not None:
             dtype = np.uint8 if len(result.categories) <= 255 else np.uint16  # as `segment --save-labels`
-            write_png(os.path.join(self.labels_dir, f"{info.index:06d}.png"), result.labels.astype(dtype))
+            write_png(self.labels.file(f"{info.index:06d}.png"), result.labels.astype(dtype))
         if self.video is None and not self.opts.show:
             return None
-        drawn = overlay(frame, result.labels, result.categories, self.opts.alpha, self.opts.contours)
+        drawn = overlay(frame, result.labels, result.categories, self.opts.alpha, self.opts.contours, font=self.opts.font)
         if self.opts.hud:
             draw_hud(drawn, fps, info.latency_ms, dropped)
         if self.video is not None:

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from ..errors import IFSegError
+from ..fileio import check_output_file
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +97,12 @@ class VideoWriter:
         ext = os.path.splitext(path)[1].lower()
         if ext not in (".mp4", ".avi"):
             raise IFSegError(f"--save {path}: use a .mp4 or .avi file name")
+        check_output_file(path, "--save")
         folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-            raise IFSegError(f"--save {path}: folder {folder} does not exist or is not writable")
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as e:
+            raise IFSegError(f"--save {path}: cannot create {folder} ({e.strerror})") from None
         self.path = path
         self.fps = fps
         self.frames = 0
@@ -223,19 +227,18 @@ class JsonLinesWriter:
     earlier file of that name untouched.
 
     Raises:
-        IFSegError: the folder does not exist or is not writable.
+        IFSegError: the path cannot receive a JSON Lines file (:func:`ifseg_deploy.fileio.check_output_file`).
     """
 
     def __init__(self, path: str):
-        folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-            raise IFSegError(f"--save-json {path}: folder {folder} does not exist or is not writable")
-        self.path = path
+        self.path = check_output_file(path, "--save-json", "jsonl")
         self._fh = None
 
     def write(self, record: dict) -> None:
         """Append ``record`` as one line, in one ``write`` system call (unbuffered): a kill never leaves half a line."""
         if self._fh is None:
+            check_output_file(self.path, "--save-json", "jsonl")  # still ours to replace when the first frame comes
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
             self._fh = open(self.path, "wb", buffering=0)
         self._fh.write((json.dumps(record) + "\n").encode("utf-8"))
 
