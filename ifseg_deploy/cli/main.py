@@ -7,12 +7,73 @@ import importlib
 import logging
 import os
 import pkgutil
+import re
 import sys
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from .. import __version__
 from ..errors import IFSegError
 from ..redact import redact_url
+
+
+#: Library parameter -> the flag that sets it. Library messages name parameters (``window=100: ...``,
+#: ```window``` ...); the CLI shows them as flags through :func:`flag_names`, here and nowhere else.
+FLAGS: Dict[str, str] = {
+    # model and runtime (runtime/, cli/common.py)
+    "device": "--device", "half": "--half", "precision": "--precision", "providers": "--providers", "compile": "--compile",
+    "bpe_dir": "--bpe-dir", "categories": "--categories", "imgsz": "--imgsz", "image_size": "--imgsz",
+    "window": "--window", "knn_k": "--knn-k", "knn_iters": "--knn-iters", "knn_backend": "--knn-backend",
+    "url": "--server", "timeout": "--timeout",
+    # export (export/, triton/)
+    "format": "--format", "out": "--out", "batch": "--batch", "static_size": "--imgsz", "imgsz_from": "--imgsz-from",
+    "dynamic": "--dynamic", "position_biases": "--position-biases", "calib_dir": "--calib-dir", "gate": "--gate",
+    "opset": "--opset", "tolerance": "--tolerance", "profile": "--profile", "upsample": "--upsample", "knn": "--knn",
+    "timing_cache": "--timing-cache", "trt_version": "--trt-version", "verify_images": "--verify-image",
+    "short_side": "--imgsz", "static": "--static",
+    # booleans that a choice flag sets: ``upsample_in_graph=True`` -> ``--upsample in-graph``
+    "knn_in_graph": "--knn in-graph", "upsample_in_graph": "--upsample in-graph",
+    "network": "--network", "max_queue_delay_us": "--max-queue-delay-us",
+    # segment and stream
+    "alpha": "--alpha", "exist_ok": "--exist-ok", "font": "--font", "save": "--save", "show": "--show",
+    "save_labels": "--save-labels", "save_json": "--save-json", "max_frames": "--max-frames", "vid_stride": "--vid-stride",
+    "max_bad": "--max-bad-frames", "max_bad_frames": "--max-bad-frames", "reconnect": "--reconnect", "temporal": "--temporal",
+    # train
+    "steps": "--steps", "batch_size": "--batch-size", "grad_accum": "--grad-accum", "lr": "--lr", "weight_decay": "--weight-decay",
+    "seed": "--seed", "save_every": "--save-every", "max_cells": "--max-cells", "dropout": "--dropout", "drop_path": "--drop-path",
+    "holdout_size": "--holdout-size", "resume": "--resume",
+    # eval and bench
+    "pred_dir": "--pred-dir", "gt_dir": "--gt-dir", "num_classes": "--num-classes", "ignore": "--ignore-index", "ignore_index": "--ignore-index",
+    "reduce_zero_label": "--reduce-zero-label", "json": "--json", "clients": "--clients", "iterations": "--iters",
+    "warmup": "--warmup",
+}
+
+# ```name``` or ``name=value``; the value runs to a blank, ``,``, ``;``, ``)`` or ``": "`` (so URLs and
+# ``cuda:0`` stay whole), or is quoted. Not after a word, path or query character (``a/out=1``, ``?seed=2``).
+_PARAMETER = re.compile(
+    r"`(?P<bare>[a-z_][a-z0-9_]*)`"
+    r"|(?<![\w./?&=-])(?P<name>[a-z_][a-z0-9_]*)=(?P<value>'[^']*'|\"[^\"]*\"|[^\s,;)]+?)(?=:?(?:[\s,;)]|$))"
+)
+
+
+def _flag(match: "re.Match[str]") -> str:
+    bare, name, value = match.group("bare", "name", "value")
+    flag = FLAGS.get(bare or name)
+    if flag is None:  # not a parameter the CLI sets: left as written
+        return match.group(0)
+    if bare or value == "True":
+        return flag
+    if value == "False":
+        return f"--no-{flag[2:]}"
+    if value[0] in "'\"" and not any(c.isspace() for c in value):
+        value = value[1:-1]  # a shell word needs no quotes
+    return f"{flag} {value}"
+
+
+def flag_names(message: str) -> str:
+    """``message`` with the parameters it names (:data:`FLAGS`) as the flags that set them:
+    ``"window=100: must be ..."`` -> ``"--window 100: must be ..."``, ```resume``` -> ``--resume``,
+    ``gate=False`` -> ``--no-gate``."""
+    return _PARAMETER.sub(_flag, message)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,10 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class _RedactingFormatter(logging.Formatter):
-    """Log lines (reconnect notices, warnings) never show a password of a URL."""
+    """Log lines (reconnect notices, warnings) never show a password of a URL, and name flags."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact_url(super().format(record))
+        return flag_names(redact_url(super().format(record)))
 
 
 def native_logging(verbose: bool) -> None:
@@ -69,7 +130,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return int(args._run(args) or 0)
     except IFSegError as e:  # the message is redacted where it is made; this is the last line of defence
-        print(f"error: {redact_url(str(e))}", file=sys.stderr)
+        print(f"error: {flag_names(redact_url(str(e)))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
