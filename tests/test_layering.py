@@ -4,6 +4,7 @@ through a cycle. Reads every ``import`` statement (function bodies included) wit
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 from typing import Dict, Set
 
@@ -12,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ifseg_deploy"
 #: Lowest first. A module may import its own sub-package and anything in a lower layer.
 LAYERS = [
     {"errors", "__init__"},
-    {"fileio", "config", "tracing", "redact"},
+    {"fileio", "config", "precision", "tracing", "redact"},
     {"model", "preprocess"},
     {"text", "postprocess", "visualize"},
     {"checkpoint"},
@@ -126,3 +127,30 @@ def test_checker_sees_upward_and_cyclic_imports(tmp_path, monkeypatch):
         except AssertionError:
             continue
         raise AssertionError(f"{check.__name__} missed a bad import")
+
+
+README = PACKAGE.parent / "README.md"
+
+
+def readme_layers(text: str) -> list:
+    """The README's layer line ("Imports only go down: `errors` ← `fileio`/`config` ← ...") as a list of sets."""
+    line = " ".join(text.split("Imports only go down:", 1)[1].split(";", 1)[0].split())
+    return [set(re.findall(r"`([\w_]+)`", group)) for group in line.split("←")]
+
+
+def test_readme_layers_and_package_map_match_the_layers():
+    """The README's layer line lists LAYERS exactly (package entry points aside), and its package map
+    has a row for every sub-package, so the documentation cannot drift from the checked layering."""
+    text = README.read_text(encoding="utf-8")
+    documented = [layer - {"__init__", "__main__"} for layer in LAYERS]
+    assert readme_layers(text) == [layer for layer in documented if layer], "update the README's layer line"
+    section = text.split("## Pipeline and package layout", 1)[1].split("\n## ", 1)[0]
+    rows = set(re.findall(r"^\| `([\w_]+)/` \|", section, flags=re.M))
+    packages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    assert packages <= rows, f"package map rows missing: {sorted(packages - rows)}"
+    assert rows <= packages, f"package map rows of packages that do not exist: {sorted(rows - packages)}"
+
+
+def test_readme_layer_line_parser_sees_a_wrong_order():
+    assert readme_layers("Imports only go down: `errors` ← `a`/`b` ← `c`; more") == [{"errors"}, {"a", "b"}, {"c"}]
+    assert readme_layers("Imports only go down: `c` ← `errors`;") != [{"errors"}, {"c"}]
