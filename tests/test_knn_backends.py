@@ -114,7 +114,7 @@ def test_backend_selection_and_arguments(monkeypatch):
     f = torch.randn(1, 4, 8)
     assert knn_smooth(p, f, 3, 0) is p
     assert knn_smooth(p, f, 10, 2).shape == (1, 4, 3)  # k larger than the grid: every cell is a neighbour
-    with pytest.raises(IFSegError, match="knn-k"):
+    with pytest.raises(IFSegError, match="`k` must be >= 1"):
         knn_smooth(p, f, 0, 2)
 
 

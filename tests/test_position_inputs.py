@@ -121,7 +121,7 @@ def test_engine_and_triton_refuse_bias_input_graphs(exported):
         export_model(exported.path, ExportConfig(format="engine"))
     from ifseg_deploy.triton.repository import export_triton
 
-    with pytest.raises(IFSegError, match="takes its position biases as inputs.*--position-biases graph"):
+    with pytest.raises(IFSegError, match="takes its position biases as inputs.*position_biases='graph'"):
         export_triton(exported.path, ExportConfig(out=str(exported.path) + "_triton"))
     with pytest.raises(IFSegError, match="engines compute their position biases in the graph"):
         ExportConfig(format="engine", position_biases="inputs").resolved(exported.path)

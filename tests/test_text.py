@@ -47,7 +47,7 @@ def test_category_without_tokens(tok):
 
 
 def test_missing_bpe_files(tmp_path, bpe_dir):
-    with pytest.raises(IFSegError, match="--bpe-dir"):
+    with pytest.raises(IFSegError, match="bpe_dir"):
         find_bpe_dir(None, str(tmp_path / "model.pt"))
     shutil.copy(f"{bpe_dir}/encoder.json", tmp_path)
     with pytest.raises(IFSegError, match="lacks vocab.bpe, dict.txt"):

@@ -81,7 +81,7 @@ def test_kill_and_resume_gives_identical_weights(ckpt, tmp_path):
     saved = torch.load(state_path(str(out)), weights_only=True)
     assert saved["step"] == 3
 
-    with pytest.raises(IFSegError, match="--resume"):
+    with pytest.raises(IFSegError, match="resume=True"):
         Trainer(_cfg(ckpt, out, **kw))
     with pytest.raises(IFSegError, match="different settings.*seed"):
         Trainer(_cfg(ckpt, out, seed=1, resume=True, **kw)).run()

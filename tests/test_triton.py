@@ -181,7 +181,7 @@ def test_host_config_follows_the_profile():
 
 def test_export_refuses_bad_settings(model, tmp_path, bpe_dir):
     cfg = ExportConfig(format="triton", out=str(tmp_path / "r"), bpe_dir=bpe_dir, short_side=64)
-    with pytest.raises(IFSegError, match="--network"):
+    with pytest.raises(IFSegError, match="network='tflite'"):
         export_triton(model, cfg, TritonOptions(network="tflite"))
     with pytest.raises(IFSegError, match="up-samples"):
         export_triton(model, dataclasses.replace(cfg, upsample_in_graph=True))
@@ -322,7 +322,7 @@ def test_one_line_errors(server, capsys, tmp_path):
         connect(server, model="nope")
     with silent_server() as port:  # accepts connections, never answers: a deterministic timeout
         for protocol in ("grpc", "http"):
-            with pytest.raises(IFSegError, match="within --timeout 0.3 s"):
+            with pytest.raises(IFSegError, match="within timeout=0.3 s"):
                 TritonBackend(f"{protocol}://127.0.0.1:{port}", timeout=0.3)
     client = connect(server, categories=["sky", "x y " * 600])  # a prompt longer than the model's 1026 positions
     with pytest.raises(IFSegError, match="server rejected the category list: the prompt has"):

@@ -41,7 +41,7 @@ def _package(name: str) -> Callable[[str], Optional[str]]:
 
 
 def _cuda(device: str) -> Optional[str]:
-    return None if device.startswith("cuda") and torch.cuda.is_available() else "needs --device cuda"
+    return None if device.startswith("cuda") and torch.cuda.is_available() else "needs device='cuda'"
 
 
 def _bf16(device: str) -> Optional[str]:
@@ -51,7 +51,7 @@ def _bf16(device: str) -> Optional[str]:
 
 
 def _cpu(device: str) -> Optional[str]:
-    return None if device == "cpu" else "CPU rows run with --device cpu"
+    return None if device == "cpu" else "CPU rows run with device='cpu'"
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,7 @@ def run_server_benchmark(connect: Callable[[], Segmenter], image: np.ndarray, cl
     connection is a Segmenter over the server (:func:`ifseg_deploy.triton.client.connect`). The
     first error of any client stops the run and is raised."""
     if clients < 1 or batch < 1 or iterations < 1 or warmup < 0:
-        raise IFSegError("--clients, --batch and --iters must be >= 1 and --warmup >= 0")
+        raise IFSegError("`clients`, `batch` and `iterations` must be >= 1 and `warmup` >= 0")
     stats = connect()
     server = stats.backend
     initial = server.statistics()

@@ -76,11 +76,11 @@ def _default(path: str, notes: List[str], text: str) -> None:
 
 def _stored_categories(path: str, settings: StoredSettings, rows: int, notes: List[str]) -> Optional[List[str]]:
     if settings.categories is None:
-        _default(path, notes, "stores no category list; pass --categories with the names it was trained on, in order")
+        _default(path, notes, "stores no category list; pass `categories` with the names it was trained on, in order")
         return None
     if len(settings.categories) != rows:
         _default(path, notes, f"stores {len(settings.categories)} category names but {rows} class embeddings; "
-                              "ignoring the names, pass --categories with the names it was trained on")
+                              "ignoring the names, pass `categories` with the names it was trained on")
         return None
     return settings.categories
 

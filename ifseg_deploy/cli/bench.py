@@ -11,6 +11,7 @@ import numpy as np
 from ..errors import IFSegError
 from ..fileio import ResultFolder, check_output_file, write_bytes
 from .common import add_segmenter_args, category_args, inference_preprocessing, load_segmenter, parse_imgsz, precision_options
+from .main import flag_names
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -53,9 +54,9 @@ def run_compare(args, image: np.ndarray) -> int:
     from ..bench.synthetic import random_bundle
     from ..config import ofa_preset
 
-    out = check_output_file(args.json or os.path.join("runs", "bench", "compare.json"), "--json", "json")
-    chart = check_output_file(os.path.splitext(out)[0] + ".png", "--json", "png")
-    models = ResultFolder(os.path.splitext(out)[0] + "_models", "--json", kind="bench --compare models")
+    out = check_output_file(args.json or os.path.join("runs", "bench", "compare.json"), "json", "json")
+    chart = check_output_file(os.path.splitext(out)[0] + ".png", "json", "png")
+    models = ResultFolder(os.path.splitext(out)[0] + "_models", "json", kind="bench --compare models")
     source = args.checkpoint
     if args.engine:
         raise IFSegError("bench --compare exports the model itself: pass --checkpoint (or --arch with --bpe-dir), not --engine")
@@ -74,7 +75,7 @@ def run_compare(args, image: np.ndarray) -> int:
     report = compare(source, image, models.create(), category_args(args)[0], args.bpe_dir, args.device, args.imgsz,
                      args.warmup, args.iters, progress=progress, knn_k=args.knn_k, knn_iters=args.knn_iters, knn_backend=args.knn_backend)
     bar.close()
-    print(report.format())
+    print(flag_names(report.format()))  # row notes name parameters (device='cuda')
     write_json(report, out)
     write_chart(report, chart)
     print(f"Report saved to {out} and {chart}")
@@ -91,7 +92,7 @@ def run(args) -> int:
     if args.clients != 1 and not args.server:
         raise IFSegError("--clients needs --server (concurrent clients of a Triton server)")
     if args.json and not args.compare:
-        check_output_file(args.json, "--json", "json")
+        check_output_file(args.json, "json", "json")
     image = source_image(args)
     if args.compare:
         return run_compare(args, image)

@@ -75,7 +75,7 @@ def _check_mode(args) -> str:
 
 
 def _out_path(args, name: str) -> str:
-    return check_output_file(args.out or os.path.join("runs", "eval", f"{name}.json"), "--out", "json")
+    return check_output_file(args.out or os.path.join("runs", "eval", f"{name}.json"), "out", "json")
 
 
 def _run_dataset(args) -> int:

@@ -12,6 +12,7 @@ from ..runtime.segmenter import segment_each
 from ..visualize.areas import area_summary, format_area_summary
 from ..visualize.fonts import resolve_font
 from .common import add_font_arg, add_segmenter_args, expand_images, load_segmenter, result_names
+from .main import flag_names
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -41,12 +42,12 @@ def run(args) -> int:
     if not inputs.paths:
         raise IFSegError("; ".join(inputs.problems) if inputs.problems else "no input images")
     if args.out:
-        out = ResultFolder(args.out, "--out", exist_ok=args.exist_ok)
+        out = ResultFolder(args.out, "out", exist_ok=args.exist_ok)
     else:
-        out = ResultFolder("runs/segment", "--out", exist_ok=args.exist_ok, numbered=True)
+        out = ResultFolder("runs/segment", "out", exist_ok=args.exist_ok, numbered=True)
     seg = load_segmenter(args)
     for problem in inputs.problems:
-        print(f"error: {problem}", file=sys.stderr)
+        print(f"error: {flag_names(problem)}", file=sys.stderr)
     if inputs.repeats:
         print(f"skipped {inputs.repeats} repeated input(s) (the same file listed again or reached through a link)")
     paths, names = inputs.paths, result_names(inputs.paths)
@@ -55,7 +56,7 @@ def run(args) -> int:
     def fail(i: int, reason: str) -> None:
         nonlocal failed
         failed += 1
-        print(f"error: image {i + 1}/{total} {paths[i]}: {reason}", file=sys.stderr)
+        print(f"error: image {i + 1}/{total} {paths[i]}: {flag_names(reason)}", file=sys.stderr)
 
     for start in range(0, total, args.batch):
         chunk = []

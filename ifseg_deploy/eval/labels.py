@@ -83,5 +83,5 @@ class LabelMapping:
         if bad.any():
             values = np.unique(raw[bad])
             shown = ", ".join(map(str, values[:5])) + (" ..." if len(values) > 5 else "")
-            raise IFSegError(f"{path}: label value(s) {shown} out of range (expected {self.expected}); check the dataset / --num-classes / --ignore-index / --reduce-zero-label (ADE20K: 0 = ignore)")
+            raise IFSegError(f"{path}: label value(s) {shown} out of range (expected {self.expected}); check the dataset / `num_classes` / `ignore` / `reduce_zero_label` (ADE20K: 0 = ignore)")
         return out

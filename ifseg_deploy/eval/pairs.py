@@ -28,9 +28,9 @@ def pair_label_maps(pred_dir: str, gt_dir: str) -> List[Tuple[str, str, str]]:
     ``pred_dir``; other files there (overlays, raw scores) are ignored. A ground truth without
     exactly one prediction is an error.
     """
-    for flag, folder in (("--pred-dir", pred_dir), ("--gt-dir", gt_dir)):
+    for name, folder in (("pred_dir", pred_dir), ("gt_dir", gt_dir)):
         if not os.path.isdir(folder):
-            raise IFSegError(f"{flag} folder not found: {folder}")
+            raise IFSegError(f"`{name}` folder not found: {folder}")
     gts = sorted(f for f in os.listdir(gt_dir) if f.lower().endswith(".png") and not f.startswith("."))
     if not gts:
         raise IFSegError(f"no ground-truth label maps (*.png) in {gt_dir}")

@@ -97,7 +97,7 @@ def neighbours_faiss(features: Tensor, k: int) -> Tensor:
     try:
         import faiss
     except ImportError:
-        raise IFSegError("--knn-backend faiss needs faiss: pip install 'ifseg-deploy[cpu]' (or [gpu])") from None
+        raise IFSegError("knn_backend='faiss' needs faiss: pip install 'ifseg-deploy[cpu]' (or [gpu])") from None
     f = normalize_features(features)
     use_gpu = f.is_cuda and faiss_gpu_available()
     out = []
@@ -154,7 +154,7 @@ def knn_smooth(
 ) -> Tensor:
     """Smooth per-cell probabilities ``(B, hw, N)`` with feature-space neighbours; ``iters=0`` is a no-op."""
     if iters < 0 or k < 1:
-        raise IFSegError(f"--knn-k must be >= 1 and --knn-iters >= 0 (got {k}, {iters})")
+        raise IFSegError(f"`k` must be >= 1 and `iters` >= 0 (got {k}, {iters})")
     if iters == 0:
         return probs
     if not capturing_graph():  # a captured graph caps k at run time (see neighbours_torch)

@@ -137,11 +137,11 @@ class Segmenter:
         window: Optional[int] = None,
     ):
         if window is not None and (window < 16 or window % 16):
-            raise IFSegError(f"--window must be a positive multiple of 16 pixels (got {window})")
+            raise IFSegError(f"window={window}: must be a positive multiple of 16 pixels")
         if knn_k < 1 or knn_iters < 0:
-            raise IFSegError(f"--knn-k must be >= 1 and --knn-iters >= 0 (got {knn_k}, {knn_iters})")
+            raise IFSegError(f"`knn_k` must be >= 1 and `knn_iters` >= 0 (got {knn_k}, {knn_iters})")
         if window is not None and backend.capabilities.preprocess:
-            raise IFSegError("--window does not apply to a backend that pre-processes the images itself (a server)")
+            raise IFSegError("`window` does not apply to a backend that pre-processes the images itself (a server)")
         self.backend = backend
         self.vocabulary = vocabulary
         self.knn_k = knn_k
@@ -229,7 +229,7 @@ class Segmenter:
         """Softmax, kNN smoothing (in the graph when it computes exactly these settings),
         ``probs_transform``, bilinear up-sampling to each original size and argmax."""
         if probs_transform is not None and not self.host_postprocess:
-            raise IFSegError("the server post-processes the results; host-side smoothing (--temporal) does not apply to --server")
+            raise IFSegError("the server post-processes the results; host-side smoothing (`probs_transform`) does not apply to it")
         timings = dict(outputs.timings)
         graph_knn = outputs.knn_probs is not None and self.knn_iters > 0 and \
             self.backend.capabilities.knn == (self.knn_k, self.knn_iters)

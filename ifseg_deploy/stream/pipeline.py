@@ -92,7 +92,7 @@ class Stream:
                  reconnect: int = 5, reconnect_delay: float = 0.5, max_bad_frames: int = 30,
                  capture_factory: Optional[CaptureFactory] = None, notify: Callable[[str], None] = log.warning):
         if max_frames is not None and max_frames < 1:
-            raise IFSegError(f"--max-frames must be >= 1 (got {max_frames})")
+            raise IFSegError(f"max_frames={max_frames}: must be >= 1")
         self.segmenter = segmenter
         self.max_frames = max_frames
         self.pipelined = pipelined

@@ -143,9 +143,9 @@ class FileSource:
 
     def __init__(self, spec: str, vid_stride: int = 1, max_bad: int = 30, capture_factory: Optional[CaptureFactory] = None):
         if vid_stride < 1:
-            raise IFSegError(f"--vid-stride must be >= 1 (got {vid_stride})")
+            raise IFSegError(f"vid_stride={vid_stride}: must be >= 1")
         if max_bad < 1:
-            raise IFSegError(f"--max-bad-frames must be >= 1 (got {max_bad})")
+            raise IFSegError(f"max_bad={max_bad}: must be >= 1")
         self.name = redact_url(spec)  # what messages show
         self.vid_stride = vid_stride
         self.max_bad = max_bad
@@ -243,7 +243,7 @@ class LiveSource:
     def __init__(self, spec: str, reconnect: int = 5, reconnect_delay: float = 0.5,
                  capture_factory: Optional[CaptureFactory] = None, notify: Callable[[str], None] = log.warning):
         if reconnect < 0:
-            raise IFSegError(f"--reconnect must be >= 0 (got {reconnect})")
+            raise IFSegError(f"reconnect={reconnect}: must be >= 0")
         self.name = redact_url(spec)  # what messages show
         self.reconnect = reconnect
         self.reconnect_delay = reconnect_delay

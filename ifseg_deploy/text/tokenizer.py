@@ -30,10 +30,10 @@ def find_bpe_dir(bpe_dir: Optional[str], checkpoint: Optional[str]) -> str:
             return d
     if bpe_dir:
         missing = [f for f in BPE_FILES if not os.path.isfile(os.path.join(bpe_dir, f))]
-        raise IFSegError(f"--bpe-dir {bpe_dir} lacks {', '.join(missing)}; point it at OFA's utils/BPE folder")
+        raise IFSegError(f"bpe_dir={bpe_dir} lacks {', '.join(missing)}; point it at OFA's utils/BPE folder")
     raise IFSegError(
         "GPT-2 BPE files (encoder.json, vocab.bpe, dict.txt) not found next to the checkpoint; "
-        "pass --bpe-dir pointing at OFA's utils/BPE folder"
+        "pass `bpe_dir` pointing at OFA's utils/BPE folder"
     )
 
 
@@ -50,7 +50,7 @@ class OFATokenizer:
         enc, merges, dict_txt = (os.path.join(bpe_dir, f) for f in BPE_FILES)
         for f in (enc, merges, dict_txt):
             if not os.path.isfile(f):
-                raise IFSegError(f"missing BPE file {f}; point --bpe-dir at OFA's utils/BPE folder")
+                raise IFSegError(f"missing BPE file {f}; point `bpe_dir` at OFA's utils/BPE folder")
         try:
             tok = Tokenizer(models.BPE.from_file(enc, merges))
             with open(enc, encoding="utf-8") as fh:

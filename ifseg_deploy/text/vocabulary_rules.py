@@ -39,7 +39,7 @@ MIN_TRAINING_CLASSES = 2
 #: Most classes a label map holds: uint16 PNG, its largest value left free as in uint8.
 MAX_CLASSES = 65535
 
-NO_CATEGORIES = "no categories given; pass --categories \"grass, cat, dog\""
+NO_CATEGORIES = "no categories given; pass categories=\"grass, cat, dog\""
 
 
 def _times(n: int) -> str:

@@ -53,7 +53,7 @@ class DistContext:
         """One GPU per process under torchrun (``cuda:LOCAL_RANK``); CPU stays CPU."""
         if requested.type == "cuda" and self.enabled:
             if self.local_rank >= torch.cuda.device_count():
-                raise IFSegError(f"LOCAL_RANK {self.local_rank} but only {torch.cuda.device_count()} GPUs; lower --nproc_per_node")
+                raise IFSegError(f"LOCAL_RANK {self.local_rank} but only {torch.cuda.device_count()} GPUs; lower torchrun --nproc_per_node")
             return torch.device("cuda", self.local_rank)
         return requested
 

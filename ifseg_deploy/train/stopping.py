@@ -41,7 +41,7 @@ class TrainingStopped(IFSegError):
         self.reason = reason
         self.exit_code = exit_code
         self.quiet = quiet
-        super().__init__(self.line("rerun the same command with --resume to continue"))
+        super().__init__(self.line("run it again with resume=True to continue"))
 
     def line(self, resume: str) -> str:
         """The one-line report: ``reason; resume``."""

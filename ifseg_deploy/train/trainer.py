@@ -104,19 +104,19 @@ class TrainConfig:
     def validate(self, world_size: int = 1) -> None:
         """One-line errors for impossible settings (before anything is loaded or written)."""
         checks = [
-            (self.steps >= 1, f"--steps must be >= 1 (got {self.steps})"),
-            (self.batch_size >= 1, f"--batch-size must be >= 1 (got {self.batch_size})"),
-            (self.grad_accum >= 1, f"--grad-accum must be >= 1 (got {self.grad_accum})"),
-            (self.lr > 0, f"--lr must be > 0 (got {self.lr})"),
-            (self.weight_decay >= 0, f"--weight-decay must be >= 0 (got {self.weight_decay})"),
-            (self.seed >= 0, f"--seed must be >= 0 (got {self.seed})"),
-            (self.save_every >= 0, f"--save-every must be >= 0 (got {self.save_every})"),
-            (1 <= self.max_cells, f"--max-cells must be >= 1 (got {self.max_cells})"),
-            (0 <= self.dropout < 1 and 0 <= self.drop_path < 1, "--dropout and --drop-path must be in [0, 1)"),
-            (self.holdout_size >= 1, f"--holdout-size must be >= 1 (got {self.holdout_size})"),
+            (self.steps >= 1, f"steps={self.steps}: must be >= 1"),
+            (self.batch_size >= 1, f"batch_size={self.batch_size}: must be >= 1"),
+            (self.grad_accum >= 1, f"grad_accum={self.grad_accum}: must be >= 1"),
+            (self.lr > 0, f"lr={self.lr}: must be > 0"),
+            (self.weight_decay >= 0, f"weight_decay={self.weight_decay}: must be >= 0"),
+            (self.seed >= 0, f"seed={self.seed}: must be >= 0"),
+            (self.save_every >= 0, f"save_every={self.save_every}: must be >= 0"),
+            (1 <= self.max_cells, f"max_cells={self.max_cells}: must be >= 1"),
+            (0 <= self.dropout < 1 and 0 <= self.drop_path < 1, f"`dropout` and `drop_path` must be in [0, 1) (got {self.dropout}, {self.drop_path})"),
+            (self.holdout_size >= 1, f"holdout_size={self.holdout_size}: must be >= 1"),
             (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}"),
-            (self.out.endswith(BUNDLE_EXT), f"--out must name a {BUNDLE_EXT} bundle file (got {self.out})"),
-            (not os.path.isdir(self.out), f"--out {self.out} is a folder; give a file name ending in {BUNDLE_EXT}"),
+            (self.out.endswith(BUNDLE_EXT), f"out={self.out}: must name a {BUNDLE_EXT} bundle file"),
+            (not os.path.isdir(self.out), f"out={self.out} is a folder; give a file name ending in {BUNDLE_EXT}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -124,7 +124,7 @@ class TrainConfig:
         parts = world_size * self.grad_accum
         if self.batch_size % parts:
             raise IFSegError(
-                f"--batch-size {self.batch_size} is not divisible by processes x --grad-accum = {world_size} x {self.grad_accum}; "
+                f"batch_size={self.batch_size} is not divisible by processes x `grad_accum` = {world_size} x {self.grad_accum}; "
                 "choose a batch size that splits evenly"
             )
         check_classes(self.classes, training=True)
@@ -172,10 +172,10 @@ class Trainer:
         self.cfg = cfg
         self.state_file = state_path(cfg.out)
         if self.dist.is_main:
-            check_output_file(cfg.out, "--out", "safetensors")  # before any work (its state file is checked on resume)
+            check_output_file(cfg.out, "out", "safetensors")  # before any work (its state file is checked on resume)
             if os.path.exists(self.state_file) and not cfg.resume:
                 raise IFSegError(
-                    f"{self.state_file} holds an interrupted run; pass --resume to continue it or delete the file to start over"
+                    f"{self.state_file} holds an interrupted run; pass resume=True to continue it or delete the file to start over"
                 )
         self.device = self.dist.device(parse_device(cfg.device))
         self.precision = _resolve_precision(cfg.precision, self.device)
@@ -329,7 +329,7 @@ class Trainer:
         mean_loss, stop_share = self.dist.mean(torch.stack([total, stop])).tolist()
         self.stop_agreed = stop_share > 0
         if not math.isfinite(mean_loss) and self.precision != "fp16":
-            raise IFSegError(f"training diverged (loss {mean_loss} at update {step + 1}); lower --lr")
+            raise IFSegError(f"training diverged (loss {mean_loss} at update {step + 1}); lower `lr`")
         self.scaler.unscale_(self.optimizer)
         torch.nn.utils.clip_grad_norm_(self.params, cfg.clip_norm)
         self.scaler.step(self.optimizer)

@@ -40,7 +40,7 @@ def parse_server_url(url: str) -> Tuple[str, str]:
     """``grpc://host:8001`` / ``http://host:8000`` -> ``("grpc", "host:8001")`` (default ports 8001 / 8000)."""
     parsed = urlparse(url if "://" in url else f"grpc://{url}")
     if parsed.scheme not in PORTS or not parsed.hostname or parsed.path not in ("", "/"):
-        raise IFSegError(f"--server {redact_url(url)}: expected grpc://HOST:8001 or http://HOST:8000")
+        raise IFSegError(f"url={redact_url(url)}: expected grpc://HOST:8001 or http://HOST:8000")
     host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
     return parsed.scheme, f"{host}:{parsed.port or PORTS[parsed.scheme]}"
 
@@ -52,7 +52,7 @@ def _client_module(protocol: str):
         else:
             import tritonclient.http as module
     except ImportError:
-        raise IFSegError("--server needs tritonclient: pip install 'ifseg-deploy[triton]'") from None
+        raise IFSegError("`url` needs tritonclient: pip install 'ifseg-deploy[triton]'") from None
     return module
 
 
@@ -72,7 +72,7 @@ class TritonBackend(Backend):
 
     def __init__(self, url: str, timeout: float = DEFAULT_TIMEOUT_S, model: str = HOST_MODEL, raw: bool = True):
         if timeout <= 0:
-            raise IFSegError("--timeout must be > 0 seconds")
+            raise IFSegError(f"timeout={timeout}: must be > 0 seconds")
         # credentials in the URL are never sent (only host:port are) and never shown
         self.url, self.model, self.timeout, self.raw = redact_url(url), model, timeout, raw
         self.protocol, address = parse_server_url(url)
@@ -135,9 +135,9 @@ class TritonBackend(Backend):
         if REJECTED in text:
             return f"the server rejected the category list: {text.split(REJECTED + ':', 1)[-1].strip()}"
         if "DEADLINE_EXCEEDED" in status or "Deadline Exceeded" in text or "timed out" in text.lower() or "timeout" in type(e).__name__.lower():
-            return f"no answer from the Triton server at {self.url} within --timeout {self.timeout:g} s"
+            return f"no answer from the Triton server at {self.url} within timeout={self.timeout:g} s"
         if what == "reach":
-            return f"cannot reach a Triton server at {self.url} ({text[:160]}); start it or fix --server"
+            return f"cannot reach a Triton server at {self.url} ({text[:160]}); start it or fix `url`"
         if "UNAVAILABLE" in status or isinstance(e, OSError):
             return f"lost the connection to the Triton server at {self.url} ({text[:160]})"
         return f"the Triton server at {self.url} answered with an error: {text[:200]}"
@@ -191,7 +191,7 @@ class ServerVocabulary:
             categories = self.stored_categories
         categories = validate_categories(categories)
         if any(c in self.class_words for c in categories):
-            raise IFSegError("--server takes plain category names; classes with word lists (name: words) need a local model")
+            raise IFSegError("a Triton server takes plain category names; classes with word lists (name: words) need a local model")
         text = list(", ".join(categories).encode())
         return PreparedVocabulary(categories, text, torch.tensor(text, dtype=torch.uint8).view(1, -1, 1), torch.zeros(len(categories), 0))
 
@@ -203,6 +203,6 @@ def connect(url: str, categories: Optional[Sequence[str]] = None, timeout: float
     ``raw``: also fetch the grid scores (``probs`` / ``logits`` of the results; without them those
     arrays are ``(h, w, 0)``). Raises :class:`IFSegError` with a one-line reason."""
     backend = TritonBackend(url, timeout, model, raw)
-    vocab = ServerVocabulary(backend.stored_categories, f"model '{model}' on {backend.url} stores no category list; pass --categories \"a, b, c\"")
+    vocab = ServerVocabulary(backend.stored_categories, f"model '{model}' on {backend.url} stores no category list; pass categories=\"a, b, c\"")
     return Segmenter(backend, vocab, categories, knn_k=backend.knn_k, knn_iters=backend.knn_iters,  # type: ignore[arg-type]
                      preprocessing=backend.preprocessing)

@@ -74,16 +74,16 @@ class TritonExport:
 def _resolve(source: str, cfg: ExportConfig, opts: TritonOptions) -> str:
     """The repository folder; checks that need no model."""
     if opts.network not in NETWORKS:
-        raise IFSegError(f"unknown --network '{opts.network}'; use one of {', '.join(NETWORKS)}")
+        raise IFSegError(f"unknown network={opts.network!r}; use one of {', '.join(NETWORKS)}")
     if cfg.upsample_in_graph:
-        raise IFSegError("--upsample in-graph does not apply to --format triton: the ifseg model up-samples each image to its own size")
+        raise IFSegError("upsample_in_graph=True does not apply to format='triton': the ifseg model up-samples each image to its own size")
     if opts.max_queue_delay_us < 0:
-        raise IFSegError("--max-queue-delay-us must be >= 0")
+        raise IFSegError(f"max_queue_delay_us={opts.max_queue_delay_us}: must be >= 0")
     if opts.network != "engine" and cfg.precision not in (None, "fp32"):
-        raise IFSegError(f"--precision {cfg.precision} needs --network engine (the ONNX graph is fp32)")
+        raise IFSegError(f"precision={cfg.precision!r} needs network='engine' (the ONNX graph is fp32)")
     load_profile(cfg.profile)
     out = os.path.abspath(cfg.out or os.path.splitext(source)[0] + "_triton")
-    check_output_folder(out, "--out", "triton")
+    check_output_folder(out, "out", "triton")
     return out
 
 
@@ -93,7 +93,7 @@ def _network_graph(source: str, cfg: ExportConfig, opts: TritonOptions, build: s
     if source.endswith(".onnx"):  # an earlier export: reuse it (its side file says how it was made)
         if read_vocab(source).contract.bias_inputs:
             raise IFSegError(f"{source} takes its position biases as inputs, which a Triton network model is not fed; "
-                             "export from the checkpoint, or from an ONNX exported with --position-biases graph")
+                             "export from the checkpoint, or from an ONNX exported with position_biases='graph'")
         shutil.copyfile(source, onnx_path)
         shutil.copyfile(vocab_path(source), vocab_path(onnx_path))
         result = ExportResult(onnx_path, files=[onnx_path, vocab_path(onnx_path)])
@@ -243,7 +243,7 @@ def export_triton(source: str, config: ExportConfig, options: Optional[TritonOpt
     """
     opts = options or TritonOptions()
     out = _resolve(source, config, opts)
-    with atomic_folder(out, "--out", "triton") as stage:
+    with atomic_folder(out, "out", "triton") as stage:
         build = os.path.join(stage, ".build")
         os.makedirs(build)
         result = _network_graph(source, config, opts, build)

@@ -255,5 +255,5 @@ def _warn_missing(missing: FrozenSet[str], fontconfig: bool, text: str) -> None:
     why, fix = ("no installed font covers them", "a font covering them") if fontconfig else \
         ("fontconfig (fc-match), which finds fonts, is not installed", "fontconfig and a font covering them")
     log.warning("legend: cannot draw %s (%s): %s; install %s (e.g. apt install %s) or pass a font file "
-                "(--font PATH or %s=PATH)", "".join(chars), " ".join(f"U+{ord(c):04X}" for c in chars), why, fix,
+                "(font=PATH or %s=PATH)", "".join(chars), " ".join(f"U+{ord(c):04X}" for c in chars), why, fix,
                 package if fontconfig else f"fontconfig {package}", FONT_ENV)
