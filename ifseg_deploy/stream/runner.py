@@ -20,7 +20,7 @@ from .hud import Progress, RateMeter, draw_hud
 from .pipeline import FrameInfo, Stream
 from .report import StreamSummary, frame_record
 from .sources import opencv_has
-from .writer import JsonLinesWriter, VideoWriter
+from .writer import JsonLinesWriter, VideoWriter, check_video_path
 
 WINDOW = "ifseg-deploy"
 
@@ -45,22 +45,22 @@ class OutputOptions:
         """Raise IFSegError for a run with nothing to do, a setting out of range or an output path
         that cannot be written (:mod:`ifseg_deploy.fileio`'s policy), before any work."""
         if not (self.save or self.show or self.save_labels or self.save_json):
-            raise IFSegError("nothing to do: pass --save OUT.mp4, --show, --save-labels DIR and/or --save-json FILE")
+            raise IFSegError("nothing to do: pass save=OUT.mp4, show=True, save_labels=DIR and/or save_json=FILE")
         if self.save:
-            check_output_file(self.save, "--save")
+            check_video_path(self.save, "save")
         if self.save_json:
-            check_output_file(self.save_json, "--save-json", "jsonl")
+            check_output_file(self.save_json, "save_json", "jsonl")
         if self.save_labels:
             self.labels_folder()
         if not 0.0 <= self.alpha <= 1.0:
-            raise IFSegError("--alpha must be between 0 and 1")
+            raise IFSegError(f"alpha={self.alpha}: must be between 0 and 1")
         if self.show and not gui_available():
-            raise IFSegError("--show needs OpenCV with GUI support, but the headless build is installed: "
-                             "pip uninstall -y opencv-python-headless && pip install 'ifseg-deploy[gui]'; or use --save")
+            raise IFSegError("show=True needs OpenCV with GUI support, but the headless build is installed: "
+                             "pip uninstall -y opencv-python-headless && pip install 'ifseg-deploy[gui]'; or use `save`")
 
     def labels_folder(self) -> ResultFolder:
         """The ``save_labels`` folder (created with its first file)."""
-        return ResultFolder(self.save_labels, "--save-labels", exist_ok=self.exist_ok, kind="label maps")
+        return ResultFolder(self.save_labels, "save_labels", exist_ok=self.exist_ok, kind="label maps")
 
 
 def gui_available() -> bool:

@@ -81,6 +81,15 @@ def _files_of_dead_runs(pattern: str, prefix: str) -> List[str]:
     return found
 
 
+def check_video_path(path: str, option: str = "path") -> str:
+    """``path`` if it names a video :class:`VideoWriter` can write (``.mp4`` / ``.avi``) where the
+    output policy allows (:func:`ifseg_deploy.fileio.check_output_file`; ``option``: the caller's
+    parameter, for messages)."""
+    if os.path.splitext(path)[1].lower() not in (".mp4", ".avi"):
+        raise IFSegError(f"{option}={path}: use a .mp4 or .avi file name")
+    return check_output_file(path, option)
+
+
 class VideoWriter:
     """Writes RGB frames at their timestamps to ``path`` (``.mp4`` or ``.avi``), through a partial file.
 
@@ -94,15 +103,12 @@ class VideoWriter:
     """
 
     def __init__(self, path: str, fps: float, notify: Callable[[str], None] = log.warning):
-        ext = os.path.splitext(path)[1].lower()
-        if ext not in (".mp4", ".avi"):
-            raise IFSegError(f"--save {path}: use a .mp4 or .avi file name")
-        check_output_file(path, "--save")
+        ext = os.path.splitext(check_video_path(path))[1].lower()
         folder = os.path.dirname(os.path.abspath(path))
         try:
             os.makedirs(folder, exist_ok=True)
         except OSError as e:
-            raise IFSegError(f"--save {path}: cannot create {folder} ({e.strerror})") from None
+            raise IFSegError(f"path={path}: cannot create {folder} ({e.strerror})") from None
         self.path = path
         self.fps = fps
         self.frames = 0
@@ -231,13 +237,13 @@ class JsonLinesWriter:
     """
 
     def __init__(self, path: str):
-        self.path = check_output_file(path, "--save-json", "jsonl")
+        self.path = check_output_file(path, "path", "jsonl")
         self._fh = None
 
     def write(self, record: dict) -> None:
         """Append ``record`` as one line, in one ``write`` system call (unbuffered): a kill never leaves half a line."""
         if self._fh is None:
-            check_output_file(self.path, "--save-json", "jsonl")  # still ours to replace when the first frame comes
+            check_output_file(self.path, "path", "jsonl")  # still ours to replace when the first frame comes
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
             self._fh = open(self.path, "wb", buffering=0)
         self._fh.write((json.dumps(record) + "\n").encode("utf-8"))
