@@ -84,7 +84,7 @@ def main(argv: List[str] = None) -> int:
         import onnxruntime as ort
 
         backends["torch eager cuda fp32"] = TorchBackend(copy.deepcopy(model), "cuda")
-        backends["torch eager cuda fp16"] = TorchBackend(copy.deepcopy(model), "cuda", half=True)
+        backends["torch eager cuda fp16"] = TorchBackend(copy.deepcopy(model), "cuda", precision="fp16")
         if "CUDAExecutionProvider" in ort.get_available_providers():
             backends["onnxruntime cuda, dynamic graph"] = onnx_backend(files["dynamic"], ["cuda"])
     results = {}

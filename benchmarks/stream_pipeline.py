@@ -117,7 +117,7 @@ def long_run(folder: str, frames: int) -> dict:
     """``frames`` frames through the whole loop (H.264 + JSON Lines outputs) with a small model at a
     64-pixel input; RSS sampled every 0.5 s against the frames processed so far."""
     arch = ArchConfig(embed_dim=32, ffn_dim=64, encoder_layers=1, decoder_layers=1, heads=2, resnet_blocks=(1, 1, 1))
-    seg = random_segmenter(arch, num_classes=5, prompt_len=12, device="cpu", half=False, knn_iters=2,
+    seg = random_segmenter(arch, num_classes=5, prompt_len=12, device="cpu", knn_iters=2,
                            preprocessing=Preprocessing(64, 256))
     video = os.path.join(folder, "long.avi")
     w = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"MJPG"), 25, (96, 64))
@@ -160,7 +160,7 @@ def main() -> None:
             seg = flicker_seg = Segmenter.from_checkpoint(args.checkpoint, bpe_dir=args.bpe_dir, **knn)
             report["model"] = report["flicker_model"] = args.checkpoint
         else:
-            seg = random_segmenter(ofa_preset(args.arch), num_classes=15, prompt_len=40, device="cpu", half=False, **knn)
+            seg = random_segmenter(ofa_preset(args.arch), num_classes=15, prompt_len=40, device="cpu", **knn)
             dev = os.path.join(folder, "dev.pt")
             with lzma.open(SHARED / "fixtures" / "dev" / "checkpoint.pt.xz") as src, open(dev, "wb") as dst:
                 shutil.copyfileobj(src, dst)

@@ -20,7 +20,7 @@ def test_cuda_fp32_matches_reference(ifseg_checkpoint, dev_dir, golden):
 
 
 def test_cuda_fp16_close_to_reference(ifseg_checkpoint, dev_dir, golden):
-    seg = Segmenter.from_checkpoint(ifseg_checkpoint, device="cuda", half=True, knn_iters=0)
+    seg = Segmenter.from_checkpoint(ifseg_checkpoint, device="cuda", precision="fp16", knn_iters=0)
     res = seg.segment(str(dev_dir / "image_eval0.png"))
     assert np.isfinite(res.logits).all()
     ref = golden["eval0_seg_logits"][0, :-1]

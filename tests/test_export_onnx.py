@@ -270,5 +270,5 @@ def test_static_backend_adapts_batches(static_export, tiny):
 def test_onnx_backend_provider_errors(static_export):
     with pytest.raises(IFSegError, match="lacks CUDAExecutionProvider"):
         OnnxBackend.open(static_export.path, device="cpu", providers=["cuda"])
-    with pytest.raises(IFSegError, match="--half .*--providers tensorrt"):
-        OnnxBackend.open(static_export.path, device="cpu", providers=["cpu"], half=True)
+    with pytest.raises(IFSegError, match="`half` .*providers=tensorrt"):
+        OnnxBackend.open(static_export.path, device="cpu", providers=["cpu"], precision="fp16")

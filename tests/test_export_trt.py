@@ -20,7 +20,7 @@ from onnx import TensorProto, helper
 from ifseg_deploy.errors import IFSegError
 from ifseg_deploy.export.calibrator import calibration_batches, calibration_files, fit_image
 from ifseg_deploy.export.profiles import BUILTIN, TargetProfile, load_profile, trtexec_command
-from ifseg_deploy.export.graph_precision import check_precision, fp32_nodes
+from ifseg_deploy.export.graph_precision import check_graph_precision, fp32_nodes
 from ifseg_deploy.export.tensorrt_build import define_network, network_flags
 from ifseg_deploy.export.trt_ops import check_graph, resolve_target
 from ifseg_deploy.runtime.graph_contract import GraphContract
@@ -225,7 +225,7 @@ def test_calibration_images(tmp_path):
         calibration_files(str(empty))
     with pytest.raises(IFSegError, match="not a folder"):
         calibration_files(str(tmp_path / "missing"))
-    with pytest.raises(IFSegError, match="needs --calib-dir"):
+    with pytest.raises(IFSegError, match="needs `calib_dir`"):
         calibration_files(None)
     imgs = tmp_path / "calib"
     imgs.mkdir()
@@ -243,11 +243,13 @@ def test_calibration_images(tmp_path):
 
 
 def test_precision_flags():
-    check_precision("fp16", None)
-    with pytest.raises(IFSegError, match="needs --calib-dir"):
-        check_precision("int8", None)
-    with pytest.raises(IFSegError, match="only used with --precision int8"):
-        check_precision("fp16", "somewhere")
+    check_graph_precision("fp16", None)
+    with pytest.raises(IFSegError, match="needs `calib_dir`"):
+        check_graph_precision("int8", None)
+    with pytest.raises(IFSegError, match=r"`calib_dir` is only used with precision=int8"):
+        check_graph_precision("fp16", "somewhere")
+    with pytest.raises(IFSegError, match=r"precision='bf16': use one of fp32, fp16, int8 \(exported graphs\)"):
+        check_graph_precision("bf16", None)
 
 
 # ---------------------------------------------------------------- strongly typed network (stand-in tensorrt)

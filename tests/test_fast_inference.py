@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import SMALL_ARCH, TINY_ARCH, make_tiny_model, save_tiny_bundle
 
+from ifseg_deploy.cli.common import precision_options
 from ifseg_deploy.cli.main import main
 from ifseg_deploy.errors import IFSegError
 from ifseg_deploy.model.backbone import FrozenBatchNorm2d
@@ -159,8 +162,10 @@ def test_precision_errors(monkeypatch):
     model = make_tiny_model(0)
     with pytest.raises(IFSegError, match="needs a CUDA device"):
         TorchBackend(model, precision="fp16")
-    with pytest.raises(IFSegError, match="contradicts"):
-        TorchBackend(model, half=True, precision="bf16")
+    with pytest.raises(IFSegError, match=r"precision='fp8': use one of fp32, bf16, fp16 \(PyTorch\)"):
+        TorchBackend(model, precision="fp8")
+    with pytest.raises(IFSegError, match="contradicts"):  # --half is the CLI's alias of --precision fp16, resolved there
+        precision_options("torch", argparse.Namespace(half=True, precision="bf16", compile=False))
     monkeypatch.setattr("ifseg_deploy.runtime.torch_backend.cpu_has_bf16", lambda: False)
     with pytest.raises(IFSegError, match="AVX512-BF16 or AMX"):
         TorchBackend(model, precision="bf16")
@@ -201,5 +206,5 @@ def test_small_arch_models_run_in_bf16_end_to_end(tmp_path, bpe_dir):
     bundle = save_tiny_bundle(tmp_path / "m.safetensors", bpe_dir=bpe_dir, arch=SMALL_ARCH)
     rgb = np.random.default_rng(1).integers(0, 255, (96, 128, 3), dtype=np.uint8)
     ref = Segmenter.load(bundle, bpe_dir=bpe_dir, device="cpu", knn_iters=0).segment(rgb)
-    out = Segmenter.load(bundle, bpe_dir=bpe_dir, device="cpu", knn_iters=0, backend_options={"precision": "bf16"}).segment(rgb)
+    out = Segmenter.load(bundle, bpe_dir=bpe_dir, device="cpu", precision="bf16", knn_iters=0).segment(rgb)
     assert rel_rms(torch.from_numpy(out.logits), torch.from_numpy(ref.logits)) < 3e-2

@@ -53,7 +53,7 @@ def test_bench_random_arch_needs_no_files(capsys):
     from ifseg_deploy.config import ArchConfig
 
     arch = ArchConfig(embed_dim=32, ffn_dim=64, encoder_layers=1, decoder_layers=1, heads=2, resnet_blocks=(1, 1, 1))
-    seg = random_segmenter(arch, num_classes=5, prompt_len=12, device="cpu", half=False, knn_iters=1)
+    seg = random_segmenter(arch, num_classes=5, prompt_len=12, device="cpu", knn_iters=1)
     rep = run_benchmark(seg, np.zeros((40, 40, 3), np.uint8), batch=2, warmup=0, iterations=2)
     assert rep.to_dict()["batch"] == 2 and len(rep.total) == 2 and rep.peak_rss_mb > 0
 

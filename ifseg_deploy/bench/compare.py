@@ -245,7 +245,8 @@ def compare(source: str, image: np.ndarray, workdir: str, categories: Optional[S
         if variant.precision == "int8":
             row.note = f"calibrated on the compared image + {CALIBRATION_SCENES} synthetic scenes"
         extra = {} if short_side is None else {"preprocessing": Preprocessing(short_side, 4 * short_side)}
-        seg = Segmenter.load(path, categories, bpe_dir, device, backend_options=dict(variant.options), **extra, **segmenter_kwargs)
+        options = dict(variant.options)
+        seg = Segmenter.load(path, categories, bpe_dir, device, options.pop("precision", None), backend_options=options, **extra, **segmenter_kwargs)
 
         def tick(i, n, ms, label=f"{variant.name} {variant.precision}"):
             done[0] += 1

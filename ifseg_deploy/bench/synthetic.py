@@ -36,11 +36,11 @@ def random_model(arch: ArchConfig, seed: int = 0) -> SegOFA:
     return SegOFA(arch).eval()
 
 
-def random_segmenter(arch: ArchConfig, num_classes: int, prompt_len: int, device: str, half: bool,
+def random_segmenter(arch: ArchConfig, num_classes: int, prompt_len: int, device: str,
                      precision: Optional[str] = None, compile: bool = False, **kwargs) -> Segmenter:
     """A Segmenter over a randomly initialised model of ``arch`` (timing only); ``precision`` /
     ``compile`` as for :class:`~ifseg_deploy.runtime.torch_backend.TorchBackend`."""
-    backend = backend_class("torch")(random_model(arch), device, half, precision, compile, inplace=True)
+    backend = backend_class("torch")(random_model(arch), device, precision, compile, inplace=True)
     return Segmenter(backend, SyntheticVocabulary(arch.embed_dim, num_classes, prompt_len), **kwargs)
 
 

@@ -102,10 +102,10 @@ def run(args) -> int:
         if args.num_classes < 1 or args.prompt_len < 1:
             raise IFSegError("--num-classes and --prompt-len must be >= 1")
         knn = dict(knn_k=args.knn_k, knn_iters=args.knn_iters, knn_backend=args.knn_backend, window=args.window)
-        half, options = precision_options("torch", args)
+        precision, options = precision_options("torch", args)
         if args.imgsz is not None:
             knn["preprocessing"] = inference_preprocessing(args.imgsz)
-        seg = random_segmenter(ofa_preset(args.arch), args.num_classes, args.prompt_len, args.device, half, **options, **knn)
+        seg = random_segmenter(ofa_preset(args.arch), args.num_classes, args.prompt_len, args.device, precision, **options, **knn)
         label = f"random OFA-{args.arch}"
     else:
         seg = load_segmenter(args)

@@ -10,6 +10,7 @@ from typing import Dict, List, Optional, Tuple
 
 from ..errors import IFSegError
 from ..fileio import IMAGE_EXTS, list_images
+from ..precision import BF16, FP16, TORCH
 from ..text.categories_file import BUILTIN_FILES, names_and_words, parse_category_spec, read_categories_file
 
 def add_segmenter_args(p: argparse.ArgumentParser, arch_option: bool = False) -> None:
@@ -24,7 +25,7 @@ def add_segmenter_args(p: argparse.ArgumentParser, arch_option: bool = False) ->
     add_model_args(p)
     p.add_argument("--providers", help="ONNX Runtime execution providers for --engine model.onnx, in order: cpu, cuda, tensorrt "
                                        "(default: cpu, or cuda with --device cuda)")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
+    p.add_argument("--precision", choices=TORCH,
                    help="PyTorch / OpenVINO compute precision: fp32 (default), bf16 (CPUs with AVX512-BF16 or AMX), fp16 (CUDA; "
                         "= --half, which also runs exported graphs in fp16)")
     p.add_argument("--compile", action="store_true", help="PyTorch: torch.compile the network (the first frame of each size compiles)")
@@ -56,31 +57,31 @@ def load_segmenter(args):
         options["providers"] = args.providers
     announce_device(args.device)
     categories, class_words = category_args(args)
-    half, precision = precision_options(backend_for(path), args)
-    options.update(precision)
+    precision, compile_options = precision_options(backend_for(path), args)
+    options.update(compile_options)
     extra = {} if args.imgsz is None else {"preprocessing": inference_preprocessing(args.imgsz)}
-    return Segmenter.load(path, categories, args.bpe_dir, args.device, half, class_words=class_words, backend_options=options,
+    return Segmenter.load(path, categories, args.bpe_dir, args.device, precision, class_words=class_words, backend_options=options,
                           knn_k=args.knn_k, knn_iters=args.knn_iters, knn_backend=args.knn_backend, window=args.window, **extra)
 
 
-def precision_options(backend: str, args) -> Tuple[bool, dict]:
-    """``(half, backend options)`` of ``--precision`` / ``--half`` / ``--compile``: PyTorch and OpenVINO
-    take a precision option, other runtimes ``half``; only PyTorch compiles. One-line errors otherwise."""
-    if args.half and args.precision not in (None, "fp16"):
-        raise IFSegError(f"--half means --precision fp16; it contradicts --precision {args.precision}")
-    precision = "fp16" if args.half else args.precision
+def precision_options(backend: str, args) -> Tuple[Optional[str], dict]:
+    """``(precision, backend options)`` of ``--precision`` / ``--half`` / ``--compile``, for the
+    registered ``backend``: ``--half`` is the alias of ``--precision fp16`` (here and nowhere else);
+    bf16 runs on PyTorch and OpenVINO only; only PyTorch compiles. Commands without ``--precision`` /
+    ``--compile`` (eval) have ``--half`` alone. One-line errors otherwise."""
+    requested = getattr(args, "precision", None)
+    if args.half and requested not in (None, FP16):
+        raise IFSegError(f"--half means --precision fp16; it contradicts --precision {requested}")
+    precision = FP16 if args.half else requested
     options = {}
-    if backend in ("torch", "openvino"):
-        if precision:
-            options["precision"] = precision
-    elif precision == "bf16":
+    if precision == BF16 and backend not in ("torch", "openvino"):
         raise IFSegError("--precision bf16 applies to PyTorch checkpoints and OpenVINO models; exported ONNX / TensorRT "
                          "graphs carry their precision (export --precision)")
-    if args.compile:
+    if getattr(args, "compile", False):
         if backend != "torch":
             raise IFSegError("--compile applies to PyTorch checkpoints (--checkpoint); exported models are already compiled graphs")
         options["compile"] = True
-    return precision == "fp16" and "precision" not in options, options
+    return precision, options
 
 
 def inference_preprocessing(short_side: int):

@@ -16,7 +16,7 @@ from ..eval.runner import dataset_segmenter, evaluate_dataset
 from ..fileio import check_output_file
 from ..postprocess.knn import resolve_backend
 from ..text.categories_file import read_categories_file
-from .common import add_device_arg, add_knn_args
+from .common import add_device_arg, add_knn_args, precision_options
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -84,7 +84,7 @@ def _run_dataset(args) -> int:
         raise IFSegError("--limit must be >= 1")
     out = _out_path(args, args.dataset)
     samples = find_samples(spec, args.root)[: args.limit]
-    seg = dataset_segmenter(spec, args.checkpoint, args.bpe_dir, args.device, args.half, args.knn_k, args.knn_iters, args.knn_backend)
+    seg = dataset_segmenter(spec, args.checkpoint, args.bpe_dir, args.device, precision_options("torch", args)[0], args.knn_k, args.knn_iters, args.knn_backend)
     device = seg.backend.device
     backend = resolve_backend(seg.knn_backend, device)
     knn = f"k={seg.knn_k} x {seg.knn_iters} ({backend})" if seg.knn_iters else "off"

@@ -6,6 +6,7 @@ import argparse
 import os
 
 from ..errors import IFSegError
+from ..precision import GRAPHS
 from ..export.api import FORMATS, POSITION_BIASES, ExportConfig
 from ..triton.repository import FORMAT as TRITON, NETWORKS
 from .common import add_category_args, category_args
@@ -33,7 +34,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="dynamic graphs: take the shape-only position biases as inputs, computed once per input shape by the runtime "
                         "(inputs), or compute them on every run (graph); auto: inputs for onnx/openvino, graph for engines and Triton")
     p.add_argument("--batch", type=int, default=1, help="batch of a static export, or the batch traced and verified (default: 1)")
-    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="graph precision; a TensorRT engine is strongly typed and runs in its graph's "
+    p.add_argument("--precision", choices=GRAPHS, help="graph precision; a TensorRT engine is strongly typed and runs in its graph's "
                                                                       "(default: fp32 for ONNX, the profile's for engines)")
     p.add_argument("--no-gate", action="store_true", help="write a reduced-precision graph even when it misses a fidelity gate "
                                                           "(logits within 2e-2 (fp16) / 1e-1 (int8) relative RMS of fp32 PyTorch; a trained "

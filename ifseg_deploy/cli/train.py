@@ -7,7 +7,9 @@ import os
 import shlex
 import sys
 
+from ..precision import TRAIN
 from .common import add_device_arg, announce_device
+from .main import flag_names
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -33,7 +35,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float, default=0.1, help="decoupled weight decay (default: 0.1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the artificial data and dropout streams (default: 0)")
     add_device_arg(p)
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+    p.add_argument("--precision", default="auto", choices=TRAIN,
                    help="auto = bf16 (fp16 on GPUs without bf16) mixed precision on CUDA, fp32 on CPU; bf16 also runs on CPU")
     p.add_argument("--grad-accum", type=int, default=1, help="split each update into N sequential micro-batches to save memory")
     p.add_argument("--save-every", type=int, default=0, help="also write the resumable state every N updates, against crashes (default: off; "
@@ -78,7 +80,7 @@ def run(args) -> int:
         result = train(cfg)
     except TrainingStopped as e:
         if not e.quiet:
-            print(e.line(f"resume with: {resume_command(args)}"), file=sys.stderr)
+            print(flag_names(e.line(f"resume with: {resume_command(args)}")), file=sys.stderr)  # a peer's error may name parameters
         return e.exit_code
     except TrainingAborted as e:
         if DistContext.from_env().is_main:

@@ -22,7 +22,7 @@ from ..runtime.vocabulary import Vocabulary
 from .onnx_export import OnnxExport, OnnxExportOptions, export_onnx
 from .profiles import TargetProfile, load_profile, trtexec_command
 from .source_size import static_size_for
-from .graph_precision import check_precision
+from .graph_precision import check_graph_precision
 from .tensorrt_build import EngineBuild, build_engine
 from .verify import ATOL
 
@@ -102,7 +102,7 @@ class ExportConfig:
             if source.endswith(".onnx") or not os.path.isfile(source):
                 raise IFSegError(f"--format openvino exports from a PyTorch checkpoint or bundle (found: {source})")
             precision = check_weight_precision(self.precision or "fp32")
-            check_precision(precision, self.calib_dir)  # int8: the Q/DQ graph, calibrated on --calib-dir
+            check_graph_precision(precision, self.calib_dir)  # int8: the Q/DQ graph, calibrated on --calib-dir
             out = self.out or default_folder(source)
             check_output_folder(out, "--out", "openvino")
             return dataclasses.replace(self, out=out, precision=precision)
@@ -115,7 +115,7 @@ class ExportConfig:
         if from_graph and self.calib_dir:
             raise IFSegError("--calib-dir applies when exporting from a checkpoint; an exported .onnx already carries its precision")
         if precision is not None and not (from_graph and precision == "int8"):  # a Q/DQ graph needs no more calibration
-            check_precision(precision, self.calib_dir)
+            check_graph_precision(precision, self.calib_dir)
         if self.format == "engine" and from_graph and os.path.isfile(source) and read_vocab(source).contract.bias_inputs:
             raise IFSegError(f"{source} takes its position biases as inputs (for ONNX Runtime / OpenVINO); build the engine from the "
                              "checkpoint with --format engine, or from an ONNX exported with --position-biases graph")

@@ -20,12 +20,12 @@ MAX_IMAGES = 500
 def calibration_files(calib_dir: Optional[str]) -> List[str]:
     """The images of ``calib_dir`` (sorted); a one-line error when the folder is missing or empty."""
     if not calib_dir:
-        raise IFSegError("--precision int8 needs --calib-dir with representative images (a few hundred) for calibration")
+        raise IFSegError("precision=int8 needs `calib_dir` with representative images (a few hundred) for calibration")
     if not os.path.isdir(calib_dir):
-        raise IFSegError(f"--calib-dir {calib_dir} is not a folder; pass a folder of representative images")
+        raise IFSegError(f"calib_dir={calib_dir} is not a folder; pass a folder of representative images")
     files = list_images(calib_dir)
     if not files:
-        raise IFSegError(f"--calib-dir {calib_dir} holds no images ({', '.join(IMAGE_EXTS)}); INT8 calibration needs "
+        raise IFSegError(f"calib_dir={calib_dir} holds no images ({', '.join(IMAGE_EXTS)}); INT8 calibration needs "
                          "a few hundred representative images")
     return files[:MAX_IMAGES]
 

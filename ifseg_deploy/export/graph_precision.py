@@ -15,20 +15,20 @@ import onnx
 from onnx import TensorProto
 
 from ..errors import IFSegError
+from ..precision import GRAPHS, INT8, check_precision
 from ..runtime.graph_contract import VALUE_INPUTS
 from .calibrator import calibration_files
-from .profiles import PRECISIONS
 _FP32_OPS = {"LayerNormalization", "Softmax"}
 
 
-def check_precision(precision: str, calib_dir: Optional[str]) -> None:
-    """Validate the precision flags before anything is exported (INT8 needs calibration images)."""
-    if precision not in PRECISIONS:
-        raise IFSegError(f"unknown precision '{precision}'; use {', '.join(PRECISIONS)}")
-    if precision == "int8":
+def check_graph_precision(precision: str, calib_dir: Optional[str]) -> None:
+    """``precision`` is one a graph can be written in (:data:`ifseg_deploy.precision.GRAPHS`) and
+    ``calib_dir`` goes with int8 only (it must hold calibration images); :class:`IFSegError` otherwise."""
+    check_precision(precision, GRAPHS, "exported graphs")
+    if precision == INT8:
         calibration_files(calib_dir)
     elif calib_dir:
-        raise IFSegError("--calib-dir is only used with --precision int8")
+        raise IFSegError("`calib_dir` is only used with precision=int8")
 
 
 def fp32_nodes(model: onnx.ModelProto) -> List[str]:

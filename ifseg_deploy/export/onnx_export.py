@@ -22,6 +22,7 @@ from ..checkpoint import LoadedModel
 from ..config import ArchConfig
 from ..errors import IFSegError
 from ..fileio import atomic_path
+from ..precision import GRAPHS, check_precision
 from ..preprocess import Preprocessing, read_image
 from ..model.segofa import position_state
 from ..runtime.graph_contract import IMAGES, LOGITS, GraphContract
@@ -69,8 +70,7 @@ class OnnxExportOptions:
             raise IFSegError(f"image size {h}x{w} is too small; use --imgsz 512 (the stride-16 grid needs >= 16 pixels)")
         if self.batch < 1:
             raise IFSegError("--batch must be >= 1")
-        if self.precision not in ("fp32", "fp16", "int8"):
-            raise IFSegError(f"--precision {self.precision}: ONNX graphs are written in fp32, fp16 or int8")
+        check_precision(self.precision, GRAPHS, "exported graphs")
         if self.precision == "int8" and not self.calib_dir:
             raise IFSegError("--precision int8 needs --calib-dir with representative images (a few hundred) for calibration")
         if not 17 <= self.opset <= 20:

@@ -23,6 +23,7 @@ import numpy as np
 from ..checkpoint import load_model
 from ..errors import IFSegError
 from ..fileio import atomic_folder
+from ..precision import FP16, OPENVINO_WRITES, check_precision
 from ..runtime.graph_contract import IMAGES, LOGITS
 from ..runtime.sidecar import vocab_path
 from ..runtime.vocabulary import Vocabulary
@@ -32,8 +33,6 @@ from .fp16_graph import PrecisionCase, PrecisionReport, image_labels, rel_rms
 from .int8_graph import INT8_MAX_REL_RMS
 from .verify import RTOL, VerifyReport, compare_outputs, run_torch
 
-#: ``export --precision`` of an IR -> ``compress_to_fp16`` (int8: the weights of the Q/DQ graph as they are).
-WEIGHT_PRECISIONS = {"fp32": False, "fp16": True, "int8": False}
 #: Relative tolerance (of the largest |output|) for float16 weights: their rounding (2^-11
 #: relative) accumulates over the layers; float32 weights keep the ONNX export's tolerance.
 FP16_RTOL = 2e-2
@@ -55,10 +54,9 @@ class OpenVinoExport:
 
 
 def check_weight_precision(precision: str) -> str:
-    """``--precision`` of an OpenVINO export (fp32 or fp16 weights, or the int8 Q/DQ graph); a one-line error otherwise."""
-    if precision not in WEIGHT_PRECISIONS:
-        raise IFSegError(f"--precision {precision} is not available for --format openvino; use fp32, fp16 (weights) or int8")
-    return precision
+    """``precision`` of an OpenVINO export (:data:`ifseg_deploy.precision.OPENVINO_WRITES`: fp32 or
+    fp16 weights, or the int8 Q/DQ graph); :class:`IFSegError` otherwise."""
+    return check_precision(precision, OPENVINO_WRITES, "format=openvino: fp32 / fp16 weights, or the int8 Q/DQ graph")
 
 
 def default_folder(source: str) -> str:
@@ -89,7 +87,7 @@ def export_openvino(source: str, onnx: OnnxExport, vocabulary: Vocabulary, categ
     stem = stem[: -len("_openvino")] if stem.endswith("_openvino") else stem
     with atomic_folder(folder, "--out", "openvino") as tmp:
         xml = os.path.join(tmp, stem + ".xml")
-        ov.save_model(ov.convert_model(onnx.path), xml, compress_to_fp16=WEIGHT_PRECISIONS[precision])
+        ov.save_model(ov.convert_model(onnx.path), xml, compress_to_fp16=precision == FP16)
         shutil.copyfile(onnx.vocab_path, vocab_path(xml))
         compiled = ov.Core().compile_model(xml, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
         names = [o.get_any_name() for o in compiled.outputs]
@@ -100,7 +98,7 @@ def export_openvino(source: str, onnx: OnnxExport, vocabulary: Vocabulary, categ
         if precision == "int8":
             report = _check_int8(run, graph, cases, names, opts.gate, onnx.precision.fp32_nodes if onnx.precision else 0)
         else:
-            rtol = FP16_RTOL if WEIGHT_PRECISIONS[precision] else RTOL
+            rtol = FP16_RTOL if precision == FP16 else RTOL
             report = VerifyReport([compare_outputs(name, feeds, run_torch(graph, feeds, names), run(feeds), atol=opts.atol, rtol=rtol)
                                    for name, feeds in cases])
             if not report.ok:

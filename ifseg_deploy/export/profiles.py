@@ -19,11 +19,10 @@ from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Dict, Optional, Sequence, Tuple
 
 from ..errors import IFSegError
+from ..precision import GRAPHS
 from ..runtime.graph_contract import CLASSES, IMAGES, PROMPT
 
 Range = Tuple[int, int, int]
-#: Graph precisions an export can write (what the weights and matrix products run in).
-PRECISIONS = ("fp32", "fp16", "int8")
 REFERENCE_IMGSZ = 512
 EMBED_DIM_VAR = "${EMBED_DIM}"
 
@@ -46,8 +45,8 @@ class TargetProfile:
     triton_instances: int = 1
 
     def __post_init__(self):
-        if self.precision not in PRECISIONS:
-            raise IFSegError(f"profile {self.name}: precision must be one of {', '.join(PRECISIONS)}")
+        if self.precision not in GRAPHS:
+            raise IFSegError(f"profile {self.name}: precision must be one of {', '.join(GRAPHS)}")
         for f in ("batch", "height", "width", "prompt_len", "classes"):
             lo, opt, hi = getattr(self, f)
             if not 1 <= lo <= opt <= hi:

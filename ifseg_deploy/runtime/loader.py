@@ -83,7 +83,7 @@ def vocabulary_for(info: ModelInfo, bpe_dir: Optional[str] = None,
                                class_words=class_words, **kwargs)
 
 
-def load(path: str, device: str = "auto", half: bool = False, bpe_dir: Optional[str] = None,
+def load(path: str, device: str = "auto", precision: Optional[str] = None, bpe_dir: Optional[str] = None,
          class_words: Optional[Dict[str, Sequence[str]]] = None, **backend_options) -> LoadedRuntime:
     """Open any model file.
 
@@ -91,16 +91,18 @@ def load(path: str, device: str = "auto", half: bool = False, bpe_dir: Optional[
         path: checkpoint / bundle / ``.onnx`` / ``.engine`` / OpenVINO folder (an exported model
             needs its ``.vocab.safetensors`` side file next to it).
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``; OpenVINO: ``cpu``, ``gpu``, ``npu``.
-        half: float16 execution (CUDA; for ``.onnx`` through the TensorRT provider).
+        precision: what the backend runs in (:mod:`ifseg_deploy.precision`; None: the model's own, fp32 for
+            checkpoints): ``fp16`` (CUDA; for ``.onnx`` through the TensorRT provider; the ``--half`` flag),
+            ``bf16`` (PyTorch, OpenVINO); a TensorRT engine takes none.
         bpe_dir: folder of ``encoder.json``, ``vocab.bpe``, ``dict.txt`` (default: next to ``path``).
         class_words: word lists of hierarchical classes (see :class:`Vocabulary`).
         backend_options: backend-specific settings (``providers=``, ``io_binding=`` for ONNX Runtime;
-            ``precision=``, ``compile=`` for PyTorch; ``precision=``, ``performance_hint=`` for OpenVINO).
+            ``compile=`` for PyTorch; ``performance_hint=`` for OpenVINO).
 
     Raises :class:`IFSegError` with a one-line reason for any bad input.
     """
     name = backend_for(path)
-    backend, info = backend_class(name).open(path, device=device, half=half, **backend_options)
+    backend, info = backend_class(name).open(path, device=device, precision=precision, **backend_options)
     if info.kind == "ofa":
         log.warning("%s is a plain OFA checkpoint: its segmentation head is untrained; run `ifseg-deploy train` first", path)
     vocab = vocabulary_for(info, bpe_dir, class_words)

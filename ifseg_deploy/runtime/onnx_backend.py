@@ -11,6 +11,7 @@ from torch import Tensor
 
 from ..config import ArchConfig
 from ..errors import IFSegError
+from ..precision import FP16, FP32, ONNXRUNTIME, check_precision
 from .backend import Backend, Capabilities, ModelInfo
 from .device import parse_device
 from .graph_contract import GraphContract
@@ -50,12 +51,13 @@ class OnnxBackend(Backend):
     name = "onnxruntime"
 
     def __init__(self, path: str, contract: GraphContract, arch: ArchConfig, providers: Sequence[str] = ("cpu",),
-                 device_id: int = 0, half: bool = False, io_binding: Optional[bool] = None, threads: int = 0,
-                 graph_precision: str = "fp32"):
+                 device_id: int = 0, precision: Optional[str] = None, io_binding: Optional[bool] = None, threads: int = 0,
+                 graph_precision: str = FP32):
         ort = _import_ort()
         providers = list(providers)
+        half = check_precision(precision, ONNXRUNTIME, "ONNX Runtime; exported graphs carry their precision") == FP16
         if half and "tensorrt" not in providers:
-            raise IFSegError("--half with an .onnx file needs --providers tensorrt (TensorRT fp16); the CPU and CUDA providers run the fp32 graph")
+            raise IFSegError("`half` with an .onnx file needs providers=tensorrt (TensorRT fp16); the CPU and CUDA providers run the fp32 graph")
         available = ort.get_available_providers()
         missing = [p for p in providers if PROVIDERS[p] not in available]
         if missing:
@@ -85,17 +87,18 @@ class OnnxBackend(Backend):
         device = torch.device("cuda", device_id) if on_gpu and torch.cuda.is_available() else torch.device("cpu")
         self.arch = arch
         self.contract = contract
-        self.capabilities = Capabilities(device=device, precision="fp16" if half else graph_precision, knn=contract.in_graph_knn,
+        self.capabilities = Capabilities(device=device, precision=FP16 if half else graph_precision, knn=contract.in_graph_knn,
                                          upsample=contract.upsample, batch=contract.fixed_batch, image_size=contract.fixed_size)
         self.io_binding = on_gpu if io_binding is None else io_binding
         self._out_types = {o.name: _NP_TYPES.get(o.type, np.float32) for o in self.session.get_outputs()}
 
     @classmethod
-    def open(cls, path: str, device: str = "auto", half: bool = False, providers: Optional[Sequence[str] | str] = None,
+    def open(cls, path: str, device: str = "auto", precision: Optional[str] = None, providers: Optional[Sequence[str] | str] = None,
              io_binding: Optional[bool] = None) -> Tuple["OnnxBackend", ModelInfo]:
         """An exported ``.onnx`` and its side file. ``providers``: names or ``"tensorrt,cuda"``; without
         them CUDA when ``device`` is a CUDA device (``auto``: when this onnxruntime build and the
-        machine have one), else the CPU."""
+        machine have one), else the CPU. ``precision="fp16"`` runs the graph in float16 through the
+        TensorRT provider (the ``--half`` flag); None runs it in its own precision."""
         if isinstance(providers, str):
             providers = parse_providers(providers)
         side = read_vocab(path)
@@ -107,7 +110,7 @@ class OnnxBackend(Backend):
         if providers is None:
             providers = ["cuda"] if dev.type == "cuda" else ["cpu"]
         device_id = (dev.index or 0) if dev.type == "cuda" else 0
-        backend = cls(path, side.contract, side.arch, providers, device_id, half, io_binding,
+        backend = cls(path, side.contract, side.arch, providers, device_id, precision, io_binding,
                       graph_precision=side.export.get("precision", "fp32"))
         backend.positions = side.position_feeds(backend.device)
         return backend, side.model_info(path, "onnx")

@@ -21,14 +21,15 @@ from torch import Tensor
 
 from ..config import ArchConfig
 from ..errors import IFSegError
+from ..precision import FP32, OPENVINO_RUNS, check_precision
 from .backend import Backend, Capabilities, ModelInfo
 from .graph_contract import GraphContract
 from .sidecar import read_vocab
 
 #: ``--device`` -> OpenVINO device name.
 DEVICES = {"auto": "AUTO", "cpu": "CPU", "gpu": "GPU", "npu": "NPU"}
-#: ``--precision`` -> OpenVINO inference precision hint.
-PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+#: Precision (one of :data:`ifseg_deploy.precision.OPENVINO_RUNS`) -> OpenVINO inference precision hint.
+PRECISION_HINTS = dict(zip(OPENVINO_RUNS, ("f32", "bf16", "f16")))
 PERFORMANCE_HINTS = ("latency", "throughput")
 
 
@@ -68,8 +69,7 @@ class OpenVinoBackend(Backend):
     def __init__(self, xml_path: str, contract: GraphContract, arch: ArchConfig, device: str = "CPU",
                  precision: str = "fp32", performance_hint: str = "latency", threads: int = 0):
         ov = _import_openvino()
-        if precision not in PRECISION_HINTS:
-            raise IFSegError(f"unknown precision {precision}; OpenVINO takes {', '.join(PRECISION_HINTS)}")
+        check_precision(precision, OPENVINO_RUNS, "OpenVINO")
         if performance_hint not in PERFORMANCE_HINTS:
             raise IFSegError(f"unknown performance hint {performance_hint}; use {' or '.join(PERFORMANCE_HINTS)}")
         core = ov.Core()
@@ -91,12 +91,12 @@ class OpenVinoBackend(Backend):
                                          upsample=contract.upsample, batch=contract.fixed_batch, image_size=contract.fixed_size)
 
     @classmethod
-    def open(cls, path: str, device: str = "cpu", half: bool = False, precision: Optional[str] = None,
+    def open(cls, path: str, device: str = "cpu", precision: Optional[str] = None,
              performance_hint: str = "latency", threads: int = 0) -> Tuple["OpenVinoBackend", ModelInfo]:
-        """An IR folder (or its ``.xml``) and its side file. ``half`` = ``precision="fp16"``."""
+        """An IR folder (or its ``.xml``) and its side file; ``precision`` (None: fp32) is the inference hint."""
         xml = ir_path(path)
         side = read_vocab(xml)
-        precision = "fp16" if half else (precision or "fp32")
+        precision = precision or FP32
         backend = cls(xml, side.contract, side.arch, openvino_device(device), precision, performance_hint, threads)
         backend.positions = side.position_feeds()
         if side.export.get("precision") == "int8":  # the IR of a Q/DQ graph: INT8 matrix products whatever the hint

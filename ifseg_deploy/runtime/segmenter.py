@@ -154,22 +154,22 @@ class Segmenter:
 
     @classmethod
     def load(cls, path: str, categories: Union[str, Sequence[str], None] = None, bpe_dir: Optional[str] = None, device: str = "auto",
-             half: bool = False, class_words: Optional[Dict[str, Sequence[str]]] = None,
+             precision: Optional[str] = None, class_words: Optional[Dict[str, Sequence[str]]] = None,
              backend_options: Optional[Dict[str, object]] = None, **kwargs) -> "Segmenter":
         """A Segmenter over any model file (:func:`ifseg_deploy.runtime.loader.load`): checkpoint,
         bundle, ``.onnx`` or ``.engine``, with the preprocessing stored in it unless
         ``preprocessing=`` is given. ``kwargs`` as for the constructor."""
         from .loader import load
 
-        rt = load(path, device=device, half=half, bpe_dir=bpe_dir, class_words=class_words, **(backend_options or {}))
+        rt = load(path, device=device, precision=precision, bpe_dir=bpe_dir, class_words=class_words, **(backend_options or {}))
         kwargs.setdefault("preprocessing", rt.preprocessing)
         return cls(rt.backend, rt.vocabulary, categories, **kwargs)
 
     @classmethod
     def from_checkpoint(cls, path: str, categories: Union[str, Sequence[str], None] = None, bpe_dir: Optional[str] = None,
-                        device: str = "cpu", half: bool = False, **kwargs) -> "Segmenter":
+                        device: str = "cpu", precision: Optional[str] = None, **kwargs) -> "Segmenter":
         """:meth:`load` with the CPU as default device (kept for existing callers)."""
-        return cls.load(path, categories, bpe_dir, device, half, **kwargs)
+        return cls.load(path, categories, bpe_dir, device, precision, **kwargs)
 
     @property
     def categories(self) -> List[str]:

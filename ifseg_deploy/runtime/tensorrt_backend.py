@@ -27,10 +27,10 @@ class TensorRTBackend(Backend):
 
     name = "tensorrt"
 
-    def __init__(self, path: str, contract: GraphContract, arch: ArchConfig, device: str = "cuda", half: bool = False):
+    def __init__(self, path: str, contract: GraphContract, arch: ArchConfig, device: str = "cuda", precision: Optional[str] = None):
         info = read_engine_info(path)
-        if half:
-            raise IFSegError(f"--half does not apply to a TensorRT engine: its precision ({info.get('precision', '?')}) is fixed "
+        if precision is not None:  # the strongly typed engine runs its graph's types, nothing else
+            raise IFSegError(f"`half` does not apply to a TensorRT engine: its precision ({info.get('precision', '?')}) is fixed "
                              "when it is built; rebuild with ifseg-deploy export --format engine --precision fp16")
         trt = require_tensorrt()
         dev = cuda_device(device)
@@ -61,10 +61,11 @@ class TensorRTBackend(Backend):
         return table[dtype]
 
     @classmethod
-    def open(cls, path: str, device: str = "auto", half: bool = False) -> Tuple["TensorRTBackend", ModelInfo]:
-        """A serialized engine with its side files (``.vocab.safetensors``, ``.engine.json``); GPU only."""
+    def open(cls, path: str, device: str = "auto", precision: Optional[str] = None) -> Tuple["TensorRTBackend", ModelInfo]:
+        """A serialized engine with its side files (``.vocab.safetensors``, ``.engine.json``); GPU only.
+        ``precision`` must stay None: the engine's precision is fixed when it is built."""
         side = read_vocab(path)
-        backend = cls(path, side.contract, side.arch, device, half)
+        backend = cls(path, side.contract, side.arch, device, precision)
         backend.positions = side.position_feeds(backend.device)
         return backend, side.model_info(path, "engine")
 

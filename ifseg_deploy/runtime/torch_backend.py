@@ -15,6 +15,7 @@ from ..checkpoint import load_model
 from ..errors import IFSegError
 from ..model import SegOFA
 from ..model.inference import cast_stages, fold_batchnorm
+from ..precision import BF16, FP16, FP32, TORCH, check_precision
 from ..preprocess import Preprocessing
 from .backend import Backend, Capabilities, ModelInfo
 from .device import parse_device
@@ -22,8 +23,6 @@ from .graph_contract import FEATURES, LOGITS
 
 log = logging.getLogger(__name__)
 
-#: ``--precision`` values of PyTorch models.
-PRECISIONS = ("fp32", "bf16", "fp16")
 #: CPU flags (Linux ``/proc/cpuinfo``) of native bfloat16 matrix products.
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
@@ -38,21 +37,18 @@ def cpu_has_bf16() -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def resolve_precision(precision: Optional[str], half: bool, device: torch.device) -> str:
-    """``--precision`` (``--half`` is an alias of fp16) checked against ``device``; one-line errors."""
-    if half and precision not in (None, "fp16"):
-        raise IFSegError(f"--half means --precision fp16; it contradicts --precision {precision}")
-    precision = "fp16" if half else (precision or "fp32")
-    if precision not in PRECISIONS:
-        raise IFSegError(f"unknown --precision {precision}; use one of {', '.join(PRECISIONS)}")
-    if precision == "fp16" and device.type != "cuda":
-        raise IFSegError("--precision fp16 (--half) needs a CUDA device; on the CPU use --precision bf16 (CPUs with AVX512-BF16 or AMX)")
-    if precision == "bf16":
+def resolve_precision(precision: Optional[str], device: torch.device) -> str:
+    """``precision`` (None: fp32; one of :data:`ifseg_deploy.precision.TORCH`) checked against
+    ``device``. Raises :class:`IFSegError` naming the parameter when ``device`` cannot run it."""
+    precision = check_precision(precision, TORCH, "PyTorch") or FP32
+    if precision == FP16 and device.type != "cuda":
+        raise IFSegError("precision=fp16 (`half`) needs a CUDA device; on the CPU use precision=bf16 (CPUs with AVX512-BF16 or AMX)")
+    if precision == BF16:
         if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise IFSegError(f"--precision bf16: GPU {torch.cuda.get_device_name(device)} has no bfloat16; use --precision fp16")
+            raise IFSegError(f"precision=bf16: GPU {torch.cuda.get_device_name(device)} has no bfloat16; use precision=fp16")
         if device.type == "cpu" and not cpu_has_bf16():
-            raise IFSegError("--precision bf16 needs a CPU with AVX512-BF16 or AMX (see lscpu flags avx512_bf16 / amx_bf16); "
-                             "this one would emulate it slower than fp32: use --precision fp32")
+            raise IFSegError("precision=bf16 needs a CPU with AVX512-BF16 or AMX (see lscpu flags avx512_bf16 / amx_bf16); "
+                             "this one would emulate it slower than fp32: use precision=fp32")
     return precision
 
 
@@ -69,10 +65,10 @@ class TorchBackend(Backend):
 
     name = "torch"
 
-    def __init__(self, model: SegOFA, device: str = "cpu", half: bool = False, precision: Optional[str] = None,
+    def __init__(self, model: SegOFA, device: str = "cpu", precision: Optional[str] = None,
                  compile: bool = False, inplace: bool = False):
         dev = parse_device(device)
-        precision = resolve_precision(precision, half, dev)
+        precision = resolve_precision(precision, dev)
         model = (model if inplace else copy.deepcopy(model)).to(dev).eval()
         fold_batchnorm(model.backbone)
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
@@ -91,13 +87,13 @@ class TorchBackend(Backend):
         self.capabilities = Capabilities(device=dev, precision=precision, stages=("backbone", "encoder", "decoder"))
 
     @classmethod
-    def open(cls, path: str, device: str = "auto", half: bool = False, precision: Optional[str] = None,
+    def open(cls, path: str, device: str = "auto", precision: Optional[str] = None,
              compile: bool = False, **options) -> Tuple["TorchBackend", ModelInfo]:
         """A checkpoint or bundle (:func:`ifseg_deploy.checkpoint.load_model`) on ``device``."""
         if options:
             raise IFSegError(f"{', '.join(sorted(options))} do(es) not apply to PyTorch checkpoints; they are for exported models (--engine)")
         loaded = load_model(path)
-        backend = cls(loaded.model, device, half, precision, compile, inplace=True)
+        backend = cls(loaded.model, device, precision, compile, inplace=True)
         pre = Preprocessing.from_dict(loaded.metadata.get("preprocessing"), Preprocessing.short_side_rule(loaded.arch.image_size))
         info = ModelInfo(path, loaded.kind, loaded.arch, backend.model.embed_tokens.weight, loaded.prompt_prefix,
                          loaded.categories, loaded.class_embeds, pre)

@@ -44,6 +44,7 @@ from ..fileio import atomic_path, check_output_file
 from ..model import SegOFA
 from ..model.encoder import check_input_shape
 from ..model.stochastic import per_sample_masks
+from ..precision import TRAIN
 from ..preprocess import Preprocessing
 from ..runtime.device import parse_device
 from ..runtime.vocabulary import Vocabulary
@@ -59,7 +60,6 @@ from .stopping import StopRequests, TrainingStopped, signal_exit_code
 STATE_FORMAT = 1
 DATA_STREAM, DROPOUT_STREAM = 1, 2
 BUNDLE_EXT = ".safetensors"
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: Steps averaged for the reported final loss.
 FINAL_LOSS_WINDOW = 20
 
@@ -114,7 +114,7 @@ class TrainConfig:
             (1 <= self.max_cells, f"max_cells={self.max_cells}: must be >= 1"),
             (0 <= self.dropout < 1 and 0 <= self.drop_path < 1, f"`dropout` and `drop_path` must be in [0, 1) (got {self.dropout}, {self.drop_path})"),
             (self.holdout_size >= 1, f"holdout_size={self.holdout_size}: must be >= 1"),
-            (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}"),
+            (self.precision in TRAIN, f"precision={self.precision}: must be one of {', '.join(TRAIN)}"),
             (self.out.endswith(BUNDLE_EXT), f"out={self.out}: must name a {BUNDLE_EXT} bundle file"),
             (not os.path.isdir(self.out), f"out={self.out} is a folder; give a file name ending in {BUNDLE_EXT}"),
         ]
