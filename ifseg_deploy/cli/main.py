@@ -20,18 +20,16 @@ from ..redact import redact_url
 #: ```window``` ...); the CLI shows them as flags through :func:`flag_names`, here and nowhere else.
 FLAGS: Dict[str, str] = {
     # model and runtime (runtime/, cli/common.py)
-    "device": "--device", "half": "--half", "precision": "--precision", "providers": "--providers", "compile": "--compile",
-    "bpe_dir": "--bpe-dir", "categories": "--categories", "imgsz": "--imgsz", "image_size": "--imgsz",
+    "device": "--device", "precision": "--precision", "providers": "--providers", "compile": "--compile",
+    "bpe_dir": "--bpe-dir", "categories": "--categories", "imgsz": "--imgsz",
     "window": "--window", "knn_k": "--knn-k", "knn_iters": "--knn-iters", "knn_backend": "--knn-backend",
     "url": "--server", "timeout": "--timeout",
     # export (export/, triton/)
-    "format": "--format", "out": "--out", "batch": "--batch", "static_size": "--imgsz", "imgsz_from": "--imgsz-from",
-    "dynamic": "--dynamic", "position_biases": "--position-biases", "calib_dir": "--calib-dir", "gate": "--gate",
+    "format": "--format", "out": "--out", "batch": "--batch", "imgsz_from": "--imgsz-from", "static": "--static",
+    "dynamic": "--dynamic", "position_biases": "--position-biases", "calib_dir": "--calib-dir",
+    "gate": "--gate",  # messages say gate=False, shown as --no-gate
     "opset": "--opset", "tolerance": "--tolerance", "profile": "--profile", "upsample": "--upsample", "knn": "--knn",
-    "timing_cache": "--timing-cache", "trt_version": "--trt-version", "verify_images": "--verify-image",
-    "short_side": "--imgsz", "static": "--static",
-    # booleans that a choice flag sets: ``upsample_in_graph=True`` -> ``--upsample in-graph``
-    "knn_in_graph": "--knn in-graph", "upsample_in_graph": "--upsample in-graph",
+    "timing_cache": "--timing-cache", "trt_version": "--trt-version", "verify_image": "--verify-image",
     "network": "--network", "max_queue_delay_us": "--max-queue-delay-us",
     # segment and stream
     "alpha": "--alpha", "exist_ok": "--exist-ok", "font": "--font", "save": "--save", "show": "--show",
@@ -42,7 +40,7 @@ FLAGS: Dict[str, str] = {
     "seed": "--seed", "save_every": "--save-every", "max_cells": "--max-cells", "dropout": "--dropout", "drop_path": "--drop-path",
     "holdout_size": "--holdout-size", "resume": "--resume",
     # eval and bench
-    "pred_dir": "--pred-dir", "gt_dir": "--gt-dir", "num_classes": "--num-classes", "ignore": "--ignore-index", "ignore_index": "--ignore-index",
+    "pred_dir": "--pred-dir", "gt_dir": "--gt-dir", "num_classes": "--num-classes", "ignore": "--ignore-index",
     "reduce_zero_label": "--reduce-zero-label", "json": "--json", "clients": "--clients", "iterations": "--iters",
     "warmup": "--warmup",
 }
