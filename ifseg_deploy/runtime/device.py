@@ -25,7 +25,7 @@ def parse_device(device: str) -> torch.device:
         raise IFSegError(f"device '{device}' is not supported; use auto, cpu, cuda or cuda:N")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise IFSegError(f"device '{device}' requested but CUDA is not available; use --device cpu")
+            raise IFSegError(f"device={device}: CUDA is not available; use device=cpu")
         if (dev.index or 0) >= torch.cuda.device_count():
             raise IFSegError(f"device '{device}' does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return dev
@@ -38,5 +38,5 @@ def cuda_device(device: str) -> torch.device:
         raise IFSegError("TensorRT engines need a CUDA GPU and a CUDA build of PyTorch; none is available here")
     dev = parse_device("cuda" if text == "auto" else text)
     if dev.type != "cuda":
-        raise IFSegError(f"--device {device} cannot run a TensorRT engine; use --device cuda (or cuda:N)")
+        raise IFSegError(f"device={device} cannot run a TensorRT engine; use device=cuda (or cuda:N)")
     return dev

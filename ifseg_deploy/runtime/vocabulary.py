@@ -82,7 +82,7 @@ class Vocabulary:
         """Prompt ids/embeddings and class embeddings for ``categories`` (default: the stored ones)."""
         if categories is None:
             if self.stored_categories is None:
-                raise IFSegError("this model stores no category list; pass --categories \"a, b, c\"")
+                raise IFSegError('this model stores no category list; pass categories="a, b, c"')
             categories = self.stored_categories
         categories = validate_categories(categories)
         prompt_ids = build_prompt(self.tokenizer, categories, self.prompt_prefix)
