@@ -7,7 +7,7 @@ module's own ``__main__`` parser) and a literal that is one flag token (an argv 
 shell command it suggests: after, in the same ``;``-separated clause, one of ``ifseg-deploy
 <subcommand>``, ``pip install`` / ``pip uninstall``, ``python -m``, ``torchrun``, ``trtexec``,
 ``tritonserver`` or ``docker run``. Anything else must name the parameter (``window=100: ...`` or
-```window```), which :func:`ifseg_deploy.cli.main.flag_names` shows as the flag.
+```window```), which :func:`ifseg_deploy.cli.flags.flag_names` shows as the flag.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from conftest import tiny_checkpoint
 from stream_media import write_avi
 
 import ifseg_deploy
-from ifseg_deploy.cli.main import FLAGS, flag_names, main
+from ifseg_deploy.cli.flags import FLAGS, flag_names
+from ifseg_deploy.cli.main import main
 
 PACKAGE = Path(ifseg_deploy.__file__).parent
 MODULES = sorted(p for p in PACKAGE.rglob("*.py") if "cli" not in p.relative_to(PACKAGE).parts)

@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import IFSegError
 from ..fileio import ResultFolder, check_output_file, write_bytes
 from .common import add_segmenter_args, category_args, inference_preprocessing, load_segmenter, parse_imgsz, precision_options
-from .main import flag_names
+from .flags import flag_names
 
 
 def add_parser(sub) -> argparse.ArgumentParser:

@@ -12,7 +12,7 @@ from ..runtime.segmenter import segment_each
 from ..visualize.areas import area_summary, format_area_summary
 from ..visualize.fonts import resolve_font
 from .common import add_font_arg, add_segmenter_args, expand_images, load_segmenter, result_names
-from .main import flag_names
+from .flags import flag_names
 
 
 def add_parser(sub) -> argparse.ArgumentParser:

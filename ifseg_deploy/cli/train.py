@@ -9,7 +9,7 @@ import sys
 
 from ..precision import TRAIN
 from .common import add_device_arg, announce_device
-from .main import flag_names
+from .flags import flag_names
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
