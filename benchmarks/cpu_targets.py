@@ -2,7 +2,7 @@
 
 For each size: a random bundle (``ifseg_deploy.bench.synthetic.random_bundle``, 15 categories), its
 exports (dynamic and static 512x512 ONNX; fp16 and int8 ONNX graphs, the int8 one calibrated on
-8 synthetic 640x480 scenes from ``ifseg_deploy.export.scene``; OpenVINO IR with fp32 and fp16
+8 synthetic 640x480 scenes from ``ifseg_deploy.export.onnx.scene``; OpenVINO IR with fp32 and fp16
 weights), and every backend x precision. Network only (backbone + encoder + decoder) on a
 512x512 input and end to end (decode-free pre-processing, network, 25 kNN steps, up-sampling) on
 a 640x480 frame; figures are medians over rounds. The logits of each backend are compared with
@@ -58,8 +58,9 @@ from ifseg_deploy.bench.compare import calibration_folder, machine_info
 from ifseg_deploy.bench.synthetic import random_bundle
 from ifseg_deploy.config import ofa_preset
 from ifseg_deploy.errors import IFSegError
-from ifseg_deploy.export.api import ExportConfig, export_model
-from ifseg_deploy.export.scene import synthetic_scene
+from ifseg_deploy.export.api import export_model
+from ifseg_deploy.export.args import ExportArgs
+from ifseg_deploy.export.onnx.scene import synthetic_scene
 from ifseg_deploy.model import SegOFA
 from ifseg_deploy.runtime.loader import load
 from ifseg_deploy.runtime.segmenter import Segmenter
@@ -127,7 +128,7 @@ def variants(bundle: str, work: str, compile_: bool, static: bool, bpe_dir: str)
             continue
         t0 = time.perf_counter()
         try:
-            export_model(bundle, ExportConfig(out=path, categories=CATEGORIES, bpe_dir=bpe_dir, **settings))
+            export_model(bundle, ExportArgs(out=path, categories=CATEGORIES, bpe_dir=bpe_dir, **settings))
         except IFSegError as e:  # a reduced-precision graph below its fidelity gate
             out[name] = f"export refused: {e}"
             print(f"  {suffix}: {out[name]}", flush=True)

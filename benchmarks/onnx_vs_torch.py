@@ -27,7 +27,8 @@ import torch
 from ifseg_deploy.bench.synthetic import random_model
 from ifseg_deploy.checkpoint import LoadedModel
 from ifseg_deploy.config import ofa_preset
-from ifseg_deploy.export.onnx_export import OnnxExportOptions, export_onnx
+from ifseg_deploy.export.args import ExportArgs
+from ifseg_deploy.export.onnx.writer import write_onnx
 from ifseg_deploy.runtime.onnx_backend import OnnxBackend
 from ifseg_deploy.runtime.sidecar import read_vocab
 from ifseg_deploy.runtime.torch_backend import TorchBackend
@@ -70,8 +71,9 @@ def main(argv: List[str] = None) -> int:
     files = {}
     for name, dynamic in (("static", False), ("dynamic", True)):
         t0 = time.perf_counter()
-        files[name] = export_onnx(loaded, os.path.join(work, f"{name}.onnx"), vocab, CATEGORIES,
-                                  OnnxExportOptions(image_size=SHAPES[0], dynamic=dynamic)).path
+        files[name] = write_onnx(loaded, os.path.join(work, f"{name}.onnx"), vocab,
+                                 ExportArgs(categories=CATEGORIES, imgsz=min(SHAPES[0]), image_size=SHAPES[0], dynamic=dynamic or None,
+                                            static=not dynamic, position_biases="graph")).path
         print(f"exported {name} graph in {time.perf_counter() - t0:.1f} s ({os.path.getsize(files[name]) / 1e6:.0f} MB)", flush=True)
     backends: Dict[str, object] = {
         "torch eager cpu fp32": TorchBackend(model, "cpu"),

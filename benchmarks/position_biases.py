@@ -43,7 +43,8 @@ def torch_new_sizes(arch: str) -> None:
 
 
 def onnx_runtime(rounds: int, bpe_dir: str) -> None:
-    from ifseg_deploy.export.api import ExportConfig, export_model
+    from ifseg_deploy.export.api import export_model
+    from ifseg_deploy.export.args import ExportArgs
     from ifseg_deploy.runtime.onnx_backend import OnnxBackend
     from ifseg_deploy.runtime.vocabulary import Vocabulary
     from ifseg_deploy.text.tokenizer import OFATokenizer
@@ -52,11 +53,11 @@ def onnx_runtime(rounds: int, bpe_dir: str) -> None:
         bundle = random_bundle(ofa_preset("tiny"), os.path.join(tmp, "tiny.safetensors"), CATEGORIES, bpe_dir)
         variants = {"dynamic, biases in the graph": dict(position_biases="graph"),
                     "dynamic, biases as inputs": dict(position_biases="inputs"),
-                    "static 512x683": dict(static_size=(512, 683))}
+                    "static 512x683": dict(imgsz=(512, 683))}
         backends = {}
         for i, (name, kw) in enumerate(variants.items()):
             out = os.path.join(tmp, f"v{i}.onnx")
-            export_model(bundle, ExportConfig(out=out, bpe_dir=bpe_dir, **kw))
+            export_model(bundle, ExportArgs(out=out, bpe_dir=bpe_dir, **kw))
             backends[name], info = OnnxBackend.open(out, device="cpu")
         vocab = Vocabulary(OFATokenizer(bpe_dir), info.embed_table).prepare(CATEGORIES)
         images = torch.rand(1, 3, 512, 683) * 2 - 1

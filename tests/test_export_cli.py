@@ -143,4 +143,4 @@ def test_segment_engine_bad_files(image, bundle, tmp_path, capsys):
     (tmp_path / "m.engine.json").write_text(json.dumps({"tensorrt": "0.0.1", "gpu": "none", "compute_capability": "0.0", "precision": "fp16"}))
     err = _fails(capsys, ["segment", str(image), "--engine", str(engine), "--categories", "cat"], "")
     assert "tensorrt" in err.lower() or "cuda" in err.lower()
-    _fails(capsys, ["segment", str(image), "--engine", str(engine), "--categories", "cat", "--half"], "--half does not apply")
+    _fails(capsys, ["segment", str(image), "--engine", str(engine), "--categories", "cat", "--half"], "--precision fp16 does not apply")

@@ -12,8 +12,8 @@ import onnx
 import pytest
 
 from ifseg_deploy.cli.main import main
-from ifseg_deploy.export.onnx_export import read_onnx_metadata
-from ifseg_deploy.export.verify import graph_policy_problems
+from ifseg_deploy.export.onnx.writer import read_onnx_metadata
+from ifseg_deploy.export.onnx.verify import graph_policy_problems
 
 REAL = "grass, cat, giraffe, concrete wall"
 FOREIGN = "dog, person, sky"

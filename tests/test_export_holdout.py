@@ -17,9 +17,9 @@ from conftest import BPE, TRAIN_ARCH, make_tiny_model, save_fairseq_checkpoint, 
 from ifseg_deploy.checkpoint import load_model
 from ifseg_deploy.cli.main import main
 from ifseg_deploy.errors import IFSegError
-from ifseg_deploy.export import holdout_check
-from ifseg_deploy.export.holdout_check import graph_holdout, holdout_set, image_token_tensor
-from ifseg_deploy.export.onnx_export import read_onnx_metadata
+from ifseg_deploy.export.precision import holdout_check
+from ifseg_deploy.export.precision.holdout_check import graph_holdout, holdout_set, image_token_tensor
+from ifseg_deploy.export.onnx.writer import read_onnx_metadata
 from ifseg_deploy.model.inference import cast_stages
 from ifseg_deploy.runtime.graph_contract import GraphContract
 from ifseg_deploy.runtime.sidecar import read_vocab

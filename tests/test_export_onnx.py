@@ -15,12 +15,13 @@ import torch
 from conftest import TINY_ARCH, make_tiny_model
 from ifseg_deploy.checkpoint import LoadedModel
 from ifseg_deploy.errors import IFSegError
-from ifseg_deploy.export import onnx_export
-from ifseg_deploy.export.onnx_export import OnnxExportOptions, export_onnx, read_onnx_metadata
+from ifseg_deploy.export.onnx import writer as onnx_export
+from ifseg_deploy.export.args import ExportArgs
+from ifseg_deploy.export.onnx.writer import read_onnx_metadata, write_onnx
 from ifseg_deploy.preprocess import Preprocessing
 from ifseg_deploy.runtime.sidecar import read_vocab, vocab_path
-from ifseg_deploy.export.trt_ops import check_graph
-from ifseg_deploy.export.verify import graph_policy_problems
+from ifseg_deploy.export.tensorrt.ops import check_graph
+from ifseg_deploy.export.onnx.verify import graph_policy_problems
 from ifseg_deploy.postprocess.knn import knn_smooth
 from ifseg_deploy.postprocess.upsample import upsample_argmax
 from ifseg_deploy.runtime.onnx_backend import OnnxBackend
@@ -47,15 +48,16 @@ def dynamic_export(tiny, tmp_path_factory):
     """Dynamic graph with in-graph kNN and up-sampling, exported with a list other than the model's own."""
     loaded, vocab = tiny
     out = str(tmp_path_factory.mktemp("dyn") / "tiny.onnx")
-    opts = OnnxExportOptions(image_size=(64, 80), dynamic=True, knn_k=3, knn_iters=25, upsample=True)
-    return export_onnx(loaded, out, vocab, OTHER[:2], opts)
+    args = ExportArgs(categories=OTHER[:2], imgsz=64, image_size=(64, 80), knn="in-graph", knn_k=3, knn_iters=25, upsample="in-graph",
+                      position_biases="graph")
+    return write_onnx(loaded, out, vocab, args)
 
 
 @pytest.fixture(scope="module")
 def static_export(tiny, tmp_path_factory):
     loaded, vocab = tiny
     out = str(tmp_path_factory.mktemp("static") / "tiny_static.onnx")
-    return export_onnx(loaded, out, vocab, None, OnnxExportOptions(image_size=(48, 64), batch=2, dynamic=False))
+    return write_onnx(loaded, out, vocab, ExportArgs(imgsz=(48, 64), batch=2))
 
 
 def _session(path):
@@ -185,7 +187,8 @@ def test_disagreeing_export_is_not_written(tiny, tmp_path, monkeypatch, knn_iter
     monkeypatch.setattr(onnx_export, "_trace", wrong_trace)
     out = tmp_path / "bad.onnx"
     with pytest.raises(IFSegError, match="disagrees with PyTorch.*not written"):
-        export_onnx(loaded, str(out), vocab, None, OnnxExportOptions(image_size=(32, 32), slim=False, knn_iters=knn_iters))
+        write_onnx(loaded, str(out), vocab, ExportArgs(imgsz=32, slim=False, knn="in-graph" if knn_iters else "host", knn_iters=knn_iters,
+                                                       position_biases="graph"))
     assert os.listdir(tmp_path) == []
 
 
@@ -200,7 +203,8 @@ def test_disagreeing_in_graph_knn_is_not_written(tiny, tmp_path, monkeypatch):
 
     monkeypatch.setattr(onnx_export, "_trace", wrong_trace)
     with pytest.raises(IFSegError, match="disagrees with PyTorch on .*knn_probs.*not written"):
-        export_onnx(loaded, str(tmp_path / "bad.onnx"), vocab, None, OnnxExportOptions(image_size=(48, 64), slim=False, knn_iters=25))
+        write_onnx(loaded, str(tmp_path / "bad.onnx"), vocab, ExportArgs(imgsz=48, image_size=(48, 64), slim=False, knn="in-graph",
+                                                                         position_biases="graph"))
     assert os.listdir(tmp_path) == []
 
 
@@ -208,8 +212,8 @@ def test_in_graph_knn_caps_k_at_the_cell_count(tiny, tmp_path):
     """k = 200 in the graph: a grid with fewer cells averages over all of them, as the host's
     min(k, cells); a larger grid keeps 200 neighbours. TopK's K stays a constant (TensorRT)."""
     loaded, vocab = tiny
-    export = export_onnx(loaded, str(tmp_path / "k200.onnx"), vocab, None,
-                         OnnxExportOptions(image_size=(64, 80), knn_k=200, knn_iters=5))
+    export = write_onnx(loaded, str(tmp_path / "k200.onnx"), vocab,
+                        ExportArgs(imgsz=64, image_size=(64, 80), knn="in-graph", knn_k=200, knn_iters=5, position_biases="graph"))
     model = onnx.load(export.path)
     assert check_graph(model, "10").ok and check_graph(model, "8.6").ok
     v = vocab.prepare(CATS)
@@ -263,12 +267,12 @@ def test_static_backend_adapts_batches(static_export, tiny):
     logits, feats = out.logits, out.features
     assert logits.shape == (3, 12, 3) and feats.shape == (3, 12, 1024)
     assert torch.allclose(logits, _torch(loaded, images, v)[0], atol=2e-4)
-    with pytest.raises(IFSegError, match="fixed 48x64 inputs.*--dynamic"):
+    with pytest.raises(IFSegError, match="fixed 48x64 inputs.*dynamic=True"):
         backend.run(torch.zeros(1, 3, 64, 64), v.prompt_embeds, v.class_embeds)
 
 
 def test_onnx_backend_provider_errors(static_export):
     with pytest.raises(IFSegError, match="lacks CUDAExecutionProvider"):
         OnnxBackend.open(static_export.path, device="cpu", providers=["cuda"])
-    with pytest.raises(IFSegError, match="`half` .*providers=tensorrt"):
+    with pytest.raises(IFSegError, match="precision=fp16 .*providers=tensorrt"):
         OnnxBackend.open(static_export.path, device="cpu", providers=["cpu"], precision="fp16")

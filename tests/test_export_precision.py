@@ -14,8 +14,8 @@ import torch
 from onnx import TensorProto
 
 from ifseg_deploy.cli.main import main
-from ifseg_deploy.export.fp16_graph import rel_rms, to_fp16
-from ifseg_deploy.export.onnx_export import read_onnx_metadata
+from ifseg_deploy.export.precision.fp16_graph import rel_rms, to_fp16
+from ifseg_deploy.export.onnx.writer import read_onnx_metadata
 from ifseg_deploy.runtime.onnx_backend import OnnxBackend
 
 
@@ -91,7 +91,7 @@ def test_rel_rms():
 
 def test_gate_refuses_and_no_gate_writes(tiny_bundle, bpe_dir, tmp_path, capsys, monkeypatch):
     """Below the gate nothing is written; --no-gate writes the graph and says so."""
-    import ifseg_deploy.export.onnx_export as onnx_export
+    import ifseg_deploy.export.onnx.writer as onnx_export
 
     monkeypatch.setattr(onnx_export, "FP16_MAX_REL_RMS", 0.0)  # fp16 rounding always leaves some error
     out = tmp_path / "out" / "m.onnx"

@@ -18,11 +18,11 @@ import torch
 from onnx import TensorProto, helper
 
 from ifseg_deploy.errors import IFSegError
-from ifseg_deploy.export.calibrator import calibration_batches, calibration_files, fit_image
-from ifseg_deploy.export.profiles import BUILTIN, TargetProfile, load_profile, trtexec_command
-from ifseg_deploy.export.graph_precision import check_graph_precision, fp32_nodes
-from ifseg_deploy.export.tensorrt_build import define_network, network_flags
-from ifseg_deploy.export.trt_ops import check_graph, resolve_target
+from ifseg_deploy.export.precision.calibrator import calibration_batches, calibration_files, fit_image
+from ifseg_deploy.export.tensorrt.profiles import BUILTIN, TargetProfile, load_profile, trtexec_command
+from ifseg_deploy.export.precision.graph_precision import check_graph_precision, fp32_nodes
+from ifseg_deploy.export.tensorrt.build import define_network, network_flags
+from ifseg_deploy.export.tensorrt.ops import check_graph, resolve_target
 from ifseg_deploy.runtime.graph_contract import GraphContract
 from ifseg_deploy.runtime.tensorrt_common import check_engine_compat, version_key
 from ifseg_deploy.triton.config import target_files, triton_config
@@ -413,7 +413,7 @@ def test_tensorrt_module_names_exist_in_both_releases(trt_api):
     stub_top = set(members)
     root = Path(__file__).resolve().parents[1] / "ifseg_deploy"
     used = set()
-    for path in (root / "export" / "tensorrt_build.py", root / "runtime" / "tensorrt_backend.py", root / "runtime" / "tensorrt_common.py"):
+    for path in (root / "export" / "tensorrt" / "build.py", root / "runtime" / "tensorrt_backend.py", root / "runtime" / "tensorrt_common.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "trt":
                 used.add(node.attr)
@@ -445,7 +445,8 @@ def test_engine_compat_messages():
 def tiny_onnx(tmp_path_factory, bpe_dir):
     from conftest import make_tiny_model
     from ifseg_deploy.checkpoint import LoadedModel
-    from ifseg_deploy.export.onnx_export import OnnxExportOptions, export_onnx
+    from ifseg_deploy.export.args import ExportArgs
+    from ifseg_deploy.export.onnx.writer import write_onnx
     from ifseg_deploy.runtime.vocabulary import Vocabulary
     from ifseg_deploy.text.tokenizer import OFATokenizer
 
@@ -453,7 +454,7 @@ def tiny_onnx(tmp_path_factory, bpe_dir):
     loaded = LoadedModel(model, "bundle", "tiny.safetensors", ["grass", "cat"], None)
     vocab = Vocabulary(OFATokenizer(bpe_dir), model.embed_tokens.weight, loaded.prompt_prefix, None, None)
     out = str(tmp_path_factory.mktemp("trt") / "tiny.onnx")
-    export_onnx(loaded, out, vocab, ["grass", "cat"], OnnxExportOptions(image_size=(64, 64), dynamic=True))
+    write_onnx(loaded, out, vocab, ExportArgs(categories=["grass", "cat"], imgsz=64, dynamic=True, position_biases="graph"))
     return out, loaded, vocab
 
 
@@ -462,7 +463,7 @@ def tiny_onnx(tmp_path_factory, bpe_dir):
 @pytest.mark.parametrize("precision", ["fp32"])
 def test_engine_build_and_run(tiny_onnx, tmp_path, precision):
     from ifseg_deploy.runtime.sidecar import read_engine_info, vocab_path
-    from ifseg_deploy.export.tensorrt_build import build_engine
+    from ifseg_deploy.export.tensorrt.build import build_engine
     from ifseg_deploy.runtime.tensorrt_backend import TensorRTBackend
 
     onnx_path, loaded, vocab = tiny_onnx

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from ifseg_deploy.export.knn_ties import near_tied_cells, undetermined_cells, undetermined_pixels
-from ifseg_deploy.export.scene import synthetic_scene
-from ifseg_deploy.export.verify import CaseResult, VerifyReport, compare_outputs
+from ifseg_deploy.export.onnx.knn_ties import near_tied_cells, undetermined_cells, undetermined_pixels
+from ifseg_deploy.export.onnx.scene import synthetic_scene
+from ifseg_deploy.export.onnx.verify import CaseResult, VerifyReport, compare_outputs
 
 #: Six cells on a circle (degrees). Cell 0's nearest other cells, 1 and 2, are both 30 degrees away:
 #: an exact tie for k = 2. Every other cell's 2nd and 3rd most similar cells are >= 0.08 apart in cosine.

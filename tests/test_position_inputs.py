@@ -12,8 +12,9 @@ import torch
 from conftest import TINY_ARCH, make_tiny_model
 from ifseg_deploy.checkpoint import LoadedModel
 from ifseg_deploy.errors import IFSegError
-from ifseg_deploy.export.api import ExportConfig, export_model
-from ifseg_deploy.export.onnx_export import OnnxExportOptions, export_onnx
+from ifseg_deploy.export.api import export_model
+from ifseg_deploy.export.args import ExportArgs, validate
+from ifseg_deploy.export.onnx.writer import write_onnx
 from ifseg_deploy.model.encoder import Encoder
 from ifseg_deploy.runtime.onnx_backend import OnnxBackend
 from ifseg_deploy.runtime.sidecar import read_vocab
@@ -39,7 +40,7 @@ def tiny(bpe_dir):
 def exported(tiny, tmp_path_factory):
     loaded, vocab = tiny
     out = str(tmp_path_factory.mktemp("bias") / "tiny.onnx")
-    return export_onnx(loaded, out, vocab, None, OnnxExportOptions(image_size=(64, 80), bias_inputs=True))
+    return write_onnx(loaded, out, vocab, ExportArgs(imgsz=64, image_size=(64, 80), position_biases="inputs"))
 
 
 def _torch_logits(loaded, images, v):
@@ -111,20 +112,20 @@ def test_side_file_without_position_weights_is_one_line_error(exported, tmp_path
 
 def test_static_export_folds_instead(tiny, tmp_path):
     loaded, vocab = tiny
-    out = export_onnx(loaded, str(tmp_path / "s.onnx"), vocab, None, OnnxExportOptions(image_size=(48, 64), dynamic=False, bias_inputs=True))
+    out = write_onnx(loaded, str(tmp_path / "s.onnx"), vocab, ExportArgs(imgsz=(48, 64), position_biases="inputs"))
     assert out.contract.bias_inputs is None
     assert [i.name for i in onnx.load(out.path).graph.input] == ["images", "prompt_embeds", "class_embeds"]
 
 
 def test_engine_and_triton_refuse_bias_input_graphs(exported):
-    with pytest.raises(IFSegError, match="takes its position biases as inputs.*--position-biases graph"):
-        export_model(exported.path, ExportConfig(format="engine"))
+    with pytest.raises(IFSegError, match="takes its position biases as inputs.*position_biases=graph"):
+        export_model(exported.path, ExportArgs(format="engine"))
     from ifseg_deploy.triton.repository import export_triton
 
     with pytest.raises(IFSegError, match="takes its position biases as inputs.*position_biases='graph'"):
-        export_triton(exported.path, ExportConfig(out=str(exported.path) + "_triton"))
+        export_triton(exported.path, ExportArgs(out=str(exported.path) + "_triton"))
     with pytest.raises(IFSegError, match="engines compute their position biases in the graph"):
-        ExportConfig(format="engine", position_biases="inputs").resolved(exported.path)
+        validate(ExportArgs(format="engine", position_biases="inputs"), exported.path)
 
 
 def test_info_describes_exports(exported, tiny, tmp_path, capsys):
@@ -138,7 +139,7 @@ def test_info_describes_exports(exported, tiny, tmp_path, capsys):
     assert d["position_biases"].startswith("inputs") and d["inputs"][3:] == ["encoder_bias", "decoder_bias", "cross_bias"]
     assert d["categories"] == CATS and d["layers"] == [TINY_ARCH.encoder_layers, TINY_ARCH.decoder_layers] and d["verified"] == "yes"
     loaded, vocab = tiny
-    static = export_onnx(loaded, str(tmp_path / "s.onnx"), vocab, None, OnnxExportOptions(image_size=(48, 64), dynamic=False))
+    static = write_onnx(loaded, str(tmp_path / "s.onnx"), vocab, ExportArgs(imgsz=(48, 64)))
     assert main(["info", static.path]) == 0
     text = capsys.readouterr().out
     assert "static 1x3x48x64" in text and "folded into constants" in text
@@ -157,8 +158,8 @@ def test_fp16_graph_with_bias_inputs_keeps_the_bias_path_fp32(tiny, tmp_path):
         for conv in loaded.model.backbone.modules():
             if isinstance(conv, torch.nn.Conv2d):
                 conv.weight.mul_((conv.weight.shape[-1] / conv.weight[0].numel()) ** 0.5)
-    out = export_onnx(loaded, str(tmp_path / "h.onnx"), vocab, None, OnnxExportOptions(image_size=(64, 80), bias_inputs=True,
-                                                                                        precision="fp16"))
+    out = write_onnx(loaded, str(tmp_path / "h.onnx"), vocab, ExportArgs(imgsz=64, image_size=(64, 80), position_biases="inputs",
+                                                                         precision="fp16"))
     model = onnx.load(out.path)
     to = {n.output[0]: n.attribute[0].i for n in model.graph.node if n.op_type == "Cast"}
     readers = {}
@@ -182,7 +183,7 @@ def test_round_trip_casts_between_fp32_nodes_are_removed():
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    from ifseg_deploy.export.fp16_graph import _drop_round_trips
+    from ifseg_deploy.export.precision.fp16_graph import _drop_round_trips
 
     nodes = [helper.make_node("Unsqueeze", ["bias", "axes"], ["u"], name="u"),
              helper.make_node("Cast", ["u"], ["u16"], name="c16", to=TensorProto.FLOAT16),

@@ -19,8 +19,8 @@ from PIL import Image
 from conftest import save_tiny_bundle
 from ifseg_deploy.cli.main import main
 from ifseg_deploy.errors import IFSegError
-from ifseg_deploy.export.api import ExportConfig
-from ifseg_deploy.export.profiles import BUILTIN
+from ifseg_deploy.export.args import ExportArgs
+from ifseg_deploy.export.tensorrt.profiles import BUILTIN
 from ifseg_deploy.runtime.segmenter import Segmenter
 from ifseg_deploy.triton.config import triton_host_config
 from ifseg_deploy.triton.repository import MANIFEST, TritonOptions, export_triton
@@ -49,7 +49,7 @@ def model(tmp_path_factory, bpe_dir):
 def repo(model, bpe_dir):
     """Exported at the model's own resolution (128) with a long batching window, so concurrent requests meet."""
     out = os.path.join(os.path.dirname(model), "repo")
-    return export_triton(model, ExportConfig(format="triton", out=out, bpe_dir=bpe_dir, short_side=128),
+    return export_triton(model, ExportArgs(format="triton", out=out, bpe_dir=bpe_dir, imgsz=128),
                          TritonOptions(max_queue_delay_us=100_000))
 
 
@@ -93,8 +93,8 @@ def test_native_onnx_network_from_an_earlier_export(repo, tmp_path, bpe_dir):
 
     shutil.copyfile(os.path.join(repo.path, "ifseg_network", "1", "model.onnx"), tmp_path / "m.onnx")
     shutil.copyfile(os.path.join(repo.path, "ifseg", "1", "model.vocab.safetensors"), tmp_path / "m.vocab.safetensors")
-    out = export_triton(str(tmp_path / "m.onnx"), ExportConfig(format="triton", out=str(tmp_path / "r"), bpe_dir=bpe_dir,
-                                                               profile="datacenter"), TritonOptions(network="onnx"))
+    out = export_triton(str(tmp_path / "m.onnx"), ExportArgs(format="triton", out=str(tmp_path / "r"), bpe_dir=bpe_dir,
+                                                             profile="datacenter"), TritonOptions(network="onnx"))
     net = open(os.path.join(out.path, "ifseg_network", "config.pbtxt")).read()
     assert 'platform: "onnxruntime_onnx"' in net and "count: 2 kind: KIND_GPU" in net and 'name: "tensorrt"' in net
     assert sorted(os.listdir(os.path.join(out.path, "ifseg_network", "1"))) == ["model.onnx"]
@@ -180,11 +180,11 @@ def test_host_config_follows_the_profile():
 
 
 def test_export_refuses_bad_settings(model, tmp_path, bpe_dir):
-    cfg = ExportConfig(format="triton", out=str(tmp_path / "r"), bpe_dir=bpe_dir, short_side=64)
+    cfg = ExportArgs(format="triton", out=str(tmp_path / "r"), bpe_dir=bpe_dir, imgsz=64)
     with pytest.raises(IFSegError, match="network='tflite'"):
         export_triton(model, cfg, TritonOptions(network="tflite"))
     with pytest.raises(IFSegError, match="up-samples"):
-        export_triton(model, dataclasses.replace(cfg, upsample_in_graph=True))
+        export_triton(model, dataclasses.replace(cfg, upsample="in-graph"))
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "keep.txt").write_text("x")
     with pytest.raises(IFSegError, match="already holds files that are not an ifseg-deploy triton export"):

@@ -1,12 +1,12 @@
 """``bench --compare``: every backend x precision installed here, on one model and one image, in one table.
 
 Each :class:`Variant` row names how its model file is made (nothing for PyTorch, an
-``ExportConfig`` for exported formats), the backend options it runs with, and what it needs
+``ExportArgs`` for exported formats), the backend options it runs with, and what it needs
 (a runtime package, a CUDA device, native bf16). Rows whose needs are not met are listed as
 skipped with the reason; adding a row is one line in :data:`VARIANTS`. A reduced-precision graph
 whose export gate refuses it (its logits too far from fp32 PyTorch) is listed as skipped with the
 gate's message. The int8 graph is calibrated on a small generated set: the compared image plus
-:data:`CALIBRATION_SCENES` synthetic scenes of its size (:func:`~ifseg_deploy.export.scene.synthetic_scene`),
+:data:`CALIBRATION_SCENES` synthetic scenes of its size (:func:`~ifseg_deploy.export.onnx.scene.synthetic_scene`),
 which the row's note says; a bundle's own figures need ``export --precision int8 --calib-dir`` on
 real images. Every row runs the same
 image through the whole pipeline (:func:`~ifseg_deploy.bench.latency.run_benchmark`); fidelity is
@@ -28,8 +28,10 @@ import numpy as np
 import torch
 
 from ..errors import IFSegError
-from ..export.api import ExportConfig, export_model
-from ..export.scene import synthetic_scene
+from ..export.api import export_model
+from ..export.args import ExportArgs
+from ..export.formats import export_format
+from ..export.onnx.scene import synthetic_scene
 from ..fileio import write_bytes, write_png
 from ..runtime.segmenter import SegmentationResult, Segmenter
 from ..runtime.torch_backend import cpu_has_bf16
@@ -56,7 +58,7 @@ def _cpu(device: str) -> Optional[str]:
 
 @dataclass(frozen=True)
 class Variant:
-    """One row: ``export`` (``ExportConfig`` fields; ``None``: the PyTorch checkpoint itself),
+    """One row: ``export`` (``ExportArgs`` fields; ``None``: the PyTorch checkpoint itself),
     ``options`` (backend options of :meth:`Segmenter.load`) and ``needs`` (checks returning a reason to skip)."""
 
     name: str
@@ -199,11 +201,11 @@ def _model_file(source: str, variant: Variant, workdir: str, categories, bpe_dir
         return made[variant.export]
     settings = dict(variant.export)
     stem = os.path.join(workdir, os.path.splitext(os.path.basename(source))[0] + "_" + "_".join(str(v) for v in settings.values()))
-    out = stem + {"onnx": ".onnx", "engine": ".engine", "openvino": "_openvino"}[settings["format"]]
+    out = stem + export_format(settings["format"]).suffix
     if settings.get("precision") == "int8":
         settings["calib_dir"] = calibration_folder(image, os.path.join(workdir, "calibration"))
-    export_model(source, ExportConfig(out=out, categories=categories, bpe_dir=bpe_dir, short_side=short_side,
-                                      device=device if device.startswith("cuda") else "cuda", **settings))
+    export_model(source, ExportArgs(out=out, categories=categories, bpe_dir=bpe_dir, imgsz=short_side,
+                                    device=device if device.startswith("cuda") else "cuda", **settings))
     made[variant.export] = out
     return out
 
@@ -244,7 +246,7 @@ def compare(source: str, image: np.ndarray, workdir: str, categories: Optional[S
             continue
         if variant.precision == "int8":
             row.note = f"calibrated on the compared image + {CALIBRATION_SCENES} synthetic scenes"
-        extra = {} if short_side is None else {"preprocessing": Preprocessing(short_side, 4 * short_side)}
+        extra = {} if short_side is None else {"preprocessing": Preprocessing.short_side_rule(short_side)}
         options = dict(variant.options)
         seg = Segmenter.load(path, categories, bpe_dir, device, options.pop("precision", None), backend_options=options, **extra, **segmenter_kwargs)
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..errors import IFSegError
 from ..precision import GRAPHS
-from ..export.api import FORMATS, POSITION_BIASES, ExportConfig
+from ..export.args import PLACES, POSITION_BIASES, ExportArgs
+from ..export.formats import FORMATS
 from ..triton.repository import FORMAT as TRITON, NETWORKS
 from .common import add_category_args, category_args
+from .flags import flag_names
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -40,10 +41,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
                                                           "(logits within 2e-2 (fp16) / 1e-1 (int8) relative RMS of fp32 PyTorch; a trained "
                                                           "bundle's held-out pixel accuracy and mIoU within 0.5 / 2 points of the fp32 graph)")
     p.add_argument("--calib-dir", help="folder of representative images to calibrate an INT8 (Q/DQ) graph on")
-    p.add_argument("--knn", choices=("host", "in-graph"), default="host", help="kNN smoothing in the graph or on the host (default: host)")
+    p.add_argument("--knn", choices=PLACES, default="host", help="kNN smoothing in the graph or on the host (default: host)")
     p.add_argument("--knn-k", type=int, default=3, help="neighbours for in-graph kNN (default: 3)")
     p.add_argument("--knn-iters", type=int, default=25, help="iterations for in-graph kNN (default: 25)")
-    p.add_argument("--upsample", choices=("host", "in-graph"), default="host",
+    p.add_argument("--upsample", choices=PLACES, default="host",
                    help="bilinear up-sampling + argmax in the graph (adds input output_size; ONNX only) or on the host")
     p.add_argument("--profile", default="desktop-rtx", help="target profile name or JSON file (default: desktop-rtx); see export/profiles")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, 17..20 (default: 17)")
@@ -55,24 +56,17 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
-def config_from_args(args) -> ExportConfig:
-    """The flags as an :class:`ExportConfig` (checks that need no model happen in ``export_model``)."""
+def export_args(args) -> ExportArgs:
+    """The flags as :class:`ExportArgs` (field by field; ``export_model`` validates them)."""
     from .common import parse_imgsz
 
     size = parse_imgsz(args.imgsz)
-    static_size = size if len(size) == 2 else None
-    if args.dynamic and (args.static or static_size or args.imgsz_from):
-        raise IFSegError("--dynamic contradicts --static / --imgsz HxW / --imgsz-from (a fixed input size); "
-                         "with --dynamic pass the short side only, e.g. --imgsz 512")
-    if args.imgsz_from and static_size:
-        raise IFSegError("--imgsz-from sets HxW from the source; give --imgsz the short side only, e.g. --imgsz 512")
-    return ExportConfig(
-        format=args.format, out=args.out, categories=category_args(args)[0], bpe_dir=args.bpe_dir, short_side=min(size),
-        static_size=static_size, imgsz_from=args.imgsz_from, static=args.static, batch=args.batch, precision=args.precision, calib_dir=args.calib_dir,
-        knn_in_graph=args.knn == "in-graph", knn_k=args.knn_k, knn_iters=args.knn_iters, upsample_in_graph=args.upsample == "in-graph",
-        profile=args.profile, opset=args.opset, trt_version=args.trt_version, verify_images=args.verify_image,
-        tolerance=args.tolerance, timing_cache=args.timing_cache, device=args.device, gate=not args.no_gate,
-        position_biases=args.position_biases)
+    return ExportArgs(
+        format=args.format, out=args.out, categories=category_args(args)[0], bpe_dir=args.bpe_dir, imgsz=size[0] if len(size) == 1 else size,
+        imgsz_from=args.imgsz_from, dynamic=True if args.dynamic else None, static=args.static, batch=args.batch, precision=args.precision,
+        calib_dir=args.calib_dir, gate=not args.no_gate, knn=args.knn, knn_k=args.knn_k, knn_iters=args.knn_iters, upsample=args.upsample,
+        position_biases=args.position_biases, profile=args.profile, opset=args.opset, trt_version=args.trt_version,
+        verify_image=args.verify_image, tolerance=args.tolerance, timing_cache=args.timing_cache, device=args.device)
 
 
 def run(args) -> int:
@@ -80,7 +74,7 @@ def run(args) -> int:
 
     if args.format == TRITON:
         return run_triton(args)
-    result = export_model(args.checkpoint, config_from_args(args))
+    result = export_model(args.checkpoint, export_args(args))
     if result.onnx is not None:
         onnx = result.onnx
         if args.imgsz_from:
@@ -88,10 +82,10 @@ def run(args) -> int:
             print(f"Static input {h}x{w}: what {args.imgsz_from} pre-processes to at short side {onnx.metadata['preprocessing']['short_side']}")
         print(f"ONNX Runtime (CPU) vs PyTorch, categories: {', '.join(onnx.metadata['export']['categories'])}")
         for line in onnx.verification.lines():
-            print(f"  {line}")
+            print(f"  {flag_names(line)}")
         if onnx.precision is not None:
             for line in onnx.precision.lines():
-                print(line)
+                print(flag_names(line))
             if not onnx.precision.ok:
                 print(f"warning: the {onnx.precision.precision} graph misses its gate; written anyway because of --no-gate")
         print(onnx.op_check.summary())
@@ -106,7 +100,7 @@ def run(args) -> int:
         what = "INT8 Q/DQ graph" if ov.precision == "int8" else f"fp32 compute, {ov.precision} weights"
         print(f"OpenVINO (CPU, {what}) vs PyTorch:")
         for line in ov.verification.lines():
-            print(f"  {line}")
+            print(f"  {flag_names(line)}")
         print(f"Wrote {ov.folder}/ ({', '.join(os.path.basename(f) for f in ov.files)})")
     if result.trtexec_hint:
         print(f"Build a TensorRT engine by hand (profile {args.profile}):\n  {result.trtexec_hint}")
@@ -121,11 +115,11 @@ def run(args) -> int:
 def run_triton(args) -> int:
     from ..triton.repository import TritonOptions, export_triton
 
-    repo = export_triton(args.checkpoint, config_from_args(args), TritonOptions(args.network, args.max_queue_delay_us))
+    repo = export_triton(args.checkpoint, export_args(args), TritonOptions(args.network, args.max_queue_delay_us))
     if repo.export.onnx is not None:
         print(f"ONNX Runtime (CPU) vs PyTorch, categories: {', '.join(repo.export.onnx.metadata['export']['categories'])}")
         for line in repo.export.onnx.verification.lines():
-            print(f"  {line}")
+            print(f"  {flag_names(line)}")
     for line in repo.checks:
         print(line)
     print(f"Wrote Triton model repository {repo.path} (network: {repo.network}); start the server as its README.md says")

@@ -31,7 +31,7 @@ def _image_size(path: str) -> Optional[Tuple[int, int]]:
     except UnidentifiedImageError:
         return None
     except OSError as e:
-        raise IFSegError(f"--imgsz-from {path}: cannot read it ({e}); pass an image or a video file") from None
+        raise IFSegError(f"imgsz_from={path}: cannot read it ({e}); pass an image or a video file") from None
     return (width, height) if orientation in TRANSPOSING_ORIENTATIONS else (height, width)
 
 
@@ -45,7 +45,7 @@ def _first_frame_size(path: str) -> Tuple[int, int]:
     finally:
         cap.release()
     if not ok or frame is None:
-        raise IFSegError(f"--imgsz-from {path}: neither an image nor a video OpenCV can read a frame from; pass an image or a video file")
+        raise IFSegError(f"imgsz_from={path}: neither an image nor a video OpenCV can read a frame from; pass an image or a video file")
     return frame.shape[0], frame.shape[1]
 
 
@@ -55,7 +55,7 @@ def source_size(path: str) -> Tuple[int, int]:
     Raises :class:`IFSegError` when the file does not exist or cannot be decoded.
     """
     if not os.path.isfile(path):
-        raise IFSegError(f"--imgsz-from {path}: file not found")
+        raise IFSegError(f"imgsz_from={path}: file not found")
     size = _image_size(path)
     return size if size is not None else _first_frame_size(path)
 

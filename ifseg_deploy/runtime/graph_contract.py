@@ -133,10 +133,10 @@ class GraphContract:
         if self.fixed_size is not None and (h, w) != self.fixed_size:
             fh, fw = self.fixed_size
             # A static export's preprocessing short side is min(fh, fw) unless the long-side cap set its size.
-            flag = f"--imgsz {h}x{w} (or --imgsz-from <this image or video>)" if min(h, w) == min(fh, fw) else \
-                "--imgsz-from <this image or video> (with the model's --imgsz short side)"
+            flag = f"imgsz={h}x{w} (or `imgsz_from` <this image or video>)" if min(h, w) == min(fh, fw) else \
+                "`imgsz_from` <this image or video> (with the model's `imgsz` short side)"
             raise IFSegError(f"this model was exported for fixed {fh}x{fw} inputs but this input preprocesses to {h}x{w}; "
-                             f"re-export a static {h}x{w} graph with {flag}, or a dynamic one with --dynamic")
+                             f"re-export a static {h}x{w} graph with {flag}, or a dynamic one with dynamic=True")
         c = self.embed_dim
         if prompt_embeds.dim() != 3 or prompt_embeds.shape[0] != 1 or prompt_embeds.shape[2] != c or class_embeds.shape[-1] != c:
             raise IFSegError(f"prompt/class embeddings must be (1, L, {c}) and (N, {c}); the side file belongs to another model")

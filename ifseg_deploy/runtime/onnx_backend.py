@@ -57,12 +57,12 @@ class OnnxBackend(Backend):
         providers = list(providers)
         half = check_precision(precision, ONNXRUNTIME, "ONNX Runtime; exported graphs carry their precision") == FP16
         if half and "tensorrt" not in providers:
-            raise IFSegError("`half` with an .onnx file needs providers=tensorrt (TensorRT fp16); the CPU and CUDA providers run the fp32 graph")
+            raise IFSegError("precision=fp16 with an .onnx file needs providers=tensorrt (TensorRT fp16); the CPU and CUDA providers run the fp32 graph")
         available = ort.get_available_providers()
         missing = [p for p in providers if PROVIDERS[p] not in available]
         if missing:
             raise IFSegError(f"this onnxruntime build lacks {', '.join(PROVIDERS[p] for p in missing)} (it has {', '.join(available)}); "
-                             "pip install onnxruntime-gpu for cuda/tensorrt, or pass --providers cpu")
+                             "pip install onnxruntime-gpu for cuda/tensorrt, or pass providers=cpu")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.log_severity_level = 3
@@ -81,7 +81,7 @@ class OnnxBackend(Backend):
         dropped = [PROVIDERS[p] for p in providers if PROVIDERS[p] not in active]
         if dropped:
             raise IFSegError(f"ONNX Runtime fell back from {', '.join(dropped)} (active: {', '.join(active)}): its CUDA/cuDNN/TensorRT "
-                             "libraries did not load; fix the GPU install or pass --providers cpu")
+                             "libraries did not load; fix the GPU install or pass providers=cpu")
         self.providers = active
         on_gpu = any(p in ("cuda", "tensorrt") for p in providers)
         device = torch.device("cuda", device_id) if on_gpu and torch.cuda.is_available() else torch.device("cpu")

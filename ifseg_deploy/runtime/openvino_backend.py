@@ -57,7 +57,7 @@ def openvino_device(device: str) -> str:
     text = (device or "auto").strip().lower()
     base, _, index = text.partition(".")
     if base not in DEVICES or (index and not index.isdigit()):
-        raise IFSegError(f"--device {device} is not an OpenVINO device; use cpu, gpu (Intel GPU, gpu.N), npu or auto")
+        raise IFSegError(f"device={device} is not an OpenVINO device; use cpu, gpu (Intel GPU, gpu.N), npu or auto")
     return DEVICES[base] + (f".{index}" if index else "")
 
 
@@ -75,7 +75,7 @@ class OpenVinoBackend(Backend):
         core = ov.Core()
         base = device.split(".")[0]
         if base != "AUTO" and base not in {d.split(".")[0] for d in core.available_devices}:
-            raise IFSegError(f"OpenVINO has no {device} device here (available: {', '.join(core.available_devices)}); use --device cpu")
+            raise IFSegError(f"OpenVINO has no {device} device here (available: {', '.join(core.available_devices)}); use device=cpu")
         config = {"PERFORMANCE_HINT": performance_hint.upper(), "INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision]}
         if threads and base == "CPU":
             config["INFERENCE_NUM_THREADS"] = threads

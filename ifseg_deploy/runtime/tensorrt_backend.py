@@ -30,7 +30,7 @@ class TensorRTBackend(Backend):
     def __init__(self, path: str, contract: GraphContract, arch: ArchConfig, device: str = "cuda", precision: Optional[str] = None):
         info = read_engine_info(path)
         if precision is not None:  # the strongly typed engine runs its graph's types, nothing else
-            raise IFSegError(f"`half` does not apply to a TensorRT engine: its precision ({info.get('precision', '?')}) is fixed "
+            raise IFSegError(f"precision={precision} does not apply to a TensorRT engine: its precision ({info.get('precision', '?')}) is fixed "
                              "when it is built; rebuild with ifseg-deploy export --format engine --precision fp16")
         trt = require_tensorrt()
         dev = cuda_device(device)
@@ -80,7 +80,7 @@ class TensorRTBackend(Backend):
             if not ctx.set_input_shape(name, tuple(t.shape)):
                 ranges = self.info.get("shapes", {}).get(name, "?")
                 raise IFSegError(f"input {name} of shape {tuple(t.shape)} is outside the engine's optimisation profile {ranges}; "
-                                 "rebuild the engine with a --profile that covers it")
+                                 "rebuild the engine with a `profile` that covers it")
             ctx.set_tensor_address(name, t.data_ptr())
         outputs = {}
         for name in self.contract.output_names:

@@ -42,7 +42,7 @@ def resolve_precision(precision: Optional[str], device: torch.device) -> str:
     ``device``. Raises :class:`IFSegError` naming the parameter when ``device`` cannot run it."""
     precision = check_precision(precision, TORCH, "PyTorch") or FP32
     if precision == FP16 and device.type != "cuda":
-        raise IFSegError("precision=fp16 (`half`) needs a CUDA device; on the CPU use precision=bf16 (CPUs with AVX512-BF16 or AMX)")
+        raise IFSegError("precision=fp16 needs a CUDA device; on the CPU use precision=bf16 (CPUs with AVX512-BF16 or AMX)")
     if precision == BF16:
         if device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise IFSegError(f"precision=bf16: GPU {torch.cuda.get_device_name(device)} has no bfloat16; use precision=fp16")
@@ -91,7 +91,7 @@ class TorchBackend(Backend):
              compile: bool = False, **options) -> Tuple["TorchBackend", ModelInfo]:
         """A checkpoint or bundle (:func:`ifseg_deploy.checkpoint.load_model`) on ``device``."""
         if options:
-            raise IFSegError(f"{', '.join(sorted(options))} do(es) not apply to PyTorch checkpoints; they are for exported models (--engine)")
+            raise IFSegError(f"{', '.join(sorted(options))} do(es) not apply to PyTorch checkpoints; they are for exported models")
         loaded = load_model(path)
         backend = cls(loaded.model, device, precision, compile, inplace=True)
         pre = Preprocessing.from_dict(loaded.metadata.get("preprocessing"), Preprocessing.short_side_rule(loaded.arch.image_size))

@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Dict, List, Optional, Sequence
 
-from ..export.profiles import BUILTIN, EMBED_DIM_VAR, TargetProfile, profile_files
+from ..export.tensorrt.profiles import BUILTIN, EMBED_DIM_VAR, TargetProfile, profile_files
 from ..fileio import write_bytes
 from ..runtime.graph_contract import DTYPES, SYMBOLIC, GraphContract
 from .names import CATEGORIES, HOST_MODEL, IMAGE, LABELS, LOGITS, PROBS, RGB

@@ -31,9 +31,10 @@ import numpy as np
 
 from .. import __version__
 from ..errors import IFSegError
-from ..export.api import ExportConfig, ExportResult, export_model
-from ..export.onnx_export import alternate_categories
-from ..export.profiles import load_profile
+from ..export.api import ExportResult, export_model
+from ..export.args import IN_GRAPH, ExportArgs
+from ..export.onnx.writer import alternate_categories
+from ..export.tensorrt.profiles import load_profile
 from ..fileio import atomic_folder, check_output_folder, write_bytes
 from ..runtime.segmenter import Segmenter
 from ..runtime.sidecar import read_vocab, vocab_path
@@ -71,12 +72,12 @@ class TritonExport:
     checks: List[str] = field(default_factory=list)  # validation lines for the report
 
 
-def _resolve(source: str, cfg: ExportConfig, opts: TritonOptions) -> str:
+def _resolve(source: str, cfg: ExportArgs, opts: TritonOptions) -> str:
     """The repository folder; checks that need no model."""
     if opts.network not in NETWORKS:
         raise IFSegError(f"unknown network={opts.network!r}; use one of {', '.join(NETWORKS)}")
-    if cfg.upsample_in_graph:
-        raise IFSegError("upsample_in_graph=True does not apply to format='triton': the ifseg model up-samples each image to its own size")
+    if cfg.upsample == IN_GRAPH:
+        raise IFSegError("upsample=in-graph does not apply to format='triton': the ifseg model up-samples each image to its own size")
     if opts.max_queue_delay_us < 0:
         raise IFSegError(f"max_queue_delay_us={opts.max_queue_delay_us}: must be >= 0")
     if opts.network != "engine" and cfg.precision not in (None, "fp32"):
@@ -87,7 +88,7 @@ def _resolve(source: str, cfg: ExportConfig, opts: TritonOptions) -> str:
     return out
 
 
-def _network_graph(source: str, cfg: ExportConfig, opts: TritonOptions, build: str) -> ExportResult:
+def _network_graph(source: str, cfg: ExportArgs, opts: TritonOptions, build: str) -> ExportResult:
     """The verified ONNX graph (and, for ``engine``, the TensorRT plan) in ``build``."""
     onnx_path = os.path.join(build, ONNX_FILE)
     if source.endswith(".onnx"):  # an earlier export: reuse it (its side file says how it was made)
@@ -110,7 +111,7 @@ def _graph_meta(onnx_path: str) -> str:
     return json.dumps({"arch": meta["arch"], "export": meta["export"]}, ensure_ascii=False, separators=(",", ":"))
 
 
-def _write_models(stage: str, build: str, source: str, cfg: ExportConfig, opts: TritonOptions) -> Dict[str, str]:
+def _write_models(stage: str, build: str, source: str, cfg: ExportArgs, opts: TritonOptions) -> Dict[str, str]:
     """Both models into ``stage``; returns the host model's parameters."""
     profile = load_profile(cfg.profile)
     onnx_path = os.path.join(build, ONNX_FILE)
@@ -160,7 +161,7 @@ def _check_configs(stage: str) -> Optional[str]:
     return f"config.pbtxt of {HOST_MODEL} and {NETWORK_MODEL}: valid Triton ModelConfig"
 
 
-def _check_pipeline(stage: str, build: str, cfg: ExportConfig, params: Dict[str, str]) -> str:
+def _check_pipeline(stage: str, build: str, cfg: ExportArgs, params: Dict[str, str]) -> str:
     """The repository's ``ifseg`` pipeline, run here with the graph on ONNX Runtime, against the Segmenter."""
     from PIL import Image
 
@@ -186,7 +187,7 @@ def _check_pipeline(stage: str, build: str, cfg: ExportConfig, params: Dict[str,
            f"identical labels, {len(images)} images x {len(lists)} category lists"
 
 
-def _readme(out: str, cfg: ExportConfig, opts: TritonOptions, params: Dict[str, str], categories: Sequence[str]) -> str:
+def _readme(out: str, cfg: ExportArgs, opts: TritonOptions, params: Dict[str, str], categories: Sequence[str]) -> str:
     name = os.path.basename(out)
     network = {"python": "a Python-backend model running the ONNX graph with ONNX Runtime (CPU; any Triton build with the Python backend)",
                "onnx": "Triton's onnxruntime_onnx backend on the GPU (NVIDIA's Triton containers)",
@@ -233,7 +234,7 @@ ifseg-deploy bench --server grpc://localhost:8001 --clients 4
 """
 
 
-def export_triton(source: str, config: ExportConfig, options: Optional[TritonOptions] = None) -> TritonExport:
+def export_triton(source: str, config: ExportArgs, options: Optional[TritonOptions] = None) -> TritonExport:
     """Write a Triton model repository for ``source`` (checkpoint, bundle or exported ``.onnx``).
 
     ``config``: the ONNX / engine settings (``out`` is the repository folder, default

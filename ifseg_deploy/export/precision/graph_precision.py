@@ -14,9 +14,9 @@ from typing import Dict, List, Optional, Set
 import onnx
 from onnx import TensorProto
 
-from ..errors import IFSegError
-from ..precision import GRAPHS, INT8, check_precision
-from ..runtime.graph_contract import VALUE_INPUTS
+from ...errors import IFSegError
+from ...precision import GRAPHS, INT8, OPENVINO_WRITES, check_precision
+from ...runtime.graph_contract import VALUE_INPUTS
 from .calibrator import calibration_files
 _FP32_OPS = {"LayerNormalization", "Softmax"}
 
@@ -29,6 +29,12 @@ def check_graph_precision(precision: str, calib_dir: Optional[str]) -> None:
         calibration_files(calib_dir)
     elif calib_dir:
         raise IFSegError("`calib_dir` is only used with precision=int8")
+
+
+def check_weight_precision(precision: str) -> str:
+    """``precision`` of an OpenVINO export (:data:`ifseg_deploy.precision.OPENVINO_WRITES`: fp32 or
+    fp16 weights, or the int8 Q/DQ graph); :class:`IFSegError` otherwise."""
+    return check_precision(precision, OPENVINO_WRITES, "format=openvino: fp32 / fp16 weights, or the int8 Q/DQ graph")
 
 
 def fp32_nodes(model: onnx.ModelProto) -> List[str]:

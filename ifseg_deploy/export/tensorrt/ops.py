@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from ..errors import IFSegError
+from ...errors import IFSegError
 
 _TRT86 = """
 Abs=FP32/FP16/INT32 Acos=FP32/FP16 Acosh=FP32/FP16 Add=FP32/FP16/INT32 And=BOOL

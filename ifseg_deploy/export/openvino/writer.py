@@ -20,18 +20,20 @@ from typing import List, Union
 
 import numpy as np
 
-from ..checkpoint import load_model
-from ..errors import IFSegError
-from ..fileio import atomic_folder
-from ..precision import FP16, OPENVINO_WRITES, check_precision
-from ..runtime.graph_contract import IMAGES, LOGITS
-from ..runtime.sidecar import vocab_path
-from ..runtime.vocabulary import Vocabulary
-from .graph import ExportGraph
-from .onnx_export import OnnxExport, OnnxExportOptions, alternate_categories, verification_cases
-from .fp16_graph import PrecisionCase, PrecisionReport, image_labels, rel_rms
-from .int8_graph import INT8_MAX_REL_RMS
-from .verify import RTOL, VerifyReport, compare_outputs, run_torch
+from ...checkpoint import load_model
+from ...errors import IFSegError
+from ...fileio import atomic_folder
+from ...precision import FP16, FP32, INT8
+from ...runtime.graph_contract import IMAGES, LOGITS
+from ...runtime.sidecar import vocab_path
+from ...runtime.vocabulary import Vocabulary
+from ..onnx.graph import ExportGraph
+from ..args import ExportArgs
+from ..onnx.writer import OnnxExport, alternate_categories, verification_cases
+from ..precision.graph_precision import check_weight_precision
+from ..precision.fp16_graph import PrecisionCase, PrecisionReport, image_labels, rel_rms
+from ..precision.int8_graph import INT8_MAX_REL_RMS
+from ..onnx.verify import RTOL, VerifyReport, compare_outputs, run_torch
 
 #: Relative tolerance (of the largest |output|) for float16 weights: their rounding (2^-11
 #: relative) accumulates over the layers; float32 weights keep the ONNX export's tolerance.
@@ -40,7 +42,7 @@ FP16_RTOL = 2e-2
 
 @dataclass
 class OpenVinoExport:
-    """What :func:`export_openvino` wrote."""
+    """What :func:`write_openvino` wrote."""
 
     folder: str
     xml_path: str
@@ -53,23 +55,12 @@ class OpenVinoExport:
         return [self.xml_path, os.path.splitext(self.xml_path)[0] + ".bin", self.vocab_path]
 
 
-def check_weight_precision(precision: str) -> str:
-    """``precision`` of an OpenVINO export (:data:`ifseg_deploy.precision.OPENVINO_WRITES`: fp32 or
-    fp16 weights, or the int8 Q/DQ graph); :class:`IFSegError` otherwise."""
-    return check_precision(precision, OPENVINO_WRITES, "format=openvino: fp32 / fp16 weights, or the int8 Q/DQ graph")
-
-
-def default_folder(source: str) -> str:
-    """``models/ofa_tiny.safetensors`` -> ``models/ofa_tiny_openvino``."""
-    return os.path.splitext(source)[0] + "_openvino"
-
-
-def export_openvino(source: str, onnx: OnnxExport, vocabulary: Vocabulary, categories, opts: OnnxExportOptions,
-                    folder: str, precision: str = "fp32") -> OpenVinoExport:
-    """Convert the verified ONNX export ``onnx`` of checkpoint ``source`` into ``folder``.
+def write_openvino(source: str, onnx: OnnxExport, vocabulary: Vocabulary, args: ExportArgs) -> OpenVinoExport:
+    """Convert the verified ONNX export ``onnx`` of checkpoint ``source`` into the folder ``args.out``
+    with ``args.precision`` weights (default fp32).
 
     Every verification case of the ONNX export (export inputs, another vocabulary, a non-square
-    size when dynamic, ``opts.verify_images``) runs through the IR on OpenVINO's CPU device in
+    size when dynamic, ``args.verify_image``) runs through the IR on OpenVINO's CPU device in
     float32 and through the PyTorch model; outputs are compared with :func:`compare_outputs`
     (``precision="int8"``: the IR of the Q/DQ graph, compared by logits relative RMS and labels).
     Raises :class:`IFSegError` (nothing written) when openvino is missing or they disagree.
@@ -77,15 +68,15 @@ def export_openvino(source: str, onnx: OnnxExport, vocabulary: Vocabulary, categ
     try:
         import openvino as ov
     except ImportError:
-        raise IFSegError("--format openvino needs openvino: pip install 'ifseg-deploy[openvino]'") from None
-    check_weight_precision(precision)
+        raise IFSegError("format=openvino needs openvino: pip install 'ifseg-deploy[openvino]'") from None
+    folder, precision = args.out, check_weight_precision(args.precision or FP32)
     loaded = load_model(source)
-    vocab = vocabulary.prepare(categories)
-    graph = ExportGraph(loaded.model.float().eval(), opts.contract(loaded.arch)).eval()
-    cases = verification_cases(graph, vocab, vocabulary.prepare(alternate_categories(vocab.categories)), opts)
+    vocab = vocabulary.prepare(args.categories)
+    graph = ExportGraph(loaded.model.float().eval(), args.contract(loaded.arch)).eval()
+    cases = verification_cases(graph, vocab, vocabulary.prepare(alternate_categories(vocab.categories)), args)
     stem = os.path.basename(os.path.abspath(folder))
     stem = stem[: -len("_openvino")] if stem.endswith("_openvino") else stem
-    with atomic_folder(folder, "--out", "openvino") as tmp:
+    with atomic_folder(folder, "out", "openvino") as tmp:
         xml = os.path.join(tmp, stem + ".xml")
         ov.save_model(ov.convert_model(onnx.path), xml, compress_to_fp16=precision == FP16)
         shutil.copyfile(onnx.vocab_path, vocab_path(xml))
@@ -95,11 +86,11 @@ def export_openvino(source: str, onnx: OnnxExport, vocabulary: Vocabulary, categ
         def run(feeds):
             return {p.get_any_name(): np.asarray(v) for p, v in compiled({k: v.numpy() for k, v in feeds.items()}).items()}
 
-        if precision == "int8":
-            report = _check_int8(run, graph, cases, names, opts.gate, onnx.precision.fp32_nodes if onnx.precision else 0)
+        if precision == INT8:
+            report = _check_int8(run, graph, cases, names, args.gate, onnx.precision.fp32_nodes if onnx.precision else 0)
         else:
             rtol = FP16_RTOL if precision == FP16 else RTOL
-            report = VerifyReport([compare_outputs(name, feeds, run_torch(graph, feeds, names), run(feeds), atol=opts.atol, rtol=rtol)
+            report = VerifyReport([compare_outputs(name, feeds, run_torch(graph, feeds, names), run(feeds), atol=args.atol, rtol=rtol)
                                    for name, feeds in cases])
             if not report.ok:
                 worst = next(c for c in report.cases if not c.ok)
@@ -112,7 +103,7 @@ def export_openvino(source: str, onnx: OnnxExport, vocabulary: Vocabulary, categ
 def _check_int8(run, graph: ExportGraph, cases, names: List[str], gated: bool, fp32_nodes: int) -> PrecisionReport:
     """The int8 IR against the fp32 PyTorch graph: logits relative RMS (gate :data:`INT8_MAX_REL_RMS`)
     and label agreement at each case's image size; raises :class:`IFSegError` below the gate unless
-    ``gated`` is off (``--no-gate``)."""
+    ``gated`` is off (``gate=False``)."""
     report = PrecisionReport("int8", INT8_MAX_REL_RMS, fp32_nodes, gated=gated)
     for name, feeds in cases:
         ref, out = run_torch(graph, feeds, names)[LOGITS], run(feeds)[LOGITS]
@@ -122,5 +113,5 @@ def _check_int8(run, graph: ExportGraph, cases, names: List[str], gated: bool, f
     if not report.ok and gated:
         worst = max(report.cases, key=lambda c: c.rel_rms)
         raise IFSegError(f"the int8 OpenVINO model's logits differ from fp32 PyTorch by rel-RMS {worst.rel_rms:.2e} on '{worst.name}' "
-                         f"(gate {INT8_MAX_REL_RMS:.0e}); nothing was written (--no-gate writes it anyway)")
+                         f"(gate {INT8_MAX_REL_RMS:.0e}); nothing was written (gate=False writes it anyway)")
     return report

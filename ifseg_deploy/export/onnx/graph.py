@@ -12,13 +12,13 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..model import SegOFA, grid_size
-from ..model.segofa import stack_biases, unstack_biases
-from ..postprocess.scores import grid_scores
-from ..postprocess.upsample import upsample_argmax
-from ..preprocess import normalize
-from ..runtime.graph_contract import BIAS_INPUTS, GraphContract
-from ..runtime.vocabulary import PreparedVocabulary
+from ...model import SegOFA, grid_size
+from ...model.segofa import stack_biases, unstack_biases
+from ...postprocess.scores import grid_scores
+from ...postprocess.upsample import upsample_argmax
+from ...preprocess import normalize
+from ...runtime.graph_contract import BIAS_INPUTS, GraphContract
+from ...runtime.vocabulary import PreparedVocabulary
 from .scene import synthetic_scene
 
 
@@ -64,7 +64,7 @@ class ExportGraph(nn.Module):
 
 def sample_inputs(graph: ExportGraph, vocab: PreparedVocabulary, batch: int, height: int, width: int,
                   seed: int = 0) -> Dict[str, Tensor]:
-    """Example inputs of ``graph``: ``batch`` photo-like scenes (:func:`~ifseg_deploy.export.scene.synthetic_scene`,
+    """Example inputs of ``graph``: ``batch`` photo-like scenes (:func:`~ifseg_deploy.export.onnx.scene.synthetic_scene`,
     seeds ``seed``, ``seed + 1``, ...) of ``height x width`` pixels, normalised as the model's input,
     the embeddings of a real category list, and an output size other than the input's."""
     images = torch.stack([normalize(synthetic_scene(height, width, seed + i)) for i in range(batch)])

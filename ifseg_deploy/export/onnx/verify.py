@@ -12,8 +12,8 @@ import onnx
 import torch
 from torch import Tensor
 
-from ..model import grid_size
-from ..runtime.graph_contract import FEATURES, IMAGES, KNN_PROBS, LABELS, LOGITS
+from ...model import grid_size
+from ...runtime.graph_contract import FEATURES, IMAGES, KNN_PROBS, LABELS, LOGITS
 from .graph import ExportGraph
 from .knn_ties import near_tied_cells, undetermined_cells, undetermined_pixels
 
@@ -96,7 +96,7 @@ class VerifyReport:
         knn = [c.knn_masked for c in self.cases if c.knn_masked is not None]
         if knn and all(masked == cells for masked, cells in knn):
             return ["in-graph kNN could not be compared: every cell of every verification image has near-tied "
-                    "neighbours; add --verify-image with a photo"]
+                    "neighbours; add `verify_image` with a photo"]
         return []
 
     @property

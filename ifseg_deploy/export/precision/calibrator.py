@@ -9,9 +9,9 @@ from typing import List, Optional, Sequence
 import cv2
 import numpy as np
 
-from ..errors import IFSegError
-from ..fileio import IMAGE_EXTS, list_images
-from ..preprocess import normalize, read_image
+from ...errors import IFSegError
+from ...fileio import IMAGE_EXTS, list_images
+from ...preprocess import normalize, read_image
 
 #: Images used at most (TensorRT's guidance: a few hundred representative images are enough).
 MAX_IMAGES = 500

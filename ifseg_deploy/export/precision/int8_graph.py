@@ -19,8 +19,8 @@ from typing import Dict, Iterator, List, Sequence
 import numpy as np
 import onnx
 
-from ..errors import IFSegError
-from ..runtime.graph_contract import IMAGES
+from ...errors import IFSegError
+from ...runtime.graph_contract import IMAGES
 from .calibrator import calibration_batches, calibration_files
 from .graph_precision import fp32_nodes
 

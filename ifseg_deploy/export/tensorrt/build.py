@@ -15,12 +15,12 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
-from .. import __version__
-from ..errors import IFSegError
-from ..fileio import write_bytes
-from ..runtime.device import cuda_device
-from ..runtime.sidecar import read_vocab, write_engine_info
-from ..runtime.tensorrt_common import environment, require_tensorrt
+from ... import __version__
+from ...errors import IFSegError
+from ...fileio import write_bytes
+from ...runtime.device import cuda_device
+from ...runtime.sidecar import read_vocab, write_engine_info
+from ...runtime.tensorrt_common import environment, require_tensorrt
 from .profiles import TargetProfile, trtexec_command
 
 #: Oldest TensorRT major version that builds strongly typed networks from ONNX.

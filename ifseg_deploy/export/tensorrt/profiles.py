@@ -18,9 +18,9 @@ import shlex
 from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Dict, Optional, Sequence, Tuple
 
-from ..errors import IFSegError
-from ..precision import GRAPHS
-from ..runtime.graph_contract import CLASSES, IMAGES, PROMPT
+from ...errors import IFSegError
+from ...precision import GRAPHS
+from ...runtime.graph_contract import CLASSES, IMAGES, PROMPT
 
 Range = Tuple[int, int, int]
 REFERENCE_IMGSZ = 512

@@ -8,6 +8,7 @@ side file appear together, atomically.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import warnings
@@ -17,83 +18,33 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import onnx
 import torch
 
-from .. import __version__
-from ..checkpoint import LoadedModel
-from ..config import ArchConfig
-from ..errors import IFSegError
-from ..fileio import atomic_path
-from ..precision import GRAPHS, check_precision
-from ..preprocess import Preprocessing, read_image
-from ..model.segofa import position_state
-from ..runtime.graph_contract import IMAGES, LOGITS, GraphContract
-from ..runtime.sidecar import vocab_path, write_vocab
-from ..runtime.vocabulary import PreparedVocabulary, Vocabulary
-from ..text.prompt import validate_categories
+from ... import __version__
+from ...checkpoint import LoadedModel
+from ...errors import IFSegError
+from ...fileio import atomic_path
+from ...precision import FP16, FP32
+from ...preprocess import read_image
+from ...model.segofa import position_state
+from ...runtime.graph_contract import IMAGES, LOGITS, GraphContract
+from ...runtime.sidecar import vocab_path, write_vocab
+from ...runtime.vocabulary import PreparedVocabulary, Vocabulary
+from ...text.prompt import validate_categories
+from ..args import ExportArgs, check_graph_args
+from ..precision.fp16_graph import FP16_MAX_REL_RMS, PrecisionReport, compare_precision, to_fp16
+from ..precision.holdout_check import HoldoutSet, check_holdout, holdout_set
+from ..precision.int8_graph import INT8_MAX_REL_RMS, calibration_feeds, to_int8
+from ..tensorrt.ops import OpCheckReport, check_graph
 from .graph import ExportGraph, sample_inputs
-from .trt_ops import OpCheckReport, check_graph
-from .fp16_graph import FP16_MAX_REL_RMS, PrecisionReport, compare_precision, to_fp16
-from .holdout_check import HoldoutSet, check_holdout, holdout_set
-from .int8_graph import INT8_MAX_REL_RMS, calibration_feeds, to_int8
-from .verify import ATOL, VerifyReport, graph_policy_problems, run_torch, verify_onnx
+from .verify import VerifyReport, graph_policy_problems, run_torch, verify_onnx
 
-DEFAULT_OPSET = 17
 METADATA_KEY = "ifseg_deploy"
 #: Largest constant the simplifier may create by folding in a dynamic-shape export.
 FOLD_LIMIT_BYTES = 1 << 22
 
 
 @dataclass
-class OnnxExportOptions:
-    """How to export. ``image_size`` is the size traced and verified (the fixed input size unless
-    ``dynamic``); ``short_side`` is the preprocessing's (default: the shorter side of ``image_size``)."""
-
-    image_size: Tuple[int, int] = (512, 512)
-    short_side: Optional[int] = None
-    dynamic: bool = True
-    batch: int = 1
-    opset: int = DEFAULT_OPSET
-    knn_k: int = 3
-    knn_iters: int = 0  # > 0: kNN smoothing in the graph
-    upsample: bool = False  # in-graph up-sampling + argmax
-    slim: bool = True
-    atol: float = ATOL
-    trt_target: Optional[str] = None
-    verify_images: Sequence[str] = ()
-    precision: str = "fp32"  # fp32, fp16 (mixed-precision graph, .fp16_graph) or int8 (Q/DQ graph, .int8_graph)
-    calib_dir: Optional[str] = None  # int8: calibration images
-    gate: bool = True  # refuse a reduced-precision graph below its fidelity gate
-    bias_inputs: bool = False  # dynamic graphs: position biases as inputs, computed once per shape by the host
-
-    def validate(self) -> None:
-        h, w = self.image_size
-        if min(h, w) < 16:
-            raise IFSegError(f"image size {h}x{w} is too small; use --imgsz 512 (the stride-16 grid needs >= 16 pixels)")
-        if self.batch < 1:
-            raise IFSegError("--batch must be >= 1")
-        check_precision(self.precision, GRAPHS, "exported graphs")
-        if self.precision == "int8" and not self.calib_dir:
-            raise IFSegError("--precision int8 needs --calib-dir with representative images (a few hundred) for calibration")
-        if not 17 <= self.opset <= 20:
-            raise IFSegError(f"--opset {self.opset} is not supported; use 17..20 (17 is the TensorRT 8.6 maximum)")
-        if self.knn_iters and self.knn_k < 1:
-            raise IFSegError("--knn-k must be >= 1 for in-graph kNN smoothing")
-
-    def contract(self, arch: ArchConfig) -> GraphContract:
-        """The graph this export writes (position biases as inputs only in a dynamic graph: a static one folds them)."""
-        biases = (arch.encoder_layers, arch.decoder_layers, arch.heads) if self.bias_inputs and self.dynamic else None
-        return GraphContract(arch.embed_dim, self.knn_k, self.knn_iters, self.upsample, self.dynamic, self.batch, tuple(self.image_size),
-                             biases)
-
-    @property
-    def preprocessing(self) -> Preprocessing:
-        """The reference resize at the export's short side."""
-        short = self.short_side or min(self.image_size)
-        return Preprocessing.short_side_rule(short)
-
-
-@dataclass
 class OnnxExport:
-    """What :func:`export_onnx` produced."""
+    """What :func:`write_onnx` produced."""
 
     path: str
     vocab_path: str
@@ -104,12 +55,12 @@ class OnnxExport:
     contract: Optional[GraphContract] = None  # the graph's names, shapes and options
 
 
-def _trace(graph: ExportGraph, feeds: Dict[str, torch.Tensor], path: str, opts: OnnxExportOptions) -> None:
+def _trace(graph: ExportGraph, feeds: Dict[str, torch.Tensor], path: str, args: ExportArgs) -> None:
     contract = graph.contract
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TorchScript-exporter deprecation and tracer notes on shape arithmetic
         torch.onnx.export(
-            graph, tuple(feeds.values()), path, dynamo=False, opset_version=opts.opset, do_constant_folding=True,
+            graph, tuple(feeds.values()), path, dynamo=False, opset_version=args.opset, do_constant_folding=True,
             input_names=contract.input_names, output_names=contract.output_names, dynamic_axes=contract.dynamic_axes(),
         )
 
@@ -140,24 +91,24 @@ def alternate_categories(categories: Sequence[str]) -> List[str]:
     return validate_categories(alt)
 
 
-def verification_cases(graph: ExportGraph, vocab: PreparedVocabulary, alt: PreparedVocabulary, opts: OnnxExportOptions
+def verification_cases(graph: ExportGraph, vocab: PreparedVocabulary, alt: PreparedVocabulary, args: ExportArgs
                        ) -> List[Tuple[str, Dict[str, torch.Tensor]]]:
     """Photo-like scenes (:func:`sample_inputs`) at the export size, another scene with another vocabulary
-    (and, when dynamic, a non-square size), and the given images."""
-    h, w = opts.image_size
-    cases = [("synthetic scene", sample_inputs(graph, vocab, opts.batch, h, w))]
-    if opts.dynamic:
+    (and, when dynamic, a non-square size), and the ``verify_image`` images."""
+    h, w = args.traced_size
+    cases = [("synthetic scene", sample_inputs(graph, vocab, args.batch, h, w))]
+    if args.is_dynamic:
         ah, aw = (w, h) if h != w else (h, w + 11 * 16)
-        cases.append(("non-square scene, other categories", sample_inputs(graph, alt, 1, ah, aw, seed=opts.batch)))
+        cases.append(("non-square scene, other categories", sample_inputs(graph, alt, 1, ah, aw, seed=args.batch)))
     else:
-        cases.append(("other scene, other categories", sample_inputs(graph, alt, opts.batch, h, w, seed=opts.batch)))
-    for path in opts.verify_images:
+        cases.append(("other scene, other categories", sample_inputs(graph, alt, args.batch, h, w, seed=args.batch)))
+    for path in args.verify_image:
         rgb = read_image(path)
-        x = opts.preprocessing(rgb).unsqueeze(0)
-        if not opts.dynamic and tuple(x.shape[2:]) != (h, w):
+        x = args.preprocessing(rgb).unsqueeze(0)
+        if not args.is_dynamic and tuple(x.shape[2:]) != (h, w):
             raise IFSegError(f"verification image {path} preprocesses to {x.shape[2]}x{x.shape[3]}, but the static export is {h}x{w}; "
-                             f"size the export for it with --imgsz-from {path}, or use --dynamic")
-        images = x.expand(opts.batch if not opts.dynamic else 1, -1, -1, -1).contiguous()
+                             f"size the export for it with imgsz_from={path}, or use dynamic=True")
+        images = x.expand(args.batch if not args.is_dynamic else 1, -1, -1, -1).contiguous()
         feeds = graph.inputs(images, vocab.prompt_embeds.detach().float().cpu(), vocab.class_embeds.detach().float().cpu(),
                              tuple(rgb.shape[:2]))
         cases.append((os.path.basename(path), feeds))
@@ -165,52 +116,53 @@ def verification_cases(graph: ExportGraph, vocab: PreparedVocabulary, alt: Prepa
 
 
 def reduce_precision(model: onnx.ModelProto, graph: ExportGraph, cases: Sequence[Tuple[str, Dict[str, torch.Tensor]]],
-                     path: str, opts: OnnxExportOptions, vocab: PreparedVocabulary, holdout: Optional[HoldoutSet],
+                     path: str, args: ExportArgs, vocab: PreparedVocabulary, holdout: Optional[HoldoutSet],
                      no_holdout: str) -> Tuple[onnx.ModelProto, PrecisionReport]:
     """The fp16 or INT8 graph of the verified fp32 ``model``, saved to ``path``, compared with the
     fp32 PyTorch ``graph`` on ``cases`` and, when a trained bundle's ``holdout`` set is given, with
     the fp32 graph on it (``no_holdout``: why there is none); raises :class:`IFSegError` below a gate
-    unless ``opts.gate`` is off. INT8 calibrates on ``opts.calib_dir`` with the ``vocab`` inputs."""
-    if opts.precision == "fp16":
+    unless ``args.gate`` is off. INT8 calibrates on ``args.calib_dir`` with the ``vocab`` inputs."""
+    precision = args.precision
+    if precision == FP16:
         reduced, kept = to_fp16(model)
         onnx.save(reduced, path)
         gate = FP16_MAX_REL_RMS
     else:
-        h, w = opts.image_size
+        h, w = args.traced_size
         fixed = {k: v.detach().numpy() for k, v in graph.inputs(torch.zeros(1, 3, h, w), vocab.prompt_embeds.detach().float(),
                                                                   vocab.class_embeds.detach().float()).items() if k != IMAGES}
-        kept = to_int8(model, path, calibration_feeds(opts.calib_dir, opts.batch, h, w, fixed))
+        kept = to_int8(model, path, calibration_feeds(args.calib_dir, args.batch, h, w, fixed))
         reduced, gate = onnx.load(path), INT8_MAX_REL_RMS
     names = graph.contract.output_names
     reference = [(name, feeds, run_torch(graph, feeds, names)[LOGITS]) for name, feeds in cases]
-    report = compare_precision(path, reference, opts.precision, gate, kept, gated=opts.gate)
-    if not report.logits_ok and opts.gate:
+    report = compare_precision(path, reference, precision, gate, kept, gated=args.gate)
+    if not report.logits_ok and args.gate:
         worst = max(report.cases, key=lambda c: c.rel_rms)
-        raise IFSegError(f"the {opts.precision} graph's logits differ from fp32 PyTorch by rel-RMS {worst.rel_rms:.2e} on '{worst.name}' "
-                         f"(gate {report.max_rel_rms:.0e}); nothing was written (--no-gate writes it anyway)")
-    report.holdout = check_holdout(model, reduced, holdout, graph.contract, opts.precision, opts.gate, no_holdout)
-    if not report.holdout.ok and opts.gate:
+        raise IFSegError(f"the {precision} graph's logits differ from fp32 PyTorch by rel-RMS {worst.rel_rms:.2e} on '{worst.name}' "
+                         f"(gate {report.max_rel_rms:.0e}); nothing was written (gate=False writes it anyway)")
+    report.holdout = check_holdout(model, reduced, holdout, graph.contract, precision, args.gate, no_holdout)
+    if not report.holdout.ok and args.gate:
         h = report.holdout
-        raise IFSegError(f"the {opts.precision} graph loses {100 * h.drop:.2f} points of held-out accuracy against the fp32 graph "
+        raise IFSegError(f"the {precision} graph loses {100 * h.drop:.2f} points of held-out accuracy against the fp32 graph "
                          f"(pixel acc {100 * h.reduced['pixel_acc']:.2f}% vs {100 * h.fp32['pixel_acc']:.2f}%, mIoU {100 * h.reduced['miou']:.2f}% "
-                         f"vs {100 * h.fp32['miou']:.2f}%; gate {100 * h.max_drop:.1f} points); nothing was written (--no-gate writes it anyway)")
+                         f"vs {100 * h.fp32['miou']:.2f}%; gate {100 * h.max_drop:.1f} points); nothing was written (gate=False writes it anyway)")
     return reduced, report
 
 
-def export_metadata(loaded: LoadedModel, vocab: PreparedVocabulary, opts: OnnxExportOptions, contract: GraphContract) -> Dict[str, Any]:
+def export_metadata(loaded: LoadedModel, vocab: PreparedVocabulary, args: ExportArgs, contract: GraphContract) -> Dict[str, Any]:
     """The description stored in the ONNX ``metadata_props`` and the side file."""
     return {
         "arch": loaded.arch.to_dict(),
         "categories": loaded.categories,
         "prompt_prefix": loaded.prompt_prefix,
-        "preprocessing": opts.preprocessing.to_dict(),
+        "preprocessing": args.preprocessing.to_dict(),
         "export": {
             "version": __version__,
             "source": os.path.basename(loaded.path),
             "source_kind": loaded.kind,
             "categories": list(vocab.categories),
             "prompt_ids": list(vocab.prompt_ids),
-            "opset": opts.opset,
+            "opset": args.opset,
             **contract.to_meta(),
         },
     }
@@ -242,27 +194,27 @@ def read_onnx_metadata(path: str) -> Dict[str, Any]:
     raise IFSegError(f"{path} was not exported by ifseg-deploy (no '{METADATA_KEY}' metadata); re-export it with ifseg-deploy export")
 
 
-def export_onnx(loaded: LoadedModel, out_path: str, vocabulary: Vocabulary, categories: Optional[Sequence[str]],
-                opts: OnnxExportOptions) -> OnnxExport:
-    """Export, simplify, check and verify; write ``out_path`` and its side file only if all checks pass."""
+def write_onnx(loaded: LoadedModel, out_path: str, vocabulary: Vocabulary, args: ExportArgs) -> OnnxExport:
+    """Export ``loaded`` as ``args`` say (the graph :meth:`ExportArgs.contract` describes, verified
+    with ``args.categories``, default: the stored list), simplify, check and verify; write
+    ``out_path`` and its side file only if all checks pass. Raises :class:`IFSegError` otherwise."""
     import onnxslim
 
-    opts.validate()
-    if not out_path.endswith(".onnx"):
-        raise IFSegError(f"--out {out_path} must end with .onnx")
-    contract = opts.contract(loaded.arch)
-    vocab = vocabulary.prepare(categories)
+    check_graph_args(args)
+    precision = args.precision or FP32
+    contract = args.contract(loaded.arch)
+    vocab = vocabulary.prepare(args.categories)
     alt = vocabulary.prepare(alternate_categories(vocab.categories))
     graph = ExportGraph(loaded.model.float().eval(), contract).eval()
-    cases = verification_cases(graph, vocab, alt, opts)
-    meta = export_metadata(loaded, vocab, opts, contract)
+    cases = verification_cases(graph, vocab, alt, args)
+    meta = export_metadata(loaded, vocab, args, contract)
     with atomic_path(out_path) as tmp:
-        _trace(graph, cases[0][1], tmp, opts)
+        _trace(graph, cases[0][1], tmp, args)
         model = onnx.load(tmp)
-        if opts.slim:
+        if args.slim:
             # Static shapes: fold everything, including the per-layer position biases. Dynamic shapes:
             # keep large lookups (relative-position tables gathered over the 32x32 grid) as graph ops.
-            model = onnxslim.slim(model, size_threshold=None if not opts.dynamic else FOLD_LIMIT_BYTES)
+            model = onnxslim.slim(model, size_threshold=None if not args.is_dynamic else FOLD_LIMIT_BYTES)
         _declare_shapes(model, contract.dims())
         problems = graph_policy_problems(model)
         if problems:
@@ -272,20 +224,21 @@ def export_onnx(loaded: LoadedModel, out_path: str, vocabulary: Vocabulary, cate
         except onnx.checker.ValidationError as e:
             raise IFSegError(f"the ONNX checker rejects the graph ({str(e).splitlines()[0][:160]}); nothing was written") from None
         onnx.save(model, tmp)
-        report = verify_onnx(tmp, graph, cases, atol=opts.atol)
+        report = verify_onnx(tmp, graph, cases, atol=args.atol)
         if not report.ok:
             raise IFSegError(f"ONNX Runtime disagrees with PyTorch {report.failure()}; the ONNX file was not written")
         meta["export"]["verification"] = report.to_dict()
-        meta["export"]["precision"] = opts.precision
-        precision = None
-        if opts.precision != "fp32":
+        meta["export"]["precision"] = precision
+        reduced = None
+        if precision != FP32:
             no_holdout = f"{os.path.basename(loaded.path)} stores no held-out figures; bundles from ifseg-deploy train do"
-            model, precision = reduce_precision(model, graph, cases, tmp, opts, vocab, holdout_set(loaded, vocabulary, contract), no_holdout)
-            meta["export"]["verification"]["precision"] = precision.to_dict()
+            model, reduced = reduce_precision(model, graph, cases, tmp, dataclasses.replace(args, precision=precision), vocab,
+                                              holdout_set(loaded, vocabulary, contract), no_holdout)
+            meta["export"]["verification"]["precision"] = reduced.to_dict()
         _attach_metadata(model, meta)
         onnx.save(model, tmp)
-        op_check = check_graph(model, opts.trt_target)
+        op_check = check_graph(model, args.trt_version)
         side = vocab_path(out_path)
         write_vocab(side, loaded.model.embed_tokens.weight, loaded.class_embeds, meta,
                     position_state(loaded.model) if contract.bias_inputs else None)
-    return OnnxExport(out_path, side, meta, report, op_check, precision, contract)
+    return OnnxExport(out_path, side, meta, report, op_check, reduced, contract)

@@ -26,15 +26,15 @@ import onnx
 import torch
 from torch import Tensor
 
-from ..artificial.holdout import DEFAULT_HOLDOUT_SIZE, score_holdout
-from ..artificial.images import MAX_CELLS, ArtificialImages
-from ..checkpoint import LoadedModel
-from ..errors import IFSegError
-from ..model import grid_size
-from ..model.segofa import stack_biases
-from ..runtime.graph_contract import BIAS_INPUTS, CLASSES, IMAGES, LOGITS, PROMPT, GraphContract
-from ..runtime.vocabulary import Vocabulary
-from ..text.categories_file import ClassSpec
+from ...artificial.holdout import DEFAULT_HOLDOUT_SIZE, score_holdout
+from ...artificial.images import MAX_CELLS, ArtificialImages
+from ...checkpoint import LoadedModel
+from ...errors import IFSegError
+from ...model import grid_size
+from ...model.segofa import stack_biases
+from ...runtime.graph_contract import BIAS_INPUTS, CLASSES, IMAGES, LOGITS, PROMPT, GraphContract
+from ...runtime.vocabulary import Vocabulary
+from ...text.categories_file import ClassSpec
 
 #: Largest drop of held-out pixel accuracy or mIoU against the fp32 graph, as a fraction
 #: (0.005 = 0.5 percentage points): half a point for fp16, whose rounding should not change a
@@ -174,7 +174,7 @@ class HoldoutCheck:
         def fig(d: Dict[str, float]) -> str:
             return f"pixel acc {100 * d['pixel_acc']:.2f}%, mIoU {100 * d['miou']:.2f}%"
 
-        gate = f"gate {100 * self.max_drop:.1f} pt{'' if self.gated else ', not enforced: --no-gate'}"
+        gate = f"gate {100 * self.max_drop:.1f} pt{'' if self.gated else ', not enforced: gate=False'}"
         return [f"held-out accuracy through the graphs ({self.size} artificial images; stored at training: {fig(self.stored)}):",
                 f"  fp32 graph: {fig(self.fp32)}",
                 f"  {self.precision} graph: {fig(self.reduced)}; drop {100 * self.drop:.2f} pt ({gate}); {'ok' if self.ok else 'BELOW GATE'}"]
@@ -197,7 +197,7 @@ def check_holdout(fp32: onnx.ModelProto, reduced: onnx.ModelProto, hset: Optiona
     g = hset.images.grid
     if not contract.dynamic and grid_size(*contract.image_size) != (g, g):
         gh, gw = grid_size(*contract.image_size)
-        check.note = f"the static graph's {gh}x{gw} grid is not the held-out set's {g}x{g}; export --dynamic to check it"
+        check.note = f"the static graph's {gh}x{gw} grid is not the held-out set's {g}x{g}; export dynamic=True to check it"
         return check
     check.size, check.stored = hset.size, hset.stored
     check.fp32 = graph_holdout(fp32, hset, contract)

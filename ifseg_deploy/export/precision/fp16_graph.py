@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from onnx import TensorProto, helper
 
-from ..errors import IFSegError
-from ..model import grid_size
-from ..runtime.graph_contract import IMAGES, LOGITS
+from ...errors import IFSegError
+from ...model import grid_size
+from ...runtime.graph_contract import IMAGES, LOGITS
 from .graph_precision import fp32_nodes
 from .holdout_check import HoldoutCheck
 
@@ -141,7 +141,7 @@ def to_fp16(model: onnx.ModelProto) -> Tuple[onnx.ModelProto, int]:
     try:
         from onnxconverter_common import float16
     except ImportError:
-        raise IFSegError("--precision fp16 needs onnxconverter-common (pip install 'ifseg-deploy[cpu]' or pip install onnxconverter-common)") from None
+        raise IFSegError("precision=fp16 needs onnxconverter-common (pip install 'ifseg-deploy[cpu]' or pip install onnxconverter-common)") from None
     model = onnx.ModelProto.FromString(model.SerializeToString())
     _dedupe_value_info(model)
     routed = _route_read_outputs(model)
@@ -192,7 +192,7 @@ class PrecisionReport:
 
     def lines(self) -> List[str]:
         head = (f"{self.precision} graph vs fp32 PyTorch ({self.fp32_nodes} nodes kept fp32): logits rel-RMS {self.rel_rms:.2e} "
-                f"(gate {self.max_rel_rms:.0e}{'' if self.gated else ', not enforced: --no-gate'}); "
+                f"(gate {self.max_rel_rms:.0e}{'' if self.gated else ', not enforced: gate=False'}); "
                 f"{'ok' if self.logits_ok else 'BELOW GATE'}")
         cases = [f"  {c.name}: rel-RMS {c.rel_rms:.2e}, labels {100 * c.label_agreement:.2f}% agree at image size" for c in self.cases]
         return [head] + cases + (self.holdout.lines() if self.holdout is not None else [])

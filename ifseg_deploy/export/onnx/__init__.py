@@ -1,0 +1,1 @@
+"""PyTorch -> ONNX: the traced graph, its verification against PyTorch and the graph writer."""

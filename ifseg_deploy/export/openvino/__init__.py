@@ -1,0 +1,1 @@
+"""ONNX -> OpenVINO IR folders, verified against PyTorch."""

@@ -1,0 +1,1 @@
+"""TensorRT: target profiles, the static operator check and the strongly typed engine build."""
