@@ -134,9 +134,9 @@ class ExportArgs:
         return " ".join(shlex.quote(p) for p in parts)
 
 
-def check_graph_args(args: ExportArgs) -> None:
-    """The checks of the graph's own settings (shape, post-processing, opset, precision), for callers
-    that write a graph without :func:`validate`'s file checks; :class:`IFSegError` naming the field."""
+def _check_graph_args(args: ExportArgs, precision: Optional[str]) -> None:
+    """The graph's own settings (shape, post-processing, opset, ``precision`` unless None);
+    :class:`IFSegError` naming the field."""
     if args.batch < 1:
         raise IFSegError("`batch` must be >= 1")
     h, w = args.traced_size
@@ -151,7 +151,8 @@ def check_graph_args(args: ExportArgs) -> None:
         raise IFSegError(f"position_biases={args.position_biases}: use one of {', '.join(POSITION_BIASES)}")
     if not OPSETS[0] <= args.opset <= OPSETS[1]:
         raise IFSegError(f"opset={args.opset} is not supported; use {OPSETS[0]}..{OPSETS[1]} (17 is the TensorRT 8.6 maximum)")
-    check_graph_precision(args.precision or FP32, args.calib_dir)
+    if precision is not None:
+        check_graph_precision(precision, args.calib_dir)
 
 
 def validate(args: ExportArgs, source: str) -> ExportArgs:
@@ -189,7 +190,7 @@ def validate(args: ExportArgs, source: str) -> ExportArgs:
             raise IFSegError(f"{source} takes its position biases as inputs (for ONNX Runtime / OpenVINO); build the engine from the "
                              "checkpoint with format=engine, or from an ONNX exported with position_biases=graph")
     resolved = dataclasses.replace(args, out=out, precision=precision)
-    check_graph_args(dataclasses.replace(resolved, precision=None if from_graph else precision, calib_dir=None if from_graph else args.calib_dir))
+    _check_graph_args(resolved, None if from_graph and precision == INT8 else precision)  # a Q/DQ graph needs no more calibration
     if args.format == "openvino":
         check_weight_precision(precision)
         check_output_folder(out, "out", "openvino")

@@ -29,7 +29,7 @@ from ...runtime.graph_contract import IMAGES, LOGITS, GraphContract
 from ...runtime.sidecar import vocab_path, write_vocab
 from ...runtime.vocabulary import PreparedVocabulary, Vocabulary
 from ...text.prompt import validate_categories
-from ..args import ExportArgs, check_graph_args
+from ..args import ExportArgs
 from ..precision.fp16_graph import FP16_MAX_REL_RMS, PrecisionReport, compare_precision, to_fp16
 from ..precision.holdout_check import HoldoutSet, check_holdout, holdout_set
 from ..precision.int8_graph import INT8_MAX_REL_RMS, calibration_feeds, to_int8
@@ -197,10 +197,11 @@ def read_onnx_metadata(path: str) -> Dict[str, Any]:
 def write_onnx(loaded: LoadedModel, out_path: str, vocabulary: Vocabulary, args: ExportArgs) -> OnnxExport:
     """Export ``loaded`` as ``args`` say (the graph :meth:`ExportArgs.contract` describes, verified
     with ``args.categories``, default: the stored list), simplify, check and verify; write
-    ``out_path`` and its side file only if all checks pass. Raises :class:`IFSegError` otherwise."""
+    ``out_path`` and its side file only if all checks pass. ``args`` are taken as given: callers
+    check them first (:func:`~ifseg_deploy.export.args.validate`). Raises :class:`IFSegError` when
+    a check of the graph fails."""
     import onnxslim
 
-    check_graph_args(args)
     precision = args.precision or FP32
     contract = args.contract(loaded.arch)
     vocab = vocabulary.prepare(args.categories)
