@@ -36,7 +36,7 @@ def main(argv: List[str] = None) -> int:
     rgb = read_image(args.image)
     cats = [c.strip() for c in args.categories.split(",")]
     base = Segmenter.load(args.checkpoint, cats, args.bpe_dir, "cpu", args.precision)
-    segs = {s: Segmenter(base.backend, base.vocabulary, cats, preprocessing=Preprocessing(s, 4 * s)) for s in args.sizes}
+    segs = {s: Segmenter(base.backend, base.vocabulary, cats, preprocessing=Preprocessing.short_side_rule(s)) for s in args.sizes}
     labels = {s: seg.segment(rgb).labels for s, seg in segs.items()}  # also the warm-up of each shape
     times = {s: [] for s in args.sizes}
     for _ in range(args.rounds):

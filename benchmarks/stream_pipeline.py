@@ -153,7 +153,7 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3, help="alternated sequential / pipelined runs (default: 3)")
     p.add_argument("--json", help="write the figures here")
     args = p.parse_args()
-    knn = dict(knn_iters=25, preprocessing=Preprocessing(args.short_side, 4 * args.short_side))
+    knn = dict(knn_iters=25, preprocessing=Preprocessing.short_side_rule(args.short_side))
     report = {"short_side": args.short_side, "frame_size": list(SIZE), "OMP_WAIT_POLICY": os.environ["OMP_WAIT_POLICY"]}
     with tempfile.TemporaryDirectory() as folder:
         if args.checkpoint:

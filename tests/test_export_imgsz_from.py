@@ -82,7 +82,7 @@ def test_source_size_of_images_videos_and_rotated_photos(sources, tmp_path):
     Image.fromarray(_frame()[..., ::-1]).save(photo, exif=exif.tobytes())
     assert source_size(str(photo)) == (640, 480)
     assert static_size_for(str(photo), Preprocessing.short_side_rule(SHORT)) == EXPECTED[::-1]
-    assert static_size_for(sources["video"], Preprocessing(512, 2048)) == (512, int(640 * 512 / 480 + 0.5)) == (512, 683)
+    assert static_size_for(sources["video"], Preprocessing.short_side_rule(512)) == (512, int(640 * 512 / 480 + 0.5)) == (512, 683)
     # a panorama whose long side hits the cap (4 x short side): 100x1000 -> 25.6x256 -> 26x256
     wide = tmp_path / "wide.png"
     cv2.imwrite(str(wide), np.zeros((100, 1000, 3), np.uint8))

@@ -238,16 +238,16 @@ def test_onnx_backend_segmenter_matches_torch(dynamic_export, tiny, bpe_dir, tmp
     """Segmenter.load of an .onnx (side file + BPE) gives the PyTorch Segmenter's outputs; IO binding on CPU too."""
     loaded, vocab = tiny
     rgb = (np.random.default_rng(0).random((40, 70, 3)) * 255).astype(np.uint8)
-    seg = Segmenter.load(dynamic_export.path, CATS, bpe_dir=bpe_dir, device="cpu", preprocessing=Preprocessing(64, 256))
-    ref = Segmenter(TorchBackend(loaded.model), vocab, CATS, preprocessing=Preprocessing(64, 256))
+    seg = Segmenter.load(dynamic_export.path, CATS, bpe_dir=bpe_dir, device="cpu", preprocessing=Preprocessing.short_side_rule(64))
+    ref = Segmenter(TorchBackend(loaded.model), vocab, CATS, preprocessing=Preprocessing.short_side_rule(64))
     a, b = seg.segment(rgb), ref.segment(rgb)
     assert a.logits.shape == b.logits.shape == (4, 7, 3)
     assert np.abs(a.logits - b.logits).max() < 2e-4 and np.abs(a.probs - b.probs).max() < 1e-4
     assert (a.labels == b.labels).all() and a.categories == CATS
     # The graph's kNN (k=3, 25 iterations) serves matching settings; other settings smooth on the host.
     assert "network" in a.timings and "knn" not in a.timings and "backbone" not in a.timings
-    few = Segmenter.load(dynamic_export.path, CATS, bpe_dir=bpe_dir, device="cpu", preprocessing=Preprocessing(64, 256), knn_iters=5)
-    c, d = few.segment(rgb), Segmenter(TorchBackend(loaded.model), vocab, CATS, knn_iters=5, preprocessing=Preprocessing(64, 256)).segment(rgb)
+    few = Segmenter.load(dynamic_export.path, CATS, bpe_dir=bpe_dir, device="cpu", preprocessing=Preprocessing.short_side_rule(64), knn_iters=5)
+    c, d = few.segment(rgb), Segmenter(TorchBackend(loaded.model), vocab, CATS, knn_iters=5, preprocessing=Preprocessing.short_side_rule(64)).segment(rgb)
     assert "knn" in c.timings and np.abs(c.probs - d.probs).max() < 1e-4 and np.abs(c.probs - a.probs).max() > 1e-4
     bound, _ = OnnxBackend.open(dynamic_export.path, device="cpu", providers=["cpu"], io_binding=True)
     v = vocab.prepare(OTHER)
