@@ -65,9 +65,11 @@ def test_static_export_from_a_video_runs_that_video(sources, bpe_dir, capsys):
     # the same video in portrait (480x640 frames) pre-processes to 85x64: the error names that size and the flags
     portrait = folder / "portrait.png"
     cv2.imwrite(str(portrait), np.ascontiguousarray(_frame().transpose(1, 0, 2)))
-    assert main(["segment", str(portrait), "--engine", str(onnx_path), "--bpe-dir", bpe_dir, "--out", str(folder / "p")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and f"fixed {EXPECTED[0]}x{EXPECTED[1]} inputs" in err
+    assert main(["segment", str(portrait), "--engine", str(onnx_path), "--bpe-dir", bpe_dir, "--out", str(folder / "p")]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()  # the image's own error line, then the summary
+    assert len(lines) == 2 and "1 input(s) failed, 0 of 1" in lines[1]
+    err = lines[0]
+    assert "portrait.png" in err and f"fixed {EXPECTED[0]}x{EXPECTED[1]} inputs" in err
     assert f"preprocesses to {EXPECTED[1]}x{EXPECTED[0]}" in err and f"--imgsz {EXPECTED[1]}x{EXPECTED[0]}" in err
     assert "--imgsz-from" in err and "--dynamic" in err
 

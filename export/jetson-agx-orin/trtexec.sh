@@ -1,6 +1,6 @@
 #!/bin/sh
 # Build and time an ifseg-deploy engine by hand for Jetson AGX Orin 32/64 GB (sm_87): a few streams.
-# EMBED_DIM: model width (256 OFA-tiny, 512 medium, 768 base). Image shapes are for --imgsz 512.
+# EMBED_DIM: model width (256 OFA-tiny, 512 medium, 768 base). Image shapes are for ifseg-deploy export --imgsz 512.
 # Strongly typed: the engine runs in the precision of model.onnx (ifseg-deploy export --precision fp32|fp16|int8).
 EMBED_DIM=${EMBED_DIM:-256}
 trtexec --onnx=model.onnx --saveEngine=model.engine --stronglyTyped "--minShapes=images:1x3x512x512,prompt_embeds:1x16x${EMBED_DIM},class_embeds:1x${EMBED_DIM}" "--optShapes=images:1x3x512x683,prompt_embeds:1x48x${EMBED_DIM},class_embeds:16x${EMBED_DIM}" "--maxShapes=images:4x3x1024x1366,prompt_embeds:1x320x${EMBED_DIM},class_embeds:100x${EMBED_DIM}" --memPoolSize=workspace:4096M --builderOptimizationLevel=3 --timingCacheFile=timing.cache

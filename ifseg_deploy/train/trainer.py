@@ -156,7 +156,7 @@ class _Objective(nn.Module):
 def _resolve_precision(precision: str, device: torch.device) -> str:
     if device.type != "cuda":
         if precision == "fp16":
-            raise IFSegError("--precision fp16 needs a CUDA device; use fp32 (default) or bf16 on CPU")
+            raise IFSegError("precision=fp16 needs a CUDA device; use fp32 (default) or bf16 on CPU")
         return "fp32" if precision == "auto" else precision
     if precision == "auto":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"

@@ -157,7 +157,7 @@ def profile_files(profile: TargetProfile) -> Dict[str, str]:
     (all of them: :func:`ifseg_deploy.triton.config.target_files`)."""
     cmd = trtexec_command(profile, "model.onnx", "model.engine", EMBED_DIM_VAR, timing_cache="timing.cache")
     script = ("#!/bin/sh\n# Build and time an ifseg-deploy engine by hand for " + profile.description + ".\n"
-              "# EMBED_DIM: model width (256 OFA-tiny, 512 medium, 768 base). Image shapes are for --imgsz 512.\n"
+              "# EMBED_DIM: model width (256 OFA-tiny, 512 medium, 768 base). Image shapes are for ifseg-deploy export --imgsz 512.\n"
               "# Strongly typed: the engine runs in the precision of model.onnx (ifseg-deploy export --precision fp32|fp16|int8).\n"
               "EMBED_DIM=${EMBED_DIM:-256}\n" + cmd + "\n")
     return {
