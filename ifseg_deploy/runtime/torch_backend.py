@@ -25,16 +25,32 @@ log = logging.getLogger(__name__)
 
 #: CPU flags (Linux ``/proc/cpuinfo``) of native bfloat16 matrix products.
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+VNNI_CPU_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def cpu_flags() -> Optional[List[str]]:
+    """The CPU's feature flags from ``/proc/cpuinfo`` (Linux), or None where it is not available."""
+    if not os.path.isfile("/proc/cpuinfo"):
+        return None
+    with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+        return next((line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), [])
 
 
 def cpu_has_bf16() -> bool:
     """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX). Elsewhere oneDNN
     emulates bf16, slower than float32. Reads ``/proc/cpuinfo`` on Linux; other systems: oneDNN's own check."""
-    if os.path.isfile("/proc/cpuinfo"):
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            flags = next((line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), [])
+    flags = cpu_flags()
+    if flags is not None:
         return any(f in flags for f in BF16_CPU_FLAGS)
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def cpu_has_vnni() -> Optional[bool]:
+    """Whether this CPU has an int8 dot-product instruction (AVX512-VNNI, AVX-VNNI or AMX); None where
+    unknown. Without one, int8 matrix products (oneDNN, OpenVINO) multiply u8 x s8 pairs into 16-bit
+    sums that saturate, so an int8 model loses accuracy it keeps on VNNI CPUs."""
+    flags = cpu_flags()
+    return None if flags is None else any(f in flags for f in VNNI_CPU_FLAGS)
 
 
 def resolve_precision(precision: Optional[str], device: torch.device) -> str:

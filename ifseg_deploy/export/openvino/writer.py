@@ -22,6 +22,7 @@ import numpy as np
 
 from ...checkpoint import load_model
 from ...errors import IFSegError
+from ...runtime.torch_backend import cpu_has_vnni
 from ...fileio import atomic_folder
 from ...precision import FP16, FP32, INT8
 from ...runtime.graph_contract import IMAGES, LOGITS
@@ -112,6 +113,8 @@ def _check_int8(run, graph: ExportGraph, cases, names: List[str], gated: bool, f
         report.cases.append(PrecisionCase(name, rel_rms(ref, out) if np.isfinite(out).all() else float("inf"), agree))
     if not report.ok and gated:
         worst = max(report.cases, key=lambda c: c.rel_rms)
+        hint = ("; this CPU has no VNNI, where int8 products saturate: check on a VNNI CPU, or export fp16 / run bf16"
+                if cpu_has_vnni() is False else "")
         raise IFSegError(f"the int8 OpenVINO model's logits differ from fp32 PyTorch by rel-RMS {worst.rel_rms:.2e} on '{worst.name}' "
-                         f"(gate {INT8_MAX_REL_RMS:.0e}); nothing was written (gate=False writes it anyway)")
+                         f"(gate {INT8_MAX_REL_RMS:.0e}); nothing was written (gate=False writes it anyway){hint}")
     return report
