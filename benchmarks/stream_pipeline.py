@@ -157,14 +157,14 @@ def main() -> None:
     report = {"short_side": args.short_side, "frame_size": list(SIZE), "OMP_WAIT_POLICY": os.environ["OMP_WAIT_POLICY"]}
     with tempfile.TemporaryDirectory() as folder:
         if args.checkpoint:
-            seg = flicker_seg = Segmenter.from_checkpoint(args.checkpoint, bpe_dir=args.bpe_dir, **knn)
+            seg = flicker_seg = Segmenter.load(args.checkpoint, bpe_dir=args.bpe_dir, **knn, device="cpu")
             report["model"] = report["flicker_model"] = args.checkpoint
         else:
             seg = random_segmenter(ofa_preset(args.arch), num_classes=15, prompt_len=40, device="cpu", **knn)
             dev = os.path.join(folder, "dev.pt")
             with lzma.open(SHARED / "fixtures" / "dev" / "checkpoint.pt.xz") as src, open(dev, "wb") as dst:
                 shutil.copyfileobj(src, dst)
-            flicker_seg = Segmenter.from_checkpoint(dev, bpe_dir=args.bpe_dir or str(SHARED / "bpe"), **knn)
+            flicker_seg = Segmenter.load(dev, bpe_dir=args.bpe_dir or str(SHARED / "bpe"), **knn, device="cpu")
             report["model"], report["flicker_model"] = f"random OFA-{args.arch}, 15 classes", "dev fixture (random weights, 4 classes)"
         still = make_video(os.path.join(folder, "still.avi"), args.frames, 0)
         pan = make_video(os.path.join(folder, "pan.avi"), args.frames, PAN_PX)

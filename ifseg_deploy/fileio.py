@@ -229,7 +229,7 @@ def read_marker(folder: str) -> Optional[dict]:
 
 
 def _marker_bytes(kind: str, files: Optional[List[str]] = None) -> bytes:
-    from . import __version__
+    from .version import __version__
 
     marker = {"written_by": "ifseg-deploy", "version": __version__, "kind": kind}
     if files is not None:

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 
 def test_cuda_fp32_matches_reference(ifseg_checkpoint, dev_dir, golden):
-    seg = Segmenter.from_checkpoint(ifseg_checkpoint, device="cuda")
+    seg = Segmenter.load(ifseg_checkpoint, device="cuda")
     res = seg.segment(str(dev_dir / "image_eval0.png"))
     np.testing.assert_allclose(res.logits.reshape(1024, 4), golden["eval0_seg_logits"][0, :-1], atol=5e-4, rtol=0)
     np.testing.assert_allclose(res.probs.reshape(1024, 4), golden["eval0_knn_probs"][0, :-1], atol=1e-4, rtol=0)
@@ -20,7 +20,7 @@ def test_cuda_fp32_matches_reference(ifseg_checkpoint, dev_dir, golden):
 
 
 def test_cuda_fp16_close_to_reference(ifseg_checkpoint, dev_dir, golden):
-    seg = Segmenter.from_checkpoint(ifseg_checkpoint, device="cuda", precision="fp16", knn_iters=0)
+    seg = Segmenter.load(ifseg_checkpoint, device="cuda", precision="fp16", knn_iters=0)
     res = seg.segment(str(dev_dir / "image_eval0.png"))
     assert np.isfinite(res.logits).all()
     ref = golden["eval0_seg_logits"][0, :-1]

@@ -261,7 +261,7 @@ def test_dataset_layouts(tmp_path, bundle, bpe_dir, name):
     if name == "coco-stuff-27":  # word-list class embeddings: checked in test_eval_datasets.py
         seg = dataset_segmenter(spec, bundle, bpe_dir)
     else:
-        seg = Segmenter.from_checkpoint(bundle, categories=list(spec.categories), bpe_dir=bpe_dir)
+        seg = Segmenter.load(bundle, categories=list(spec.categories), bpe_dir=bpe_dir, device="cpu")
     remap, n = LAYOUTS[name][4], LAYOUTS[name][5]
     pairs = [(seg.segment(str(img)).labels, remap(lbl.astype(np.int64))) for img, lbl in files]
     out = tmp_path / "r.json"

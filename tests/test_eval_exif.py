@@ -29,7 +29,7 @@ def test_eval_ignores_exif_orientation(tmp_path, bpe_dir):
     bundle = save_tiny_bundle(tmp_path / "tiny.safetensors", bpe_dir=bpe_dir)
     out = tmp_path / "r.json"
     assert main(["eval", "--dataset", "ade20k", "--root", str(root), "--checkpoint", bundle, "--bpe-dir", bpe_dir, "--out", str(out)]) == 0
-    seg = Segmenter.from_checkpoint(bundle, categories=list(ADE20K_CLASSES), bpe_dir=bpe_dir)
+    seg = Segmenter.load(bundle, categories=list(ADE20K_CLASSES), bpe_dir=bpe_dir, device="cpu")
     pred = seg.segment(read_image(str(root / "images/validation/a.jpg"), exif=False)).labels
     gt = label.astype(np.int64) - 1  # ADE20K: 0 = ignore (-1 here), k = class k - 1
     inter = [int(((pred == c) & (gt == c)).sum()) for c in range(150)]

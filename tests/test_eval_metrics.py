@@ -27,7 +27,7 @@ def test_reference_areas_on_dev_image(tmp_path, dev_dir, golden, ifseg_checkpoin
     cats = ("grass", "cat", "giraffe", "concrete wall")
     mapping = LabelMapping.from_pairs({0: IGNORE, 1: 0, 2: 1, 3: 2, 4: 3}, "0..4")
     spec = DatasetSpec("dev", cats, mapping, "images/validation", "annotations/validation", "")
-    seg = Segmenter.from_checkpoint(ifseg_checkpoint)
+    seg = Segmenter.load(ifseg_checkpoint, device="cpu")
     knn, plain = evaluate_dataset(seg, find_samples(spec, str(tmp_path)), mapping, show_progress=False)
     for acc, suffix in ((knn, "_resnet_postprocess"), (plain, "")):
         s = acc.scores()

@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ifseg_deploy"
 
 #: Lowest first. A module may import its own sub-package and anything in a lower layer.
 LAYERS = [
-    {"errors", "__init__"},
+    {"errors", "version"},
     {"fileio", "config", "precision", "tracing", "redact"},
     {"model", "preprocess"},
     {"text", "postprocess", "visualize"},
@@ -25,7 +25,7 @@ LAYERS = [
     {"bench"},  # latency, bench --compare (exports and benchmarks every backend), Triton load
     {"train"},
     {"cli"},
-    {"__main__"},
+    {"__init__", "__main__"},  # the front door: Segmenter, Stream, load, export
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 

@@ -15,7 +15,7 @@ from ifseg_deploy.runtime.segmenter import Segmenter
 @pytest.fixture(scope="module")
 def segmenter(tmp_path_factory, bpe_dir):
     path = save_tiny_bundle(tmp_path_factory.mktemp("m") / "tiny.safetensors", bpe_dir=bpe_dir)
-    return Segmenter.from_checkpoint(path, bpe_dir=bpe_dir, knn_iters=3)
+    return Segmenter.load(path, bpe_dir=bpe_dir, knn_iters=3, device="cpu")
 
 
 def _image(h, w, seed=0):

@@ -48,7 +48,7 @@ class FastCamera:
 
 @pytest.fixture
 def seg(tiny_bundle, bpe_dir):
-    return Segmenter.from_checkpoint(tiny_bundle, bpe_dir=bpe_dir, knn_iters=2)
+    return Segmenter.load(tiny_bundle, bpe_dir=bpe_dir, knn_iters=2, device="cpu")
 
 
 def test_live_source_keeps_the_newest_frame(seg):

@@ -96,7 +96,7 @@ def test_writer_falls_back_to_mp4v_with_a_notice(tmp_path, monkeypatch):
 
 def test_pipelined_equals_sequential(tmp_path, tiny_bundle, bpe_dir):
     video = write_avi(tmp_path / "in.avi", 4)
-    seg = Segmenter.from_checkpoint(tiny_bundle, bpe_dir=bpe_dir, knn_iters=2)
+    seg = Segmenter.load(tiny_bundle, bpe_dir=bpe_dir, knn_iters=2, device="cpu")
     runs = {}
     for pipelined in (False, True):
         stream = Stream(seg, video, pipelined=pipelined, temporal=True)

@@ -8,7 +8,7 @@ import os
 import sys
 from typing import List, Optional
 
-from .. import __version__
+from ..version import __version__
 from ..errors import IFSegError
 from ..redact import redact_url
 from . import bench, export, info, segment, stream, train

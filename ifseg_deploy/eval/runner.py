@@ -29,7 +29,7 @@ def progress(items: Sequence[T], desc: str, enabled: bool = True) -> Iterable[T]
 def dataset_segmenter(spec: DatasetSpec, checkpoint: str, bpe_dir: Optional[str] = None, device: str = "cpu", precision: Optional[str] = None,
                       knn_k: int = 3, knn_iters: int = 25, knn_backend: str = "auto") -> Segmenter:
     """A Segmenter on the dataset's fixed class list (word-list embeddings for hierarchical classes)."""
-    return Segmenter.from_checkpoint(checkpoint, categories=spec.categories, bpe_dir=bpe_dir, device=device, precision=precision,
+    return Segmenter.load(checkpoint, categories=spec.categories, bpe_dir=bpe_dir, device=device, precision=precision,
                                      class_words=spec.class_words, knn_k=knn_k, knn_iters=knn_iters, knn_backend=knn_backend)
 
 

@@ -165,12 +165,6 @@ class Segmenter:
         kwargs.setdefault("preprocessing", rt.preprocessing)
         return cls(rt.backend, rt.vocabulary, categories, **kwargs)
 
-    @classmethod
-    def from_checkpoint(cls, path: str, categories: Union[str, Sequence[str], None] = None, bpe_dir: Optional[str] = None,
-                        device: str = "cpu", precision: Optional[str] = None, **kwargs) -> "Segmenter":
-        """:meth:`load` with the CPU as default device (kept for existing callers)."""
-        return cls.load(path, categories, bpe_dir, device, precision, **kwargs)
-
     @property
     def categories(self) -> List[str]:
         return list(self._vocab.categories)

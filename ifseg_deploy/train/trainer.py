@@ -36,7 +36,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .. import __version__
+from ..version import __version__
 from ..checkpoint import load_model
 from ..checkpoint.bundle import save_bundle
 from ..errors import IFSegError

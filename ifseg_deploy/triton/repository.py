@@ -29,7 +29,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .. import __version__
+from ..version import __version__
 from ..errors import IFSegError
 from ..export.api import ExportResult, export_model
 from ..export.args import IN_GRAPH, ExportArgs

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import onnx
 import torch
 
-from ... import __version__
+from ...version import __version__
 from ...checkpoint import LoadedModel
 from ...errors import IFSegError
 from ...fileio import atomic_path

@@ -15,7 +15,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
-from ... import __version__
+from ...version import __version__
 from ...errors import IFSegError
 from ...fileio import write_bytes
 from ...runtime.device import cuda_device
