@@ -2,7 +2,7 @@
 
 For each size: a random bundle (``ifseg_deploy.bench.synthetic.random_bundle``, 15 categories), its
 exports (dynamic and static 512x512 ONNX; fp16 and int8 ONNX graphs, the int8 one calibrated on
-8 synthetic 640x480 scenes from ``ifseg_deploy.export.onnx.scene``; OpenVINO IR with fp32 and fp16
+8 synthetic 640x480 scenes from ``ifseg_deploy.exporter.onnx.scene``; OpenVINO IR with fp32 and fp16
 weights), and every backend x precision. Network only (backbone + encoder + decoder) on a
 512x512 input and end to end (decode-free pre-processing, network, 25 kNN steps, up-sampling) on
 a 640x480 frame; figures are medians over rounds. The logits of each backend are compared with
@@ -58,16 +58,31 @@ from ifseg_deploy.bench.compare import calibration_folder, machine_info
 from ifseg_deploy.bench.synthetic import random_bundle
 from ifseg_deploy.config import ofa_preset
 from ifseg_deploy.errors import IFSegError
-from ifseg_deploy.export.api import export_model
-from ifseg_deploy.export.args import ExportArgs
-from ifseg_deploy.export.onnx.scene import synthetic_scene
+from ifseg_deploy.exporter.api import export_model
+from ifseg_deploy.exporter.args import ExportArgs
+from ifseg_deploy.exporter.onnx.scene import synthetic_scene
 from ifseg_deploy.model import SegOFA
 from ifseg_deploy.runtime.loader import load
 from ifseg_deploy.runtime.segmenter import Segmenter
 from ifseg_deploy.runtime.torch_backend import cpu_has_bf16
 
-CATEGORIES = ["sky", "tree", "grass", "road", "building", "person", "car", "dog", "cat", "water", "mountain", "floor",
-              "wall", "table", "chair"]
+CATEGORIES = [
+    "sky",
+    "tree",
+    "grass",
+    "road",
+    "building",
+    "person",
+    "car",
+    "dog",
+    "cat",
+    "water",
+    "mountain",
+    "floor",
+    "wall",
+    "table",
+    "chair",
+]
 MODES = ("workers", "alone", "one-process")
 CALIBRATION = "8 synthetic 640x480 scenes"
 
@@ -111,13 +126,18 @@ def variants(bundle: str, work: str, compile_: bool, static: bool, bpe_dir: str)
     calib = os.path.join(work, "calibration")
     if not os.path.isdir(calib):
         calibration_folder(synthetic_scene(480, 640, seed=100), calib)
-    exports = {"ONNX Runtime fp32, dynamic graph": ("dynamic.onnx", dict(format="onnx")),
-               "ONNX Runtime fp32, static graph": ("static.onnx", dict(format="onnx", static=True)),
-               "ONNX Runtime fp16 graph": ("fp16.onnx", dict(format="onnx", precision="fp16")),
-               f"ONNX Runtime int8 graph ({CALIBRATION})": ("int8.onnx", dict(format="onnx", precision="int8", calib_dir=calib)),
-               "OpenVINO fp32": ("fp32_openvino", dict(format="openvino", precision="fp32")),
-               "OpenVINO fp32, fp16 weights": ("fp16_openvino", dict(format="openvino", precision="fp16")),
-               f"OpenVINO int8 ({CALIBRATION})": ("int8_openvino", dict(format="openvino", precision="int8", calib_dir=calib))}
+    exports = {
+        "ONNX Runtime fp32, dynamic graph": ("dynamic.onnx", dict(format="onnx")),
+        "ONNX Runtime fp32, static graph": ("static.onnx", dict(format="onnx", static=True)),
+        "ONNX Runtime fp16 graph": ("fp16.onnx", dict(format="onnx", precision="fp16")),
+        f"ONNX Runtime int8 graph ({CALIBRATION})": (
+            "int8.onnx",
+            dict(format="onnx", precision="int8", calib_dir=calib),
+        ),
+        "OpenVINO fp32": ("fp32_openvino", dict(format="openvino", precision="fp32")),
+        "OpenVINO fp32, fp16 weights": ("fp16_openvino", dict(format="openvino", precision="fp16")),
+        f"OpenVINO int8 ({CALIBRATION})": ("int8_openvino", dict(format="openvino", precision="int8", calib_dir=calib)),
+    }
     if not static:
         del exports["ONNX Runtime fp32, static graph"]
     for name, (suffix, settings) in exports.items():
@@ -182,8 +202,11 @@ def worker(conn, rows: Dict[str, Row], bpe_dir: str, quiet: bool) -> None:
     images = torch.rand(1, 3, 512, 512, generator=torch.Generator().manual_seed(0)) * 2 - 1
     frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
     # end to end only where the graph takes the 640x480 frame's 512x683 input (not the static 512x512 graph)
-    segmenters = {name: Segmenter(rt.backend, rt.vocabulary, CATEGORIES, preprocessing=rt.preprocessing) for name, rt in runtimes.items()
-                  if rt.backend.capabilities.image_size is None}
+    segmenters = {
+        name: Segmenter(rt.backend, rt.vocabulary, CATEGORIES, preprocessing=rt.preprocessing)
+        for name, rt in runtimes.items()
+        if rt.backend.capabilities.image_size is None
+    }
 
     def net(name: str):
         return runtimes[name].backend.run(images, vocab.prompt_embeds, vocab.class_embeds).logits
@@ -238,11 +261,22 @@ def run_rounds(workers: Dict[str, Worker], rounds: int, pause: float, first_ms, 
             if e2e_ok[name]:
                 e2e.setdefault(name, []).append(w.ask("e2e", name, pause))
         if len(workers) > 1 or r == rounds - 1:
-            print(f"  round {r + 1}/{rounds} done" + ("" if len(workers) > 1 else f" ({next(iter(workers))})"), flush=True)
+            print(
+                f"  round {r + 1}/{rounds} done" + ("" if len(workers) > 1 else f" ({next(iter(workers))})"), flush=True
+            )
 
 
-def measure(arch: str, work: str, rounds: int, compile_: bool, static: bool, bpe_dir: str, mode: str, pause: float,
-            export_only: bool = False) -> dict:
+def measure(
+    arch: str,
+    work: str,
+    rounds: int,
+    compile_: bool,
+    static: bool,
+    bpe_dir: str,
+    mode: str,
+    pause: float,
+    export_only: bool = False,
+) -> dict:
     print(f"OFA-{arch}: building the random bundle and its exports", flush=True)
     bundle = os.path.join(work, f"ofa_{arch}_random.safetensors")
     if not os.path.isfile(bundle):
@@ -262,7 +296,16 @@ def measure(arch: str, work: str, rounds: int, compile_: bool, static: bool, bpe
     else:
         groups = [{name: row} for name, row in rows.items()] if mode == "workers" else [rows]
         handles = [Worker(group, bpe_dir, quiet=mode == "one-process") for group in groups]
-        run_rounds({name: h for h, group in zip(handles, groups) for name in group}, rounds, pause, first_ms, logits, e2e_ok, net, e2e)
+        run_rounds(
+            {name: h for h, group in zip(handles, groups) for name in group},
+            rounds,
+            pause,
+            first_ms,
+            logits,
+            e2e_ok,
+            net,
+            e2e,
+        )
         for h in handles:
             h.stop()
     ref = logits["PyTorch fp32"].astype(np.float64)
@@ -272,9 +315,13 @@ def measure(arch: str, work: str, rounds: int, compile_: bool, static: bool, bpe
         ms = statistics.median(net[name])
         e2e_ms = statistics.median(e2e[name]) if e2e.get(name) else None
         table[name] = {
-            "network_ms": ms, "first_run_ms": first_ms[name], "end_to_end_ms": e2e_ms,
-            "end_to_end_fps": 1000.0 / e2e_ms if e2e_ms else None, "speedup": statistics.median(net["PyTorch fp32"]) / ms,
-            "gflops": gflop / ms * 1e3, "logits_rel_rms": float(np.sqrt(np.mean((out - ref) ** 2)) / np.sqrt(np.mean(ref**2))),
+            "network_ms": ms,
+            "first_run_ms": first_ms[name],
+            "end_to_end_ms": e2e_ms,
+            "end_to_end_fps": 1000.0 / e2e_ms if e2e_ms else None,
+            "speedup": statistics.median(net["PyTorch fp32"]) / ms,
+            "gflops": gflop / ms * 1e3,
+            "logits_rel_rms": float(np.sqrt(np.mean((out - ref) ** 2)) / np.sqrt(np.mean(ref**2))),
             "grid_label_agreement": float((out.argmax(-1) == ref.argmax(-1)).mean()),
         }
     return {"gflop_per_frame": gflop, "rows": table, "skipped": skipped}
@@ -285,17 +332,29 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--archs", nargs="+", default=["tiny", "base"])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--mode", choices=MODES, default="workers",
-                        help="workers: one process per backend, asked in turn (default); alone: one backend at a time (the control); "
-                             "one-process: all in one process with idle pools told not to spin")
+    parser.add_argument(
+        "--mode",
+        choices=MODES,
+        default="workers",
+        help="workers: one process per backend, asked in turn (default); alone: one backend at a time (the control); "
+        "one-process: all in one process with idle pools told not to spin",
+    )
     parser.add_argument("--pause", type=float, default=0.2, help="seconds between two timed calls (default 0.2)")
-    parser.add_argument("--static-archs", nargs="*", default=["tiny"],
-                        help="sizes that also get a static 512x512 ONNX graph (default: tiny; OFA-base's export ran out of the 23 GB of the test machine)")
+    parser.add_argument(
+        "--static-archs",
+        nargs="*",
+        default=["tiny"],
+        help="sizes that also get a static 512x512 ONNX graph (default: tiny; OFA-base's export ran out of the 23 GB of the test machine)",
+    )
     parser.add_argument("--compile", action="store_true", help="also time PyTorch bf16 + torch.compile")
     parser.add_argument("--bpe-dir", default=os.path.join(here, "..", "..", "shared", "bpe"))
     parser.add_argument("--json", help="also write the results here")
-    parser.add_argument("--work", help="folder for the bundles and exports, reused by later runs (default: a temporary one)")
-    parser.add_argument("--export-only", action="store_true", help="make the bundles and exports in --work, time nothing")
+    parser.add_argument(
+        "--work", help="folder for the bundles and exports, reused by later runs (default: a temporary one)"
+    )
+    parser.add_argument(
+        "--export-only", action="store_true", help="make the bundles and exports in --work, time nothing"
+    )
     args = parser.parse_args(argv)
     load_before = os.getloadavg()
     peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
@@ -305,28 +364,56 @@ def main(argv: Optional[List[str]] = None) -> int:
         work = args.work or tmp
         os.makedirs(work, exist_ok=True)
         for arch in args.archs:
-            results[arch] = measure(arch, work, args.rounds, args.compile, arch in args.static_archs, args.bpe_dir, args.mode, args.pause,
-                                    args.export_only)
+            results[arch] = measure(
+                arch,
+                work,
+                args.rounds,
+                args.compile,
+                arch in args.static_archs,
+                args.bpe_dir,
+                args.mode,
+                args.pause,
+                args.export_only,
+            )
     if args.export_only:
         return 0
     machine = dict(machine_info(), load_before=load_before, load_after=os.getloadavg(), matmul_peak_gflops=peaks)
-    print(f"\n{machine['cpu']}, {machine['threads']} threads, load average {load_before[0]:.1f} -> {machine['load_after'][0]:.1f}; "
-          f"matmul peak fp32 {peaks['fp32']:.0f} / bf16 {peaks['bf16']:.0f} GFLOP/s")
+    print(
+        f"\n{machine['cpu']}, {machine['threads']} threads, load average {load_before[0]:.1f} -> {machine['load_after'][0]:.1f}; "
+        f"matmul peak fp32 {peaks['fp32']:.0f} / bf16 {peaks['bf16']:.0f} GFLOP/s"
+    )
     for arch, res in results.items():
-        how = {"workers": "alternating rounds, one process per backend", "alone": "rounds, one backend at a time",
-               "one-process": "alternating rounds, all backends in one process"}[args.mode]
+        how = {
+            "workers": "alternating rounds, one process per backend",
+            "alone": "rounds, one backend at a time",
+            "one-process": "alternating rounds, all backends in one process",
+        }[args.mode]
         print(f"\nOFA-{arch} ({res['gflop_per_frame']:.0f} GFLOP per 512x512 frame), median of {args.rounds} {how}")
         width = max(len(name) for name in [*res["rows"], *res["skipped"]]) + 2
-        print(f"  {'backend':<{width}}{'net ms':>9}{'speed-up':>9}{'GFLOP/s':>9}{'% peak':>8}{'1st run ms':>11}{'e2e FPS':>9}{'rel-RMS':>10}{'grid agree':>11}")
+        print(
+            f"  {'backend':<{width}}{'net ms':>9}{'speed-up':>9}{'GFLOP/s':>9}{'% peak':>8}{'1st run ms':>11}{'e2e FPS':>9}{'rel-RMS':>10}{'grid agree':>11}"
+        )
         for name, row in res["rows"].items():
             peak = peaks["bf16" if "bf16" in name else "fp32"]
-            print(f"  {name:<{width}}{row['network_ms']:>9.0f}{row['speedup']:>8.2f}x{row['gflops']:>9.0f}{100 * row['gflops'] / peak:>7.0f}%"
-                  f"{row['first_run_ms']:>11.0f}{row['end_to_end_fps'] or float('nan'):>9.2f}{row['logits_rel_rms']:>10.1e}{100 * row['grid_label_agreement']:>10.1f}%")
+            print(
+                f"  {name:<{width}}{row['network_ms']:>9.0f}{row['speedup']:>8.2f}x{row['gflops']:>9.0f}{100 * row['gflops'] / peak:>7.0f}%"
+                f"{row['first_run_ms']:>11.0f}{row['end_to_end_fps'] or float('nan'):>9.2f}{row['logits_rel_rms']:>10.1e}{100 * row['grid_label_agreement']:>10.1f}%"
+            )
         for name, reason in res["skipped"].items():
             print(f"  {name:<{width}}skipped: {reason}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump({"machine": machine, "rounds": args.rounds, "mode": args.mode, "pause_s": args.pause, "results": results}, fh, indent=2)
+            json.dump(
+                {
+                    "machine": machine,
+                    "rounds": args.rounds,
+                    "mode": args.mode,
+                    "pause_s": args.pause,
+                    "results": results,
+                },
+                fh,
+                indent=2,
+            )
     return 0
 
 

@@ -36,7 +36,10 @@ def main(argv: List[str] = None) -> int:
     rgb = read_image(args.image)
     cats = [c.strip() for c in args.categories.split(",")]
     base = Segmenter.load(args.checkpoint, cats, args.bpe_dir, "cpu", args.precision)
-    segs = {s: Segmenter(base.backend, base.vocabulary, cats, preprocessing=Preprocessing.short_side_rule(s)) for s in args.sizes}
+    segs = {
+        s: Segmenter(base.backend, base.vocabulary, cats, preprocessing=Preprocessing.short_side_rule(s))
+        for s in args.sizes
+    }
     labels = {s: seg.segment(rgb).labels for s, seg in segs.items()}  # also the warm-up of each shape
     times = {s: [] for s in args.sizes}
     for _ in range(args.rounds):
@@ -45,11 +48,19 @@ def main(argv: List[str] = None) -> int:
             seg.segment(rgb)
             times[s].append((time.perf_counter() - t0) * 1e3)
     ref = labels[512] if 512 in labels else labels[args.sizes[0]]
-    rows = {s: {"ms": statistics.median(times[s]), "agreement_vs_512": float((labels[s] == ref).mean()),
-                "grid": [(x - 1) // 16 + 1 for x in segs[s].preprocessing(rgb).shape[1:]]} for s in args.sizes}
+    rows = {
+        s: {
+            "ms": statistics.median(times[s]),
+            "agreement_vs_512": float((labels[s] == ref).mean()),
+            "grid": [(x - 1) // 16 + 1 for x in segs[s].preprocessing(rgb).shape[1:]],
+        }
+        for s in args.sizes
+    }
     print(f"{args.image} {rgb.shape[1]}x{rgb.shape[0]}, {args.precision}, median of {args.rounds} rounds")
     for s, r in rows.items():
-        print(f"  --imgsz {s:<5} grid {r['grid'][0]:>3}x{r['grid'][1]:<3} {r['ms']:8.0f} ms  {100 * r['agreement_vs_512']:6.2f}% pixels agree with 512")
+        print(
+            f"  --imgsz {s:<5} grid {r['grid'][0]:>3}x{r['grid'][1]:<3} {r['ms']:8.0f} ms  {100 * r['agreement_vs_512']:6.2f}% pixels agree with 512"
+        )
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(rows, fh, indent=2)

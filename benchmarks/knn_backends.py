@@ -86,13 +86,29 @@ def worker(backend: str, device_name: str, args) -> Dict[str, object]:
             t_search.append(t)
             t_prop.append(timed_ms(lambda: propagate(probs, nbr, args.iters), device)[0])
             t_next.append(timed_ms(next_op, device)[0])
-        out[f"{grid[0]}x{grid[1]}"] = dict(search=t_search, propagate=t_prop, next=t_next, neighbours=nbr[0].cpu().sort(-1).values.tolist())
+        out[f"{grid[0]}x{grid[1]}"] = dict(
+            search=t_search, propagate=t_prop, next=t_next, neighbours=nbr[0].cpu().sort(-1).values.tolist()
+        )
     return out
 
 
 def run_worker(backend: str, device: str, args) -> Dict[str, object]:
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", backend, "--device", device, "--repeats", str(args.repeats),
-           "--classes", str(args.classes), "--k", str(args.k), "--iters", str(args.iters)]
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--worker",
+        backend,
+        "--device",
+        device,
+        "--repeats",
+        str(args.repeats),
+        "--classes",
+        str(args.classes),
+        "--k",
+        str(args.k),
+        "--iters",
+        str(args.iters),
+    ]
     env = dict(os.environ)
     if args.threads:  # every thread pool in the worker: torch/MKL, faiss's OpenMP and OpenBLAS
         env.update({v: str(args.threads) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")})
@@ -103,7 +119,9 @@ def run_worker(backend: str, device: str, args) -> Dict[str, object]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of one process per backend (default: 3)")
-    ap.add_argument("--repeats", type=int, default=3, help="timed runs per grid in each process, after a warm-up (default: 3)")
+    ap.add_argument(
+        "--repeats", type=int, default=3, help="timed runs per grid in each process, after a warm-up (default: 3)"
+    )
     ap.add_argument("--classes", type=int, default=171, help="classes in the propagated probabilities (default: 171)")
     ap.add_argument("--k", type=int, default=3)
     ap.add_argument("--iters", type=int, default=25)
@@ -128,9 +146,21 @@ def main() -> None:
             runs[(device, backend)].append(run_worker(backend, device, args))
     load.append(os.getloadavg()[0])
 
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {args.threads or 'default'} threads; k={args.k}, iters={args.iters}, {args.classes} classes, {CHANNELS} channels; "
-          f"median of {args.rounds} processes x {args.repeats} runs; 1-min load average {load[0]:.1f} -> {load[1]:.1f}")
-    cols = ("device", "grid", "cells", "backend", "search_ms", "propagate_ms", "total_ms", "next_op_ms", "same_sets_as_torch")
+    print(
+        f"torch {torch.__version__}, {os.cpu_count()} CPUs, {args.threads or 'default'} threads; k={args.k}, iters={args.iters}, {args.classes} classes, {CHANNELS} channels; "
+        f"median of {args.rounds} processes x {args.repeats} runs; 1-min load average {load[0]:.1f} -> {load[1]:.1f}"
+    )
+    cols = (
+        "device",
+        "grid",
+        "cells",
+        "backend",
+        "search_ms",
+        "propagate_ms",
+        "total_ms",
+        "next_op_ms",
+        "same_sets_as_torch",
+    )
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     rows = []
@@ -143,10 +173,17 @@ def main() -> None:
             total = [s + p for r in res for s, p in zip(r[key]["search"], r[key]["propagate"])]
             ref = torch.tensor(runs[(device, "torch")][0][key]["neighbours"])
             same = (torch.tensor(res[0][key]["neighbours"]) == ref).all(-1).float().mean().item()
-            row = dict(device=device, grid=key, cells=h * w, backend=backend, search_ms=round(statistics.median(search), 1),
-                       propagate_ms=round(statistics.median(prop), 1), total_ms=round(statistics.median(total), 1),
-                       next_op_ms=round(statistics.median([t for r in res for t in r[key]["next"]]), 1),
-                       same_sets_as_torch=round(same, 5))
+            row = dict(
+                device=device,
+                grid=key,
+                cells=h * w,
+                backend=backend,
+                search_ms=round(statistics.median(search), 1),
+                propagate_ms=round(statistics.median(prop), 1),
+                total_ms=round(statistics.median(total), 1),
+                next_op_ms=round(statistics.median([t for r in res for t in r[key]["next"]]), 1),
+                same_sets_as_torch=round(same, 5),
+            )
             rows.append(row)
             print("| " + " | ".join(str(row[c]) for c in cols) + " |")
     if args.json:

@@ -27,8 +27,8 @@ import torch
 from ifseg_deploy.bench.synthetic import random_model
 from ifseg_deploy.checkpoint import LoadedModel
 from ifseg_deploy.config import ofa_preset
-from ifseg_deploy.export.args import ExportArgs
-from ifseg_deploy.export.onnx.writer import write_onnx
+from ifseg_deploy.exporter.args import ExportArgs
+from ifseg_deploy.exporter.onnx.writer import write_onnx
 from ifseg_deploy.runtime.onnx_backend import OnnxBackend
 from ifseg_deploy.runtime.sidecar import read_vocab
 from ifseg_deploy.runtime.torch_backend import TorchBackend
@@ -71,10 +71,23 @@ def main(argv: List[str] = None) -> int:
     files = {}
     for name, dynamic in (("static", False), ("dynamic", True)):
         t0 = time.perf_counter()
-        files[name] = write_onnx(loaded, os.path.join(work, f"{name}.onnx"), vocab,
-                                 ExportArgs(categories=CATEGORIES, imgsz=min(SHAPES[0]), image_size=SHAPES[0], dynamic=dynamic or None,
-                                            static=not dynamic, position_biases="graph")).path
-        print(f"exported {name} graph in {time.perf_counter() - t0:.1f} s ({os.path.getsize(files[name]) / 1e6:.0f} MB)", flush=True)
+        files[name] = write_onnx(
+            loaded,
+            os.path.join(work, f"{name}.onnx"),
+            vocab,
+            ExportArgs(
+                categories=CATEGORIES,
+                imgsz=min(SHAPES[0]),
+                image_size=SHAPES[0],
+                dynamic=dynamic or None,
+                static=not dynamic,
+                position_biases="graph",
+            ),
+        ).path
+        print(
+            f"exported {name} graph in {time.perf_counter() - t0:.1f} s ({os.path.getsize(files[name]) / 1e6:.0f} MB)",
+            flush=True,
+        )
     backends: Dict[str, object] = {
         "torch eager cpu fp32": TorchBackend(model, "cpu"),
         "onnxruntime cpu, static graph": onnx_backend(files["static"], ["cpu"], args.threads),
@@ -98,7 +111,9 @@ def main(argv: List[str] = None) -> int:
         times: Dict[str, List[float]] = {k: [] for k in runnable}
         for _ in range(args.rounds):
             for k, b in runnable.items():
-                times[k].append(timed(lambda: b.run(images, prepared.prompt_embeds, prepared.class_embeds), "cuda" in k))
+                times[k].append(
+                    timed(lambda: b.run(images, prepared.prompt_embeds, prepared.class_embeds), "cuda" in k)
+                )
         results[f"{h}x{w}"] = {k: statistics.median(v) for k, v in times.items()}
     cpu = f"{os.cpu_count()}-core CPU ({args.threads} threads)"
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
@@ -110,7 +125,11 @@ def main(argv: List[str] = None) -> int:
             print(f"    {k:<34} {ms:8.1f} ms  ({base / ms:.2f}x torch cpu)")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump({"machine": {"cpu": cpu, "gpu": gpu, "torch": torch.__version__}, "rounds": args.rounds, "ms": results}, fh, indent=2)
+            json.dump(
+                {"machine": {"cpu": cpu, "gpu": gpu, "torch": torch.__version__}, "rounds": args.rounds, "ms": results},
+                fh,
+                indent=2,
+            )
     return 0
 
 

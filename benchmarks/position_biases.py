@@ -25,8 +25,23 @@ from ifseg_deploy.bench.compare import machine_info
 from ifseg_deploy.bench.synthetic import random_bundle, random_model
 from ifseg_deploy.config import ofa_preset
 
-CATEGORIES = ["sky", "tree", "grass", "road", "building", "person", "car", "dog", "cat", "water", "mountain", "floor",
-              "wall", "table", "chair"]
+CATEGORIES = [
+    "sky",
+    "tree",
+    "grass",
+    "road",
+    "building",
+    "person",
+    "car",
+    "dog",
+    "cat",
+    "water",
+    "mountain",
+    "floor",
+    "wall",
+    "table",
+    "chair",
+]
 NEW_SIZES = [(32, 43), (43, 32), (30, 40), (20, 27)]  # grids of 512x683, 683x512, 480x640 and 320x427 inputs
 PROMPT_LEN = 36  # the prompt of the 15 categories above
 
@@ -43,17 +58,19 @@ def torch_new_sizes(arch: str) -> None:
 
 
 def onnx_runtime(rounds: int, bpe_dir: str) -> None:
-    from ifseg_deploy.export.api import export_model
-    from ifseg_deploy.export.args import ExportArgs
+    from ifseg_deploy.exporter.api import export_model
+    from ifseg_deploy.exporter.args import ExportArgs
     from ifseg_deploy.runtime.onnx_backend import OnnxBackend
     from ifseg_deploy.runtime.vocabulary import Vocabulary
     from ifseg_deploy.text.tokenizer import OFATokenizer
 
     with tempfile.TemporaryDirectory() as tmp:
         bundle = random_bundle(ofa_preset("tiny"), os.path.join(tmp, "tiny.safetensors"), CATEGORIES, bpe_dir)
-        variants = {"dynamic, biases in the graph": dict(position_biases="graph"),
-                    "dynamic, biases as inputs": dict(position_biases="inputs"),
-                    "static 512x683": dict(imgsz=(512, 683))}
+        variants = {
+            "dynamic, biases in the graph": dict(position_biases="graph"),
+            "dynamic, biases as inputs": dict(position_biases="inputs"),
+            "static 512x683": dict(imgsz=(512, 683)),
+        }
         backends = {}
         for i, (name, kw) in enumerate(variants.items()):
             out = os.path.join(tmp, f"v{i}.onnx")

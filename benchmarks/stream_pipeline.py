@@ -80,8 +80,12 @@ def throughput(seg: Segmenter, video: str, pipelined: bool, out: str) -> dict:
     t.start()
     t.join()
     s = box["summary"]
-    return {"fps": round(s.fps, 2), "latency_ms": {k: round(v, 1) for k, v in s.latency().items()}, "frames": s.processed,
-            "cpu_s_per_frame": round(box["cpu"] / s.processed, 3)}
+    return {
+        "fps": round(s.fps, 2),
+        "latency_ms": {k: round(v, 1) for k, v in s.latency().items()},
+        "frames": s.processed,
+        "cpu_s_per_frame": round(box["cpu"] / s.processed, 3),
+    }
 
 
 def flicker(seg: Segmenter, video: str, temporal: bool, pan: int) -> dict:
@@ -104,8 +108,11 @@ def flicker(seg: Segmenter, video: str, temporal: bool, pan: int) -> dict:
     for prev, cur in zip(labels, labels[1:]):
         a, b = (prev[:, pan:], cur[:, : cur.shape[1] - pan]) if pan else (prev, cur)
         changed.append(float((a != b).mean()))
-    return {"flicker": round(statistics.mean(changed), 4), "labels": labels,
-            "cost_ms": round(statistics.median(cost), 3) if cost else 0.0}
+    return {
+        "flicker": round(statistics.mean(changed), 4),
+        "labels": labels,
+        "cost_ms": round(statistics.median(cost), 3) if cost else 0.0,
+    }
 
 
 def rss_mb() -> float:
@@ -117,8 +124,9 @@ def long_run(folder: str, frames: int) -> dict:
     """``frames`` frames through the whole loop (H.264 + JSON Lines outputs) with a small model at a
     64-pixel input; RSS sampled every 0.5 s against the frames processed so far."""
     arch = ArchConfig(embed_dim=32, ffn_dim=64, encoder_layers=1, decoder_layers=1, heads=2, resnet_blocks=(1, 1, 1))
-    seg = random_segmenter(arch, num_classes=5, prompt_len=12, device="cpu", knn_iters=2,
-                           preprocessing=Preprocessing(64, 256))
+    seg = random_segmenter(
+        arch, num_classes=5, prompt_len=12, device="cpu", knn_iters=2, preprocessing=Preprocessing(64, 256)
+    )
     video = os.path.join(folder, "long.avi")
     w = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"MJPG"), 25, (96, 64))
     rng = np.random.default_rng(0)
@@ -134,12 +142,26 @@ def long_run(folder: str, frames: int) -> dict:
 
     t = threading.Thread(target=sample, daemon=True)
     t.start()
-    s = run_stream(stream, OutputOptions(save=os.path.join(folder, "long.mp4"), save_json=os.path.join(folder, "long.jsonl"), progress=False))
+    s = run_stream(
+        stream,
+        OutputOptions(
+            save=os.path.join(folder, "long.mp4"), save_json=os.path.join(folder, "long.jsonl"), progress=False
+        ),
+    )
     done.set()
     t.join()
     warm = [mb for n, mb in samples if n >= frames // 10]
-    return {"frames": s.processed, "fps": round(s.fps, 1), "rss_mb_after_warmup": {"first": round(warm[0], 1), "last": round(warm[-1], 1),
-            "min": round(min(warm), 1), "max": round(max(warm), 1)}, "rss_samples": [(n, round(mb, 1)) for n, mb in samples[:: max(1, len(samples) // 20)]]}
+    return {
+        "frames": s.processed,
+        "fps": round(s.fps, 1),
+        "rss_mb_after_warmup": {
+            "first": round(warm[0], 1),
+            "last": round(warm[-1], 1),
+            "min": round(min(warm), 1),
+            "max": round(max(warm), 1),
+        },
+        "rss_samples": [(n, round(mb, 1)) for n, mb in samples[:: max(1, len(samples) // 20)]],
+    }
 
 
 def main() -> None:
@@ -165,7 +187,10 @@ def main() -> None:
             with lzma.open(SHARED / "fixtures" / "dev" / "checkpoint.pt.xz") as src, open(dev, "wb") as dst:
                 shutil.copyfileobj(src, dst)
             flicker_seg = Segmenter.load(dev, bpe_dir=args.bpe_dir or str(SHARED / "bpe"), **knn, device="cpu")
-            report["model"], report["flicker_model"] = f"random OFA-{args.arch}, 15 classes", "dev fixture (random weights, 4 classes)"
+            report["model"], report["flicker_model"] = (
+                f"random OFA-{args.arch}, 15 classes",
+                "dev fixture (random weights, 4 classes)",
+            )
         still = make_video(os.path.join(folder, "still.avi"), args.frames, 0)
         pan = make_video(os.path.join(folder, "pan.avi"), args.frames, PAN_PX)
         runs = {False: [], True: []}
@@ -174,17 +199,25 @@ def main() -> None:
                 runs[pipelined].append(throughput(seg, still, pipelined, os.path.join(folder, "t.mp4")))
         seq, par = (max(runs[m], key=lambda r: r["fps"]) for m in (False, True))
         report["throughput"] = {"sequential": seq, "pipelined": par, "speed_up": round(par["fps"] / seq["fps"], 2)}
-        print(f"sequential {seq['fps']} FPS, pipelined {par['fps']} FPS (x{report['throughput']['speed_up']})", flush=True)
+        print(
+            f"sequential {seq['fps']} FPS, pipelined {par['fps']} FPS (x{report['throughput']['speed_up']})", flush=True
+        )
         for name, video, shift in (("still", still, 0), ("panning", pan, PAN_PX)):
             off, on = flicker(flicker_seg, video, False, shift), flicker(flicker_seg, video, True, shift)
             agree = statistics.mean(float((a == b).mean()) for a, b in zip(off.pop("labels"), on.pop("labels")))
             report[f"flicker_{name}"] = {"off": off, "temporal": on, "agreement_with_off": round(agree, 4)}
-            print(f"flicker {name}: off {off['flicker']:.4f}, temporal {on['flicker']:.4f} "
-                  f"(cost {on['cost_ms']} ms/frame, {agree:.3f} of pixels as without)", flush=True)
+            print(
+                f"flicker {name}: off {off['flicker']:.4f}, temporal {on['flicker']:.4f} "
+                f"(cost {on['cost_ms']} ms/frame, {agree:.3f} of pixels as without)",
+                flush=True,
+            )
         if args.long_frames:
             report["long_run"] = long_run(folder, args.long_frames)
             lr = report["long_run"]
-            print(f"long run: {lr['frames']} frames at {lr['fps']} FPS, RSS after warm-up {lr['rss_mb_after_warmup']}", flush=True)
+            print(
+                f"long run: {lr['frames']} frames at {lr['fps']} FPS, RSS after warm-up {lr['rss_mb_after_warmup']}",
+                flush=True,
+            )
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
 

@@ -44,11 +44,20 @@ def worker(size: str, device: str, batch: int, steps: int, warmup: int, precisio
     model = random_model(arch)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, f"random_{size}.safetensors")
-        save_bundle(path, model.state_dict(), torch.randn(1, arch.embed_dim), {"arch": arch.to_dict(), "categories": ["thing"]})
+        save_bundle(
+            path, model.state_dict(), torch.randn(1, arch.embed_dim), {"arch": arch.to_dict(), "categories": ["thing"]}
+        )
         del model
         cfg = TrainConfig(
-            checkpoint=path, classes=parse_category_spec(CATEGORIES), out=os.path.join(tmp, "out.safetensors"),
-            bpe_dir=BPE, steps=warmup + steps, batch_size=batch, device=device, precision=precision, progress=False,
+            checkpoint=path,
+            classes=parse_category_spec(CATEGORIES),
+            out=os.path.join(tmp, "out.safetensors"),
+            bpe_dir=BPE,
+            steps=warmup + steps,
+            batch_size=batch,
+            device=device,
+            precision=precision,
+            progress=False,
         )
         trainer = Trainer(cfg)
     dev = trainer.device
@@ -65,9 +74,15 @@ def worker(size: str, device: str, batch: int, steps: int, warmup: int, precisio
     sync()
     seconds = time.perf_counter() - t0
     result: Dict[str, object] = {
-        "size": size, "device": str(dev), "precision": trainer.precision, "batch_size": batch, "threads": torch.get_num_threads(),
-        "trainable_params": sum(p.numel() for p in trainer.params), "updates_per_s": steps / seconds,
-        "images_per_s": steps * batch / seconds, "seconds_per_update": seconds / steps,
+        "size": size,
+        "device": str(dev),
+        "precision": trainer.precision,
+        "batch_size": batch,
+        "threads": torch.get_num_threads(),
+        "trainable_params": sum(p.numel() for p in trainer.params),
+        "updates_per_s": steps / seconds,
+        "images_per_s": steps * batch / seconds,
+        "seconds_per_update": seconds / steps,
     }
     if dev.type == "cuda":
         result["peak_gpu_mib"] = torch.cuda.max_memory_allocated(dev) / 2**20
@@ -96,19 +111,38 @@ def main() -> None:
         return
     results = []
     for size in args.sizes:
-        cmd = [sys.executable, __file__, "--worker", size, "--device", args.device, "--batch-size", str(batch),
-               "--steps", str(args.steps), "--warmup", str(args.warmup), "--precision", args.precision]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--worker",
+            size,
+            "--device",
+            args.device,
+            "--batch-size",
+            str(batch),
+            "--steps",
+            str(args.steps),
+            "--warmup",
+            str(args.warmup),
+            "--precision",
+            args.precision,
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             print(f"{size}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
             continue
         r = json.loads(proc.stdout.strip().splitlines()[-1])
         results.append(r)
-        mem = f"peak GPU {r['peak_gpu_mib']:.0f} MiB" if "peak_gpu_mib" in r else (
-            f"peak RSS {r['peak_rss_mib']:.0f} MiB (+{r['training_rss_growth_mib']:.0f} MiB while training)")
-        print(f"OFA-{size:<6} {r['device']:<7} {r['precision']:<5} batch {batch:>3}: {r['updates_per_s']:.3f} updates/s "
-              f"({r['images_per_s']:.2f} images/s, {r['seconds_per_update']:.2f} s/update), {mem}, "
-              f"{r['trainable_params'] / 1e6:.1f} M trainable, {r['threads']} threads")
+        mem = (
+            f"peak GPU {r['peak_gpu_mib']:.0f} MiB"
+            if "peak_gpu_mib" in r
+            else (f"peak RSS {r['peak_rss_mib']:.0f} MiB (+{r['training_rss_growth_mib']:.0f} MiB while training)")
+        )
+        print(
+            f"OFA-{size:<6} {r['device']:<7} {r['precision']:<5} batch {batch:>3}: {r['updates_per_s']:.3f} updates/s "
+            f"({r['images_per_s']:.2f} images/s, {r['seconds_per_update']:.2f} s/update), {mem}, "
+            f"{r['trainable_params'] / 1e6:.1f} M trainable, {r['threads']} threads"
+        )
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=2)

@@ -42,7 +42,7 @@ def load(path: str, categories: Union[str, Sequence[str], None] = None, **option
 def export(source: str, format: str = "onnx", network: Optional[str] = None, **args: Any):
     """Export ``source`` (checkpoint or bundle; an exported ``.onnx`` for engines and Triton) as
     ``ifseg-deploy export`` does: ``format`` is ``onnx``, ``engine``, ``openvino`` or ``triton``;
-    ``args`` are :class:`ifseg_deploy.export.args.ExportArgs` fields, named as the export flags
+    ``args`` are :class:`ifseg_deploy.exporter.args.ExportArgs` fields, named as the export flags
     (``out``, ``imgsz``, ``precision``, ``calib_dir``, ``dynamic``, ``knn``, ...); ``network``: the
     Triton network model (``python``, ``onnx`` or ``engine``). Returns the export's result (paths
     written, verification and precision reports).
@@ -51,8 +51,8 @@ def export(source: str, format: str = "onnx", network: Optional[str] = None, **a
         IFSegError: a setting is out of range, an output path cannot be written, or the exported
             model disagrees with PyTorch (nothing written).
     """
-    from .export.api import export_model
-    from .export.args import ExportArgs
+    from .exporter.api import export_model
+    from .exporter.args import ExportArgs
 
     if format == "triton":
         from .triton.repository import TritonOptions, export_triton

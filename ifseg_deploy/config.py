@@ -64,7 +64,9 @@ class ArchConfig:
         known = {f.name for f in fields(cls)} - {"extra"}
         missing = {"embed_dim", "ffn_dim", "encoder_layers", "decoder_layers", "heads"} - set(d)
         if missing:
-            raise IFSegError(f"architecture description lacks {sorted(missing)}; re-export the bundle with ifseg-deploy")
+            raise IFSegError(
+                f"architecture description lacks {sorted(missing)}; re-export the bundle with ifseg-deploy"
+            )
         kw = {k: v for k, v in d.items() if k in known}
         if "resnet_blocks" in kw:
             kw["resnet_blocks"] = tuple(int(b) for b in kw["resnet_blocks"])
@@ -83,4 +85,6 @@ def ofa_preset(name: str) -> ArchConfig:
     if name not in presets:
         raise IFSegError(f"unknown OFA size '{name}'; choose one of {', '.join(presets)}")
     c, ffn, enc, dec, heads, blocks = presets[name]
-    return ArchConfig(embed_dim=c, ffn_dim=ffn, encoder_layers=enc, decoder_layers=dec, heads=heads, resnet_blocks=blocks)
+    return ArchConfig(
+        embed_dim=c, ffn_dim=ffn, encoder_layers=enc, decoder_layers=dec, heads=heads, resnet_blocks=blocks
+    )

@@ -134,13 +134,17 @@ def check_output_file(path: str, option: str = "path", kind: Optional[str] = Non
         raise IFSegError(f"{option}={path}: cannot write there ({e}); choose another `{option}`") from None
     free = shutil.disk_usage(existing).free
     if free < size_hint:
-        raise IFSegError(f"{option}={path}: needs about {size_hint / 2**20:.0f} MiB, {free / 2**20:.0f} MiB free there; "
-                         f"free some space or choose another `{option}`")
+        raise IFSegError(
+            f"{option}={path}: needs about {size_hint / 2**20:.0f} MiB, {free / 2**20:.0f} MiB free there; "
+            f"free some space or choose another `{option}`"
+        )
     if os.path.lexists(path):
         why = _same_kind(path, kind)
         if why:
-            raise IFSegError(f"{option}={path} exists and {why}; ifseg-deploy replaces only its own kind of output: "
-                             f"choose another `{option}` or move the file away")
+            raise IFSegError(
+                f"{option}={path} exists and {why}; ifseg-deploy replaces only its own kind of output: "
+                f"choose another `{option}` or move the file away"
+            )
     return path
 
 
@@ -256,7 +260,9 @@ class ResultFolder:
             project did not write and ``exist_ok`` is off.
     """
 
-    def __init__(self, path: str, option: str = "path", exist_ok: bool = False, numbered: bool = False, kind: str = "results"):
+    def __init__(
+        self, path: str, option: str = "path", exist_ok: bool = False, numbered: bool = False, kind: str = "results"
+    ):
         self.option, self.kind = option, kind
         self.numbered = numbered and not exist_ok
         self.path = path
@@ -271,8 +277,10 @@ class ResultFolder:
         if os.path.isdir(path) and not self.numbered:
             self.owned = read_marker(path) is not None
             if not self.owned and _entries(path) and not exist_ok:
-                raise IFSegError(f"{option}={path} already holds files ifseg-deploy did not write; choose a new or empty folder, "
-                                 "or pass exist_ok=True to add results beside them (no existing file is replaced)")
+                raise IFSegError(
+                    f"{option}={path} already holds files ifseg-deploy did not write; choose a new or empty folder, "
+                    "or pass exist_ok=True to add results beside them (no existing file is replaced)"
+                )
 
     def create(self) -> str:
         """Create the folder now (marked when new or empty) and return its path."""
@@ -359,8 +367,10 @@ def check_output_folder(folder: str, option: str, kind: str) -> str:
         if not os.path.isdir(target):
             raise IFSegError(f"{option}={folder} is a file, not a folder; choose a folder name")
         if _entries(target) and not _listed_only(target, read_marker(target), kind):
-            raise IFSegError(f"{option}={folder} already holds files that are not an ifseg-deploy {kind} export "
-                             "(it is replaced only when it holds nothing else); choose a new or empty folder")
+            raise IFSegError(
+                f"{option}={folder} already holds files that are not an ifseg-deploy {kind} export "
+                "(it is replaced only when it holds nothing else); choose a new or empty folder"
+            )
     try:
         _creatable(os.path.dirname(target))
     except IFSegError as e:

@@ -67,8 +67,10 @@ def decode_image(source: Union[str, bytes], exif: bool = True, name: str = "the 
                 im.load()
                 return to_rgb_uint8(ImageOps.exif_transpose(im) if exif else im)
     except Image.DecompressionBombError:
-        raise IFSegError(f"{name} declares more than {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels (Pillow's decompression-bomb "
-                         "limit); downscale it first") from None
+        raise IFSegError(
+            f"{name} declares more than {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels (Pillow's decompression-bomb "
+            "limit); downscale it first"
+        ) from None
     except IFSegError:
         raise
     except MemoryError:
@@ -102,10 +104,14 @@ def as_rgb(image: Any) -> np.ndarray:
             t = t.permute(1, 2, 0)  # CHW -> HWC
         image = t.numpy()
     if not isinstance(image, np.ndarray):
-        raise IFSegError(f"unsupported image type {type(image).__name__}; pass a path, an RGB numpy array, a PIL image or a torch tensor")
+        raise IFSegError(
+            f"unsupported image type {type(image).__name__}; pass a path, an RGB numpy array, a PIL image or a torch tensor"
+        )
     arr = image[..., None] if image.ndim == 2 else image
     if arr.ndim != 3 or arr.shape[2] not in (1, 3) or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise IFSegError(f"unsupported image shape {image.shape}; pass (H, W, 3) RGB, (H, W) gray or a (3, H, W) tensor")
+        raise IFSegError(
+            f"unsupported image shape {image.shape}; pass (H, W, 3) RGB, (H, W) gray or a (3, H, W) tensor"
+        )
     if arr.dtype.kind == "f":
         if arr.size and (not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1):
             raise IFSegError("a float image must hold values in [0, 1]; pass uint8 0..255 or scale it")
@@ -134,7 +140,9 @@ def to_rgb_uint8(im) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def resized_shape(height: int, width: int, short_side: int = SHORT_SIDE, long_side_max: int = LONG_SIDE_MAX) -> Tuple[int, int]:
+def resized_shape(
+    height: int, width: int, short_side: int = SHORT_SIDE, long_side_max: int = LONG_SIDE_MAX
+) -> Tuple[int, int]:
     """``(new_h, new_w)`` of mmcv's keep-ratio rescale to ``(long_side_max, short_side)``."""
     f = min(long_side_max / max(height, width), short_side / min(height, width))
     return int(height * f + 0.5), int(width * f + 0.5)
@@ -174,8 +182,14 @@ class Preprocessing:
         return preprocess(image, self.short_side, self.long_side_max)
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"short_side": self.short_side, "long_side_max": self.long_side_max, "mean": MEAN, "std": STD, "color": "RGB",
-                "resize": "keep-ratio bilinear on uint8 (mmcv imrescale)"}
+        return {
+            "short_side": self.short_side,
+            "long_side_max": self.long_side_max,
+            "mean": MEAN,
+            "std": STD,
+            "color": "RGB",
+            "resize": "keep-ratio bilinear on uint8 (mmcv imrescale)",
+        }
 
     @classmethod
     def short_side_rule(cls, short_side: int) -> "Preprocessing":
@@ -188,6 +202,8 @@ class Preprocessing:
         if not d:
             return default
         if float(d.get("mean", MEAN)) != MEAN or float(d.get("std", STD)) != STD or d.get("color", "RGB") != "RGB":
-            raise IFSegError(f"the model stores a preprocessing this runtime does not implement ({d}); expected RGB, mean = std = 0.5")
+            raise IFSegError(
+                f"the model stores a preprocessing this runtime does not implement ({d}); expected RGB, mean = std = 0.5"
+            )
         short = int(d.get("short_side", default.short_side))
         return cls(short, int(d.get("long_side_max", cls.short_side_rule(short).long_side_max)))

@@ -93,7 +93,9 @@ def make_tiny_model(seed: int = 0, arch: ArchConfig = TINY_ARCH) -> SegOFA:
     return model.eval()
 
 
-def save_fairseq_checkpoint(model: SegOFA, path, class_embeds=None, categories=None, fp16: bool = False, extra=None) -> str:
+def save_fairseq_checkpoint(
+    model: SegOFA, path, class_embeds=None, categories=None, fp16: bool = False, extra=None
+) -> str:
     """Write ``model`` in the fairseq layout of an OFA (no class_embeds) or IFSeg checkpoint."""
     import argparse
 
@@ -119,7 +121,9 @@ def save_fairseq_checkpoint(model: SegOFA, path, class_embeds=None, categories=N
 SMALL_ARCH = dataclasses.replace(TINY_ARCH, seg_grid=8, encoder_grid=8)
 
 
-def save_tiny_bundle(path, categories=("sky", "grass", "dog"), seed: int = 0, bpe_dir: str = str(BPE), arch: ArchConfig = SMALL_ARCH) -> str:
+def save_tiny_bundle(
+    path, categories=("sky", "grass", "dog"), seed: int = 0, bpe_dir: str = str(BPE), arch: ArchConfig = SMALL_ARCH
+) -> str:
     """A tiny random model as an ifseg-deploy bundle, with class embeddings from its token table."""
     from ifseg_deploy.checkpoint.bundle import save_bundle
     from ifseg_deploy.runtime.vocabulary import Vocabulary
@@ -144,7 +148,9 @@ TRAIN_ARCH = dataclasses.replace(TINY_ARCH, seg_grid=8, encoder_grid=8, image_bu
 def tiny_checkpoint(folder: Path, seed: int = 0) -> str:
     """A random 8x8-grid SegOFA saved in the IFSeg layout, with the BPE files next to it."""
     model = make_tiny_model(seed, TRAIN_ARCH)
-    path = save_fairseq_checkpoint(model, folder / "tiny.pt", class_embeds=torch.zeros(1, TRAIN_ARCH.embed_dim), categories=["thing"])
+    path = save_fairseq_checkpoint(
+        model, folder / "tiny.pt", class_embeds=torch.zeros(1, TRAIN_ARCH.embed_dim), categories=["thing"]
+    )
     for f in ("encoder.json", "vocab.bpe", "dict.txt"):
         os.symlink(BPE / f, folder / f)
     return path

@@ -119,8 +119,11 @@ class MJPEGServer:
                     for _ in range(n):
                         ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(numbered(server.sent), cv2.COLOR_RGB2BGR))
                         server.sent += 1
-                        self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpg)
-                                         + jpg.tobytes() + b"\r\n")
+                        self.wfile.write(
+                            b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpg)
+                            + jpg.tobytes()
+                            + b"\r\n"
+                        )
                         time.sleep(server.period_s)
 
         self._srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)

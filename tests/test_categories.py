@@ -8,8 +8,8 @@ import json
 
 import pytest
 import torch
-
 from conftest import SHARED, make_tiny_model, save_fairseq_checkpoint
+
 from ifseg_deploy.checkpoint import load_model
 from ifseg_deploy.errors import IFSegError
 from ifseg_deploy.eval.classes import COCO_STUFF_27
@@ -36,11 +36,13 @@ MEANT = [
 
 #: The same list as editors and copy-paste really produce it: decomposed é (U+0065 U+0301),
 #: tabs, no-break / thin / ideographic spaces, a zero-width space, stray blanks, a comment.
-MESSY = ("# my classes\n"
-         "  cafe\u0301\t,\u00a0concrete\u2009\u2009wall  \n"
-         "\n"
-         "animal :\tgiraffe,zebra\u200b ,  cat   # one output\n"
-         "grass\u3000\n")
+MESSY = (
+    "# my classes\n"
+    "  cafe\u0301\t,\u00a0concrete\u2009\u2009wall  \n"
+    "\n"
+    "animal :\tgiraffe,zebra\u200b ,  cat   # one output\n"
+    "grass\u3000\n"
+)
 
 
 def test_string_and_file_forms_give_the_same_classes(tmp_path):
@@ -56,7 +58,9 @@ def test_string_and_file_forms_give_the_same_classes(tmp_path):
     assert parse_category_spec("caf\u00e9\uff0cconcrete wall\uff1banimal\uff1agiraffe\u3001zebra, cat; grass") == MEANT
 
 
-@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16", "utf-16-le-bom", "utf-16-be-bom", "utf-32", "utf-16-le"])
+@pytest.mark.parametrize(
+    "encoding", ["utf-8", "utf-8-sig", "utf-16", "utf-16-le-bom", "utf-16-be-bom", "utf-32", "utf-16-le"]
+)
 @pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
 def test_files_from_any_editor(tmp_path, encoding, newline):
     text = MESSY.replace("\n", newline)
@@ -78,7 +82,9 @@ def test_stored_names_match_a_later_categories_argument(tmp_path, bpe_dir):
     path = save_fairseq_checkpoint(model, tmp_path / "m.pt", stored, ["cafe\u0301", "concrete\u00a0 wall"])
     lm = load_model(path)
     assert lm.categories == ["caf\u00e9", "concrete wall"]
-    vocab = Vocabulary(OFATokenizer(bpe_dir), lm.model.embed_tokens.weight, lm.prompt_prefix, lm.categories, lm.class_embeds)
+    vocab = Vocabulary(
+        OFATokenizer(bpe_dir), lm.model.embed_tokens.weight, lm.prompt_prefix, lm.categories, lm.class_embeds
+    )
     typed = parse_categories(" caf\u00e9 ,concrete  wall ")
     assert torch.equal(vocab.prepare(typed).class_embeds, stored)  # stored embeddings used: the lists compare equal
 
@@ -119,7 +125,10 @@ def test_names_and_words_for_the_vocabulary():
 @pytest.mark.parametrize(
     "data,msg",
     [
-        ("caf\u00e9\nna\u00efve\n".encode("cp1252"), r"not UTF-8 or UTF-16 text \(byte 0xE9 on line 1\); re-save it with the encoding UTF-8"),
+        (
+            "caf\u00e9\nna\u00efve\n".encode("cp1252"),
+            r"not UTF-8 or UTF-16 text \(byte 0xE9 on line 1\); re-save it with the encoding UTF-8",
+        ),
         (b"\x00\x01\x02\x03" * 100, "not a text file"),
         (b"# only a comment\r\n\r\n", "lists no categories"),
         (b"animal: cat\nanimal: dog\n", "listed twice"),
@@ -154,14 +163,24 @@ def test_shipped_coco_stuff_27_file_is_table_15_word_for_word():
     assert [(c.name, c.words) for c in classes] == table
     assert read_categories_file(builtin_file("coco-stuff-27")) == classes
     # the file itself: the comment header, then exactly one 'coarse: w1, w2' line per class
-    lines = [ln for ln in open(builtin_file("coco-stuff-27"), encoding="utf-8").read().splitlines() if not ln.startswith("#")]
+    lines = [
+        ln for ln in open(builtin_file("coco-stuff-27"), encoding="utf-8").read().splitlines() if not ln.startswith("#")
+    ]
     assert lines == [f"{name}: {', '.join(words)}" for name, words in table]
 
 
 def test_eval_coco_stuff_27_words_are_table_15():
     """Only the words come from the table; names and order stay the benchmark's (its label ids)."""
-    benchmark_name = {"food (things)": "food-things", "furniture (things)": "furniture-things",
-                      "food (stuff)": "food-stuff", "furniture (stuff)": "furniture-stuff"}
+    benchmark_name = {
+        "food (things)": "food-things",
+        "furniture (things)": "furniture-things",
+        "food (stuff)": "food-stuff",
+        "furniture (stuff)": "furniture-stuff",
+    }
     table = {benchmark_name.get(name, name): words for name, words in _table15()}
     assert {c.name: c.words for c in COCO_STUFF_27} == table
-    assert [c.name for c in COCO_STUFF_27][:3] == ["electronic", "appliance", "food-things"]  # benchmark order, not the table's
+    assert [c.name for c in COCO_STUFF_27][:3] == [
+        "electronic",
+        "appliance",
+        "food-things",
+    ]  # benchmark order, not the table's

@@ -12,8 +12,8 @@ import re
 import numpy as np
 import pytest
 import torch
-
 from conftest import TINY_ARCH, make_tiny_model, save_fairseq_checkpoint
+
 from ifseg_deploy.checkpoint import load_model
 from ifseg_deploy.checkpoint.bundle import read_bundle_meta, save_bundle
 from ifseg_deploy.checkpoint.fairseq_layout import IFSEG_ONLY_PREFIXES, reference_key
@@ -29,7 +29,13 @@ def test_ifseg_checkpoint_arch_and_metadata(ifseg_checkpoint, golden):
     a = lm.arch
     assert (a.embed_dim, a.ffn_dim, a.encoder_layers, a.decoder_layers, a.heads) == (64, 256, 2, 2, 4)
     assert a.resnet_blocks == (3, 4, 6) and a.resnet_name == "resnet50"
-    assert (a.vocab_size, a.seg_grid, a.encoder_grid, a.image_bucket_size, a.token_bucket_size) == (59458, 32, 32, 42, 256)
+    assert (a.vocab_size, a.seg_grid, a.encoder_grid, a.image_bucket_size, a.token_bucket_size) == (
+        59458,
+        32,
+        32,
+        42,
+        256,
+    )
     assert lm.kind == "ifseg"
     assert lm.categories == ["grass", "cat", "giraffe", "concrete wall"]
     np.testing.assert_array_equal(lm.class_embeds.numpy(), golden["seg_embed_weight"])
@@ -77,7 +83,10 @@ def test_architecture_inferred_from_tensors(tmp_path, arch):
 def test_fp16_shared_storage_and_optimizer_state(tmp_path, bpe_dir):
     model = make_tiny_model(2)
     classes = torch.randn(2, TINY_ARCH.embed_dim)
-    extra = {"last_optimizer_state": {"state": {0: {"exp_avg": torch.zeros(3)}}}, "optimizer_history": [{"num_updates": 5}]}
+    extra = {
+        "last_optimizer_state": {"state": {0: {"exp_avg": torch.zeros(3)}}},
+        "optimizer_history": [{"num_updates": 5}],
+    }
     path = save_fairseq_checkpoint(model, tmp_path / "half.pt", classes.half(), ["x", "y"], fp16=True, extra=extra)
     lm = load_model(path)
     assert lm.stored_dtype == "float16"
@@ -185,8 +194,12 @@ def test_bundle_errors(tmp_path):
 # EMA weights, model-only files, and what is said when a setting is missing.
 
 #: Settings as an IFSeg run stores them (values unlike the defaults, so a default cannot pass).
-TASK = {"category_list": "sky, grass, dog", "prompt_prefix": "which object is this? object:", "patch_image_size": 512,
-        "orig_patch_image_size": 384}
+TASK = {
+    "category_list": "sky, grass, dog",
+    "prompt_prefix": "which object is this? object:",
+    "patch_image_size": 512,
+    "orig_patch_image_size": 384,
+}
 MODEL = {"attn_scale_factor": 1.5, "dropout": 0.05, "encoder_drop_path_rate": 0.2, "orig_patch_image_size": 384}
 
 
@@ -204,12 +217,27 @@ def _numpy_extra_state():
     extra = {
         "best": np.float64(0.6125),
         "train_iterator": {"epoch": np.int64(20), "iterations_in_epoch": 100, "shuffle": True},
-        "metrics": {"valid": [("mIoU", 100, "AverageMeter", {"val": np.float32(0.61), "sum": np.array([1.5, 2.5]), "count": np.int32(4)})]},
+        "metrics": {
+            "valid": [
+                (
+                    "mIoU",
+                    100,
+                    "AverageMeter",
+                    {"val": np.float32(0.61), "sum": np.array([1.5, 2.5]), "count": np.int32(4)},
+                )
+            ]
+        },
         "previous_training_time": np.float64(123.5),
         "dtype": np.dtype("float16"),
     }
-    history = [{"criterion_name": "SegCriterion", "optimizer_name": "FairseqAdam", "num_updates": 2000,
-                "lr_scheduler_state": {"best": np.float64(0.6125)}}]
+    history = [
+        {
+            "criterion_name": "SegCriterion",
+            "optimizer_name": "FairseqAdam",
+            "num_updates": 2000,
+            "lr_scheduler_state": {"best": np.float64(0.6125)},
+        }
+    ]
     return extra, history
 
 
@@ -218,7 +246,9 @@ def _layout(sd, layout: str) -> dict:
     ckpt = {"model": sd, "extra_state": extra, "optimizer_history": history, "criterion": None, "task_state": {}}
     flat = {**TASK, **MODEL}
     if layout == "cfg: task dict, model Namespace":  # IFSeg's trainer (fairseq hydra era)
-        ckpt.update(args=None, cfg={"task": dict(TASK), "model": argparse.Namespace(**flat), "ema": {"store_ema": False}})
+        ckpt.update(
+            args=None, cfg={"task": dict(TASK), "model": argparse.Namespace(**flat), "ema": {"store_ema": False}}
+        )
     elif layout == "cfg: all dicts":  # OmegaConf.to_container of a dataclass-only model
         ckpt.update(args=None, cfg={"task": dict(TASK), "model": dict(MODEL), "ema": {"store_ema": False}})
     elif layout == "cfg: everything in model Namespace":  # task section without the IFSeg names
@@ -228,14 +258,26 @@ def _layout(sd, layout: str) -> dict:
     elif layout == "args: dict":
         ckpt.update(args=dict(flat))
     elif layout == "args win over cfg":  # fairseq's _upgrade_state_dict rebuilds cfg from a non-None args
-        ckpt.update(args=argparse.Namespace(**flat), cfg={"task": {"category_list": "p, q, r", "prompt_prefix": "no"}, "model": {}})
+        ckpt.update(
+            args=argparse.Namespace(**flat),
+            cfg={"task": {"category_list": "p, q, r", "prompt_prefix": "no"}, "model": {}},
+        )
     else:
         raise AssertionError(layout)
     return ckpt
 
 
-@pytest.mark.parametrize("layout", ["cfg: task dict, model Namespace", "cfg: all dicts", "cfg: everything in model Namespace",
-                                    "args: Namespace", "args: dict", "args win over cfg"])
+@pytest.mark.parametrize(
+    "layout",
+    [
+        "cfg: task dict, model Namespace",
+        "cfg: all dicts",
+        "cfg: everything in model Namespace",
+        "args: Namespace",
+        "args: dict",
+        "args win over cfg",
+    ],
+)
 def test_fairseq_layouts_keep_every_stored_setting(tmp_path, tiny_ifseg, layout, caplog):
     model, classes, sd = tiny_ifseg
     path = tmp_path / "ckpt.pt"
@@ -261,7 +303,9 @@ def test_numpy_values_are_read_as_data(tmp_path, tiny_ifseg):
     assert type(got["extra_state"]["best"]) is np.float64 and got["extra_state"]["best"] == 0.6125
     meter = got["extra_state"]["metrics"]["valid"][0][3]
     np.testing.assert_array_equal(meter["sum"], [1.5, 2.5])
-    assert meter["val"] == np.float32(0.61) and meter["count"] == 4 and got["extra_state"]["dtype"] == np.dtype("float16")
+    assert (
+        meter["val"] == np.float32(0.61) and meter["count"] == 4 and got["extra_state"]["dtype"] == np.dtype("float16")
+    )
     assert got["optimizer_history"][0]["lr_scheduler_state"]["best"] == 0.6125
 
 
@@ -300,8 +344,11 @@ def test_code_is_refused_by_name_and_never_runs(tmp_path, case):
     if case == "inside a NumPy object array":
         payload, name = np.array([_Payload(str(marker))], dtype=object), f"{open.__module__}.open"
     path = tmp_path / "evil.pt"
-    torch.save({"model": {"w": torch.zeros(1)}, "extra_state": {"best": np.float64(1.0), "x": payload}}, path,
-               _use_new_zipfile_serialization=case != "legacy format")
+    torch.save(
+        {"model": {"w": torch.zeros(1)}, "extra_state": {"best": np.float64(1.0), "x": payload}},
+        path,
+        _use_new_zipfile_serialization=case != "legacy format",
+    )
     with pytest.raises(IFSegError) as err:
         load_model(str(path))
     msg = str(err.value)
@@ -327,9 +374,12 @@ def test_ema_weights_offered_and_named(tmp_path, tiny_ifseg, caplog):
     torch.save(ckpt, path)
     with caplog.at_level("WARNING"):
         trained = load_model(str(path))
-    assert trained.weights == "model" and torch.equal(trained.model.state_dict()["decoder.layer_norm.weight"],
-                                                      model.state_dict()["decoder.layer_norm.weight"])
-    assert any("also stores EMA weights" in r.getMessage() and "weights='ema'" in r.getMessage() for r in caplog.records)
+    assert trained.weights == "model" and torch.equal(
+        trained.model.state_dict()["decoder.layer_norm.weight"], model.state_dict()["decoder.layer_norm.weight"]
+    )
+    assert any(
+        "also stores EMA weights" in r.getMessage() and "weights='ema'" in r.getMessage() for r in caplog.records
+    )
     averaged = load_model(str(path), weights="ema")
     assert averaged.weights == "ema" and averaged.categories == ["sky", "grass", "dog"]
     for key, value in model.state_dict().items():
@@ -361,8 +411,12 @@ def test_model_only_file_says_each_default(tmp_path, tiny_ifseg, wrap, caplog):
     assert (lm.arch.attn_scale_factor, lm.arch.encoder_grid) == (2.0, lm.arch.seg_grid)
     said = [r.getMessage() for r in caplog.records]
     assert len(said) == len(lm.defaults) == 4
-    for words in ("attn_scale_factor; using OFA's default 2", "orig_patch_image_size; using its patch_image_size 512",
-                  "prompt_prefix; using IFSeg's 'what is the segmentation map", "no category list; pass --categories"):
+    for words in (
+        "attn_scale_factor; using OFA's default 2",
+        "orig_patch_image_size; using its patch_image_size 512",
+        "prompt_prefix; using IFSeg's 'what is the segmentation map",
+        "no category list; pass --categories",
+    ):
         assert sum(words in m and m.startswith(str(path)) and "\n" not in m for m in said) == 1, words
 
 
@@ -391,8 +445,10 @@ def _loader_message(path) -> str:
 
 
 #: One line: what is wrong, a short complete reason in parentheses, then what to do.
-ONE_SENTENCE = re.compile(r"^\S+ (is truncated or damaged|is a truncated or damaged \.xz file|is not a PyTorch checkpoint) "
-                          r"\([^()\n]{1,100}\); (download it again|pass an ofa_\*\.pt, IFSeg checkpoint or \.safetensors bundle)$")
+ONE_SENTENCE = re.compile(
+    r"^\S+ (is truncated or damaged|is a truncated or damaged \.xz file|is not a PyTorch checkpoint) "
+    r"\([^()\n]{1,100}\); (download it again|pass an ofa_\*\.pt, IFSeg checkpoint or \.safetensors bundle)$"
+)
 
 
 def test_truncated_real_checkpoint_every_message_one_sentence(tmp_path, ifseg_checkpoint):
@@ -408,7 +464,9 @@ def test_truncated_real_checkpoint_every_message_one_sentence(tmp_path, ifseg_ch
 def test_truncated_legacy_and_xz_files_one_sentence(tmp_path, tiny_ifseg, dev_dir):
     _, _, sd = tiny_ifseg
     buf = io.BytesIO()
-    torch.save(_layout({k: v for k, v in list(sd.items())[:8]}, "args: Namespace"), buf, _use_new_zipfile_serialization=False)
+    torch.save(
+        _layout({k: v for k, v in list(sd.items())[:8]}, "args: Namespace"), buf, _use_new_zipfile_serialization=False
+    )
     data = buf.getvalue()
     cut = tmp_path / "cut.pt"
     for offset in list(range(1, 3000, 7)) + [len(data) // 2, len(data) - 1]:

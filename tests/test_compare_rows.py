@@ -41,17 +41,33 @@ def test_calibration_folder_holds_the_image_and_scenes(tmp_path):
 
 def test_ort_fp16_and_int8_rows(bundle, bpe_dir, tmp_path):
     assert set(ORT) == {"fp32", "fp16", "int8"}
-    report = compare(bundle, _image(), str(tmp_path), bpe_dir=bpe_dir, device="cpu", short_side=64, warmup=0, iterations=1,
-                     variants=(REFERENCE, ORT["fp16"], ORT["int8"]), knn_iters=1)
+    report = compare(
+        bundle,
+        _image(),
+        str(tmp_path),
+        bpe_dir=bpe_dir,
+        device="cpu",
+        short_side=64,
+        warmup=0,
+        iterations=1,
+        variants=(REFERENCE, ORT["fp16"], ORT["int8"]),
+        knn_iters=1,
+    )
     ref, fp16, int8 = report.rows
     assert ref.skipped is None and ref.logits_rel_rms == 0.0
     # int8: calibrated on the compared image + the generated scenes (8 PNGs), then exported through its
     # gate; on random weights the gate may refuse the graph (the quantiser's rounding varies between
     # ONNX Runtime releases): then a skipped row with the gate's one-line reason
-    assert sorted(os.listdir(tmp_path / "calibration")) == ["image.png"] + [f"scene_{i}.png" for i in range(compare_mod.CALIBRATION_SCENES)]
+    assert sorted(os.listdir(tmp_path / "calibration")) == ["image.png"] + [
+        f"scene_{i}.png" for i in range(compare_mod.CALIBRATION_SCENES)
+    ]
     if int8.skipped is None:
         assert "calibrated on the compared image" in int8.note and "calibrated" in report.format()
-        assert os.path.dirname(int8.file) == str(tmp_path) and int8.file.endswith(".onnx") and 0.0 < int8.logits_rel_rms < 1.0
+        assert (
+            os.path.dirname(int8.file) == str(tmp_path)
+            and int8.file.endswith(".onnx")
+            and 0.0 < int8.logits_rel_rms < 1.0
+        )
         assert 0.0 <= int8.label_agreement <= 1.0
     else:
         assert int8.skipped.startswith("export refused: ") and "gate" in int8.skipped and "\n" not in int8.skipped

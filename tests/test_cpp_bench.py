@@ -87,12 +87,12 @@ def _build(build_dir: Path, options: List[str]) -> subprocess.CompletedProcess:
     generator = ["-G", "Ninja"] if shutil.which("ninja") else []
     configure = subprocess.run(
         ["cmake", "-S", str(CPP_BENCH), "-B", str(build_dir), *generator, *options],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert configure.returncode == 0, configure.stdout + configure.stderr
-    build = subprocess.run(
-        ["cmake", "--build", str(build_dir), "-j", "2"], capture_output=True, text=True, timeout=300
-    )
+    build = subprocess.run(["cmake", "--build", str(build_dir), "-j", "2"], capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, build.stdout + build.stderr
     return configure
 
@@ -147,8 +147,9 @@ def tiny_onnx(tmp_path_factory) -> Path:
     inits = [numpy_helper.from_array((0.1 * rng.standard_normal(s)).astype(np.float32), n) for n, s in weights.items()]
     inits.append(numpy_helper.from_array(np.array([0, FEATURES, -1], dtype=np.int64), "flat_shape"))
     nodes = [
-        helper.make_node("Conv", ["images", "w_patch"], ["patch"], strides=[16, 16], kernel_shape=[16, 16],
-                         auto_pad="SAME_UPPER"),
+        helper.make_node(
+            "Conv", ["images", "w_patch"], ["patch"], strides=[16, 16], kernel_shape=[16, 16], auto_pad="SAME_UPPER"
+        ),
         helper.make_node("Conv", ["patch", "w_feat"], ["fmap"]),
         helper.make_node("Reshape", ["fmap", "flat_shape"], ["flat"]),
         helper.make_node("Transpose", ["flat"], ["features"], perm=[0, 2, 1]),
@@ -224,7 +225,7 @@ def test_bad_arguments_exit_2_with_one_line(bare_build, args, fragment):
 
 
 def _printed_summary(stdout: str) -> dict:
-    line = next(l for l in stdout.splitlines() if l.startswith("[I] Latency: "))
+    line = next(ln for ln in stdout.splitlines() if ln.startswith("[I] Latency: "))
     pairs = re.findall(r"(min|max|mean|median|percentile\((\d+)%\)) = ([0-9.eE+-]+) ms", line)
     return {("p" + pct if pct else key): float(value) for key, pct, value in pairs}
 
@@ -234,8 +235,15 @@ def test_onnxruntime_benchmark_report_and_json(ort_build, tiny_onnx, tmp_path):
     binary, configure_log = ort_build
     assert "ifseg_bench backends compiled in: ONNX Runtime" in configure_log
     out = tmp_path / "times.json"
-    proc = _run(binary, f"--onnx={tiny_onnx}", f"--shapes={SHAPES}", "--warmup=2", "--iterations=37",
-                "--threads=1", f"--export-times={out}")
+    proc = _run(
+        binary,
+        f"--onnx={tiny_onnx}",
+        f"--shapes={SHAPES}",
+        "--warmup=2",
+        "--iterations=37",
+        "--threads=1",
+        f"--export-times={out}",
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
 
@@ -262,7 +270,10 @@ def test_onnxruntime_benchmark_report_and_json(ort_build, tiny_onnx, tmp_path):
 
     # The summary, recomputed here from the per-iteration times (nearest-rank percentiles).
     expected = {
-        "min": times.min(), "max": times.max(), "mean": times.mean(), "median": np.median(times),
+        "min": times.min(),
+        "max": times.max(),
+        "mean": times.mean(),
+        "median": np.median(times),
         **{f"p{p}": np.percentile(times, p, method="inverted_cdf") for p in (90, 95, 99)},
     }
     summary = data["summary"]["latency_ms"]
@@ -277,8 +288,15 @@ def test_onnxruntime_benchmark_report_and_json(ort_build, tiny_onnx, tmp_path):
 @needs_ort
 def test_onnxruntime_duration_extends_iterations(ort_build, tiny_onnx, tmp_path):
     out = tmp_path / "times.json"
-    proc = _run(ort_build[0], f"--onnx={tiny_onnx}", f"--shapes={SHAPES}", "--warmup=0", "--iterations=1",
-                "--duration=0.3", f"--export-times={out}")
+    proc = _run(
+        ort_build[0],
+        f"--onnx={tiny_onnx}",
+        f"--shapes={SHAPES}",
+        "--warmup=0",
+        "--iterations=1",
+        "--duration=0.3",
+        f"--export-times={out}",
+    )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())
     assert data["total_host_walltime_s"] >= 0.3

@@ -8,7 +8,9 @@ import torch
 
 from ifseg_deploy.runtime.segmenter import Segmenter
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+pytestmark = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)"
+)
 
 
 def test_cuda_fp32_matches_reference(ifseg_checkpoint, dev_dir, golden):

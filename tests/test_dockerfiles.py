@@ -36,7 +36,9 @@ def test_every_lint_exception_says_why(dockerfile):
     lines = (ROOT / dockerfile).read_text().splitlines()
     for i, line in enumerate(lines):
         if "hadolint ignore=" in line:
-            assert i > 0 and lines[i - 1].lstrip().startswith("#") and "hadolint" not in lines[i - 1], f"{dockerfile}:{i + 1}: give the reason above"
+            assert i > 0 and lines[i - 1].lstrip().startswith("#") and "hadolint" not in lines[i - 1], (
+                f"{dockerfile}:{i + 1}: give the reason above"
+            )
 
 
 def _requirements_without():
@@ -54,17 +56,37 @@ def _fake_distribution(tmp_path, requires):
 
 
 def test_requirements_without_opencv(tmp_path, monkeypatch):
-    _fake_distribution(tmp_path, [
-        "torch<2.15,>=2.1", "opencv-python-headless>=4.8", "numpy>=1.23",
-        'onnx>=1.15; extra == "jetson"', 'faiss-cpu>=1.7.4; extra == "jetson"', 'Opencv_Python>=4; extra == "gui"',
-        'tensorrt<11,>=10.0; extra == "gpu"', 'pytest>=7.0; extra == "dev"',
-    ])
+    _fake_distribution(
+        tmp_path,
+        [
+            "torch<2.15,>=2.1",
+            "opencv-python-headless>=4.8",
+            "numpy>=1.23",
+            'onnx>=1.15; extra == "jetson"',
+            'faiss-cpu>=1.7.4; extra == "jetson"',
+            'Opencv_Python>=4; extra == "gui"',
+            'tensorrt<11,>=10.0; extra == "gpu"',
+            'pytest>=7.0; extra == "dev"',
+        ],
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     requirements_without = _requirements_without()
-    assert requirements_without("fake-pkg", ["jetson"], OPENCV_WHEELS) == ["torch<2.15,>=2.1", "numpy>=1.23", "onnx>=1.15", "faiss-cpu>=1.7.4"]
+    assert requirements_without("fake-pkg", ["jetson"], OPENCV_WHEELS) == [
+        "torch<2.15,>=2.1",
+        "numpy>=1.23",
+        "onnx>=1.15",
+        "faiss-cpu>=1.7.4",
+    ]
     assert requirements_without("fake_pkg", ["gui", "dev"], ["opencv-python-headless"]) == [
-        "torch<2.15,>=2.1", "numpy>=1.23", "Opencv_Python>=4", "pytest>=7.0"]
-    assert requirements_without("fake-pkg", ["gui"], OPENCV_WHEELS) == ["torch<2.15,>=2.1", "numpy>=1.23"]  # names compared normalised
+        "torch<2.15,>=2.1",
+        "numpy>=1.23",
+        "Opencv_Python>=4",
+        "pytest>=7.0",
+    ]
+    assert requirements_without("fake-pkg", ["gui"], OPENCV_WHEELS) == [
+        "torch<2.15,>=2.1",
+        "numpy>=1.23",
+    ]  # names compared normalised
 
 
 def test_requirements_without_refuses_other_markers(tmp_path, monkeypatch):

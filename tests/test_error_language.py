@@ -19,8 +19,8 @@ from typing import Iterator, List, Tuple
 
 import numpy as np
 import pytest
-from PIL import Image
 from conftest import tiny_checkpoint
+from PIL import Image
 from stream_media import write_avi
 
 import ifseg_deploy
@@ -30,8 +30,10 @@ from ifseg_deploy.cli.main import main
 PACKAGE = Path(ifseg_deploy.__file__).parent
 MODULES = sorted(p for p in PACKAGE.rglob("*.py") if "cli" not in p.relative_to(PACKAGE).parts)
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
-COMMAND = re.compile(r"(?<![\w-])(?:ifseg-deploy (?:export|segment|stream|train|eval|bench|info)|pip3? (?:install|uninstall)"
-                     r"|python3? -m|torchrun|trtexec|tritonserver|docker run)(?![\w-])")
+COMMAND = re.compile(
+    r"(?<![\w-])(?:ifseg-deploy (?:export|segment|stream|train|eval|bench|info)|pip3? (?:install|uninstall)"
+    r"|python3? -m|torchrun|trtexec|tritonserver|docker run)(?![\w-])"
+)
 
 
 def stray_flags(message: str) -> List[str]:
@@ -51,13 +53,19 @@ def _text(node: ast.AST) -> str:
 
 def messages(tree: ast.Module) -> Iterator[Tuple[int, str]]:
     """``(line, message)`` of ``tree`` (the rule of the module docstring)."""
-    docstrings = {id(n.body[0].value) for n in ast.walk(tree)
-                  if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
-                  and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    docstrings = {
+        id(n.body[0].value)
+        for n in ast.walk(tree)
+        if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and n.body
+        and isinstance(n.body[0], ast.Expr)
+        and isinstance(n.body[0].value, ast.Constant)
+    }
 
     def visit(node: ast.AST) -> Iterator[Tuple[int, str]]:
-        if id(node) in docstrings or (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                                      and node.func.attr == "add_argument"):
+        if id(node) in docstrings or (
+            isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "add_argument"
+        ):
             return
         if isinstance(node, ast.JoinedStr) or (isinstance(node, ast.Constant) and isinstance(node.value, str)):
             text = _text(node)
@@ -87,19 +95,36 @@ def test_the_scan_finds_a_flag_and_spares_commands():
         "    p.add_argument('--port', help='like --http-port')\n"
         "    run(['pip', '--quiet', f'--target={x}'])\n"
     )
-    assert [stray_flags(text) for _, text in messages(made_up) if stray_flags(text)] == [["--categories"], ["--knn-k"], ["--save"]]
+    assert [stray_flags(text) for _, text in messages(made_up) if stray_flags(text)] == [
+        ["--categories"],
+        ["--knn-k"],
+        ["--save"],
+    ]
     assert stray_flags("ifseg-deploy did not write it; choose another --out") == ["--out"]  # a name, not a command
 
 
 def test_flag_names():
-    assert flag_names("window=100: must be a positive multiple of 16 pixels") == "--window 100: must be a positive multiple of 16 pixels"
-    assert flag_names("`knn_k` must be >= 1 and `knn_iters` >= 0 (got 0, 2)") == "--knn-k must be >= 1 and --knn-iters >= 0 (got 0, 2)"
-    assert flag_names("url=grpc://h:8001: expected ...; fix `url`") == "--server grpc://h:8001: expected ...; fix --server"
-    assert flag_names("precision='fp16' needs network='engine'; gate=False; resume=True") == \
-        "--precision fp16 needs --network engine; --no-gate; --resume"
+    assert (
+        flag_names("window=100: must be a positive multiple of 16 pixels")
+        == "--window 100: must be a positive multiple of 16 pixels"
+    )
+    assert (
+        flag_names("`knn_k` must be >= 1 and `knn_iters` >= 0 (got 0, 2)")
+        == "--knn-k must be >= 1 and --knn-iters >= 0 (got 0, 2)"
+    )
+    assert (
+        flag_names("url=grpc://h:8001: expected ...; fix `url`") == "--server grpc://h:8001: expected ...; fix --server"
+    )
+    assert (
+        flag_names("precision='fp16' needs network='engine'; gate=False; resume=True")
+        == "--precision fp16 needs --network engine; --no-gate; --resume"
+    )
     assert flag_names('pass categories="grass, cat, dog"') == 'pass --categories "grass, cat, dog"'
     # not parameters of the table, or not written as a parameter: left alone
-    assert flag_names("kNN k=3, /runs/out=1.png, `kind`, the window, ?seed=2") == "kNN k=3, /runs/out=1.png, `kind`, the window, ?seed=2"
+    assert (
+        flag_names("kNN k=3, /runs/out=1.png, `kind`, the window, ?seed=2")
+        == "kNN k=3, /runs/out=1.png, `kind`, the window, ?seed=2"
+    )
     assert all(flag.startswith("--") for flag in FLAGS.values())
 
 
@@ -112,12 +137,34 @@ def test_the_cli_shows_flags(tmp_path, tiny_bundle, bpe_dir, capsys):
     image = tmp_path / "a.png"
     Image.fromarray(np.zeros((32, 48, 3), np.uint8)).save(image)
     model = ["--checkpoint", tiny_bundle, "--bpe-dir", bpe_dir]
-    assert _error(capsys, ["segment", str(image), *model, "--window", "100", "--out", str(tmp_path / "o")]) == \
-        "error: --window 100: must be a positive multiple of 16 pixels"
+    assert (
+        _error(capsys, ["segment", str(image), *model, "--window", "100", "--out", str(tmp_path / "o")])
+        == "error: --window 100: must be a positive multiple of 16 pixels"
+    )
     video = write_avi(tmp_path / "in.avi", 3)
-    assert _error(capsys, ["stream", video, *model, "--max-frames", "0", "--save-json", str(tmp_path / "f.jsonl"), "--quiet"]) == \
-        "error: --max-frames 0: must be >= 1"
+    assert (
+        _error(
+            capsys, ["stream", video, *model, "--max-frames", "0", "--save-json", str(tmp_path / "f.jsonl"), "--quiet"]
+        )
+        == "error: --max-frames 0: must be >= 1"
+    )
     folder = tmp_path / "train"
     folder.mkdir()
-    assert _error(capsys, ["train", "--checkpoint", tiny_checkpoint(folder), "--categories", "grass, cat",
-                           "--out", str(tmp_path / "m.safetensors"), "--steps", "0", "--no-progress"]) == "error: --steps 0: must be >= 1"
+    assert (
+        _error(
+            capsys,
+            [
+                "train",
+                "--checkpoint",
+                tiny_checkpoint(folder),
+                "--categories",
+                "grass, cat",
+                "--out",
+                str(tmp_path / "m.safetensors"),
+                "--steps",
+                "0",
+                "--no-progress",
+            ],
+        )
+        == "error: --steps 0: must be >= 1"
+    )

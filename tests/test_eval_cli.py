@@ -8,9 +8,9 @@ import os
 
 import numpy as np
 import pytest
+from conftest import save_tiny_bundle
 from PIL import Image
 
-from conftest import save_tiny_bundle
 from ifseg_deploy.cli.main import main
 from ifseg_deploy.eval.classes import ADE20K_CLASSES, COCO_STUFF_27, COCO_STUFF_CLASSES, COCO_UNSEEN_15
 from ifseg_deploy.eval.datasets import get_dataset
@@ -71,7 +71,9 @@ def test_label_maps_known_answer(tmp_path, capsys):
     pairs = []
     for i, (h, w) in enumerate([(40, 56), (33, 17), (64, 64)]):
         gt = _blocky(rng, h, w, np.array([0, 1, 2, 3, 255], np.uint8))
-        pred = np.where(rng.random((h, w)) < 0.7, np.where(gt == 255, 4, gt), rng.integers(0, 5, (h, w))).astype(np.uint8)
+        pred = np.where(rng.random((h, w)) < 0.7, np.where(gt == 255, 4, gt), rng.integers(0, 5, (h, w))).astype(
+            np.uint8
+        )
         Image.fromarray(gt).save(gt_dir / f"img{i}.png")
         # segment's naming, a plain <stem>.png, and an overlay that must be ignored
         Image.fromarray(pred).save(pred_dir / (f"img{i}_labels.png" if i != 1 else f"img{i}.png"))
@@ -95,7 +97,24 @@ def test_label_maps_uint16_and_train_id_names(tmp_path):
     Image.fromarray(gt).save(gt_dir / "000139_labelTrainIds.png")
     Image.fromarray(pred).save(pred_dir / "000139_labels.png")
     out = tmp_path / "r.json"
-    assert _run(["eval", "--pred-dir", pred_dir, "--gt-dir", gt_dir, "--num-classes", 300, "--ignore-index", 1000, "--out", out]) == 0
+    assert (
+        _run(
+            [
+                "eval",
+                "--pred-dir",
+                pred_dir,
+                "--gt-dir",
+                gt_dir,
+                "--num-classes",
+                300,
+                "--ignore-index",
+                1000,
+                "--out",
+                out,
+            ]
+        )
+        == 0
+    )
     _check_report(out, [(pred.astype(np.int64), np.where(gt == 1000, -1, gt.astype(np.int64)))], 300)
 
 
@@ -120,10 +139,8 @@ def _table_rows(text):
 
 def test_reduce_zero_label_and_class_names(tmp_path, capsys):
     # ADE20K-style ground truth: 0 = ignore, class k stored as k + 1, 255 = ignore
-    gt = [[0, 1, 1, 2],
-          [3, 3, 255, 4]]
-    pred = [[3, 0, 1, 1],
-            [2, 0, 0, 3]]
+    gt = [[0, 1, 1, 2], [3, 3, 255, 4]]
+    pred = [[3, 0, 1, 1], [2, 0, 0, 3]]
     pred_dir, gt_dir = _write_pair(tmp_path, gt, pred)
     names = tmp_path / "classes.txt"
     names.write_text("wall\nbuilding\nsky\nfloor\n")
@@ -131,7 +148,23 @@ def test_reduce_zero_label_and_class_names(tmp_path, capsys):
     # scored pixels: the six whose truth is not 0 / 255; by hand per class (I, U):
     # 0: truth (0,1),(0,2), predicted (0,1),(1,1) -> 1/3;  1: truth (0,3), predicted (0,2),(0,3) -> 1/2
     # 2: truth (1,0),(1,1), predicted (1,0) -> 1/2;       3: truth (1,3), predicted (1,3) -> 1
-    assert _run(["eval", "--pred-dir", pred_dir, "--gt-dir", gt_dir, "--reduce-zero-label", "--class-names", names, "--out", out]) == 0
+    assert (
+        _run(
+            [
+                "eval",
+                "--pred-dir",
+                pred_dir,
+                "--gt-dir",
+                gt_dir,
+                "--reduce-zero-label",
+                "--class-names",
+                names,
+                "--out",
+                out,
+            ]
+        )
+        == 0
+    )
     doc = json.loads(out.read_text())
     assert [c["name"] for c in doc["per_class"]] == ["wall", "building", "sky", "floor"]
     assert [c["iou"] for c in doc["per_class"]] == pytest.approx([1 / 3, 1 / 2, 1 / 2, 1])
@@ -140,9 +173,17 @@ def test_reduce_zero_label_and_class_names(tmp_path, capsys):
     rows = _table_rows(capsys.readouterr().out)
     assert rows == {"wall": (33.33, 50.0), "building": (50.0, 100.0), "sky": (50.0, 50.0), "floor": (100.0, 100.0)}
     # without the flag the stored value 4 is not a class of 4 (0..3): a one-line error saying so
-    _fails(capsys, ["eval", "--pred-dir", pred_dir, "--gt-dir", gt_dir, "--num-classes", 4, "--out", out], "label value(s) 4 out of range")
+    _fails(
+        capsys,
+        ["eval", "--pred-dir", pred_dir, "--gt-dir", gt_dir, "--num-classes", 4, "--out", out],
+        "label value(s) 4 out of range",
+    )
     # --num-classes must agree with the names file
-    _fails(capsys, ["eval", "--pred-dir", pred_dir, "--gt-dir", gt_dir, "--class-names", names, "--num-classes", 5], "names 4 classes")
+    _fails(
+        capsys,
+        ["eval", "--pred-dir", pred_dir, "--gt-dir", gt_dir, "--class-names", names, "--num-classes", 5],
+        "names 4 classes",
+    )
 
 
 def test_ade20k_label_maps_by_dataset_name(tmp_path, capsys):
@@ -159,7 +200,12 @@ def test_ade20k_label_maps_by_dataset_name(tmp_path, capsys):
     assert (iou["wall"], iou["building"], iou["flag"], iou["base"]) == (pytest.approx(0.5), 0.0, 1.0, None)
     assert doc["mIoU"] == pytest.approx(0.5) and doc["dataset"] == "ade20k" and doc["reduce_zero_label"] is True
     rows = _table_rows(capsys.readouterr().out)
-    assert len(rows) == 150 and rows["wall"] == (50.0, 100.0) and rows["flag"] == (100.0, 100.0) and rows["sky"] == (None, None)
+    assert (
+        len(rows) == 150
+        and rows["wall"] == (50.0, 100.0)
+        and rows["flag"] == (100.0, 100.0)
+        and rows["sky"] == (None, None)
+    )
 
 
 def _label_dirs(tmp_path, gt_arrays, pred_arrays):
@@ -177,13 +223,38 @@ def _label_dirs(tmp_path, gt_arrays, pred_arrays):
     "gt,pred,extra,message",
     [
         ({"a.png": np.zeros((4, 4), np.uint8)}, {}, [], "no prediction for a.png"),
-        ({"a.png": np.zeros((4, 4), np.uint8)}, {"a.png": np.zeros((4, 4), np.uint8), "a_labels.png": np.zeros((4, 4), np.uint8)}, [], "several predictions"),
+        (
+            {"a.png": np.zeros((4, 4), np.uint8)},
+            {"a.png": np.zeros((4, 4), np.uint8), "a_labels.png": np.zeros((4, 4), np.uint8)},
+            [],
+            "several predictions",
+        ),
         ({"a.png": np.zeros((4, 4), np.uint8)}, {"a_labels.png": np.zeros((4, 5), np.uint8)}, [], "same size"),
-        ({"a.png": np.zeros((4, 4), np.uint8)}, {"a_labels.png": np.full((4, 4), 7, np.uint8)}, [], "label value(s) 7 out of range"),
-        ({"a.png": np.full((4, 4), 9, np.uint8)}, {"a_labels.png": np.zeros((4, 4), np.uint8)}, [], "label value(s) 9 out of range"),
+        (
+            {"a.png": np.zeros((4, 4), np.uint8)},
+            {"a_labels.png": np.full((4, 4), 7, np.uint8)},
+            [],
+            "label value(s) 7 out of range",
+        ),
+        (
+            {"a.png": np.full((4, 4), 9, np.uint8)},
+            {"a_labels.png": np.zeros((4, 4), np.uint8)},
+            [],
+            "label value(s) 9 out of range",
+        ),
         ({"a.png": np.zeros((4, 4, 3), np.uint8)}, {"a_labels.png": np.zeros((4, 4), np.uint8)}, [], "not a label map"),
-        ({"a.png": np.zeros((4, 4), np.uint8)}, {"a_labels.png": np.zeros((4, 4), np.uint8)}, ["--ignore-index", "2"], "--ignore-index"),
-        ({"a.png": np.zeros((4, 4), np.uint8)}, {"a_labels.png": np.zeros((4, 4), np.uint8)}, ["--num-classes", "0"], "--num-classes"),
+        (
+            {"a.png": np.zeros((4, 4), np.uint8)},
+            {"a_labels.png": np.zeros((4, 4), np.uint8)},
+            ["--ignore-index", "2"],
+            "--ignore-index",
+        ),
+        (
+            {"a.png": np.zeros((4, 4), np.uint8)},
+            {"a_labels.png": np.zeros((4, 4), np.uint8)},
+            ["--num-classes", "0"],
+            "--num-classes",
+        ),
         ({"x.txt": None}, {}, [], "no ground-truth label maps"),
     ],
 )
@@ -201,16 +272,58 @@ def test_label_maps_bad_input(tmp_path, capsys, gt, pred, extra, message):
 def test_mode_errors(tmp_path, capsys):
     _fails(capsys, ["eval"], "nothing to evaluate")
     _fails(capsys, ["eval", "--pred-dir", tmp_path, "--num-classes", "3"], "--gt-dir")
-    _fails(capsys, ["eval", "--pred-dir", tmp_path / "nope", "--gt-dir", tmp_path, "--num-classes", "3"], "--pred-dir folder not found")
-    _fails(capsys, ["eval", "--root", tmp_path, "--pred-dir", tmp_path, "--gt-dir", tmp_path, "--num-classes", "3"], "not both (got --root and --pred-dir)")
-    _fails(capsys, ["eval", "--pred-dir", tmp_path, "--gt-dir", tmp_path], "needs the classes: --dataset NAME, --class-names FILE or --num-classes N")
-    _fails(capsys, ["eval", "--dataset", "ade20k", "--pred-dir", tmp_path, "--gt-dir", tmp_path, "--num-classes", "3"], "ade20k has 150 classes")
-    _fails(capsys, ["eval", "--dataset", "coco-stuff", "--pred-dir", tmp_path, "--gt-dir", tmp_path, "--reduce-zero-label"], "drop --reduce-zero-label")
-    _fails(capsys, ["eval", "--dataset", "ade20k", "--pred-dir", tmp_path, "--gt-dir", tmp_path, "--class-names", "x.txt"], "drop --class-names")
-    _fails(capsys, ["eval", "--pred-dir", tmp_path, "--gt-dir", tmp_path, "--num-classes", "3", "--reduce-zero-label", "--ignore-index", "3"],
-           "in 4..65535 (got 3)")
+    _fails(
+        capsys,
+        ["eval", "--pred-dir", tmp_path / "nope", "--gt-dir", tmp_path, "--num-classes", "3"],
+        "--pred-dir folder not found",
+    )
+    _fails(
+        capsys,
+        ["eval", "--root", tmp_path, "--pred-dir", tmp_path, "--gt-dir", tmp_path, "--num-classes", "3"],
+        "not both (got --root and --pred-dir)",
+    )
+    _fails(
+        capsys,
+        ["eval", "--pred-dir", tmp_path, "--gt-dir", tmp_path],
+        "needs the classes: --dataset NAME, --class-names FILE or --num-classes N",
+    )
+    _fails(
+        capsys,
+        ["eval", "--dataset", "ade20k", "--pred-dir", tmp_path, "--gt-dir", tmp_path, "--num-classes", "3"],
+        "ade20k has 150 classes",
+    )
+    _fails(
+        capsys,
+        ["eval", "--dataset", "coco-stuff", "--pred-dir", tmp_path, "--gt-dir", tmp_path, "--reduce-zero-label"],
+        "drop --reduce-zero-label",
+    )
+    _fails(
+        capsys,
+        ["eval", "--dataset", "ade20k", "--pred-dir", tmp_path, "--gt-dir", tmp_path, "--class-names", "x.txt"],
+        "drop --class-names",
+    )
+    _fails(
+        capsys,
+        [
+            "eval",
+            "--pred-dir",
+            tmp_path,
+            "--gt-dir",
+            tmp_path,
+            "--num-classes",
+            "3",
+            "--reduce-zero-label",
+            "--ignore-index",
+            "3",
+        ],
+        "in 4..65535 (got 3)",
+    )
     _fails(capsys, ["eval", "--dataset", "ade20k", "--root", tmp_path], "needs --checkpoint")
-    _fails(capsys, ["eval", "--dataset", "cityscapes", "--root", tmp_path, "--checkpoint", "x"], "unknown dataset 'cityscapes'")
+    _fails(
+        capsys,
+        ["eval", "--dataset", "cityscapes", "--root", tmp_path, "--checkpoint", "x"],
+        "unknown dataset 'cityscapes'",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -219,14 +332,50 @@ def test_mode_errors(tmp_path, capsys):
 
 LAYOUTS = {
     # name: (image dir, label dir, label suffix, raw label values, raw -> class index (-1 ignore), classes)
-    "ade20k": ("ADEChallengeData2016/images/validation", "ADEChallengeData2016/annotations/validation", "",
-               np.arange(0, 151), lambda v: v - 1, len(ADE20K_CLASSES)),
-    "coco-stuff": ("images/val2017", "annotations/val2017", "_labelTrainIds",
-                   np.r_[np.arange(171), 255], lambda v: np.where(v == 255, -1, v), len(COCO_STUFF_CLASSES)),
-    "coco-stuff-27": ("images/val2017", "annotations/val2017", "_labelTrainIds", np.r_[np.arange(171), 255],
-                      lambda v: np.array([-1 if x == 255 else next(i for i, c in enumerate(COCO_STUFF_27) if COCO_STUFF_CLASSES[x] in c.fine) for x in v.ravel()]).reshape(v.shape), 27),
-    "coco-stuff-unseen15": ("images/val2017", "annotations/val2017", "_labelTrainIds", np.r_[np.arange(171), 255],
-                            lambda v: np.array([COCO_UNSEEN_15.index(COCO_STUFF_CLASSES[x]) if x != 255 and COCO_STUFF_CLASSES[x] in COCO_UNSEEN_15 else -1 for x in v.ravel()]).reshape(v.shape), 15),
+    "ade20k": (
+        "ADEChallengeData2016/images/validation",
+        "ADEChallengeData2016/annotations/validation",
+        "",
+        np.arange(0, 151),
+        lambda v: v - 1,
+        len(ADE20K_CLASSES),
+    ),
+    "coco-stuff": (
+        "images/val2017",
+        "annotations/val2017",
+        "_labelTrainIds",
+        np.r_[np.arange(171), 255],
+        lambda v: np.where(v == 255, -1, v),
+        len(COCO_STUFF_CLASSES),
+    ),
+    "coco-stuff-27": (
+        "images/val2017",
+        "annotations/val2017",
+        "_labelTrainIds",
+        np.r_[np.arange(171), 255],
+        lambda v: np.array(
+            [
+                -1 if x == 255 else next(i for i, c in enumerate(COCO_STUFF_27) if COCO_STUFF_CLASSES[x] in c.fine)
+                for x in v.ravel()
+            ]
+        ).reshape(v.shape),
+        27,
+    ),
+    "coco-stuff-unseen15": (
+        "images/val2017",
+        "annotations/val2017",
+        "_labelTrainIds",
+        np.r_[np.arange(171), 255],
+        lambda v: np.array(
+            [
+                COCO_UNSEEN_15.index(COCO_STUFF_CLASSES[x])
+                if x != 255 and COCO_STUFF_CLASSES[x] in COCO_UNSEEN_15
+                else -1
+                for x in v.ravel()
+            ]
+        ).reshape(v.shape),
+        15,
+    ),
 }
 
 
@@ -265,9 +414,16 @@ def test_dataset_layouts(tmp_path, bundle, bpe_dir, name):
     remap, n = LAYOUTS[name][4], LAYOUTS[name][5]
     pairs = [(seg.segment(str(img)).labels, remap(lbl.astype(np.int64))) for img, lbl in files]
     out = tmp_path / "r.json"
-    assert _run(["eval", "--dataset", name, "--root", root, "--checkpoint", bundle, "--bpe-dir", bpe_dir, "--out", out]) == 0
+    assert (
+        _run(["eval", "--dataset", name, "--root", root, "--checkpoint", bundle, "--bpe-dir", bpe_dir, "--out", out])
+        == 0
+    )
     doc = _check_report(out, pairs, n)
-    assert doc["images"] == 2 and doc["num_classes"] == n and [c["name"] for c in doc["per_class"]] == list(spec.categories)
+    assert (
+        doc["images"] == 2
+        and doc["num_classes"] == n
+        and [c["name"] for c in doc["per_class"]] == list(spec.categories)
+    )
     assert doc["protocol"]["knn_iters"] == 25 and "without_knn" in doc
     assert doc["protocol"]["knn_backend"] == ("faiss" if faiss_available() else "torch")
 
@@ -278,10 +434,50 @@ def test_segment_outputs_score_like_dataset_mode(tmp_path, bundle, bpe_dir):
     root = tmp_path / "data"
     seg_out = tmp_path / "seg"
     cats = ", ".join(COCO_STUFF_CLASSES)
-    assert _run(["segment", root / "images/val2017", "--checkpoint", bundle, "--bpe-dir", bpe_dir, "--categories", cats, "--out", seg_out]) == 0
+    assert (
+        _run(
+            [
+                "segment",
+                root / "images/val2017",
+                "--checkpoint",
+                bundle,
+                "--bpe-dir",
+                bpe_dir,
+                "--categories",
+                cats,
+                "--out",
+                seg_out,
+            ]
+        )
+        == 0
+    )
     a, b = tmp_path / "a.json", tmp_path / "b.json"
-    assert _run(["eval", "--pred-dir", seg_out, "--gt-dir", root / "annotations/val2017", "--num-classes", 171, "--out", a]) == 0
-    assert _run(["eval", "--dataset", "coco-stuff", "--root", root, "--checkpoint", bundle, "--bpe-dir", bpe_dir, "--out", b, "--limit", 5]) == 0
+    assert (
+        _run(
+            ["eval", "--pred-dir", seg_out, "--gt-dir", root / "annotations/val2017", "--num-classes", 171, "--out", a]
+        )
+        == 0
+    )
+    assert (
+        _run(
+            [
+                "eval",
+                "--dataset",
+                "coco-stuff",
+                "--root",
+                root,
+                "--checkpoint",
+                bundle,
+                "--bpe-dir",
+                bpe_dir,
+                "--out",
+                b,
+                "--limit",
+                5,
+            ]
+        )
+        == 0
+    )
     da, db = json.loads(a.read_text()), json.loads(b.read_text())
     areas = lambda d: [(c["intersect"], c["union"], c["pred"], c["label"]) for c in d["per_class"]]  # noqa: E731
     assert areas(da) == areas(db) and da["mIoU"] == db["mIoU"] and da["images"] == db["images"] == 2
@@ -290,8 +486,18 @@ def test_segment_outputs_score_like_dataset_mode(tmp_path, bundle, bpe_dir):
 def test_dataset_bad_input(tmp_path, capsys, bundle, bpe_dir):
     base = ["--checkpoint", bundle, "--bpe-dir", bpe_dir]
     out = tmp_path / "r.json"
-    _fails(capsys, ["eval", "--dataset", "ade20k", "--root", tmp_path / "nope", "--out", out] + base, "dataset folder not found", out)
-    _fails(capsys, ["eval", "--dataset", "coco-stuff", "--root", tmp_path, "--out", out] + base, "expected images/val2017/ and annotations/val2017/", out)
+    _fails(
+        capsys,
+        ["eval", "--dataset", "ade20k", "--root", tmp_path / "nope", "--out", out] + base,
+        "dataset folder not found",
+        out,
+    )
+    _fails(
+        capsys,
+        ["eval", "--dataset", "coco-stuff", "--root", tmp_path, "--out", out] + base,
+        "expected images/val2017/ and annotations/val2017/",
+        out,
+    )
     files = _make_dataset(tmp_path / "ade", "ade20k")
     root = tmp_path / "ade"
     lbl_dir = root / LAYOUTS["ade20k"][1]
@@ -299,14 +505,29 @@ def test_dataset_bad_input(tmp_path, capsys, bundle, bpe_dir):
     _fails(capsys, ["eval", "--dataset", "ade20k", "--root", root, "--limit", "0", "--out", out] + base, "--limit", out)
     # label with a value that ADE20K does not have
     Image.fromarray(np.full((96, 128), 151, np.uint8)).save(lbl_dir / "000000000000.png")
-    _fails(capsys, ["eval", "--dataset", "ade20k", "--root", root, "--out", out] + base, "label value(s) 151 out of range (expected 0 (ignore), 1..150 or 255 (ignore))", out)
+    _fails(
+        capsys,
+        ["eval", "--dataset", "ade20k", "--root", root, "--out", out] + base,
+        "label value(s) 151 out of range (expected 0 (ignore), 1..150 or 255 (ignore))",
+        out,
+    )
     # label / image size mismatch
     Image.fromarray(np.ones((50, 128), np.uint8)).save(lbl_dir / "000000000000.png")
     _fails(capsys, ["eval", "--dataset", "ade20k", "--root", root, "--out", out] + base, "same size", out)
     # image without label, label without image
     os.remove(lbl_dir / "000000000000.png")
-    _fails(capsys, ["eval", "--dataset", "ade20k", "--root", root, "--out", out] + base, "1 image(s) have no label map", out)
+    _fails(
+        capsys,
+        ["eval", "--dataset", "ade20k", "--root", root, "--out", out] + base,
+        "1 image(s) have no label map",
+        out,
+    )
     os.remove(files[0][0])
     Image.fromarray(np.ones((96, 128), np.uint8)).save(lbl_dir / "000000000000.png")
-    _fails(capsys, ["eval", "--dataset", "ade20k", "--root", root, "--out", out] + base, "1 label map(s) have no image", out)
+    _fails(
+        capsys,
+        ["eval", "--dataset", "ade20k", "--root", root, "--out", out] + base,
+        "1 label map(s) have no image",
+        out,
+    )
     assert os.listdir(img_dir) == ["000000000001.jpg"]

@@ -19,7 +19,12 @@ from ifseg_deploy.text.tokenizer import OFATokenizer
 
 
 def test_class_lists():
-    assert len(ADE20K_CLASSES) == 150 and len(COCO_STUFF_CLASSES) == 171 and len(COCO_STUFF_27) == 27 and len(COCO_UNSEEN_15) == 15
+    assert (
+        len(ADE20K_CLASSES) == 150
+        and len(COCO_STUFF_CLASSES) == 171
+        and len(COCO_STUFF_27) == 27
+        and len(COCO_UNSEEN_15) == 15
+    )
     for names in (ADE20K_CLASSES, COCO_STUFF_CLASSES, COCO_UNSEEN_15, [c.name for c in COCO_STUFF_27]):
         assert validate_categories(names) == list(names)  # usable as prompts: no duplicates, no empty names
     # mmsegmentation's order: first / last entries and the renamed stuff classes
@@ -87,7 +92,10 @@ def test_pairs_and_label_files(tmp_path):
         Image.fromarray(np.zeros((3, 3), np.uint8)).save(gt / name)
     for name in ("x_labels.png", "x_overlay.png", "y.png"):
         Image.fromarray(np.zeros((3, 3), np.uint8)).save(pred / name)
-    assert [(k, p.split("/")[-1]) for k, p, _ in pair_label_maps(str(pred), str(gt))] == [("x", "x_labels.png"), ("y", "y.png")]
+    assert [(k, p.split("/")[-1]) for k, p, _ in pair_label_maps(str(pred), str(gt))] == [
+        ("x", "x_labels.png"),
+        ("y", "y.png"),
+    ]
     labels = np.array([[7, 3], [0, 7]], np.uint8)
     pal = Image.frombytes("P", (2, 2), labels.tobytes())  # palette PNG (VOC-style): the indices are the labels
     pal.putpalette([v for i in range(256) for v in (i, 255 - i, i)])

@@ -32,11 +32,15 @@ def test_reference_areas_on_dev_image(tmp_path, dev_dir, golden, ifseg_checkpoin
     for acc, suffix in ((knn, "_resnet_postprocess"), (plain, "")):
         s = acc.scores()
         for ours, name in ((s.intersect, "intersect"), (s.pred, "pred_label"), (s.label, "label"), (s.union, "union")):
-            np.testing.assert_array_equal(ours, golden[f"eval0_area_{name}{suffix}"].astype(np.int64), err_msg=name + suffix)
+            np.testing.assert_array_equal(
+                ours, golden[f"eval0_area_{name}{suffix}"].astype(np.int64), err_msg=name + suffix
+            )
     # The GT remap equals the reference's (value N = 'unknown' there, IGNORE here).
     ref = golden["eval0_ori_semantic_seg"].astype(np.int64)
     ref[ref == len(cats)] = IGNORE
-    np.testing.assert_array_equal(mapping.apply(np.asarray(Image.open(dev_dir / "label_eval0.png"), np.int64), "x"), ref)
+    np.testing.assert_array_equal(
+        mapping.apply(np.asarray(Image.open(dev_dir / "label_eval0.png"), np.int64), "x"), ref
+    )
 
 
 def test_dataset_level_sums_and_nan_rules():

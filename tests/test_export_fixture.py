@@ -12,8 +12,8 @@ import onnx
 import pytest
 
 from ifseg_deploy.cli.main import main
-from ifseg_deploy.export.onnx.writer import read_onnx_metadata
-from ifseg_deploy.export.onnx.verify import graph_policy_problems
+from ifseg_deploy.exporter.onnx.verify import graph_policy_problems
+from ifseg_deploy.exporter.onnx.writer import read_onnx_metadata
 
 REAL = "grass, cat, giraffe, concrete wall"
 FOREIGN = "dog, person, sky"
@@ -22,8 +22,23 @@ FOREIGN = "dog, person, sky"
 @pytest.fixture(scope="module")
 def exported(ifseg_checkpoint, dev_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("engine") / "dev.onnx"
-    rc = main(["export", "--checkpoint", ifseg_checkpoint, "--format", "onnx", "--out", str(out), "--categories", FOREIGN,
-               "--knn", "in-graph", "--verify-image", str(dev_dir / "image_eval0.png")])  # dynamic batch / HxW is the default
+    rc = main(
+        [
+            "export",
+            "--checkpoint",
+            ifseg_checkpoint,
+            "--format",
+            "onnx",
+            "--out",
+            str(out),
+            "--categories",
+            FOREIGN,
+            "--knn",
+            "in-graph",
+            "--verify-image",
+            str(dev_dir / "image_eval0.png"),
+        ]
+    )  # dynamic batch / HxW is the default
     assert rc == 0
     return str(out)
 
@@ -32,8 +47,11 @@ def _segment(tmp_path, image, *model_args, categories=REAL):
     out = tmp_path / "seg"
     assert main(["segment", str(image), *model_args, "--categories", categories, "--save-raw", "--out", str(out)]) == 0
     stem = os.path.splitext(os.path.basename(str(image)))[0]
-    return (np.load(out / f"{stem}_logits.npy"), np.load(out / f"{stem}_probs.npy"),
-            cv2.imread(str(out / f"{stem}_labels.png"), cv2.IMREAD_UNCHANGED))
+    return (
+        np.load(out / f"{stem}_logits.npy"),
+        np.load(out / f"{stem}_probs.npy"),
+        cv2.imread(str(out / f"{stem}_labels.png"), cv2.IMREAD_UNCHANGED),
+    )
 
 
 def test_graph_inspection(exported):
@@ -46,9 +64,22 @@ def test_graph_inspection(exported):
     cases = meta["export"]["verification"]["cases"]
     assert [c["ok"] for c in cases] == [True] * 3  # synthetic scene, another one (other list), dev image
     arch = meta["arch"]
-    assert meta["export"]["graph"] == {"knn": "in-graph", "knn_k": 3, "knn_iters": 25, "upsample": "host", "position_biases": "inputs",
-                                       "bias_layers_heads": [arch["encoder_layers"], arch["decoder_layers"], arch["heads"]]}
-    assert [i.name for i in model.graph.input] == ["images", "prompt_embeds", "class_embeds", "encoder_bias", "decoder_bias", "cross_bias"]
+    assert meta["export"]["graph"] == {
+        "knn": "in-graph",
+        "knn_k": 3,
+        "knn_iters": 25,
+        "upsample": "host",
+        "position_biases": "inputs",
+        "bias_layers_heads": [arch["encoder_layers"], arch["decoder_layers"], arch["heads"]],
+    }
+    assert [i.name for i in model.graph.input] == [
+        "images",
+        "prompt_embeds",
+        "class_embeds",
+        "encoder_bias",
+        "decoder_bias",
+        "cross_bias",
+    ]
     # the cells compared for kNN are most of each image (the rest have near-tied neighbour sets)
     assert [c["cells"] for c in cases] == [1024, 32 * 43, 1024]
     assert all(c["knn_masked_cells"] < 0.25 * c["cells"] for c in cases)

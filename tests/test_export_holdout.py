@@ -11,15 +11,15 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import BPE, TRAIN_ARCH, make_tiny_model, save_fairseq_checkpoint, save_tiny_bundle
 from onnx import TensorProto, helper
 
-from conftest import BPE, TRAIN_ARCH, make_tiny_model, save_fairseq_checkpoint, save_tiny_bundle
 from ifseg_deploy.checkpoint import load_model
 from ifseg_deploy.cli.main import main
 from ifseg_deploy.errors import IFSegError
-from ifseg_deploy.export.precision import holdout_check
-from ifseg_deploy.export.precision.holdout_check import graph_holdout, holdout_set, image_token_tensor
-from ifseg_deploy.export.onnx.writer import read_onnx_metadata
+from ifseg_deploy.exporter.onnx.writer import read_onnx_metadata
+from ifseg_deploy.exporter.precision import holdout_check
+from ifseg_deploy.exporter.precision.holdout_check import graph_holdout, holdout_set, image_token_tensor
 from ifseg_deploy.model.inference import cast_stages
 from ifseg_deploy.runtime.graph_contract import GraphContract
 from ifseg_deploy.runtime.sidecar import read_vocab
@@ -39,7 +39,9 @@ def _tame_checkpoint(folder) -> str:
         for conv in model.backbone.modules():
             if isinstance(conv, torch.nn.Conv2d):
                 conv.weight.mul_((conv.weight.shape[-1] / conv.weight[0].numel()) ** 0.5)
-    path = save_fairseq_checkpoint(model, folder / "tame.pt", class_embeds=torch.zeros(1, TRAIN_ARCH.embed_dim), categories=["thing"])
+    path = save_fairseq_checkpoint(
+        model, folder / "tame.pt", class_embeds=torch.zeros(1, TRAIN_ARCH.embed_dim), categories=["thing"]
+    )
     for f in ("encoder.json", "vocab.bpe", "dict.txt"):
         os.symlink(BPE / f, folder / f)
     return path
@@ -50,8 +52,19 @@ def bundle(tmp_path_factory) -> str:
     """A bundle trained by the trainer (40 updates, a hierarchical class) with its held-out figures."""
     folder = tmp_path_factory.mktemp("holdout")
     out = folder / "trained.safetensors"
-    Trainer(TrainConfig(checkpoint=_tame_checkpoint(folder), out=str(out), classes=CLASSES, steps=40, batch_size=8, max_cells=4,
-                        holdout_size=HOLDOUT, lr=1e-2, progress=False)).run()
+    Trainer(
+        TrainConfig(
+            checkpoint=_tame_checkpoint(folder),
+            out=str(out),
+            classes=CLASSES,
+            steps=40,
+            batch_size=8,
+            max_cells=4,
+            holdout_size=HOLDOUT,
+            lr=1e-2,
+            progress=False,
+        )
+    ).run()
     stored = load_model(str(out)).metadata["holdout"]
     assert stored["pixel_acc"] > 0.6 and stored["miou"] > 0.4, stored  # learned: far above chance (1/3)
     return str(out)
@@ -78,8 +91,14 @@ def test_fp32_graph_reproduces_stored_figures(bundle, tmp_path, static):
     out = tmp_path / "m.onnx"
     assert _export(bundle, out, *(["--static", "--batch", "3"] if static else [])) == 0
     loaded = load_model(bundle)
-    vocab = Vocabulary.from_bpe(str(BPE), bundle, loaded.model.embed_tokens.weight, prompt_prefix=loaded.prompt_prefix,
-                                stored_categories=loaded.categories, stored_class_embeds=loaded.class_embeds)
+    vocab = Vocabulary.from_bpe(
+        str(BPE),
+        bundle,
+        loaded.model.embed_tokens.weight,
+        prompt_prefix=loaded.prompt_prefix,
+        stored_categories=loaded.categories,
+        stored_class_embeds=loaded.class_embeds,
+    )
     contract = read_vocab(str(out)).contract
     assert (contract.bias_inputs is None) == static  # dynamic graphs take their position biases as inputs
     hset = holdout_set(loaded, vocab, contract)
@@ -117,7 +136,12 @@ def test_holdout_gate_refuses_and_no_gate_writes(bundle, tmp_path, capsys, monke
     out = tmp_path / "out" / "m.onnx"
     assert _export(bundle, out, "--precision", "fp16") == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: the fp16 graph loses") and "held-out accuracy" in err and "--no-gate" in err and "\n" not in err
+    assert (
+        err.startswith("error: the fp16 graph loses")
+        and "held-out accuracy" in err
+        and "--no-gate" in err
+        and "\n" not in err
+    )
     assert not out.parent.exists() or not os.listdir(out.parent)
     assert _export(bundle, out, "--precision", "fp16", "--no-gate") == 0
     printed = capsys.readouterr().out
@@ -131,8 +155,26 @@ def test_not_applicable_without_stored_figures(tmp_path, capsys):
     """A bundle not written by train, and a static graph whose grid is not the held-out set's."""
     plain = save_tiny_bundle(tmp_path / "plain.safetensors")
     out = tmp_path / "p.onnx"
-    assert main(["export", "--checkpoint", plain, "--out", str(out), "--precision", "fp16", "--static", "--imgsz", "64",
-                 "--bpe-dir", str(BPE), "--no-gate"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--checkpoint",
+                plain,
+                "--out",
+                str(out),
+                "--precision",
+                "fp16",
+                "--static",
+                "--imgsz",
+                "64",
+                "--bpe-dir",
+                str(BPE),
+                "--no-gate",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "held-out accuracy: not applicable (plain.safetensors stores no held-out figures" in printed
     check = read_onnx_metadata(str(out))["export"]["verification"]["precision"]["holdout"]
@@ -142,13 +184,20 @@ def test_not_applicable_without_stored_figures(tmp_path, capsys):
 def test_static_grid_other_than_the_sets(bundle, tmp_path, capsys):
     out = tmp_path / "s.onnx"
     assert _export(bundle, out, "--precision", "fp16", "--static", "--imgsz", "64x96") == 0
-    assert "held-out accuracy: not applicable (the static graph's 4x6 grid is not the held-out set's 8x8" in capsys.readouterr().out
+    assert (
+        "held-out accuracy: not applicable (the static graph's 4x6 grid is not the held-out set's 8x8"
+        in capsys.readouterr().out
+    )
 
 
 def test_missing_cut_point_is_one_line():
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["logits"], name="/model/relu")], "g", [x],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4])])
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["logits"], name="/model/relu")],
+        "g",
+        [x],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4])],
+    )
     with pytest.raises(IFSegError, match="cannot find the encoder's image-token input") as e:
         image_token_tensor(helper.make_model(graph))
     assert "\n" not in str(e.value)
@@ -157,8 +206,14 @@ def test_missing_cut_point_is_one_line():
 def test_bf16_pytorch_keeps_holdout_accuracy(bundle):
     """``--precision bf16`` (torch backend: cast_stages) within 0.5 points of float32 on the held-out set."""
     loaded = load_model(bundle)
-    vocab = Vocabulary.from_bpe(str(BPE), bundle, loaded.model.embed_tokens.weight, prompt_prefix=loaded.prompt_prefix,
-                                stored_categories=loaded.categories, stored_class_embeds=loaded.class_embeds)
+    vocab = Vocabulary.from_bpe(
+        str(BPE),
+        bundle,
+        loaded.model.embed_tokens.weight,
+        prompt_prefix=loaded.prompt_prefix,
+        stored_categories=loaded.categories,
+        stored_class_embeds=loaded.class_embeds,
+    )
     hset = holdout_set(loaded, vocab, GraphContract(loaded.arch.embed_dim))
     fp32 = holdout_metrics(loaded.model, hset.images, hset.prompt_embeds, hset.class_embeds, hset.size)
     assert fp32 == loaded.metadata["holdout"]  # the trainer's own figures, from the reloaded bundle

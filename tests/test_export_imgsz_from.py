@@ -8,12 +8,12 @@ import cv2
 import numpy as np
 import onnx
 import pytest
+from conftest import save_tiny_bundle
 from PIL import Image
 
-from conftest import save_tiny_bundle
 from ifseg_deploy.cli.main import main
 from ifseg_deploy.errors import IFSegError
-from ifseg_deploy.export.source_size import source_size, static_size_for
+from ifseg_deploy.exporter.source_size import source_size, static_size_for
 from ifseg_deploy.preprocess import Preprocessing
 
 SHORT = 64  # the export's short side: a 640x480 source becomes 64 x 640 * 64 / 480 = 64 x 85.3 -> 64x85
@@ -50,8 +50,24 @@ def _input_dims(path):
 def test_static_export_from_a_video_runs_that_video(sources, bpe_dir, capsys):
     folder = sources["folder"]
     onnx_path = folder / "clip.onnx"
-    assert main(["export", "--checkpoint", sources["bundle"], "--bpe-dir", bpe_dir, "--imgsz", str(SHORT),
-                 "--imgsz-from", sources["video"], "--out", str(onnx_path)]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--checkpoint",
+                sources["bundle"],
+                "--bpe-dir",
+                bpe_dir,
+                "--imgsz",
+                str(SHORT),
+                "--imgsz-from",
+                sources["video"],
+                "--out",
+                str(onnx_path),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert f"Static input {EXPECTED[0]}x{EXPECTED[1]}" in printed
     assert _input_dims(onnx_path) == [1, 3, *EXPECTED]
@@ -60,12 +76,31 @@ def test_static_export_from_a_video_runs_that_video(sources, bpe_dir, capsys):
     labels = cv2.imread(str(out / "frame_labels.png"), cv2.IMREAD_UNCHANGED)
     assert labels.shape == (480, 640)
     saved = str(folder / "overlay.avi")
-    assert main(["stream", sources["video"], "--engine", str(onnx_path), "--bpe-dir", bpe_dir, "--save", saved, "--max-frames", "2"]) == 0
+    assert (
+        main(
+            [
+                "stream",
+                sources["video"],
+                "--engine",
+                str(onnx_path),
+                "--bpe-dir",
+                bpe_dir,
+                "--save",
+                saved,
+                "--max-frames",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert "processed = 2," in capsys.readouterr().out
     # the same video in portrait (480x640 frames) pre-processes to 85x64: the error names that size and the flags
     portrait = folder / "portrait.png"
     cv2.imwrite(str(portrait), np.ascontiguousarray(_frame().transpose(1, 0, 2)))
-    assert main(["segment", str(portrait), "--engine", str(onnx_path), "--bpe-dir", bpe_dir, "--out", str(folder / "p")]) == 1
+    assert (
+        main(["segment", str(portrait), "--engine", str(onnx_path), "--bpe-dir", bpe_dir, "--out", str(folder / "p")])
+        == 1
+    )
     lines = capsys.readouterr().err.strip().splitlines()  # the image's own error line, then the summary
     assert len(lines) == 2 and "1 input(s) failed, 0 of 1" in lines[1]
     err = lines[0]
@@ -84,7 +119,11 @@ def test_source_size_of_images_videos_and_rotated_photos(sources, tmp_path):
     Image.fromarray(_frame()[..., ::-1]).save(photo, exif=exif.tobytes())
     assert source_size(str(photo)) == (640, 480)
     assert static_size_for(str(photo), Preprocessing.short_side_rule(SHORT)) == EXPECTED[::-1]
-    assert static_size_for(sources["video"], Preprocessing.short_side_rule(512)) == (512, int(640 * 512 / 480 + 0.5)) == (512, 683)
+    assert (
+        static_size_for(sources["video"], Preprocessing.short_side_rule(512))
+        == (512, int(640 * 512 / 480 + 0.5))
+        == (512, 683)
+    )
     # a panorama whose long side hits the cap (4 x short side): 100x1000 -> 25.6x256 -> 26x256
     wide = tmp_path / "wide.png"
     cv2.imwrite(str(wide), np.zeros((100, 1000, 3), np.uint8))
@@ -100,13 +139,27 @@ def test_unreadable_sources(tmp_path):
         source_size(str(junk))
 
 
-@pytest.mark.parametrize("extra,match", [
-    (["--dynamic"], "--dynamic contradicts"),
-    (["--imgsz", "64x85"], "short side only"),
-])
+@pytest.mark.parametrize(
+    "extra,match",
+    [
+        (["--dynamic"], "--dynamic contradicts"),
+        (["--imgsz", "64x85"], "short side only"),
+    ],
+)
 def test_imgsz_from_bad_combinations(sources, tmp_path, capsys, extra, match):
     out = tmp_path / "out"
-    rc = main(["export", "--checkpoint", sources["bundle"], "--imgsz-from", sources["video"], "--out", str(out / "m.onnx"), *extra])
+    rc = main(
+        [
+            "export",
+            "--checkpoint",
+            sources["bundle"],
+            "--imgsz-from",
+            sources["video"],
+            "--out",
+            str(out / "m.onnx"),
+            *extra,
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("error: ") and "\n" not in err and match in err, err
     assert not out.exists()

@@ -11,21 +11,21 @@ import numpy as np
 import onnx
 import pytest
 import torch
-
 from conftest import TINY_ARCH, make_tiny_model
+
 from ifseg_deploy.checkpoint import LoadedModel
 from ifseg_deploy.errors import IFSegError
-from ifseg_deploy.export.onnx import writer as onnx_export
-from ifseg_deploy.export.args import ExportArgs
-from ifseg_deploy.export.onnx.writer import read_onnx_metadata, write_onnx
-from ifseg_deploy.preprocess import Preprocessing
-from ifseg_deploy.runtime.sidecar import read_vocab, vocab_path
-from ifseg_deploy.export.tensorrt.ops import check_graph
-from ifseg_deploy.export.onnx.verify import graph_policy_problems
+from ifseg_deploy.exporter.args import ExportArgs
+from ifseg_deploy.exporter.onnx import writer as onnx_export
+from ifseg_deploy.exporter.onnx.verify import graph_policy_problems
+from ifseg_deploy.exporter.onnx.writer import read_onnx_metadata, write_onnx
+from ifseg_deploy.exporter.tensorrt.ops import check_graph
 from ifseg_deploy.postprocess.knn import knn_smooth
 from ifseg_deploy.postprocess.upsample import upsample_argmax
+from ifseg_deploy.preprocess import Preprocessing
 from ifseg_deploy.runtime.onnx_backend import OnnxBackend
 from ifseg_deploy.runtime.segmenter import Segmenter
+from ifseg_deploy.runtime.sidecar import read_vocab, vocab_path
 from ifseg_deploy.runtime.torch_backend import TorchBackend
 from ifseg_deploy.runtime.vocabulary import Vocabulary
 from ifseg_deploy.text.tokenizer import OFATokenizer
@@ -48,8 +48,16 @@ def dynamic_export(tiny, tmp_path_factory):
     """Dynamic graph with in-graph kNN and up-sampling, exported with a list other than the model's own."""
     loaded, vocab = tiny
     out = str(tmp_path_factory.mktemp("dyn") / "tiny.onnx")
-    args = ExportArgs(categories=OTHER[:2], imgsz=64, image_size=(64, 80), knn="in-graph", knn_k=3, knn_iters=25, upsample="in-graph",
-                      position_biases="graph")
+    args = ExportArgs(
+        categories=OTHER[:2],
+        imgsz=64,
+        image_size=(64, 80),
+        knn="in-graph",
+        knn_k=3,
+        knn_iters=25,
+        upsample="in-graph",
+        position_biases="graph",
+    )
     return write_onnx(loaded, out, vocab, args)
 
 
@@ -101,7 +109,13 @@ def test_graph_policy_flags_bad_graphs():
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
     inf = helper.make_tensor("c", TensorProto.FLOAT, [2], [0.0, float("-inf")])
-    g = helper.make_graph([helper.make_node("Add", ["x", "c"], ["y"])], "g", [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], [inf])
+    g = helper.make_graph(
+        [helper.make_node("Add", ["x", "c"], ["y"])],
+        "g",
+        [x],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+        [inf],
+    )
     problems = graph_policy_problems(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]))
     assert any("opset 13" in p for p in problems) and any("inf/NaN" in p for p in problems)
     assert any("LayerNormalization" in p for p in problems)
@@ -124,8 +138,12 @@ def test_dynamic_parity_any_size(dynamic_session, tiny, size):
     session = dynamic_session
     v = vocab.prepare(OTHER[:4])
     images = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(size[0])) * 2 - 1
-    feeds = {"images": images.numpy(), "prompt_embeds": v.prompt_embeds.numpy(), "class_embeds": v.class_embeds.numpy(),
-             "output_size": np.array([size[0] * 2, size[1] * 2 + 3], dtype=np.int64)}
+    feeds = {
+        "images": images.numpy(),
+        "prompt_embeds": v.prompt_embeds.numpy(),
+        "class_embeds": v.class_embeds.numpy(),
+        "output_size": np.array([size[0] * 2, size[1] * 2 + 3], dtype=np.int64),
+    }
     logits, feats, knn_probs, labels = session.run(None, feeds)
     ref_logits, ref_feats = _torch(loaded, images, v)
     scale = float(ref_feats.abs().max())
@@ -146,8 +164,15 @@ def test_one_file_two_category_lists(dynamic_session, tiny):
     results = []
     for cats in (CATS, OTHER):
         v = vocab.prepare(cats)
-        out = session.run(["logits"], {"images": images.numpy(), "prompt_embeds": v.prompt_embeds.numpy(),
-                                       "class_embeds": v.class_embeds.numpy(), "output_size": np.array([64, 96])})[0]
+        out = session.run(
+            ["logits"],
+            {
+                "images": images.numpy(),
+                "prompt_embeds": v.prompt_embeds.numpy(),
+                "class_embeds": v.class_embeds.numpy(),
+                "output_size": np.array([64, 96]),
+            },
+        )[0]
         ref = _torch(loaded, images, v)[0].numpy()
         assert out.shape == (2, 24, len(cats))
         assert np.abs(out - ref).max() < 2e-4
@@ -169,7 +194,14 @@ def test_static_export_folds_biases_and_keeps_vocab_dynamic(static_export, tiny)
     images = torch.rand(2, 3, 48, 64, generator=torch.Generator().manual_seed(3)) * 2 - 1
     for cats in (CATS, OTHER):
         v = vocab.prepare(cats)
-        out = session.run(["logits"], {"images": images.numpy(), "prompt_embeds": v.prompt_embeds.numpy(), "class_embeds": v.class_embeds.numpy()})[0]
+        out = session.run(
+            ["logits"],
+            {
+                "images": images.numpy(),
+                "prompt_embeds": v.prompt_embeds.numpy(),
+                "class_embeds": v.class_embeds.numpy(),
+            },
+        )[0]
         assert np.abs(out - _torch(loaded, images, v)[0].numpy()).max() < 2e-4
 
 
@@ -187,8 +219,18 @@ def test_disagreeing_export_is_not_written(tiny, tmp_path, monkeypatch, knn_iter
     monkeypatch.setattr(onnx_export, "_trace", wrong_trace)
     out = tmp_path / "bad.onnx"
     with pytest.raises(IFSegError, match="disagrees with PyTorch.*not written"):
-        write_onnx(loaded, str(out), vocab, ExportArgs(imgsz=32, slim=False, knn="in-graph" if knn_iters else "host", knn_iters=knn_iters,
-                                                       position_biases="graph"))
+        write_onnx(
+            loaded,
+            str(out),
+            vocab,
+            ExportArgs(
+                imgsz=32,
+                slim=False,
+                knn="in-graph" if knn_iters else "host",
+                knn_iters=knn_iters,
+                position_biases="graph",
+            ),
+        )
     assert os.listdir(tmp_path) == []
 
 
@@ -203,8 +245,12 @@ def test_disagreeing_in_graph_knn_is_not_written(tiny, tmp_path, monkeypatch):
 
     monkeypatch.setattr(onnx_export, "_trace", wrong_trace)
     with pytest.raises(IFSegError, match="disagrees with PyTorch on .*knn_probs.*not written"):
-        write_onnx(loaded, str(tmp_path / "bad.onnx"), vocab, ExportArgs(imgsz=48, image_size=(48, 64), slim=False, knn="in-graph",
-                                                                         position_biases="graph"))
+        write_onnx(
+            loaded,
+            str(tmp_path / "bad.onnx"),
+            vocab,
+            ExportArgs(imgsz=48, image_size=(48, 64), slim=False, knn="in-graph", position_biases="graph"),
+        )
     assert os.listdir(tmp_path) == []
 
 
@@ -212,8 +258,12 @@ def test_in_graph_knn_caps_k_at_the_cell_count(tiny, tmp_path):
     """k = 200 in the graph: a grid with fewer cells averages over all of them, as the host's
     min(k, cells); a larger grid keeps 200 neighbours. TopK's K stays a constant (TensorRT)."""
     loaded, vocab = tiny
-    export = write_onnx(loaded, str(tmp_path / "k200.onnx"), vocab,
-                        ExportArgs(imgsz=64, image_size=(64, 80), knn="in-graph", knn_k=200, knn_iters=5, position_biases="graph"))
+    export = write_onnx(
+        loaded,
+        str(tmp_path / "k200.onnx"),
+        vocab,
+        ExportArgs(imgsz=64, image_size=(64, 80), knn="in-graph", knn_k=200, knn_iters=5, position_biases="graph"),
+    )
     model = onnx.load(export.path)
     assert check_graph(model, "10").ok and check_graph(model, "8.6").ok
     v = vocab.prepare(CATS)
@@ -226,8 +276,9 @@ def test_in_graph_knn_caps_k_at_the_cell_count(tiny, tmp_path):
         assert torch.allclose(out.knn_probs, probs.mean(1, keepdim=True).expand_as(probs), atol=1e-6)
     session = _session(export.path)
     images = torch.rand(1, 3, 240, 240, generator=torch.Generator().manual_seed(5)) * 2 - 1  # 225 cells > 200
-    logits, feats, knn_probs = session.run(None, {"images": images.numpy(), "prompt_embeds": v.prompt_embeds.numpy(),
-                                                  "class_embeds": classes.numpy()})
+    logits, feats, knn_probs = session.run(
+        None, {"images": images.numpy(), "prompt_embeds": v.prompt_embeds.numpy(), "class_embeds": classes.numpy()}
+    )
     ref = knn_smooth(torch.softmax(torch.from_numpy(logits), -1), torch.from_numpy(feats), 200, 5, backend="torch")
     assert np.abs(knn_probs - ref.numpy()).max() < 1e-5
     probs = torch.softmax(torch.from_numpy(logits), -1).numpy()
@@ -238,7 +289,9 @@ def test_onnx_backend_segmenter_matches_torch(dynamic_export, tiny, bpe_dir, tmp
     """Segmenter.load of an .onnx (side file + BPE) gives the PyTorch Segmenter's outputs; IO binding on CPU too."""
     loaded, vocab = tiny
     rgb = (np.random.default_rng(0).random((40, 70, 3)) * 255).astype(np.uint8)
-    seg = Segmenter.load(dynamic_export.path, CATS, bpe_dir=bpe_dir, device="cpu", preprocessing=Preprocessing.short_side_rule(64))
+    seg = Segmenter.load(
+        dynamic_export.path, CATS, bpe_dir=bpe_dir, device="cpu", preprocessing=Preprocessing.short_side_rule(64)
+    )
     ref = Segmenter(TorchBackend(loaded.model), vocab, CATS, preprocessing=Preprocessing.short_side_rule(64))
     a, b = seg.segment(rgb), ref.segment(rgb)
     assert a.logits.shape == b.logits.shape == (4, 7, 3)
@@ -246,8 +299,20 @@ def test_onnx_backend_segmenter_matches_torch(dynamic_export, tiny, bpe_dir, tmp
     assert (a.labels == b.labels).all() and a.categories == CATS
     # The graph's kNN (k=3, 25 iterations) serves matching settings; other settings smooth on the host.
     assert "network" in a.timings and "knn" not in a.timings and "backbone" not in a.timings
-    few = Segmenter.load(dynamic_export.path, CATS, bpe_dir=bpe_dir, device="cpu", preprocessing=Preprocessing.short_side_rule(64), knn_iters=5)
-    c, d = few.segment(rgb), Segmenter(TorchBackend(loaded.model), vocab, CATS, knn_iters=5, preprocessing=Preprocessing.short_side_rule(64)).segment(rgb)
+    few = Segmenter.load(
+        dynamic_export.path,
+        CATS,
+        bpe_dir=bpe_dir,
+        device="cpu",
+        preprocessing=Preprocessing.short_side_rule(64),
+        knn_iters=5,
+    )
+    c, d = (
+        few.segment(rgb),
+        Segmenter(
+            TorchBackend(loaded.model), vocab, CATS, knn_iters=5, preprocessing=Preprocessing.short_side_rule(64)
+        ).segment(rgb),
+    )
     assert "knn" in c.timings and np.abs(c.probs - d.probs).max() < 1e-4 and np.abs(c.probs - a.probs).max() > 1e-4
     bound, _ = OnnxBackend.open(dynamic_export.path, device="cpu", providers=["cpu"], io_binding=True)
     v = vocab.prepare(OTHER)

@@ -14,14 +14,16 @@ import torch
 from onnx import TensorProto
 
 from ifseg_deploy.cli.main import main
-from ifseg_deploy.export.precision.fp16_graph import rel_rms, to_fp16
-from ifseg_deploy.export.onnx.writer import read_onnx_metadata
+from ifseg_deploy.exporter.onnx.writer import read_onnx_metadata
+from ifseg_deploy.exporter.precision.fp16_graph import rel_rms, to_fp16
 from ifseg_deploy.runtime.onnx_backend import OnnxBackend
 
 
 def _types(model: onnx.ModelProto) -> dict:
     graph = onnx.shape_inference.infer_shapes(model).graph
-    types = {v.name: v.type.tensor_type.elem_type for v in list(graph.value_info) + list(graph.input) + list(graph.output)}
+    types = {
+        v.name: v.type.tensor_type.elem_type for v in list(graph.value_info) + list(graph.input) + list(graph.output)
+    }
     types.update({i.name: i.data_type for i in graph.initializer})
     return types
 
@@ -59,13 +61,24 @@ def test_fp16_graph_types_and_contract(tmp_path):
     x = torch.randn(2, 5, 8)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(_Net().eval(), (x,), path, dynamo=False, opset_version=17, input_names=["images"],
-                          output_names=["out", "feats"], dynamic_axes={"images": {1: "t"}})
+        torch.onnx.export(
+            _Net().eval(),
+            (x,),
+            path,
+            dynamo=False,
+            opset_version=17,
+            input_names=["images"],
+            output_names=["out", "feats"],
+            dynamic_axes={"images": {1: "t"}},
+        )
     half, kept = to_fp16(onnx.load(path))
     types = _types(half)
     assert kept > 0
     assert [(o.name, o.type.tensor_type.elem_type) for o in half.graph.input] == [("images", TensorProto.FLOAT)]
-    assert {o.name: o.type.tensor_type.elem_type for o in half.graph.output} == {"out": TensorProto.FLOAT, "feats": TensorProto.FLOAT}
+    assert {o.name: o.type.tensor_type.elem_type for o in half.graph.output} == {
+        "out": TensorProto.FLOAT,
+        "feats": TensorProto.FLOAT,
+    }
     by_op = {}
     for node in half.graph.node:
         by_op.setdefault(node.op_type, set()).add(types.get(node.output[0]))
@@ -91,14 +104,31 @@ def test_rel_rms():
 
 def test_gate_refuses_and_no_gate_writes(tiny_bundle, bpe_dir, tmp_path, capsys, monkeypatch):
     """Below the gate nothing is written; --no-gate writes the graph and says so."""
-    import ifseg_deploy.export.onnx.writer as onnx_export
+    import ifseg_deploy.exporter.onnx.writer as onnx_export
 
     monkeypatch.setattr(onnx_export, "FP16_MAX_REL_RMS", 0.0)  # fp16 rounding always leaves some error
     out = tmp_path / "out" / "m.onnx"
-    args = ["export", "--checkpoint", tiny_bundle, "--out", str(out), "--precision", "fp16", "--static", "--imgsz", "64", "--bpe-dir", bpe_dir]
+    args = [
+        "export",
+        "--checkpoint",
+        tiny_bundle,
+        "--out",
+        str(out),
+        "--precision",
+        "fp16",
+        "--static",
+        "--imgsz",
+        "64",
+        "--bpe-dir",
+        bpe_dir,
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: the fp16 graph's logits differ from fp32 PyTorch by rel-RMS") and "--no-gate" in err and "\n" not in err
+    assert (
+        err.startswith("error: the fp16 graph's logits differ from fp32 PyTorch by rel-RMS")
+        and "--no-gate" in err
+        and "\n" not in err
+    )
     assert not out.parent.exists() or not os.listdir(out.parent)
     assert main(args + ["--no-gate"]) == 0
     printed = capsys.readouterr().out
@@ -112,8 +142,24 @@ def test_gate_refuses_and_no_gate_writes(tiny_bundle, bpe_dir, tmp_path, capsys,
 @pytest.fixture(scope="module")
 def fixture_fp16(ifseg_checkpoint, dev_dir, bpe_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("fp16") / "dev16.onnx"
-    rc = main(["export", "--checkpoint", ifseg_checkpoint, "--out", str(out), "--precision", "fp16", "--static", "--bpe-dir", bpe_dir,
-               "--categories", "grass, cat, giraffe, concrete wall", "--verify-image", str(dev_dir / "image_eval0.png")])
+    rc = main(
+        [
+            "export",
+            "--checkpoint",
+            ifseg_checkpoint,
+            "--out",
+            str(out),
+            "--precision",
+            "fp16",
+            "--static",
+            "--bpe-dir",
+            bpe_dir,
+            "--categories",
+            "grass, cat, giraffe, concrete wall",
+            "--verify-image",
+            str(dev_dir / "image_eval0.png"),
+        ]
+    )
     assert rc == 0
     return str(out)
 
@@ -150,25 +196,57 @@ def test_int8_qdq_graph(tiny_bundle, bpe_dir, tmp_path, capsys, caplog):
     for i in range(3):
         cv2.imwrite(str(calib / f"{i}.png"), (rng.random((48, 80, 3)) * 255).astype(np.uint8))
     out = tmp_path / "m8.onnx"
-    assert main(["export", "--checkpoint", tiny_bundle, "--bpe-dir", bpe_dir, "--out", str(out), "--precision", "int8",
-                 "--calib-dir", str(calib), "--static", "--imgsz", "64", "--no-gate"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--checkpoint",
+                tiny_bundle,
+                "--bpe-dir",
+                bpe_dir,
+                "--out",
+                str(out),
+                "--precision",
+                "int8",
+                "--calib-dir",
+                str(calib),
+                "--static",
+                "--imgsz",
+                "64",
+                "--no-gate",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "int8 graph vs fp32 PyTorch" in printed and "rel-RMS" in printed
-    assert "pre-processing before quantization" not in caplog.text  # the quantizer's per-call advice is not the user's business
+    assert (
+        "pre-processing before quantization" not in caplog.text
+    )  # the quantizer's per-call advice is not the user's business
     model = onnx.load(str(out))
     producers = {o: n for n in model.graph.node for o in n.output}
     inits = {i.name: i for i in model.graph.initializer}
     dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
-    assert dq and all(inits[n.input[0]].data_type == TensorProto.INT8 for n in dq if n.input[0] in inits)  # no INT32 bias Q/DQ
-    quantized = [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm")
-                 and all(i in producers and producers[i].op_type == "DequantizeLinear" for i in n.input[:2])]
+    assert dq and all(
+        inits[n.input[0]].data_type == TensorProto.INT8 for n in dq if n.input[0] in inits
+    )  # no INT32 bias Q/DQ
+    quantized = [
+        n
+        for n in model.graph.node
+        if n.op_type in ("MatMul", "Gemm")
+        and all(i in producers and producers[i].op_type == "DequantizeLinear" for i in n.input[:2])
+    ]
     assert quantized
-    per_channel = [n for n in dq if n.input[0] in inits and len(inits[n.input[1]].dims) == 1 and inits[n.input[1]].dims[0] > 1]
+    per_channel = [
+        n for n in dq if n.input[0] in inits and len(inits[n.input[1]].dims) == 1 and inits[n.input[1]].dims[0] > 1
+    ]
     assert per_channel  # weight scales per output channel
     for node in model.graph.node:
         if node.op_type in ("Softmax", "LayerNormalization"):
             assert not any(i in producers and producers[i].op_type == "DequantizeLinear" for i in node.input)
-    assert {o.type.tensor_type.elem_type for o in list(model.graph.input) + list(model.graph.output)} == {TensorProto.FLOAT}
+    assert {o.type.tensor_type.elem_type for o in list(model.graph.input) + list(model.graph.output)} == {
+        TensorProto.FLOAT
+    }
     meta = read_onnx_metadata(str(out))
     assert meta["export"]["precision"] == "int8" and meta["export"]["verification"]["precision"]["precision"] == "int8"
     backend, _ = OnnxBackend.open(str(out), device="cpu")
@@ -183,9 +261,29 @@ def test_fixture_int8_graph_meets_gate(ifseg_checkpoint, dev_dir, bpe_dir, tmp_p
     calib.mkdir()
     shutil.copy(dev_dir.parents[1] / "media" / "cat_dog.jpeg", calib)
     out = tmp_path / "dev8.onnx"
-    assert main(["export", "--checkpoint", ifseg_checkpoint, "--out", str(out), "--precision", "int8", "--calib-dir", str(calib),
-                 "--static", "--bpe-dir", bpe_dir, "--categories", "grass, cat, giraffe, concrete wall",
-                 "--verify-image", str(dev_dir / "image_eval0.png")]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--checkpoint",
+                ifseg_checkpoint,
+                "--out",
+                str(out),
+                "--precision",
+                "int8",
+                "--calib-dir",
+                str(calib),
+                "--static",
+                "--bpe-dir",
+                bpe_dir,
+                "--categories",
+                "grass, cat, giraffe, concrete wall",
+                "--verify-image",
+                str(dev_dir / "image_eval0.png"),
+            ]
+        )
+        == 0
+    )
     check = read_onnx_metadata(str(out))["export"]["verification"]["precision"]
     assert check["ok"] and check["logits_rel_rms"] <= 1e-1
     assert all(c["label_agreement"] > 0.9 for c in check["cases"])

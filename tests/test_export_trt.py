@@ -18,11 +18,11 @@ import torch
 from onnx import TensorProto, helper
 
 from ifseg_deploy.errors import IFSegError
-from ifseg_deploy.export.precision.calibrator import calibration_batches, calibration_files, fit_image
-from ifseg_deploy.export.tensorrt.profiles import BUILTIN, TargetProfile, load_profile, trtexec_command
-from ifseg_deploy.export.precision.graph_precision import check_graph_precision, fp32_nodes
-from ifseg_deploy.export.tensorrt.build import define_network, network_flags
-from ifseg_deploy.export.tensorrt.ops import check_graph, resolve_target
+from ifseg_deploy.exporter.precision.calibrator import calibration_batches, calibration_files, fit_image
+from ifseg_deploy.exporter.precision.graph_precision import check_graph_precision, fp32_nodes
+from ifseg_deploy.exporter.tensorrt.build import define_network, network_flags
+from ifseg_deploy.exporter.tensorrt.ops import check_graph, resolve_target
+from ifseg_deploy.exporter.tensorrt.profiles import BUILTIN, TargetProfile, load_profile, trtexec_command
 from ifseg_deploy.runtime.graph_contract import GraphContract
 from ifseg_deploy.runtime.tensorrt_common import check_engine_compat, version_key
 from ifseg_deploy.triton.config import target_files, triton_config
@@ -38,10 +38,13 @@ def _has_tensorrt() -> bool:
     return torch.cuda.is_available()
 
 
-needs_trt = pytest.mark.skipif(not _has_tensorrt(), reason="needs the tensorrt Python package and a CUDA GPU (not installable here)")
+needs_trt = pytest.mark.skipif(
+    not _has_tensorrt(), reason="needs the tensorrt Python package and a CUDA GPU (not installable here)"
+)
 
 
 # ---------------------------------------------------------------- profiles and generated files
+
 
 def test_builtin_profiles_and_json_roundtrip(tmp_path):
     assert {"jetson-orin-nano", "jetson-agx-orin", "desktop-rtx", "datacenter"} <= set(BUILTIN)
@@ -52,13 +55,16 @@ def test_builtin_profiles_and_json_roundtrip(tmp_path):
     assert mine.batch == (1, 2, 8) and mine.workspace_mb == p.workspace_mb and mine.name == "mine"
 
 
-@pytest.mark.parametrize("content,match", [
-    ("{not json", "not valid JSON"),
-    ('{"name": "x"}', "missing fields"),
-    (json.dumps(dict(BUILTIN["desktop-rtx"].to_dict(), batch=[4, 1, 8])), "min <= opt <= max"),
-    (json.dumps(dict(BUILTIN["desktop-rtx"].to_dict(), precision="int4")), "precision"),
-    (json.dumps(dict(BUILTIN["desktop-rtx"].to_dict(), speed=1)), "unknown fields"),
-])
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        ("{not json", "not valid JSON"),
+        ('{"name": "x"}', "missing fields"),
+        (json.dumps(dict(BUILTIN["desktop-rtx"].to_dict(), batch=[4, 1, 8])), "min <= opt <= max"),
+        (json.dumps(dict(BUILTIN["desktop-rtx"].to_dict(), precision="int4")), "precision"),
+        (json.dumps(dict(BUILTIN["desktop-rtx"].to_dict(), speed=1)), "unknown fields"),
+    ],
+)
 def test_bad_profiles(tmp_path, content, match):
     path = tmp_path / "p.json"
     path.write_text(content)
@@ -77,7 +83,9 @@ def test_image_ranges_scale_with_imgsz():
 def test_trtexec_command():
     p = BUILTIN["jetson-orin-nano"]
     cmd = shlex.split(trtexec_command(p, "m.onnx", "m.engine", 256, timing_cache="t.cache"))
-    assert cmd[0] == "trtexec" and "--onnx=m.onnx" in cmd and "--saveEngine=m.engine" in cmd and "--stronglyTyped" in cmd
+    assert (
+        cmd[0] == "trtexec" and "--onnx=m.onnx" in cmd and "--saveEngine=m.engine" in cmd and "--stronglyTyped" in cmd
+    )
     assert "--minShapes=images:1x3x512x512,prompt_embeds:1x16x256,class_embeds:1x256" in cmd
     assert "--optShapes=images:1x3x512x683,prompt_embeds:1x40x256,class_embeds:8x256" in cmd
     assert "--maxShapes=images:1x3x1024x1024,prompt_embeds:1x160x256,class_embeds:48x256" in cmd
@@ -107,6 +115,7 @@ def test_repository_export_folder_is_up_to_date():
 
 
 # ---------------------------------------------------------------- static operator check
+
 
 def _model(nodes, inputs, outputs, inits=(), opset=17):
     g = helper.make_graph(nodes, "g", inputs, outputs, list(inits))
@@ -139,8 +148,12 @@ def test_op_check_flags_unsupported_ops_and_restrictions():
         helper.make_node("Unique", ["x"], ["u"]),
         helper.make_node("Foo", ["x"], ["f"], domain="custom"),
     ]
-    inits = [helper.make_tensor("s", TensorProto.FLOAT, [4], [1, 1, 2, 2]), k,
-             helper.make_tensor("st", TensorProto.INT64, [1], [0]), helper.make_tensor("en", TensorProto.INT64, [1], [1])]
+    inits = [
+        helper.make_tensor("s", TensorProto.FLOAT, [4], [1, 1, 2, 2]),
+        k,
+        helper.make_tensor("st", TensorProto.INT64, [1], [0]),
+        helper.make_tensor("en", TensorProto.INT64, [1], [1]),
+    ]
     model = _model(nodes, [x], [_vi("tv", None), _vi("tv2", None), _vi("u", None), _vi("f", None)], inits)
     report = check_graph(model, "10")
     text = " | ".join(report.errors)
@@ -153,7 +166,9 @@ def test_op_check_flags_unsupported_ops_and_restrictions():
     assert check_graph(_model([], [x], [x], opset=21), "11").ok  # 11.x parses opsets up to 25
     assert "opset 26 outside" in " ".join(check_graph(_model([], [x], [x], opset=26), "11").errors)
     report11 = check_graph(model, "11")  # same operator support and restrictions as 10 for these nodes
-    assert report11.target == "11" and report11.errors == [e.replace("TensorRT 10", "TensorRT 11") for e in report.errors]
+    assert report11.target == "11" and report11.errors == [
+        e.replace("TensorRT 10", "TensorRT 11") for e in report.errors
+    ]
     assert "opset 18 outside" in " ".join(check_graph(_model([], [x], [x], opset=18), "8.6").errors)
 
 
@@ -161,15 +176,20 @@ def test_op_check_accepts_supported_graph_and_reports_types():
     x = _vi("x", [2, 4])
     w = helper.make_tensor("w", TensorProto.FLOAT, [4], [1.0] * 4)
     b = helper.make_tensor("b", TensorProto.FLOAT, [4], [0.0] * 4)
-    nodes = [helper.make_node("LayerNormalization", ["x", "w", "b"], ["y"], axis=-1),
-             helper.make_node("Softmax", ["y"], ["z"], axis=-1)]
+    nodes = [
+        helper.make_node("LayerNormalization", ["x", "w", "b"], ["y"], axis=-1),
+        helper.make_node("Softmax", ["y"], ["z"], axis=-1),
+    ]
     report = check_graph(_model(nodes, [x], [_vi("z", [2, 4])], [w, b]), "8.6")
     assert report.ok and report.op_counts == {"LayerNormalization": 1, "Softmax": 1}
-    cos = _model([helper.make_node("Cos", ["i"], ["o"])], [_vi("i", [2], TensorProto.INT32)], [_vi("o", [2], TensorProto.INT32)])
+    cos = _model(
+        [helper.make_node("Cos", ["i"], ["o"])], [_vi("i", [2], TensorProto.INT32)], [_vi("o", [2], TensorProto.INT32)]
+    )
     assert check_graph(cos, "10").ok and "type INT32 not listed" in check_graph(cos, "10").warnings[0]
 
 
 # ---------------------------------------------------------------- FP32 nodes of reduced-precision graphs
+
 
 class _Attention(torch.nn.Module):
     """x -> softmax(x x^T + bias(T)) ; bias depends only on the sequence length."""
@@ -201,8 +221,15 @@ def test_fp32_nodes(tmp_path):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(_Wrapper().eval(), (torch.randn(1, 5, 4),), path, dynamo=False, opset_version=17,
-                          input_names=["images"], dynamic_axes={"images": {1: "t"}})
+        torch.onnx.export(
+            _Wrapper().eval(),
+            (torch.randn(1, 5, 4),),
+            path,
+            dynamo=False,
+            opset_version=17,
+            input_names=["images"],
+            dynamic_axes={"images": {1: "t"}},
+        )
     model = onnx.load(path)
     pinned = set(fp32_nodes(model))
     by_name = {n.name: n for n in model.graph.node}
@@ -216,6 +243,7 @@ def test_fp32_nodes(tmp_path):
 
 
 # ---------------------------------------------------------------- calibration data, precision flags
+
 
 def test_calibration_images(tmp_path):
     empty = tmp_path / "empty"
@@ -259,8 +287,14 @@ def test_precision_flags():
 #: (``tensorrt-cu12-bindings``, 1.3 MB: ``tensorrt.so`` holds every attribute name).
 TRT_API_WHEELS = ("tensorrt-stubs==10.13.0.35.1", "tensorrt-cu12-bindings==11.4.0.106")
 #: Which stub class each object the builder creates is (by the call that made it).
-TRT_CLASSES = {"builder": "Builder", "create_network": "INetworkDefinition", "create_builder_config": "IBuilderConfig",
-               "create_optimization_profile": "IOptimizationProfile", "create_timing_cache": "ITimingCache", "parser": "OnnxParser"}
+TRT_CLASSES = {
+    "builder": "Builder",
+    "create_network": "INetworkDefinition",
+    "create_builder_config": "IBuilderConfig",
+    "create_optimization_profile": "IOptimizationProfile",
+    "create_timing_cache": "ITimingCache",
+    "parser": "OnnxParser",
+}
 
 
 @pytest.fixture(scope="module")
@@ -276,11 +310,16 @@ def trt_api():
     wheels = {w.split("==")[0].replace("-", "_"): w for w in TRT_API_WHEELS}
     found = {k: next(iter(folder.glob(f"{k}-*.whl")), None) for k in wheels}
     if not all(found.values()):
-        done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(folder), *TRT_API_WHEELS],
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(folder), *TRT_API_WHEELS],
+            capture_output=True,
+            text=True,
+        )
         found = {k: next(iter(folder.glob(f"{k}-*.whl")), None) for k in wheels}
         if not all(found.values()):
-            pytest.skip(f"cannot download {', '.join(TRT_API_WHEELS)} to check TensorRT API names ({done.stderr.strip()[-200:]})")
+            pytest.skip(
+                f"cannot download {', '.join(TRT_API_WHEELS)} to check TensorRT API names ({done.stderr.strip()[-200:]})"
+            )
     with zipfile.ZipFile(found["tensorrt_stubs"]) as z:
         stub = z.read("tensorrt_bindings/tensorrt.pyi").decode()
     members, current = {}, None  # read line by line: the generated stub is not always valid Python
@@ -338,8 +377,11 @@ class _FakeTensorRT:
 
         for name in ("num_errors", "parse_from_file", "get_error"):  # the parser's stand-ins, held to the real API too
             check("parser", name)
-        for cls, names in (("MemoryPoolType", ("WORKSPACE",)), ("Logger", ("WARNING",)),
-                           ("BuilderFlag", ("FP16", "INT8", "OBEY_PRECISION_CONSTRAINTS"))):
+        for cls, names in (
+            ("MemoryPoolType", ("WORKSPACE",)),
+            ("Logger", ("WARNING",)),
+            ("BuilderFlag", ("FP16", "INT8", "OBEY_PRECISION_CONSTRAINTS")),
+        ):
             assert set(names) <= members[cls], (cls, names)
         assert set(flag_values) <= members["NetworkDefinitionCreationFlag"] | {"EXPLICIT_BATCH"}
         self._recorder = Recorder
@@ -351,8 +393,12 @@ class _FakeTensorRT:
         self.MemoryPoolType = type("Pool", (), {"WORKSPACE": 0})
 
     def _result(self, kind, name):
-        return {"create_network": "network", "create_builder_config": "config", "create_optimization_profile": "profile",
-                "create_timing_cache": "cache"}.get(name) and self._recorder(name)
+        return {
+            "create_network": "network",
+            "create_builder_config": "config",
+            "create_optimization_profile": "profile",
+            "create_timing_cache": "cache",
+        }.get(name) and self._recorder(name)
 
     def named(self, name):
         return [c for c in self.calls if c[1] == name]
@@ -361,11 +407,18 @@ class _FakeTensorRT:
 _SHAPES = {"images": ((1, 3, 32, 32), (1, 3, 64, 64), (2, 3, 128, 128))}
 
 
-@pytest.mark.parametrize("version,flags,bit", [
-    ("10.3.0.26", {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1}, 1),  # JetPack 6: explicit batch is implied, deprecated
-    ("11.4.0.8", {"STRONGLY_TYPED": 0}, 0),
-    ("11.4.0.8", {"STRONGLY_TYPED": 4}, 4),  # whatever value the release gives the member
-])
+@pytest.mark.parametrize(
+    "version,flags,bit",
+    [
+        (
+            "10.3.0.26",
+            {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1},
+            1,
+        ),  # JetPack 6: explicit batch is implied, deprecated
+        ("11.4.0.8", {"STRONGLY_TYPED": 0}, 0),
+        ("11.4.0.8", {"STRONGLY_TYPED": 4}, 4),  # whatever value the release gives the member
+    ],
+)
 def test_network_is_strongly_typed_without_weak_typing_flags(version, flags, bit, trt_api):
     trt = _FakeTensorRT(version, flags, trt_api)
     assert network_flags(trt) == 1 << bit
@@ -379,10 +432,19 @@ def test_network_is_strongly_typed_without_weak_typing_flags(version, flags, bit
     assert ("create_builder_config", "set builder_optimization_level", 3) in trt.calls
     # precision comes from the graph: no FP16/INT8 flags, no calibrator, no per-layer precision
     touched = {c[1] for c in trt.calls}
-    assert not touched & {"set_flag", "set int8_calibrator", "set_calibration_profile", "set precision", "set_output_type"}
+    assert not touched & {
+        "set_flag",
+        "set int8_calibrator",
+        "set_calibration_profile",
+        "set precision",
+        "set_output_type",
+    }
 
 
-@pytest.mark.parametrize("version,flags", [("8.6.1", {"EXPLICIT_BATCH": 0}), ("10.0.0", {"EXPLICIT_BATCH": 0}), ("9.x", {"STRONGLY_TYPED": 1})])
+@pytest.mark.parametrize(
+    "version,flags",
+    [("8.6.1", {"EXPLICIT_BATCH": 0}), ("10.0.0", {"EXPLICIT_BATCH": 0}), ("9.x", {"STRONGLY_TYPED": 1})],
+)
 def test_network_flags_refuse_tensorrt_without_strong_typing(version, flags, trt_api):
     with pytest.raises(IFSegError, match=r"cannot build strongly typed networks; install TensorRT 10 or 11") as e:
         network_flags(_FakeTensorRT(version, flags, trt_api))
@@ -413,40 +475,63 @@ def test_tensorrt_module_names_exist_in_both_releases(trt_api):
     stub_top = set(members)
     root = Path(__file__).resolve().parents[1] / "ifseg_deploy"
     used = set()
-    for path in (root / "export" / "tensorrt" / "build.py", root / "runtime" / "tensorrt_backend.py", root / "runtime" / "tensorrt_common.py"):
+    for path in (
+        root / "exporter" / "tensorrt" / "build.py",
+        root / "runtime" / "tensorrt_backend.py",
+        root / "runtime" / "tensorrt_common.py",
+    ):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "trt":
                 used.add(node.attr)
     used.discard("__version__")
     assert {"Builder", "OnnxParser", "Runtime", "Logger"} <= used
-    with_enums = stub_top | {m for names in members.values() for m in names} | {"float32", "float16", "int32", "int8", "int64", "bool"}
+    with_enums = (
+        stub_top
+        | {m for names in members.values() for m in names}
+        | {"float32", "float16", "int32", "int8", "int64", "bool"}
+    )
     assert used <= with_enums, sorted(used - with_enums)
     assert all(name.encode() in library for name in used), sorted(n for n in used if n.encode() not in library)
 
 
 # ---------------------------------------------------------------- engine compatibility
 
+
 def test_engine_compat_messages():
-    built = {"tensorrt": "10.3.0.26", "gpu": "Orin", "compute_capability": "8.7", "rebuild_command": "ifseg-deploy export --checkpoint m.pt --format engine"}
-    check_engine_compat(built, {"tensorrt": "10.3.0.30", "gpu": "Orin", "compute_capability": "8.7"}, "m.engine")  # build number only
+    built = {
+        "tensorrt": "10.3.0.26",
+        "gpu": "Orin",
+        "compute_capability": "8.7",
+        "rebuild_command": "ifseg-deploy export --checkpoint m.pt --format engine",
+    }
+    check_engine_compat(
+        built, {"tensorrt": "10.3.0.30", "gpu": "Orin", "compute_capability": "8.7"}, "m.engine"
+    )  # build number only
     assert version_key("10.3.0.26") == (10, 3, 0)
     with pytest.raises(IFSegError) as e:
         check_engine_compat(built, {"tensorrt": "10.7.0", "gpu": "Orin", "compute_capability": "8.7"}, "m.engine")
     msg = str(e.value)
-    assert "TensorRT 10.3.0.26 (this machine: 10.7.0)" in msg and "rebuild it on this machine with: ifseg-deploy export" in msg
+    assert (
+        "TensorRT 10.3.0.26 (this machine: 10.7.0)" in msg
+        and "rebuild it on this machine with: ifseg-deploy export" in msg
+    )
     assert "\n" not in msg
     with pytest.raises(IFSegError, match=r"GPU Orin sm_87 \(this machine: NVIDIA RTX 4090 sm_89\)"):
-        check_engine_compat(built, {"tensorrt": "10.3.0", "gpu": "NVIDIA RTX 4090", "compute_capability": "8.9"}, "m.engine")
+        check_engine_compat(
+            built, {"tensorrt": "10.3.0", "gpu": "NVIDIA RTX 4090", "compute_capability": "8.9"}, "m.engine"
+        )
 
 
 # ---------------------------------------------------------------- real TensorRT (GPU machines only)
 
+
 @pytest.fixture(scope="module")
 def tiny_onnx(tmp_path_factory, bpe_dir):
     from conftest import make_tiny_model
+
     from ifseg_deploy.checkpoint import LoadedModel
-    from ifseg_deploy.export.args import ExportArgs
-    from ifseg_deploy.export.onnx.writer import write_onnx
+    from ifseg_deploy.exporter.args import ExportArgs
+    from ifseg_deploy.exporter.onnx.writer import write_onnx
     from ifseg_deploy.runtime.vocabulary import Vocabulary
     from ifseg_deploy.text.tokenizer import OFATokenizer
 
@@ -454,7 +539,9 @@ def tiny_onnx(tmp_path_factory, bpe_dir):
     loaded = LoadedModel(model, "bundle", "tiny.safetensors", ["grass", "cat"], None)
     vocab = Vocabulary(OFATokenizer(bpe_dir), model.embed_tokens.weight, loaded.prompt_prefix, None, None)
     out = str(tmp_path_factory.mktemp("trt") / "tiny.onnx")
-    write_onnx(loaded, out, vocab, ExportArgs(categories=["grass", "cat"], imgsz=64, dynamic=True, position_biases="graph"))
+    write_onnx(
+        loaded, out, vocab, ExportArgs(categories=["grass", "cat"], imgsz=64, dynamic=True, position_biases="graph")
+    )
     return out, loaded, vocab
 
 
@@ -462,12 +549,14 @@ def tiny_onnx(tmp_path_factory, bpe_dir):
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision", ["fp32"])
 def test_engine_build_and_run(tiny_onnx, tmp_path, precision):
+    from ifseg_deploy.exporter.tensorrt.build import build_engine
     from ifseg_deploy.runtime.sidecar import read_engine_info, vocab_path
-    from ifseg_deploy.export.tensorrt.build import build_engine
     from ifseg_deploy.runtime.tensorrt_backend import TensorRTBackend
 
     onnx_path, loaded, vocab = tiny_onnx
-    profile = TargetProfile("t", "test", precision, 512, (1, 1, 2), (32, 64, 128), (32, 64, 128), (16, 24, 48), (1, 3, 8))
+    profile = TargetProfile(
+        "t", "test", precision, 512, (1, 1, 2), (32, 64, 128), (32, 64, 128), (16, 24, 48), (1, 3, 8)
+    )
     engine = str(tmp_path / "tiny.engine")
     build = build_engine(onnx_path, engine, profile, 64, device="cuda")
     shutil.copy(vocab_path(onnx_path), vocab_path(engine))

@@ -28,8 +28,11 @@ def rel_rms(out: torch.Tensor, ref: torch.Tensor) -> float:
 
 def inputs(arch, h=64, w=80, classes=5, prompt=7, seed=0):
     gen = torch.Generator().manual_seed(seed)
-    return (torch.rand(1, 3, h, w, generator=gen) * 2 - 1, torch.randn(1, prompt, arch.embed_dim, generator=gen),
-            torch.randn(classes, arch.embed_dim, generator=gen))
+    return (
+        torch.rand(1, 3, h, w, generator=gen) * 2 - 1,
+        torch.randn(1, prompt, arch.embed_dim, generator=gen),
+        torch.randn(classes, arch.embed_dim, generator=gen),
+    )
 
 
 def test_fold_conv_bn_equals_batch_norm_of_conv():
@@ -43,8 +46,9 @@ def test_fold_conv_bn_equals_batch_norm_of_conv():
         bn.running_var.copy_(torch.rand(6, generator=gen) + 0.5)
     x = torch.randn(2, 4, 9, 7, generator=gen)
     y = F.conv2d(x, conv.weight, padding=1)
-    expected = (y - bn.running_mean[:, None, None]) / torch.sqrt(bn.running_var[:, None, None] + 1e-5) * bn.weight[:, None, None] \
-        + bn.bias[:, None, None]
+    expected = (y - bn.running_mean[:, None, None]) / torch.sqrt(bn.running_var[:, None, None] + 1e-5) * bn.weight[
+        :, None, None
+    ] + bn.bias[:, None, None]
     torch.testing.assert_close(fold_conv_bn(conv, bn)(x), expected, rtol=1e-5, atol=1e-5)
 
 
@@ -85,7 +89,9 @@ def test_fused_attention_equals_explicit_softmax():
     torch.testing.assert_close(fused, exact, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("key_first, lead, size", [(True, 0, (4, 7)), (True, 0, (6, 3)), (False, 1, (4, 7)), (False, 1, (5, 5))])
+@pytest.mark.parametrize(
+    "key_first, lead, size", [(True, 0, (4, 7)), (True, 0, (6, 3)), (False, 1, (4, 7)), (False, 1, (5, 5))]
+)
 def test_pair_bias_resize_equals_transposed_reference(key_first, lead, size):
     """The transpose-free resize against the reference's formulation: each axis resized as
     (H*Q, 1, g, g) images after explicit transposes."""
@@ -113,13 +119,21 @@ def test_offset_bias_equals_gather_then_resize(bucket, size):
     g, heads = 4, 3
     table = torch.randn((2 * bucket - 1) ** 2 + 3, heads, generator=torch.Generator().manual_seed(5))
     pairs = table.t()[:, grid_rel_index(g, bucket)]  # (H, g*g, g*g)
-    keys = F.interpolate(pairs.reshape(-1, 1, g, g), size=size, mode="bilinear", align_corners=False).reshape(heads, g * g, -1)
+    keys = F.interpolate(pairs.reshape(-1, 1, g, g), size=size, mode="bilinear", align_corners=False).reshape(
+        heads, g * g, -1
+    )
     planes = keys.transpose(1, 2).reshape(-1, 1, g, g)
-    expected = F.interpolate(planes, size=size, mode="bilinear", align_corners=False).reshape(heads, keys.shape[2], -1).transpose(1, 2)
+    expected = (
+        F.interpolate(planes, size=size, mode="bilinear", align_corners=False)
+        .reshape(heads, keys.shape[2], -1)
+        .transpose(1, 2)
+    )
     hw = size[0] * size[1]
     base = torch.randn(heads, hw + 2, hw + 2)
     out = base.clone()
-    add_resized_offset_bias(out[:, 1:-1, 1:-1], offset_table(table, bucket, g), g, size)  # a strided view, as in the models
+    add_resized_offset_bias(
+        out[:, 1:-1, 1:-1], offset_table(table, bucket, g), g, size
+    )  # a strided view, as in the models
     torch.testing.assert_close(out[:, 1:-1, 1:-1] - base[:, 1:-1, 1:-1], expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(out[:, 0], base[:, 0])
     torch.testing.assert_close(out[:, :, -1], base[:, :, -1])
@@ -151,7 +165,10 @@ def test_bf16_backend_close_to_fp32():
     ref = TorchBackend(model).run(x, p, c).logits
     bf16 = TorchBackend(model, precision="bf16")
     fc1 = bf16.model.encoder.layers[0].fc1.module
-    assert fc1.weight.dtype == torch.bfloat16 and bf16.model.encoder.layers[0].final_layer_norm.weight.dtype == torch.float32
+    assert (
+        fc1.weight.dtype == torch.bfloat16
+        and bf16.model.encoder.layers[0].final_layer_norm.weight.dtype == torch.float32
+    )
     out = bf16.run(x, p, c).logits
     assert out.dtype == torch.float32 and fc1.weight.dtype == torch.bfloat16  # converted once, kept
     assert rel_rms(out, ref) < 3e-2  # bf16 keeps 8 mantissa bits (2^-9 relative rounding per product)
@@ -164,7 +181,9 @@ def test_precision_errors(monkeypatch):
         TorchBackend(model, precision="fp16")
     with pytest.raises(IFSegError, match=r"precision='fp8': use one of fp32, bf16, fp16 \(PyTorch\)"):
         TorchBackend(model, precision="fp8")
-    with pytest.raises(IFSegError, match="contradicts"):  # --half is the CLI's alias of --precision fp16, resolved there
+    with pytest.raises(
+        IFSegError, match="contradicts"
+    ):  # --half is the CLI's alias of --precision fp16, resolved there
         precision_options("torch", argparse.Namespace(half=True, precision="bf16", compile=False))
     monkeypatch.setattr("ifseg_deploy.runtime.torch_backend.cpu_has_bf16", lambda: False)
     with pytest.raises(IFSegError, match="AVX512-BF16 or AMX"):
@@ -179,8 +198,26 @@ def test_imgsz_sets_the_grid(tmp_path, bpe_dir):
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 200, 3), dtype=np.uint8)).save(img)
     for imgsz in (64, 96):
         out = tmp_path / f"run{imgsz}"
-        assert main(["segment", "--checkpoint", bundle, "--bpe-dir", bpe_dir, str(img), "--out", str(out), "--imgsz", str(imgsz),
-                     "--save-raw", "--knn-iters", "1"]) == 0
+        assert (
+            main(
+                [
+                    "segment",
+                    "--checkpoint",
+                    bundle,
+                    "--bpe-dir",
+                    bpe_dir,
+                    str(img),
+                    "--out",
+                    str(out),
+                    "--imgsz",
+                    str(imgsz),
+                    "--save-raw",
+                    "--knn-iters",
+                    "1",
+                ]
+            )
+            == 0
+        )
         h, w = resized_shape(120, 200, imgsz, 4 * imgsz)
         assert np.load(out / "x_logits.npy").shape[:2] == ((h + 15) // 16, (w + 15) // 16)
 
@@ -193,8 +230,14 @@ def test_engine_refuses_torch_only_flags(tmp_path, bpe_dir, capsys):
     from PIL import Image
 
     Image.fromarray(np.zeros((64, 64, 3), dtype=np.uint8)).save(img)
-    for flags, message in ((["--precision", "bf16"], "bf16 applies to PyTorch"), (["--compile"], "--compile applies to PyTorch")):
-        assert main(["segment", "--engine", onnx, "--bpe-dir", bpe_dir, str(img), "--out", str(tmp_path / "o")] + flags) == 2
+    for flags, message in (
+        (["--precision", "bf16"], "bf16 applies to PyTorch"),
+        (["--compile"], "--compile applies to PyTorch"),
+    ):
+        assert (
+            main(["segment", "--engine", onnx, "--bpe-dir", bpe_dir, str(img), "--out", str(tmp_path / "o")] + flags)
+            == 2
+        )
         assert message in capsys.readouterr().err
 
 

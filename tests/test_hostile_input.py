@@ -26,12 +26,15 @@ def test_symlink_loops_and_repeats_yield_each_file_once(tmp_path, monkeypatch):
     (photos / "alias.png").symlink_to(photos / "a.png")
     monkeypatch.chdir(tmp_path)
     found = expand_images(["photos/**/*.png", "photos", str(photos / "a.png"), "photos/sub/b.png"])
-    assert sorted(os.path.realpath(p) for p in found.paths) == sorted(str(p) for p in (photos / "a.png", photos / "sub" / "b.png"))
+    assert sorted(os.path.realpath(p) for p in found.paths) == sorted(
+        str(p) for p in (photos / "a.png", photos / "sub" / "b.png")
+    )
     assert found.repeats >= 4 and found.problems == []
 
 
 def test_segment_reports_the_repeats_it_skipped(tmp_path, monkeypatch, capsys, bpe_dir):
     from conftest import save_tiny_bundle
+
     from ifseg_deploy.cli.main import main
 
     photos = tmp_path / "photos"
@@ -39,10 +42,31 @@ def test_segment_reports_the_repeats_it_skipped(tmp_path, monkeypatch, capsys, b
     (photos / "loop").symlink_to(photos, target_is_directory=True)
     model = save_tiny_bundle(tmp_path / "tiny.safetensors", bpe_dir=bpe_dir)
     monkeypatch.chdir(tmp_path)
-    assert main(["segment", "photos/**/*.png", "--checkpoint", model, "--bpe-dir", bpe_dir, "--out", "out", "--device", "cpu",
-                 "--knn-iters", "1"]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                "photos/**/*.png",
+                "--checkpoint",
+                model,
+                "--bpe-dir",
+                bpe_dir,
+                "--out",
+                "out",
+                "--device",
+                "cpu",
+                "--knn-iters",
+                "1",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
-    assert sum(line.startswith("image ") for line in out.splitlines()) == 1 and "skipped" in out and "repeated input" in out
+    assert (
+        sum(line.startswith("image ") for line in out.splitlines()) == 1
+        and "skipped" in out
+        and "repeated input" in out
+    )
     assert [p.name for p in (tmp_path / "out").glob("*_labels.png")] == ["a_labels.png"]
 
 
@@ -52,36 +76,181 @@ from hypothesis import HealthCheck, event, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 #: Paths relative to the test's working folder: missing, a folder, a file of another kind, here, above.
-PATHS = st.sampled_from(["missing.pt", "in", "in/", "in/notes.txt", "in/photo.png", ".", "..", "out/a", "out/a.onnx", "out/r.json",
-                         "out/v.mp4", "/proc/1/x/y", "in/notes.txt/sub", "", " ", "-", "é/ü.png", "a" * 300])
-URLS = st.sampled_from(["rtsp://user:S3cretPw@127.0.0.1:1/cam", "http://user:S3cretPw@127.0.0.1:1/x", "grpc://127.0.0.1:1",
-                        "ftp://x", "grpc://user:S3cretPw@[::1]:1", "not a url"])
-NUMBERS = st.sampled_from(["0", "-1", "1", "3", "16", "1e9", "nan", "inf", "-inf", "99999999999999999999", "x", "", "512x683",
-                           "0x0", "17,5"])
-CATEGORIES = st.one_of(st.sampled_from(["", ",", "a", "a, a", "A, a", "cat, dog", "animal: cat, dog; plant: grass", ":", ";;", "x:",
-                                        "cat,,dog", "草, 猫"]),
-                       st.text(max_size=40))
+PATHS = st.sampled_from(
+    [
+        "missing.pt",
+        "in",
+        "in/",
+        "in/notes.txt",
+        "in/photo.png",
+        ".",
+        "..",
+        "out/a",
+        "out/a.onnx",
+        "out/r.json",
+        "out/v.mp4",
+        "/proc/1/x/y",
+        "in/notes.txt/sub",
+        "",
+        " ",
+        "-",
+        "é/ü.png",
+        "a" * 300,
+    ]
+)
+URLS = st.sampled_from(
+    [
+        "rtsp://user:S3cretPw@127.0.0.1:1/cam",
+        "http://user:S3cretPw@127.0.0.1:1/x",
+        "grpc://127.0.0.1:1",
+        "ftp://x",
+        "grpc://user:S3cretPw@[::1]:1",
+        "not a url",
+    ]
+)
+NUMBERS = st.sampled_from(
+    ["0", "-1", "1", "3", "16", "1e9", "nan", "inf", "-inf", "99999999999999999999", "x", "", "512x683", "0x0", "17,5"]
+)
+CATEGORIES = st.one_of(
+    st.sampled_from(
+        [
+            "",
+            ",",
+            "a",
+            "a, a",
+            "A, a",
+            "cat, dog",
+            "animal: cat, dog; plant: grass",
+            ":",
+            ";;",
+            "x:",
+            "cat,,dog",
+            "草, 猫",
+        ]
+    ),
+    st.text(max_size=40),
+)
 OPTIONS = {
-    "segment": ["--checkpoint", "--engine", "--server", "--out", "--categories", "--categories-file", "--bpe-dir", "--imgsz", "--batch",
-                "--alpha", "--window", "--knn-k", "--knn-iters", "--device", "--font", "--timeout", "--precision"],
-    "export": ["--checkpoint", "--out", "--format", "--imgsz", "--batch", "--categories", "--precision", "--calib-dir", "--profile",
-               "--opset", "--tolerance", "--knn-k", "--imgsz-from", "--bpe-dir"],
-    "bench": ["--checkpoint", "--server", "--json", "--iters", "--warmup", "--batch", "--imgsz", "--source", "--source-size",
-              "--clients", "--timeout", "--num-classes"],
-    "eval": ["--pred-dir", "--gt-dir", "--num-classes", "--out", "--dataset", "--root", "--checkpoint", "--limit", "--ignore-index"],
-    "train": ["--checkpoint", "--out", "--categories", "--steps", "--batch-size", "--lr", "--dropout", "--holdout-size", "--bpe-dir",
-              "--save-every", "--device"],
-    "stream": ["--checkpoint", "--server", "--save", "--save-json", "--save-labels", "--categories", "--vid-stride", "--max-frames",
-               "--reconnect", "--alpha", "--timeout"],
+    "segment": [
+        "--checkpoint",
+        "--engine",
+        "--server",
+        "--out",
+        "--categories",
+        "--categories-file",
+        "--bpe-dir",
+        "--imgsz",
+        "--batch",
+        "--alpha",
+        "--window",
+        "--knn-k",
+        "--knn-iters",
+        "--device",
+        "--font",
+        "--timeout",
+        "--precision",
+    ],
+    "export": [
+        "--checkpoint",
+        "--out",
+        "--format",
+        "--imgsz",
+        "--batch",
+        "--categories",
+        "--precision",
+        "--calib-dir",
+        "--profile",
+        "--opset",
+        "--tolerance",
+        "--knn-k",
+        "--imgsz-from",
+        "--bpe-dir",
+    ],
+    "bench": [
+        "--checkpoint",
+        "--server",
+        "--json",
+        "--iters",
+        "--warmup",
+        "--batch",
+        "--imgsz",
+        "--source",
+        "--source-size",
+        "--clients",
+        "--timeout",
+        "--num-classes",
+    ],
+    "eval": [
+        "--pred-dir",
+        "--gt-dir",
+        "--num-classes",
+        "--out",
+        "--dataset",
+        "--root",
+        "--checkpoint",
+        "--limit",
+        "--ignore-index",
+    ],
+    "train": [
+        "--checkpoint",
+        "--out",
+        "--categories",
+        "--steps",
+        "--batch-size",
+        "--lr",
+        "--dropout",
+        "--holdout-size",
+        "--bpe-dir",
+        "--save-every",
+        "--device",
+    ],
+    "stream": [
+        "--checkpoint",
+        "--server",
+        "--save",
+        "--save-json",
+        "--save-labels",
+        "--categories",
+        "--vid-stride",
+        "--max-frames",
+        "--reconnect",
+        "--alpha",
+        "--timeout",
+    ],
     "info": [],
 }
-VALUES = {"--server": URLS, "--categories": CATEGORIES, "--timeout": st.sampled_from(["0.2", "0", "-1", "nan"]),
-          "--reconnect": st.sampled_from(["0", "-1"]), "--iters": st.sampled_from(["-1", "0", "1"]),
-          "--steps": st.sampled_from(["-1", "0", "1"]), "--max-frames": st.sampled_from(["-1", "0", "1"])}
+VALUES = {
+    "--server": URLS,
+    "--categories": CATEGORIES,
+    "--timeout": st.sampled_from(["0.2", "0", "-1", "nan"]),
+    "--reconnect": st.sampled_from(["0", "-1"]),
+    "--iters": st.sampled_from(["-1", "0", "1"]),
+    "--steps": st.sampled_from(["-1", "0", "1"]),
+    "--max-frames": st.sampled_from(["-1", "0", "1"]),
+}
 MODEL = "model/tiny.safetensors"
-NUMERIC = {"--imgsz", "--batch", "--alpha", "--window", "--knn-k", "--knn-iters", "--opset", "--tolerance", "--warmup", "--clients",
-           "--num-classes", "--limit", "--ignore-index", "--batch-size", "--lr", "--dropout", "--holdout-size", "--save-every",
-           "--vid-stride", "--source-size"}
+NUMERIC = {
+    "--imgsz",
+    "--batch",
+    "--alpha",
+    "--window",
+    "--knn-k",
+    "--knn-iters",
+    "--opset",
+    "--tolerance",
+    "--warmup",
+    "--clients",
+    "--num-classes",
+    "--limit",
+    "--ignore-index",
+    "--batch-size",
+    "--lr",
+    "--dropout",
+    "--holdout-size",
+    "--save-every",
+    "--vid-stride",
+    "--source-size",
+}
 
 
 @st.composite
@@ -96,7 +265,9 @@ def command_lines(draw):
         elif flag == "--checkpoint" and command in ("segment", "bench", "stream"):
             value = st.one_of(PATHS, st.just(MODEL))  # a real model: the writers run
         else:
-            value = NUMBERS if flag in NUMERIC else st.one_of(PATHS, st.sampled_from(["cpu", "cuda", "fp16", "int8", "x"]))
+            value = (
+                NUMBERS if flag in NUMERIC else st.one_of(PATHS, st.sampled_from(["cpu", "cuda", "fp16", "int8", "x"]))
+            )
         argv += [flag, draw(value)]
     return argv
 
@@ -105,7 +276,9 @@ def _tree(root: Path) -> dict:
     return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(argv=command_lines())
 def test_generated_command_lines_end_in_one_line(argv, tmp_path, monkeypatch, capsys, bpe_dir):
     """Exit 0, 1 or 2; no traceback and no "unexpected" error; no password printed; nothing written

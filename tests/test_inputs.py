@@ -8,9 +8,9 @@ import os
 import numpy as np
 import pytest
 import torch
+from conftest import save_tiny_bundle
 from PIL import Image
 
-from conftest import save_tiny_bundle
 from ifseg_deploy.cli.main import main
 from ifseg_deploy.runtime.segmenter import Segmenter
 from ifseg_deploy.visualize.overlay import overlay
@@ -43,28 +43,64 @@ def _folder(tmp_path):
 
 def test_bad_file_in_a_folder_does_not_stop_the_rest(tmp_path, capsys, model, bpe_dir):
     photos, out = _folder(tmp_path), tmp_path / "out"
-    code = main(["segment", str(photos), "--checkpoint", model, "--bpe-dir", bpe_dir, "--out", str(out), "--device", "cpu"])
+    code = main(
+        ["segment", str(photos), "--checkpoint", model, "--bpe-dir", bpe_dir, "--out", str(out), "--device", "cpu"]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1
-    assert sorted(os.listdir(out)) == [".ifseg-deploy", "a_labels.png", "a_overlay.png", "c_labels.png", "c_overlay.png"]
+    assert sorted(os.listdir(out)) == [
+        ".ifseg-deploy",
+        "a_labels.png",
+        "a_overlay.png",
+        "c_labels.png",
+        "c_overlay.png",
+    ]
     assert len(err) == 2 and "b.jpg" in err[0] and "cannot decode" in err[0] and "1 input(s) failed, 2 of 3" in err[1]
 
 
 def test_quoted_glob_and_missing_inputs(tmp_path, capsys, model, bpe_dir):
     photos, out = _folder(tmp_path), tmp_path / "out"
-    code = main(["segment", str(photos / "*.png"), str(tmp_path / "missing.png"), "--checkpoint", model, "--bpe-dir", bpe_dir,
-                 "--out", str(out), "--device", "cpu"])
+    code = main(
+        [
+            "segment",
+            str(photos / "*.png"),
+            str(tmp_path / "missing.png"),
+            "--checkpoint",
+            model,
+            "--bpe-dir",
+            bpe_dir,
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 1 and "input not found" in capsys.readouterr().err
     assert sorted(f for f in os.listdir(out) if f.endswith("_labels.png")) == ["a_labels.png", "c_labels.png"]
 
 
 def test_nothing_to_do_creates_no_folder(tmp_path, capsys, model, bpe_dir):
     out = tmp_path / "out"
-    code = main(["segment", str(tmp_path / "nothing*.png"), "--checkpoint", model, "--bpe-dir", bpe_dir, "--out", str(out)])
+    code = main(
+        ["segment", str(tmp_path / "nothing*.png"), "--checkpoint", model, "--bpe-dir", bpe_dir, "--out", str(out)]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.count("\n") == 0 and "no file matches" in err and not out.exists()
     (tmp_path / "bad.png").write_bytes(b"x")
-    code = main(["segment", str(tmp_path / "bad.png"), "--checkpoint", model, "--bpe-dir", bpe_dir, "--out", str(out), "--device", "cpu"])
+    code = main(
+        [
+            "segment",
+            str(tmp_path / "bad.png"),
+            "--checkpoint",
+            model,
+            "--bpe-dir",
+            bpe_dir,
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 1 and not out.exists()
 
 
@@ -83,20 +119,31 @@ def test_every_api_image_type_gives_the_same_labels(tmp_path, segmenter):
     rgb = _photo(tmp_path / "p.png", 50, 70, seed=3)
     ref = segmenter.segment(str(tmp_path / "p.png"))
     chw = torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
-    inputs = [tmp_path / "p.png", rgb, Image.fromarray(rgb), chw, torch.from_numpy(rgb), chw.float() / 255, rgb.astype(np.float64) / 255]
+    inputs = [
+        tmp_path / "p.png",
+        rgb,
+        Image.fromarray(rgb),
+        chw,
+        torch.from_numpy(rgb),
+        chw.float() / 255,
+        rgb.astype(np.float64) / 255,
+    ]
     for image in inputs:
         np.testing.assert_array_equal(segmenter.segment(image).labels, ref.labels)
     gray = rgb[..., 0]
     np.testing.assert_array_equal(segmenter.segment(gray).labels, segmenter.segment(np.stack([gray] * 3, -1)).labels)
 
 
-@pytest.mark.parametrize("bad, message", [
-    ("not an image", "not found"),
-    (np.zeros((4, 4, 3), np.int32), "dtype"),
-    (np.full((4, 4, 3), 2.0), "[0, 1]"),
-    (np.zeros((4, 4, 4), np.uint8), "shape"),
-    (3.5, "unsupported image type"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("not an image", "not found"),
+        (np.zeros((4, 4, 3), np.int32), "dtype"),
+        (np.full((4, 4, 3), 2.0), "[0, 1]"),
+        (np.zeros((4, 4, 4), np.uint8), "shape"),
+        (3.5, "unsupported image type"),
+    ],
+)
 def test_bad_api_images_are_one_line_errors(segmenter, bad, message):
     from ifseg_deploy.errors import IFSegError
 
@@ -124,22 +171,79 @@ def test_word_lists_in_categories_and_files(tmp_path, model, bpe_dir):
     with class_words; the built-in coco-stuff-27 file gives 27 classes."""
     rgb = _photo(tmp_path / "p.png", seed=5)
     (tmp_path / "classes.txt").write_text("# mine\nanimal: cat, dog\r\ngrass\r\n", encoding="utf-8-sig")
-    api = Segmenter.load(model, ["animal", "grass"], bpe_dir, "cpu", class_words={"animal": ["cat", "dog"]}).segment(rgb)
+    api = Segmenter.load(model, ["animal", "grass"], bpe_dir, "cpu", class_words={"animal": ["cat", "dog"]}).segment(
+        rgb
+    )
     plain = Segmenter.load(model, ["animal", "grass"], bpe_dir, "cpu").segment(rgb)
     assert not np.allclose(api.probs, plain.probs)  # the word lists matter
-    for i, spec in enumerate((["--categories", "animal: cat, dog; grass"], ["--categories-file", str(tmp_path / "classes.txt")])):
+    for i, spec in enumerate(
+        (["--categories", "animal: cat, dog; grass"], ["--categories-file", str(tmp_path / "classes.txt")])
+    ):
         out = tmp_path / f"o{i}"
-        assert main(["segment", str(tmp_path / "p.png"), "--checkpoint", model, "--bpe-dir", bpe_dir, "--out", str(out),
-                     "--device", "cpu", "--save-raw", *spec]) == 0
+        assert (
+            main(
+                [
+                    "segment",
+                    str(tmp_path / "p.png"),
+                    "--checkpoint",
+                    model,
+                    "--bpe-dir",
+                    bpe_dir,
+                    "--out",
+                    str(out),
+                    "--device",
+                    "cpu",
+                    "--save-raw",
+                    *spec,
+                ]
+            )
+            == 0
+        )
         np.testing.assert_allclose(np.load(out / "p_probs.npy"), api.probs, atol=1e-6)
     out = tmp_path / "coco"
-    assert main(["segment", str(tmp_path / "p.png"), "--checkpoint", model, "--bpe-dir", bpe_dir, "--out", str(out),
-                 "--device", "cpu", "--save-raw", "--categories-file", "coco-stuff-27"]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                str(tmp_path / "p.png"),
+                "--checkpoint",
+                model,
+                "--bpe-dir",
+                bpe_dir,
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+                "--save-raw",
+                "--categories-file",
+                "coco-stuff-27",
+            ]
+        )
+        == 0
+    )
     assert np.load(out / "p_probs.npy").shape[-1] == 27
 
 
 def test_categories_and_file_together_is_an_error(tmp_path, capsys, model, bpe_dir):
     _photo(tmp_path / "p.png")
-    code = main(["segment", str(tmp_path / "p.png"), "--checkpoint", model, "--bpe-dir", bpe_dir, "--categories", "a, b",
-                 "--categories-file", "coco-stuff-27", "--out", str(tmp_path / "o")])
-    assert code == 2 and "either --categories or --categories-file" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    code = main(
+        [
+            "segment",
+            str(tmp_path / "p.png"),
+            "--checkpoint",
+            model,
+            "--bpe-dir",
+            bpe_dir,
+            "--categories",
+            "a, b",
+            "--categories-file",
+            "coco-stuff-27",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
+    assert (
+        code == 2
+        and "either --categories or --categories-file" in capsys.readouterr().err
+        and not (tmp_path / "o").exists()
+    )

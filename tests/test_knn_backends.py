@@ -8,10 +8,18 @@ import torch
 
 from ifseg_deploy.errors import IFSegError
 from ifseg_deploy.postprocess.knn import (
-    faiss_available, faiss_gpu_available, knn_smooth, neighbours_faiss, neighbours_torch, propagate, resolve_backend,
+    faiss_available,
+    faiss_gpu_available,
+    knn_smooth,
+    neighbours_faiss,
+    neighbours_torch,
+    propagate,
+    resolve_backend,
 )
 
-needs_faiss = pytest.mark.skipif(not faiss_available(), reason="faiss is not installed (pip install 'ifseg-deploy[cpu]')")
+needs_faiss = pytest.mark.skipif(
+    not faiss_available(), reason="faiss is not installed (pip install 'ifseg-deploy[cpu]')"
+)
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 BACKENDS = [("torch", neighbours_torch), pytest.param(("faiss", neighbours_faiss), marks=needs_faiss)]
@@ -140,7 +148,9 @@ def test_cuda_torch_backend_matches_cpu(golden):
     np.testing.assert_array_equal(sets(gpu)[clear], sets(golden["eval0_knn_topk_indices"])[clear])
 
 
-@pytest.mark.skipif(not (torch.cuda.is_available() and faiss_gpu_available()), reason="needs a CUDA device and faiss with GPU support")
+@pytest.mark.skipif(
+    not (torch.cuda.is_available() and faiss_gpu_available()), reason="needs a CUDA device and faiss with GPU support"
+)
 def test_faiss_gpu_matches_reference(golden):
     feats = torch.from_numpy(golden["eval0_image_embed_before_proj"]).cuda()
     top4 = golden["eval0_knn_top4_cosine"]

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from ifseg_deploy.export.onnx.knn_ties import near_tied_cells, undetermined_cells, undetermined_pixels
-from ifseg_deploy.export.onnx.scene import synthetic_scene
-from ifseg_deploy.export.onnx.verify import CaseResult, VerifyReport, compare_outputs
+from ifseg_deploy.exporter.onnx.knn_ties import near_tied_cells, undetermined_cells, undetermined_pixels
+from ifseg_deploy.exporter.onnx.scene import synthetic_scene
+from ifseg_deploy.exporter.onnx.verify import CaseResult, VerifyReport, compare_outputs
 
 #: Six cells on a circle (degrees). Cell 0's nearest other cells, 1 and 2, are both 30 degrees away:
 #: an exact tie for k = 2. Every other cell's 2nd and 3rd most similar cells are >= 0.08 apart in cosine.
@@ -77,11 +77,19 @@ def _case(cell0_other, iters):
     logits = np.random.default_rng(1).standard_normal((1, 6, 3)).astype(np.float32)
     p0 = torch.softmax(torch.from_numpy(logits), -1).numpy()[0].astype(np.float64)
     neighbours = [(0, cell0_other)] + [(c, NEAREST_OTHER[c]) for c in range(1, 6)]
-    return {"logits": logits, "features": _features(ANGLES), "knn_probs": _smooth(p0, neighbours, iters)[None].astype(np.float32)}
+    return {
+        "logits": logits,
+        "features": _features(ANGLES),
+        "knn_probs": _smooth(p0, neighbours, iters)[None].astype(np.float32),
+    }
 
 
 def test_compare_leaves_out_near_ties_and_keeps_refusing_the_rest():
-    feeds = {"images": torch.zeros(1, 3, 32, 48), "prompt_embeds": torch.zeros(1, 5, 8), "class_embeds": torch.zeros(3, 8)}
+    feeds = {
+        "images": torch.zeros(1, 3, 32, 48),
+        "prompt_embeds": torch.zeros(1, 5, 8),
+        "class_embeds": torch.zeros(3, 8),
+    }
     iters = 3
     ref, out = _case(1, iters), _case(2, iters)
     cells_differ = np.abs(ref["knn_probs"] - out["knn_probs"]).max(-1)[0] > 1e-6
@@ -100,9 +108,13 @@ def test_compare_leaves_out_near_ties_and_keeps_refusing_the_rest():
 def test_knn_compared_nowhere_is_refused():
     """Near-tie masking must not turn into no check: a verification where every case left out every cell fails."""
     shapes = {"images": (1, 3, 32, 32), "prompt_embeds": (1, 5, 8), "class_embeds": (3, 8)}
-    nowhere = VerifyReport([CaseResult("flat", shapes, knn_masked=(4, 4)), CaseResult("flat 2", shapes, knn_masked=(6, 6))])
+    nowhere = VerifyReport(
+        [CaseResult("flat", shapes, knn_masked=(4, 4)), CaseResult("flat 2", shapes, knn_masked=(6, 6))]
+    )
     assert not nowhere.ok and "could not be compared" in nowhere.failure() and nowhere.to_dict()["ok"] is False
-    somewhere = VerifyReport([CaseResult("flat", shapes, knn_masked=(4, 4)), CaseResult("scene", shapes, knn_masked=(1, 6))])
+    somewhere = VerifyReport(
+        [CaseResult("flat", shapes, knn_masked=(4, 4)), CaseResult("scene", shapes, knn_masked=(1, 6))]
+    )
     assert somewhere.ok and VerifyReport([CaseResult("host kNN", shapes)]).ok
 
 

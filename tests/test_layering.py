@@ -20,7 +20,7 @@ LAYERS = [
     {"runtime"},
     {"eval"},
     {"artificial"},  # artificial images and the held-out set (scored with eval's metrics), for train and export
-    {"export", "stream"},
+    {"exporter", "stream"},
     {"triton"},  # the Triton repository writer, local server, host model and client backend
     {"bench"},  # latency, bench --compare (exports and benchmarks every backend), Triton load
     {"train"},
@@ -95,7 +95,7 @@ def test_no_import_cycles():
         state[node] = 1
         for dep in sorted(g[node]):
             if state.get(dep) == 1:
-                cycles.append(" -> ".join(stack[stack.index(dep):] + [dep]))
+                cycles.append(" -> ".join(stack[stack.index(dep) :] + [dep]))
             elif dep not in state:
                 visit(dep, stack + [dep])
         state[node] = 2

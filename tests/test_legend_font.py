@@ -75,8 +75,9 @@ def test_ascii_legend_keeps_the_hershey_font(monkeypatch):
     assert _text(_legend(["grass", "cat"])).sum() > 50
 
 
-@pytest.mark.skipif(not _fc_list(":charset=43a 3c3"),
-                    reason="no installed font covers Cyrillic and Greek (fc-list ':charset=43a 3c3')")
+@pytest.mark.skipif(
+    not _fc_list(":charset=43a 3c3"), reason="no installed font covers Cyrillic and Greek (fc-list ':charset=43a 3c3')"
+)
 def test_cyrillic_and_greek_names_are_drawn_as_typed(caplog, monkeypatch):
     drawn = _legend(CYRILLIC_GREEK)
     assert (drawn != _question_marks(CYRILLIC_GREEK)).any() and (drawn != _hershey(CYRILLIC_GREEK, monkeypatch)).any()
@@ -102,8 +103,11 @@ def test_names_no_font_covers_warn_once_naming_the_characters(monkeypatch, caplo
         if out is None or args[0] != "fc-match":
             return out
         han = set("".join(CJK)) | {"犬"}
-        return "".join(line + "\n" for line in out.splitlines()
-                       if not fonts._covers(fonts._parse_charset(line.split("\t")[-1]), han))
+        return "".join(
+            line + "\n"
+            for line in out.splitlines()
+            if not fonts._covers(fonts._parse_charset(line.split("\t")[-1]), han)
+        )
 
     monkeypatch.setattr(fonts, "_fc", latin_only)
     with caplog.at_level(logging.WARNING):
@@ -158,8 +162,10 @@ def test_a_given_font_file_draws_every_name(monkeypatch):
     assert (_legend(["кошка"]) != _question_marks(["кошка"])).any()
 
 
-@pytest.mark.skipif(not _fc_list(":lang=zh"), reason="no CJK font installed (fc-list ':lang=zh' is empty); "
-                                                      "install fonts-noto-cjk to run this test")
+@pytest.mark.skipif(
+    not _fc_list(":lang=zh"),
+    reason="no CJK font installed (fc-list ':lang=zh' is empty); install fonts-noto-cjk to run this test",
+)
 def test_cjk_names_are_drawn_as_typed_when_a_cjk_font_is_installed(caplog):
     with caplog.at_level(logging.WARNING):
         drawn = _legend(CJK)
@@ -170,20 +176,36 @@ def test_cjk_names_are_drawn_as_typed_when_a_cjk_font_is_installed(caplog):
 
 
 def test_segment_font_flag(tmp_path, capsys, bpe_dir):
+    from conftest import save_tiny_bundle
     from PIL import Image
 
-    from conftest import save_tiny_bundle
     from ifseg_deploy.cli.main import main
 
     photo = tmp_path / "p.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(photo)
     args = ["segment", str(photo), "--bpe-dir", bpe_dir, "--device", "cpu", "--knn-iters", "1"]
     # a bad font fails before the model is read (this checkpoint does not even exist)
-    assert main(args + ["--checkpoint", str(tmp_path / "none.pt"), "--font", str(tmp_path / "nope.ttf"), "--out", str(tmp_path / "x")]) == 2
+    assert (
+        main(
+            args
+            + [
+                "--checkpoint",
+                str(tmp_path / "none.pt"),
+                "--font",
+                str(tmp_path / "nope.ttf"),
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and "nope.ttf" in err and not (tmp_path / "x").exists()
     model = save_tiny_bundle(tmp_path / "tiny.safetensors", bpe_dir=bpe_dir)
     assert main(args + ["--checkpoint", model, "--out", str(tmp_path / "plain")]) == 0
-    assert main(args + ["--checkpoint", model, "--out", str(tmp_path / "font"), "--font", _fc_list(":charset=43a")[0]]) == 0
+    assert (
+        main(args + ["--checkpoint", model, "--out", str(tmp_path / "font"), "--font", _fc_list(":charset=43a")[0]])
+        == 0
+    )
     plain, given = (np.asarray(Image.open(tmp_path / d / "p_overlay.png")) for d in ("plain", "font"))
     assert plain.shape == given.shape and (plain != given).any()

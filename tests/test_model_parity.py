@@ -34,8 +34,13 @@ def trace(loaded, golden):
         out["image_embed_before_scale"] = proj
         prompt = m.embed_tokens(ids)[None]
         enc = m.encoder
-        x = torch.cat([enc.patch_layernorm_embedding(proj + enc.type_embedding.weight[1]),
-                       enc.layernorm_embedding(prompt + enc.type_embedding.weight[0])], 1)
+        x = torch.cat(
+            [
+                enc.patch_layernorm_embedding(proj + enc.type_embedding.weight[1]),
+                enc.layernorm_embedding(prompt + enc.type_embedding.weight[0]),
+            ],
+            1,
+        )
         pos = enc.position_embeddings(size, ids.numel())
         out["position_embeddings"] = pos[None]
         for i, (layer, bias) in enumerate(zip(enc.layers, enc.layer_biases(size, ids.numel(), pos))):
@@ -91,15 +96,21 @@ def test_decoder_intermediates(loaded, trace, golden):
     with torch.no_grad():
         x = torch.cat([m.embed_tokens.weight[0].expand(1, 1, -1), encoded[:, :1024]], 1)
         x = dec.layernorm_embedding(x)
-        torch.testing.assert_close(x, torch.from_numpy(golden["eval0_decoder_input_after_layernorm_embedding"]), atol=ATOL, rtol=RTOL)
+        torch.testing.assert_close(
+            x, torch.from_numpy(golden["eval0_decoder_input_after_layernorm_embedding"]), atol=ATOL, rtol=RTOL
+        )
         queries = dec.seg_pos_ln(dec.target_positions(size))
         from ifseg_deploy.model.encoder import abs_position_bias
 
-        cross = abs_position_bias(dec.cross_pos_q_linear, dec.cross_pos_k_linear, queries, pos, dec.cfg.heads, dec.pos_scaling)[None]
+        cross = abs_position_bias(
+            dec.cross_pos_q_linear, dec.cross_pos_k_linear, queries, pos, dec.cfg.heads, dec.pos_scaling
+        )[None]
         for i, (layer, bias) in enumerate(zip(dec.layers, dec.self_biases(size, queries))):
             x = layer(x, bias, encoded, cross)
             torch.testing.assert_close(x, _tbc(golden[f"eval0_decoder_layer{i}_out_TBC"]), atol=ATOL, rtol=RTOL)
-        torch.testing.assert_close(dec.layer_norm(x), torch.from_numpy(golden["eval0_decoder_features"]), atol=ATOL, rtol=RTOL)
+        torch.testing.assert_close(
+            dec.layer_norm(x), torch.from_numpy(golden["eval0_decoder_features"]), atol=ATOL, rtol=RTOL
+        )
 
 
 def test_bucket_indices_equal_checkpoint_buffers(ifseg_checkpoint):

@@ -46,14 +46,36 @@ def test_openvino_export_and_backend_match_pytorch(exported, bpe_dir, capsys):
 def test_openvino_errors(exported, bpe_dir, tmp_path, capsys):
     bundle, folder = exported
     if not os.path.isdir(folder):
-        assert main(["export", "--checkpoint", bundle, "--bpe-dir", bpe_dir, "--format", "openvino", "--imgsz", "128"]) == 0
+        assert (
+            main(["export", "--checkpoint", bundle, "--bpe-dir", bpe_dir, "--format", "openvino", "--imgsz", "128"])
+            == 0
+        )
     img = tmp_path / "x.png"
     from PIL import Image
 
     Image.fromarray(np.zeros((64, 64, 3), dtype=np.uint8)).save(img)
-    assert main(["segment", "--engine", folder, "--bpe-dir", bpe_dir, str(img), "--out", str(tmp_path / "o"), "--device", "cuda"]) == 2
+    assert (
+        main(
+            [
+                "segment",
+                "--engine",
+                folder,
+                "--bpe-dir",
+                bpe_dir,
+                str(img),
+                "--out",
+                str(tmp_path / "o"),
+                "--device",
+                "cuda",
+            ]
+        )
+        == 2
+    )
     assert "not an OpenVINO device" in capsys.readouterr().err
-    assert main(["export", "--checkpoint", bundle, "--bpe-dir", bpe_dir, "--format", "openvino", "--precision", "int8"]) == 2
+    assert (
+        main(["export", "--checkpoint", bundle, "--bpe-dir", bpe_dir, "--format", "openvino", "--precision", "int8"])
+        == 2
+    )
     assert "--calib-dir" in capsys.readouterr().err  # int8 IRs come from the calibrated Q/DQ graph
     empty = tmp_path / "plain"
     empty.mkdir()
@@ -64,8 +86,31 @@ def test_openvino_errors(exported, bpe_dir, tmp_path, capsys):
 def test_bench_compare_writes_rows_json_and_png(tmp_path, bpe_dir):
     bundle = save_tiny_bundle(tmp_path / "tiny.safetensors", bpe_dir=bpe_dir)
     report = tmp_path / "cmp" / "compare.json"
-    assert main(["bench", "--compare", "--checkpoint", bundle, "--bpe-dir", bpe_dir, "--source-size", "80,120", "--imgsz", "64",
-                 "--iters", "2", "--warmup", "0", "--knn-iters", "1", "--json", str(report)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--compare",
+                "--checkpoint",
+                bundle,
+                "--bpe-dir",
+                bpe_dir,
+                "--source-size",
+                "80,120",
+                "--imgsz",
+                "64",
+                "--iters",
+                "2",
+                "--warmup",
+                "0",
+                "--knn-iters",
+                "1",
+                "--json",
+                str(report),
+            ]
+        )
+        == 0
+    )
     rows = json.loads(report.read_text())["rows"]
     ran = {(r["backend"], r["precision"]) for r in rows if r["skipped"] is None}
     expected = {("PyTorch", "fp32"), ("ONNX Runtime", "fp32")}

@@ -7,7 +7,6 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("openvino", reason="the openvino package is not installed (pip install 'ifseg-deploy[openvino]')")
 
@@ -25,8 +24,23 @@ def test_int8_ir_meets_gate_and_runs(ifseg_checkpoint, dev_dir, bpe_dir, tmp_pat
     calib.mkdir()
     shutil.copy(dev_dir.parents[1] / "media" / "cat_dog.jpeg", calib)
     out = tmp_path / "dev_openvino"
-    args = ["export", "--checkpoint", ifseg_checkpoint, "--format", "openvino", "--precision", "int8", "--calib-dir", str(calib),
-            "--out", str(out), "--bpe-dir", bpe_dir, "--categories", CATS]
+    args = [
+        "export",
+        "--checkpoint",
+        ifseg_checkpoint,
+        "--format",
+        "openvino",
+        "--precision",
+        "int8",
+        "--calib-dir",
+        str(calib),
+        "--out",
+        str(out),
+        "--bpe-dir",
+        bpe_dir,
+        "--categories",
+        CATS,
+    ]
     vnni = cpu_has_vnni()
     code = main(args)
     if code != 0:  # without VNNI, OpenVINO's int8 products saturate: the gate refuses the IR and says why
@@ -44,7 +58,7 @@ def test_int8_ir_meets_gate_and_runs(ifseg_checkpoint, dev_dir, bpe_dir, tmp_pat
     image = str(dev_dir / "image_eval0.png")
     int8 = Segmenter.load(str(out), CATS, bpe_dir=bpe_dir, device="cpu").segment(image)
     ref = Segmenter.load(ifseg_checkpoint, CATS, bpe_dir=bpe_dir, device="cpu").segment(image)
-    err = np.sqrt(((int8.logits - ref.logits) ** 2).sum() / (ref.logits ** 2).sum())
+    err = np.sqrt(((int8.logits - ref.logits) ** 2).sum() / (ref.logits**2).sum())
     assert err > 0  # quantized, not the fp32 graph
     if code == 0:  # within the int8 gate
         assert err < 0.1
@@ -52,5 +66,20 @@ def test_int8_ir_meets_gate_and_runs(ifseg_checkpoint, dev_dir, bpe_dir, tmp_pat
 
 
 def test_int8_ir_needs_calibration_images(ifseg_checkpoint, tmp_path, capsys):
-    assert main(["export", "--checkpoint", ifseg_checkpoint, "--format", "openvino", "--precision", "int8", "--out", str(tmp_path / "x")]) == 2
+    assert (
+        main(
+            [
+                "export",
+                "--checkpoint",
+                ifseg_checkpoint,
+                "--format",
+                "openvino",
+                "--precision",
+                "int8",
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
     assert "--calib-dir" in capsys.readouterr().err and not (tmp_path / "x").exists()

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import save_tiny_bundle
 from PIL import Image
 
-from conftest import save_tiny_bundle
 from ifseg_deploy import fileio
 from ifseg_deploy.cli.common import result_names
 from ifseg_deploy.cli.main import main
@@ -222,8 +222,26 @@ def test_segment_same_named_inputs_each_keep_their_results(tmp_path, capsys, mod
     monkeypatch.chdir(tmp_path)
     for i, p in enumerate(("x/a.png", "y/a.png", "a_1.png", "a.png", "a.jpg")):
         _photo(tmp_path / p, seed=i)
-    code = main(["segment", "x/a.png", "y/a.png", "a_1.png", "a.png", "a.jpg", "--checkpoint", model, "--bpe-dir", bpe_dir,
-                 "--out", "out", "--device", "cpu", "--knn-iters", "1"])
+    code = main(
+        [
+            "segment",
+            "x/a.png",
+            "y/a.png",
+            "a_1.png",
+            "a.png",
+            "a.jpg",
+            "--checkpoint",
+            model,
+            "--bpe-dir",
+            bpe_dir,
+            "--out",
+            "out",
+            "--device",
+            "cpu",
+            "--knn-iters",
+            "1",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     labels = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*_labels.png"))
@@ -265,12 +283,29 @@ def test_segment_into_symlinked_and_read_only_folders(tmp_path, capsys, model, b
 
 def test_concurrent_segment_runs_get_their_own_folders(tmp_path, model, bpe_dir):
     _photo(tmp_path / "p.png")
-    cmd = [sys.executable, "-m", "ifseg_deploy", "segment", "p.png", "--checkpoint", model, "--bpe-dir", bpe_dir, "--device", "cpu",
-           "--knn-iters", "1"]
-    procs = [subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ifseg_deploy",
+        "segment",
+        "p.png",
+        "--checkpoint",
+        model,
+        "--bpe-dir",
+        bpe_dir,
+        "--device",
+        "cpu",
+        "--knn-iters",
+        "1",
+    ]
+    procs = [
+        subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
-    saved = sorted(line.split()[-1] for out, _ in outs for line in out.splitlines() if line.startswith("Results saved to"))
+    saved = sorted(
+        line.split()[-1] for out, _ in outs for line in out.splitlines() if line.startswith("Results saved to")
+    )
     assert saved == ["runs/segment", "runs/segment2"]
     assert all((tmp_path / s / "p_labels.png").is_file() for s in saved)
 
@@ -298,14 +333,28 @@ def test_export_writers_keep_the_users_files(tmp_path, capsys, model, bpe_dir, m
 
 
 def test_openvino_export_replaces_only_its_own_folder(tmp_path, capsys, model, bpe_dir):
-    pytest.importorskip("openvino", reason="the openvino package is not installed (pip install 'ifseg-deploy[openvino]')")
+    pytest.importorskip(
+        "openvino", reason="the openvino package is not installed (pip install 'ifseg-deploy[openvino]')"
+    )
     parent = _user_folder(tmp_path / "exports")
     before = _snapshot(parent)
     real = tmp_path / "disk" / "ir"
     real.mkdir(parents=True)
     link = parent / "ir"
     link.symlink_to(real, target_is_directory=True)
-    base = ["export", "--checkpoint", model, "--bpe-dir", bpe_dir, "--imgsz", "64", "--format", "openvino", "--out", str(link)]
+    base = [
+        "export",
+        "--checkpoint",
+        model,
+        "--bpe-dir",
+        bpe_dir,
+        "--imgsz",
+        "64",
+        "--format",
+        "openvino",
+        "--out",
+        str(link),
+    ]
     assert main(base) == 0 and main(base) == 0  # a second export replaces the first
     assert sorted(os.listdir(real)) == [MARKER, "ir.bin", "ir.vocab.safetensors", "ir.xml"] and link.is_symlink()
     (real / "notes.txt").write_text("added by the user")
@@ -338,7 +387,9 @@ def _png_declaring(path: Path, width: int, height: int) -> Path:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -354,11 +405,29 @@ def test_a_batch_goes_on_past_every_kind_of_bad_file(tmp_path, capsys, model, bp
     (photos / "e_truncated.png").write_bytes(good.read_bytes()[:200])
     Image.fromarray(rng.integers(0, 256, (30, 30), dtype=np.uint8)).convert("LA").save(photos / "f_gray_alpha.png")
     Image.fromarray(rng.integers(0, 65535, (30, 30), dtype=np.uint16)).save(photos / "g_16bit.png")
-    Image.fromarray(rng.integers(0, 256, (30, 30, 3), dtype=np.uint8)).save(photos / "h_bad_exif.jpg", exif=b"Exif\0\0garbage")
+    Image.fromarray(rng.integers(0, 256, (30, 30, 3), dtype=np.uint8)).save(
+        photos / "h_bad_exif.jpg", exif=b"Exif\0\0garbage"
+    )
     Image.fromarray(rng.integers(0, 256, (30, 30, 3), dtype=np.uint8)).convert("LAB").save(photos / "i_lab.tif")
     (photos / "j_empty.jpg").write_bytes(b"")
-    code = main(["segment", str(photos), "--checkpoint", model, "--bpe-dir", bpe_dir, "--out", str(tmp_path / "out"), "--device", "cpu",
-                 "--knn-iters", "1", "--batch", "4"])
+    code = main(
+        [
+            "segment",
+            str(photos),
+            "--checkpoint",
+            model,
+            "--bpe-dir",
+            bpe_dir,
+            "--out",
+            str(tmp_path / "out"),
+            "--device",
+            "cpu",
+            "--knn-iters",
+            "1",
+            "--batch",
+            "4",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 1 and "unexpected" not in captured.err and "Traceback" not in captured.err
     err = captured.err.strip().splitlines()
@@ -377,17 +446,28 @@ def test_a_grid_too_tall_for_the_position_table_runs_padded(tmp_path, bpe_dir):
     import dataclasses
 
     import torch
-
     from conftest import SMALL_ARCH
+
     from ifseg_deploy.model.encoder import addressable_grid, grid_addressable
     from ifseg_deploy.preprocess import Preprocessing
     from ifseg_deploy.runtime.segmenter import Segmenter
 
-    arch = dataclasses.replace(SMALL_ARCH, encoder_grid=32, image_bucket_size=42)  # OFA's tables: 32x32 grid, 42 buckets
-    assert not grid_addressable(arch, 128, 1) and addressable_grid(arch, 128, 1) == (128, 9) and grid_addressable(arch, 128, 9)
+    arch = dataclasses.replace(
+        SMALL_ARCH, encoder_grid=32, image_bucket_size=42
+    )  # OFA's tables: 32x32 grid, 42 buckets
+    assert (
+        not grid_addressable(arch, 128, 1)
+        and addressable_grid(arch, 128, 1) == (128, 9)
+        and grid_addressable(arch, 128, 9)
+    )
     assert addressable_grid(arch, 1, 128) == (1, 128) and addressable_grid(arch, 32, 43) == (32, 43)
-    seg = Segmenter.load(save_tiny_bundle(tmp_path / "t.safetensors", bpe_dir=bpe_dir, arch=arch), bpe_dir=bpe_dir, device="cpu",
-                         knn_iters=2, preprocessing=Preprocessing(512, 2048))
+    seg = Segmenter.load(
+        save_tiny_bundle(tmp_path / "t.safetensors", bpe_dir=bpe_dir, arch=arch),
+        bpe_dir=bpe_dir,
+        device="cpu",
+        knn_iters=2,
+        preprocessing=Preprocessing(512, 2048),
+    )
     image = np.random.default_rng(0).integers(0, 256, (2048, 16, 3), dtype=np.uint8)
     batch = seg.preprocess([image])
     assert batch.grid == (128, 1)
@@ -404,8 +484,19 @@ def test_train_out_is_checked_before_training(tmp_path, capsys, bpe_dir):
     notes = tmp_path / "m.safetensors"
     notes.write_text("my notes")
     (tmp_path / "dir.safetensors").mkdir()
-    base = ["train", "--checkpoint", str(tmp_path / "never_read.pt"), "--bpe-dir", bpe_dir, "--categories", "a, b", "--steps", "1",
-            "--device", "cpu"]
+    base = [
+        "train",
+        "--checkpoint",
+        str(tmp_path / "never_read.pt"),
+        "--bpe-dir",
+        bpe_dir,
+        "--categories",
+        "a, b",
+        "--steps",
+        "1",
+        "--device",
+        "cpu",
+    ]
     _one_error(capsys, main(base + ["--out", str(notes)]), "is not a safetensors file")
     _one_error(capsys, main(base + ["--out", str(tmp_path / "dir.safetensors")]), "is a folder")
     assert notes.read_text() == "my notes" and sorted(os.listdir(tmp_path)) == ["dir.safetensors", "m.safetensors"]
@@ -427,10 +518,27 @@ def test_stream_outputs_follow_the_policy(tmp_path, capsys, model, bpe_dir):
     video = write_avi(str(tmp_path / "in.avi"), 3)
     user = _user_folder(tmp_path / "user")
     before = _snapshot(user)
-    base = ["stream", str(video), "--checkpoint", model, "--bpe-dir", bpe_dir, "--device", "cpu", "--knn-iters", "1", "--quiet"]
+    base = [
+        "stream",
+        str(video),
+        "--checkpoint",
+        model,
+        "--bpe-dir",
+        bpe_dir,
+        "--device",
+        "cpu",
+        "--knn-iters",
+        "1",
+        "--quiet",
+    ]
     _one_error(capsys, main(base + ["--save-json", str(user / "notes.txt")]), "is not a JSON Lines file")
     _one_error(capsys, main(base + ["--save", str(user) + "/"]), "is a folder")
-    _one_error(capsys, main(base + ["--save", str(user / "photo.png.mp4"), "--save-labels", str(user)]), "already holds files", "--exist-ok")
+    _one_error(
+        capsys,
+        main(base + ["--save", str(user / "photo.png.mp4"), "--save-labels", str(user)]),
+        "already holds files",
+        "--exist-ok",
+    )
     assert _snapshot(user) == before
     assert main(base + ["--save-labels", str(user), "--exist-ok"]) == 0
     after = _snapshot(user)

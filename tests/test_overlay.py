@@ -16,7 +16,7 @@ TAB10 = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e37
 
 
 def _rgb(hex_colour):
-    return tuple(int(hex_colour[k:k + 2], 16) for k in (1, 3, 5))
+    return tuple(int(hex_colour[k : k + 2], 16) for k in (1, 3, 5))
 
 
 def _scene():
@@ -127,7 +127,12 @@ def test_legend_that_cannot_fit_keeps_the_largest_classes():
     labels[:, :80] = 7  # the two largest classes
     labels[:, 80:150] = 42
     labels[:, 150:] = np.arange(120)[:, None] % 60 + 60  # 60 small ones
-    shown = {tuple(c) for c in draw_legend(image.copy(), cats, palette(cats), np.bincount(labels.ravel(), minlength=150)).reshape(-1, 3)}
+    shown = {
+        tuple(c)
+        for c in draw_legend(image.copy(), cats, palette(cats), np.bincount(labels.ravel(), minlength=150)).reshape(
+            -1, 3
+        )
+    }
     colours = palette(cats)
     assert tuple(colours[7]) in shown and tuple(colours[42]) in shown
     assert sum(tuple(c) in shown for c in colours[60:120]) < 60  # not all fit: the rest is "+N more"

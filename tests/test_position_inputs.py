@@ -8,13 +8,13 @@ import numpy as np
 import onnx
 import pytest
 import torch
-
 from conftest import TINY_ARCH, make_tiny_model
+
 from ifseg_deploy.checkpoint import LoadedModel
 from ifseg_deploy.errors import IFSegError
-from ifseg_deploy.export.api import export_model
-from ifseg_deploy.export.args import ExportArgs, validate
-from ifseg_deploy.export.onnx.writer import write_onnx
+from ifseg_deploy.exporter.api import export_model
+from ifseg_deploy.exporter.args import ExportArgs, validate
+from ifseg_deploy.exporter.onnx.writer import write_onnx
 from ifseg_deploy.model.encoder import Encoder
 from ifseg_deploy.runtime.onnx_backend import OnnxBackend
 from ifseg_deploy.runtime.sidecar import read_vocab
@@ -33,7 +33,9 @@ def tiny(bpe_dir):
                 p.normal_(0, 0.5)
     class_embeds = torch.randn(len(CATS), TINY_ARCH.embed_dim, generator=torch.Generator().manual_seed(2))
     loaded = LoadedModel(model, "bundle", "tiny.safetensors", list(CATS), class_embeds)
-    return loaded, Vocabulary(OFATokenizer(bpe_dir), model.embed_tokens.weight, loaded.prompt_prefix, CATS, class_embeds)
+    return loaded, Vocabulary(
+        OFATokenizer(bpe_dir), model.embed_tokens.weight, loaded.prompt_prefix, CATS, class_embeds
+    )
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +63,12 @@ def test_graph_takes_biases_and_side_file_has_their_weights(exported, tiny):
     assert all(list(i.dims) != list(table.shape) for i in model.graph.initializer)
     side = read_vocab(exported.path)
     assert torch.equal(side.positions["encoder.image_rel_pos_table_list.0.weight"], table.detach())
-    assert set(side.positions) == {k for k in loaded.model.state_dict() if k.split(".")[0] in ("encoder", "decoder")
-                                   and k.split(".")[1] in Encoder.POSITION_MODULES + type(loaded.model.decoder).POSITION_MODULES}
+    assert set(side.positions) == {
+        k
+        for k in loaded.model.state_dict()
+        if k.split(".")[0] in ("encoder", "decoder")
+        and k.split(".")[1] in Encoder.POSITION_MODULES + type(loaded.model.decoder).POSITION_MODULES
+    }
     assert side.contract.bias_inputs == (a.encoder_layers, a.decoder_layers, a.heads)
 
 
@@ -97,8 +103,9 @@ def test_biases_computed_once_per_shape(exported, tiny, monkeypatch):
 
 def test_side_file_without_position_weights_is_one_line_error(exported, tmp_path):
     import shutil
-    from safetensors.torch import load_file, save_file
+
     from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
 
     onnx_copy = tmp_path / "copy.onnx"
     shutil.copyfile(exported.path, onnx_copy)
@@ -136,8 +143,16 @@ def test_info_describes_exports(exported, tiny, tmp_path, capsys):
     assert main(["info", exported.path, "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["kind"] == "ONNX graph" and d["precision"] == "fp32" and d["input"] == "dynamic batch and size"
-    assert d["position_biases"].startswith("inputs") and d["inputs"][3:] == ["encoder_bias", "decoder_bias", "cross_bias"]
-    assert d["categories"] == CATS and d["layers"] == [TINY_ARCH.encoder_layers, TINY_ARCH.decoder_layers] and d["verified"] == "yes"
+    assert d["position_biases"].startswith("inputs") and d["inputs"][3:] == [
+        "encoder_bias",
+        "decoder_bias",
+        "cross_bias",
+    ]
+    assert (
+        d["categories"] == CATS
+        and d["layers"] == [TINY_ARCH.encoder_layers, TINY_ARCH.decoder_layers]
+        and d["verified"] == "yes"
+    )
     loaded, vocab = tiny
     static = write_onnx(loaded, str(tmp_path / "s.onnx"), vocab, ExportArgs(imgsz=(48, 64)))
     assert main(["info", static.path]) == 0
@@ -148,9 +163,9 @@ def test_info_describes_exports(exported, tiny, tmp_path, capsys):
 def test_fp16_graph_with_bias_inputs_keeps_the_bias_path_fp32(tiny, tmp_path):
     """An fp16 export of a graph that takes its biases as inputs loads and runs, and no fp32 value
     makes an fp32 -> fp16 -> fp32 round trip (the converter's casts between two fp32 nodes)."""
-    from onnx import TensorProto
-
     import copy
+
+    from onnx import TensorProto
 
     loaded, vocab = tiny
     loaded = copy.deepcopy(loaded)
@@ -158,16 +173,25 @@ def test_fp16_graph_with_bias_inputs_keeps_the_bias_path_fp32(tiny, tmp_path):
         for conv in loaded.model.backbone.modules():
             if isinstance(conv, torch.nn.Conv2d):
                 conv.weight.mul_((conv.weight.shape[-1] / conv.weight[0].numel()) ** 0.5)
-    out = write_onnx(loaded, str(tmp_path / "h.onnx"), vocab, ExportArgs(imgsz=64, image_size=(64, 80), position_biases="inputs",
-                                                                         precision="fp16"))
+    out = write_onnx(
+        loaded,
+        str(tmp_path / "h.onnx"),
+        vocab,
+        ExportArgs(imgsz=64, image_size=(64, 80), position_biases="inputs", precision="fp16"),
+    )
     model = onnx.load(out.path)
     to = {n.output[0]: n.attribute[0].i for n in model.graph.node if n.op_type == "Cast"}
     readers = {}
     for n in model.graph.node:
         for i in n.input:
             readers.setdefault(i, []).append(n)
-    round_trips = [name for name, t in to.items() if t == TensorProto.FLOAT16 and readers.get(name)
-                   and all(r.op_type == "Cast" and to[r.output[0]] == TensorProto.FLOAT for r in readers[name])]
+    round_trips = [
+        name
+        for name, t in to.items()
+        if t == TensorProto.FLOAT16
+        and readers.get(name)
+        and all(r.op_type == "Cast" and to[r.output[0]] == TensorProto.FLOAT for r in readers[name])
+    ]
     assert round_trips == []
     assert any(t == TensorProto.FLOAT16 for t in to.values())  # it is a mixed-precision graph
     backend, _ = OnnxBackend.open(out.path, device="cpu")
@@ -183,18 +207,26 @@ def test_round_trip_casts_between_fp32_nodes_are_removed():
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    from ifseg_deploy.export.precision.fp16_graph import _drop_round_trips
+    from ifseg_deploy.exporter.precision.fp16_graph import _drop_round_trips
 
-    nodes = [helper.make_node("Unsqueeze", ["bias", "axes"], ["u"], name="u"),
-             helper.make_node("Cast", ["u"], ["u16"], name="c16", to=TensorProto.FLOAT16),
-             helper.make_node("Cast", ["u16"], ["u32"], name="c32", to=TensorProto.FLOAT),
-             helper.make_node("Add", ["u32", "u32"], ["y"], name="add"),
-             helper.make_node("Cast", ["bias"], ["b16"], name="keep16", to=TensorProto.FLOAT16),
-             helper.make_node("Mul", ["b16", "b16"], ["z"], name="half_mul")]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("bias", TensorProto.FLOAT, [3])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3]),
-                               helper.make_tensor_value_info("z", TensorProto.FLOAT16, [3])],
-                              [helper.make_tensor("axes", TensorProto.INT64, [1], [0])])
+    nodes = [
+        helper.make_node("Unsqueeze", ["bias", "axes"], ["u"], name="u"),
+        helper.make_node("Cast", ["u"], ["u16"], name="c16", to=TensorProto.FLOAT16),
+        helper.make_node("Cast", ["u16"], ["u32"], name="c32", to=TensorProto.FLOAT),
+        helper.make_node("Add", ["u32", "u32"], ["y"], name="add"),
+        helper.make_node("Cast", ["bias"], ["b16"], name="keep16", to=TensorProto.FLOAT16),
+        helper.make_node("Mul", ["b16", "b16"], ["z"], name="half_mul"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("bias", TensorProto.FLOAT, [3])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3]),
+            helper.make_tensor_value_info("z", TensorProto.FLOAT16, [3]),
+        ],
+        [helper.make_tensor("axes", TensorProto.INT64, [1], [0])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     assert _drop_round_trips(model) == 1
     assert [n.name for n in model.graph.node] == ["u", "add", "keep16", "half_mul"]

@@ -51,7 +51,7 @@ def test_image_modes(tmp_path):
     rgba = np.concatenate([rgb, rng.integers(0, 256, (20, 30, 1), dtype=np.uint8)], axis=2)
     Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
     np.testing.assert_array_equal(read_image(str(tmp_path / "a.png")), rgb)
-    g16 = (gray.astype(np.uint16) * 257)
+    g16 = gray.astype(np.uint16) * 257
     cv2.imwrite(str(tmp_path / "g16.png"), g16)
     np.testing.assert_array_equal(read_image(str(tmp_path / "g16.png")), np.repeat(gray[..., None], 3, axis=2))
     c16 = rgb.astype(np.uint16) * 257
@@ -131,6 +131,8 @@ def test_phone_photo_rotated_90(tmp_path):
 def test_corrupt_exif_block_is_ignored(tmp_path, recwarn):
     stored = np.full((8, 12, 3), 90, np.uint8)
     # an IFD announcing 5 entries but cut after the first entry's tag and type
-    Image.fromarray(stored).save(tmp_path / "bad.jpg", "JPEG", exif=b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x05\x01\x12\x00\x03")
+    Image.fromarray(stored).save(
+        tmp_path / "bad.jpg", "JPEG", exif=b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x05\x01\x12\x00\x03"
+    )
     assert read_image(str(tmp_path / "bad.jpg")).shape == (8, 12, 3)
     assert not [w for w in recwarn if "EXIF" in str(w.message)]

@@ -16,21 +16,47 @@ SECRET = "S3cretPw"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.parametrize("text,shown", [
-    ("rtsp://admin:S3cretPw@10.0.0.5:554/live", "rtsp://admin:***@10.0.0.5:554/live"),
-    ("cannot open 'http://u:p%40ss@cam.local/video.mjpg'; check", "cannot open 'http://u:***@cam.local/video.mjpg'; check"),
-    ("rtsp://u:p@ss@host/x and rtmp://a:b@h2", "rtsp://u:***@host/x and rtmp://a:***@h2"),  # raw '@' in a password: hidden whole
-    ("rtspsrc location=rtsp://u:pw@h/s ! decodebin", "rtspsrc location=rtsp://u:***@h/s ! decodebin"),
-    ("https://ghp_T0ken@github.com/x.mp4", "https://***@github.com/x.mp4"),  # a lone token is all secret
-    ("http://host:8000/a?next=mail@x, /data/v@2.mp4, me@example.com", "http://host:8000/a?next=mail@x, /data/v@2.mp4, me@example.com"),
-])
+@pytest.mark.parametrize(
+    "text,shown",
+    [
+        ("rtsp://admin:S3cretPw@10.0.0.5:554/live", "rtsp://admin:***@10.0.0.5:554/live"),
+        (
+            "cannot open 'http://u:p%40ss@cam.local/video.mjpg'; check",
+            "cannot open 'http://u:***@cam.local/video.mjpg'; check",
+        ),
+        (
+            "rtsp://u:p@ss@host/x and rtmp://a:b@h2",
+            "rtsp://u:***@host/x and rtmp://a:***@h2",
+        ),  # raw '@' in a password: hidden whole
+        ("rtspsrc location=rtsp://u:pw@h/s ! decodebin", "rtspsrc location=rtsp://u:***@h/s ! decodebin"),
+        ("https://ghp_T0ken@github.com/x.mp4", "https://***@github.com/x.mp4"),  # a lone token is all secret
+        (
+            "http://host:8000/a?next=mail@x, /data/v@2.mp4, me@example.com",
+            "http://host:8000/a?next=mail@x, /data/v@2.mp4, me@example.com",
+        ),
+    ],
+)
 def test_redact_url(text, shown):
     assert redact_url(text) == shown
 
 
 def _stream_args(source, tiny_bundle, bpe_dir, tmp_path):
-    return ["stream", source, "--checkpoint", tiny_bundle, "--bpe-dir", bpe_dir, "--knn-iters", "1", "--reconnect", "1",
-            "--save", str(tmp_path / "out.mp4"), "--save-json", str(tmp_path / "out.jsonl")]
+    return [
+        "stream",
+        source,
+        "--checkpoint",
+        tiny_bundle,
+        "--bpe-dir",
+        bpe_dir,
+        "--knn-iters",
+        "1",
+        "--reconnect",
+        "1",
+        "--save",
+        str(tmp_path / "out.mp4"),
+        "--save-json",
+        str(tmp_path / "out.jsonl"),
+    ]
 
 
 def _assert_nowhere(tmp_path, *texts):
@@ -51,9 +77,18 @@ def test_unreachable_rtsp_source_in_process(tmp_path, tiny_bundle, bpe_dir, caps
 
 def test_unreachable_rtsp_source_subprocess(tmp_path, tiny_bundle, bpe_dir):
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-m", "ifseg_deploy", *_stream_args(f"rtsp://user:{SECRET}@127.0.0.1:9/x", tiny_bundle,
-                                                                               bpe_dir, tmp_path)],
-                          capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ifseg_deploy",
+            *_stream_args(f"rtsp://user:{SECRET}@127.0.0.1:9/x", tiny_bundle, bpe_dir, tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "rtsp://user:***@127.0.0.1:9/x" in proc.stderr
     _assert_nowhere(tmp_path, proc.stdout, proc.stderr)
 
@@ -77,9 +112,8 @@ def test_lost_source_reconnect_summary_and_records(tmp_path, tiny_bundle, bpe_di
 
 
 def test_triton_messages(capsys):
-    from ifseg_deploy.triton.client import TritonBackend, parse_server_url
-
     from ifseg_deploy.errors import IFSegError
+    from ifseg_deploy.triton.client import TritonBackend, parse_server_url
 
     with pytest.raises(IFSegError) as e:
         TritonBackend(f"http://user:{SECRET}@127.0.0.1:9", timeout=2)

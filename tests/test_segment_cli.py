@@ -22,7 +22,10 @@ def _run(args):
 
 def test_segment_reproduces_reference(tmp_path, ifseg_checkpoint, dev_dir, golden):
     out = tmp_path / "out"
-    assert _run(["segment", dev_dir / "image_eval0.png", "--checkpoint", ifseg_checkpoint, "--out", out, "--save-raw"]) == 0
+    assert (
+        _run(["segment", dev_dir / "image_eval0.png", "--checkpoint", ifseg_checkpoint, "--out", out, "--save-raw"])
+        == 0
+    )
     labels = cv2.imread(str(out / "image_eval0_labels.png"), cv2.IMREAD_UNCHANGED)
     assert labels.dtype == np.uint8
     np.testing.assert_array_equal(labels, golden["eval0_knn_label_map"])
@@ -33,12 +36,29 @@ def test_segment_reproduces_reference(tmp_path, ifseg_checkpoint, dev_dir, golde
     np.testing.assert_allclose(probs.reshape(1024, 4), golden["eval0_knn_probs"][0, :-1], atol=1e-4, rtol=0)
     overlay = cv2.imread(str(out / "image_eval0_overlay.png"))
     assert overlay.shape == (512, 512, 3)
-    assert sorted(os.listdir(out)) == [".ifseg-deploy"] + sorted(f"image_eval0_{s}" for s in ("labels.png", "overlay.png", "logits.npy", "probs.npy"))
+    assert sorted(os.listdir(out)) == [".ifseg-deploy"] + sorted(
+        f"image_eval0_{s}" for s in ("labels.png", "overlay.png", "logits.npy", "probs.npy")
+    )
 
 
 def test_segment_without_knn(tmp_path, ifseg_checkpoint, dev_dir, golden):
     out = tmp_path / "out"
-    assert _run(["segment", dev_dir / "image_eval0.png", "--checkpoint", ifseg_checkpoint, "--out", out, "--save-raw", "--knn-iters", "0"]) == 0
+    assert (
+        _run(
+            [
+                "segment",
+                dev_dir / "image_eval0.png",
+                "--checkpoint",
+                ifseg_checkpoint,
+                "--out",
+                out,
+                "--save-raw",
+                "--knn-iters",
+                "0",
+            ]
+        )
+        == 0
+    )
     labels = cv2.imread(str(out / "image_eval0_labels.png"), cv2.IMREAD_UNCHANGED)
     np.testing.assert_array_equal(labels, golden["eval0_label_map"])
     probs = np.load(out / "image_eval0_probs.npy")
@@ -52,8 +72,42 @@ def test_non_square_batch_and_categories(tmp_path, ifseg_checkpoint, dev_dir):
     Image.fromarray(rgb[:, ::-1]).save(tmp_path / "b.png")
     single, batch = tmp_path / "single", tmp_path / "batch"
     cats = "sky, tree, road"
-    assert _run(["segment", tmp_path / "a.png", tmp_path / "b.png", "--checkpoint", ifseg_checkpoint, "--out", single, "--save-raw", "--categories", cats]) == 0
-    assert _run(["segment", tmp_path / "a.png", tmp_path / "b.png", "--checkpoint", ifseg_checkpoint, "--out", batch, "--save-raw", "--categories", cats, "--batch", "2"]) == 0
+    assert (
+        _run(
+            [
+                "segment",
+                tmp_path / "a.png",
+                tmp_path / "b.png",
+                "--checkpoint",
+                ifseg_checkpoint,
+                "--out",
+                single,
+                "--save-raw",
+                "--categories",
+                cats,
+            ]
+        )
+        == 0
+    )
+    assert (
+        _run(
+            [
+                "segment",
+                tmp_path / "a.png",
+                tmp_path / "b.png",
+                "--checkpoint",
+                ifseg_checkpoint,
+                "--out",
+                batch,
+                "--save-raw",
+                "--categories",
+                cats,
+                "--batch",
+                "2",
+            ]
+        )
+        == 0
+    )
     for stem in ("a", "b"):
         logits = np.load(single / f"{stem}_logits.npy")
         assert logits.shape == (32, 43, 3)
@@ -110,8 +164,20 @@ def test_cli_subprocess_no_traceback(tmp_path, dev_dir):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"garbage")
     proc = subprocess.run(
-        [sys.executable, "-m", "ifseg_deploy", "segment", str(dev_dir / "image_eval0.png"), "--checkpoint", str(bad), "--out", str(tmp_path / "o")],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "ifseg_deploy",
+            "segment",
+            str(dev_dir / "image_eval0.png"),
+            "--checkpoint",
+            str(bad),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
@@ -121,10 +187,31 @@ def test_labels_png_is_uint16_above_255_classes(tmp_path, tiny_bundle, bpe_dir):
     img = tmp_path / "x.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(img)
     cats = ", ".join(f"thing{i}" for i in range(256))
-    assert _run(["segment", img, "--checkpoint", tiny_bundle, "--bpe-dir", bpe_dir, "--out", tmp_path / "o", "--categories", cats, "--knn-iters", "0", "--save-raw"]) == 0
+    assert (
+        _run(
+            [
+                "segment",
+                img,
+                "--checkpoint",
+                tiny_bundle,
+                "--bpe-dir",
+                bpe_dir,
+                "--out",
+                tmp_path / "o",
+                "--categories",
+                cats,
+                "--knn-iters",
+                "0",
+                "--save-raw",
+            ]
+        )
+        == 0
+    )
     labels = cv2.imread(str(tmp_path / "o" / "x_labels.png"), cv2.IMREAD_UNCHANGED)
     assert labels.dtype == np.uint16 and labels.shape == (40, 40)
     logits = np.load(tmp_path / "o" / "x_logits.npy")
     assert logits.shape[-1] == 256
-    up = torch.nn.functional.interpolate(torch.from_numpy(logits).permute(2, 0, 1)[None], size=(40, 40), mode="bilinear", align_corners=False)
+    up = torch.nn.functional.interpolate(
+        torch.from_numpy(logits).permute(2, 0, 1)[None], size=(40, 40), mode="bilinear", align_corners=False
+    )
     np.testing.assert_array_equal(labels, up[0].argmax(0).numpy())

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import save_tiny_bundle
+
 from ifseg_deploy.errors import IFSegError
 from ifseg_deploy.preprocess import Preprocessing
 from ifseg_deploy.runtime.segmenter import Segmenter
@@ -29,7 +29,10 @@ def test_result_fields(segmenter):
     assert res.probs.shape == res.logits.shape == (8, 14, 3)
     np.testing.assert_allclose(res.probs.sum(-1), 1.0, atol=1e-5)
     assert list(res.timings) == ["preprocess", "backbone", "encoder", "decoder", "knn", "upsample"]
-    assert "knn" not in segmenter.__class__(segmenter.backend, segmenter.vocabulary, knn_iters=0).segment(_image(32, 32)).timings
+    assert (
+        "knn"
+        not in segmenter.__class__(segmenter.backend, segmenter.vocabulary, knn_iters=0).segment(_image(32, 32)).timings
+    )
     assert res.categories == ["sky", "grass", "dog"]
 
 
@@ -66,7 +69,9 @@ def test_batch_matches_single_with_mixed_sizes(segmenter):
 def test_sliding_window(segmenter):
     img = _image(128, 320, 5)  # stays 128x320: a 8x20 grid
     whole = segmenter.segment(img)
-    seg = Segmenter(segmenter.backend, segmenter.vocabulary, knn_iters=3, preprocessing=Preprocessing(128, 512), window=128)
+    seg = Segmenter(
+        segmenter.backend, segmenter.vocabulary, knn_iters=3, preprocessing=Preprocessing(128, 512), window=128
+    )
     slid = seg.segment(img)
     assert slid.logits.shape == whole.logits.shape and slid.labels.shape == (128, 320)
     # Cells 0..4 of each row are seen by the first 128x128 crop only (stride 5 cells).

@@ -8,7 +8,7 @@ import os
 import cv2
 import numpy as np
 import pytest
-from stream_media import W, H, corrupt_avi_frame, decoded_frames, number_of, write_avi, write_mp4
+from stream_media import H, W, corrupt_avi_frame, decoded_frames, number_of, write_avi, write_mp4
 
 from ifseg_deploy.cli.main import main
 
@@ -20,7 +20,19 @@ def _args(video, tiny_bundle, bpe_dir, *extra):
 def test_saves_h264_video_labels_and_json(tmp_path, tiny_bundle, bpe_dir, capsys):
     video = write_avi(tmp_path / "in.avi", 5, fps=10)
     out, labels, js = tmp_path / "out.mp4", tmp_path / "labels", tmp_path / "frames.jsonl"
-    args = _args(video, tiny_bundle, bpe_dir, "--save", str(out), "--vid-stride", "2", "--save-labels", str(labels), "--save-json", str(js))
+    args = _args(
+        video,
+        tiny_bundle,
+        bpe_dir,
+        "--save",
+        str(out),
+        "--vid-stride",
+        "2",
+        "--save-labels",
+        str(labels),
+        "--save-json",
+        str(js),
+    )
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "in = 3, processed = 3, dropped = 0" in text  # frames 0, 2, 4 of 5
@@ -84,16 +96,24 @@ def decoded_frames_tolerant(path) -> list:
 def test_max_frames_and_frame_order(tmp_path, tiny_bundle, bpe_dir):
     video = write_avi(tmp_path / "in.avi", 12, size=(256, 192))  # the legend covers the top-left corner only
     out = tmp_path / "out.avi"
-    assert main(_args(video, tiny_bundle, bpe_dir, "--save", str(out), "--max-frames", "4", "--alpha", "0", "--no-hud")) == 0
+    assert (
+        main(_args(video, tiny_bundle, bpe_dir, "--save", str(out), "--max-frames", "4", "--alpha", "0", "--no-hud"))
+        == 0
+    )
     frames = decoded_frames(out)
     assert [number_of(f) for f in frames] == [0, 1, 2, 3]  # alpha 0, no HUD: the frames, in order
 
 
 @pytest.mark.parametrize(
     "extra,message",
-    [(["--save", "x.gif"], ".mp4 or .avi"), ([], "nothing to do"), (["--save", "o.mp4", "--vid-stride", "0"], "vid-stride"),
-     (["--save", "o.mp4", "--max-frames", "0"], "max-frames"), (["--save", "o.mp4", "--reconnect", "-1", "--live"], "reconnect"),
-     (["--save", "o.mp4", "--alpha", "2"], "alpha")],
+    [
+        (["--save", "x.gif"], ".mp4 or .avi"),
+        ([], "nothing to do"),
+        (["--save", "o.mp4", "--vid-stride", "0"], "vid-stride"),
+        (["--save", "o.mp4", "--max-frames", "0"], "max-frames"),
+        (["--save", "o.mp4", "--reconnect", "-1", "--live"], "reconnect"),
+        (["--save", "o.mp4", "--alpha", "2"], "alpha"),
+    ],
 )
 def test_bad_arguments(tmp_path, tiny_bundle, bpe_dir, capsys, extra, message):
     video = write_avi(tmp_path / "in.avi", 3)
@@ -105,7 +125,21 @@ def test_bad_arguments(tmp_path, tiny_bundle, bpe_dir, capsys, extra, message):
 
 
 def test_missing_source(tiny_bundle, bpe_dir, tmp_path, capsys):
-    assert main(["stream", str(tmp_path / "none.mp4"), "--checkpoint", tiny_bundle, "--bpe-dir", bpe_dir, "--save", str(tmp_path / "o.mp4")]) == 2
+    assert (
+        main(
+            [
+                "stream",
+                str(tmp_path / "none.mp4"),
+                "--checkpoint",
+                tiny_bundle,
+                "--bpe-dir",
+                bpe_dir,
+                "--save",
+                str(tmp_path / "o.mp4"),
+            ]
+        )
+        == 2
+    )
     assert "not found" in capsys.readouterr().err
 
 

@@ -35,7 +35,21 @@ def _frames(path):
 
 def test_bench_reports_stages(tmp_path, tiny_bundle, bpe_dir, capsys):
     report = tmp_path / "bench.json"
-    args = ["bench", "--checkpoint", tiny_bundle, "--bpe-dir", bpe_dir, "--source-size", "64,96", "--iters", "3", "--warmup", "1", "--json", str(report)]
+    args = [
+        "bench",
+        "--checkpoint",
+        tiny_bundle,
+        "--bpe-dir",
+        bpe_dir,
+        "--source-size",
+        "64,96",
+        "--iters",
+        "3",
+        "--warmup",
+        "1",
+        "--json",
+        str(report),
+    ]
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "Latency: min =" in text and "Throughput:" in text
@@ -61,9 +75,45 @@ def test_bench_random_arch_needs_no_files(capsys):
 def test_engine_runs_in_bench_and_stream(tmp_path, video, tiny_bundle, bpe_dir, capsys):
     """An exported ONNX model serves bench and stream like a checkpoint (one runtime interface)."""
     onnx_path = str(tmp_path / "tiny.onnx")
-    assert main(["export", "--checkpoint", tiny_bundle, "--bpe-dir", bpe_dir, "--format", "onnx", "--out", onnx_path, "--imgsz", "128"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--checkpoint",
+                tiny_bundle,
+                "--bpe-dir",
+                bpe_dir,
+                "--format",
+                "onnx",
+                "--out",
+                onnx_path,
+                "--imgsz",
+                "128",
+            ]
+        )
+        == 0
+    )
     report = tmp_path / "bench.json"
-    assert main(["bench", "--engine", onnx_path, "--bpe-dir", bpe_dir, "--source-size", "64,96", "--iters", "2", "--warmup", "0", "--json", str(report)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--engine",
+                onnx_path,
+                "--bpe-dir",
+                bpe_dir,
+                "--source-size",
+                "64,96",
+                "--iters",
+                "2",
+                "--warmup",
+                "0",
+                "--json",
+                str(report),
+            ]
+        )
+        == 0
+    )
     stages = json.loads(report.read_text())["stages_ms"]
     assert "network" in stages and "backbone" not in stages
     out = str(tmp_path / "out.avi")

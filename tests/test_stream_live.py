@@ -95,8 +95,23 @@ def test_lost_source_exits_non_zero_and_keeps_the_video(tmp_path, tiny_bundle, b
     server = MJPEGServer(plan=[8])
     out = tmp_path / "live.mp4"
     try:
-        rc = main(["stream", server.url, "--checkpoint", tiny_bundle, "--bpe-dir", bpe_dir, "--knn-iters", "1",
-                   "--reconnect", "1", "--save", str(out), "--quiet"])
+        rc = main(
+            [
+                "stream",
+                server.url,
+                "--checkpoint",
+                tiny_bundle,
+                "--bpe-dir",
+                bpe_dir,
+                "--knn-iters",
+                "1",
+                "--reconnect",
+                "1",
+                "--save",
+                str(out),
+                "--quiet",
+            ]
+        )
     finally:
         server.close()
     captured = capsys.readouterr()
@@ -109,8 +124,25 @@ def _start(tmp_path, tiny_bundle, bpe_dir, frames: int = 3):
     video = write_avi(tmp_path / "long.avi", 3000)  # minutes of work: it only ends by the signal
     out, labels, js = tmp_path / "out.mp4", tmp_path / "labels", tmp_path / "f.jsonl"
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    cmd = [sys.executable, "-m", "ifseg_deploy", "stream", video, "--checkpoint", tiny_bundle, "--bpe-dir", bpe_dir,
-           "--knn-iters", "1", "--save", str(out), "--save-labels", str(labels), "--save-json", str(js)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ifseg_deploy",
+        "stream",
+        video,
+        "--checkpoint",
+        tiny_bundle,
+        "--bpe-dir",
+        bpe_dir,
+        "--knn-iters",
+        "1",
+        "--save",
+        str(out),
+        "--save-labels",
+        str(labels),
+        "--save-json",
+        str(js),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + 60
     while not (labels.is_dir() and len(list(labels.glob("*.png"))) >= frames):
@@ -148,7 +180,24 @@ def test_sigkill_leaves_a_playable_recording_that_the_next_run_keeps(tmp_path, t
     digest = hashlib.sha256(partial.read_bytes()).hexdigest()
 
     video = write_avi(tmp_path / "short.avi", 2)
-    assert main(["stream", video, "--checkpoint", tiny_bundle, "--bpe-dir", bpe_dir, "--knn-iters", "1", "--quiet", "--save", str(out)]) == 0
+    assert (
+        main(
+            [
+                "stream",
+                video,
+                "--checkpoint",
+                tiny_bundle,
+                "--bpe-dir",
+                bpe_dir,
+                "--knn-iters",
+                "1",
+                "--quiet",
+                "--save",
+                str(out),
+            ]
+        )
+        == 0
+    )
     reports = [line for m in caplog.messages for line in m.splitlines() if partial.name in line]
     assert len(reports) == 1 and "killed" in reports[0]  # the next run says what was left, on one line ...
     assert hashlib.sha256(partial.read_bytes()).hexdigest() == digest  # ... and keeps it as it was

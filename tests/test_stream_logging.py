@@ -33,16 +33,30 @@ def _videos(tmp_path):
     corrupt.write_bytes(bytes(data))
     text = tmp_path / "notes.avi"  # nothing FFmpeg can open: OpenCV warns about its backends
     text.write_text("not a video\n")
-    return {"missing": (str(tmp_path / "none.mp4"), "video source not found"),
-            "corrupt": (str(corrupt), "no frame could be decoded from"),
-            "text": (str(text), "cannot open video source")}
+    return {
+        "missing": (str(tmp_path / "none.mp4"), "video source not found"),
+        "corrupt": (str(corrupt), "no frame could be decoded from"),
+        "text": (str(text), "cannot open video source"),
+    }
 
 
 def _run(source, bundle, bpe_dir, tmp_path, *extra):
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("OPENCV_LOG_LEVEL", None), env.pop("OPENCV_FFMPEG_LOGLEVEL", None)
-    cmd = [sys.executable, "-m", "ifseg_deploy", "stream", source, "--checkpoint", bundle, "--bpe-dir", bpe_dir,
-           "--save", str(tmp_path / "out.mp4"), *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ifseg_deploy",
+        "stream",
+        source,
+        "--checkpoint",
+        bundle,
+        "--bpe-dir",
+        bpe_dir,
+        "--save",
+        str(tmp_path / "out.mp4"),
+        *extra,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
 
 

@@ -18,12 +18,15 @@ from ifseg_deploy.stream.report import LatencyStats
 FRAMES, WINDOW, WARM_UP = 5000, 500, 1500  # the video path makes a one-off ~60 kB allocation near frame 1000
 
 
-@pytest.mark.parametrize("values", [
-    np.random.default_rng(0).lognormal(np.log(40), 0.8, 20000),  # skewed, like latencies
-    np.random.default_rng(1).uniform(5, 6, 501),
-    np.concatenate([np.full(990, 30.0), np.full(10, 2500.0)]),  # a few stalls: p99 sits between the two
-    np.array([12.5]),
-])
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.random.default_rng(0).lognormal(np.log(40), 0.8, 20000),  # skewed, like latencies
+        np.random.default_rng(1).uniform(5, 6, 501),
+        np.concatenate([np.full(990, 30.0), np.full(10, 2500.0)]),  # a few stalls: p99 sits between the two
+        np.array([12.5]),
+    ],
+)
 def test_latency_percentiles_match_numpy_within_one_percent(values):
     stats = LatencyStats()
     for v in values:
@@ -41,7 +44,9 @@ class TinyFrames:
     def __init__(self):
         self.i = 0
         self.samples = np.zeros(FRAMES, np.int64)  # allocated before tracing starts: filling it allocates nothing
-        self.bgr = np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8)  # items in flight weigh little
+        self.bgr = np.random.default_rng(0).integers(
+            0, 256, (24, 32, 3), dtype=np.uint8
+        )  # items in flight weigh little
 
     def isOpened(self):  # noqa: N802
         return True
@@ -54,7 +59,11 @@ class TinyFrames:
         return True, self.bgr
 
     def get(self, prop):
-        return {cv2.CAP_PROP_FPS: 25.0, cv2.CAP_PROP_FRAME_COUNT: FRAMES, cv2.CAP_PROP_POS_MSEC: (self.i - 1) * 40.0}.get(prop, 0.0)
+        return {
+            cv2.CAP_PROP_FPS: 25.0,
+            cv2.CAP_PROP_FRAME_COUNT: FRAMES,
+            cv2.CAP_PROP_POS_MSEC: (self.i - 1) * 40.0,
+        }.get(prop, 0.0)
 
     def release(self):
         pass
@@ -74,7 +83,10 @@ class ThresholdSegmenter:
 
     def postprocess(self, batch, outputs, probs_transform=None):
         grid = np.zeros((1, 1, 2), np.float32)
-        return [SegmentationResult((rgb[..., 0] > 127).astype(np.int64), grid, grid, self.categories, {"network": 0.0}) for rgb in batch]
+        return [
+            SegmentationResult((rgb[..., 0] > 127).astype(np.int64), grid, grid, self.categories, {"network": 0.0})
+            for rgb in batch
+        ]
 
 
 def test_python_memory_stops_growing_on_a_long_stream(tmp_path):
@@ -91,7 +103,9 @@ def test_python_memory_stops_growing_on_a_long_stream(tmp_path):
     assert summary.processed == FRAMES and len(js.read_text().splitlines()) == FRAMES
     assert json.loads(js.read_text().splitlines()[-1])["time"] == pytest.approx((FRAMES - 1) * 0.04)
     # the least in use over a window (queues between the stages at their emptiest), after warm-up and at the end
-    after_warm_up, at_end = capture.samples[WARM_UP: WARM_UP + WINDOW].min(), capture.samples[-WINDOW:].min()
+    after_warm_up, at_end = capture.samples[WARM_UP : WARM_UP + WINDOW].min(), capture.samples[-WINDOW:].min()
     growth = int(at_end - after_warm_up)
-    print(f"{FRAMES} frames in {seconds:.1f} s; Python memory growth over {FRAMES - WARM_UP - WINDOW} frames: {growth} bytes")
+    print(
+        f"{FRAMES} frames in {seconds:.1f} s; Python memory growth over {FRAMES - WARM_UP - WINDOW} frames: {growth} bytes"
+    )
     assert growth < 24 * 1024  # keeping one float per frame adds 85-95 kB here

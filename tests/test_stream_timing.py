@@ -20,8 +20,21 @@ def test_variable_frame_rate_is_kept(tmp_path, tiny_bundle, bpe_dir, capsys, fmt
     video = write_vfr(tmp_path / f"phone.{ext}", TIMES, fmt)
     assert frame_times(video) == pytest.approx(TIMES, abs=1e-3)  # the source really is VFR
     out, js = tmp_path / "out.mp4", tmp_path / "out.jsonl"
-    args = ["stream", video, "--checkpoint", tiny_bundle, "--bpe-dir", bpe_dir, "--knn-iters", "1", "--quiet",
-            "--save", str(out), "--save-json", str(js)]
+    args = [
+        "stream",
+        video,
+        "--checkpoint",
+        tiny_bundle,
+        "--bpe-dir",
+        bpe_dir,
+        "--knn-iters",
+        "1",
+        "--quiet",
+        "--save",
+        str(out),
+        "--save-json",
+        str(js),
+    ]
     assert main(args) == 0  # Matroska's frame count is duration x rate (31 here): not a truncated file
     assert f"End: end of {video}" in capsys.readouterr().out
     records = [json.loads(line) for line in js.read_text().splitlines()]

@@ -30,7 +30,9 @@ def test_category_ids_match_reference(tok, golden):
 
 def test_wordwise_encoding_equals_whole_string(tok):
     # Word-wise BPE with a leading space equals encoding the sentence for ordinary text.
-    assert tok.encode("what is the segmentation map") == sum((tok.encode(w) for w in "what is the segmentation map".split()), [])
+    assert tok.encode("what is the segmentation map") == sum(
+        (tok.encode(w) for w in "what is the segmentation map".split()), []
+    )
     assert tok.encode("  concrete   wall ") == tok.encode("concrete wall")
 
 

@@ -12,12 +12,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_checkpoint
 from safetensors.torch import load_file
 
 from ifseg_deploy.checkpoint import load_model
 from ifseg_deploy.cli.main import main
 from ifseg_deploy.train import state_path
-from conftest import tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -26,18 +26,51 @@ def ckpt(tmp_path_factory) -> str:
 
 
 def _tiny_args(ckpt: str, out, *extra: str) -> list:
-    return ["train", "--checkpoint", ckpt, "--categories", "grass, cat", "--out", str(out), "--batch-size", "4",
-            "--max-cells", "4", "--holdout-size", "2", "--no-progress", *extra]
+    return [
+        "train",
+        "--checkpoint",
+        ckpt,
+        "--categories",
+        "grass, cat",
+        "--out",
+        str(out),
+        "--batch-size",
+        "4",
+        "--max-cells",
+        "4",
+        "--holdout-size",
+        "2",
+        "--no-progress",
+        *extra,
+    ]
 
 
 def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ifseg_deploy", *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "ifseg_deploy", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_train_fixture_ofa_checkpoint_then_segment(ofa_checkpoint, dev_dir, bpe_dir, tmp_path, capsys):
     out = tmp_path / "model.safetensors"
-    rc = main(["train", "--checkpoint", ofa_checkpoint, "--categories", "grass, cat, concrete wall", "--out", str(out),
-               "--steps", "2", "--batch-size", "1", "--holdout-size", "1", "--no-progress"])
+    rc = main(
+        [
+            "train",
+            "--checkpoint",
+            ofa_checkpoint,
+            "--categories",
+            "grass, cat, concrete wall",
+            "--out",
+            str(out),
+            "--steps",
+            "2",
+            "--batch-size",
+            "1",
+            "--holdout-size",
+            "1",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "Bundle saved to" in printed and "pixel accuracy" in printed
@@ -47,8 +80,20 @@ def test_train_fixture_ofa_checkpoint_then_segment(ofa_checkpoint, dev_dir, bpe_
     assert set(loaded.metadata["holdout"]) == {"pixel_acc", "miou"}
     assert 0.0 <= loaded.metadata["holdout"]["pixel_acc"] <= 1.0
     seg_dir = tmp_path / "seg"
-    rc = main(["segment", str(dev_dir / "image_eval0.png"), "--checkpoint", str(out), "--bpe-dir", bpe_dir,
-               "--out", str(seg_dir), "--knn-iters", "0"])
+    rc = main(
+        [
+            "segment",
+            str(dev_dir / "image_eval0.png"),
+            "--checkpoint",
+            str(out),
+            "--bpe-dir",
+            bpe_dir,
+            "--out",
+            str(seg_dir),
+            "--knn-iters",
+            "0",
+        ]
+    )
     assert rc == 0
     labels = cv2.imread(str(seg_dir / "image_eval0_labels.png"), cv2.IMREAD_UNCHANGED)
     assert labels.shape == (512, 512) and labels.max() < 3
@@ -76,11 +121,31 @@ def _bad_case(ckpt: str, tmp_path, case: str) -> list:
         return ["train", "--checkpoint", str(tmp_path / "notes.pt"), "--categories", "grass, cat", "--out", str(out)]
     if case == "unwritable":
         (tmp_path / "file").write_text("x")
-        return ["train", "--checkpoint", ckpt, "--categories", "grass, cat", "--out", str(tmp_path / "file" / "m.safetensors")]
+        return [
+            "train",
+            "--checkpoint",
+            ckpt,
+            "--categories",
+            "grass, cat",
+            "--out",
+            str(tmp_path / "file" / "m.safetensors"),
+        ]
     if case == "fp16 on cpu":
         return ["train", "--checkpoint", ckpt, "--categories", "grass, cat", "--out", str(out), "--precision", "fp16"]
     if case == "uneven batch":
-        return ["train", "--checkpoint", ckpt, "--categories", "grass, cat", "--out", str(out), "--batch-size", "6", "--grad-accum", "4"]
+        return [
+            "train",
+            "--checkpoint",
+            ckpt,
+            "--categories",
+            "grass, cat",
+            "--out",
+            str(out),
+            "--batch-size",
+            "6",
+            "--grad-accum",
+            "4",
+        ]
     if case == "not a bundle name":
         return ["train", "--checkpoint", ckpt, "--categories", "grass, cat", "--out", str(tmp_path / "m.pt")]
     raise AssertionError(case)
@@ -172,9 +237,21 @@ def test_torchrun_two_processes_match_one_process(ckpt, tmp_path):
     ddp = tmp_path / "ddp.safetensors"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "ifseg_deploy",
-         *_tiny_args(ckpt, ddp, *common)],
-        capture_output=True, text=True, timeout=180, env=env,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "ifseg_deploy",
+            *_tiny_args(ckpt, ddp, *common),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("Bundle saved to") == 1  # only the main process reports
@@ -186,7 +263,9 @@ def test_torchrun_two_processes_match_one_process(ckpt, tmp_path):
             np.testing.assert_allclose(a[k].numpy(), b[k].numpy(), rtol=1e-4, atol=1e-6, err_msg=k)
 
 
-@pytest.mark.parametrize("source", [("--categories", "animal: cat, zebra; grass, sky"), ("--categories-file", "coco-stuff-27")])
+@pytest.mark.parametrize(
+    "source", [("--categories", "animal: cat, zebra; grass, sky"), ("--categories-file", "coco-stuff-27")]
+)
 def test_word_lists_from_the_string_or_the_builtin_file(ckpt, tmp_path, capsys, source):
     """`name: words` works in --categories as in a file; the shipped COCO-Stuff-27 list trains as is."""
     import json
@@ -196,7 +275,7 @@ def test_word_lists_from_the_string_or_the_builtin_file(ckpt, tmp_path, capsys, 
     out = tmp_path / "h.safetensors"
     args = _tiny_args(ckpt, out, "--steps", "1")
     at = args.index("--categories")
-    args[at:at + 2] = list(source)
+    args[at : at + 2] = list(source)
     assert main(args) == 0, capsys.readouterr().err
     meta = load_model(str(out)).metadata
     if source[0] == "--categories":

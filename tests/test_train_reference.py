@@ -11,14 +11,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ifseg_deploy.artificial.images import ArtificialImages, ArtificialLayout, cell_embeddings, nearest_index
 from ifseg_deploy.checkpoint import load_model
 from ifseg_deploy.checkpoint.fairseq_layout import reference_key
 from ifseg_deploy.model import SegOFA
 from ifseg_deploy.runtime.vocabulary import Vocabulary
+from ifseg_deploy.text.categories_file import flat_classes
 from ifseg_deploy.text.tokenizer import OFATokenizer
 from ifseg_deploy.train import loss as loss_mod
-from ifseg_deploy.artificial.images import ArtificialImages, ArtificialLayout, cell_embeddings, nearest_index
-from ifseg_deploy.text.categories_file import flat_classes
 from ifseg_deploy.train.freeze import freeze_for_imfree
 from ifseg_deploy.train.loss import imfree_loss, upsampled_cross_entropy
 from ifseg_deploy.train.optim import FairseqAdam, cosine_lr
@@ -73,7 +73,9 @@ def test_full_gradients_match_reference(reference_step, golden):
     assert len(keys) == 7
     for key in keys:
         ref = torch.from_numpy(golden[key])
-        torch.testing.assert_close(grads[key[len("train_grad__"):]], ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
+        torch.testing.assert_close(
+            grads[key[len("train_grad__") :]], ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item()
+        )
 
 
 def test_trainable_set_is_the_reference_one(reference_step, meta):

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import BPE, TRAIN_ARCH, tiny_checkpoint
 from safetensors.torch import load_file
 
-from conftest import BPE, TRAIN_ARCH, tiny_checkpoint
 from ifseg_deploy.checkpoint import load_model
 from ifseg_deploy.errors import IFSegError
 from ifseg_deploy.train import (
@@ -32,7 +32,9 @@ def ckpt(tmp_path_factory) -> str:
 
 
 def _cfg(ckpt: str, out: Path, **kw) -> TrainConfig:
-    base = dict(classes=flat_classes(CLASSES), steps=10, batch_size=4, max_cells=4, holdout_size=4, progress=False, lr=3e-3)
+    base = dict(
+        classes=flat_classes(CLASSES), steps=10, batch_size=4, max_cells=4, holdout_size=4, progress=False, lr=3e-3
+    )
     base.update(kw)
     return TrainConfig(checkpoint=ckpt, out=str(out), **base)
 

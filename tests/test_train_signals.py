@@ -17,9 +17,9 @@ from typing import List
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_checkpoint
 from safetensors.torch import load_file
 
-from conftest import tiny_checkpoint
 from ifseg_deploy.cli.main import main
 from ifseg_deploy.train import TrainConfig, Trainer, TrainingAborted, flat_classes, state_path
 from ifseg_deploy.train.stopping import REPEAT_WINDOW_S
@@ -35,8 +35,24 @@ def ckpt(tmp_path_factory) -> str:
 
 
 def _args(ckpt: str, out, *extra: str) -> List[str]:
-    return ["train", "--checkpoint", ckpt, "--categories", "grass, cat", "--out", str(out), "--batch-size", "4",
-            "--max-cells", "4", "--holdout-size", "2", "--steps", str(STEPS), *extra]
+    return [
+        "train",
+        "--checkpoint",
+        ckpt,
+        "--categories",
+        "grass, cat",
+        "--out",
+        str(out),
+        "--batch-size",
+        "4",
+        "--max-cells",
+        "4",
+        "--holdout-size",
+        "2",
+        "--steps",
+        str(STEPS),
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +106,7 @@ def _cli(*args: str) -> List[str]:
 def _resume_cmd(line: str, launcher: List[str]) -> List[str]:
     """The printed resume command, run with this interpreter (``launcher`` replaces its program part)."""
     words = shlex.split(line.split("resume with: ", 1)[1])
-    return launcher + words[words.index("train"):]
+    return launcher + words[words.index("train") :]
 
 
 def _assert_equal(a: dict, b: dict) -> None:
@@ -108,7 +124,10 @@ def test_sigterm_then_sigint_mid_training_resume_exactly(ckpt, reference, tmp_pa
     assert run.finish() == 143
     report = run.report()
     assert len(report.splitlines()) == 1, report
-    stopped = re.fullmatch(rf"stopped by SIGTERM after update (\d+)/{STEPS}; state saved to (.+); resume with: ifseg-deploy train .*--resume", report)
+    stopped = re.fullmatch(
+        rf"stopped by SIGTERM after update (\d+)/{STEPS}; state saved to (.+); resume with: ifseg-deploy train .*--resume",
+        report,
+    )
     assert stopped, report
     first = int(stopped[1])
     assert 3 <= first < STEPS and stopped[2] == state
@@ -134,7 +153,9 @@ def test_signal_during_heldout_scoring_keeps_all_updates(ckpt, reference, tmp_pa
     run.wait_for(r"held-out:.*\b\d{2,}/4000\b")
     run.proc.send_signal(signal.SIGINT)
     assert run.finish() == 130
-    assert re.fullmatch(rf"stopped by SIGINT after update {STEPS}/{STEPS}; state saved to .*; resume with: .*--resume", run.report())
+    assert re.fullmatch(
+        rf"stopped by SIGINT after update {STEPS}/{STEPS}; state saved to .*; resume with: .*--resume", run.report()
+    )
     assert torch.load(state_path(str(out)), weights_only=True)["step"] == STEPS and not out.exists()
     # --holdout-size is not part of the training state: resume scores a smaller set.
     assert main(_args(ckpt, out, "--no-progress", "--resume")) == 0
@@ -144,8 +165,17 @@ def test_signal_during_heldout_scoring_keeps_all_updates(ckpt, reference, tmp_pa
 def test_second_signal_aborts_and_keeps_the_saved_state(ckpt, reference, tmp_path, capsys):
     """A duplicate within the repeat window is ignored; a later second signal aborts at once."""
     out = tmp_path / "run.safetensors"
-    cfg = TrainConfig(checkpoint=ckpt, classes=flat_classes(["grass", "cat"]), out=str(out), steps=STEPS, batch_size=4,
-                      max_cells=4, holdout_size=2, progress=False, save_every=2)
+    cfg = TrainConfig(
+        checkpoint=ckpt,
+        classes=flat_classes(["grass", "cat"]),
+        out=str(out),
+        steps=STEPS,
+        batch_size=4,
+        max_cells=4,
+        holdout_size=2,
+        progress=False,
+        save_every=2,
+    )
 
     def on_step(step: int, loss: float) -> None:
         if step == 3:
@@ -167,7 +197,17 @@ def test_second_signal_aborts_and_keeps_the_saved_state(ckpt, reference, tmp_pat
 
 
 def _torchrun(*args: str) -> List[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "ifseg_deploy", *args]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "ifseg_deploy",
+        *args,
+    ]
 
 
 def _close(a: dict, b: dict) -> None:
@@ -188,12 +228,14 @@ def test_torchrun_sigint_stops_every_rank_and_resumes(ckpt, reference, tmp_path)
     assert run.finish() != 0
     lines = [line for line in run.report().splitlines() if line.startswith("stopped by")]
     assert len(lines) == 1, run.err[-3000:]
-    stopped = re.fullmatch(rf"stopped by SIGINT after update (\d+)/{STEPS}; state saved to .*; "
-                           r"resume with: torchrun --nproc_per_node 2 -m ifseg_deploy train .*--resume", lines[0])
+    stopped = re.fullmatch(
+        rf"stopped by SIGINT after update (\d+)/{STEPS}; state saved to .*; "
+        r"resume with: torchrun --nproc_per_node 2 -m ifseg_deploy train .*--resume",
+        lines[0],
+    )
     assert stopped, lines[0]
     assert torch.load(state_path(str(out)), weights_only=True)["step"] == int(stopped[1])
-    resumed = subprocess.run(_resume_cmd(lines[0], _torchrun()), capture_output=True, text=True,
-                             timeout=300, env=env)
+    resumed = subprocess.run(_resume_cmd(lines[0], _torchrun()), capture_output=True, text=True, timeout=300, env=env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     _close(reference, load_file(str(out)))
 
@@ -223,7 +265,10 @@ def test_torchrun_worker_death_rank0_saves_and_names_its_state(ckpt, tmp_path):
     assert run.finish() != 0
     lines = [line for line in run.report().splitlines() if line.startswith("training stopped")]
     assert len(lines) == 1, run.err[-3000:]
-    stopped = re.fullmatch(rf"training stopped after update (\d+)/{STEPS} \(.+\); state saved to (.+); "
-                           r"resume with: torchrun --nproc_per_node 2 .*--resume", lines[0])
+    stopped = re.fullmatch(
+        rf"training stopped after update (\d+)/{STEPS} \(.+\); state saved to (.+); "
+        r"resume with: torchrun --nproc_per_node 2 .*--resume",
+        lines[0],
+    )
     assert stopped, lines[0]
     assert torch.load(stopped[2], weights_only=True)["step"] == int(stopped[1]) >= 2

@@ -14,13 +14,13 @@ import time
 
 import numpy as np
 import pytest
+from conftest import save_tiny_bundle
 from PIL import Image
 
-from conftest import save_tiny_bundle
 from ifseg_deploy.cli.main import main
 from ifseg_deploy.errors import IFSegError
-from ifseg_deploy.export.args import ExportArgs
-from ifseg_deploy.export.tensorrt.profiles import BUILTIN
+from ifseg_deploy.exporter.args import ExportArgs
+from ifseg_deploy.exporter.tensorrt.profiles import BUILTIN
 from ifseg_deploy.runtime.segmenter import Segmenter
 from ifseg_deploy.triton.config import triton_host_config
 from ifseg_deploy.triton.repository import MANIFEST, TritonOptions, export_triton
@@ -33,7 +33,9 @@ try:
     HAVE_SERVER = True
 except ImportError:
     HAVE_SERVER = False
-needs_server = pytest.mark.skipif(not HAVE_SERVER, reason="needs nvidia-pytriton (Linux, Python 3.10-3.12) and tritonclient[all]")
+needs_server = pytest.mark.skipif(
+    not HAVE_SERVER, reason="needs nvidia-pytriton (Linux, Python 3.10-3.12) and tritonclient[all]"
+)
 
 CATS = ["sky", "grass", "dog"]
 OTHER = ["dog", "sky"]  # the tiny random model labels every pixel 1 with CATS and 0 with OTHER
@@ -49,8 +51,11 @@ def model(tmp_path_factory, bpe_dir):
 def repo(model, bpe_dir):
     """Exported at the model's own resolution (128) with a long batching window, so concurrent requests meet."""
     out = os.path.join(os.path.dirname(model), "repo")
-    return export_triton(model, ExportArgs(format="triton", out=out, bpe_dir=bpe_dir, imgsz=128),
-                         TritonOptions(max_queue_delay_us=100_000))
+    return export_triton(
+        model,
+        ExportArgs(format="triton", out=out, bpe_dir=bpe_dir, imgsz=128),
+        TritonOptions(max_queue_delay_us=100_000),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -65,13 +70,25 @@ def images():
 
 # -------------------------------------------------------------------------- the repository
 
+
 def test_repository_layout_and_validation(repo, bpe_dir):
     root = repo.path
-    for rel in ["README.md", MANIFEST, "ifseg/config.pbtxt", "ifseg/1/model.py", "ifseg/1/model.vocab.safetensors",
-                "ifseg_network/config.pbtxt", "ifseg_network/1/model.onnx", "ifseg_network/1/model.py"]:
+    for rel in [
+        "README.md",
+        MANIFEST,
+        "ifseg/config.pbtxt",
+        "ifseg/1/model.py",
+        "ifseg/1/model.vocab.safetensors",
+        "ifseg_network/config.pbtxt",
+        "ifseg_network/1/model.onnx",
+        "ifseg_network/1/model.py",
+    ]:
         assert os.path.isfile(os.path.join(root, rel)), rel
     for name in ("encoder.json", "vocab.bpe", "dict.txt"):  # the server reads only the repository
-        with open(os.path.join(root, "ifseg", "1", "bpe", name), "rb") as a, open(os.path.join(bpe_dir, name), "rb") as b:
+        with (
+            open(os.path.join(root, "ifseg", "1", "bpe", name), "rb") as a,
+            open(os.path.join(bpe_dir, name), "rb") as b,
+        ):
             assert a.read() == b.read()
     assert not [f for f in os.listdir(os.path.dirname(root)) if f.startswith(".repo")], "staging folder left behind"
     host = open(os.path.join(root, "ifseg", "config.pbtxt")).read()
@@ -93,8 +110,11 @@ def test_native_onnx_network_from_an_earlier_export(repo, tmp_path, bpe_dir):
 
     shutil.copyfile(os.path.join(repo.path, "ifseg_network", "1", "model.onnx"), tmp_path / "m.onnx")
     shutil.copyfile(os.path.join(repo.path, "ifseg", "1", "model.vocab.safetensors"), tmp_path / "m.vocab.safetensors")
-    out = export_triton(str(tmp_path / "m.onnx"), ExportArgs(format="triton", out=str(tmp_path / "r"), bpe_dir=bpe_dir,
-                                                             profile="datacenter"), TritonOptions(network="onnx"))
+    out = export_triton(
+        str(tmp_path / "m.onnx"),
+        ExportArgs(format="triton", out=str(tmp_path / "r"), bpe_dir=bpe_dir, profile="datacenter"),
+        TritonOptions(network="onnx"),
+    )
     net = open(os.path.join(out.path, "ifseg_network", "config.pbtxt")).read()
     assert 'platform: "onnxruntime_onnx"' in net and "count: 2 kind: KIND_GPU" in net and 'name: "tensorrt"' in net
     assert sorted(os.listdir(os.path.join(out.path, "ifseg_network", "1"))) == ["model.onnx"]
@@ -117,10 +137,19 @@ def test_host_pipeline_answers_each_item(repo, local):
         calls.append(feeds["images"].shape)
         return network.run(feeds)
 
-    pipeline = HostPipeline(os.path.join(repo.path, "ifseg", "1"), call, {"categories": ", ".join(CATS), "max_batch": "4"})
+    pipeline = HostPipeline(
+        os.path.join(repo.path, "ifseg", "1"), call, {"categories": ", ".join(CATS), "max_batch": "4"}
+    )
     rgb = images()[0]
-    out = pipeline.run([HostItem(rgb), HostItem(b"not an image", "sky"), HostItem(rgb, "sky,,dog"), HostItem(rgb.copy(), ", ".join(CATS)),
-                        HostItem(rgb, ", ".join(OTHER))])
+    out = pipeline.run(
+        [
+            HostItem(rgb),
+            HostItem(b"not an image", "sky"),
+            HostItem(rgb, "sky,,dog"),
+            HostItem(rgb.copy(), ", ".join(CATS)),
+            HostItem(rgb, ", ".join(OTHER)),
+        ]
+    )
     assert "cannot decode IMAGE as an image" in out[1] and not out[1].startswith(REJECTED)
     assert out[2].startswith(f"{REJECTED}: ") and "empty category name" in out[2]
     local.set_categories(CATS)
@@ -136,16 +165,22 @@ def test_host_pipeline_decodes_as_segment_does(repo, local, tmp_path):
     """A bomb among good images fails alone; a phone photo's EXIF orientation is applied, as by `segment`."""
     import io
 
+    from test_output_policy import _png_declaring
+
     from ifseg_deploy.runtime.sidecar import read_vocab
     from ifseg_deploy.triton.host import HostItem, HostPipeline, NetworkRunner
     from ifseg_deploy.triton.names import GRAPH_META
-    from test_output_policy import _png_declaring
 
     side = read_vocab(os.path.join(repo.path, "ifseg", "1", "model.onnx"))
-    network = NetworkRunner(os.path.join(repo.path, "ifseg_network", "1"),
-                            {GRAPH_META: json.dumps({"arch": side.meta["arch"], "export": side.meta["export"]})})
-    pipeline = HostPipeline(os.path.join(repo.path, "ifseg", "1"), lambda feeds, names: network.run(feeds),
-                            {"categories": ", ".join(CATS), "max_batch": "4"})
+    network = NetworkRunner(
+        os.path.join(repo.path, "ifseg_network", "1"),
+        {GRAPH_META: json.dumps({"arch": side.meta["arch"], "export": side.meta["export"]})},
+    )
+    pipeline = HostPipeline(
+        os.path.join(repo.path, "ifseg", "1"),
+        lambda feeds, names: network.run(feeds),
+        {"categories": ", ".join(CATS), "max_batch": "4"},
+    )
     rgb = images()[1]
     stored = Image.fromarray(rgb)
     exif = stored.getexif()
@@ -201,6 +236,7 @@ def test_server_flag_errors_need_no_server(capsys, tmp_path):
 
 
 # -------------------------------------------------------------------------- a real server
+
 
 @pytest.fixture(scope="module")
 def server(repo):
@@ -328,8 +364,36 @@ def test_one_line_errors(server, capsys, tmp_path):
     with pytest.raises(IFSegError, match="server rejected the category list: the prompt has"):
         client.segment(images()[0])
     Image.fromarray(images()[0]).save(tmp_path / "a.png")
-    assert main(["segment", str(tmp_path / "a.png"), "--server", server.grpc_url, "--knn-k", "5", "--out", str(tmp_path / "out")]) == 2
-    assert main(["segment", str(tmp_path / "a.png"), "--server", server.grpc_url, "--window", "64", "--out", str(tmp_path / "out")]) == 2
+    assert (
+        main(
+            [
+                "segment",
+                str(tmp_path / "a.png"),
+                "--server",
+                server.grpc_url,
+                "--knn-k",
+                "5",
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 2
+    )
+    assert (
+        main(
+            [
+                "segment",
+                str(tmp_path / "a.png"),
+                "--server",
+                server.grpc_url,
+                "--window",
+                "64",
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "kNN k=3" in err[0] and "--window do not apply to --server" in err[1]
 
@@ -342,12 +406,32 @@ def test_cli_outputs_match_local(server, model, bpe_dir, tmp_path, capsys):
         Image.fromarray(rgb).save(paths[-1])
     common = ["--categories", "grass, dog", "--save-raw"]
     assert main(["segment", *paths, "--server", server.grpc_url, "--out", str(tmp_path / "srv"), *common]) == 0
-    assert main(["segment", *paths, "--checkpoint", model, "--bpe-dir", bpe_dir, "--out", str(tmp_path / "loc"), *common]) == 0
+    assert (
+        main(["segment", *paths, "--checkpoint", model, "--bpe-dir", bpe_dir, "--out", str(tmp_path / "loc"), *common])
+        == 0
+    )
     for i in range(len(paths)):
         for suffix in ("labels.png", "overlay.png"):
             a, b = (tmp_path / d / f"im{i}_{suffix}" for d in ("srv", "loc"))
             assert a.read_bytes() == b.read_bytes(), a
-    assert main(["bench", "--server", server.grpc_url, "--source-size", "128", "--clients", "2", "--iters", "2", "--warmup", "0"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--server",
+                server.grpc_url,
+                "--source-size",
+                "128",
+                "--clients",
+                "2",
+                "--iters",
+                "2",
+                "--warmup",
+                "0",
+            ]
+        )
+        == 0
+    )
     assert "Concurrency: 2, throughput:" in capsys.readouterr().out
 
 

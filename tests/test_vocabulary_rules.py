@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import BPE, make_tiny_model, tiny_checkpoint
+
 from ifseg_deploy.cli.main import main
 from ifseg_deploy.errors import IFSegError
 from ifseg_deploy.runtime.vocabulary import Vocabulary
@@ -29,8 +29,14 @@ def _message(fn) -> str:
 @pytest.mark.parametrize(
     "names,expected",
     [
-        (["cat", "dog", "Cat"], "category 'cat' is listed twice (as 'cat', 'Cat'); list each category once (letter case is ignored)"),
-        (["cat", "dog", "cat", "dog", "dog"], "category 'cat' is listed twice, category 'dog' is listed 3 times; list each category once"),
+        (
+            ["cat", "dog", "Cat"],
+            "category 'cat' is listed twice (as 'cat', 'Cat'); list each category once (letter case is ignored)",
+        ),
+        (
+            ["cat", "dog", "cat", "dog", "dog"],
+            "category 'cat' is listed twice, category 'dog' is listed 3 times; list each category once",
+        ),
         (["cat", " ", "dog", ""], "empty category name (entry 2, 4 of 4;"),
         ([], "no categories given"),
     ],
@@ -49,7 +55,9 @@ def test_one_message_from_every_entry_point(tmp_path, vocab, names, expected):
 
 def test_class_limit_of_label_maps():
     assert len(validate_categories([f"c{i}" for i in range(MAX_CLASSES)])) == MAX_CLASSES
-    assert "more than the 65535 a label map can hold" in _message(lambda: validate_categories([f"c{i}" for i in range(MAX_CLASSES + 1)]))
+    assert "more than the 65535 a label map can hold" in _message(
+        lambda: validate_categories([f"c{i}" for i in range(MAX_CLASSES + 1)])
+    )
 
 
 def test_one_category_is_refused_for_training_only(vocab, tmp_path, capsys):
@@ -60,7 +68,20 @@ def test_one_category_is_refused_for_training_only(vocab, tmp_path, capsys):
     ckpt = tiny_checkpoint(tmp_path)
     cfg = TrainConfig(checkpoint=ckpt, classes=flat_classes(["cat"]), out=str(tmp_path / "m.safetensors"))
     assert _message(lambda: Trainer(cfg)) == msg
-    assert main(["train", "--checkpoint", ckpt, "--categories-file", str(_one_line(tmp_path)), "--out", str(tmp_path / "m.safetensors")]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--checkpoint",
+                ckpt,
+                "--categories-file",
+                str(_one_line(tmp_path)),
+                "--out",
+                str(tmp_path / "m.safetensors"),
+            ]
+        )
+        == 2
+    )
     assert capsys.readouterr().err.strip() == f"error: {msg}"
     assert not list(tmp_path.glob("*.safetensors"))
 

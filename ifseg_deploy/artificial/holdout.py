@@ -30,8 +30,9 @@ DEFAULT_HOLDOUT_SIZE = 32
 TokenPredictor = Callable[[Tensor], Tensor]
 
 
-def score_holdout(predict: TokenPredictor, images: ArtificialImages, size: int = DEFAULT_HOLDOUT_SIZE,
-                  batch_size: int = 8) -> Dict[str, float]:
+def score_holdout(
+    predict: TokenPredictor, images: ArtificialImages, size: int = DEFAULT_HOLDOUT_SIZE, batch_size: int = 8
+) -> Dict[str, float]:
     """``{"pixel_acc", "miou"}`` (fractions in 0..1) of ``predict`` on the first ``size`` held-out
     images of ``images`` (their grid), scored ``batch_size`` images at a time."""
     n = images.num_classes

@@ -84,7 +84,9 @@ class ArtificialImages:
             raise ValueError(f"{word_embeds.shape[0]} word embeddings for {sum(counts)} words")
         device = word_embeds.device
         self.word_embeds = word_embeds.detach()
-        self.word_class = torch.repeat_interleave(torch.arange(len(classes), device=device), torch.tensor(counts, device=device))
+        self.word_class = torch.repeat_interleave(
+            torch.arange(len(classes), device=device), torch.tensor(counts, device=device)
+        )
         self.counts = torch.tensor(counts, device=device)
         self.offsets = torch.cumsum(self.counts, 0) - self.counts
         self.num_classes = len(classes)

@@ -6,7 +6,7 @@ Each :class:`Variant` row names how its model file is made (nothing for PyTorch,
 skipped with the reason; adding a row is one line in :data:`VARIANTS`. A reduced-precision graph
 whose export gate refuses it (its logits too far from fp32 PyTorch) is listed as skipped with the
 gate's message. The int8 graph is calibrated on a small generated set: the compared image plus
-:data:`CALIBRATION_SCENES` synthetic scenes of its size (:func:`~ifseg_deploy.export.onnx.scene.synthetic_scene`),
+:data:`CALIBRATION_SCENES` synthetic scenes of its size (:func:`~ifseg_deploy.exporter.onnx.scene.synthetic_scene`),
 which the row's note says; a bundle's own figures need ``export --precision int8 --calib-dir`` on
 real images. Every row runs the same
 image through the whole pipeline (:func:`~ifseg_deploy.bench.latency.run_benchmark`); fidelity is
@@ -28,10 +28,10 @@ import numpy as np
 import torch
 
 from ..errors import IFSegError
-from ..export.api import export_model
-from ..export.args import ExportArgs
-from ..export.formats import export_format
-from ..export.onnx.scene import synthetic_scene
+from ..exporter.api import export_model
+from ..exporter.args import ExportArgs
+from ..exporter.formats import export_format
+from ..exporter.onnx.scene import synthetic_scene
 from ..fileio import write_bytes, write_png
 from ..runtime.segmenter import SegmentationResult, Segmenter
 from ..runtime.torch_backend import cpu_has_bf16
@@ -81,20 +81,51 @@ VARIANTS: Tuple[Variant, ...] = (
     Variant("PyTorch", "bf16", options=(("precision", "bf16"),), needs=(_bf16,)),
     Variant("PyTorch", "fp16", options=(("precision", "fp16"),), needs=(_cuda,)),
     Variant("ONNX Runtime", "fp32", export=(("format", "onnx"),), needs=(_package("onnxruntime"),)),
-    Variant("ONNX Runtime", "fp16", export=(("format", "onnx"), ("precision", "fp16")), needs=(_package("onnxruntime"),)),
-    Variant("ONNX Runtime", "int8", export=(("format", "onnx"), ("precision", "int8")), needs=(_package("onnxruntime"),)),
-    Variant("OpenVINO", "fp32", export=(("format", "openvino"), ("precision", "fp32")), options=(("precision", "fp32"),),
-            needs=(_package("openvino"), _cpu)),
-    Variant("OpenVINO fp16 weights", "fp32", export=(("format", "openvino"), ("precision", "fp16")),
-            options=(("precision", "fp32"),), needs=(_package("openvino"), _cpu)),
-    Variant("OpenVINO", "bf16", export=(("format", "openvino"), ("precision", "fp32")), options=(("precision", "bf16"),),
-            needs=(_package("openvino"), _cpu, _bf16)),
+    Variant(
+        "ONNX Runtime", "fp16", export=(("format", "onnx"), ("precision", "fp16")), needs=(_package("onnxruntime"),)
+    ),
+    Variant(
+        "ONNX Runtime", "int8", export=(("format", "onnx"), ("precision", "int8")), needs=(_package("onnxruntime"),)
+    ),
+    Variant(
+        "OpenVINO",
+        "fp32",
+        export=(("format", "openvino"), ("precision", "fp32")),
+        options=(("precision", "fp32"),),
+        needs=(_package("openvino"), _cpu),
+    ),
+    Variant(
+        "OpenVINO fp16 weights",
+        "fp32",
+        export=(("format", "openvino"), ("precision", "fp16")),
+        options=(("precision", "fp32"),),
+        needs=(_package("openvino"), _cpu),
+    ),
+    Variant(
+        "OpenVINO",
+        "bf16",
+        export=(("format", "openvino"), ("precision", "fp32")),
+        options=(("precision", "bf16"),),
+        needs=(_package("openvino"), _cpu, _bf16),
+    ),
     # the IR of the Q/DQ graph: INT8 matrix products; the bf16 hint runs the rest (the ResNet) in bf16
-    Variant("OpenVINO", "int8", export=(("format", "openvino"), ("precision", "int8")), options=(("precision", "fp32"),),
-            needs=(_package("openvino"), _cpu)),
-    Variant("OpenVINO int8 + bf16 hint", "int8", export=(("format", "openvino"), ("precision", "int8")),
-            options=(("precision", "bf16"),), needs=(_package("openvino"), _cpu, _bf16)),
-    Variant("TensorRT", "fp16", export=(("format", "engine"), ("precision", "fp16")), needs=(_package("tensorrt"), _cuda)),
+    Variant(
+        "OpenVINO",
+        "int8",
+        export=(("format", "openvino"), ("precision", "int8")),
+        options=(("precision", "fp32"),),
+        needs=(_package("openvino"), _cpu),
+    ),
+    Variant(
+        "OpenVINO int8 + bf16 hint",
+        "int8",
+        export=(("format", "openvino"), ("precision", "int8")),
+        options=(("precision", "bf16"),),
+        needs=(_package("openvino"), _cpu, _bf16),
+    ),
+    Variant(
+        "TensorRT", "fp16", export=(("format", "engine"), ("precision", "fp16")), needs=(_package("tensorrt"), _cuda)
+    ),
 )
 
 
@@ -134,16 +165,20 @@ class CompareReport:
     def format(self) -> str:
         """The table, Ultralytics-benchmark style."""
         w = max([len("backend")] + [len(r.backend) for r in self.rows]) + 2
-        head = f"{'backend':<{w}}{'prec':<6}{'size MB':>9}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'FPS':>8}{'speed-up':>9}" \
-               f"{'rel-RMS':>10}{'labels %':>10}{'RSS MB':>8}"
+        head = (
+            f"{'backend':<{w}}{'prec':<6}{'size MB':>9}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'FPS':>8}{'speed-up':>9}"
+            f"{'rel-RMS':>10}{'labels %':>10}{'RSS MB':>8}"
+        )
         lines = [head]
         for r in self.rows:
             if r.skipped:
                 lines.append(f"{r.backend:<{w}}{r.precision:<6}  skipped: {r.skipped}")
                 continue
-            lines.append(f"{r.backend:<{w}}{r.precision:<6}{r.file_mb:>9.1f}{r.p50_ms:>10.1f}{r.p90_ms:>10.1f}{r.p99_ms:>10.1f}"
-                         f"{r.fps:>8.2f}{r.speedup:>8.2f}x{r.logits_rel_rms:>10.2e}{100 * r.label_agreement:>10.2f}{r.rss_mb:>8.0f}"
-                         + (f"  ({r.note})" if r.note else ""))
+            lines.append(
+                f"{r.backend:<{w}}{r.precision:<6}{r.file_mb:>9.1f}{r.p50_ms:>10.1f}{r.p90_ms:>10.1f}{r.p99_ms:>10.1f}"
+                f"{r.fps:>8.2f}{r.speedup:>8.2f}x{r.logits_rel_rms:>10.2e}{100 * r.label_agreement:>10.2f}{r.rss_mb:>8.0f}"
+                + (f"  ({r.note})" if r.note else "")
+            )
         return "\n".join(lines)
 
 
@@ -153,8 +188,13 @@ def machine_info() -> Dict[str, object]:
     if os.path.isfile("/proc/cpuinfo"):
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
             cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
-    return {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__, "bf16_cpu": cpu_has_bf16(),
-            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+    return {
+        "cpu": cpu,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "bf16_cpu": cpu_has_bf16(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
 
 
 #: Export precisions whose fidelity gate may refuse a graph (the row is then skipped, not an error).
@@ -164,7 +204,10 @@ GATED = ("fp16", "int8")
 def _size_mb(path: str) -> float:
     """The model file's size (an OpenVINO folder: its .xml + .bin); side files are not counted, for no row."""
     if os.path.isdir(path):
-        return sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path) if f.endswith((".xml", ".bin"))) / 2**20
+        return (
+            sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path) if f.endswith((".xml", ".bin")))
+            / 2**20
+        )
     return os.path.getsize(path) / 2**20
 
 
@@ -191,8 +234,17 @@ def calibration_folder(image: np.ndarray, folder: str, scenes: int = CALIBRATION
     return folder
 
 
-def _model_file(source: str, variant: Variant, workdir: str, categories, bpe_dir, short_side: int, device: str,
-                made: Dict[tuple, str], image: np.ndarray) -> str:
+def _model_file(
+    source: str,
+    variant: Variant,
+    workdir: str,
+    categories,
+    bpe_dir,
+    short_side: int,
+    device: str,
+    made: Dict[tuple, str],
+    image: np.ndarray,
+) -> str:
     """The checkpoint itself, or its export for ``variant`` (made once per export setting in ``workdir``;
     an int8 graph calibrated on :func:`calibration_folder` of ``image``)."""
     if variant.export is None:
@@ -200,21 +252,41 @@ def _model_file(source: str, variant: Variant, workdir: str, categories, bpe_dir
     if variant.export in made:
         return made[variant.export]
     settings = dict(variant.export)
-    stem = os.path.join(workdir, os.path.splitext(os.path.basename(source))[0] + "_" + "_".join(str(v) for v in settings.values()))
+    stem = os.path.join(
+        workdir, os.path.splitext(os.path.basename(source))[0] + "_" + "_".join(str(v) for v in settings.values())
+    )
     out = stem + export_format(settings["format"]).suffix
     if settings.get("precision") == "int8":
         settings["calib_dir"] = calibration_folder(image, os.path.join(workdir, "calibration"))
-    export_model(source, ExportArgs(out=out, categories=categories, bpe_dir=bpe_dir, imgsz=short_side,
-                                    device=device if device.startswith("cuda") else "cuda", **settings))
+    export_model(
+        source,
+        ExportArgs(
+            out=out,
+            categories=categories,
+            bpe_dir=bpe_dir,
+            imgsz=short_side,
+            device=device if device.startswith("cuda") else "cuda",
+            **settings,
+        ),
+    )
     made[variant.export] = out
     return out
 
 
-def compare(source: str, image: np.ndarray, workdir: str, categories: Optional[Sequence[str]] = None,
-            bpe_dir: Optional[str] = None, device: str = "auto", short_side: Optional[int] = None, warmup: int = 2,
-            iterations: int = 10, variants: Sequence[Variant] = VARIANTS,
-            progress: Optional[Callable[[int, int, str], None]] = None,
-            **segmenter_kwargs) -> CompareReport:
+def compare(
+    source: str,
+    image: np.ndarray,
+    workdir: str,
+    categories: Optional[Sequence[str]] = None,
+    bpe_dir: Optional[str] = None,
+    device: str = "auto",
+    short_side: Optional[int] = None,
+    warmup: int = 2,
+    iterations: int = 10,
+    variants: Sequence[Variant] = VARIANTS,
+    progress: Optional[Callable[[int, int, str], None]] = None,
+    **segmenter_kwargs,
+) -> CompareReport:
     """Benchmark every available variant of checkpoint ``source`` on ``image`` (RGB uint8).
 
     Exports are written to ``workdir``; ``short_side`` is the inference short side (default: the
@@ -248,7 +320,16 @@ def compare(source: str, image: np.ndarray, workdir: str, categories: Optional[S
             row.note = f"calibrated on the compared image + {CALIBRATION_SCENES} synthetic scenes"
         extra = {} if short_side is None else {"preprocessing": Preprocessing.short_side_rule(short_side)}
         options = dict(variant.options)
-        seg = Segmenter.load(path, categories, bpe_dir, device, options.pop("precision", None), backend_options=options, **extra, **segmenter_kwargs)
+        seg = Segmenter.load(
+            path,
+            categories,
+            bpe_dir,
+            device,
+            options.pop("precision", None),
+            backend_options=options,
+            **extra,
+            **segmenter_kwargs,
+        )
 
         def tick(i, n, ms, label=f"{variant.name} {variant.precision}"):
             done[0] += 1
@@ -290,11 +371,19 @@ def write_chart(report: CompareReport, path: str) -> None:
     labels = [f"{r.backend} {r.precision}" for r in rows]
     ax.barh(labels, [r.p50_ms for r in rows], color="tab:blue")
     for i, r in enumerate(rows):
-        ax.text(r.p50_ms, i, f" {r.p50_ms:.0f} ms, {r.speedup:.2f}x, rel-RMS {r.logits_rel_rms:.1e}", va="center", fontsize=8)
+        ax.text(
+            r.p50_ms,
+            i,
+            f" {r.p50_ms:.0f} ms, {r.speedup:.2f}x, rel-RMS {r.logits_rel_rms:.1e}",
+            va="center",
+            fontsize=8,
+        )
     ax.invert_yaxis()
     ax.set_xlabel("median latency per image, end to end (ms)")
-    ax.set_title(f"{report.machine['cpu']}, {report.machine['threads']} threads, {report.image_size[0]}x{report.image_size[1]} image",
-                 fontsize=9)
+    ax.set_title(
+        f"{report.machine['cpu']}, {report.machine['threads']} threads, {report.image_size[0]}x{report.image_size[1]} image",
+        fontsize=9,
+    )
     ax.set_xlim(0, 1.5 * max(r.p50_ms for r in rows))
     fig.tight_layout()
     buf = io.BytesIO()

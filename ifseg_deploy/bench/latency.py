@@ -65,7 +65,9 @@ class BenchReport:
             "percentile(90%) = {p90:.2f} ms, percentile(99%) = {p99:.2f} ms".format(**lat),
         ]
         for stage, s in d["stages_ms"].items():
-            lines.append(f"  {stage:<10} median = {s['median']:9.2f} ms   mean = {s['mean']:9.2f} ms   max = {s['max']:9.2f} ms")
+            lines.append(
+                f"  {stage:<10} median = {s['median']:9.2f} ms   mean = {s['mean']:9.2f} ms   max = {s['max']:9.2f} ms"
+            )
         mem = f"Peak host memory (RSS): {self.peak_rss_mb:.0f} MB"
         if self.peak_cuda_mb is not None:
             mem += f", peak CUDA memory: {self.peak_cuda_mb:.0f} MB"
@@ -79,7 +81,11 @@ def _peak_rss_mb() -> float:
 
 
 def run_benchmark(
-    segmenter: Segmenter, image: np.ndarray, batch: int = 1, warmup: int = 2, iterations: int = 10,
+    segmenter: Segmenter,
+    image: np.ndarray,
+    batch: int = 1,
+    warmup: int = 2,
+    iterations: int = 10,
     progress: Optional[Callable[[int, int, float], None]] = None,
 ) -> BenchReport:
     """Time ``segment_batch`` on ``batch`` copies of ``image`` (RGB uint8); ``progress(i, iterations, ms)``

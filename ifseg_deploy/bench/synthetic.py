@@ -22,7 +22,10 @@ class SyntheticVocabulary:
         gen = torch.Generator().manual_seed(seed)
         names = [f"class{i}" for i in range(num_classes)]
         self._prepared = PreparedVocabulary(
-            names, list(range(prompt_len)), torch.randn(1, prompt_len, embed_dim, generator=gen), torch.randn(num_classes, embed_dim, generator=gen)
+            names,
+            list(range(prompt_len)),
+            torch.randn(1, prompt_len, embed_dim, generator=gen),
+            torch.randn(num_classes, embed_dim, generator=gen),
         )
 
     def prepare(self, categories: Optional[Sequence[str]] = None) -> PreparedVocabulary:
@@ -36,8 +39,15 @@ def random_model(arch: ArchConfig, seed: int = 0) -> SegOFA:
     return SegOFA(arch).eval()
 
 
-def random_segmenter(arch: ArchConfig, num_classes: int, prompt_len: int, device: str,
-                     precision: Optional[str] = None, compile: bool = False, **kwargs) -> Segmenter:
+def random_segmenter(
+    arch: ArchConfig,
+    num_classes: int,
+    prompt_len: int,
+    device: str,
+    precision: Optional[str] = None,
+    compile: bool = False,
+    **kwargs,
+) -> Segmenter:
     """A Segmenter over a randomly initialised model of ``arch`` (timing only); ``precision`` /
     ``compile`` as for :class:`~ifseg_deploy.runtime.torch_backend.TorchBackend`."""
     backend = backend_class("torch")(random_model(arch), device, precision, compile, inplace=True)

@@ -49,29 +49,52 @@ class ServerBenchReport:
 
     def to_dict(self) -> dict:
         """The JSON report."""
-        return {"server": self.url, "clients": self.clients, "batch": self.batch, "image_size": self.image_size,
-                "requests": len(self.latencies_ms), "seconds": self.seconds, "throughput_infer_per_s": self.throughput,
-                "latency_ms": {"avg": statistics.fmean(self.latencies_ms), "p50": self.percentile(50), "p90": self.percentile(90),
-                               "p95": self.percentile(95), "p99": self.percentile(99)},
-                "server_inference_count": self.inference_count, "server_execution_count": self.execution_count,
-                "average_batch": self.average_batch}
+        return {
+            "server": self.url,
+            "clients": self.clients,
+            "batch": self.batch,
+            "image_size": self.image_size,
+            "requests": len(self.latencies_ms),
+            "seconds": self.seconds,
+            "throughput_infer_per_s": self.throughput,
+            "latency_ms": {
+                "avg": statistics.fmean(self.latencies_ms),
+                "p50": self.percentile(50),
+                "p90": self.percentile(90),
+                "p95": self.percentile(95),
+                "p99": self.percentile(99),
+            },
+            "server_inference_count": self.inference_count,
+            "server_execution_count": self.execution_count,
+            "average_batch": self.average_batch,
+        }
 
     def format(self) -> str:
         """The perf_analyzer-style text summary."""
         d = self.to_dict()
         lat = d["latency_ms"]
         batch = "n/a" if self.average_batch is None else f"{self.average_batch:.2f}"
-        return "\n".join([
-            f"=== Triton {self.url}: {self.image_size[0]}x{self.image_size[1]}, batch {self.batch}, {len(self.latencies_ms)} requests ===",
-            f"Concurrency: {self.clients}, throughput: {self.throughput:.2f} infer/sec, latency {lat['avg'] * 1e3:.0f} usec",
-            "Latency: avg = {avg:.2f} ms, p50 = {p50:.2f} ms, p90 = {p90:.2f} ms, p95 = {p95:.2f} ms, p99 = {p99:.2f} ms".format(**lat),
-            f"Server: inference count {self.inference_count}, execution count {self.execution_count}, average batch {batch}",
-        ])
+        return "\n".join(
+            [
+                f"=== Triton {self.url}: {self.image_size[0]}x{self.image_size[1]}, batch {self.batch}, {len(self.latencies_ms)} requests ===",
+                f"Concurrency: {self.clients}, throughput: {self.throughput:.2f} infer/sec, latency {lat['avg'] * 1e3:.0f} usec",
+                "Latency: avg = {avg:.2f} ms, p50 = {p50:.2f} ms, p90 = {p90:.2f} ms, p95 = {p95:.2f} ms, p99 = {p99:.2f} ms".format(
+                    **lat
+                ),
+                f"Server: inference count {self.inference_count}, execution count {self.execution_count}, average batch {batch}",
+            ]
+        )
 
 
-def run_server_benchmark(connect: Callable[[], Segmenter], image: np.ndarray, clients: int = 1, batch: int = 1,
-                         warmup: int = 2, iterations: int = 10, progress: Optional[Callable[[int, int], None]] = None
-                         ) -> ServerBenchReport:
+def run_server_benchmark(
+    connect: Callable[[], Segmenter],
+    image: np.ndarray,
+    clients: int = 1,
+    batch: int = 1,
+    warmup: int = 2,
+    iterations: int = 10,
+    progress: Optional[Callable[[int, int], None]] = None,
+) -> ServerBenchReport:
     """``clients`` threads, each with its own connection (``connect()`` in the thread: HTTP
     clients are bound to theirs), send ``warmup`` then ``iterations`` requests of ``batch``
     copies of ``image`` back to back; one more connection reads the server statistics. A
@@ -128,7 +151,9 @@ def run_server_benchmark(connect: Callable[[], Segmenter], image: np.ndarray, cl
     report.seconds = time.perf_counter() - t0
     try:
         if errors:
-            raise errors[0] if isinstance(errors[0], IFSegError) else IFSegError(f"benchmark client failed: {errors[0]}")
+            raise (
+                errors[0] if isinstance(errors[0], IFSegError) else IFSegError(f"benchmark client failed: {errors[0]}")
+            )
         after = _settled(server, before[0] + len(report.latencies_ms) * batch)
     finally:
         stats.close()

@@ -53,7 +53,9 @@ def read_bundle_meta(path: str) -> Dict[str, Any]:
     except json.JSONDecodeError:
         raise IFSegError(f"{path}: the bundle description is not valid JSON; re-create the bundle") from None
     if int(meta.get("format", 0)) > FORMAT_VERSION:
-        raise IFSegError(f"{path} was written by a newer ifseg-deploy (format {meta.get('format')}); upgrade ifseg-deploy")
+        raise IFSegError(
+            f"{path} was written by a newer ifseg-deploy (format {meta.get('format')}); upgrade ifseg-deploy"
+        )
     return meta
 
 
@@ -67,6 +69,12 @@ def load_bundle(path: str) -> Tuple[Dict[str, Tensor], Optional[Tensor], Dict[st
     try:
         tensors = load_file(path)
     except Exception as e:
-        raise IFSegError(f"{path} is truncated or corrupt ({str(e).splitlines()[0][:120]}); re-create the bundle") from None
+        raise IFSegError(
+            f"{path} is truncated or corrupt ({str(e).splitlines()[0][:120]}); re-create the bundle"
+        ) from None
     class_embeds = tensors.pop(CLASS_EMBEDS, None)
-    return {k: v.float() for k, v in tensors.items()}, (class_embeds.float() if class_embeds is not None else None), meta
+    return (
+        {k: v.float() for k, v in tensors.items()},
+        (class_embeds.float() if class_embeds is not None else None),
+        meta,
+    )

@@ -34,11 +34,15 @@ def _count(sd: Mapping[str, Tensor], pattern: str) -> int:
 
 def _require(sd: Mapping[str, Tensor], key: str, what: str) -> Tensor:
     if key not in sd:
-        raise IFSegError(f"{what} is not an OFA/IFSeg checkpoint (no '{key}'); pass an ofa_*.pt, IFSeg or ifseg-deploy file")
+        raise IFSegError(
+            f"{what} is not an OFA/IFSeg checkpoint (no '{key}'); pass an ofa_*.pt, IFSeg or ifseg-deploy file"
+        )
     return sd[key]
 
 
-def infer_arch(sd: Mapping[str, Tensor], settings: StoredSettings = StoredSettings("none"), what: str = "the checkpoint") -> ArchConfig:
+def infer_arch(
+    sd: Mapping[str, Tensor], settings: StoredSettings = StoredSettings("none"), what: str = "the checkpoint"
+) -> ArchConfig:
     """Infer the :class:`ArchConfig` of a fairseq-layout OFA / SegOFA state dict.
 
     Settings the checkpoint does not store keep :class:`ArchConfig`'s defaults (OFA's); the
@@ -83,7 +87,7 @@ def infer_arch(sd: Mapping[str, Tensor], settings: StoredSettings = StoredSettin
 def reference_key(ours: str) -> str:
     """The fairseq key a parameter of :class:`SegOFA` is stored under."""
     if ours.startswith("backbone."):
-        return "encoder.embed_images." + ours[len("backbone."):]
+        return "encoder.embed_images." + ours[len("backbone.") :]
     if ours == "embed_tokens.weight":
         return "encoder.embed_tokens.weight"
     if ours.startswith("encoder.layers."):
@@ -112,7 +116,9 @@ def convert_state_dict(
                 continue
             raise IFSegError(f"{what} lacks '{src}'; it is not a complete OFA/IFSeg checkpoint")
         if tuple(value.shape) != tuple(ref.shape):
-            raise IFSegError(f"{what}: '{src}' has shape {tuple(value.shape)}, expected {tuple(ref.shape)}; the file is inconsistent")
+            raise IFSegError(
+                f"{what}: '{src}' has shape {tuple(value.shape)}, expected {tuple(ref.shape)}; the file is inconsistent"
+            )
         out[key] = value.to(torch.float32)
     return out, missing
 
@@ -126,7 +132,11 @@ def stored_class_embeddings(sd: Mapping[str, Tensor]) -> Optional[Tensor]:
 
 
 def _is_state_dict(obj: Any) -> bool:
-    return isinstance(obj, Mapping) and bool(obj) and all(isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items())
+    return (
+        isinstance(obj, Mapping)
+        and bool(obj)
+        and all(isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items())
+    )
 
 
 def ema_weights(ckpt: Mapping[str, Any]) -> Optional[Mapping[str, Tensor]]:
@@ -148,14 +158,20 @@ def model_weights(ckpt: Mapping[str, Any], weights: str, what: str) -> Mapping[s
         IFSegError: no tensor state dict, or ``"ema"`` requested from a file without EMA weights.
     """
     if weights not in ("model", "ema"):
-        raise IFSegError(f"unknown weights '{weights}'; choose 'model' (the trained weights) or 'ema' (fairseq's EMA copy)")
+        raise IFSegError(
+            f"unknown weights '{weights}'; choose 'model' (the trained weights) or 'ema' (fairseq's EMA copy)"
+        )
     if weights == "ema":
         ema = ema_weights(ckpt)
         if ema is None:
-            raise IFSegError(f"{what} stores no EMA weights (extra_state['ema']); load its trained weights (weights='model')")
+            raise IFSegError(
+                f"{what} stores no EMA weights (extra_state['ema']); load its trained weights (weights='model')"
+            )
         return ema
     sd = ckpt["model"] if "model" in ckpt else ckpt
     if not _is_state_dict(sd):
-        raise IFSegError(f"{what} has no tensor state dict under 'model'; it is not an OFA/IFSeg checkpoint, pass an ofa_*.pt, "
-                         "IFSeg checkpoint or .safetensors bundle")
+        raise IFSegError(
+            f"{what} has no tensor state dict under 'model'; it is not an OFA/IFSeg checkpoint, pass an ofa_*.pt, "
+            "IFSeg checkpoint or .safetensors bundle"
+        )
     return sd

@@ -79,8 +79,12 @@ def _stored_categories(path: str, settings: StoredSettings, rows: int, notes: Li
         _default(path, notes, "stores no category list; pass `categories` with the names it was trained on, in order")
         return None
     if len(settings.categories) != rows:
-        _default(path, notes, f"stores {len(settings.categories)} category names but {rows} class embeddings; "
-                              "ignoring the names, pass `categories` with the names it was trained on")
+        _default(
+            path,
+            notes,
+            f"stores {len(settings.categories)} category names but {rows} class embeddings; "
+            "ignoring the names, pass `categories` with the names it was trained on",
+        )
         return None
     return settings.categories
 
@@ -92,10 +96,18 @@ def _fairseq_defaults(path: str, kind: str, settings: StoredSettings, arch: Arch
     if kind != "ifseg":
         return  # a plain OFA file has no IFSeg settings: IFSeg's own (512 px, its prompt) apply to the fresh head
     if settings.orig_patch_image_size is None:
-        _default(path, notes, f"stores no orig_patch_image_size; using its patch_image_size {arch.image_size} (from the seg tables)")
+        _default(
+            path,
+            notes,
+            f"stores no orig_patch_image_size; using its patch_image_size {arch.image_size} (from the seg tables)",
+        )
     if settings.patch_image_size is not None and settings.patch_image_size // 16 != arch.seg_grid:
-        _default(path, notes, f"stores patch_image_size {settings.patch_image_size} but its seg position tables are for "
-                              f"{arch.image_size}; using {arch.image_size}")
+        _default(
+            path,
+            notes,
+            f"stores patch_image_size {settings.patch_image_size} but its seg position tables are for "
+            f"{arch.image_size}; using {arch.image_size}",
+        )
     if settings.prompt_prefix is None:
         _default(path, notes, f"stores no prompt_prefix; using IFSeg's '{DEFAULT_PROMPT_PREFIX}'")
 
@@ -106,8 +118,10 @@ def _load_bundle(path: str) -> LoadedModel:
     model = SegOFA(cfg)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise IFSegError(f"{path}: bundle tensors do not match its architecture (missing {missing[:3]}, unexpected {unexpected[:3]}); "
-                         "re-create the bundle")
+        raise IFSegError(
+            f"{path}: bundle tensors do not match its architecture (missing {missing[:3]}, unexpected {unexpected[:3]}); "
+            "re-create the bundle"
+        )
     notes: List[str] = []
     prompt = meta.get("prompt_prefix")
     if not isinstance(prompt, str):
@@ -145,13 +159,18 @@ def load_model(path: str, seed: int = 0, weights: str = "model") -> LoadedModel:
     """
     if bundle.is_bundle(path):
         if weights != "model":
-            raise IFSegError(f"{path} is an ifseg-deploy bundle, which holds one set of weights; drop weights='{weights}'")
+            raise IFSegError(
+                f"{path} is an ifseg-deploy bundle, which holds one set of weights; drop weights='{weights}'"
+            )
         return _load_bundle(path)
 
     ckpt = load_pickled_checkpoint(path)
     sd = fairseq_layout.model_weights(ckpt, weights, path)
     if weights == "model" and fairseq_layout.ema_weights(ckpt) is not None:
-        log.warning("%s also stores EMA weights; using its trained weights (weights='model'), load with weights='ema' for the EMA ones", path)
+        log.warning(
+            "%s also stores EMA weights; using its trained weights (weights='model'), load with weights='ema' for the EMA ones",
+            path,
+        )
     settings = read_settings(ckpt)
     arch = fairseq_layout.infer_arch(sd, settings, path)
     model = SegOFA(arch)
@@ -166,7 +185,9 @@ def load_model(path: str, seed: int = 0, weights: str = "model") -> LoadedModel:
         init_ifseg_parameters(model, missing, seed)
     else:
         if class_embeds is None:
-            raise IFSegError(f"{path} has seg positions but no seg embedding; the IFSeg checkpoint is incomplete, download it again")
+            raise IFSegError(
+                f"{path} has seg positions but no seg embedding; the IFSeg checkpoint is incomplete, download it again"
+            )
         categories = _stored_categories(path, settings, class_embeds.shape[0], notes)
     prompt = settings.prompt_prefix if settings.prompt_prefix is not None else DEFAULT_PROMPT_PREFIX
     return LoadedModel(

@@ -48,7 +48,11 @@ def _numpy_globals() -> List[Union[type, tuple]]:
         out += [(multiarray._reconstruct, f"{module}._reconstruct"), (multiarray.scalar, f"{module}.scalar")]
     dtypes = getattr(np, "dtypes", None)  # NumPy >= 1.25: one class per dtype, e.g. numpy.dtypes.Float64DType
     if dtypes is not None:
-        out += [getattr(dtypes, n) for n in sorted(dir(dtypes)) if n.endswith("DType") and isinstance(getattr(dtypes, n), type)]
+        out += [
+            getattr(dtypes, n)
+            for n in sorted(dir(dtypes))
+            if n.endswith("DType") and isinstance(getattr(dtypes, n), type)
+        ]
     return out
 
 
@@ -98,7 +102,9 @@ def _pickles_global(source: Union[str, io.BytesIO], name: str) -> bool:
     which runs nothing); False when the stream breaks off first, i.e. the name torch reported
     was cut by a truncated file."""
     module, _, attr = name.rpartition(".")
-    wanted = {f"{module} {attr}"} | ({f"__builtin__ {attr}"} if module == "builtins" else set())  # protocol 2 spells it so
+    wanted = {f"{module} {attr}"} | (
+        {f"__builtin__ {attr}"} if module == "builtins" else set()
+    )  # protocol 2 spells it so
     strings: List[str] = []
     fh = io.BytesIO(source.getvalue()) if isinstance(source, io.BytesIO) else open(source, "rb")
     try:
@@ -169,8 +175,10 @@ def load_pickled_checkpoint(path: str) -> Dict[str, Any]:
     source = _read_source(path)
     head = _head(source)
     if not (head.startswith(ZIP_MAGIC) or head.startswith(PICKLE_MAGIC)):
-        raise IFSegError(f"{path} is not a PyTorch checkpoint (it is neither a zip archive nor a pickle); "
-                         "pass an ofa_*.pt, IFSeg checkpoint or .safetensors bundle")
+        raise IFSegError(
+            f"{path} is not a PyTorch checkpoint (it is neither a zip archive nor a pickle); "
+            "pass an ofa_*.pt, IFSeg checkpoint or .safetensors bundle"
+        )
     try:
         with torch.serialization.safe_globals(ALLOWED_GLOBALS):
             obj = torch.load(source, map_location="cpu", weights_only=True)
@@ -185,13 +193,23 @@ def load_pickled_checkpoint(path: str) -> Dict[str, Any]:
             ) from None
         detail = re.search(r"Unpickler error:\s*([^\n]+)", text)
         if "Unsupported operand" in text and head[:1] == PICKLE_MAGIC and head[1:2] > b"\x02":
-            raise IFSegError(f"{path} is a pickle of protocol {head[1]}, which torch.load cannot read without running code; "
-                             "re-save the weights with torch.save (protocol 2)") from None
-        reason = "its pickle stream breaks off" if name or "GLOBAL" in text else _reason(ValueError(detail.group(1) if detail else text))
+            raise IFSegError(
+                f"{path} is a pickle of protocol {head[1]}, which torch.load cannot read without running code; "
+                "re-save the weights with torch.save (protocol 2)"
+            ) from None
+        reason = (
+            "its pickle stream breaks off"
+            if name or "GLOBAL" in text
+            else _reason(ValueError(detail.group(1) if detail else text))
+        )
         raise IFSegError(f"{path} is truncated or damaged ({reason}); download it again") from None
-    except Exception as e:  # damaged bytes make torch's readers raise many types (RuntimeError, struct.error, EOFError, ...)
+    except (
+        Exception
+    ) as e:  # damaged bytes make torch's readers raise many types (RuntimeError, struct.error, EOFError, ...)
         raise IFSegError(f"{path} is truncated or damaged ({_reason(e)}); download it again") from None
     if not isinstance(obj, dict):
-        raise IFSegError(f"{path} does not hold a checkpoint dictionary (found {type(obj).__name__}); pass an ofa_*.pt, "
-                         "IFSeg checkpoint or .safetensors bundle")
+        raise IFSegError(
+            f"{path} does not hold a checkpoint dictionary (found {type(obj).__name__}); pass an ofa_*.pt, "
+            "IFSeg checkpoint or .safetensors bundle"
+        )
     return obj

@@ -10,26 +10,48 @@ import numpy as np
 
 from ..errors import IFSegError
 from ..fileio import ResultFolder, check_output_file, write_bytes
-from .common import add_segmenter_args, category_args, inference_preprocessing, load_segmenter, parse_imgsz, precision_options
+from .common import (
+    add_segmenter_args,
+    category_args,
+    inference_preprocessing,
+    load_segmenter,
+    parse_imgsz,
+    precision_options,
+)
 from .flags import flag_names
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("bench", help="measure latency per stage (preprocess, backbone, encoder, decoder, knn, upsample)")
+    p = sub.add_parser(
+        "bench", help="measure latency per stage (preprocess, backbone, encoder, decoder, knn, upsample)"
+    )
     add_segmenter_args(p, arch_option=True)
     p.add_argument("--source", help="image to time on (default: a random image of --source-size)")
-    p.add_argument("--source-size", default="512", help="random image size H,W or S for SxS (default: 512); resized to --imgsz like any image")
+    p.add_argument(
+        "--source-size",
+        default="512",
+        help="random image size H,W or S for SxS (default: 512); resized to --imgsz like any image",
+    )
     p.add_argument("--batch", type=int, default=1, help="images per forward pass (default: 1)")
     p.add_argument("--warmup", type=int, default=2, help="untimed iterations first (default: 2)")
     p.add_argument("--iters", type=int, default=10, help="timed iterations (default: 10)")
     p.add_argument("--num-classes", type=int, default=15, help="with --arch: number of classes (default: 15)")
-    p.add_argument("--prompt-len", type=int, default=40, help="with --arch: prompt tokens (default: 40, ~15 categories)")
-    p.add_argument("--clients", type=int, default=1,
-                   help="with --server: concurrent clients, each with one request in flight (perf_analyzer's concurrency; default: 1)")
+    p.add_argument(
+        "--prompt-len", type=int, default=40, help="with --arch: prompt tokens (default: 40, ~15 categories)"
+    )
+    p.add_argument(
+        "--clients",
+        type=int,
+        default=1,
+        help="with --server: concurrent clients, each with one request in flight (perf_analyzer's concurrency; default: 1)",
+    )
     p.add_argument("--json", help="also write the report as JSON to this file")
-    p.add_argument("--compare", action="store_true",
-                   help="benchmark every installed backend x precision on the same model and image: one table, JSON (--json, "
-                        "default runs/bench/compare.json) and a PNG chart next to it; exports go to the JSON's folder")
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="benchmark every installed backend x precision on the same model and image: one table, JSON (--json, "
+        "default runs/bench/compare.json) and a PNG chart next to it; exports go to the JSON's folder",
+    )
     return p
 
 
@@ -59,12 +81,16 @@ def run_compare(args, image: np.ndarray) -> int:
     models = ResultFolder(os.path.splitext(out)[0] + "_models", "json", kind="bench --compare models")
     source = args.checkpoint
     if args.engine:
-        raise IFSegError("bench --compare exports the model itself: pass --checkpoint (or --arch with --bpe-dir), not --engine")
+        raise IFSegError(
+            "bench --compare exports the model itself: pass --checkpoint (or --arch with --bpe-dir), not --engine"
+        )
     if args.arch:
         if not args.bpe_dir:
             raise IFSegError("bench --compare --arch needs --bpe-dir (the exports are verified with real prompts)")
         cats = category_args(args)[0] or [f"class {i}" for i in range(args.num_classes)]
-        source = random_bundle(ofa_preset(args.arch), models.file(f"random_{args.arch}.safetensors"), cats, args.bpe_dir)
+        source = random_bundle(
+            ofa_preset(args.arch), models.file(f"random_{args.arch}.safetensors"), cats, args.bpe_dir
+        )
     bar = tqdm(total=1, desc="bench --compare", unit="it")
 
     def progress(done: int, total: int, label: str) -> None:
@@ -72,8 +98,21 @@ def run_compare(args, image: np.ndarray) -> int:
         bar.set_postfix_str(label)
         bar.update(done - bar.n)
 
-    report = compare(source, image, models.create(), category_args(args)[0], args.bpe_dir, args.device, args.imgsz,
-                     args.warmup, args.iters, progress=progress, knn_k=args.knn_k, knn_iters=args.knn_iters, knn_backend=args.knn_backend)
+    report = compare(
+        source,
+        image,
+        models.create(),
+        category_args(args)[0],
+        args.bpe_dir,
+        args.device,
+        args.imgsz,
+        args.warmup,
+        args.iters,
+        progress=progress,
+        knn_k=args.knn_k,
+        knn_iters=args.knn_iters,
+        knn_backend=args.knn_backend,
+    )
     bar.close()
     print(flag_names(report.format()))  # row notes name parameters (device='cuda')
     write_json(report, out)
@@ -105,14 +144,23 @@ def run(args) -> int:
         precision, options = precision_options("torch", args)
         if args.imgsz is not None:
             knn["preprocessing"] = inference_preprocessing(args.imgsz)
-        seg = random_segmenter(ofa_preset(args.arch), args.num_classes, args.prompt_len, args.device, precision, **options, **knn)
+        seg = random_segmenter(
+            ofa_preset(args.arch), args.num_classes, args.prompt_len, args.device, precision, **options, **knn
+        )
         label = f"random OFA-{args.arch}"
     else:
         seg = load_segmenter(args)
         label = args.checkpoint or args.engine
-    print(f"Benchmarking {label} on {args.device}, {len(seg.categories)} classes, input {image.shape[0]}x{image.shape[1]}")
+    print(
+        f"Benchmarking {label} on {args.device}, {len(seg.categories)} classes, input {image.shape[0]}x{image.shape[1]}"
+    )
     report = run_benchmark(
-        seg, image, args.batch, args.warmup, args.iters, progress=lambda i, n, ms: print(f"  iteration {i}/{n}: {ms:.1f} ms", flush=True)
+        seg,
+        image,
+        args.batch,
+        args.warmup,
+        args.iters,
+        progress=lambda i, n, ms: print(f"  iteration {i}/{n}: {ms:.1f} ms", flush=True),
     )
     return _print_report(report, args.json)
 
@@ -123,11 +171,19 @@ def run_server(args, image: np.ndarray) -> int:
     from .common import server_segmenter
 
     first = server_segmenter(args, raw=False)
-    print(f"Benchmarking {args.server} with {args.clients} concurrent client(s), {len(first.categories)} classes, "
-          f"input {image.shape[0]}x{image.shape[1]}, batch {args.batch}")
+    print(
+        f"Benchmarking {args.server} with {args.clients} concurrent client(s), {len(first.categories)} classes, "
+        f"input {image.shape[0]}x{image.shape[1]}, batch {args.batch}"
+    )
     spare = iter([first])  # the first connection reads the server statistics; each client thread opens its own
-    report = run_server_benchmark(lambda: next(spare, None) or server_segmenter(args, raw=False), image, args.clients, args.batch,
-                                  args.warmup, args.iters)
+    report = run_server_benchmark(
+        lambda: next(spare, None) or server_segmenter(args, raw=False),
+        image,
+        args.clients,
+        args.batch,
+        args.warmup,
+        args.iters,
+    )
     return _print_report(report, args.json)
 
 

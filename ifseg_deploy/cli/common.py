@@ -13,27 +13,52 @@ from ..fileio import IMAGE_EXTS, list_images
 from ..precision import BF16, FP16, TORCH
 from ..text.categories_file import BUILTIN_FILES, names_and_words, parse_category_spec, read_categories_file
 
+
 def add_segmenter_args(p: argparse.ArgumentParser, arch_option: bool = False) -> None:
     """Model source (``--checkpoint`` | ``--engine`` | ``--server`` [| ``--arch``]) and every runtime option."""
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="ofa_*.pt, IFSeg checkpoint or .safetensors bundle (PyTorch)")
-    src.add_argument("--engine", help="exported .onnx (ONNX Runtime), TensorRT .engine or OpenVINO <stem>_openvino/ folder, "
-                                      "with its .vocab.safetensors side file")
-    src.add_argument("--server", help="Triton Inference Server serving an export --format triton repository: grpc://HOST:8001 or http://HOST:8000")
+    src.add_argument(
+        "--engine",
+        help="exported .onnx (ONNX Runtime), TensorRT .engine or OpenVINO <stem>_openvino/ folder, "
+        "with its .vocab.safetensors side file",
+    )
+    src.add_argument(
+        "--server",
+        help="Triton Inference Server serving an export --format triton repository: grpc://HOST:8001 or http://HOST:8000",
+    )
     if arch_option:
         src.add_argument("--arch", help="random weights of an official OFA size: tiny, medium, base, large, huge")
     add_model_args(p)
-    p.add_argument("--providers", help="ONNX Runtime execution providers for --engine model.onnx, in order: cpu, cuda, tensorrt "
-                                       "(default: cpu, or cuda with --device cuda)")
-    p.add_argument("--precision", choices=TORCH,
-                   help="PyTorch / OpenVINO compute precision: fp32 (default), bf16 (CPUs with AVX512-BF16 or AMX), fp16 (CUDA; "
-                        "= --half, which also runs exported graphs in fp16)")
-    p.add_argument("--compile", action="store_true", help="PyTorch: torch.compile the network (the first frame of each size compiles)")
-    p.add_argument("--imgsz", type=int, help="inference short side in pixels (default: the model's stored preprocessing)")
+    p.add_argument(
+        "--providers",
+        help="ONNX Runtime execution providers for --engine model.onnx, in order: cpu, cuda, tensorrt "
+        "(default: cpu, or cuda with --device cuda)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=TORCH,
+        help="PyTorch / OpenVINO compute precision: fp32 (default), bf16 (CPUs with AVX512-BF16 or AMX), fp16 (CUDA; "
+        "= --half, which also runs exported graphs in fp16)",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="PyTorch: torch.compile the network (the first frame of each size compiles)",
+    )
+    p.add_argument(
+        "--imgsz", type=int, help="inference short side in pixels (default: the model's stored preprocessing)"
+    )
     add_knn_args(p)
-    p.add_argument("--window", type=int, help="sliding-window inference with square windows of this many pixels (multiple of 16) "
-                                             "for very large inputs (default: whole image)")
-    p.add_argument("--timeout", type=float, default=60.0, help="with --server: seconds to wait for each answer (default: 60)")
+    p.add_argument(
+        "--window",
+        type=int,
+        help="sliding-window inference with square windows of this many pixels (multiple of 16) "
+        "for very large inputs (default: whole image)",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=60.0, help="with --server: seconds to wait for each answer (default: 60)"
+    )
 
 
 def load_segmenter(args):
@@ -48,20 +73,36 @@ def load_segmenter(args):
     if not os.path.exists(path):
         raise IFSegError(f"{'checkpoint' if args.checkpoint else 'engine'} not found: {path}")
     if args.engine and backend_for(path) == "torch":
-        raise IFSegError(f"--engine {path}: unknown file type; pass an exported .onnx, a TensorRT .engine/.plan file "
-                         "or an OpenVINO model folder (<stem>_openvino/)")
+        raise IFSegError(
+            f"--engine {path}: unknown file type; pass an exported .onnx, a TensorRT .engine/.plan file "
+            "or an OpenVINO model folder (<stem>_openvino/)"
+        )
     options = {}
     if args.providers:
         if backend_for(path) != "onnxruntime":
-            raise IFSegError("--providers applies to --engine model.onnx (ONNX Runtime); other model files run on their own runtime")
+            raise IFSegError(
+                "--providers applies to --engine model.onnx (ONNX Runtime); other model files run on their own runtime"
+            )
         options["providers"] = args.providers
     announce_device(args.device)
     categories, class_words = category_args(args)
     precision, compile_options = precision_options(backend_for(path), args)
     options.update(compile_options)
     extra = {} if args.imgsz is None else {"preprocessing": inference_preprocessing(args.imgsz)}
-    return Segmenter.load(path, categories, args.bpe_dir, args.device, precision, class_words=class_words, backend_options=options,
-                          knn_k=args.knn_k, knn_iters=args.knn_iters, knn_backend=args.knn_backend, window=args.window, **extra)
+    return Segmenter.load(
+        path,
+        categories,
+        args.bpe_dir,
+        args.device,
+        precision,
+        class_words=class_words,
+        backend_options=options,
+        knn_k=args.knn_k,
+        knn_iters=args.knn_iters,
+        knn_backend=args.knn_backend,
+        window=args.window,
+        **extra,
+    )
 
 
 def precision_options(backend: str, args) -> Tuple[Optional[str], dict]:
@@ -75,11 +116,15 @@ def precision_options(backend: str, args) -> Tuple[Optional[str], dict]:
     precision = FP16 if args.half else requested
     options = {}
     if precision == BF16 and backend not in ("torch", "openvino"):
-        raise IFSegError("--precision bf16 applies to PyTorch checkpoints and OpenVINO models; exported ONNX / TensorRT "
-                         "graphs carry their precision (export --precision)")
+        raise IFSegError(
+            "--precision bf16 applies to PyTorch checkpoints and OpenVINO models; exported ONNX / TensorRT "
+            "graphs carry their precision (export --precision)"
+        )
     if getattr(args, "compile", False):
         if backend != "torch":
-            raise IFSegError("--compile applies to PyTorch checkpoints (--checkpoint); exported models are already compiled graphs")
+            raise IFSegError(
+                "--compile applies to PyTorch checkpoints (--checkpoint); exported models are already compiled graphs"
+            )
         options["compile"] = True
     return precision, options
 
@@ -99,24 +144,42 @@ def server_segmenter(args, raw: bool = True):
     with (the server applies them)."""
     from ..triton.client import connect
 
-    local = [flag for flag, on in (("--providers", args.providers), ("--window", args.window), ("--half", args.half),
-                                   ("--bpe-dir", args.bpe_dir), ("--precision", args.precision), ("--compile", args.compile),
-                                   ("--imgsz", args.imgsz is not None)) if on]
+    local = [
+        flag
+        for flag, on in (
+            ("--providers", args.providers),
+            ("--window", args.window),
+            ("--half", args.half),
+            ("--bpe-dir", args.bpe_dir),
+            ("--precision", args.precision),
+            ("--compile", args.compile),
+            ("--imgsz", args.imgsz is not None),
+        )
+        if on
+    ]
     if local:
         raise IFSegError(f"{', '.join(local)} do not apply to --server (the server runs the model as exported)")
     categories, class_words = category_args(args)
     if class_words:
-        raise IFSegError("--server takes plain category names; classes with word lists (name: words) need a local model")
+        raise IFSegError(
+            "--server takes plain category names; classes with word lists (name: words) need a local model"
+        )
     seg = connect(args.server, categories, args.timeout, raw=raw)
     if (args.knn_k, args.knn_iters) != (seg.knn_k, seg.knn_iters):
-        raise IFSegError(f"the server smooths with kNN k={seg.knn_k}, {seg.knn_iters} iterations (set at export); "
-                         "drop --knn-k/--knn-iters or re-export with them")
+        raise IFSegError(
+            f"the server smooths with kNN k={seg.knn_k}, {seg.knn_iters} iterations (set at export); "
+            "drop --knn-k/--knn-iters or re-export with them"
+        )
     return seg
 
 
 def add_font_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--font", metavar="PATH", help="TrueType/OpenType font for the legend's names (default: $IFSEG_FONT, else an "
-                                                  "installed font that covers them, found by fontconfig)")
+    p.add_argument(
+        "--font",
+        metavar="PATH",
+        help="TrueType/OpenType font for the legend's names (default: $IFSEG_FONT, else an "
+        "installed font that covers them, found by fontconfig)",
+    )
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -127,8 +190,12 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_device_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto = CUDA when available, else CPU); "
-                                                    "OpenVINO models: cpu, gpu, npu")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto, cpu, cuda or cuda:N (default: auto = CUDA when available, else CPU); "
+        "OpenVINO models: cpu, gpu, npu",
+    )
 
 
 def announce_device(requested: str) -> None:
@@ -147,10 +214,16 @@ def add_knn_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_category_args(p: argparse.ArgumentParser, what: str = "(default: those stored in the model)") -> None:
-    p.add_argument("--categories", help='comma-separated names, e.g. "grass, cat, dog"; classes with word lists as '
-                                        f'"animal: cat, dog; plant: grass, tree" {what}')
-    p.add_argument("--categories-file", help="a file with one class per line (name, or name: word, word), # comments; "
-                                             "or a built-in list: " + ", ".join(BUILTIN_FILES))
+    p.add_argument(
+        "--categories",
+        help='comma-separated names, e.g. "grass, cat, dog"; classes with word lists as '
+        f'"animal: cat, dog; plant: grass, tree" {what}',
+    )
+    p.add_argument(
+        "--categories-file",
+        help="a file with one class per line (name, or name: word, word), # comments; "
+        "or a built-in list: " + ", ".join(BUILTIN_FILES),
+    )
 
 
 def category_args(args) -> Tuple[Optional[List[str]], Optional[Dict[str, Tuple[str, ...]]]]:

@@ -24,11 +24,17 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "eval",
         help="mIoU / mAcc / aAcc on a validation split (reference protocol) or of saved label maps",
         description="Either --dataset/--root/--checkpoint (run the model) or --pred-dir/--gt-dir (score label maps; the classes come "
-                    "from --dataset, --class-names or --num-classes).",
+        "from --dataset, --class-names or --num-classes).",
     )
-    p.add_argument("--dataset", help=f"one of {', '.join(DATASETS)}: the class list and how its ground truth is stored (both modes)")
+    p.add_argument(
+        "--dataset",
+        help=f"one of {', '.join(DATASETS)}: the class list and how its ground truth is stored (both modes)",
+    )
     d = p.add_argument_group("model on a dataset")
-    d.add_argument("--root", help="dataset folder (ADEChallengeData2016, or the COCO-Stuff-164k folder with images/ and annotations/)")
+    d.add_argument(
+        "--root",
+        help="dataset folder (ADEChallengeData2016, or the COCO-Stuff-164k folder with images/ and annotations/)",
+    )
     d.add_argument("--checkpoint", help="ofa_*.pt, IFSeg checkpoint or .safetensors bundle")
     d.add_argument("--bpe-dir", help="folder with encoder.json, vocab.bpe, dict.txt (default: next to the checkpoint)")
     add_device_arg(d)
@@ -38,13 +44,28 @@ def add_parser(sub) -> argparse.ArgumentParser:
     m = p.add_argument_group("saved label maps")
     m.add_argument("--pred-dir", help="predicted label maps: <stem>_labels.png (as written by segment) or <stem>.png")
     m.add_argument("--gt-dir", help="ground-truth label maps <stem>.png (or <stem>_labelTrainIds.png)")
-    m.add_argument("--num-classes", type=int, help="number of classes; label values are 0..N-1 (default: from --dataset or --class-names)")
-    m.add_argument("--class-names", metavar="FILE",
-                   help="class names in index order, one per line (a categories file as train and segment read it): named table rows")
-    m.add_argument("--reduce-zero-label", action="store_true",
-                   help="ground truth stores 0 = ignore and class k as k+1, as ADE20K's annotations (mmsegmentation's reduce_zero_label); "
-                        "automatic with --dataset ade20k")
-    m.add_argument("--ignore-index", type=int, default=255, help="value of unlabelled pixels (default: 255): not scored in the ground truth, 'no class' in a prediction")
+    m.add_argument(
+        "--num-classes",
+        type=int,
+        help="number of classes; label values are 0..N-1 (default: from --dataset or --class-names)",
+    )
+    m.add_argument(
+        "--class-names",
+        metavar="FILE",
+        help="class names in index order, one per line (a categories file as train and segment read it): named table rows",
+    )
+    m.add_argument(
+        "--reduce-zero-label",
+        action="store_true",
+        help="ground truth stores 0 = ignore and class k as k+1, as ADE20K's annotations (mmsegmentation's reduce_zero_label); "
+        "automatic with --dataset ade20k",
+    )
+    m.add_argument(
+        "--ignore-index",
+        type=int,
+        default=255,
+        help="value of unlabelled pixels (default: 255): not scored in the ground truth, 'no class' in a prediction",
+    )
     p.add_argument("--out", help="JSON report path (default: runs/eval/<dataset or label_maps>.json)")
     return p
 
@@ -57,18 +78,24 @@ def _check_mode(args) -> str:
     model_flags = _given(args, ("root", "checkpoint", "limit"))
     map_flags = _given(args, ("pred_dir", "gt_dir", "num_classes", "class_names", "reduce_zero_label"))
     if model_flags and map_flags:
-        raise IFSegError(f"use either --root/--checkpoint (run a model) or --pred-dir/--gt-dir (score saved label maps), not both "
-                         f"(got {model_flags[0]} and {map_flags[0]})")
+        raise IFSegError(
+            f"use either --root/--checkpoint (run a model) or --pred-dir/--gt-dir (score saved label maps), not both "
+            f"(got {model_flags[0]} and {map_flags[0]})"
+        )
     if map_flags:
         missing = [f for f in ("--pred-dir", "--gt-dir") if f not in map_flags]
         if missing:
             raise IFSegError(f"scoring label maps needs {', '.join(missing)}")
         if args.num_classes is None and args.dataset is None and args.class_names is None:
-            raise IFSegError("scoring label maps needs the classes: --dataset NAME, --class-names FILE or --num-classes N")
+            raise IFSegError(
+                "scoring label maps needs the classes: --dataset NAME, --class-names FILE or --num-classes N"
+            )
         return "label_maps"
     missing = [f"--{f}" for f in ("dataset", "root", "checkpoint") if getattr(args, f) is None]
     if len(missing) == 3:
-        raise IFSegError("nothing to evaluate: pass --dataset NAME --root DIR --checkpoint CKPT, or --pred-dir P --gt-dir G --num-classes N")
+        raise IFSegError(
+            "nothing to evaluate: pass --dataset NAME --root DIR --checkpoint CKPT, or --pred-dir P --gt-dir G --num-classes N"
+        )
     if missing:
         raise IFSegError(f"evaluating a model needs {', '.join(missing)}")
     return "dataset"
@@ -84,7 +111,16 @@ def _run_dataset(args) -> int:
         raise IFSegError("--limit must be >= 1")
     out = _out_path(args, args.dataset)
     samples = find_samples(spec, args.root)[: args.limit]
-    seg = dataset_segmenter(spec, args.checkpoint, args.bpe_dir, args.device, precision_options("torch", args)[0], args.knn_k, args.knn_iters, args.knn_backend)
+    seg = dataset_segmenter(
+        spec,
+        args.checkpoint,
+        args.bpe_dir,
+        args.device,
+        precision_options("torch", args)[0],
+        args.knn_k,
+        args.knn_iters,
+        args.knn_backend,
+    )
     device = seg.backend.device
     backend = resolve_backend(seg.knn_backend, device)
     knn = f"k={seg.knn_k} x {seg.knn_iters} ({backend})" if seg.knn_iters else "off"
@@ -96,11 +132,26 @@ def _run_dataset(args) -> int:
     plain_scores = plain.scores() if plain is not None else None
     if plain_scores is not None:
         print(summary_line(plain_scores, "without kNN"))
-    protocol = dict(inference="whole image, batch 1", short_side=seg.preprocessing.short_side, long_side_max=seg.preprocessing.long_side_max, knn_k=seg.knn_k,
-                    knn_iters=seg.knn_iters, knn_backend=backend, device=str(device), half=args.half,
-                    metrics_at="original image size")
-    info = dict(mode="dataset", dataset=spec.name, root=args.root, checkpoint=args.checkpoint, images=len(samples), num_classes=len(names),
-                protocol=protocol)
+    protocol = dict(
+        inference="whole image, batch 1",
+        short_side=seg.preprocessing.short_side,
+        long_side_max=seg.preprocessing.long_side_max,
+        knn_k=seg.knn_k,
+        knn_iters=seg.knn_iters,
+        knn_backend=backend,
+        device=str(device),
+        half=args.half,
+        metrics_at="original image size",
+    )
+    info = dict(
+        mode="dataset",
+        dataset=spec.name,
+        root=args.root,
+        checkpoint=args.checkpoint,
+        images=len(samples),
+        num_classes=len(names),
+        protocol=protocol,
+    )
     write_report(out, build_report(scores, names, info, plain_scores))
     print(f"Report saved to {out}")
     return 0
@@ -114,21 +165,29 @@ def _label_map_classes(args) -> Tuple[List[str], LabelMapping, Dict[str, Any]]:
         if args.class_names is not None:
             raise IFSegError(f"--dataset {spec.name} gives the class names; drop --class-names")
         if args.reduce_zero_label and not spec.reduce_zero_label:
-            raise IFSegError(f"{spec.name} label maps store class k as k (no zero label to reduce); drop --reduce-zero-label")
+            raise IFSegError(
+                f"{spec.name} label maps store class k as k (no zero label to reduce); drop --reduce-zero-label"
+            )
         names = list(spec.categories)
         if args.num_classes is not None and args.num_classes != len(names):
-            raise IFSegError(f"{spec.name} has {len(names)} classes, not --num-classes {args.num_classes}; drop --num-classes")
+            raise IFSegError(
+                f"{spec.name} has {len(names)} classes, not --num-classes {args.num_classes}; drop --num-classes"
+            )
     elif args.class_names is not None:
         names = [c.name for c in read_categories_file(args.class_names)]
         if args.num_classes is not None and args.num_classes != len(names):
-            raise IFSegError(f"{args.class_names} names {len(names)} classes but --num-classes is {args.num_classes}; they must agree")
+            raise IFSegError(
+                f"{args.class_names} names {len(names)} classes but --num-classes is {args.num_classes}; they must agree"
+            )
     else:
         if args.num_classes < 1:
             raise IFSegError("--num-classes must be >= 1")
         names = [str(c) for c in range(args.num_classes)]
     n, ignore = len(names), args.ignore_index
     reduce = spec.reduce_zero_label if spec is not None else args.reduce_zero_label
-    low = n + 1 if reduce and spec is None else n  # stored ground-truth classes: 0..N-1, or 1..N with the zero label reduced
+    low = (
+        n + 1 if reduce and spec is None else n
+    )  # stored ground-truth classes: 0..N-1, or 1..N with the zero label reduced
     if not low <= ignore <= 65535:
         raise IFSegError(f"--ignore-index must be a value that is not a class, in {low}..65535 (got {ignore})")
     if spec is not None:

@@ -11,7 +11,10 @@ from ..runtime.loader import backend_for
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="show architecture, size and categories of a checkpoint, bundle or exported model")
-    p.add_argument("checkpoint", help="ofa_*.pt, IFSeg checkpoint, .safetensors bundle, or an export (.onnx, .engine, <stem>_openvino/)")
+    p.add_argument(
+        "checkpoint",
+        help="ofa_*.pt, IFSeg checkpoint, .safetensors bundle, or an export (.onnx, .engine, <stem>_openvino/)",
+    )
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     return p
 
@@ -34,9 +37,14 @@ def describe_export(path: str, backend: str) -> dict:
         "layers": [arch.encoder_layers, arch.decoder_layers],
         "heads": arch.heads,
         "precision": export.get("precision", "fp32"),
-        "input": "dynamic batch and size" if contract.dynamic else f"static {contract.batch}x3x{contract.image_size[0]}x{contract.image_size[1]}",
-        "position_biases": "folded into constants" if not contract.dynamic else
-                           "inputs, computed once per input size by the runtime" if contract.bias_inputs else "computed in the graph",
+        "input": "dynamic batch and size"
+        if contract.dynamic
+        else f"static {contract.batch}x3x{contract.image_size[0]}x{contract.image_size[1]}",
+        "position_biases": "folded into constants"
+        if not contract.dynamic
+        else "inputs, computed once per input size by the runtime"
+        if contract.bias_inputs
+        else "computed in the graph",
         "knn": f"in-graph (k={contract.knn_k}, {contract.knn_iters} iterations)" if contract.knn_iters else "host",
         "upsample": "in-graph" if contract.upsample else "host",
         "inputs": contract.input_names,

@@ -8,9 +8,9 @@ import os
 import sys
 from typing import List, Optional
 
-from ..version import __version__
 from ..errors import IFSegError
 from ..redact import redact_url
+from ..version import __version__
 from . import bench, export, info, segment, stream, train
 from . import eval as evaluate
 from .flags import flag_names
@@ -77,7 +77,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         if os.environ.get("IFSEG_DEBUG"):
             raise
         msg = redact_url(str(e).strip().splitlines()[0]) if str(e).strip() else ""
-        print(f"error: unexpected {type(e).__name__}: {msg[:200]} (set IFSEG_DEBUG=1 for the traceback)", file=sys.stderr)
+        print(
+            f"error: unexpected {type(e).__name__}: {msg[:200]} (set IFSEG_DEBUG=1 for the traceback)", file=sys.stderr
+        )
         return 1
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+
 from ..errors import IFSegError
 from ..fileio import ResultFolder
 from ..preprocess import read_image
@@ -17,16 +18,29 @@ from .flags import flag_names
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("segment", help="segment images into the named categories")
-    p.add_argument("images", nargs="+", help="image files, folders or quoted glob patterns ('photos/*.jpg', 'data/**/*.png')")
+    p.add_argument(
+        "images", nargs="+", help="image files, folders or quoted glob patterns ('photos/*.jpg', 'data/**/*.png')"
+    )
     add_segmenter_args(p)
-    p.add_argument("--out", help="output folder, used as given when it is new, empty or an earlier results folder (default: "
-                                 "runs/segment, numbered runs/segment2, ... so an earlier run is never overwritten); results "
-                                 "mirror the inputs' paths below their common folder")
-    p.add_argument("--exist-ok", action="store_true", help="write into runs/segment even if it exists, or into an --out folder that "
-                                                           "holds other files (none of them is ever replaced)")
-    p.add_argument("--save-raw", action="store_true", help="also write <stem>_logits.npy and <stem>_probs.npy, (h, w, N) float32")
+    p.add_argument(
+        "--out",
+        help="output folder, used as given when it is new, empty or an earlier results folder (default: "
+        "runs/segment, numbered runs/segment2, ... so an earlier run is never overwritten); results "
+        "mirror the inputs' paths below their common folder",
+    )
+    p.add_argument(
+        "--exist-ok",
+        action="store_true",
+        help="write into runs/segment even if it exists, or into an --out folder that "
+        "holds other files (none of them is ever replaced)",
+    )
+    p.add_argument(
+        "--save-raw", action="store_true", help="also write <stem>_logits.npy and <stem>_probs.npy, (h, w, N) float32"
+    )
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity in [0, 1] (default: 0.5)")
-    p.add_argument("--contours", action="store_true", help="outline each region in its pure class colour on the overlay")
+    p.add_argument(
+        "--contours", action="store_true", help="outline each region in its pure class colour on the overlay"
+    )
     p.add_argument("--batch", type=int, default=1, help="images per forward pass (default: 1)")
     add_font_arg(p)
     return p
@@ -79,8 +93,10 @@ def run(args) -> int:
             stages = ", ".join(f"{k} {v:.1f}ms" for k, v in res.timings.items())
             h, w = res.grid
             areas = format_area_summary(area_summary(res.labels, res.categories), limit=5)
-            print(f"image {i + 1}/{total} {paths[i]}: {res.labels.shape[0]}x{res.labels.shape[1]}, grid {h}x{w}, {areas}; {stages} "
-                  f"-> {os.path.relpath(written[0], out.path)[: -len('_labels.png')]}_*")
+            print(
+                f"image {i + 1}/{total} {paths[i]}: {res.labels.shape[0]}x{res.labels.shape[1]}, grid {h}x{w}, {areas}; {stages} "
+                f"-> {os.path.relpath(written[0], out.path)[: -len('_labels.png')]}_*"
+            )
     if done:
         print(f"Results saved to {out.path}")
     if failed:

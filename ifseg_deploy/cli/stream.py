@@ -17,25 +17,50 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("source", help="webcam index (0), video file, rtsp:// or http(s):// URL, or a GStreamer pipeline")
     add_segmenter_args(p)
     out = p.add_argument_group("outputs (at least one)")
-    out.add_argument("--save", help="write the overlay video here (.mp4: H.264 with the video extra, else mp4v; .avi: MJPEG)")
-    out.add_argument("--show", action="store_true", help="display the overlay in a window, q quits (needs the gui extra)")
-    out.add_argument("--save-labels", metavar="DIR", help="write a label PNG per processed frame (<frame>.png) into DIR")
+    out.add_argument(
+        "--save", help="write the overlay video here (.mp4: H.264 with the video extra, else mp4v; .avi: MJPEG)"
+    )
+    out.add_argument(
+        "--show", action="store_true", help="display the overlay in a window, q quits (needs the gui extra)"
+    )
+    out.add_argument(
+        "--save-labels", metavar="DIR", help="write a label PNG per processed frame (<frame>.png) into DIR"
+    )
     out.add_argument("--save-json", metavar="FILE", help="write JSON Lines: frame, time (s), area fraction per class")
-    out.add_argument("--exist-ok", action="store_true", help="--save-labels may name a folder holding other files "
-                                                             "(none of them is ever replaced)")
+    out.add_argument(
+        "--exist-ok",
+        action="store_true",
+        help="--save-labels may name a folder holding other files (none of them is ever replaced)",
+    )
     add_font_arg(p)
     p.add_argument("--max-frames", type=int, help="stop after this many processed frames")
     p.add_argument("--vid-stride", type=int, default=1, help="video files: process every N-th frame (default: 1)")
-    p.add_argument("--temporal", action=argparse.BooleanOptionalAction, default=True,
-                   help="smooth labels across frames: moving average of the class probabilities where the scene did not "
-                        "change, reset on scene cuts (default: on; --no-temporal: each frame on its own)")
-    p.add_argument("--reconnect", type=int, default=5,
-                   help="live sources: reopen attempts after the source stops, waits doubling from 0.5 s (default: 5)")
-    p.add_argument("--max-bad-frames", type=int, default=30,
-                   help="video files: unreadable frames in a row before the file counts as ended (default: 30)")
-    p.add_argument("--live", action=argparse.BooleanOptionalAction, default=None,
-                   help="read the source as live (newest frame only) or recorded (every frame); "
-                        "default: live for webcams, URLs and pipelines")
+    p.add_argument(
+        "--temporal",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="smooth labels across frames: moving average of the class probabilities where the scene did not "
+        "change, reset on scene cuts (default: on; --no-temporal: each frame on its own)",
+    )
+    p.add_argument(
+        "--reconnect",
+        type=int,
+        default=5,
+        help="live sources: reopen attempts after the source stops, waits doubling from 0.5 s (default: 5)",
+    )
+    p.add_argument(
+        "--max-bad-frames",
+        type=int,
+        default=30,
+        help="video files: unreadable frames in a row before the file counts as ended (default: 30)",
+    )
+    p.add_argument(
+        "--live",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="read the source as live (newest frame only) or recorded (every frame); "
+        "default: live for webcams, URLs and pipelines",
+    )
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity in [0, 1] (default: 0.5)")
     p.add_argument("--contours", action="store_true", help="draw class boundaries")
     p.add_argument("--no-hud", dest="hud", action="store_false", help="no FPS / latency / drops text on the frames")
@@ -46,13 +71,31 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args) -> int:
     from ..stream import OutputOptions, Stream, run_stream
 
-    opts = OutputOptions(save=args.save, show=args.show, save_labels=args.save_labels, save_json=args.save_json,
-                         hud=args.hud, alpha=args.alpha, contours=args.contours, progress=not args.quiet,
-                         exist_ok=args.exist_ok, font=resolve_font(args.font))
+    opts = OutputOptions(
+        save=args.save,
+        show=args.show,
+        save_labels=args.save_labels,
+        save_json=args.save_json,
+        hud=args.hud,
+        alpha=args.alpha,
+        contours=args.contours,
+        progress=not args.quiet,
+        exist_ok=args.exist_ok,
+        font=resolve_font(args.font),
+    )
     opts.check()
     seg = load_segmenter(args)
-    stream = Stream(seg, args.source, live=args.live, vid_stride=args.vid_stride, max_frames=args.max_frames,
-                    temporal=args.temporal, reconnect=args.reconnect, max_bad_frames=args.max_bad_frames, notify=log.warning)
+    stream = Stream(
+        seg,
+        args.source,
+        live=args.live,
+        vid_stride=args.vid_stride,
+        max_frames=args.max_frames,
+        temporal=args.temporal,
+        reconnect=args.reconnect,
+        max_bad_frames=args.max_bad_frames,
+        notify=log.warning,
+    )
     try:
         summary = run_stream(stream, opts)
     finally:

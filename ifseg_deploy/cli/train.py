@@ -23,37 +23,72 @@ def add_parser(sub) -> argparse.ArgumentParser:
     )
     p.add_argument("--checkpoint", required=True, help="ofa_*.pt (or an IFSeg checkpoint / bundle to continue from)")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--categories", help='comma-separated class names, e.g. "grass, cat, concrete wall"; '
-                     'word lists as "animal: zebra, giraffe; grass"')
-    src.add_argument("--categories-file", help="one class per line, optionally 'class: word, word' (hierarchical); '#' comments; "
-                     "or a built-in list: coco-stuff-27")
+    src.add_argument(
+        "--categories",
+        help='comma-separated class names, e.g. "grass, cat, concrete wall"; '
+        'word lists as "animal: zebra, giraffe; grass"',
+    )
+    src.add_argument(
+        "--categories-file",
+        help="one class per line, optionally 'class: word, word' (hierarchical); '#' comments; "
+        "or a built-in list: coco-stuff-27",
+    )
     p.add_argument("--bpe-dir", help="folder with encoder.json, vocab.bpe, dict.txt (default: next to the checkpoint)")
     p.add_argument("--out", required=True, help="output bundle, e.g. my_model.safetensors")
     p.add_argument("--steps", type=int, default=2000, help="optimizer updates (default: 2000)")
-    p.add_argument("--batch-size", type=int, default=16, help="artificial images per update, all processes together (default: 16)")
+    p.add_argument(
+        "--batch-size", type=int, default=16, help="artificial images per update, all processes together (default: 16)"
+    )
     p.add_argument("--lr", type=float, default=5e-5, help="peak learning rate of the cosine schedule (default: 5e-5)")
     p.add_argument("--weight-decay", type=float, default=0.1, help="decoupled weight decay (default: 0.1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the artificial data and dropout streams (default: 0)")
     add_device_arg(p)
-    p.add_argument("--precision", default="auto", choices=TRAIN,
-                   help="auto = bf16 (fp16 on GPUs without bf16) mixed precision on CUDA, fp32 on CPU; bf16 also runs on CPU")
-    p.add_argument("--grad-accum", type=int, default=1, help="split each update into N sequential micro-batches to save memory")
-    p.add_argument("--save-every", type=int, default=0, help="also write the resumable state every N updates, against crashes (default: off; "
-                   "Ctrl-C and SIGTERM always save it)")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=TRAIN,
+        help="auto = bf16 (fp16 on GPUs without bf16) mixed precision on CUDA, fp32 on CPU; bf16 also runs on CPU",
+    )
+    p.add_argument(
+        "--grad-accum", type=int, default=1, help="split each update into N sequential micro-batches to save memory"
+    )
+    p.add_argument(
+        "--save-every",
+        type=int,
+        default=0,
+        help="also write the resumable state every N updates, against crashes (default: off; "
+        "Ctrl-C and SIGTERM always save it)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from <out stem>.state.pt if present")
-    p.add_argument("--max-cells", type=int, default=32, help="largest artificial grid side S, sides drawn from 1..S (default: 32)")
+    p.add_argument(
+        "--max-cells", type=int, default=32, help="largest artificial grid side S, sides drawn from 1..S (default: 32)"
+    )
     p.add_argument("--dropout", type=float, default=0.1, help="dropout during training (default: 0.1)")
-    p.add_argument("--drop-path", type=float, default=0.1, help="largest drop-path rate, linear over layers (default: 0.1)")
-    p.add_argument("--holdout-size", type=int, default=32, help="held-out artificial images for the final metrics (default: 32)")
+    p.add_argument(
+        "--drop-path", type=float, default=0.1, help="largest drop-path rate, linear over layers (default: 0.1)"
+    )
+    p.add_argument(
+        "--holdout-size", type=int, default=32, help="held-out artificial images for the final metrics (default: 32)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
 def run(args) -> int:
-    from ..train import TrainConfig, TrainingAborted, TrainingStopped, parse_category_spec, read_categories_file, state_path, train
+    from ..train import (
+        TrainConfig,
+        TrainingAborted,
+        TrainingStopped,
+        parse_category_spec,
+        read_categories_file,
+        state_path,
+        train,
+    )
     from ..train.distributed import DistContext
 
-    classes = read_categories_file(args.categories_file) if args.categories_file else parse_category_spec(args.categories)
+    classes = (
+        read_categories_file(args.categories_file) if args.categories_file else parse_category_spec(args.categories)
+    )
     announce_device(args.device)
     cfg = TrainConfig(
         checkpoint=args.checkpoint,
@@ -80,7 +115,9 @@ def run(args) -> int:
         result = train(cfg)
     except TrainingStopped as e:
         if not e.quiet:
-            print(flag_names(e.line(f"resume with: {resume_command(args)}")), file=sys.stderr)  # a peer's error may name parameters
+            print(
+                flag_names(e.line(f"resume with: {resume_command(args)}")), file=sys.stderr
+            )  # a peer's error may name parameters
         return e.exit_code
     except TrainingAborted as e:
         if DistContext.from_env().is_main:

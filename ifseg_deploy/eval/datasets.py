@@ -48,13 +48,23 @@ class Sample:
     label: str
 
 
-def _coco(name: str, categories: Sequence[str], targets: List[int], words: Optional[Dict[str, Tuple[str, ...]]] = None) -> DatasetSpec:
+def _coco(
+    name: str, categories: Sequence[str], targets: List[int], words: Optional[Dict[str, Tuple[str, ...]]] = None
+) -> DatasetSpec:
     """A COCO-Stuff-164k variant: fine train id k -> ``targets[k]`` (or IGNORE)."""
     pairs = dict(enumerate(targets))
     pairs[STORED_IGNORE] = IGNORE
     mapping = LabelMapping.from_pairs(pairs, f"0..{len(COCO_STUFF_CLASSES) - 1} or {STORED_IGNORE} (ignore)")
-    return DatasetSpec(name, tuple(categories), mapping, "images/val2017", "annotations/val2017", "_labelTrainIds",
-                       ("coco_stuff164k",), words)
+    return DatasetSpec(
+        name,
+        tuple(categories),
+        mapping,
+        "images/val2017",
+        "annotations/val2017",
+        "_labelTrainIds",
+        ("coco_stuff164k",),
+        words,
+    )
 
 
 def _unseen_targets() -> List[int]:
@@ -66,8 +76,16 @@ def get_dataset(name: str) -> DatasetSpec:
     """The spec of a built-in dataset (``ade20k``, ``coco-stuff``, ``coco-stuff-27``, ``coco-stuff-unseen15``)."""
     if name == "ade20k":
         mapping = LabelMapping.reduce_zero_label(len(ADE20K_CLASSES), [STORED_IGNORE])
-        return DatasetSpec(name, ADE20K_CLASSES, mapping, "images/validation", "annotations/validation", "", ("ADEChallengeData2016",),
-                           reduce_zero_label=True)
+        return DatasetSpec(
+            name,
+            ADE20K_CLASSES,
+            mapping,
+            "images/validation",
+            "annotations/validation",
+            "",
+            ("ADEChallengeData2016",),
+            reduce_zero_label=True,
+        )
     if name == "coco-stuff":
         return _coco(name, COCO_STUFF_CLASSES, list(range(len(COCO_STUFF_CLASSES))))
     if name == "coco-stuff-27":
@@ -75,7 +93,6 @@ def get_dataset(name: str) -> DatasetSpec:
     if name == "coco-stuff-unseen15":
         return _coco(name, COCO_UNSEEN_15, _unseen_targets())
     raise IFSegError(f"unknown dataset '{name}'; choose one of {', '.join(DATASETS)}")
-
 
 
 def _files(folder: str, ends: Tuple[str, ...]) -> List[str]:
@@ -108,8 +125,12 @@ def find_samples(spec: DatasetSpec, root: str) -> List[Sample]:
         raise IFSegError(f"no label maps (*{suffix}) in {label_dir}")
     missing = sorted(set(labels) - set(images))
     if missing:
-        raise IFSegError(f"{len(missing)} label map(s) have no image in {image_dir} (e.g. {labels[missing[0]]}); image and label folders must match")
+        raise IFSegError(
+            f"{len(missing)} label map(s) have no image in {image_dir} (e.g. {labels[missing[0]]}); image and label folders must match"
+        )
     extra = sorted(set(images) - set(labels))
     if extra:
-        raise IFSegError(f"{len(extra)} image(s) have no label map in {label_dir} (e.g. {images[extra[0]]}); image and label folders must match")
+        raise IFSegError(
+            f"{len(extra)} image(s) have no label map in {label_dir} (e.g. {images[extra[0]]}); image and label folders must match"
+        )
     return [Sample(k, os.path.join(image_dir, images[k]), os.path.join(label_dir, labels[k])) for k in sorted(labels)]

@@ -9,8 +9,13 @@ from .metrics import MetricAccumulator
 from .runner import progress
 
 
-def evaluate_label_maps(pairs: Sequence[Tuple[str, str, str]], num_classes: int, pred_mapping: LabelMapping,
-                        gt_mapping: LabelMapping, show_progress: bool = True) -> MetricAccumulator:
+def evaluate_label_maps(
+    pairs: Sequence[Tuple[str, str, str]],
+    num_classes: int,
+    pred_mapping: LabelMapping,
+    gt_mapping: LabelMapping,
+    show_progress: bool = True,
+) -> MetricAccumulator:
     """Areas of ``(key, pred_path, gt_path)`` pairs, each file mapped to class indices ``0..N-1``.
 
     ``pred_mapping`` reads the predictions (``segment`` writes ``0..N-1``; the ignore value means

@@ -19,7 +19,9 @@ SINGLE_CHANNEL_MODES = ("L", "P", "I;16", "I;16L", "I;16B", "I")
 def check_same_size(a: Tuple[int, int], b: Tuple[int, int], what_a: str, what_b: str) -> None:
     """Raise a one-line :class:`IFSegError` unless the ``(H, W)`` shapes ``a`` and ``b`` are equal."""
     if a != b:
-        raise IFSegError(f"{what_a} is {a[1]}x{a[0]} but {what_b} is {b[1]}x{b[0]} (width x height); they must have the same size")
+        raise IFSegError(
+            f"{what_a} is {a[1]}x{a[0]} but {what_b} is {b[1]}x{b[0]} (width x height); they must have the same size"
+        )
 
 
 def read_label_map(path: str) -> np.ndarray:
@@ -32,10 +34,14 @@ def read_label_map(path: str) -> np.ndarray:
         with Image.open(path) as im:
             mode = im.mode
             if mode not in SINGLE_CHANNEL_MODES:
-                raise IFSegError(f"{path} is a {mode} image, not a label map; label maps are single-channel (8/16-bit gray or palette) PNGs")
+                raise IFSegError(
+                    f"{path} is a {mode} image, not a label map; label maps are single-channel (8/16-bit gray or palette) PNGs"
+                )
             return np.asarray(im, dtype=np.int64)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise IFSegError(f"cannot decode label map {path} ({str(e).splitlines()[0][:100]}); pass PNG label maps") from None
+        raise IFSegError(
+            f"cannot decode label map {path} ({str(e).splitlines()[0][:100]}); pass PNG label maps"
+        ) from None
 
 
 def _ignored(values: Sequence[int]) -> str:
@@ -83,5 +89,7 @@ class LabelMapping:
         if bad.any():
             values = np.unique(raw[bad])
             shown = ", ".join(map(str, values[:5])) + (" ..." if len(values) > 5 else "")
-            raise IFSegError(f"{path}: label value(s) {shown} out of range (expected {self.expected}); check the dataset / `num_classes` / `ignore` / `reduce_zero_label` (ADE20K: 0 = ignore)")
+            raise IFSegError(
+                f"{path}: label value(s) {shown} out of range (expected {self.expected}); check the dataset / `num_classes` / `ignore` / `reduce_zero_label` (ADE20K: 0 = ignore)"
+            )
         return out

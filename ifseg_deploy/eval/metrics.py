@@ -37,14 +37,23 @@ class ClassScores:
 
     def to_dict(self, names: Optional[Sequence[str]] = None) -> Dict[str, object]:
         """JSON-ready summary (NaN -> None)."""
+
         def num(x: float) -> Optional[float]:
             return None if np.isnan(x) else float(x)
 
         per_class: List[Dict[str, object]] = []
         for c in range(len(self.iou)):
             per_class.append(
-                dict(index=c, name=names[c] if names else str(c), iou=num(self.iou[c]), acc=num(self.acc[c]),
-                     intersect=int(self.intersect[c]), union=int(self.union[c]), pred=int(self.pred[c]), label=int(self.label[c]))
+                dict(
+                    index=c,
+                    name=names[c] if names else str(c),
+                    iou=num(self.iou[c]),
+                    acc=num(self.acc[c]),
+                    intersect=int(self.intersect[c]),
+                    union=int(self.union[c]),
+                    pred=int(self.pred[c]),
+                    label=int(self.label[c]),
+                )
             )
         return dict(mIoU=num(self.miou), mAcc=num(self.macc), aAcc=num(self.aacc), per_class=per_class)
 
@@ -88,4 +97,14 @@ class MetricAccumulator:
         acc = _ratio(self.intersect, self.label)
         total = self.label.sum()
         aacc = float(self.intersect.sum() / total) if total else float("nan")
-        return ClassScores(self.intersect.copy(), union, self.pred.copy(), self.label.copy(), iou, acc, _nanmean(iou), _nanmean(acc), aacc)
+        return ClassScores(
+            self.intersect.copy(),
+            union,
+            self.pred.copy(),
+            self.label.copy(),
+            iou,
+            acc,
+            _nanmean(iou),
+            _nanmean(acc),
+            aacc,
+        )

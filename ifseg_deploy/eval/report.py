@@ -16,7 +16,9 @@ def _pct(x: float) -> str:
 
 def summary_line(scores: ClassScores, title: str) -> str:
     """``title: mIoU x  mAcc y  aAcc z`` in percent."""
-    return f"{title}: mIoU {_pct(scores.miou).strip()}  mAcc {_pct(scores.macc).strip()}  aAcc {_pct(scores.aacc).strip()}"
+    return (
+        f"{title}: mIoU {_pct(scores.miou).strip()}  mAcc {_pct(scores.macc).strip()}  aAcc {_pct(scores.aacc).strip()}"
+    )
 
 
 def format_scores(scores: ClassScores, names: Sequence[str], title: str) -> str:
@@ -29,7 +31,9 @@ def format_scores(scores: ClassScores, names: Sequence[str], title: str) -> str:
     return "\n".join(lines)
 
 
-def build_report(scores: ClassScores, names: Sequence[str], info: Dict[str, Any], plain: Optional[ClassScores] = None) -> Dict[str, Any]:
+def build_report(
+    scores: ClassScores, names: Sequence[str], info: Dict[str, Any], plain: Optional[ClassScores] = None
+) -> Dict[str, Any]:
     """The JSON document: run settings, dataset-level metrics (fractions in [0, 1]) and areas per class."""
     report = dict(info)
     report.update(scores.to_dict(names))

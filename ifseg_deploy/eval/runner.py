@@ -22,19 +22,39 @@ def progress(items: Sequence[T], desc: str, enabled: bool = True) -> Iterable[T]
     tool does) so that stderr holds nothing but the one-line error of a failed run."""
     from tqdm import tqdm
 
-    with tqdm(items, desc=desc, unit="img", file=sys.stdout, leave=False, disable=not enabled, dynamic_ncols=True) as bar:
+    with tqdm(
+        items, desc=desc, unit="img", file=sys.stdout, leave=False, disable=not enabled, dynamic_ncols=True
+    ) as bar:
         yield from bar
 
 
-def dataset_segmenter(spec: DatasetSpec, checkpoint: str, bpe_dir: Optional[str] = None, device: str = "cpu", precision: Optional[str] = None,
-                      knn_k: int = 3, knn_iters: int = 25, knn_backend: str = "auto") -> Segmenter:
+def dataset_segmenter(
+    spec: DatasetSpec,
+    checkpoint: str,
+    bpe_dir: Optional[str] = None,
+    device: str = "cpu",
+    precision: Optional[str] = None,
+    knn_k: int = 3,
+    knn_iters: int = 25,
+    knn_backend: str = "auto",
+) -> Segmenter:
     """A Segmenter on the dataset's fixed class list (word-list embeddings for hierarchical classes)."""
-    return Segmenter.load(checkpoint, categories=spec.categories, bpe_dir=bpe_dir, device=device, precision=precision,
-                                     class_words=spec.class_words, knn_k=knn_k, knn_iters=knn_iters, knn_backend=knn_backend)
+    return Segmenter.load(
+        checkpoint,
+        categories=spec.categories,
+        bpe_dir=bpe_dir,
+        device=device,
+        precision=precision,
+        class_words=spec.class_words,
+        knn_k=knn_k,
+        knn_iters=knn_iters,
+        knn_backend=knn_backend,
+    )
 
 
-def evaluate_dataset(seg: Segmenter, samples: Sequence[Sample], mapping: LabelMapping, show_progress: bool = True
-                     ) -> Tuple[MetricAccumulator, Optional[MetricAccumulator]]:
+def evaluate_dataset(
+    seg: Segmenter, samples: Sequence[Sample], mapping: LabelMapping, show_progress: bool = True
+) -> Tuple[MetricAccumulator, Optional[MetricAccumulator]]:
     """Whole-image inference at batch 1, label maps at the ORIGINAL size vs the remapped truth.
 
     Returns the accumulator of the Segmenter's labels (kNN-smoothed when its kNN is on) and,

@@ -8,9 +8,17 @@ import torch
 from torch import Tensor, nn
 
 from ..config import ArchConfig
-from .encoder import abs_position_bias
 from ..tracing import capturing_graph
-from .positions import add_resized_offset_bias, grid_position_ids, grid_rel_index, offset_table, pair_bias, resize_grid_vectors, resize_pair_bias
+from .encoder import abs_position_bias
+from .positions import (
+    add_resized_offset_bias,
+    grid_position_ids,
+    grid_rel_index,
+    offset_table,
+    pair_bias,
+    resize_grid_vectors,
+    resize_pair_bias,
+)
 from .stochastic import Dropout
 from .transformer import MASK_VALUE, layer_stack
 
@@ -39,8 +47,15 @@ class SurrogateDecoder(nn.Module):
     """
 
     #: The submodules :meth:`position_biases` reads (position tables, their norms and projections).
-    POSITION_MODULES = ("embed_seg_positions", "seg_pos_ln", "self_pos_q_linear", "self_pos_k_linear", "cross_pos_q_linear",
-                        "cross_pos_k_linear", "seg_rel_pos_table_list")
+    POSITION_MODULES = (
+        "embed_seg_positions",
+        "seg_pos_ln",
+        "self_pos_q_linear",
+        "self_pos_k_linear",
+        "cross_pos_q_linear",
+        "cross_pos_k_linear",
+        "seg_rel_pos_table_list",
+    )
 
     def __init__(self, cfg: ArchConfig):
         super().__init__()
@@ -72,13 +87,19 @@ class SurrogateDecoder(nn.Module):
         """Per-layer self-attention bias ``(1, H, 1+hw, 1+hw)``: absolute + relative + causal mask."""
         g, heads = self.cfg.seg_grid, self.cfg.heads
         t = queries.shape[0]
-        abs_bias = abs_position_bias(self.self_pos_q_linear, self.self_pos_k_linear, queries, queries, heads, self.pos_scaling)
+        abs_bias = abs_position_bias(
+            self.self_pos_q_linear, self.self_pos_k_linear, queries, queries, heads, self.pos_scaling
+        )
         causal = torch.triu(torch.full((t, t), MASK_VALUE, device=queries.device, dtype=abs_bias.dtype), diagonal=1)
         masked = abs_bias + causal  # shared by every layer; equal to (abs + rel) + causal wherever the mask is 0
         if capturing_graph():  # the traceable form
             index = seg_rel_index(g, queries.device)
-            return [(masked + resize_pair_bias(pair_bias(table.weight, index), g, size, key_first=False, lead=1)).unsqueeze(0)
-                    for table in self.seg_rel_pos_table_list]
+            return [
+                (masked + resize_pair_bias(pair_bias(table.weight, index), g, size, key_first=False, lead=1)).unsqueeze(
+                    0
+                )
+                for table in self.seg_rel_pos_table_list
+            ]
         biases = []
         n = (2 * g - 1) ** 2 + 3
         for table in self.seg_rel_pos_table_list:
@@ -96,7 +117,12 @@ class SurrogateDecoder(nn.Module):
         they depend only on shapes, weights and the encoder's position embeddings."""
         queries = self.seg_pos_ln(self.target_positions(size))
         cross = abs_position_bias(
-            self.cross_pos_q_linear, self.cross_pos_k_linear, queries, encoder_positions, self.cfg.heads, self.pos_scaling
+            self.cross_pos_q_linear,
+            self.cross_pos_k_linear,
+            queries,
+            encoder_positions,
+            self.cfg.heads,
+            self.pos_scaling,
         ).unsqueeze(0)
         return self.self_biases(size, queries), cross
 

@@ -10,13 +10,23 @@ from torch import Tensor, nn
 from ..config import ArchConfig
 from ..errors import IFSegError
 from ..tracing import capturing_graph
-from .positions import (add_resized_offset_bias, grid_position_ids, grid_rel_index, offset_table, pair_bias, resize_grid_vectors,
-                        resize_pair_bias, token_rel_index)
+from .positions import (
+    add_resized_offset_bias,
+    grid_position_ids,
+    grid_rel_index,
+    offset_table,
+    pair_bias,
+    resize_grid_vectors,
+    resize_pair_bias,
+    token_rel_index,
+)
 from .stochastic import Dropout
 from .transformer import layer_stack
 
 
-def abs_position_bias(q_proj: nn.Linear, k_proj: nn.Linear, queries: Tensor, keys: Tensor, heads: int, scaling: float) -> Tensor:
+def abs_position_bias(
+    q_proj: nn.Linear, k_proj: nn.Linear, queries: Tensor, keys: Tensor, heads: int, scaling: float
+) -> Tensor:
     """``(Q Wq + bq) * s @ (K Wk + bk)^T`` per head: ``(Tq, C), (Tk, C) -> (H, Tq, Tk)``."""
     tq, tk = queries.shape[0], keys.shape[0]
     q = (q_proj(queries) * scaling).reshape(tq, heads, -1).transpose(0, 1)
@@ -47,9 +57,13 @@ def check_input_shape(cfg: ArchConfig, size: Tuple[int, int], text_len: int) -> 
     """Reject grids the image position table cannot address and prompts longer than the text table."""
     h, w = size
     if not grid_addressable(cfg, h, w):
-        raise IFSegError(f"a {h}x{w} feature grid is too elongated for OFA's image position table; crop the image closer to square")
+        raise IFSegError(
+            f"a {h}x{w} feature grid is too elongated for OFA's image position table; crop the image closer to square"
+        )
     if text_len > cfg.max_text_positions:
-        raise IFSegError(f"the prompt has {text_len} tokens, more than the {cfg.max_text_positions} the model supports; use fewer categories")
+        raise IFSegError(
+            f"the prompt has {text_len} tokens, more than the {cfg.max_text_positions} the model supports; use fewer categories"
+        )
 
 
 class Encoder(nn.Module):
@@ -61,8 +75,16 @@ class Encoder(nn.Module):
     """
 
     #: The submodules :meth:`position_biases` reads (position tables, their norms and projections).
-    POSITION_MODULES = ("embed_image_positions", "image_pos_ln", "embed_positions", "pos_ln", "pos_q_linear", "pos_k_linear",
-                        "token_rel_pos_table_list", "image_rel_pos_table_list")
+    POSITION_MODULES = (
+        "embed_image_positions",
+        "image_pos_ln",
+        "embed_positions",
+        "pos_ln",
+        "pos_q_linear",
+        "pos_k_linear",
+        "token_rel_pos_table_list",
+        "image_rel_pos_table_list",
+    )
 
     def __init__(self, cfg: ArchConfig):
         super().__init__()
@@ -100,7 +122,9 @@ class Encoder(nn.Module):
         device = self.embed_image_positions.weight.device
         if capturing_graph():
             last = torch.tensor(self.embed_image_positions.num_embeddings - 1, device=device)
-            ids = torch.minimum(grid_position_ids(h, w, stride, device), last)  # Min, not an integer Clip: TensorRT-friendly
+            ids = torch.minimum(
+                grid_position_ids(h, w, stride, device), last
+            )  # Min, not an integer Clip: TensorRT-friendly
             resized = resize_grid_vectors(self.embed_image_positions(grid_position_ids(g, g, stride, device)), g, size)
             return torch.where(torch.as_tensor(h * w > g * g), resized, self.embed_image_positions(ids))
         if h * w > g * g:
@@ -119,14 +143,18 @@ class Encoder(nn.Module):
         """Per-layer attention bias ``(1, H, T, T)``: shared absolute part + that layer's relative part."""
         hw = size[0] * size[1]
         device = positions.device
-        abs_bias = abs_position_bias(self.pos_q_linear, self.pos_k_linear, positions, positions, self.cfg.heads, self.pos_scaling)
+        abs_bias = abs_position_bias(
+            self.pos_q_linear, self.pos_k_linear, positions, positions, self.cfg.heads, self.pos_scaling
+        )
         g, bucket = self.cfg.encoder_grid, self.cfg.image_bucket_size
         txt_index = token_rel_index(text_len, self.cfg.token_bucket_size, device=device)
         biases = []
         for img_table, txt_table in zip(self.image_rel_pos_table_list, self.token_rel_pos_table_list):
             txt = pair_bias(txt_table.weight, txt_index)
             if capturing_graph():  # the traceable form and one static block structure for the graph
-                img = resize_pair_bias(pair_bias(img_table.weight, grid_rel_index(g, bucket, device)), g, size, key_first=True)
+                img = resize_pair_bias(
+                    pair_bias(img_table.weight, grid_rel_index(g, bucket, device)), g, size, key_first=True
+                )
                 heads = img.shape[0]
                 top = torch.cat([img, img.new_zeros(heads, hw, text_len)], dim=-1)
                 bottom = torch.cat([txt.new_zeros(heads, text_len, hw), txt], dim=-1)

@@ -29,8 +29,16 @@ def fold_conv_bn(conv: nn.Conv2d, bn: FrozenBatchNorm2d) -> nn.Conv2d:
     """``bn(conv(x))`` as one convolution: ``W' = W * s``, ``b' = beta - mean * s`` with
     ``s = gamma / sqrt(var + eps)`` (per output channel). Exact up to float32 rounding."""
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                      conv.dilation, conv.groups, bias=True).to(conv.weight)
+    fused = nn.Conv2d(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        conv.groups,
+        bias=True,
+    ).to(conv.weight)
     with torch.no_grad():
         fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
         conv_bias = conv.bias if conv.bias is not None else torch.zeros_like(scale)

@@ -74,7 +74,9 @@ def _resize_last_axis(x: Tensor, grid: int, size: Tuple[int, int], lead: int) ->
     h, w = size
     heads, q = x.shape[0], x.shape[1]
     # one-channel planes: ATen's CPU kernel converts many-channel NCHW inputs to channels-last first (3x slower)
-    cells = F.interpolate(x[..., lead:].reshape(heads * q, 1, grid, grid), size=(h, w), mode="bilinear", align_corners=False)
+    cells = F.interpolate(
+        x[..., lead:].reshape(heads * q, 1, grid, grid), size=(h, w), mode="bilinear", align_corners=False
+    )
     cells = cells.reshape(heads, q, h * w)
     return torch.cat([x[..., :lead], cells], dim=-1) if lead else cells
 

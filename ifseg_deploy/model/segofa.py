@@ -42,9 +42,7 @@ class BiasCache:
 
     def _stamp(self) -> tuple:
         owner = self._owner[0]
-        return tuple(
-            (p.data_ptr(), p._version) for name in self._submodules for p in getattr(owner, name).parameters()
-        )
+        return tuple((p.data_ptr(), p._version) for name in self._submodules for p in getattr(owner, name).parameters())
 
     def get(self, key: Hashable, build: Callable[[], Any]) -> Any:
         if not torch.is_inference_mode_enabled() or capturing_graph():
@@ -76,15 +74,21 @@ def stack_biases(biases: PositionBiases) -> Tuple[Tensor, Tensor, Tensor]:
 
 def unstack_biases(encoder: Tensor, decoder: Tensor, cross: Tensor) -> PositionBiases:
     """The inverse of :func:`stack_biases` (views, no copies)."""
-    return [b.unsqueeze(0) for b in encoder.unbind(0)], ([b.unsqueeze(0) for b in decoder.unbind(0)], cross.unsqueeze(0))
+    return [b.unsqueeze(0) for b in encoder.unbind(0)], (
+        [b.unsqueeze(0) for b in decoder.unbind(0)],
+        cross.unsqueeze(0),
+    )
 
 
 def position_state(model: nn.Module) -> Dict[str, Tensor]:
     """The parameters :meth:`SegOFA.position_biases` reads (the encoder's and decoder's
     ``POSITION_MODULES``), keyed as in ``model.state_dict()``; a few MB."""
-    return {f"{part}.{name}.{key}": value for part in ("encoder", "decoder")
-            for name in getattr(model, part).POSITION_MODULES
-            for key, value in getattr(getattr(model, part), name).state_dict().items()}
+    return {
+        f"{part}.{name}.{key}": value
+        for part in ("encoder", "decoder")
+        for name in getattr(model, part).POSITION_MODULES
+        for key, value in getattr(getattr(model, part), name).state_dict().items()
+    }
 
 
 def grid_size(height: int, width: int) -> Tuple[int, int]:
@@ -110,6 +114,7 @@ class SegOFA(nn.Module):
         They depend only on shapes and weights, so in inference mode the last few are kept
         (:class:`BiasCache`): a video stream at a fixed resolution computes them once.
         """
+
         def build():
             positions, enc = self.encoder.position_biases(size, text_len)
             return enc, self.decoder.position_biases(size, positions)
@@ -137,7 +142,11 @@ class SegOFA(nn.Module):
         return logits
 
     def forward(
-        self, images: Tensor, prompt_embeds: Tensor, class_embeds: Tensor, on_stage: Optional[Callable[[str], None]] = None,
+        self,
+        images: Tensor,
+        prompt_embeds: Tensor,
+        class_embeds: Tensor,
+        on_stage: Optional[Callable[[str], None]] = None,
         biases: Optional[PositionBiases] = None,
     ) -> Tuple[Tensor, Tensor]:
         """Segment a batch.
@@ -157,5 +166,7 @@ class SegOFA(nn.Module):
         feats = feats.flatten(2).transpose(1, 2)
         if on_stage is not None:
             on_stage("backbone")
-        logits = self.forward_tokens(self.encoder.image_proj(feats), size, prompt_embeds, class_embeds, on_stage, biases)
+        logits = self.forward_tokens(
+            self.encoder.image_proj(feats), size, prompt_embeds, class_embeds, on_stage, biases
+        )
         return logits, feats

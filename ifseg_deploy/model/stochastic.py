@@ -20,7 +20,9 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-_GENERATORS: contextvars.ContextVar[Optional[List[torch.Generator]]] = contextvars.ContextVar("sample_generators", default=None)
+_GENERATORS: contextvars.ContextVar[Optional[List[torch.Generator]]] = contextvars.ContextVar(
+    "sample_generators", default=None
+)
 
 
 @contextlib.contextmanager
@@ -72,4 +74,3 @@ class DropPath(Dropout):
 
     def mask_shape(self, x: Tensor) -> Tuple[int, ...]:
         return (x.shape[0],) + (1,) * (x.dim() - 1)
-

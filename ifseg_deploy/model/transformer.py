@@ -54,7 +54,6 @@ class Attention(nn.Module):
         b, _, t, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, t, -1))
 
-
     def exact_attention(self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
         """The reference's attention on scaled queries ``(B, H, Tq, D)``: explicit logits, float32 softmax."""
         logits = torch.matmul(q, k.transpose(-1, -2)) + bias
@@ -123,8 +122,19 @@ class TransformerLayer(nn.Module):
 
 def layer_stack(cfg, count: int, cross_attention: bool) -> nn.ModuleList:
     """``count`` layers with drop-path rates rising linearly from 0 to ``cfg.drop_path``."""
-    rates = torch.linspace(0, cfg.drop_path, count, device="cpu").tolist()  # plain numbers, also when built on the meta device
+    rates = torch.linspace(
+        0, cfg.drop_path, count, device="cpu"
+    ).tolist()  # plain numbers, also when built on the meta device
     return nn.ModuleList(
-        TransformerLayer(cfg.embed_dim, cfg.ffn_dim, cfg.heads, cross_attention, cfg.attn_scale_factor, cfg.dropout, r, cfg.layer_norm_eps)
+        TransformerLayer(
+            cfg.embed_dim,
+            cfg.ffn_dim,
+            cfg.heads,
+            cross_attention,
+            cfg.attn_scale_factor,
+            cfg.dropout,
+            r,
+            cfg.layer_norm_eps,
+        )
         for r in rates
     )

@@ -64,7 +64,10 @@ def neighbours_torch(features: Tensor, k: int) -> Tensor:
     ft = f.transpose(1, 2)
     if capturing_graph():
         return torch.topk(F.pad(torch.matmul(f, ft), (0, k - 1), value=PAD_SIMILARITY), k, dim=-1).indices
-    rows = [torch.topk(torch.matmul(f[:, i : i + CHUNK_ROWS], ft), k, dim=-1).indices for i in range(0, f.shape[1], CHUNK_ROWS)]
+    rows = [
+        torch.topk(torch.matmul(f[:, i : i + CHUNK_ROWS], ft), k, dim=-1).indices
+        for i in range(0, f.shape[1], CHUNK_ROWS)
+    ]
     return torch.cat(rows, dim=1)
 
 
@@ -150,7 +153,12 @@ def resolve_backend(backend: str, device: Optional[torch.device] = None) -> str:
 
 
 def knn_smooth(
-    probs: Tensor, features: Tensor, k: int = 3, iters: int = 25, backend: str = "auto", neighbours: Optional[Tensor] = None
+    probs: Tensor,
+    features: Tensor,
+    k: int = 3,
+    iters: int = 25,
+    backend: str = "auto",
+    neighbours: Optional[Tensor] = None,
 ) -> Tensor:
     """Smooth per-cell probabilities ``(B, hw, N)`` with feature-space neighbours; ``iters=0`` is a no-op."""
     if iters < 0 or k < 1:

@@ -11,7 +11,9 @@ from torch import Tensor
 from .knn import knn_smooth
 
 
-def grid_scores(logits: Tensor, features: Tensor, k: int = 3, iters: int = 25, backend: str = "auto") -> Tuple[Tensor, Tensor]:
+def grid_scores(
+    logits: Tensor, features: Tensor, k: int = 3, iters: int = 25, backend: str = "auto"
+) -> Tuple[Tensor, Tensor]:
     """``(probs, scores)`` of the grid cells, each ``(B, h*w, N)`` float32.
 
     ``probs`` is the softmax of ``logits``, kNN-smoothed over ``features (B, h*w, C)`` when

@@ -40,8 +40,13 @@ class NetworkOutputs:
         """From graph outputs by their contract names."""
         opt = {KNN_PROBS: None, LABELS: None}
         opt.update({k: tensors[k] for k in opt if k in tensors})
-        return cls(tensors[LOGITS].float(), tensors[FEATURES].float(),
-                   None if opt[KNN_PROBS] is None else opt[KNN_PROBS].float(), opt[LABELS], timings)
+        return cls(
+            tensors[LOGITS].float(),
+            tensors[FEATURES].float(),
+            None if opt[KNN_PROBS] is None else opt[KNN_PROBS].float(),
+            opt[LABELS],
+            timings,
+        )
 
 
 @dataclass
@@ -91,21 +96,29 @@ class Backend(ABC):
     def device(self) -> torch.device:
         return self.capabilities.device
 
-    def graph_feeds(self, images: Tensor, prompt_embeds: Tensor, class_embeds: Tensor,
-                    output_size: Optional[Tuple[int, int]]) -> Dict[str, Tensor]:
+    def graph_feeds(
+        self, images: Tensor, prompt_embeds: Tensor, class_embeds: Tensor, output_size: Optional[Tuple[int, int]]
+    ) -> Dict[str, Tensor]:
         """The exported graph's inputs by name (:meth:`GraphContract.feeds`), with the input shape's
         position biases when the graph takes them (computed once per shape, :class:`PositionFeeds`)."""
         biases = self.positions.feeds(images, prompt_embeds) if self.positions is not None else None
         return self.contract.feeds(images, prompt_embeds, class_embeds, output_size, biases)
 
     @abstractmethod
-    def _forward(self, images: Tensor, prompt_embeds: Tensor, class_embeds: Tensor,
-                 output_size: Optional[Tuple[int, int]], timings: Dict[str, float]) -> Dict[str, Tensor]:
+    def _forward(
+        self,
+        images: Tensor,
+        prompt_embeds: Tensor,
+        class_embeds: Tensor,
+        output_size: Optional[Tuple[int, int]],
+        timings: Dict[str, float],
+    ) -> Dict[str, Tensor]:
         """One batch of exactly the backend's batch size; returns outputs by contract name.
         Backends that time finer stages than ``network`` add them to ``timings``."""
 
-    def run(self, images: Tensor, prompt_embeds: Tensor, class_embeds: Tensor,
-            output_size: Optional[Tuple[int, int]] = None) -> NetworkOutputs:
+    def run(
+        self, images: Tensor, prompt_embeds: Tensor, class_embeds: Tensor, output_size: Optional[Tuple[int, int]] = None
+    ) -> NetworkOutputs:
         """Run the network on ``images (B, 3, H, W)`` float32 with the vocabulary
         ``prompt_embeds (1, L, C)`` / ``class_embeds (N, C)``.
 
@@ -139,7 +152,7 @@ class Backend(ABC):
             return execute(images)
         parts: List[Dict[str, Tensor]] = []
         for start in range(0, images.shape[0], fixed):
-            chunk = images[start:start + fixed]
+            chunk = images[start : start + fixed]
             n = chunk.shape[0]
             if n < fixed:
                 chunk = torch.cat([chunk, chunk[-1:].expand(fixed - n, -1, -1, -1)])

@@ -27,7 +27,9 @@ def parse_device(device: str) -> torch.device:
         if not torch.cuda.is_available():
             raise IFSegError(f"device={device}: CUDA is not available; use device=cpu")
         if (dev.index or 0) >= torch.cuda.device_count():
-            raise IFSegError(f"device '{device}' does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)")
+            raise IFSegError(
+                f"device '{device}' does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
     return dev
 
 

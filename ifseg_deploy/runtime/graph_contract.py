@@ -40,7 +40,18 @@ VALUE_INPUTS = (IMAGES, PROMPT, CLASSES)
 #: Channels of the ResNet features the graph returns for kNN smoothing.
 FEATURE_DIM = 1024
 #: Symbolic dimension names of a dynamic graph (Triton writes them as -1).
-SYMBOLIC = ("batch", "height", "width", "cells", "prompt_len", "classes", "out_height", "out_width", "tokens", "targets")
+SYMBOLIC = (
+    "batch",
+    "height",
+    "width",
+    "cells",
+    "prompt_len",
+    "classes",
+    "out_height",
+    "out_width",
+    "tokens",
+    "targets",
+)
 DTYPES = {OUTPUT_SIZE: "int64", LABELS: "int64"}  # every other tensor is float32
 
 Dim = Union[int, str]
@@ -67,7 +78,11 @@ class GraphContract:
 
     @property
     def input_names(self) -> List[str]:
-        return [IMAGES, PROMPT, CLASSES] + (list(BIAS_INPUTS) if self.bias_inputs else []) + ([OUTPUT_SIZE] if self.upsample else [])
+        return (
+            [IMAGES, PROMPT, CLASSES]
+            + (list(BIAS_INPUTS) if self.bias_inputs else [])
+            + ([OUTPUT_SIZE] if self.upsample else [])
+        )
 
     @property
     def output_names(self) -> List[str]:
@@ -109,12 +124,17 @@ class GraphContract:
         if not self.bias_inputs:
             return {}
         enc, dec, heads = self.bias_inputs
-        return {ENC_BIAS: [enc, heads, "tokens", "tokens"], DEC_BIAS: [dec, heads, "targets", "targets"],
-                CROSS_BIAS: [heads, "targets", "tokens"]}
+        return {
+            ENC_BIAS: [enc, heads, "tokens", "tokens"],
+            DEC_BIAS: [dec, heads, "targets", "targets"],
+            CROSS_BIAS: [heads, "targets", "tokens"],
+        }
 
     def dynamic_axes(self) -> Dict[str, Dict[int, str]]:
         """``{tensor: {axis: name}}`` of the symbolic dimensions (``torch.onnx.export``'s argument)."""
-        axes = {k: {i: d for i, d in enumerate(v) if isinstance(d, str) and d in SYMBOLIC} for k, v in self.dims().items()}
+        axes = {
+            k: {i: d for i, d in enumerate(v) if isinstance(d, str) and d in SYMBOLIC} for k, v in self.dims().items()
+        }
         return {k: v for k, v in axes.items() if v}
 
     def output_shapes(self, feeds: Dict[str, Tensor]) -> Dict[str, Tuple[int, ...]]:
@@ -133,22 +153,43 @@ class GraphContract:
         if self.fixed_size is not None and (h, w) != self.fixed_size:
             fh, fw = self.fixed_size
             # A static export's preprocessing short side is min(fh, fw) unless the long-side cap set its size.
-            flag = f"imgsz={h}x{w} (or `imgsz_from` <this image or video>)" if min(h, w) == min(fh, fw) else \
-                "`imgsz_from` <this image or video> (with the model's `imgsz` short side)"
-            raise IFSegError(f"this model was exported for fixed {fh}x{fw} inputs but this input preprocesses to {h}x{w}; "
-                             f"re-export a static {h}x{w} graph with {flag}, or a dynamic one with dynamic=True")
+            flag = (
+                f"imgsz={h}x{w} (or `imgsz_from` <this image or video>)"
+                if min(h, w) == min(fh, fw)
+                else "`imgsz_from` <this image or video> (with the model's `imgsz` short side)"
+            )
+            raise IFSegError(
+                f"this model was exported for fixed {fh}x{fw} inputs but this input preprocesses to {h}x{w}; "
+                f"re-export a static {h}x{w} graph with {flag}, or a dynamic one with dynamic=True"
+            )
         c = self.embed_dim
-        if prompt_embeds.dim() != 3 or prompt_embeds.shape[0] != 1 or prompt_embeds.shape[2] != c or class_embeds.shape[-1] != c:
-            raise IFSegError(f"prompt/class embeddings must be (1, L, {c}) and (N, {c}); the side file belongs to another model")
+        if (
+            prompt_embeds.dim() != 3
+            or prompt_embeds.shape[0] != 1
+            or prompt_embeds.shape[2] != c
+            or class_embeds.shape[-1] != c
+        ):
+            raise IFSegError(
+                f"prompt/class embeddings must be (1, L, {c}) and (N, {c}); the side file belongs to another model"
+            )
         grid = grid_size(h, w)
         check_input_shape(arch, grid, prompt_embeds.shape[1])
 
-    def feeds(self, images: Tensor, prompt_embeds: Tensor, class_embeds: Tensor,
-              output_size: Optional[Tuple[int, int]] = None, biases: Optional[Dict[str, Tensor]] = None) -> Dict[str, Tensor]:
+    def feeds(
+        self,
+        images: Tensor,
+        prompt_embeds: Tensor,
+        class_embeds: Tensor,
+        output_size: Optional[Tuple[int, int]] = None,
+        biases: Optional[Dict[str, Tensor]] = None,
+    ) -> Dict[str, Tensor]:
         """Graph inputs in the graph's order (float32; ``output_size`` defaults to the image size;
         ``biases``: the :data:`BIAS_INPUTS` of this input shape, required by a graph that takes them)."""
-        feeds = {IMAGES: images.float().contiguous(), PROMPT: prompt_embeds.float().contiguous(),
-                 CLASSES: class_embeds.float().contiguous()}
+        feeds = {
+            IMAGES: images.float().contiguous(),
+            PROMPT: prompt_embeds.float().contiguous(),
+            CLASSES: class_embeds.float().contiguous(),
+        }
         if self.bias_inputs:
             if biases is None:
                 raise ValueError("this graph takes its position biases as inputs; pass biases=")
@@ -164,10 +205,14 @@ class GraphContract:
             "dynamic": self.dynamic,
             "batch": self.batch,
             "image_size": list(self.image_size),
-            "graph": {"knn": "in-graph" if self.knn_iters else "host", "knn_k": self.knn_k, "knn_iters": self.knn_iters,
-                      "upsample": "in-graph" if self.upsample else "host",
-                      "position_biases": "inputs" if self.bias_inputs else "in-graph",
-                      **({"bias_layers_heads": list(self.bias_inputs)} if self.bias_inputs else {})},
+            "graph": {
+                "knn": "in-graph" if self.knn_iters else "host",
+                "knn_k": self.knn_k,
+                "knn_iters": self.knn_iters,
+                "upsample": "in-graph" if self.upsample else "host",
+                "position_biases": "inputs" if self.bias_inputs else "in-graph",
+                **({"bias_layers_heads": list(self.bias_inputs)} if self.bias_inputs else {}),
+            },
             "inputs": self.input_names,
             "outputs": self.output_names,
         }
@@ -188,8 +233,12 @@ class GraphContract:
             dynamic=bool(export.get("dynamic", True)),
             batch=int(export.get("batch", 1)),
             image_size=tuple(int(v) for v in export.get("image_size", (512, 512))),
-            bias_inputs=tuple(int(v) for v in graph["bias_layers_heads"]) if graph.get("position_biases") == "inputs" else None,
+            bias_inputs=tuple(int(v) for v in graph["bias_layers_heads"])
+            if graph.get("position_biases") == "inputs"
+            else None,
         )
         if contract.input_names != list(export["inputs"]) or contract.output_names != list(export["outputs"]):
-            raise IFSegError("the side file's input/output names do not match its graph settings; re-export with ifseg-deploy export")
+            raise IFSegError(
+                "the side file's input/output names do not match its graph settings; re-export with ifseg-deploy export"
+            )
         return contract

@@ -54,7 +54,9 @@ def backend_for(path: str) -> str:
     A one-line error for a missing file."""
     if os.path.isdir(path):
         if not _holds_ir(path):
-            raise IFSegError(f"{path} is a folder; pass a model file, or an OpenVINO model folder (<stem>_openvino/ with its .xml)")
+            raise IFSegError(
+                f"{path} is a folder; pass a model file, or an OpenVINO model folder (<stem>_openvino/ with its .xml)"
+            )
         return "openvino"
     if not os.path.isfile(path):
         raise IFSegError(f"model file not found: {path}")
@@ -64,7 +66,9 @@ def backend_for(path: str) -> str:
 
 def _holds_ir(folder: str) -> bool:
     """An OpenVINO model folder: named ``*_openvino`` or holding an ``.xml``."""
-    return folder.rstrip("/\\").endswith(SUFFIXES["openvino"][1]) or any(f.lower().endswith(".xml") for f in os.listdir(folder))
+    return folder.rstrip("/\\").endswith(SUFFIXES["openvino"][1]) or any(
+        f.lower().endswith(".xml") for f in os.listdir(folder)
+    )
 
 
 def backend_class(name: str):
@@ -73,18 +77,32 @@ def backend_class(name: str):
     return getattr(importlib.import_module(module), cls)
 
 
-def vocabulary_for(info: ModelInfo, bpe_dir: Optional[str] = None,
-                   class_words: Optional[Dict[str, Sequence[str]]] = None) -> Vocabulary:
+def vocabulary_for(
+    info: ModelInfo, bpe_dir: Optional[str] = None, class_words: Optional[Dict[str, Sequence[str]]] = None
+) -> Vocabulary:
     """The :class:`Vocabulary` of a model: its token table, stored categories / class embeddings
     and prompt prefix, with the BPE files of ``bpe_dir`` (default: next to the model)."""
     stored = info.class_embeds.to(info.embed_table) if info.class_embeds is not None else None
     kwargs = {} if info.prompt_prefix is None else {"prompt_prefix": info.prompt_prefix}
-    return Vocabulary.from_bpe(bpe_dir, info.path, info.embed_table, stored_categories=info.categories, stored_class_embeds=stored,
-                               class_words=class_words, **kwargs)
+    return Vocabulary.from_bpe(
+        bpe_dir,
+        info.path,
+        info.embed_table,
+        stored_categories=info.categories,
+        stored_class_embeds=stored,
+        class_words=class_words,
+        **kwargs,
+    )
 
 
-def load(path: str, device: str = "auto", precision: Optional[str] = None, bpe_dir: Optional[str] = None,
-         class_words: Optional[Dict[str, Sequence[str]]] = None, **backend_options) -> LoadedRuntime:
+def load(
+    path: str,
+    device: str = "auto",
+    precision: Optional[str] = None,
+    bpe_dir: Optional[str] = None,
+    class_words: Optional[Dict[str, Sequence[str]]] = None,
+    **backend_options,
+) -> LoadedRuntime:
     """Open any model file.
 
     Args:
@@ -104,7 +122,9 @@ def load(path: str, device: str = "auto", precision: Optional[str] = None, bpe_d
     name = backend_for(path)
     backend, info = backend_class(name).open(path, device=device, precision=precision, **backend_options)
     if info.kind == "ofa":
-        log.warning("%s is a plain OFA checkpoint: its segmentation head is untrained; run `ifseg-deploy train` first", path)
+        log.warning(
+            "%s is a plain OFA checkpoint: its segmentation head is untrained; run `ifseg-deploy train` first", path
+        )
     vocab = vocabulary_for(info, bpe_dir, class_words)
     pre = info.preprocessing or Preprocessing.short_side_rule(info.arch.image_size)
     return LoadedRuntime(backend, vocab, pre, info)

@@ -28,7 +28,9 @@ def parse_providers(text: str) -> List[str]:
     names = [p.strip().lower() for p in text.split(",") if p.strip()]
     unknown = [p for p in names if p not in PROVIDERS]
     if not names or unknown:
-        raise IFSegError(f"unknown ONNX Runtime provider(s) {unknown or text!r}; use a comma-separated subset of {', '.join(PROVIDERS)}")
+        raise IFSegError(
+            f"unknown ONNX Runtime provider(s) {unknown or text!r}; use a comma-separated subset of {', '.join(PROVIDERS)}"
+        )
     return names
 
 
@@ -36,7 +38,9 @@ def _import_ort():
     try:
         import onnxruntime as ort
     except ImportError:
-        raise IFSegError("running .onnx files needs onnxruntime: pip install 'ifseg-deploy[cpu]' (or [gpu] for onnxruntime-gpu)") from None
+        raise IFSegError(
+            "running .onnx files needs onnxruntime: pip install 'ifseg-deploy[cpu]' (or [gpu] for onnxruntime-gpu)"
+        ) from None
     return ort
 
 
@@ -50,19 +54,32 @@ class OnnxBackend(Backend):
 
     name = "onnxruntime"
 
-    def __init__(self, path: str, contract: GraphContract, arch: ArchConfig, providers: Sequence[str] = ("cpu",),
-                 device_id: int = 0, precision: Optional[str] = None, io_binding: Optional[bool] = None, threads: int = 0,
-                 graph_precision: str = FP32):
+    def __init__(
+        self,
+        path: str,
+        contract: GraphContract,
+        arch: ArchConfig,
+        providers: Sequence[str] = ("cpu",),
+        device_id: int = 0,
+        precision: Optional[str] = None,
+        io_binding: Optional[bool] = None,
+        threads: int = 0,
+        graph_precision: str = FP32,
+    ):
         ort = _import_ort()
         providers = list(providers)
         half = check_precision(precision, ONNXRUNTIME, "ONNX Runtime; exported graphs carry their precision") == FP16
         if half and "tensorrt" not in providers:
-            raise IFSegError("precision=fp16 with an .onnx file needs providers=tensorrt (TensorRT fp16); the CPU and CUDA providers run the fp32 graph")
+            raise IFSegError(
+                "precision=fp16 with an .onnx file needs providers=tensorrt (TensorRT fp16); the CPU and CUDA providers run the fp32 graph"
+            )
         available = ort.get_available_providers()
         missing = [p for p in providers if PROVIDERS[p] not in available]
         if missing:
-            raise IFSegError(f"this onnxruntime build lacks {', '.join(PROVIDERS[p] for p in missing)} (it has {', '.join(available)}); "
-                             "pip install onnxruntime-gpu for cuda/tensorrt, or pass providers=cpu")
+            raise IFSegError(
+                f"this onnxruntime build lacks {', '.join(PROVIDERS[p] for p in missing)} (it has {', '.join(available)}); "
+                "pip install onnxruntime-gpu for cuda/tensorrt, or pass providers=cpu"
+            )
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.log_severity_level = 3
@@ -70,31 +87,53 @@ class OnnxBackend(Backend):
         provider_args = {
             "cpu": {},
             "cuda": {"device_id": device_id},
-            "tensorrt": {"device_id": device_id, "trt_fp16_enable": half, "trt_engine_cache_enable": True,
-                         "trt_engine_cache_path": cache, "trt_timing_cache_enable": True, "trt_timing_cache_path": cache},
+            "tensorrt": {
+                "device_id": device_id,
+                "trt_fp16_enable": half,
+                "trt_engine_cache_enable": True,
+                "trt_engine_cache_path": cache,
+                "trt_timing_cache_enable": True,
+                "trt_timing_cache_path": cache,
+            },
         }
         try:
-            self.session = ort.InferenceSession(path, options, providers=[(PROVIDERS[p], provider_args[p]) for p in providers])
+            self.session = ort.InferenceSession(
+                path, options, providers=[(PROVIDERS[p], provider_args[p]) for p in providers]
+            )
         except Exception as e:  # onnxruntime raises its own exception types for bad files
             raise IFSegError(f"ONNX Runtime cannot load {path} ({str(e).strip().splitlines()[0][:160]})") from None
         active = self.session.get_providers()
         dropped = [PROVIDERS[p] for p in providers if PROVIDERS[p] not in active]
         if dropped:
-            raise IFSegError(f"ONNX Runtime fell back from {', '.join(dropped)} (active: {', '.join(active)}): its CUDA/cuDNN/TensorRT "
-                             "libraries did not load; fix the GPU install or pass providers=cpu")
+            raise IFSegError(
+                f"ONNX Runtime fell back from {', '.join(dropped)} (active: {', '.join(active)}): its CUDA/cuDNN/TensorRT "
+                "libraries did not load; fix the GPU install or pass providers=cpu"
+            )
         self.providers = active
         on_gpu = any(p in ("cuda", "tensorrt") for p in providers)
         device = torch.device("cuda", device_id) if on_gpu and torch.cuda.is_available() else torch.device("cpu")
         self.arch = arch
         self.contract = contract
-        self.capabilities = Capabilities(device=device, precision=FP16 if half else graph_precision, knn=contract.in_graph_knn,
-                                         upsample=contract.upsample, batch=contract.fixed_batch, image_size=contract.fixed_size)
+        self.capabilities = Capabilities(
+            device=device,
+            precision=FP16 if half else graph_precision,
+            knn=contract.in_graph_knn,
+            upsample=contract.upsample,
+            batch=contract.fixed_batch,
+            image_size=contract.fixed_size,
+        )
         self.io_binding = on_gpu if io_binding is None else io_binding
         self._out_types = {o.name: _NP_TYPES.get(o.type, np.float32) for o in self.session.get_outputs()}
 
     @classmethod
-    def open(cls, path: str, device: str = "auto", precision: Optional[str] = None, providers: Optional[Sequence[str] | str] = None,
-             io_binding: Optional[bool] = None) -> Tuple["OnnxBackend", ModelInfo]:
+    def open(
+        cls,
+        path: str,
+        device: str = "auto",
+        precision: Optional[str] = None,
+        providers: Optional[Sequence[str] | str] = None,
+        io_binding: Optional[bool] = None,
+    ) -> Tuple["OnnxBackend", ModelInfo]:
         """An exported ``.onnx`` and its side file. ``providers``: names or ``"tensorrt,cuda"``; without
         them CUDA when ``device`` is a CUDA device (``auto``: when this onnxruntime build and the
         machine have one), else the CPU. ``precision="fp16"`` runs the graph in float16 through the
@@ -110,13 +149,27 @@ class OnnxBackend(Backend):
         if providers is None:
             providers = ["cuda"] if dev.type == "cuda" else ["cpu"]
         device_id = (dev.index or 0) if dev.type == "cuda" else 0
-        backend = cls(path, side.contract, side.arch, providers, device_id, precision, io_binding,
-                      graph_precision=side.export.get("precision", "fp32"))
+        backend = cls(
+            path,
+            side.contract,
+            side.arch,
+            providers,
+            device_id,
+            precision,
+            io_binding,
+            graph_precision=side.export.get("precision", "fp32"),
+        )
         backend.positions = side.position_feeds(backend.device)
         return backend, side.model_info(path, "onnx")
 
-    def _forward(self, images: Tensor, prompt_embeds: Tensor, class_embeds: Tensor,
-                 output_size: Optional[Tuple[int, int]], timings: Dict[str, float]) -> Dict[str, Tensor]:
+    def _forward(
+        self,
+        images: Tensor,
+        prompt_embeds: Tensor,
+        class_embeds: Tensor,
+        output_size: Optional[Tuple[int, int]],
+        timings: Dict[str, float],
+    ) -> Dict[str, Tensor]:
         feeds = self.graph_feeds(images, prompt_embeds, class_embeds, output_size)
         if not self.io_binding:
             names = list(self._out_types)
@@ -127,7 +180,9 @@ class OnnxBackend(Backend):
             t = t.detach().to(self.device).contiguous()
             feeds[name] = t  # keeps device copies alive until the run ends
             if t.is_cuda:
-                binding.bind_input(name, "cuda", self.device.index or 0, _NP_OF_TORCH[t.dtype], tuple(t.shape), t.data_ptr())
+                binding.bind_input(
+                    name, "cuda", self.device.index or 0, _NP_OF_TORCH[t.dtype], tuple(t.shape), t.data_ptr()
+                )
             else:
                 binding.bind_cpu_input(name, t.numpy())
         shapes = self.contract.output_shapes(feeds)

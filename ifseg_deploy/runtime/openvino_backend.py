@@ -47,8 +47,10 @@ def ir_path(path: str) -> str:
         return path
     found = sorted(glob.glob(os.path.join(path, "*.xml")))
     if len(found) != 1:
-        raise IFSegError(f"{path} holds {len(found)} .xml files; an OpenVINO model folder holds exactly one "
-                         "(re-export with ifseg-deploy export --format openvino)")
+        raise IFSegError(
+            f"{path} holds {len(found)} .xml files; an OpenVINO model folder holds exactly one "
+            "(re-export with ifseg-deploy export --format openvino)"
+        )
     return found[0]
 
 
@@ -66,8 +68,16 @@ class OpenVinoBackend(Backend):
 
     name = "openvino"
 
-    def __init__(self, xml_path: str, contract: GraphContract, arch: ArchConfig, device: str = "CPU",
-                 precision: str = "fp32", performance_hint: str = "latency", threads: int = 0):
+    def __init__(
+        self,
+        xml_path: str,
+        contract: GraphContract,
+        arch: ArchConfig,
+        device: str = "CPU",
+        precision: str = "fp32",
+        performance_hint: str = "latency",
+        threads: int = 0,
+    ):
         ov = _import_openvino()
         check_precision(precision, OPENVINO_RUNS, "OpenVINO")
         if performance_hint not in PERFORMANCE_HINTS:
@@ -75,24 +85,40 @@ class OpenVinoBackend(Backend):
         core = ov.Core()
         base = device.split(".")[0]
         if base != "AUTO" and base not in {d.split(".")[0] for d in core.available_devices}:
-            raise IFSegError(f"OpenVINO has no {device} device here (available: {', '.join(core.available_devices)}); use device=cpu")
+            raise IFSegError(
+                f"OpenVINO has no {device} device here (available: {', '.join(core.available_devices)}); use device=cpu"
+            )
         config = {"PERFORMANCE_HINT": performance_hint.upper(), "INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision]}
         if threads and base == "CPU":
             config["INFERENCE_NUM_THREADS"] = threads
         try:
             self.compiled = core.compile_model(core.read_model(xml_path), device, config)
         except RuntimeError as e:  # OpenVINO reports bad files and unsupported settings as RuntimeError
-            raise IFSegError(f"OpenVINO cannot load {xml_path} on {device} ({str(e).strip().splitlines()[0][:160]})") from None
+            raise IFSegError(
+                f"OpenVINO cannot load {xml_path} on {device} ({str(e).strip().splitlines()[0][:160]})"
+            ) from None
         self.request = self.compiled.create_infer_request()
         self.ov_device = device
         self.arch = arch
         self.contract = contract
-        self.capabilities = Capabilities(device=torch.device("cpu"), precision=precision, knn=contract.in_graph_knn,
-                                         upsample=contract.upsample, batch=contract.fixed_batch, image_size=contract.fixed_size)
+        self.capabilities = Capabilities(
+            device=torch.device("cpu"),
+            precision=precision,
+            knn=contract.in_graph_knn,
+            upsample=contract.upsample,
+            batch=contract.fixed_batch,
+            image_size=contract.fixed_size,
+        )
 
     @classmethod
-    def open(cls, path: str, device: str = "cpu", precision: Optional[str] = None,
-             performance_hint: str = "latency", threads: int = 0) -> Tuple["OpenVinoBackend", ModelInfo]:
+    def open(
+        cls,
+        path: str,
+        device: str = "cpu",
+        precision: Optional[str] = None,
+        performance_hint: str = "latency",
+        threads: int = 0,
+    ) -> Tuple["OpenVinoBackend", ModelInfo]:
         """An IR folder (or its ``.xml``) and its side file; ``precision`` (None: fp32) is the inference hint."""
         xml = ir_path(path)
         side = read_vocab(xml)
@@ -103,8 +129,14 @@ class OpenVinoBackend(Backend):
             backend.capabilities = dataclasses.replace(backend.capabilities, precision="int8")
         return backend, side.model_info(path, "openvino")
 
-    def _forward(self, images: Tensor, prompt_embeds: Tensor, class_embeds: Tensor,
-                 output_size: Optional[Tuple[int, int]], timings: Dict[str, float]) -> Dict[str, Tensor]:
+    def _forward(
+        self,
+        images: Tensor,
+        prompt_embeds: Tensor,
+        class_embeds: Tensor,
+        output_size: Optional[Tuple[int, int]],
+        timings: Dict[str, float],
+    ) -> Dict[str, Tensor]:
         feeds = self.graph_feeds(images, prompt_embeds, class_embeds, output_size)
         results = self.request.infer({k: np.ascontiguousarray(v.detach().cpu().numpy()) for k, v in feeds.items()})
         return {port.get_any_name(): torch.from_numpy(np.array(value)) for port, value in results.items()}

@@ -43,8 +43,10 @@ class PositionFeeds:
         wanted = position_state(parts)
         missing = sorted(set(wanted) - set(state))
         if missing:
-            raise IFSegError(f"the side file lacks the position weights {missing[0]} (and {len(missing) - 1} more) that this "
-                             "graph needs as inputs; re-export with ifseg-deploy export")
+            raise IFSegError(
+                f"the side file lacks the position weights {missing[0]} (and {len(missing) - 1} more) that this "
+                "graph needs as inputs; re-export with ifseg-deploy export"
+            )
         parts.load_state_dict({k: state[k].float() for k in wanted}, strict=False, assign=True)
         for part in (parts.encoder, parts.decoder):
             for name in part.POSITION_MODULES:
@@ -60,7 +62,12 @@ class PositionFeeds:
 
         def build() -> Dict[str, Tensor]:
             positions, enc = self.encoder.position_biases(key[0], key[1])
-            return dict(zip(BIAS_INPUTS, (t.contiguous() for t in stack_biases((enc, self.decoder.position_biases(key[0], positions))))))
+            return dict(
+                zip(
+                    BIAS_INPUTS,
+                    (t.contiguous() for t in stack_biases((enc, self.decoder.position_biases(key[0], positions)))),
+                )
+            )
 
         with torch.inference_mode():
             return self._cache.get(key, build)

@@ -64,8 +64,15 @@ class SegmentationResult:
             raise IFSegError("this result holds no image to draw on")
         return overlay(self.image, self.labels, self.categories, alpha, contours, font=font)
 
-    def save(self, folder: Union[str, ResultFolder], stem: str, alpha: float = 0.5, contours: bool = False,
-             raw: bool = False, font: Optional[str] = None) -> List[str]:
+    def save(
+        self,
+        folder: Union[str, ResultFolder],
+        stem: str,
+        alpha: float = 0.5,
+        contours: bool = False,
+        raw: bool = False,
+        font: Optional[str] = None,
+    ) -> List[str]:
         """Write ``<stem>_labels.png`` (uint8; uint16 above 255 classes), ``<stem>_overlay.png`` and,
         with ``raw``, ``<stem>_logits.npy`` / ``<stem>_probs.npy`` ``(h, w, N)`` float32, each
         atomically, into ``folder`` (a path or a :class:`~ifseg_deploy.fileio.ResultFolder`; ``stem``
@@ -76,7 +83,9 @@ class SegmentationResult:
             IFSegError: a file the project did not write is in the way, or writing failed.
         """
         out = folder if isinstance(folder, ResultFolder) else ResultFolder(folder, "folder", exist_ok=True)
-        names = [f"{stem}_labels.png", f"{stem}_overlay.png"] + ([f"{stem}_logits.npy", f"{stem}_probs.npy"] if raw else [])
+        names = [f"{stem}_labels.png", f"{stem}_overlay.png"] + (
+            [f"{stem}_logits.npy", f"{stem}_probs.npy"] if raw else []
+        )
         paths = [out.file(name) for name in names]
         write_png(paths[0], self.labels.astype(np.uint8 if len(self.categories) <= 255 else np.uint16))
         write_png(paths[1], self.plot(alpha, contours, font))
@@ -99,7 +108,9 @@ class SegmentationResult:
 class Batch:
     """Pre-processed images of one shape, ready for :meth:`Segmenter.infer`."""
 
-    images: Tensor  # (B, 3, h, w) float32, normalised to [-1, 1] (uint8 as decoded for a backend that pre-processes itself)
+    images: (
+        Tensor  # (B, 3, h, w) float32, normalised to [-1, 1] (uint8 as decoded for a backend that pre-processes itself)
+    )
     originals: List[np.ndarray]  # each (H, W, 3) RGB uint8 as decoded
     vocab: PreparedVocabulary  # the category list in force when the batch was made
     timings: List[Dict[str, float]]  # per image, milliseconds ({"preprocess": ...})
@@ -153,15 +164,30 @@ class Segmenter:
         self.set_categories(categories)
 
     @classmethod
-    def load(cls, path: str, categories: Union[str, Sequence[str], None] = None, bpe_dir: Optional[str] = None, device: str = "auto",
-             precision: Optional[str] = None, class_words: Optional[Dict[str, Sequence[str]]] = None,
-             backend_options: Optional[Dict[str, object]] = None, **kwargs) -> "Segmenter":
+    def load(
+        cls,
+        path: str,
+        categories: Union[str, Sequence[str], None] = None,
+        bpe_dir: Optional[str] = None,
+        device: str = "auto",
+        precision: Optional[str] = None,
+        class_words: Optional[Dict[str, Sequence[str]]] = None,
+        backend_options: Optional[Dict[str, object]] = None,
+        **kwargs,
+    ) -> "Segmenter":
         """A Segmenter over any model file (:func:`ifseg_deploy.runtime.loader.load`): checkpoint,
         bundle, ``.onnx`` or ``.engine``, with the preprocessing stored in it unless
         ``preprocessing=`` is given. ``kwargs`` as for the constructor."""
         from .loader import load
 
-        rt = load(path, device=device, precision=precision, bpe_dir=bpe_dir, class_words=class_words, **(backend_options or {}))
+        rt = load(
+            path,
+            device=device,
+            precision=precision,
+            bpe_dir=bpe_dir,
+            class_words=class_words,
+            **(backend_options or {}),
+        )
         kwargs.setdefault("preprocessing", rt.preprocessing)
         return cls(rt.backend, rt.vocabulary, categories, **kwargs)
 
@@ -199,9 +225,15 @@ class Segmenter:
             raise IFSegError("no images to segment")
         shapes = {tuple(x.shape) for _, x, _ in items}
         if len(shapes) > 1:
-            raise IFSegError(f"images of one batch must pre-process to one size (got {sorted(s[1:] for s in shapes)}); use segment_batch")
-        return Batch(torch.stack([x for _, x, _ in items]), [rgb for rgb, _, _ in items], self._vocab,
-                     [{"preprocess": ms} for _, _, ms in items])
+            raise IFSegError(
+                f"images of one batch must pre-process to one size (got {sorted(s[1:] for s in shapes)}); use segment_batch"
+            )
+        return Batch(
+            torch.stack([x for _, x, _ in items]),
+            [rgb for rgb, _, _ in items],
+            self._vocab,
+            [{"preprocess": ms} for _, _, ms in items],
+        )
 
     def infer(self, batch: Batch) -> NetworkOutputs:
         """The network on the whole grid: one pass, or overlapping windows for large inputs."""
@@ -218,15 +250,21 @@ class Segmenter:
         output_size = next(iter(sizes)) if len(sizes) == 1 else None
         return self.backend.run(batch.images, vocab.prompt_embeds, vocab.class_embeds, output_size)
 
-    def postprocess(self, batch: Batch, outputs: NetworkOutputs,
-                    probs_transform: Optional[ProbsTransform] = None) -> List[SegmentationResult]:
+    def postprocess(
+        self, batch: Batch, outputs: NetworkOutputs, probs_transform: Optional[ProbsTransform] = None
+    ) -> List[SegmentationResult]:
         """Softmax, kNN smoothing (in the graph when it computes exactly these settings),
         ``probs_transform``, bilinear up-sampling to each original size and argmax."""
         if probs_transform is not None and not self.host_postprocess:
-            raise IFSegError("the server post-processes the results; host-side smoothing (`probs_transform`) does not apply to it")
+            raise IFSegError(
+                "the server post-processes the results; host-side smoothing (`probs_transform`) does not apply to it"
+            )
         timings = dict(outputs.timings)
-        graph_knn = outputs.knn_probs is not None and self.knn_iters > 0 and \
-            self.backend.capabilities.knn == (self.knn_k, self.knn_iters)
+        graph_knn = (
+            outputs.knn_probs is not None
+            and self.knn_iters > 0
+            and self.backend.capabilities.knn == (self.knn_k, self.knn_iters)
+        )
         if graph_knn:
             probs = scores = outputs.knn_probs
         else:
@@ -236,8 +274,12 @@ class Segmenter:
                 timings["knn"] = (time.perf_counter() - t0) * 1e3
         if probs_transform is not None:
             probs = scores = probs_transform(probs, outputs.features)
-        graph_labels = outputs.labels is not None and probs_transform is None and len(set(batch.sizes)) == 1 and \
-            (graph_knn or (self.knn_iters == 0 and self.backend.capabilities.knn is None))
+        graph_labels = (
+            outputs.labels is not None
+            and probs_transform is None
+            and len(set(batch.sizes)) == 1
+            and (graph_knn or (self.knn_iters == 0 and self.backend.capabilities.knn is None))
+        )
         grid = batch.grid if self.host_postprocess else preprocessed_grid(batch.sizes[0], self.preprocessing)
         n = len(batch.originals)
         results = []
@@ -247,15 +289,17 @@ class Segmenter:
             per_image = {k: v / n for k, v in timings.items()}
             if self.host_postprocess:  # a server's answer time covers its pre- and post-processing
                 per_image.update(batch.timings[j], upsample=(time.perf_counter() - t0) * 1e3)
-            results.append(SegmentationResult(
-                labels=labels.cpu().numpy(),
-                # the class count is explicit: a server asked for labels only answers no scores (N = 0)
-                probs=probs[j].reshape(grid[0], grid[1], probs.shape[-1]).cpu().numpy(),
-                logits=outputs.logits[j].reshape(grid[0], grid[1], outputs.logits.shape[-1]).cpu().numpy(),
-                categories=list(batch.vocab.categories),
-                timings={s: per_image[s] for s in STAGES if s in per_image},
-                image=batch.originals[j],
-            ))
+            results.append(
+                SegmentationResult(
+                    labels=labels.cpu().numpy(),
+                    # the class count is explicit: a server asked for labels only answers no scores (N = 0)
+                    probs=probs[j].reshape(grid[0], grid[1], probs.shape[-1]).cpu().numpy(),
+                    logits=outputs.logits[j].reshape(grid[0], grid[1], outputs.logits.shape[-1]).cpu().numpy(),
+                    categories=list(batch.vocab.categories),
+                    timings={s: per_image[s] for s in STAGES if s in per_image},
+                    image=batch.originals[j],
+                )
+            )
         return results
 
     # -- convenience ----------------------------------------------------------------------
@@ -271,8 +315,12 @@ class Segmenter:
         pending: Dict[Tuple[int, ...], List[Tuple[int, np.ndarray, Tensor, float]]] = {}
 
         def run(group: List[Tuple[int, np.ndarray, Tensor, float]]) -> None:
-            batch = Batch(torch.stack([x for _, _, x, _ in group]), [rgb for _, rgb, _, _ in group], self._vocab,
-                          [{"preprocess": ms} for _, _, _, ms in group])
+            batch = Batch(
+                torch.stack([x for _, _, x, _ in group]),
+                [rgb for _, rgb, _, _ in group],
+                self._vocab,
+                [{"preprocess": ms} for _, _, _, ms in group],
+            )
             for (i, _, _, _), res in zip(group, self.postprocess(batch, self.infer(batch))):
                 results[i] = res
 
@@ -290,7 +338,11 @@ class Segmenter:
         """``(rgb, model input, milliseconds)`` of one image."""
         t0 = time.perf_counter()
         rgb = as_rgb(image)
-        x = torch.from_numpy(rgb.transpose(2, 0, 1).copy()) if self.backend.capabilities.preprocess else self.preprocessing(rgb)
+        x = (
+            torch.from_numpy(rgb.transpose(2, 0, 1).copy())
+            if self.backend.capabilities.preprocess
+            else self.preprocessing(rgb)
+        )
         return rgb, x, (time.perf_counter() - t0) * 1e3
 
     def _pad_grid(self, batch: Batch, grid: Tuple[int, int]) -> NetworkOutputs:
@@ -340,7 +392,9 @@ class Segmenter:
                 logit_sum[:, r : r + kh, c : c + kw] += lg
                 feat_sum[:, r : r + kh, c : c + kw] += ft
                 count[:, r : r + kh, c : c + kw] += 1
-        return NetworkOutputs((logit_sum / count).reshape(b, gh * gw, -1), (feat_sum / count).reshape(b, gh * gw, -1), timings=timings)
+        return NetworkOutputs(
+            (logit_sum / count).reshape(b, gh * gw, -1), (feat_sum / count).reshape(b, gh * gw, -1), timings=timings
+        )
 
 
 def preprocessed_grid(size: Tuple[int, int], preprocessing: Preprocessing) -> Tuple[int, int]:
@@ -348,7 +402,9 @@ def preprocessed_grid(size: Tuple[int, int], preprocessing: Preprocessing) -> Tu
     return grid_size(*resized_shape(*size, preprocessing.short_side, preprocessing.long_side_max))
 
 
-def segment_each(seg: Segmenter, images: Sequence[ImageInput], batch_size: int = 8) -> List[Union[SegmentationResult, IFSegError]]:
+def segment_each(
+    seg: Segmenter, images: Sequence[ImageInput], batch_size: int = 8
+) -> List[Union[SegmentationResult, IFSegError]]:
     """``seg.segment_batch(images)`` with each image's own outcome: its result, or the one-line
     :class:`IFSegError` saying why it failed. A batch that fails is run again image by image, so
     one image that cannot be decoded or that the model cannot take never fails the others."""
@@ -357,5 +413,7 @@ def segment_each(seg: Segmenter, images: Sequence[ImageInput], batch_size: int =
     except (IFSegError, MemoryError, RuntimeError) as e:
         if len(images) == 1:
             first = (str(e).strip().splitlines() or [""])[0][:200]
-            return [e if isinstance(e, IFSegError) else IFSegError(f"could not be segmented ({type(e).__name__}: {first})")]
+            return [
+                e if isinstance(e, IFSegError) else IFSegError(f"could not be segmented ({type(e).__name__}: {first})")
+            ]
     return [segment_each(seg, [image], 1)[0] for image in images]

@@ -51,7 +51,9 @@ class VocabSidecar:
     embed_table: Tensor  # (V, C) float32
     class_embeds: Optional[Tensor]  # (N, C) stored class embeddings, if the model has them
     meta: Dict[str, Any]
-    positions: Dict[str, Tensor] = field(default_factory=dict)  # position weights (``encoder.embed_positions.weight``, ...)
+    positions: Dict[str, Tensor] = field(
+        default_factory=dict
+    )  # position weights (``encoder.embed_positions.weight``, ...)
 
     @property
     def arch(self) -> ArchConfig:
@@ -63,7 +65,9 @@ class VocabSidecar:
 
     @property
     def preprocessing(self) -> Preprocessing:
-        return Preprocessing.from_dict(self.meta.get("preprocessing"), Preprocessing.short_side_rule(self.arch.image_size))
+        return Preprocessing.from_dict(
+            self.meta.get("preprocessing"), Preprocessing.short_side_rule(self.arch.image_size)
+        )
 
     @property
     def contract(self) -> GraphContract:
@@ -83,12 +87,25 @@ class VocabSidecar:
 
     def model_info(self, path: str, kind: str) -> ModelInfo:
         """The host-side description of the exported model ``path``."""
-        return ModelInfo(path, kind, self.arch, self.embed_table, self.prompt_prefix, self.categories, self.class_embeds,
-                         self.preprocessing)
+        return ModelInfo(
+            path,
+            kind,
+            self.arch,
+            self.embed_table,
+            self.prompt_prefix,
+            self.categories,
+            self.class_embeds,
+            self.preprocessing,
+        )
 
 
-def write_vocab(path: str, embed_table: Tensor, class_embeds: Optional[Tensor], meta: Dict[str, Any],
-                positions: Optional[Dict[str, Tensor]] = None) -> None:
+def write_vocab(
+    path: str,
+    embed_table: Tensor,
+    class_embeds: Optional[Tensor],
+    meta: Dict[str, Any],
+    positions: Optional[Dict[str, Tensor]] = None,
+) -> None:
     """Write the side file atomically; the table is stored as float16 when that is lossless.
     ``positions``: the position weights (:func:`ifseg_deploy.model.segofa.position_state`) of a graph
     that takes its position biases as inputs."""
@@ -109,12 +126,14 @@ def read_vocab(model_path: str) -> VocabSidecar:
     """The side file of ``model_path``; a clear error when it is missing or is something else."""
     path = vocab_path(model_path)
     if not os.path.isfile(path):
-        raise IFSegError(f"{os.path.basename(path)} not found next to {model_path}; it holds the token-embedding table: "
-                         "copy it along or re-export with ifseg-deploy export")
+        raise IFSegError(
+            f"{os.path.basename(path)} not found next to {model_path}; it holds the token-embedding table: "
+            "copy it along or re-export with ifseg-deploy export"
+        )
     tensors, class_embeds, meta = load_bundle(path)
     if meta.get("kind") != KIND or EMBED_TABLE not in tensors:
         raise IFSegError(f"{path} is not an ifseg-deploy engine side file; re-export with ifseg-deploy export")
-    positions = {k[len(POSITIONS_PREFIX):]: v for k, v in tensors.items() if k.startswith(POSITIONS_PREFIX)}
+    positions = {k[len(POSITIONS_PREFIX) :]: v for k, v in tensors.items() if k.startswith(POSITIONS_PREFIX)}
     return VocabSidecar(tensors[EMBED_TABLE], class_embeds, meta, positions)
 
 
@@ -125,10 +144,14 @@ def write_engine_info(engine_path: str, info: Dict[str, Any]) -> None:
 def read_engine_info(engine_path: str) -> Dict[str, Any]:
     path = engine_info_path(engine_path)
     if not os.path.isfile(path):
-        raise IFSegError(f"{os.path.basename(path)} not found next to {engine_path}; it records how the engine was built: "
-                         "copy it along or rebuild with ifseg-deploy export --format engine")
+        raise IFSegError(
+            f"{os.path.basename(path)} not found next to {engine_path}; it records how the engine was built: "
+            "copy it along or rebuild with ifseg-deploy export --format engine"
+        )
     try:
         with open(path, encoding="utf-8") as fh:
             return json.load(fh)
     except (OSError, json.JSONDecodeError) as e:
-        raise IFSegError(f"cannot read {path} ({e}); rebuild the engine with ifseg-deploy export --format engine") from None
+        raise IFSegError(
+            f"cannot read {path} ({e}); rebuild the engine with ifseg-deploy export --format engine"
+        ) from None

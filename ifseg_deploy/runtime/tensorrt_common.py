@@ -15,8 +15,10 @@ def require_tensorrt():
     try:
         import tensorrt as trt
     except ImportError:
-        raise IFSegError("TensorRT engines need the tensorrt Python package and a CUDA GPU "
-                         "(pip install 'ifseg-deploy[gpu]'; on Jetson it comes with JetPack)") from None
+        raise IFSegError(
+            "TensorRT engines need the tensorrt Python package and a CUDA GPU "
+            "(pip install 'ifseg-deploy[gpu]'; on Jetson it comes with JetPack)"
+        ) from None
     return trt
 
 
@@ -42,8 +44,12 @@ def check_engine_compat(built: Dict[str, Any], current: Dict[str, Any], engine_p
     if version_key(built.get("tensorrt", "?")) != version_key(current["tensorrt"]):
         problems.append(f"TensorRT {built.get('tensorrt', '?')} (this machine: {current['tensorrt']})")
     if str(built.get("compute_capability")) != str(current["compute_capability"]):
-        problems.append(f"GPU {built.get('gpu', '?')} sm_{str(built.get('compute_capability', '?')).replace('.', '')} "
-                        f"(this machine: {current['gpu']} sm_{current['compute_capability'].replace('.', '')})")
+        problems.append(
+            f"GPU {built.get('gpu', '?')} sm_{str(built.get('compute_capability', '?')).replace('.', '')} "
+            f"(this machine: {current['gpu']} sm_{current['compute_capability'].replace('.', '')})"
+        )
     if problems:
         rebuild = built.get("rebuild_command") or "ifseg-deploy export --checkpoint MODEL --format engine"
-        raise IFSegError(f"{engine_path} was built for {' and '.join(problems)}; rebuild it on this machine with: {rebuild}")
+        raise IFSegError(
+            f"{engine_path} was built for {' and '.join(problems)}; rebuild it on this machine with: {rebuild}"
+        )

@@ -58,13 +58,19 @@ def resolve_precision(precision: Optional[str], device: torch.device) -> str:
     ``device``. Raises :class:`IFSegError` naming the parameter when ``device`` cannot run it."""
     precision = check_precision(precision, TORCH, "PyTorch") or FP32
     if precision == FP16 and device.type != "cuda":
-        raise IFSegError("precision=fp16 needs a CUDA device; on the CPU use precision=bf16 (CPUs with AVX512-BF16 or AMX)")
+        raise IFSegError(
+            "precision=fp16 needs a CUDA device; on the CPU use precision=bf16 (CPUs with AVX512-BF16 or AMX)"
+        )
     if precision == BF16:
         if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise IFSegError(f"precision=bf16: GPU {torch.cuda.get_device_name(device)} has no bfloat16; use precision=fp16")
+            raise IFSegError(
+                f"precision=bf16: GPU {torch.cuda.get_device_name(device)} has no bfloat16; use precision=fp16"
+            )
         if device.type == "cpu" and not cpu_has_bf16():
-            raise IFSegError("precision=bf16 needs a CPU with AVX512-BF16 or AMX (see lscpu flags avx512_bf16 / amx_bf16); "
-                             "this one would emulate it slower than fp32: use precision=fp32")
+            raise IFSegError(
+                "precision=bf16 needs a CPU with AVX512-BF16 or AMX (see lscpu flags avx512_bf16 / amx_bf16); "
+                "this one would emulate it slower than fp32: use precision=fp32"
+            )
     return precision
 
 
@@ -81,8 +87,14 @@ class TorchBackend(Backend):
 
     name = "torch"
 
-    def __init__(self, model: SegOFA, device: str = "cpu", precision: Optional[str] = None,
-                 compile: bool = False, inplace: bool = False):
+    def __init__(
+        self,
+        model: SegOFA,
+        device: str = "cpu",
+        precision: Optional[str] = None,
+        compile: bool = False,
+        inplace: bool = False,
+    ):
         dev = parse_device(device)
         precision = resolve_precision(precision, dev)
         model = (model if inplace else copy.deepcopy(model)).to(dev).eval()
@@ -103,30 +115,57 @@ class TorchBackend(Backend):
         self.capabilities = Capabilities(device=dev, precision=precision, stages=("backbone", "encoder", "decoder"))
 
     @classmethod
-    def open(cls, path: str, device: str = "auto", precision: Optional[str] = None,
-             compile: bool = False, **options) -> Tuple["TorchBackend", ModelInfo]:
+    def open(
+        cls, path: str, device: str = "auto", precision: Optional[str] = None, compile: bool = False, **options
+    ) -> Tuple["TorchBackend", ModelInfo]:
         """A checkpoint or bundle (:func:`ifseg_deploy.checkpoint.load_model`) on ``device``."""
         if options:
-            raise IFSegError(f"{', '.join(sorted(options))} do(es) not apply to PyTorch checkpoints; they are for exported models")
+            raise IFSegError(
+                f"{', '.join(sorted(options))} do(es) not apply to PyTorch checkpoints; they are for exported models"
+            )
         loaded = load_model(path)
         backend = cls(loaded.model, device, precision, compile, inplace=True)
-        pre = Preprocessing.from_dict(loaded.metadata.get("preprocessing"), Preprocessing.short_side_rule(loaded.arch.image_size))
-        info = ModelInfo(path, loaded.kind, loaded.arch, backend.model.embed_tokens.weight, loaded.prompt_prefix,
-                         loaded.categories, loaded.class_embeds, pre)
+        pre = Preprocessing.from_dict(
+            loaded.metadata.get("preprocessing"), Preprocessing.short_side_rule(loaded.arch.image_size)
+        )
+        info = ModelInfo(
+            path,
+            loaded.kind,
+            loaded.arch,
+            backend.model.embed_tokens.weight,
+            loaded.prompt_prefix,
+            loaded.categories,
+            loaded.class_embeds,
+            pre,
+        )
         return backend, info
 
-    def _forward(self, images: Tensor, prompt_embeds: Tensor, class_embeds: Tensor,
-                 output_size: Optional[Tuple[int, int]], timings: Dict[str, float]) -> Dict[str, Tensor]:
+    def _forward(
+        self,
+        images: Tensor,
+        prompt_embeds: Tensor,
+        class_embeds: Tensor,
+        output_size: Optional[Tuple[int, int]],
+        timings: Dict[str, float],
+    ) -> Dict[str, Tensor]:
         dev = self.device
         first = self.compiled and tuple(images.shape) not in self._seen_shapes
         t0 = time.perf_counter()
         with torch.inference_mode():
-            logits, feats = self.model(images.to(dev, self.dtype), prompt_embeds.to(dev, self.dtype),
-                                       class_embeds.to(dev, self.dtype), self._stage_timer(timings))
+            logits, feats = self.model(
+                images.to(dev, self.dtype),
+                prompt_embeds.to(dev, self.dtype),
+                class_embeds.to(dev, self.dtype),
+                self._stage_timer(timings),
+            )
         if first:
             self._seen_shapes.add(tuple(images.shape))
             self.compile_ms.append((time.perf_counter() - t0) * 1e3)
-            log.warning("torch.compile: the first run of input %s took %.1f s (compilation)", tuple(images.shape), self.compile_ms[-1] / 1e3)
+            log.warning(
+                "torch.compile: the first run of input %s took %.1f s (compilation)",
+                tuple(images.shape),
+                self.compile_ms[-1] / 1e3,
+            )
         return {LOGITS: logits, FEATURES: feats}
 
     def _stage_timer(self, timings: Dict[str, float]) -> Callable[[str], None]:

@@ -62,7 +62,9 @@ class Vocabulary:
     def _lookup(self, ids: Sequence[int]) -> Tensor:
         t = torch.as_tensor(list(ids), dtype=torch.long, device=self.embed_table.device)
         if int(t.max()) >= self.embed_table.shape[0]:
-            raise IFSegError("a token id is outside the model's embedding table; the BPE files do not belong to this model")
+            raise IFSegError(
+                "a token id is outside the model's embedding table; the BPE files do not belong to this model"
+            )
         return self.embed_table[t]
 
     def word_embeddings(self, texts: Sequence[str]) -> Tensor:

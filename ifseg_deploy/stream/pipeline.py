@@ -87,10 +87,22 @@ class Stream:
         before were all yielded).
     """
 
-    def __init__(self, segmenter: Segmenter, source: str, *, live: Optional[bool] = None, vid_stride: int = 1,
-                 max_frames: Optional[int] = None, temporal: Union[bool, TemporalSmoother] = True, pipelined: bool = True,
-                 reconnect: int = 5, reconnect_delay: float = 0.5, max_bad_frames: int = 30,
-                 capture_factory: Optional[CaptureFactory] = None, notify: Callable[[str], None] = log.warning):
+    def __init__(
+        self,
+        segmenter: Segmenter,
+        source: str,
+        *,
+        live: Optional[bool] = None,
+        vid_stride: int = 1,
+        max_frames: Optional[int] = None,
+        temporal: Union[bool, TemporalSmoother] = True,
+        pipelined: bool = True,
+        reconnect: int = 5,
+        reconnect_delay: float = 0.5,
+        max_bad_frames: int = 30,
+        capture_factory: Optional[CaptureFactory] = None,
+        notify: Callable[[str], None] = log.warning,
+    ):
         if max_frames is not None and max_frames < 1:
             raise IFSegError(f"max_frames={max_frames}: must be >= 1")
         self.segmenter = segmenter
@@ -99,8 +111,12 @@ class Stream:
         if temporal is not False and not segmenter.host_postprocess:  # e.g. a Triton server up-samples itself
             notify("temporal smoothing is off: the server post-processes the results")
             temporal = False
-        self.smoother = temporal if isinstance(temporal, TemporalSmoother) else (TemporalSmoother() if temporal else None)
-        self.source: Source = open_source(source, live, vid_stride, max_bad_frames, reconnect, reconnect_delay, capture_factory, notify)
+        self.smoother = (
+            temporal if isinstance(temporal, TemporalSmoother) else (TemporalSmoother() if temporal else None)
+        )
+        self.source: Source = open_source(
+            source, live, vid_stride, max_bad_frames, reconnect, reconnect_delay, capture_factory, notify
+        )
         self.summary = StreamSummary(source=self.source.name, live=self.source.live, total=self._total())
         self.info: Optional[FrameInfo] = None
         self._stop = threading.Event()  # take no new frame; those in flight still come out
@@ -233,9 +249,15 @@ class Stream:
         else:
             stages = [self._take, self._preprocess, self._infer, self._postprocess]
         queues = [queue.Queue(maxsize=2) for _ in stages]
-        threads = [threading.Thread(target=self._worker, args=(fn, queues[i - 1] if i else None, queues[i]),
-                                    name=f"ifseg-{fn.__name__.strip('_')}", daemon=True)
-                   for i, fn in enumerate(stages)]
+        threads = [
+            threading.Thread(
+                target=self._worker,
+                args=(fn, queues[i - 1] if i else None, queues[i]),
+                name=f"ifseg-{fn.__name__.strip('_')}",
+                daemon=True,
+            )
+            for i, fn in enumerate(stages)
+        ]
         for t in threads:
             t.start()
         return self._drain(queues[-1]), threads

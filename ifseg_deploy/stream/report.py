@@ -100,15 +100,26 @@ class StreamSummary:
         return {"mean": lat.mean, "p50": lat.percentile(50), "p99": lat.percentile(99)}
 
     def to_dict(self) -> dict:
-        d = {k: getattr(self, k) for k in ("source", "live", "frames_in", "processed", "dropped", "skipped", "reconnects", "end", "ok")}
-        d.update(seconds=round(self.seconds, 3), fps=round(self.fps, 3), latency_ms={k: round(v, 2) for k, v in self.latency().items()})
+        d = {
+            k: getattr(self, k)
+            for k in ("source", "live", "frames_in", "processed", "dropped", "skipped", "reconnects", "end", "ok")
+        }
+        d.update(
+            seconds=round(self.seconds, 3),
+            fps=round(self.fps, 3),
+            latency_ms={k: round(v, 2) for k, v in self.latency().items()},
+        )
         return d
 
     def format(self) -> str:
         """The final report, trtexec-style: one line of counters, one of speed."""
         lat = self.latency()
-        counts = f"Frames: in = {self.frames_in}, processed = {self.processed}, dropped = {self.dropped}, " \
-                 f"unreadable = {self.skipped}, reconnects = {self.reconnects}"
-        speed = f"Throughput: {self.fps:.2f} FPS over {self.seconds:.1f} s; latency mean = {lat['mean']:.1f} ms, " \
-                f"p50 = {lat['p50']:.1f} ms, p99 = {lat['p99']:.1f} ms"
+        counts = (
+            f"Frames: in = {self.frames_in}, processed = {self.processed}, dropped = {self.dropped}, "
+            f"unreadable = {self.skipped}, reconnects = {self.reconnects}"
+        )
+        speed = (
+            f"Throughput: {self.fps:.2f} FPS over {self.seconds:.1f} s; latency mean = {lat['mean']:.1f} ms, "
+            f"p50 = {lat['p50']:.1f} ms, p99 = {lat['p99']:.1f} ms"
+        )
         return f"{counts}\n{speed}\nEnd: {self.end}"

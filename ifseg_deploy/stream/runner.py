@@ -55,8 +55,10 @@ class OutputOptions:
         if not 0.0 <= self.alpha <= 1.0:
             raise IFSegError(f"alpha={self.alpha}: must be between 0 and 1")
         if self.show and not gui_available():
-            raise IFSegError("show=True needs OpenCV with GUI support, but the headless build is installed: "
-                             "pip uninstall -y opencv-python-headless && pip install 'ifseg-deploy[gui]'; or use `save`")
+            raise IFSegError(
+                "show=True needs OpenCV with GUI support, but the headless build is installed: "
+                "pip uninstall -y opencv-python-headless && pip install 'ifseg-deploy[gui]'; or use `save`"
+            )
 
     def labels_folder(self) -> ResultFolder:
         """The ``save_labels`` folder (created with its first file)."""
@@ -87,7 +89,9 @@ class _Outputs:
             write_png(self.labels.file(f"{info.index:06d}.png"), result.labels.astype(dtype))
         if self.video is None and not self.opts.show:
             return None
-        drawn = overlay(frame, result.labels, result.categories, self.opts.alpha, self.opts.contours, font=self.opts.font)
+        drawn = overlay(
+            frame, result.labels, result.categories, self.opts.alpha, self.opts.contours, font=self.opts.font
+        )
         if self.opts.hud:
             draw_hud(drawn, fps, info.latency_ms, dropped)
         if self.video is not None:

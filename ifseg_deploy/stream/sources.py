@@ -103,12 +103,19 @@ def open_capture(spec: str) -> Capture:
     else:
         if not is_live(spec) and not os.path.exists(spec):
             raise IFSegError(f"video source not found: {redact_url(spec)}")
-        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, NET_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, NET_TIMEOUT_MS] if is_live(spec) else []
+        params = (
+            [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, NET_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, NET_TIMEOUT_MS]
+            if is_live(spec)
+            else []
+        )
         cap = cv2.VideoCapture(spec, cv2.CAP_FFMPEG, params)
     if not cap.isOpened():
         cap.release()
-        hint = (" (this OpenCV build has no GStreamer: use JetPack's OpenCV, see the README)"
-                if "!" in spec and not opencv_has("GStreamer") else "")
+        hint = (
+            " (this OpenCV build has no GStreamer: use JetPack's OpenCV, see the README)"
+            if "!" in spec and not opencv_has("GStreamer")
+            else ""
+        )
         raise IFSegError(f"cannot open video source '{redact_url(spec)}'{hint}; check the device, path or URL")
     return cap
 
@@ -141,7 +148,9 @@ class FileSource:
 
     live = False
 
-    def __init__(self, spec: str, vid_stride: int = 1, max_bad: int = 30, capture_factory: Optional[CaptureFactory] = None):
+    def __init__(
+        self, spec: str, vid_stride: int = 1, max_bad: int = 30, capture_factory: Optional[CaptureFactory] = None
+    ):
         if vid_stride < 1:
             raise IFSegError(f"vid_stride={vid_stride}: must be >= 1")
         if max_bad < 1:
@@ -218,8 +227,11 @@ class FileSource:
         # (Matroska, WebM) does not reach in frames: it ended early only if its last frame is also early.
         short = self.announced is not None and frames < self.announced - COUNT_TOLERANCE
         if short and self._last[1] < (self.announced - COUNT_TOLERANCE - 1.5) / self.fps:
-            self.end = SourceEnd(False, f"{self.name} ended after {frames} of {self.announced} frames "
-                                        f"({self.stats.skipped} unreadable frames skipped): the file is truncated or damaged")
+            self.end = SourceEnd(
+                False,
+                f"{self.name} ended after {frames} of {self.announced} frames "
+                f"({self.stats.skipped} unreadable frames skipped): the file is truncated or damaged",
+            )
         else:
             self.end = SourceEnd(True, f"end of {self.name}")
         return None
@@ -232,7 +244,7 @@ class LiveSource:
     """A live source read continuously by a capture thread that keeps only the newest frame.
 
     ``next()`` returns the most recent frame not yet handed out; frames replaced before being taken are
-    counted in ``stats.dropped``. When a read fails, the source is reopened after 
+    counted in ``stats.dropped``. When a read fails, the source is reopened after
     ``reconnect_delay``, then twice as long each time (at most :data:`MAX_RECONNECT_DELAY_S`),
     ``reconnect`` attempts in all; each success is announced through ``notify`` and counted.
     """
@@ -240,8 +252,14 @@ class LiveSource:
     live = True
     total = None
 
-    def __init__(self, spec: str, reconnect: int = 5, reconnect_delay: float = 0.5,
-                 capture_factory: Optional[CaptureFactory] = None, notify: Callable[[str], None] = log.warning):
+    def __init__(
+        self,
+        spec: str,
+        reconnect: int = 5,
+        reconnect_delay: float = 0.5,
+        capture_factory: Optional[CaptureFactory] = None,
+        notify: Callable[[str], None] = log.warning,
+    ):
         if reconnect < 0:
             raise IFSegError(f"reconnect={reconnect}: must be >= 0")
         self.name = redact_url(spec)  # what messages show
@@ -307,8 +325,9 @@ class LiveSource:
                 self.notify(f"{self.name}: reconnected")
                 return True
             cap.release()
-        self.end = SourceEnd(False, f"lost {self.name} after {self.reconnect} reconnect attempts "
-                                    f"({self.stats.read} frames read)")
+        self.end = SourceEnd(
+            False, f"lost {self.name} after {self.reconnect} reconnect attempts ({self.stats.read} frames read)"
+        )
         return False
 
     def next(self) -> Optional[Frame]:
@@ -335,9 +354,16 @@ class LiveSource:
 Source = Union[FileSource, LiveSource]
 
 
-def open_source(spec: str, live: Optional[bool] = None, vid_stride: int = 1, max_bad: int = 30, reconnect: int = 5,
-                reconnect_delay: float = 0.5, capture_factory: Optional[CaptureFactory] = None,
-                notify: Callable[[str], None] = log.warning) -> Source:
+def open_source(
+    spec: str,
+    live: Optional[bool] = None,
+    vid_stride: int = 1,
+    max_bad: int = 30,
+    reconnect: int = 5,
+    reconnect_delay: float = 0.5,
+    capture_factory: Optional[CaptureFactory] = None,
+    notify: Callable[[str], None] = log.warning,
+) -> Source:
     """A :class:`LiveSource` for webcams, URLs and pipelines (or ``live=True``), else a :class:`FileSource`.
 
     ``vid_stride`` and ``max_bad`` apply to files, ``reconnect`` and ``reconnect_delay`` (seconds) to

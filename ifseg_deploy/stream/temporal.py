@@ -34,7 +34,9 @@ class TemporalSmoother:
         cut_threshold: mean cosine similarity under which the average restarts (scene cut).
     """
 
-    def __init__(self, momentum: float = MOMENTUM, cell_threshold: float = CELL_THRESHOLD, cut_threshold: float = CUT_THRESHOLD):
+    def __init__(
+        self, momentum: float = MOMENTUM, cell_threshold: float = CELL_THRESHOLD, cut_threshold: float = CUT_THRESHOLD
+    ):
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1) (got {momentum})")
         self.momentum = momentum

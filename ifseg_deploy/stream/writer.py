@@ -75,7 +75,7 @@ def _files_of_dead_runs(pattern: str, prefix: str) -> List[str]:
     """Files matching ``pattern`` whose name continues ``prefix`` with the pid of a process that is gone."""
     found = []
     for name in sorted(glob.glob(pattern)):
-        pid = name[len(prefix):].split("-")[0].split(".")[0]
+        pid = name[len(prefix) :].split("-")[0].split(".")[0]
         if pid.isdigit() and not _pid_alive(int(pid)):
             found.append(name)
     return found
@@ -119,13 +119,17 @@ class VideoWriter:
         self.tmp = f"{hidden}{os.getpid()}.tmp{ext}"
         left = _files_of_dead_runs(glob.escape(f"{path}.partial-") + f"*{ext}", f"{path}.partial-")
         if left:
-            notify(f"kept {', '.join(left)}: recorded by a run that was killed (H.264 plays up to about "
-                   f"{KEYFRAME_INTERVAL_S:g} s before the kill); delete when no longer needed")
+            notify(
+                f"kept {', '.join(left)}: recorded by a run that was killed (H.264 plays up to about "
+                f"{KEYFRAME_INTERVAL_S:g} s before the kill); delete when no longer needed"
+            )
         self.partial = self._free_partial_name(ext)
         self.encoder = h264_encoder() if ext == ".mp4" else None
         if ext == ".mp4" and self.encoder is None:
-            notify("PyAV with an H.264 encoder is not installed: writing MPEG-4 Part 2 (mp4v), which browsers do not play "
-                   "and which does not survive a hard kill; pip install 'ifseg-deploy[video]' for H.264")
+            notify(
+                "PyAV with an H.264 encoder is not installed: writing MPEG-4 Part 2 (mp4v), which browsers do not play "
+                "and which does not survive a hard kill; pip install 'ifseg-deploy[video]' for H.264"
+            )
         self.codec = self.encoder or ("mp4v" if ext == ".mp4" else "MJPG")
         self._container = self._stream = self._cv = None
         self._last_pts = -1
@@ -145,7 +149,9 @@ class VideoWriter:
 
             self._container = av.open(self.partial, "w", format="mp4", options=FRAGMENTED_MP4)
             rate = Fraction(self.fps).limit_denominator(1001)
-            stream = self._container.add_stream(self.encoder, rate=rate, options=X264_OPTIONS if self.encoder == "libx264" else {})
+            stream = self._container.add_stream(
+                self.encoder, rate=rate, options=X264_OPTIONS if self.encoder == "libx264" else {}
+            )
             stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
             stream.codec_context.time_base = TIME_BASE
             self._stream = stream
@@ -216,7 +222,10 @@ class VideoWriter:
         """Copy the fragmented partial file's packets (no re-encoding) into a normal MP4 at ``self.tmp``."""
         import av
 
-        with av.open(self.partial) as src, av.open(self.tmp, "w", format="mp4", options={"movflags": "+faststart"}) as dst:
+        with (
+            av.open(self.partial) as src,
+            av.open(self.tmp, "w", format="mp4", options={"movflags": "+faststart"}) as dst,
+        ):
             video = src.streams.video[0]
             out = dst.add_stream_from_template(video)
             for packet in src.demux(video):

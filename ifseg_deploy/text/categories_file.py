@@ -42,6 +42,7 @@ SEPARATORS = str.maketrans({"\uff0c": ",", "\u3001": ",", "\uff1b": ";", "\uff1a
 #: Largest categories file read (a list of words; a bigger file is a wrong path).
 MAX_FILE_BYTES = 1 << 20
 
+
 @dataclass(frozen=True)
 class ClassSpec:
     """One output class: its name (prompt and label) and the words that describe it."""
@@ -83,8 +84,10 @@ def _names(text: str, where: str, owner: str = "") -> List[str]:
 
 def _entry(entry: str, where: str) -> List[ClassSpec]:
     if entry.count(":") > 1:
-        raise IFSegError(f"{where}: '{normalize_name(entry)}' has more than one ':'; "
-                         "write one class per entry as 'name: word, word' and separate classes with ';' or new lines")
+        raise IFSegError(
+            f"{where}: '{normalize_name(entry)}' has more than one ':'; "
+            "write one class per entry as 'name: word, word' and separate classes with ';' or new lines"
+        )
     if ":" not in entry:
         return [ClassSpec(n, (n,)) for n in _names(entry, where)]
     name, rest = (normalize_name(part) for part in entry.split(":"))
@@ -149,7 +152,9 @@ def read_categories_file(path: str) -> List[ClassSpec]:
         raise IFSegError(f"categories file not found: {path} (built-in lists: {', '.join(BUILTIN_FILES)})")
     try:
         if os.path.getsize(path) > MAX_FILE_BYTES:
-            raise IFSegError(f"{path} is over {MAX_FILE_BYTES >> 20} MiB; a categories file is a short text file, check the path")
+            raise IFSegError(
+                f"{path} is over {MAX_FILE_BYTES >> 20} MiB; a categories file is a short text file, check the path"
+            )
         with open(path, "rb") as fh:
             text = decode_text(fh.read(), path)
     except OSError as e:
@@ -170,8 +175,10 @@ def parse_categories(text: str) -> List[str]:
     classes = parse_category_spec(text)
     for c in classes:
         if c.hierarchical:
-            raise IFSegError(f"class '{c.name}' lists its own words ('{c.name}: {', '.join(c.words)}') where only plain names "
-                             "are accepted; pass plain names separated by commas")
+            raise IFSegError(
+                f"class '{c.name}' lists its own words ('{c.name}: {', '.join(c.words)}') where only plain names "
+                "are accepted; pass plain names separated by commas"
+            )
     return [c.name for c in classes]
 
 

@@ -56,7 +56,9 @@ def _checked(text: str, what: str) -> str:
     for i, ch in enumerate(text):
         if unicodedata.category(ch) == "Cc" and not ch.isspace():
             line = text.count("\n", 0, i) + 1
-            raise IFSegError(f"{what} is not a text file (control character U+{ord(ch):04X} on line {line}); pass a categories text file")
+            raise IFSegError(
+                f"{what} is not a text file (control character U+{ord(ch):04X} on line {line}); pass a categories text file"
+            )
     return text
 
 
@@ -76,8 +78,10 @@ def decode_text(data: bytes, what: str) -> str:
             try:
                 return _checked(data.decode(codec), what)
             except UnicodeDecodeError:
-                raise IFSegError(f"{what} starts with a {codec.upper()} byte-order mark but is not valid {codec.upper()}; "
-                                 "re-save it as UTF-8") from None
+                raise IFSegError(
+                    f"{what} starts with a {codec.upper()} byte-order mark but is not valid {codec.upper()}; "
+                    "re-save it as UTF-8"
+                ) from None
     guess = _utf16_without_bom(data)
     if guess:
         try:
@@ -88,5 +92,7 @@ def decode_text(data: bytes, what: str) -> str:
         return _checked(data.decode("utf-8"), what)
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
-        raise IFSegError(f"{what} is not UTF-8 or UTF-16 text (byte 0x{data[e.start]:02X} on line {line}); "
-                         "re-save it with the encoding UTF-8") from None
+        raise IFSegError(
+            f"{what} is not UTF-8 or UTF-16 text (byte 0x{data[e.start]:02X} on line {line}); "
+            "re-save it with the encoding UTF-8"
+        ) from None

@@ -13,7 +13,14 @@ DEFAULT_PROMPT_PREFIX = "what is the segmentation map of the image? object:"
 UNKNOWN = "unknown"
 BOS, EOS = 0, 2
 
-__all__ = ["DEFAULT_PROMPT_PREFIX", "UNKNOWN", "build_prompt", "category_token_ids", "parse_categories", "validate_categories"]
+__all__ = [
+    "DEFAULT_PROMPT_PREFIX",
+    "UNKNOWN",
+    "build_prompt",
+    "category_token_ids",
+    "parse_categories",
+    "validate_categories",
+]
 
 
 def category_token_ids(tokenizer: OFATokenizer, categories: Sequence[str]) -> List[List[int]]:

@@ -64,7 +64,9 @@ class OFATokenizer:
         except IFSegError:
             raise
         except Exception as e:  # tokenizers raises plain Exceptions on malformed files
-            raise IFSegError(f"cannot read the BPE files in {bpe_dir} ({str(e).splitlines()[0][:120]}); re-copy OFA's utils/BPE") from None
+            raise IFSegError(
+                f"cannot read the BPE files in {bpe_dir} ({str(e).splitlines()[0][:120]}); re-copy OFA's utils/BPE"
+            ) from None
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
         self._tok = tok

@@ -39,7 +39,7 @@ MIN_TRAINING_CLASSES = 2
 #: Most classes a label map holds: uint16 PNG, its largest value left free as in uint8.
 MAX_CLASSES = 65535
 
-NO_CATEGORIES = "no categories given; pass categories=\"grass, cat, dog\""
+NO_CATEGORIES = 'no categories given; pass categories="grass, cat, dog"'
 
 
 def _times(n: int) -> str:
@@ -64,22 +64,29 @@ def validate_categories(names: Iterable[str], training: bool = False) -> List[st
         raise IFSegError(NO_CATEGORIES)
     empty = [str(i + 1) for i, n in enumerate(out) if not n]
     if empty:
-        raise IFSegError(f"empty category name (entry {', '.join(empty)} of {len(out)}; two commas in a row or a trailing comma?); "
-                         "remove it")
+        raise IFSegError(
+            f"empty category name (entry {', '.join(empty)} of {len(out)}; two commas in a row or a trailing comma?); "
+            "remove it"
+        )
     spellings: Dict[str, List[str]] = {}
     for n in out:
         spellings.setdefault(n.casefold(), []).append(n)
     repeated = [s for s in spellings.values() if len(s) > 1]
     if repeated:
-        parts = [f"category '{s[0]}' is listed {_times(len(s))}" + (f" (as {', '.join(repr(x) for x in s)})" if len(set(s)) > 1 else "")
-                 for s in repeated]
+        parts = [
+            f"category '{s[0]}' is listed {_times(len(s))}"
+            + (f" (as {', '.join(repr(x) for x in s)})" if len(set(s)) > 1 else "")
+            for s in repeated
+        ]
         raise IFSegError(f"{', '.join(parts)}; list each category once (letter case is ignored)")
     if len(out) > MAX_CLASSES:
         raise IFSegError(f"{len(out)} categories, more than the {MAX_CLASSES} a label map can hold; use fewer")
     if training and len(out) < MIN_TRAINING_CLASSES:
-        raise IFSegError(f"only one category ('{out[0]}') to train: training teaches the decoder to tell categories apart, "
-                         "and with one class the loss is zero whatever the weights; list at least two, e.g. "
-                         f"\"{out[0]}, background\"")
+        raise IFSegError(
+            f"only one category ('{out[0]}') to train: training teaches the decoder to tell categories apart, "
+            "and with one class the loss is zero whatever the weights; list at least two, e.g. "
+            f'"{out[0]}, background"'
+        )
     return out
 
 

@@ -1,7 +1,7 @@
 """Image-free training (IFSeg): artificial images of category words, no images or labels needed."""
 
-from ..text.categories_file import ClassSpec, flat_classes, parse_category_spec, read_categories_file
 from ..artificial.images import ArtificialBatch, ArtificialImages, cell_embeddings, stream_seed
+from ..text.categories_file import ClassSpec, flat_classes, parse_category_spec, read_categories_file
 from .holdout import holdout_metrics
 from .loss import imfree_loss, upsampled_cross_entropy
 from .optim import FairseqAdam, cosine_lr

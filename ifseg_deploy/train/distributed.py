@@ -46,14 +46,18 @@ class DistContext:
             rank = int(os.environ.get("RANK", "0"))
             local = int(os.environ.get("LOCAL_RANK", "0"))
         except ValueError:
-            raise IFSegError("RANK / WORLD_SIZE / LOCAL_RANK are not integers; launch multi-GPU training with torchrun") from None
+            raise IFSegError(
+                "RANK / WORLD_SIZE / LOCAL_RANK are not integers; launch multi-GPU training with torchrun"
+            ) from None
         return cls(rank, world, local)
 
     def device(self, requested: torch.device) -> torch.device:
         """One GPU per process under torchrun (``cuda:LOCAL_RANK``); CPU stays CPU."""
         if requested.type == "cuda" and self.enabled:
             if self.local_rank >= torch.cuda.device_count():
-                raise IFSegError(f"LOCAL_RANK {self.local_rank} but only {torch.cuda.device_count()} GPUs; lower torchrun --nproc_per_node")
+                raise IFSegError(
+                    f"LOCAL_RANK {self.local_rank} but only {torch.cuda.device_count()} GPUs; lower torchrun --nproc_per_node"
+                )
             return torch.device("cuda", self.local_rank)
         return requested
 

@@ -30,7 +30,9 @@ def interpolation_matrix(in_size: int, out_size: int, device=None) -> Tensor:
 def _bands(batch: int, classes: int, height: int, width: int) -> List[Tuple[slice, slice]]:
     rows = max(1, min(height, BAND_ELEMENTS // max(1, classes * width)))
     samples = max(1, BAND_ELEMENTS // max(1, classes * height * width)) if rows == height else 1
-    return [(slice(b, b + samples), slice(y, y + rows)) for b in range(0, batch, samples) for y in range(0, height, rows)]
+    return [
+        (slice(b, b + samples), slice(y, y + rows)) for b in range(0, batch, samples) for y in range(0, height, rows)
+    ]
 
 
 class _UpsampledCE(torch.autograd.Function):

@@ -36,7 +36,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..version import __version__
+from ..artificial.images import MAX_CELLS, ArtificialImages, stream_seed
 from ..checkpoint import load_model
 from ..checkpoint.bundle import save_bundle
 from ..errors import IFSegError
@@ -48,8 +48,8 @@ from ..precision import TRAIN
 from ..preprocess import Preprocessing
 from ..runtime.device import parse_device
 from ..runtime.vocabulary import Vocabulary
-from ..artificial.images import MAX_CELLS, ArtificialImages, stream_seed
 from ..text.categories_file import ClassSpec, check_classes
+from ..version import __version__
 from .distributed import DistContext, PeerFailure
 from .freeze import freeze_for_imfree
 from .holdout import DEFAULT_HOLDOUT_SIZE, holdout_metrics
@@ -112,7 +112,10 @@ class TrainConfig:
             (self.seed >= 0, f"seed={self.seed}: must be >= 0"),
             (self.save_every >= 0, f"save_every={self.save_every}: must be >= 0"),
             (1 <= self.max_cells, f"max_cells={self.max_cells}: must be >= 1"),
-            (0 <= self.dropout < 1 and 0 <= self.drop_path < 1, f"`dropout` and `drop_path` must be in [0, 1) (got {self.dropout}, {self.drop_path})"),
+            (
+                0 <= self.dropout < 1 and 0 <= self.drop_path < 1,
+                f"`dropout` and `drop_path` must be in [0, 1) (got {self.dropout}, {self.drop_path})",
+            ),
             (self.holdout_size >= 1, f"holdout_size={self.holdout_size}: must be >= 1"),
             (self.precision in TRAIN, f"precision={self.precision}: must be one of {', '.join(TRAIN)}"),
             (self.out.endswith(BUNDLE_EXT), f"out={self.out}: must name a {BUNDLE_EXT} bundle file"),
@@ -190,11 +193,18 @@ class Trainer:
         self.model = model
         self.trainable = freeze_for_imfree(model)
 
-        vocab = Vocabulary.from_bpe(cfg.bpe_dir, cfg.checkpoint, model.embed_tokens.weight, prompt_prefix=self.prompt_prefix,
-                                    class_words={c.name: c.words for c in cfg.classes})
+        vocab = Vocabulary.from_bpe(
+            cfg.bpe_dir,
+            cfg.checkpoint,
+            model.embed_tokens.weight,
+            prompt_prefix=self.prompt_prefix,
+            class_words={c.name: c.words for c in cfg.classes},
+        )
         self.categories = [c.name for c in cfg.classes]
         prepared = vocab.prepare(self.categories)
-        check_input_shape(arch, (arch.seg_grid, arch.seg_grid), len(prepared.prompt_ids))  # before any update, not at the first
+        check_input_shape(
+            arch, (arch.seg_grid, arch.seg_grid), len(prepared.prompt_ids)
+        )  # before any update, not at the first
         words = vocab.word_embeddings([w for c in cfg.classes for w in c.words])
         # A class's embedding (its output head) is the mean over its words' embeddings.
         self.class_embeds = prepared.class_embeds.to(self.device)
@@ -271,7 +281,9 @@ class Trainer:
             msg = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
             raise IFSegError(f"cannot read training state {self.state_file} ({msg}); delete it to start over") from None
         if fmt != STATE_FORMAT:
-            raise IFSegError(f"{self.state_file} has state format {fmt}, expected {STATE_FORMAT}; delete it to start over")
+            raise IFSegError(
+                f"{self.state_file} has state format {fmt}, expected {STATE_FORMAT}; delete it to start over"
+            )
         mine = self.fingerprint()
         diff = sorted(k for k in set(mine) | set(state["fingerprint"]) if mine.get(k) != state["fingerprint"].get(k))
         if diff:
@@ -297,8 +309,10 @@ class Trainer:
 
     def _mask_generators(self, start: int, count: int) -> List[torch.Generator]:
         """One dropout / drop-path generator per global sample ``start .. start + count - 1`` of this update."""
-        return [torch.Generator(self.device).manual_seed(stream_seed(self.cfg.seed, DROPOUT_STREAM, self.step, start + j))
-                for j in range(count)]
+        return [
+            torch.Generator(self.device).manual_seed(stream_seed(self.cfg.seed, DROPOUT_STREAM, self.step, start + j))
+            for j in range(count)
+        ]
 
     def train_step(self) -> float:
         """One update (all micro-batches of this process); returns the loss averaged over processes.
@@ -363,14 +377,19 @@ class Trainer:
                 self.dist.barrier()
                 signum = self.stops.signum or signal.SIGTERM  # a process that got none follows the others
                 name = signal.Signals(signum).name
-                raise self._stopped(f"stopped by {name} after update {self.step}/{self.cfg.steps}; state saved to {self.state_file}",
-                                    signal_exit_code(signum)) from None
+                raise self._stopped(
+                    f"stopped by {name} after update {self.step}/{self.cfg.steps}; state saved to {self.state_file}",
+                    signal_exit_code(signum),
+                ) from None
             except PeerFailure as failure:
                 # No collective runs inside an optimizer step: the weights and moments are those of
                 # update self.step on every process, so rank 0 saves them.
                 self.save_state()
-                raise self._stopped(f"training stopped after update {self.step}/{self.cfg.steps} ({failure}); "
-                                    f"state saved to {self.state_file}", 1) from None
+                raise self._stopped(
+                    f"training stopped after update {self.step}/{self.cfg.steps} ({failure}); "
+                    f"state saved to {self.state_file}",
+                    1,
+                ) from None
 
     def _run(self, on_step: Optional[Callable[[int, float], None]]) -> TrainResult:
         from tqdm import tqdm
@@ -379,21 +398,35 @@ class Trainer:
         if cfg.resume:
             found = self.load_state()
             if self.dist.is_main:
-                print(f"resuming from {self.state_file} at update {self.step}/{cfg.steps}" if found
-                      else f"no saved state at {self.state_file}; starting from update 0")
+                print(
+                    f"resuming from {self.state_file} at update {self.step}/{cfg.steps}"
+                    if found
+                    else f"no saved state at {self.state_file}; starting from update 0"
+                )
         first = self.step
         show = cfg.progress and self.dist.is_main
         t0 = run_start = time.perf_counter()
-        with tqdm(total=cfg.steps, initial=first, unit="step", desc="train", dynamic_ncols=True, disable=not show) as bar:
+        with tqdm(
+            total=cfg.steps, initial=first, unit="step", desc="train", dynamic_ncols=True, disable=not show
+        ) as bar:
             while self.step < cfg.steps:
                 loss = self.train_step()
                 self.losses.append(loss)
                 recent = self.losses[-FINAL_LOSS_WINDOW:]
-                bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}", refresh=False)
+                bar.set_postfix(
+                    loss=f"{sum(recent) / len(recent):.4f}",
+                    lr=f"{self.optimizer.param_groups[0]['lr']:.2e}",
+                    refresh=False,
+                )
                 bar.update(1)
                 self.elapsed += time.perf_counter() - t0
                 t0 = time.perf_counter()
-                if cfg.save_every and self.step % cfg.save_every == 0 and self.step < cfg.steps and not self.stop_agreed:
+                if (
+                    cfg.save_every
+                    and self.step % cfg.save_every == 0
+                    and self.step < cfg.steps
+                    and not self.stop_agreed
+                ):
                     self.save_state()
                     self.dist.barrier()
                 if on_step is not None:
@@ -406,9 +439,17 @@ class Trainer:
         stop = 0.0
         if self.dist.is_main:
             try:
-                with tqdm(total=cfg.holdout_size, unit="image", desc="held-out", dynamic_ncols=True, disable=not show) as bar:
-                    holdout = holdout_metrics(self.model, self.images, self.prompt_embeds, self.class_embeds, cfg.holdout_size,
-                                              before_batch=lambda n: (self._check_stop(), bar.update(n)))
+                with tqdm(
+                    total=cfg.holdout_size, unit="image", desc="held-out", dynamic_ncols=True, disable=not show
+                ) as bar:
+                    holdout = holdout_metrics(
+                        self.model,
+                        self.images,
+                        self.prompt_embeds,
+                        self.class_embeds,
+                        cfg.holdout_size,
+                        before_batch=lambda n: (self._check_stop(), bar.update(n)),
+                    )
             except _Stop:
                 stop = 1.0
         # The others wait here for rank 0's verdict: a stop during its held-out scoring stops them too.

@@ -29,8 +29,20 @@ from ..runtime.backend import Backend, Capabilities
 from ..runtime.segmenter import Segmenter, preprocessed_grid
 from ..runtime.vocabulary import PreparedVocabulary
 from ..text.prompt import parse_categories, validate_categories
-from .names import (CATEGORIES, DEFAULT_CATEGORIES, HOST_MODEL, KNN_ITERS, KNN_K, LABELS, LOGITS, LONG_SIDE_MAX, PROBS, REJECTED, RGB,
-                    SHORT_SIDE)
+from .names import (
+    CATEGORIES,
+    DEFAULT_CATEGORIES,
+    HOST_MODEL,
+    KNN_ITERS,
+    KNN_K,
+    LABELS,
+    LOGITS,
+    LONG_SIDE_MAX,
+    PROBS,
+    REJECTED,
+    RGB,
+    SHORT_SIDE,
+)
 
 DEFAULT_TIMEOUT_S = 60.0
 PORTS = {"grpc": 8001, "http": 8000}
@@ -84,11 +96,18 @@ class TritonBackend(Backend):
         self.knn_k, self.knn_iters = int(params.get(KNN_K, 3)), int(params.get(KNN_ITERS, 25))
         self.max_batch = max(1, int(config.get("max_batch_size", 1)))
         default = Preprocessing()
-        self.preprocessing = Preprocessing(int(params.get(SHORT_SIDE, default.short_side)), int(params.get(LONG_SIDE_MAX, default.long_side_max)))
+        self.preprocessing = Preprocessing(
+            int(params.get(SHORT_SIDE, default.short_side)), int(params.get(LONG_SIDE_MAX, default.long_side_max))
+        )
         stored = params.get(DEFAULT_CATEGORIES)
         self.stored_categories: Optional[List[str]] = parse_categories(stored) if stored else None
-        self.capabilities = Capabilities(device=torch.device("cpu"), knn=(self.knn_k, self.knn_iters) if self.knn_iters else None,
-                                         upsample=True, stages=("server",), preprocess=True)
+        self.capabilities = Capabilities(
+            device=torch.device("cpu"),
+            knn=(self.knn_k, self.knn_iters) if self.knn_iters else None,
+            upsample=True,
+            stages=("server",),
+            preprocess=True,
+        )
 
     # -- server state ---------------------------------------------------------------------
 
@@ -97,8 +116,10 @@ class TritonBackend(Backend):
         if not self._client.is_server_live(**kw):
             raise IFSegError(f"the Triton server at {self.url} is not live; check its log")
         if not self._client.is_model_ready(self.model, **kw):
-            raise IFSegError(f"model '{self.model}' is not ready on {self.url}; check the server log (is the repository "
-                             "written by ifseg-deploy export --format triton, and ifseg-deploy installed for its Python backend?)")
+            raise IFSegError(
+                f"model '{self.model}' is not ready on {self.url}; check the server log (is the repository "
+                "written by ifseg-deploy export --format triton, and ifseg-deploy installed for its Python backend?)"
+            )
         if self.protocol == "grpc":
             return self._client.get_model_config(self.model, as_json=True, client_timeout=self.timeout)["config"]
         return self._client.get_model_config(self.model)
@@ -108,7 +129,9 @@ class TritonBackend(Backend):
         statistics API): images served and batches the server ran; their ratio is the average batch."""
         kw = {"as_json": True, "client_timeout": self.timeout} if self.protocol == "grpc" else {}
         stats = self._call(lambda: self._client.get_inference_statistics(self.model, **kw), what="query")["model_stats"]
-        return sum(int(s.get("inference_count", 0)) for s in stats), sum(int(s.get("execution_count", 0)) for s in stats)
+        return sum(int(s.get("inference_count", 0)) for s in stats), sum(
+            int(s.get("execution_count", 0)) for s in stats
+        )
 
     def close(self) -> None:
         """Close the connection."""
@@ -134,7 +157,12 @@ class TritonBackend(Backend):
         text = redact_url(" ".join(text.split())) or type(e).__name__
         if REJECTED in text:
             return f"the server rejected the category list: {text.split(REJECTED + ':', 1)[-1].strip()}"
-        if "DEADLINE_EXCEEDED" in status or "Deadline Exceeded" in text or "timed out" in text.lower() or "timeout" in type(e).__name__.lower():
+        if (
+            "DEADLINE_EXCEEDED" in status
+            or "Deadline Exceeded" in text
+            or "timed out" in text.lower()
+            or "timeout" in type(e).__name__.lower()
+        ):
             return f"no answer from the Triton server at {self.url} within timeout={self.timeout:g} s"
         if what == "reach":
             return f"cannot reach a Triton server at {self.url} ({text[:160]}); start it or fix `url`"
@@ -144,11 +172,17 @@ class TritonBackend(Backend):
 
     # -- requests -------------------------------------------------------------------------
 
-    def _forward(self, images: Tensor, prompt_embeds: Tensor, class_embeds: Tensor,
-                 output_size: Optional[Tuple[int, int]], timings: Dict[str, float]) -> Dict[str, Tensor]:
+    def _forward(
+        self,
+        images: Tensor,
+        prompt_embeds: Tensor,
+        class_embeds: Tensor,
+        output_size: Optional[Tuple[int, int]],
+        timings: Dict[str, float],
+    ) -> Dict[str, Tensor]:
         text = bytes(prompt_embeds.flatten().tolist())
         rgb = images.permute(0, 2, 3, 1).contiguous().numpy()
-        parts = [self._request(rgb[i:i + self.max_batch], text, timings) for i in range(0, len(rgb), self.max_batch)]
+        parts = [self._request(rgb[i : i + self.max_batch], text, timings) for i in range(0, len(rgb), self.max_batch)]
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
     def _request(self, rgb: np.ndarray, categories: bytes, timings: Dict[str, float]) -> Dict[str, Tensor]:
@@ -168,8 +202,12 @@ class TritonBackend(Backend):
             probs, logits = (torch.from_numpy(np.array(answer.as_numpy(n))).flatten(1, 2) for n in (PROBS, LOGITS))
         else:
             probs = logits = torch.zeros(len(rgb), math.prod(preprocessed_grid(rgb.shape[1:3], self.preprocessing)), 0)
-        return {graph.LOGITS: logits, graph.FEATURES: logits[..., :0], graph.KNN_PROBS: probs,
-                graph.LABELS: torch.from_numpy(answer.as_numpy(LABELS).astype(np.int64))}
+        return {
+            graph.LOGITS: logits,
+            graph.FEATURES: logits[..., :0],
+            graph.KNN_PROBS: probs,
+            graph.LABELS: torch.from_numpy(answer.as_numpy(LABELS).astype(np.int64)),
+        }
 
 
 class ServerVocabulary:
@@ -191,18 +229,36 @@ class ServerVocabulary:
             categories = self.stored_categories
         categories = validate_categories(categories)
         if any(c in self.class_words for c in categories):
-            raise IFSegError("a Triton server takes plain category names; classes with word lists (name: words) need a local model")
+            raise IFSegError(
+                "a Triton server takes plain category names; classes with word lists (name: words) need a local model"
+            )
         text = list(", ".join(categories).encode())
-        return PreparedVocabulary(categories, text, torch.tensor(text, dtype=torch.uint8).view(1, -1, 1), torch.zeros(len(categories), 0))
+        return PreparedVocabulary(
+            categories, text, torch.tensor(text, dtype=torch.uint8).view(1, -1, 1), torch.zeros(len(categories), 0)
+        )
 
 
-def connect(url: str, categories: Optional[Sequence[str]] = None, timeout: float = DEFAULT_TIMEOUT_S, model: str = HOST_MODEL,
-            raw: bool = True) -> Segmenter:
+def connect(
+    url: str,
+    categories: Optional[Sequence[str]] = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    model: str = HOST_MODEL,
+    raw: bool = True,
+) -> Segmenter:
     """A :class:`Segmenter` over the Triton server at ``url`` (:class:`TritonBackend`), with the
     server's kNN settings and preprocessing; ``categories`` default to the list stored in the model.
     ``raw``: also fetch the grid scores (``probs`` / ``logits`` of the results; without them those
     arrays are ``(h, w, 0)``). Raises :class:`IFSegError` with a one-line reason."""
     backend = TritonBackend(url, timeout, model, raw)
-    vocab = ServerVocabulary(backend.stored_categories, f"model '{model}' on {backend.url} stores no category list; pass categories=\"a, b, c\"")
-    return Segmenter(backend, vocab, categories, knn_k=backend.knn_k, knn_iters=backend.knn_iters,  # type: ignore[arg-type]
-                     preprocessing=backend.preprocessing)
+    vocab = ServerVocabulary(
+        backend.stored_categories,
+        f"model '{model}' on {backend.url} stores no category list; pass categories=\"a, b, c\"",
+    )
+    return Segmenter(
+        backend,
+        vocab,
+        categories,
+        knn_k=backend.knn_k,
+        knn_iters=backend.knn_iters,  # type: ignore[arg-type]
+        preprocessing=backend.preprocessing,
+    )

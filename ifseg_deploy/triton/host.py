@@ -36,7 +36,17 @@ from ..runtime.segmenter import SegmentationResult, Segmenter, segment_each
 from ..runtime.sidecar import read_vocab
 from ..runtime.vocabulary import PreparedVocabulary, Vocabulary
 from ..text.prompt import parse_categories
-from .names import BPE_FOLDER, DEFAULT_CATEGORIES, GRAPH_META, KNN_ITERS, KNN_K, MAX_BATCH, ONNX_FILE, PROVIDERS, REJECTED
+from .names import (
+    BPE_FOLDER,
+    DEFAULT_CATEGORIES,
+    GRAPH_META,
+    KNN_ITERS,
+    KNN_K,
+    MAX_BATCH,
+    ONNX_FILE,
+    PROVIDERS,
+    REJECTED,
+)
 
 #: ``call(feeds, output_names) -> outputs``: the network on numpy arrays named as in the graph contract.
 NetworkCall = Callable[[Dict[str, np.ndarray], Sequence[str]], Mapping[str, np.ndarray]]
@@ -53,11 +63,22 @@ class RemoteNetwork(Backend):
         self.call = call
         self.contract = contract
         self.arch = arch
-        self.capabilities = Capabilities(device=torch.device("cpu"), knn=contract.in_graph_knn, upsample=contract.upsample,
-                                         batch=contract.fixed_batch, image_size=contract.fixed_size)
+        self.capabilities = Capabilities(
+            device=torch.device("cpu"),
+            knn=contract.in_graph_knn,
+            upsample=contract.upsample,
+            batch=contract.fixed_batch,
+            image_size=contract.fixed_size,
+        )
 
-    def _forward(self, images: Tensor, prompt_embeds: Tensor, class_embeds: Tensor,
-                 output_size: Optional[Tuple[int, int]], timings: Dict[str, float]) -> Dict[str, Tensor]:
+    def _forward(
+        self,
+        images: Tensor,
+        prompt_embeds: Tensor,
+        class_embeds: Tensor,
+        output_size: Optional[Tuple[int, int]],
+        timings: Dict[str, float],
+    ) -> Dict[str, Tensor]:
         feeds = self.contract.feeds(images, prompt_embeds, class_embeds, output_size)
         outputs = self.call({k: v.numpy() for k, v in feeds.items()}, self.contract.output_names)
         return {k: torch.from_numpy(np.ascontiguousarray(outputs[k])) for k in self.contract.output_names}
@@ -69,7 +90,8 @@ class CachedVocabulary:
 
     def __init__(self, vocabulary: Vocabulary, size: int = 64):
         self._prepare = functools.lru_cache(maxsize=size)(
-            lambda key: vocabulary.prepare(None if key is None else list(key)))
+            lambda key: vocabulary.prepare(None if key is None else list(key))
+        )
 
     def prepare(self, categories: Optional[Sequence[str]] = None) -> PreparedVocabulary:
         return self._prepare(None if categories is None else tuple(categories))
@@ -97,9 +119,14 @@ class HostPipeline:
         vocab = CachedVocabulary(vocabulary_for(side.model_info(path, "onnx"), os.path.join(folder, BPE_FOLDER)))
         self.default = tuple(parse_categories(params[DEFAULT_CATEGORIES])) if params.get(DEFAULT_CATEGORIES) else None
         self.max_batch = int(params.get(MAX_BATCH, 8))
-        self.segmenter = Segmenter(RemoteNetwork(call, side.contract, side.arch), vocab, self.default,  # type: ignore[arg-type]
-                                   knn_k=int(params.get(KNN_K, 3)), knn_iters=int(params.get(KNN_ITERS, 25)),
-                                   preprocessing=side.preprocessing)
+        self.segmenter = Segmenter(
+            RemoteNetwork(call, side.contract, side.arch),
+            vocab,
+            self.default,  # type: ignore[arg-type]
+            knn_k=int(params.get(KNN_K, 3)),
+            knn_iters=int(params.get(KNN_ITERS, 25)),
+            preprocessing=side.preprocessing,
+        )
 
     def run(self, items: Sequence[HostItem]) -> List[Union[SegmentationResult, str]]:
         """Segment every item; items sharing a category list run through the network together
@@ -125,7 +152,9 @@ class HostPipeline:
             try:
                 self.segmenter.set_categories(key)  # type: ignore[arg-type]
                 # the prompt-length rule of the model (a 1x1 grid passes the grid rule)
-                check_input_shape(self.segmenter.backend.arch, (1, 1), len(self.segmenter.vocabulary.prepare(key).prompt_ids))
+                check_input_shape(
+                    self.segmenter.backend.arch, (1, 1), len(self.segmenter.vocabulary.prepare(key).prompt_ids)
+                )
             except IFSegError as e:
                 for i, _ in members:
                     out[i] = f"{REJECTED}: {e}"
@@ -147,13 +176,19 @@ class NetworkRunner:
 
         meta = json.loads(params[GRAPH_META])
         self.contract = GraphContract.from_meta(meta)
-        self.backend = OnnxBackend(os.path.join(folder, ONNX_FILE), self.contract, ArchConfig.from_dict(meta["arch"]),
-                                   parse_providers(params.get(PROVIDERS, "cpu")))
+        self.backend = OnnxBackend(
+            os.path.join(folder, ONNX_FILE),
+            self.contract,
+            ArchConfig.from_dict(meta["arch"]),
+            parse_providers(params.get(PROVIDERS, "cpu")),
+        )
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
         """Graph inputs by contract name -> the graph's outputs by name (shapes checked first)."""
         size = feeds.get(OUTPUT_SIZE)
-        out = self.backend.run(*(torch.from_numpy(np.ascontiguousarray(feeds[k])) for k in VALUE_INPUTS),
-                               output_size=None if size is None else (int(size[0]), int(size[1])))
+        out = self.backend.run(
+            *(torch.from_numpy(np.ascontiguousarray(feeds[k])) for k in VALUE_INPUTS),
+            output_size=None if size is None else (int(size[0]), int(size[1])),
+        )
         named = {LOGITS: out.logits, FEATURES: out.features, KNN_PROBS: out.knn_probs, LABELS: out.labels}
         return {k: named[k].cpu().numpy() for k in self.contract.output_names}

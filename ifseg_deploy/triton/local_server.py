@@ -51,8 +51,10 @@ def _pytriton_paths():
     try:
         import pytriton
     except ImportError:
-        raise IFSegError("a local Triton server needs the nvidia-pytriton wheel (Linux x86_64 / aarch64, Python 3.8-3.12): "
-                         "pip install --no-deps nvidia-pytriton") from None
+        raise IFSegError(
+            "a local Triton server needs the nvidia-pytriton wheel (Linux x86_64 / aarch64, Python 3.8-3.12): "
+            "pip install --no-deps nvidia-pytriton"
+        ) from None
     base = os.path.dirname(pytriton.__file__)
     return os.path.join(base, "tritonserver"), os.path.join(os.path.dirname(base), "nvidia_pytriton.libs")
 
@@ -86,11 +88,24 @@ def stub_numpy_dir() -> Optional[str]:
     folder = os.path.join(cache_dir(), "stub-numpy1")
     if not os.path.isdir(os.path.join(folder, "numpy")):
         tmp = f"{folder}.{os.getpid()}.tmp"
-        cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps", "--target", tmp, "numpy<2"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--target",
+            tmp,
+            "numpy<2",
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode:
-            raise IFSegError(f"cannot install NumPy 1.x for the Triton Python stub ({(done.stderr.strip().splitlines() or ['pip failed'])[-1]}); "
-                             f"run: {' '.join(cmd[:-2])} {folder} 'numpy<2'")
+            raise IFSegError(
+                f"cannot install NumPy 1.x for the Triton Python stub ({(done.stderr.strip().splitlines() or ['pip failed'])[-1]}); "
+                f"run: {' '.join(cmd[:-2])} {folder} 'numpy<2'"
+            )
         if os.path.isdir(folder):
             shutil.rmtree(folder)
         os.replace(tmp, folder)
@@ -105,14 +120,23 @@ class LocalTritonServer:
     within ``ready_timeout`` seconds.
     """
 
-    def __init__(self, repository: str, http_port: Optional[int] = None, grpc_port: Optional[int] = None,
-                 log_path: Optional[str] = None, extra_args: Sequence[str] = (), ready_timeout: float = READY_TIMEOUT_S):
+    def __init__(
+        self,
+        repository: str,
+        http_port: Optional[int] = None,
+        grpc_port: Optional[int] = None,
+        log_path: Optional[str] = None,
+        extra_args: Sequence[str] = (),
+        ready_timeout: float = READY_TIMEOUT_S,
+    ):
         if not os.path.isdir(repository):
             raise IFSegError(f"model repository not found: {repository}")
         self.repository = os.path.abspath(repository)
         self.http_port = http_port or free_port()
         self.grpc_port = grpc_port or free_port()
-        self.log_path = log_path or os.path.join(os.path.dirname(self.repository), f".tritonserver-{self.http_port}.log")
+        self.log_path = log_path or os.path.join(
+            os.path.dirname(self.repository), f".tritonserver-{self.http_port}.log"
+        )
         self.extra_args = list(extra_args)
         self.ready_timeout = ready_timeout
         self.process: Optional[subprocess.Popen] = None
@@ -128,11 +152,20 @@ class LocalTritonServer:
 
     def command(self) -> List[str]:
         folder = server_folder()
-        return [os.path.join(folder, "bin", "tritonserver"), f"--model-repository={self.repository}",
-                f"--backend-directory={os.path.join(folder, 'backends')}", "--http-address=127.0.0.1", "--grpc-address=127.0.0.1",
-                f"--http-port={self.http_port}", f"--grpc-port={self.grpc_port}", "--allow-metrics=false", "--log-info=false",
-                "--exit-timeout-secs=5", f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
-                *self.extra_args]
+        return [
+            os.path.join(folder, "bin", "tritonserver"),
+            f"--model-repository={self.repository}",
+            f"--backend-directory={os.path.join(folder, 'backends')}",
+            "--http-address=127.0.0.1",
+            "--grpc-address=127.0.0.1",
+            f"--http-port={self.http_port}",
+            f"--grpc-port={self.grpc_port}",
+            "--allow-metrics=false",
+            "--log-info=false",
+            "--exit-timeout-secs=5",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
+            *self.extra_args,
+        ]
 
     def environment(self) -> dict:
         """This process's environment plus what the bundled server and its Python stub need."""
@@ -140,7 +173,9 @@ class LocalTritonServer:
         env = dict(os.environ)
         paths = [p for p in [stub_numpy_dir()] + sys.path if p and os.path.isdir(p)]
         env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p) for p in paths)
-        env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in [sysconfig.get_config_var("LIBDIR"), libs, env.get("LD_LIBRARY_PATH")] if p)
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(
+            p for p in [sysconfig.get_config_var("LIBDIR"), libs, env.get("LD_LIBRARY_PATH")] if p
+        )
         env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
         return env
 
@@ -159,7 +194,9 @@ class LocalTritonServer:
                 return self
             time.sleep(0.2)
         self.stop()
-        raise IFSegError(f"tritonserver not ready after {self.ready_timeout:.0f} s ({self.last_error()}); full log: {self.log_path}")
+        raise IFSegError(
+            f"tritonserver not ready after {self.ready_timeout:.0f} s ({self.last_error()}); full log: {self.log_path}"
+        )
 
     def ready(self) -> bool:
         try:
@@ -213,20 +250,29 @@ class LocalTritonServer:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ifseg_deploy.triton.local_server",
-                                description="Serve a repository written by ifseg-deploy export --format triton on 127.0.0.1 (CPU).")
+    p = argparse.ArgumentParser(
+        prog="python -m ifseg_deploy.triton.local_server",
+        description="Serve a repository written by ifseg-deploy export --format triton on 127.0.0.1 (CPU).",
+    )
     p.add_argument("repository")
     p.add_argument("--http-port", type=int, default=8000)
     p.add_argument("--grpc-port", type=int, default=8001)
     args = p.parse_args(argv)
     try:
-        server = LocalTritonServer(args.repository, args.http_port, args.grpc_port,
-                                   log_path=os.path.join(os.path.dirname(os.path.abspath(args.repository)), "tritonserver.log"))
+        server = LocalTritonServer(
+            args.repository,
+            args.http_port,
+            args.grpc_port,
+            log_path=os.path.join(os.path.dirname(os.path.abspath(args.repository)), "tritonserver.log"),
+        )
         server.start()
     except IFSegError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"Serving {args.repository}: {server.grpc_url} and {server.http_url} (log: {server.log_path}); Ctrl-C stops", flush=True)
+    print(
+        f"Serving {args.repository}: {server.grpc_url} and {server.http_url} (log: {server.log_path}); Ctrl-C stops",
+        flush=True,
+    )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the server on kill as on Ctrl-C
     try:
         server.process.wait()

@@ -49,8 +49,11 @@ class TritonPythonModel:
 
     def _network(self, feeds, output_names):
         """The network model through BLS."""
-        request = pb_utils.InferenceRequest(model_name=NETWORK_MODEL, requested_output_names=list(output_names),
-                                            inputs=[pb_utils.Tensor(k, v) for k, v in feeds.items()])
+        request = pb_utils.InferenceRequest(
+            model_name=NETWORK_MODEL,
+            requested_output_names=list(output_names),
+            inputs=[pb_utils.Tensor(k, v) for k, v in feeds.items()],
+        )
         response = request.exec()
         if response.has_error():
             raise RuntimeError(f"{NETWORK_MODEL}: {response.error().message()}")
@@ -97,8 +100,10 @@ class TritonPythonModel:
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(error)))
                 continue
             wanted = request.requested_output_names() or OUTPUTS
-            arrays = {LABELS: lambda: np.stack([r.labels for r in mine]).astype(np.int32),
-                      PROBS: lambda: np.stack([r.probs for r in mine]).astype(np.float32),
-                      LOGITS: lambda: np.stack([r.logits for r in mine]).astype(np.float32)}
+            arrays = {
+                LABELS: lambda: np.stack([r.labels for r in mine]).astype(np.int32),
+                PROBS: lambda: np.stack([r.probs for r in mine]).astype(np.float32),
+                LOGITS: lambda: np.stack([r.logits for r in mine]).astype(np.float32),
+            }
             responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(k, arrays[k]()) for k in wanted]))
         return responses

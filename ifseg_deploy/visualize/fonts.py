@@ -132,13 +132,16 @@ def resolve_font(font: Optional[str] = None) -> Optional[str]:
     if font is None:
         return None
     if not os.path.isfile(font):
-        raise IFSegError(f"{source} {font}: no such font file; pass a TrueType/OpenType file ({_FONT_SUFFIXES}), "
-                         f"e.g. one listed by `fc-list`")
+        raise IFSegError(
+            f"{source} {font}: no such font file; pass a TrueType/OpenType file ({_FONT_SUFFIXES}), "
+            f"e.g. one listed by `fc-list`"
+        )
     try:
         _font(font, 0, 12)
     except OSError as e:
-        raise IFSegError(f"{source} {font}: cannot read it as a font ({e}); pass a TrueType/OpenType file "
-                         f"({_FONT_SUFFIXES})") from None
+        raise IFSegError(
+            f"{source} {font}: cannot read it as a font ({e}); pass a TrueType/OpenType file ({_FONT_SUFFIXES})"
+        ) from None
     return font
 
 
@@ -161,7 +164,6 @@ def legend_pen(names: Sequence[str], font: Optional[str] = None) -> Union[Hershe
     if missing:
         _warn_missing(missing, fontconfig, text)
     return TrueTypePen(faces) if faces else HERSHEY_PEN
-
 
 
 @functools.lru_cache(maxsize=64)
@@ -252,8 +254,17 @@ def _warn_missing(missing: FrozenSet[str], fontconfig: bool, text: str) -> None:
     chars = sorted(missing, key=text.index)  # as typed
     cjk = any(unicodedata.name(c, "").startswith(("CJK", "HIRAGANA", "KATAKANA", "HANGUL")) for c in chars)
     package = "fonts-noto-cjk" if cjk else "fonts-noto-core"
-    why, fix = ("no installed font covers them", "a font covering them") if fontconfig else \
-        ("fontconfig (fc-match), which finds fonts, is not installed", "fontconfig and a font covering them")
-    log.warning("legend: cannot draw %s (%s): %s; install %s (e.g. apt install %s) or pass a font file "
-                "(font=PATH or %s=PATH)", "".join(chars), " ".join(f"U+{ord(c):04X}" for c in chars), why, fix,
-                package if fontconfig else f"fontconfig {package}", FONT_ENV)
+    why, fix = (
+        ("no installed font covers them", "a font covering them")
+        if fontconfig
+        else ("fontconfig (fc-match), which finds fonts, is not installed", "fontconfig and a font covering them")
+    )
+    log.warning(
+        "legend: cannot draw %s (%s): %s; install %s (e.g. apt install %s) or pass a font file (font=PATH or %s=PATH)",
+        "".join(chars),
+        " ".join(f"U+{ord(c):04X}" for c in chars),
+        why,
+        fix,
+        package if fontconfig else f"fontconfig {package}",
+        FONT_ENV,
+    )

@@ -68,8 +68,14 @@ def _grid(names: Sequence[str], th: int, h: int, pen: Pen) -> _Grid:
     return _Grid(th, pad, line, line + text_w + 2 * pad, rows, math.ceil(len(names) / rows))
 
 
-def draw_legend(image: np.ndarray, categories: Sequence[str], colors: np.ndarray, areas: Optional[np.ndarray] = None,
-                alpha: float = 0.5, font: Optional[str] = None) -> np.ndarray:
+def draw_legend(
+    image: np.ndarray,
+    categories: Sequence[str],
+    colors: np.ndarray,
+    areas: Optional[np.ndarray] = None,
+    alpha: float = 0.5,
+    font: Optional[str] = None,
+) -> np.ndarray:
     """Draw the legend in the top-left corner of an RGB uint8 ``(H, W, 3)`` image, in place; returns ``image``.
 
     One row per category: a swatch (the colour blended at ``alpha`` over :data:`SWATCH_GREY`,
@@ -119,7 +125,13 @@ def draw_legend(image: np.ndarray, categories: Sequence[str], colors: np.ndarray
         if k < len(idx):
             i = idx[k]
             cv2.rectangle(image, (x, y), (x + side - 1, y + side - 1), tuple(int(c) for c in colors[i]), -1)
-            cv2.rectangle(image, (x + frame, y + frame), (x + side - 1 - frame, y + side - 1 - frame), tuple(int(c) for c in fills[i]), -1)
+            cv2.rectangle(
+                image,
+                (x + frame, y + frame),
+                (x + side - 1 - frame, y + side - 1 - frame),
+                tuple(int(c) for c in fills[i]),
+                -1,
+            )
         text.append((x + side + g.pad, y + (side + g.th) // 2, name))  # baseline: capitals centred on the swatch
     pen.draw(image, text, g.th)
     return image

@@ -151,14 +151,41 @@ TARGETS: Dict[str, TrtTarget] = {
 DEFAULT_TARGET = "10"
 
 _ONNX_TYPES = {
-    TensorProto.FLOAT: "FP32", TensorProto.FLOAT16: "FP16", TensorProto.BFLOAT16: "BF16", TensorProto.DOUBLE: "FP32",
-    TensorProto.INT32: "INT32", TensorProto.INT64: "INT64", TensorProto.INT8: "INT8", TensorProto.UINT8: "UINT8",
+    TensorProto.FLOAT: "FP32",
+    TensorProto.FLOAT16: "FP16",
+    TensorProto.BFLOAT16: "BF16",
+    TensorProto.DOUBLE: "FP32",
+    TensorProto.INT32: "INT32",
+    TensorProto.INT64: "INT64",
+    TensorProto.INT8: "INT8",
+    TensorProto.UINT8: "UINT8",
     TensorProto.BOOL: "BOOL",
 }
 #: Operators whose documented types describe the produced tensor rather than the first input.
-_OUTPUT_TYPED = {"Constant", "ConstantOfShape", "EyeLike", "RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Shape", "Size"}
+_OUTPUT_TYPED = {
+    "Constant",
+    "ConstantOfShape",
+    "EyeLike",
+    "RandomNormal",
+    "RandomNormalLike",
+    "RandomUniform",
+    "RandomUniformLike",
+    "Shape",
+    "Size",
+}
 _RESIZE_COORDS = {"half_pixel", "pytorch_half_pixel", "tf_half_pixel_for_nn", "asymmetric", "align_corners"}
-_REDUCE_OPS = {"ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax", "ReduceMean", "ReduceMin", "ReduceProd", "ReduceSum", "ReduceSumSquare"}
+_REDUCE_OPS = {
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSum",
+    "ReduceLogSumExp",
+    "ReduceMax",
+    "ReduceMean",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceSum",
+    "ReduceSumSquare",
+}
 TOPK_MAX = 3840
 
 
@@ -188,12 +215,20 @@ class OpCheckReport:
         return not self.errors
 
     def summary(self) -> str:
-        state = "all operators supported" if self.ok else f"{len(self.errors)} problem(s): " + "; ".join(self.errors[:5])
+        state = (
+            "all operators supported" if self.ok else f"{len(self.errors)} problem(s): " + "; ".join(self.errors[:5])
+        )
         extra = f" ({len(self.warnings)} type note(s))" if self.warnings else ""
         return f"TensorRT {self.target} static check, opset {self.opset}, {sum(self.op_counts.values())} nodes / {len(self.op_counts)} op types: {state}{extra}"
 
     def to_dict(self) -> dict:
-        return {"target": self.target, "opset": self.opset, "ok": self.ok, "errors": self.errors, "warnings": self.warnings}
+        return {
+            "target": self.target,
+            "opset": self.opset,
+            "ok": self.ok,
+            "errors": self.errors,
+            "warnings": self.warnings,
+        }
 
 
 def _attr(node: onnx.NodeProto, name: str, default=None):
@@ -220,7 +255,9 @@ def check_graph(model: onnx.ModelProto, target: Optional[str] = None) -> OpCheck
     except Exception:  # shape inference is best effort: types then stay unknown
         inferred = model
     graph = inferred.graph
-    types = {v.name: v.type.tensor_type.elem_type for v in list(graph.value_info) + list(graph.input) + list(graph.output)}
+    types = {
+        v.name: v.type.tensor_type.elem_type for v in list(graph.value_info) + list(graph.input) + list(graph.output)
+    }
     types.update({i.name: i.data_type for i in graph.initializer})
     constants: Set[str] = {i.name for i in graph.initializer}
     small = {i.name: numpy_helper.to_array(i) for i in graph.initializer if _numel(i.dims) <= 16}
@@ -237,7 +274,11 @@ def check_graph(model: onnx.ModelProto, target: Optional[str] = None) -> OpCheck
             value = _attr(node, "value")
             if value is not None and _numel(value.dims) <= 16:
                 small[node.output[0]] = numpy_helper.to_array(value)
-            if _attr(node, "sparse_value") is not None or _attr(node, "value_string") is not None or _attr(node, "value_strings") is not None:
+            if (
+                _attr(node, "sparse_value") is not None
+                or _attr(node, "value_string") is not None
+                or _attr(node, "value_strings") is not None
+            ):
                 report.errors.append(f"{where}: sparse/string constants are unsupported")
         if op not in trt.ops:
             report.errors.append(f"{where}: operator not supported by TensorRT {trt.version}")
@@ -248,7 +289,9 @@ def check_graph(model: onnx.ModelProto, target: Optional[str] = None) -> OpCheck
         if name == "INT64" and trt.int64_as_int32:
             name = "INT32"
         if onnx_type != TensorProto.UNDEFINED and name not in trt.ops[op]:
-            report.warnings.append(f"{where}: type {TensorProto.DataType.Name(onnx_type)} not listed ({'/'.join(sorted(trt.ops[op]))})")
+            report.warnings.append(
+                f"{where}: type {TensorProto.DataType.Name(onnx_type)} not listed ({'/'.join(sorted(trt.ops[op]))})"
+            )
         report.errors += [f"{where}: {msg}" for msg in _restrictions(node, opset, constants, small, consumed)]
     return report
 
@@ -260,7 +303,9 @@ def _numel(dims) -> int:
     return n
 
 
-def _restrictions(node: onnx.NodeProto, opset: int, constants: Set[str], small: Dict[str, np.ndarray], consumed: Set[str]) -> List[str]:
+def _restrictions(
+    node: onnx.NodeProto, opset: int, constants: Set[str], small: Dict[str, np.ndarray], consumed: Set[str]
+) -> List[str]:
     """Violations of the documented per-operator restrictions."""
     op, out = node.op_type, []
 
@@ -299,4 +344,3 @@ def _restrictions(node: onnx.NodeProto, opset: int, constants: Set[str], small: 
     elif op == "ScatterND" and _attr(node, "reduction", "none") != "none":
         out.append("`reduction` is unsupported")
     return out
-

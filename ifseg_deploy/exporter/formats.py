@@ -38,11 +38,22 @@ class ExportFormat:
 
 
 EXPORT_FORMATS: Tuple[ExportFormat, ...] = (
-    ExportFormat("ONNX", "onnx", ".onnx", ("onnx", "onnxslim", "onnxruntime"), "ifseg_deploy.export.api:export_onnx"),
-    ExportFormat("TensorRT", "engine", ".engine", ("onnx", "onnxslim", "onnxruntime", "tensorrt"),
-                 "ifseg_deploy.export.api:export_engine", (".plan",)),
-    ExportFormat("OpenVINO", "openvino", "_openvino", ("onnx", "onnxslim", "onnxruntime", "openvino"),
-                 "ifseg_deploy.export.api:export_openvino"),
+    ExportFormat("ONNX", "onnx", ".onnx", ("onnx", "onnxslim", "onnxruntime"), "ifseg_deploy.exporter.api:export_onnx"),
+    ExportFormat(
+        "TensorRT",
+        "engine",
+        ".engine",
+        ("onnx", "onnxslim", "onnxruntime", "tensorrt"),
+        "ifseg_deploy.exporter.api:export_engine",
+        (".plan",),
+    ),
+    ExportFormat(
+        "OpenVINO",
+        "openvino",
+        "_openvino",
+        ("onnx", "onnxslim", "onnxruntime", "openvino"),
+        "ifseg_deploy.exporter.api:export_openvino",
+    ),
 )
 #: The ``format`` arguments, in table order.
 FORMATS: Tuple[str, ...] = tuple(f.argument for f in EXPORT_FORMATS)

@@ -77,11 +77,15 @@ def holdout_set(loaded: LoadedModel, vocabulary: Vocabulary, contract: GraphCont
         with torch.inference_mode():
             stacked = stack_biases(loaded.model.position_biases((g, g), vocab.prompt_embeds.shape[1]))
         biases = {name: t.float().cpu().numpy() for name, t in zip(BIAS_INPUTS, stacked)}
-    return HoldoutSet(images=images, prompt_embeds=vocab.prompt_embeds.detach().float().cpu(),
-                      class_embeds=vocab.class_embeds.detach().float().cpu(),
-                      type_embed=loaded.model.encoder.type_embedding.weight[1].detach().float().cpu(),
-                      size=int(training.get("holdout_size", DEFAULT_HOLDOUT_SIZE)), stored={k: float(stored[k]) for k in METRICS},
-                      biases=biases)
+    return HoldoutSet(
+        images=images,
+        prompt_embeds=vocab.prompt_embeds.detach().float().cpu(),
+        class_embeds=vocab.class_embeds.detach().float().cpu(),
+        type_embed=loaded.model.encoder.type_embedding.weight[1].detach().float().cpu(),
+        size=int(training.get("holdout_size", DEFAULT_HOLDOUT_SIZE)),
+        stored={k: float(stored[k]) for k in METRICS},
+        biases=biases,
+    )
 
 
 def image_token_tensor(model: onnx.ModelProto) -> str:
@@ -92,8 +96,10 @@ def image_token_tensor(model: onnx.ModelProto) -> str:
     """
     norms = [n for n in model.graph.node if n.name.startswith(PATCH_NORM_SCOPE) and n.op_type == "LayerNormalization"]
     if len(norms) != 1:
-        raise IFSegError(f"cannot find the encoder's image-token input in the graph ({len(norms)} LayerNormalization nodes under "
-                         f"{PATCH_NORM_SCOPE}), so the held-out check cannot run; nothing was written")
+        raise IFSegError(
+            f"cannot find the encoder's image-token input in the graph ({len(norms)} LayerNormalization nodes under "
+            f"{PATCH_NORM_SCOPE}), so the held-out check cannot run; nothing was written"
+        )
     producers = {o: n for n in model.graph.node for o in n.output}
     name = norms[0].input[0]
     while name in producers and producers[name].op_type == "Cast":
@@ -175,19 +181,37 @@ class HoldoutCheck:
             return f"pixel acc {100 * d['pixel_acc']:.2f}%, mIoU {100 * d['miou']:.2f}%"
 
         gate = f"gate {100 * self.max_drop:.1f} pt{'' if self.gated else ', not enforced: gate=False'}"
-        return [f"held-out accuracy through the graphs ({self.size} artificial images; stored at training: {fig(self.stored)}):",
-                f"  fp32 graph: {fig(self.fp32)}",
-                f"  {self.precision} graph: {fig(self.reduced)}; drop {100 * self.drop:.2f} pt ({gate}); {'ok' if self.ok else 'BELOW GATE'}"]
+        return [
+            f"held-out accuracy through the graphs ({self.size} artificial images; stored at training: {fig(self.stored)}):",
+            f"  fp32 graph: {fig(self.fp32)}",
+            f"  {self.precision} graph: {fig(self.reduced)}; drop {100 * self.drop:.2f} pt ({gate}); {'ok' if self.ok else 'BELOW GATE'}",
+        ]
 
     def to_dict(self) -> dict:
         if not self.applicable:
             return {"applicable": False, "note": self.note}
-        return {"applicable": True, "ok": self.ok, "gated": self.gated, "images": self.size, "max_drop": self.max_drop,
-                "drop": self.drop, "stored": self.stored, "fp32_graph": self.fp32, "reduced_graph": self.reduced}
+        return {
+            "applicable": True,
+            "ok": self.ok,
+            "gated": self.gated,
+            "images": self.size,
+            "max_drop": self.max_drop,
+            "drop": self.drop,
+            "stored": self.stored,
+            "fp32_graph": self.fp32,
+            "reduced_graph": self.reduced,
+        }
 
 
-def check_holdout(fp32: onnx.ModelProto, reduced: onnx.ModelProto, hset: Optional[HoldoutSet], contract: GraphContract,
-                  precision: str, gated: bool, no_set: str) -> HoldoutCheck:
+def check_holdout(
+    fp32: onnx.ModelProto,
+    reduced: onnx.ModelProto,
+    hset: Optional[HoldoutSet],
+    contract: GraphContract,
+    precision: str,
+    gated: bool,
+    no_set: str,
+) -> HoldoutCheck:
     """Score ``hset`` through the ``fp32`` and the ``reduced`` graph; ``no_set`` says why there is
     no set when ``hset`` is None. Raises :class:`IFSegError` when a graph cannot be cut."""
     check = HoldoutCheck(precision, MAX_DROP[precision], gated)
@@ -197,7 +221,9 @@ def check_holdout(fp32: onnx.ModelProto, reduced: onnx.ModelProto, hset: Optiona
     g = hset.images.grid
     if not contract.dynamic and grid_size(*contract.image_size) != (g, g):
         gh, gw = grid_size(*contract.image_size)
-        check.note = f"the static graph's {gh}x{gw} grid is not the held-out set's {g}x{g}; export dynamic=True to check it"
+        check.note = (
+            f"the static graph's {gh}x{gw} grid is not the held-out set's {g}x{g}; export dynamic=True to check it"
+        )
         return check
     check.size, check.stored = hset.size, hset.stored
     check.fp32 = graph_holdout(fp32, hset, contract)

@@ -53,8 +53,14 @@ def _onnx_from_checkpoint(source: str, args: ExportArgs, onnx_path: str) -> Tupl
     from ..checkpoint import load_model
 
     loaded = load_model(source)
-    vocab = Vocabulary.from_bpe(args.bpe_dir, source, loaded.model.embed_tokens.weight, prompt_prefix=loaded.prompt_prefix,
-                                stored_categories=loaded.categories, stored_class_embeds=loaded.class_embeds)
+    vocab = Vocabulary.from_bpe(
+        args.bpe_dir,
+        source,
+        loaded.model.embed_tokens.weight,
+        prompt_prefix=loaded.prompt_prefix,
+        stored_categories=loaded.categories,
+        stored_class_embeds=loaded.class_embeds,
+    )
     return write_onnx(loaded, onnx_path, vocab, args), vocab
 
 
@@ -70,8 +76,14 @@ def export_onnx(source: str, args: ExportArgs) -> ExportResult:
     result = ExportResult(args.out, onnx, files=[onnx.path, onnx.vocab_path])
     if not onnx.contract.bias_inputs:  # trtexec builds engines from graphs that compute their biases
         engine = os.path.splitext(args.out)[0] + ".engine"
-        result.trtexec_hint = trtexec_command(load_profile(args.profile), args.out, engine, onnx.metadata["arch"]["embed_dim"],
-                                              args.short_side, _static_shape(args))
+        result.trtexec_hint = trtexec_command(
+            load_profile(args.profile),
+            args.out,
+            engine,
+            onnx.metadata["arch"]["embed_dim"],
+            args.short_side,
+            _static_shape(args),
+        )
     return result
 
 
@@ -83,8 +95,10 @@ def export_engine(source: str, args: ExportArgs) -> ExportResult:
         side = read_vocab(source)
         graph_precision = side.export.get("precision", FP32)
         if args.precision not in (None, graph_precision):
-            raise IFSegError(f"{source} is an {graph_precision} graph and a strongly typed engine runs in its graph's precision; "
-                             f"re-export from the checkpoint with format=engine precision={args.precision}")
+            raise IFSegError(
+                f"{source} is an {graph_precision} graph and a strongly typed engine runs in its graph's precision; "
+                f"re-export from the checkpoint with format=engine precision={args.precision}"
+            )
         contract = side.contract
         args = dataclasses.replace(args, imgsz=side.preprocessing.short_side, precision=graph_precision)
         static = None if contract.dynamic else (contract.batch,) + tuple(contract.image_size)
@@ -94,12 +108,21 @@ def export_engine(source: str, args: ExportArgs) -> ExportResult:
         onnx, _ = _onnx_from_checkpoint(source, _with_trt_target(args), onnx_path)
         result = ExportResult(onnx_path, onnx, files=[onnx.path, onnx.vocab_path])
         if not onnx.op_check.ok:
-            raise IFSegError(f"the graph uses operators TensorRT {onnx.op_check.target} does not support "
-                             f"({'; '.join(onnx.op_check.errors[:3])}); the engine was not built")
+            raise IFSegError(
+                f"the graph uses operators TensorRT {onnx.op_check.target} does not support "
+                f"({'; '.join(onnx.op_check.errors[:3])}); the engine was not built"
+            )
         static = _static_shape(args)
-    result.engine = build_engine(result.onnx_path, args.out, load_profile(args.profile), args.short_side, static,
-                                 args.timing_cache or os.path.splitext(args.out)[0] + ".timing.cache", args.device,
-                                 args.rebuild_command(source))
+    result.engine = build_engine(
+        result.onnx_path,
+        args.out,
+        load_profile(args.profile),
+        args.short_side,
+        static,
+        args.timing_cache or os.path.splitext(args.out)[0] + ".timing.cache",
+        args.device,
+        args.rebuild_command(source),
+    )
     if vocab_path(result.onnx_path) != vocab_path(args.out):  # the engine needs its own copy of the side file
         with open(vocab_path(result.onnx_path), "rb") as fh:
             write_bytes(vocab_path(args.out), fh.read())

@@ -52,7 +52,10 @@ def synthetic_scene(height: int, width: int, seed: int = 0) -> np.ndarray:
     scale = min(height, width)
     for _ in range(SHAPES):
         colour = rng.uniform(20, 235, 3)
-        shading = _smooth_field(rng, height, width, 3) * 35.0 + _smooth_field(rng, height, width, int(rng.integers(12, 48))) * TEXTURE
+        shading = (
+            _smooth_field(rng, height, width, 3) * 35.0
+            + _smooth_field(rng, height, width, int(rng.integers(12, 48))) * TEXTURE
+        )
         mask = np.zeros((height, width), np.uint8)
         cx, cy = int(rng.uniform(0, width)), int(rng.uniform(horizon * 0.5, height))
         if rng.random() < 0.5:

@@ -64,7 +64,9 @@ class TargetProfile:
         required = {f.name for f in fields(cls) if f.default is MISSING}
         missing = required - set(d)
         if unknown or missing:
-            raise IFSegError(f"{origin}: unknown fields {sorted(unknown)} / missing fields {sorted(missing)}; see export/profiles/*.json")
+            raise IFSegError(
+                f"{origin}: unknown fields {sorted(unknown)} / missing fields {sorted(missing)}; see export/profiles/*.json"
+            )
         try:
             kw = {k: tuple(int(x) for x in v) if isinstance(v, list) else v for k, v in d.items()}
             if any(len(kw[k]) != 3 for k in ("batch", "height", "width", "prompt_len", "classes")):
@@ -83,7 +85,9 @@ class TargetProfile:
 
         return scale(self.height), scale(self.width)
 
-    def input_shapes(self, embed_dim: int, imgsz: int, static: Optional[Tuple[int, int, int]] = None) -> Dict[str, Tuple[Tuple[int, ...], ...]]:
+    def input_shapes(
+        self, embed_dim: int, imgsz: int, static: Optional[Tuple[int, int, int]] = None
+    ) -> Dict[str, Tuple[Tuple[int, ...], ...]]:
         """``{input: (min_shape, opt_shape, max_shape)}`` for a graph; ``static`` = fixed ``(batch, H, W)``."""
         if static is not None:
             b, h, w = static
@@ -98,17 +102,58 @@ class TargetProfile:
         }
 
 
-BUILTIN: Dict[str, TargetProfile] = {p.name: p for p in [
-    TargetProfile("jetson-orin-nano", "Jetson Orin Nano 8 GB (sm_87, shared memory): one camera stream", "fp16", 1024,
-                  (1, 1, 1), (512, 512, 1024), (512, 683, 1024), (16, 40, 160), (1, 8, 48)),
-    TargetProfile("jetson-agx-orin", "Jetson AGX Orin 32/64 GB (sm_87): a few streams", "fp16", 4096,
-                  (1, 1, 4), (512, 512, 1024), (512, 683, 1366), (16, 48, 320), (1, 16, 100)),
-    TargetProfile("desktop-rtx", "Desktop RTX 30/40 series (sm_86/sm_89), 8-24 GB", "fp16", 4096,
-                  (1, 1, 4), (512, 512, 1024), (512, 683, 1366), (16, 48, 512), (1, 20, 171), tensorrt="11"),
-    TargetProfile("datacenter", "A100/H100 class (sm_80/sm_90): batched serving", "fp16", 16384,
-                  (1, 8, 16), (512, 512, 1024), (512, 683, 1366), (16, 64, 768), (1, 32, 256), tensorrt="11",
-                  triton_instances=2),
-]}
+BUILTIN: Dict[str, TargetProfile] = {
+    p.name: p
+    for p in [
+        TargetProfile(
+            "jetson-orin-nano",
+            "Jetson Orin Nano 8 GB (sm_87, shared memory): one camera stream",
+            "fp16",
+            1024,
+            (1, 1, 1),
+            (512, 512, 1024),
+            (512, 683, 1024),
+            (16, 40, 160),
+            (1, 8, 48),
+        ),
+        TargetProfile(
+            "jetson-agx-orin",
+            "Jetson AGX Orin 32/64 GB (sm_87): a few streams",
+            "fp16",
+            4096,
+            (1, 1, 4),
+            (512, 512, 1024),
+            (512, 683, 1366),
+            (16, 48, 320),
+            (1, 16, 100),
+        ),
+        TargetProfile(
+            "desktop-rtx",
+            "Desktop RTX 30/40 series (sm_86/sm_89), 8-24 GB",
+            "fp16",
+            4096,
+            (1, 1, 4),
+            (512, 512, 1024),
+            (512, 683, 1366),
+            (16, 48, 512),
+            (1, 20, 171),
+            tensorrt="11",
+        ),
+        TargetProfile(
+            "datacenter",
+            "A100/H100 class (sm_80/sm_90): batched serving",
+            "fp16",
+            16384,
+            (1, 8, 16),
+            (512, 512, 1024),
+            (512, 683, 1366),
+            (16, 64, 768),
+            (1, 32, 256),
+            tensorrt="11",
+            triton_instances=2,
+        ),
+    ]
+}
 
 
 def load_profile(name_or_path: str) -> TargetProfile:
@@ -120,7 +165,9 @@ def load_profile(name_or_path: str) -> TargetProfile:
             with open(name_or_path, encoding="utf-8") as fh:
                 data = json.load(fh)
         except OSError as e:
-            raise IFSegError(f"cannot read profile {name_or_path} ({e.strerror}); pass a built-in name ({', '.join(BUILTIN)}) or a JSON file") from None
+            raise IFSegError(
+                f"cannot read profile {name_or_path} ({e.strerror}); pass a built-in name ({', '.join(BUILTIN)}) or a JSON file"
+            ) from None
         except json.JSONDecodeError as e:
             raise IFSegError(f"profile {name_or_path} is not valid JSON ({e.msg} at line {e.lineno})") from None
         if not isinstance(data, dict):
@@ -133,8 +180,15 @@ def _shape(s: Sequence[int]) -> str:
     return "x".join(str(d) for d in s)
 
 
-def trtexec_command(profile: TargetProfile, onnx_path: str, engine_path: str, embed_dim, imgsz: int = REFERENCE_IMGSZ,
-                    static: Optional[Tuple[int, int, int]] = None, timing_cache: Optional[str] = None) -> str:
+def trtexec_command(
+    profile: TargetProfile,
+    onnx_path: str,
+    engine_path: str,
+    embed_dim,
+    imgsz: int = REFERENCE_IMGSZ,
+    static: Optional[Tuple[int, int, int]] = None,
+    timing_cache: Optional[str] = None,
+) -> str:
     """The ``trtexec`` line that builds (and times) the same engine by hand: ``--stronglyTyped``,
     so the engine's precision is the ONNX graph's (no ``--fp16`` / ``--int8`` / calibration flags;
     TensorRT 10.x and 11.x).
@@ -156,11 +210,15 @@ def profile_files(profile: TargetProfile) -> Dict[str, str]:
     """The files of ``export/`` for one profile that are not Triton's: ``{relative path: text}``
     (all of them: :func:`ifseg_deploy.triton.config.target_files`)."""
     cmd = trtexec_command(profile, "model.onnx", "model.engine", EMBED_DIM_VAR, timing_cache="timing.cache")
-    script = ("#!/bin/sh\n# Build and time an ifseg-deploy engine by hand for " + profile.description + ".\n"
-              "# EMBED_DIM: model width (256 OFA-tiny, 512 medium, 768 base). Image shapes are for ifseg-deploy export --imgsz 512.\n"
-              "# Strongly typed: the engine runs in the precision of model.onnx (ifseg-deploy export --precision fp32|fp16|int8).\n"
-              "EMBED_DIM=${EMBED_DIM:-256}\n" + cmd + "\n")
+    script = (
+        "#!/bin/sh\n# Build and time an ifseg-deploy engine by hand for " + profile.description + ".\n"
+        "# EMBED_DIM: model width (256 OFA-tiny, 512 medium, 768 base). Image shapes are for ifseg-deploy export --imgsz 512.\n"
+        "# Strongly typed: the engine runs in the precision of model.onnx (ifseg-deploy export --precision fp32|fp16|int8).\n"
+        "EMBED_DIM=${EMBED_DIM:-256}\n" + cmd + "\n"
+    )
     return {
-        f"profiles/{profile.name}.json": "{\n" + ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in profile.to_dict().items()) + "\n}\n",
+        f"profiles/{profile.name}.json": "{\n"
+        + ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in profile.to_dict().items())
+        + "\n}\n",
         f"{profile.name}/trtexec.sh": script,
     }

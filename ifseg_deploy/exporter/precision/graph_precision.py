@@ -18,6 +18,7 @@ from ...errors import IFSegError
 from ...precision import GRAPHS, INT8, OPENVINO_WRITES, check_precision
 from ...runtime.graph_contract import VALUE_INPUTS
 from .calibrator import calibration_files
+
 _FP32_OPS = {"LayerNormalization", "Softmax"}
 
 
@@ -48,7 +49,9 @@ def fp32_nodes(model: onnx.ModelProto) -> List[str]:
       top-k, propagation, up-sampling).
     """
     graph = onnx.shape_inference.infer_shapes(model).graph
-    float_out = {v.name for v in list(graph.value_info) + list(graph.output) if v.type.tensor_type.elem_type == TensorProto.FLOAT}
+    float_out = {
+        v.name for v in list(graph.value_info) + list(graph.output) if v.type.tensor_type.elem_type == TensorProto.FLOAT
+    }
     dependent: Set[str] = {i.name for i in graph.input if i.name in VALUE_INPUTS}
     for node in graph.node:  # ONNX graphs are topologically sorted
         if node.op_type != "Shape" and any(i in dependent for i in node.input):
@@ -70,6 +73,11 @@ def fp32_nodes(model: onnx.ModelProto) -> List[str]:
             continue
         bias_path = not any(o in dependent for o in node.output)
         post = not node.name.startswith("/model/")
-        if node.op_type in _FP32_OPS or bias_path or post or (node.op_type in ("Add", "Cast") and feeds_softmax(node.output[0])):
+        if (
+            node.op_type in _FP32_OPS
+            or bias_path
+            or post
+            or (node.op_type in ("Add", "Cast") and feeds_softmax(node.output[0]))
+        ):
             kept.append(node.name)
     return kept

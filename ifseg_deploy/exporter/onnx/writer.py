@@ -18,17 +18,17 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import onnx
 import torch
 
-from ...version import __version__
 from ...checkpoint import LoadedModel
 from ...errors import IFSegError
 from ...fileio import atomic_path
+from ...model.segofa import position_state
 from ...precision import FP16, FP32
 from ...preprocess import read_image
-from ...model.segofa import position_state
 from ...runtime.graph_contract import IMAGES, LOGITS, GraphContract
 from ...runtime.sidecar import vocab_path, write_vocab
 from ...runtime.vocabulary import PreparedVocabulary, Vocabulary
 from ...text.prompt import validate_categories
+from ...version import __version__
 from ..args import ExportArgs
 from ..precision.fp16_graph import FP16_MAX_REL_RMS, PrecisionReport, compare_precision, to_fp16
 from ..precision.holdout_check import HoldoutSet, check_holdout, holdout_set
@@ -60,8 +60,15 @@ def _trace(graph: ExportGraph, feeds: Dict[str, torch.Tensor], path: str, args: 
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TorchScript-exporter deprecation and tracer notes on shape arithmetic
         torch.onnx.export(
-            graph, tuple(feeds.values()), path, dynamo=False, opset_version=args.opset, do_constant_folding=True,
-            input_names=contract.input_names, output_names=contract.output_names, dynamic_axes=contract.dynamic_axes(),
+            graph,
+            tuple(feeds.values()),
+            path,
+            dynamo=False,
+            opset_version=args.opset,
+            do_constant_folding=True,
+            input_names=contract.input_names,
+            output_names=contract.output_names,
+            dynamic_axes=contract.dynamic_axes(),
         )
 
 
@@ -91,8 +98,9 @@ def alternate_categories(categories: Sequence[str]) -> List[str]:
     return validate_categories(alt)
 
 
-def verification_cases(graph: ExportGraph, vocab: PreparedVocabulary, alt: PreparedVocabulary, args: ExportArgs
-                       ) -> List[Tuple[str, Dict[str, torch.Tensor]]]:
+def verification_cases(
+    graph: ExportGraph, vocab: PreparedVocabulary, alt: PreparedVocabulary, args: ExportArgs
+) -> List[Tuple[str, Dict[str, torch.Tensor]]]:
     """Photo-like scenes (:func:`sample_inputs`) at the export size, another scene with another vocabulary
     (and, when dynamic, a non-square size), and the ``verify_image`` images."""
     h, w = args.traced_size
@@ -106,18 +114,31 @@ def verification_cases(graph: ExportGraph, vocab: PreparedVocabulary, alt: Prepa
         rgb = read_image(path)
         x = args.preprocessing(rgb).unsqueeze(0)
         if not args.is_dynamic and tuple(x.shape[2:]) != (h, w):
-            raise IFSegError(f"verification image {path} preprocesses to {x.shape[2]}x{x.shape[3]}, but the static export is {h}x{w}; "
-                             f"size the export for it with imgsz_from={path}, or use dynamic=True")
+            raise IFSegError(
+                f"verification image {path} preprocesses to {x.shape[2]}x{x.shape[3]}, but the static export is {h}x{w}; "
+                f"size the export for it with imgsz_from={path}, or use dynamic=True"
+            )
         images = x.expand(args.batch if not args.is_dynamic else 1, -1, -1, -1).contiguous()
-        feeds = graph.inputs(images, vocab.prompt_embeds.detach().float().cpu(), vocab.class_embeds.detach().float().cpu(),
-                             tuple(rgb.shape[:2]))
+        feeds = graph.inputs(
+            images,
+            vocab.prompt_embeds.detach().float().cpu(),
+            vocab.class_embeds.detach().float().cpu(),
+            tuple(rgb.shape[:2]),
+        )
         cases.append((os.path.basename(path), feeds))
     return cases
 
 
-def reduce_precision(model: onnx.ModelProto, graph: ExportGraph, cases: Sequence[Tuple[str, Dict[str, torch.Tensor]]],
-                     path: str, args: ExportArgs, vocab: PreparedVocabulary, holdout: Optional[HoldoutSet],
-                     no_holdout: str) -> Tuple[onnx.ModelProto, PrecisionReport]:
+def reduce_precision(
+    model: onnx.ModelProto,
+    graph: ExportGraph,
+    cases: Sequence[Tuple[str, Dict[str, torch.Tensor]]],
+    path: str,
+    args: ExportArgs,
+    vocab: PreparedVocabulary,
+    holdout: Optional[HoldoutSet],
+    no_holdout: str,
+) -> Tuple[onnx.ModelProto, PrecisionReport]:
     """The fp16 or INT8 graph of the verified fp32 ``model``, saved to ``path``, compared with the
     fp32 PyTorch ``graph`` on ``cases`` and, when a trained bundle's ``holdout`` set is given, with
     the fp32 graph on it (``no_holdout``: why there is none); raises :class:`IFSegError` below a gate
@@ -129,8 +150,13 @@ def reduce_precision(model: onnx.ModelProto, graph: ExportGraph, cases: Sequence
         gate = FP16_MAX_REL_RMS
     else:
         h, w = args.traced_size
-        fixed = {k: v.detach().numpy() for k, v in graph.inputs(torch.zeros(1, 3, h, w), vocab.prompt_embeds.detach().float(),
-                                                                  vocab.class_embeds.detach().float()).items() if k != IMAGES}
+        fixed = {
+            k: v.detach().numpy()
+            for k, v in graph.inputs(
+                torch.zeros(1, 3, h, w), vocab.prompt_embeds.detach().float(), vocab.class_embeds.detach().float()
+            ).items()
+            if k != IMAGES
+        }
         kept = to_int8(model, path, calibration_feeds(args.calib_dir, args.batch, h, w, fixed))
         reduced, gate = onnx.load(path), INT8_MAX_REL_RMS
     names = graph.contract.output_names
@@ -138,18 +164,24 @@ def reduce_precision(model: onnx.ModelProto, graph: ExportGraph, cases: Sequence
     report = compare_precision(path, reference, precision, gate, kept, gated=args.gate)
     if not report.logits_ok and args.gate:
         worst = max(report.cases, key=lambda c: c.rel_rms)
-        raise IFSegError(f"the {precision} graph's logits differ from fp32 PyTorch by rel-RMS {worst.rel_rms:.2e} on '{worst.name}' "
-                         f"(gate {report.max_rel_rms:.0e}); nothing was written (gate=False writes it anyway)")
+        raise IFSegError(
+            f"the {precision} graph's logits differ from fp32 PyTorch by rel-RMS {worst.rel_rms:.2e} on '{worst.name}' "
+            f"(gate {report.max_rel_rms:.0e}); nothing was written (gate=False writes it anyway)"
+        )
     report.holdout = check_holdout(model, reduced, holdout, graph.contract, precision, args.gate, no_holdout)
     if not report.holdout.ok and args.gate:
         h = report.holdout
-        raise IFSegError(f"the {precision} graph loses {100 * h.drop:.2f} points of held-out accuracy against the fp32 graph "
-                         f"(pixel acc {100 * h.reduced['pixel_acc']:.2f}% vs {100 * h.fp32['pixel_acc']:.2f}%, mIoU {100 * h.reduced['miou']:.2f}% "
-                         f"vs {100 * h.fp32['miou']:.2f}%; gate {100 * h.max_drop:.1f} points); nothing was written (gate=False writes it anyway)")
+        raise IFSegError(
+            f"the {precision} graph loses {100 * h.drop:.2f} points of held-out accuracy against the fp32 graph "
+            f"(pixel acc {100 * h.reduced['pixel_acc']:.2f}% vs {100 * h.fp32['pixel_acc']:.2f}%, mIoU {100 * h.reduced['miou']:.2f}% "
+            f"vs {100 * h.fp32['miou']:.2f}%; gate {100 * h.max_drop:.1f} points); nothing was written (gate=False writes it anyway)"
+        )
     return reduced, report
 
 
-def export_metadata(loaded: LoadedModel, vocab: PreparedVocabulary, args: ExportArgs, contract: GraphContract) -> Dict[str, Any]:
+def export_metadata(
+    loaded: LoadedModel, vocab: PreparedVocabulary, args: ExportArgs, contract: GraphContract
+) -> Dict[str, Any]:
     """The description stored in the ONNX ``metadata_props`` and the side file."""
     return {
         "arch": loaded.arch.to_dict(),
@@ -191,14 +223,16 @@ def read_onnx_metadata(path: str) -> Dict[str, Any]:
     for prop in model.metadata_props:
         if prop.key == METADATA_KEY:
             return json.loads(prop.value)
-    raise IFSegError(f"{path} was not exported by ifseg-deploy (no '{METADATA_KEY}' metadata); re-export it with ifseg-deploy export")
+    raise IFSegError(
+        f"{path} was not exported by ifseg-deploy (no '{METADATA_KEY}' metadata); re-export it with ifseg-deploy export"
+    )
 
 
 def write_onnx(loaded: LoadedModel, out_path: str, vocabulary: Vocabulary, args: ExportArgs) -> OnnxExport:
     """Export ``loaded`` as ``args`` say (the graph :meth:`ExportArgs.contract` describes, verified
     with ``args.categories``, default: the stored list), simplify, check and verify; write
     ``out_path`` and its side file only if all checks pass. ``args`` are taken as given: callers
-    check them first (:func:`~ifseg_deploy.export.args.validate`). Raises :class:`IFSegError` when
+    check them first (:func:`~ifseg_deploy.exporter.args.validate`). Raises :class:`IFSegError` when
     a check of the graph fails."""
     import onnxslim
 
@@ -219,11 +253,15 @@ def write_onnx(loaded: LoadedModel, out_path: str, vocabulary: Vocabulary, args:
         _declare_shapes(model, contract.dims())
         problems = graph_policy_problems(model)
         if problems:
-            raise IFSegError("the exported graph breaks the deployment rules (" + "; ".join(problems) + "); nothing was written")
+            raise IFSegError(
+                "the exported graph breaks the deployment rules (" + "; ".join(problems) + "); nothing was written"
+            )
         try:
             onnx.checker.check_model(model, full_check=True)
         except onnx.checker.ValidationError as e:
-            raise IFSegError(f"the ONNX checker rejects the graph ({str(e).splitlines()[0][:160]}); nothing was written") from None
+            raise IFSegError(
+                f"the ONNX checker rejects the graph ({str(e).splitlines()[0][:160]}); nothing was written"
+            ) from None
         onnx.save(model, tmp)
         report = verify_onnx(tmp, graph, cases, atol=args.atol)
         if not report.ok:
@@ -232,14 +270,29 @@ def write_onnx(loaded: LoadedModel, out_path: str, vocabulary: Vocabulary, args:
         meta["export"]["precision"] = precision
         reduced = None
         if precision != FP32:
-            no_holdout = f"{os.path.basename(loaded.path)} stores no held-out figures; bundles from ifseg-deploy train do"
-            model, reduced = reduce_precision(model, graph, cases, tmp, dataclasses.replace(args, precision=precision), vocab,
-                                              holdout_set(loaded, vocabulary, contract), no_holdout)
+            no_holdout = (
+                f"{os.path.basename(loaded.path)} stores no held-out figures; bundles from ifseg-deploy train do"
+            )
+            model, reduced = reduce_precision(
+                model,
+                graph,
+                cases,
+                tmp,
+                dataclasses.replace(args, precision=precision),
+                vocab,
+                holdout_set(loaded, vocabulary, contract),
+                no_holdout,
+            )
             meta["export"]["verification"]["precision"] = reduced.to_dict()
         _attach_metadata(model, meta)
         onnx.save(model, tmp)
         op_check = check_graph(model, args.trt_version)
         side = vocab_path(out_path)
-        write_vocab(side, loaded.model.embed_tokens.weight, loaded.class_embeds, meta,
-                    position_state(loaded.model) if contract.bias_inputs else None)
+        write_vocab(
+            side,
+            loaded.model.embed_tokens.weight,
+            loaded.class_embeds,
+            meta,
+            position_state(loaded.model) if contract.bias_inputs else None,
+        )
     return OnnxExport(out_path, side, meta, report, op_check, reduced, contract)

@@ -15,12 +15,12 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
-from ...version import __version__
 from ...errors import IFSegError
 from ...fileio import write_bytes
 from ...runtime.device import cuda_device
 from ...runtime.sidecar import read_vocab, write_engine_info
 from ...runtime.tensorrt_common import environment, require_tensorrt
+from ...version import __version__
 from .profiles import TargetProfile, trtexec_command
 
 #: Oldest TensorRT major version that builds strongly typed networks from ONNX.
@@ -34,8 +34,10 @@ def network_flags(trt) -> int:
     version = str(trt.__version__)
     major = int(version.split(".")[0]) if version.split(".")[0].isdigit() else 0
     if major < MIN_TENSORRT or not hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
-        raise IFSegError(f"TensorRT {version} cannot build strongly typed networks; install TensorRT 10 or 11 "
-                         "(pip install 'ifseg-deploy[gpu]'; on Jetson: JetPack 6)")
+        raise IFSegError(
+            f"TensorRT {version} cannot build strongly typed networks; install TensorRT 10 or 11 "
+            "(pip install 'ifseg-deploy[gpu]'; on Jetson: JetPack 6)"
+        )
     return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
 
 
@@ -52,7 +54,9 @@ def define_network(trt, onnx_path: str, profile: TargetProfile, shapes: Shapes, 
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(onnx_path):
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise IFSegError(f"TensorRT's ONNX parser rejects {onnx_path}: {errors[0].splitlines()[0] if errors else 'unknown error'}")
+        raise IFSegError(
+            f"TensorRT's ONNX parser rejects {onnx_path}: {errors[0].splitlines()[0] if errors else 'unknown error'}"
+        )
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, profile.workspace_mb << 20)
     config.builder_optimization_level = profile.builder_optimization_level
@@ -88,9 +92,16 @@ class EngineBuild:
     info: Dict[str, Any]
 
 
-def build_engine(onnx_path: str, engine_path: str, profile: TargetProfile, imgsz: int,
-                 static: Optional[Tuple[int, int, int]] = None, timing_cache: Optional[str] = None,
-                 device: str = "cuda", rebuild_command: str = "") -> EngineBuild:
+def build_engine(
+    onnx_path: str,
+    engine_path: str,
+    profile: TargetProfile,
+    imgsz: int,
+    static: Optional[Tuple[int, int, int]] = None,
+    timing_cache: Optional[str] = None,
+    device: str = "cuda",
+    rebuild_command: str = "",
+) -> EngineBuild:
     """Build ``engine_path`` from a verified ONNX export (with its ``.vocab.safetensors`` side file).
 
     The engine's precision is the graph's (``export.precision`` of the side file, fp32 for
@@ -109,22 +120,26 @@ def build_engine(onnx_path: str, engine_path: str, profile: TargetProfile, imgsz
     with torch.cuda.device(dev):
         serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise IFSegError("TensorRT could not build the engine (see its log above); try a larger workspace or smaller profile shapes")
+        raise IFSegError(
+            "TensorRT could not build the engine (see its log above); try a larger workspace or smaller profile shapes"
+        )
     write_bytes(engine_path, bytes(serialized))
     if timing_cache:
         write_bytes(timing_cache, bytes(config.get_timing_cache().serialize()))
     info = dict(environment(dev, trt.__version__))
-    info.update({
-        "ifseg_deploy": __version__,
-        "precision": precision,
-        "strongly_typed": True,
-        "profile": profile.to_dict(),
-        "imgsz": imgsz,
-        "shapes": {k: [list(s) for s in v] for k, v in shapes.items()},
-        "onnx": onnx_path,
-        "onnx_sha256": _sha256(onnx_path),
-        "rebuild_command": rebuild_command,
-        "trtexec": trtexec_command(profile, onnx_path, engine_path, embed_dim, imgsz, static, timing_cache),
-    })
+    info.update(
+        {
+            "ifseg_deploy": __version__,
+            "precision": precision,
+            "strongly_typed": True,
+            "profile": profile.to_dict(),
+            "imgsz": imgsz,
+            "shapes": {k: [list(s) for s in v] for k, v in shapes.items()},
+            "onnx": onnx_path,
+            "onnx_sha256": _sha256(onnx_path),
+            "rebuild_command": rebuild_command,
+            "trtexec": trtexec_command(profile, onnx_path, engine_path, embed_dim, imgsz, static, timing_cache),
+        }
+    )
     write_engine_info(engine_path, info)
     return EngineBuild(engine_path, info)

@@ -50,23 +50,31 @@ class ExportGraph(nn.Module):
             outputs.append(upsample_argmax(scores, grid, (output_size[0], output_size[1])))
         return tuple(outputs)
 
-    def inputs(self, images: Tensor, prompt_embeds: Tensor, class_embeds: Tensor,
-               output_size: Optional[Tuple[int, int]] = None) -> Dict[str, Tensor]:
+    def inputs(
+        self, images: Tensor, prompt_embeds: Tensor, class_embeds: Tensor, output_size: Optional[Tuple[int, int]] = None
+    ) -> Dict[str, Tensor]:
         """The graph's inputs by name (:meth:`GraphContract.feeds`), with this shape's position biases
         from the PyTorch model when the graph takes them."""
         biases = None
         if self.contract.bias_inputs:
             with torch.inference_mode():
                 stacked = stack_biases(self.model.position_biases(grid_size(*images.shape[2:]), prompt_embeds.shape[1]))
-            biases = {name: t.clone() for name, t in zip(BIAS_INPUTS, stacked)}  # plain tensors, usable outside inference mode
+            biases = {
+                name: t.clone() for name, t in zip(BIAS_INPUTS, stacked)
+            }  # plain tensors, usable outside inference mode
         return self.contract.feeds(images, prompt_embeds, class_embeds, output_size, biases)
 
 
-def sample_inputs(graph: ExportGraph, vocab: PreparedVocabulary, batch: int, height: int, width: int,
-                  seed: int = 0) -> Dict[str, Tensor]:
-    """Example inputs of ``graph``: ``batch`` photo-like scenes (:func:`~ifseg_deploy.export.onnx.scene.synthetic_scene`,
+def sample_inputs(
+    graph: ExportGraph, vocab: PreparedVocabulary, batch: int, height: int, width: int, seed: int = 0
+) -> Dict[str, Tensor]:
+    """Example inputs of ``graph``: ``batch`` photo-like scenes (:func:`~ifseg_deploy.exporter.onnx.scene.synthetic_scene`,
     seeds ``seed``, ``seed + 1``, ...) of ``height x width`` pixels, normalised as the model's input,
     the embeddings of a real category list, and an output size other than the input's."""
     images = torch.stack([normalize(synthetic_scene(height, width, seed + i)) for i in range(batch)])
-    return graph.inputs(images, vocab.prompt_embeds.detach().float().cpu(), vocab.class_embeds.detach().float().cpu(),
-                        (height * 5 // 4, width * 3 // 4))
+    return graph.inputs(
+        images,
+        vocab.prompt_embeds.detach().float().cpu(),
+        vocab.class_embeds.detach().float().cpu(),
+        (height * 5 // 4, width * 3 // 4),
+    )

@@ -25,8 +25,10 @@ def calibration_files(calib_dir: Optional[str]) -> List[str]:
         raise IFSegError(f"calib_dir={calib_dir} is not a folder; pass a folder of representative images")
     files = list_images(calib_dir)
     if not files:
-        raise IFSegError(f"calib_dir={calib_dir} holds no images ({', '.join(IMAGE_EXTS)}); INT8 calibration needs "
-                         "a few hundred representative images")
+        raise IFSegError(
+            f"calib_dir={calib_dir} holds no images ({', '.join(IMAGE_EXTS)}); INT8 calibration needs "
+            "a few hundred representative images"
+        )
     return files[:MAX_IMAGES]
 
 
@@ -38,7 +40,7 @@ def fit_image(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
     if (nh, nw) != (h, w):
         rgb = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_LINEAR)
     top, left = (nh - height) // 2, (nw - width) // 2
-    return rgb[top:top + height, left:left + width]
+    return rgb[top : top + height, left : left + width]
 
 
 def calibration_batches(files: Sequence[str], batch: int, height: int, width: int) -> List[np.ndarray]:
@@ -46,4 +48,4 @@ def calibration_batches(files: Sequence[str], batch: int, height: int, width: in
     images = [normalize(fit_image(read_image(f), height, width)).numpy() for f in files]
     while len(images) % batch:
         images.append(images[len(images) % len(files)])
-    return [np.stack(images[i:i + batch]) for i in range(0, len(images), batch)]
+    return [np.stack(images[i : i + batch]) for i in range(0, len(images), batch)]

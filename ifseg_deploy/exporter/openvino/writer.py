@@ -22,19 +22,19 @@ import numpy as np
 
 from ...checkpoint import load_model
 from ...errors import IFSegError
-from ...runtime.torch_backend import cpu_has_vnni
 from ...fileio import atomic_folder
 from ...precision import FP16, FP32, INT8
 from ...runtime.graph_contract import IMAGES, LOGITS
 from ...runtime.sidecar import vocab_path
+from ...runtime.torch_backend import cpu_has_vnni
 from ...runtime.vocabulary import Vocabulary
-from ..onnx.graph import ExportGraph
 from ..args import ExportArgs
-from ..onnx.writer import OnnxExport, alternate_categories, verification_cases
-from ..precision.graph_precision import check_weight_precision
-from ..precision.fp16_graph import PrecisionCase, PrecisionReport, image_labels, rel_rms
-from ..precision.int8_graph import INT8_MAX_REL_RMS
+from ..onnx.graph import ExportGraph
 from ..onnx.verify import RTOL, VerifyReport, compare_outputs, run_torch
+from ..onnx.writer import OnnxExport, alternate_categories, verification_cases
+from ..precision.fp16_graph import PrecisionCase, PrecisionReport, image_labels, rel_rms
+from ..precision.graph_precision import check_weight_precision
+from ..precision.int8_graph import INT8_MAX_REL_RMS
 
 #: Relative tolerance (of the largest |output|) for float16 weights: their rounding (2^-11
 #: relative) accumulates over the layers; float32 weights keep the ONNX export's tolerance.
@@ -81,24 +81,35 @@ def write_openvino(source: str, onnx: OnnxExport, vocabulary: Vocabulary, args: 
         xml = os.path.join(tmp, stem + ".xml")
         ov.save_model(ov.convert_model(onnx.path), xml, compress_to_fp16=precision == FP16)
         shutil.copyfile(onnx.vocab_path, vocab_path(xml))
-        compiled = ov.Core().compile_model(xml, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-        names = [o.get_any_name() for o in compiled.outputs]
-
-        def run(feeds):
-            return {p.get_any_name(): np.asarray(v) for p, v in compiled({k: v.numpy() for k, v in feeds.items()}).items()}
-
-        if precision == INT8:
-            report = _check_int8(run, graph, cases, names, args.gate, onnx.precision.fp32_nodes if onnx.precision else 0)
-        else:
-            rtol = FP16_RTOL if precision == FP16 else RTOL
-            report = VerifyReport([compare_outputs(name, feeds, run_torch(graph, feeds, names), run(feeds), atol=args.atol, rtol=rtol)
-                                   for name, feeds in cases])
-            if not report.ok:
-                worst = next(c for c in report.cases if not c.ok)
-                raise IFSegError(f"OpenVINO disagrees with PyTorch on '{worst.name}' ({'; '.join(worst.problems)}); nothing was written")
-        del compiled
+        report = _verify_ir(ov, xml, graph, cases, precision, args, onnx.precision.fp32_nodes if onnx.precision else 0)
     xml = os.path.join(folder, stem + ".xml")
     return OpenVinoExport(folder, xml, vocab_path(xml), precision, report)
+
+
+def _verify_ir(ov, xml: str, graph: ExportGraph, cases, precision: str, args, fp32_nodes: int):
+    """Every verification case through the IR (OpenVINO's CPU device, float32) and through PyTorch;
+    the compiled model is released on return, before the folder is renamed into place."""
+    compiled = ov.Core().compile_model(xml, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    names = [o.get_any_name() for o in compiled.outputs]
+
+    def run(feeds):
+        return {p.get_any_name(): np.asarray(v) for p, v in compiled({k: v.numpy() for k, v in feeds.items()}).items()}
+
+    if precision == INT8:
+        return _check_int8(run, graph, cases, names, args.gate, fp32_nodes)
+    rtol = FP16_RTOL if precision == FP16 else RTOL
+    report = VerifyReport(
+        [
+            compare_outputs(name, feeds, run_torch(graph, feeds, names), run(feeds), atol=args.atol, rtol=rtol)
+            for name, feeds in cases
+        ]
+    )
+    if not report.ok:
+        worst = next(c for c in report.cases if not c.ok)
+        raise IFSegError(
+            f"OpenVINO disagrees with PyTorch on '{worst.name}' ({'; '.join(worst.problems)}); nothing was written"
+        )
+    return report
 
 
 def _check_int8(run, graph: ExportGraph, cases, names: List[str], gated: bool, fp32_nodes: int) -> PrecisionReport:
@@ -113,8 +124,13 @@ def _check_int8(run, graph: ExportGraph, cases, names: List[str], gated: bool, f
         report.cases.append(PrecisionCase(name, rel_rms(ref, out) if np.isfinite(out).all() else float("inf"), agree))
     if not report.ok and gated:
         worst = max(report.cases, key=lambda c: c.rel_rms)
-        hint = ("; this CPU has no VNNI, where int8 products saturate: check on a VNNI CPU, or export fp16 / run bf16"
-                if cpu_has_vnni() is False else "")
-        raise IFSegError(f"the int8 OpenVINO model's logits differ from fp32 PyTorch by rel-RMS {worst.rel_rms:.2e} on '{worst.name}' "
-                         f"(gate {INT8_MAX_REL_RMS:.0e}); nothing was written (gate=False writes it anyway){hint}")
+        hint = (
+            "; this CPU has no VNNI, where int8 products saturate: check on a VNNI CPU, or export fp16 / run bf16"
+            if cpu_has_vnni() is False
+            else ""
+        )
+        raise IFSegError(
+            f"the int8 OpenVINO model's logits differ from fp32 PyTorch by rel-RMS {worst.rel_rms:.2e} on '{worst.name}' "
+            f"(gate {INT8_MAX_REL_RMS:.0e}); nothing was written (gate=False writes it anyway){hint}"
+        )
     return report

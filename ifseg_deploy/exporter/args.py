@@ -116,14 +116,36 @@ class ExportArgs:
     def contract(self, arch: ArchConfig) -> GraphContract:
         """The graph these arguments export for a model of ``arch``."""
         biases = (arch.encoder_layers, arch.decoder_layers, arch.heads) if self.bias_inputs else None
-        return GraphContract(arch.embed_dim, self.knn_k, self.knn_iters if self.knn == IN_GRAPH else 0, self.upsample == IN_GRAPH,
-                             self.is_dynamic, self.batch, self.traced_size, biases)
+        return GraphContract(
+            arch.embed_dim,
+            self.knn_k,
+            self.knn_iters if self.knn == IN_GRAPH else 0,
+            self.upsample == IN_GRAPH,
+            self.is_dynamic,
+            self.batch,
+            self.traced_size,
+            biases,
+        )
 
     def rebuild_command(self, source: str) -> str:
         """The ``ifseg-deploy export`` command line that recreates this engine (quoted for a shell)."""
         imgsz = "x".join(map(str, self.imgsz)) if not isinstance(self.imgsz, int) else str(self.imgsz)
-        parts = ["ifseg-deploy", "export", "--checkpoint", source, "--format", "engine", "--out", str(self.out),
-                 "--profile", self.profile, "--imgsz", imgsz, "--precision", str(self.precision)]
+        parts = [
+            "ifseg-deploy",
+            "export",
+            "--checkpoint",
+            source,
+            "--format",
+            "engine",
+            "--out",
+            str(self.out),
+            "--profile",
+            self.profile,
+            "--imgsz",
+            imgsz,
+            "--precision",
+            str(self.precision),
+        ]
         parts += ["--imgsz-from", self.imgsz_from] if self.imgsz_from else []
         parts += [] if self.gate else ["--no-gate"]
         parts += ["--dynamic"] if self.is_dynamic else ["--static", "--batch", str(self.batch)]
@@ -150,7 +172,9 @@ def _check_graph_args(args: ExportArgs, precision: Optional[str]) -> None:
     if args.position_biases not in POSITION_BIASES:
         raise IFSegError(f"position_biases={args.position_biases}: use one of {', '.join(POSITION_BIASES)}")
     if not OPSETS[0] <= args.opset <= OPSETS[1]:
-        raise IFSegError(f"opset={args.opset} is not supported; use {OPSETS[0]}..{OPSETS[1]} (17 is the TensorRT 8.6 maximum)")
+        raise IFSegError(
+            f"opset={args.opset} is not supported; use {OPSETS[0]}..{OPSETS[1]} (17 is the TensorRT 8.6 maximum)"
+        )
     if precision is not None:
         check_graph_precision(precision, args.calib_dir)
 
@@ -161,16 +185,20 @@ def validate(args: ExportArgs, source: str) -> ExportArgs:
     filled in. Every check that needs no model happens here, so bad settings fail before any file
     is read or written. Raises :class:`IFSegError` with a one-line reason naming the field."""
     if args.dynamic and (args.static or args.fixed_size):
-        raise IFSegError("dynamic=True contradicts static=True / imgsz=HxW / `imgsz_from` (a fixed input size); "
-                         "with dynamic=True pass the short side only, e.g. imgsz=512")
+        raise IFSegError(
+            "dynamic=True contradicts static=True / imgsz=HxW / `imgsz_from` (a fixed input size); "
+            "with dynamic=True pass the short side only, e.g. imgsz=512"
+        )
     if args.imgsz_from and not isinstance(args.imgsz, int):
         raise IFSegError("`imgsz_from` sets HxW from the source; give `imgsz` the short side only, e.g. imgsz=512")
     profile = load_profile(args.profile)
     fmt = export_format(args.format)
     from_graph = source.endswith(".onnx")
     if args.format == "engine" and args.position_biases == "inputs":
-        raise IFSegError("TensorRT engines compute their position biases in the graph (a static engine folds them); "
-                         "drop position_biases=inputs")
+        raise IFSegError(
+            "TensorRT engines compute their position biases in the graph (a static engine folds them); "
+            "drop position_biases=inputs"
+        )
     if args.format == "openvino" and (from_graph or not os.path.isfile(source)):
         raise IFSegError(f"format=openvino exports from a PyTorch checkpoint or bundle (found: {source})")
     if from_graph and args.format == "onnx":
@@ -179,25 +207,35 @@ def validate(args: ExportArgs, source: str) -> ExportArgs:
     if fmt.suffix.startswith(".") and not out.endswith(fmt.suffixes):
         raise IFSegError(f"out={out} must end with {' or '.join(fmt.suffixes)} for format={args.format}")
     if from_graph and args.calib_dir:
-        raise IFSegError("`calib_dir` applies when exporting from a checkpoint; an exported .onnx already carries its precision")
+        raise IFSegError(
+            "`calib_dir` applies when exporting from a checkpoint; an exported .onnx already carries its precision"
+        )
     default = profile.precision if args.format == "engine" else FP32
     precision = args.precision or (None if from_graph else default)
     image_size = args.image_size
     if from_graph:  # an earlier export: its shapes and preprocessing come from its side file
         if args.imgsz_from:
-            raise IFSegError(f"`imgsz_from` applies when exporting from a checkpoint; {source} already fixes its input size")
+            raise IFSegError(
+                f"`imgsz_from` applies when exporting from a checkpoint; {source} already fixes its input size"
+            )
         if os.path.isfile(source) and read_vocab(source).contract.bias_inputs:
-            raise IFSegError(f"{source} takes its position biases as inputs (for ONNX Runtime / OpenVINO); build the engine from the "
-                             "checkpoint with format=engine, or from an ONNX exported with position_biases=graph")
+            raise IFSegError(
+                f"{source} takes its position biases as inputs (for ONNX Runtime / OpenVINO); build the engine from the "
+                "checkpoint with format=engine, or from an ONNX exported with position_biases=graph"
+            )
     resolved = dataclasses.replace(args, out=out, precision=precision)
-    _check_graph_args(resolved, None if from_graph and precision == INT8 else precision)  # a Q/DQ graph needs no more calibration
+    _check_graph_args(
+        resolved, None if from_graph and precision == INT8 else precision
+    )  # a Q/DQ graph needs no more calibration
     if args.format == "openvino":
         check_weight_precision(precision)
         check_output_folder(out, "out", "openvino")
     if args.format == "engine":
         if args.upsample == IN_GRAPH:
-            raise IFSegError("upsample=in-graph is for ONNX exports only (it needs a shape input TensorRT profiles do not cover); "
-                             "use upsample=host")
+            raise IFSegError(
+                "upsample=in-graph is for ONNX exports only (it needs a shape input TensorRT profiles do not cover); "
+                "use upsample=host"
+            )
         from ..runtime.device import cuda_device
         from ..runtime.tensorrt_common import require_tensorrt
 
@@ -221,6 +259,8 @@ def _check_output_files(source: str, out: str, fmt: str, timing_cache: Optional[
         if not source.endswith(".onnx"):
             onnx_path = os.path.splitext(out)[0] + ".onnx"
             files += [onnx_path, vocab_path(onnx_path)]
-    size = os.path.getsize(source) if os.path.isfile(source) else 0  # an fp32 graph holds about the checkpoint's weights
+    size = (
+        os.path.getsize(source) if os.path.isfile(source) else 0
+    )  # an fp32 graph holds about the checkpoint's weights
     for path in files:
         check_output_file(path, "out", size_hint=size if path.endswith((".onnx",) + ENGINE_SUFFIXES) else 0)

@@ -42,7 +42,7 @@ def near_tied_cells(ref_features: np.ndarray, out_features: np.ndarray, k: int) 
     """
     b, hw, c = ref_features.shape
     k = min(k, hw)
-    rounding = ROUNDING_UNITS * np.sqrt(c) * 2.0 ** -24
+    rounding = ROUNDING_UNITS * np.sqrt(c) * 2.0**-24
     tied = np.zeros((b, hw), dtype=bool)
     neighbours = np.zeros((b, hw, k), dtype=np.int64)
     for i in range(b):
@@ -52,7 +52,7 @@ def near_tied_cells(ref_features: np.ndarray, out_features: np.ndarray, k: int) 
         neighbours[i] = order[:, :k]
         if k == hw:  # every cell is a neighbour: nothing to choose
             continue
-        ranked = np.take_along_axis(sims, order[:, k - 1:k + 1], axis=-1)
+        ranked = np.take_along_axis(sims, order[:, k - 1 : k + 1], axis=-1)
         error = np.abs(out @ out.T - sims).max(axis=-1) + rounding
         tied[i] = ranked[:, 0] - ranked[:, 1] <= 2 * error
     return tied, neighbours

@@ -19,7 +19,16 @@ from .knn_ties import near_tied_cells, undetermined_cells, undetermined_pixels
 
 MIN_OPSET = 17
 #: Control flow / sequence operators a deployable graph must not contain (the decoder runs in one pass).
-FORBIDDEN_OPS = {"Loop", "Scan", "SequenceAt", "SequenceConstruct", "SequenceInsert", "SequenceEmpty", "SplitToSequence", "ConcatFromSequence"}
+FORBIDDEN_OPS = {
+    "Loop",
+    "Scan",
+    "SequenceAt",
+    "SequenceConstruct",
+    "SequenceInsert",
+    "SequenceEmpty",
+    "SplitToSequence",
+    "ConcatFromSequence",
+}
 #: Element-wise agreement: ``|ort - torch| <= ATOL + RTOL * max|torch|`` per output.
 ATOL, RTOL = 2e-4, 1e-4
 
@@ -82,8 +91,10 @@ class CaseResult:
         if self.knn_masked is not None:
             masked, cells = self.knn_masked
             knn = f"; kNN compared on {cells - masked} of {cells} cells ({masked} left out: near-tied neighbours)"
-        return (f"{self.name} [{img}, L={self.shapes['prompt_embeds'][1]}, N={self.shapes['class_embeds'][0]}]: max|delta| {deltas}; "
-                f"labels {100 * self.label_agreement:.3f}% agree{knn}; {state}")
+        return (
+            f"{self.name} [{img}, L={self.shapes['prompt_embeds'][1]}, N={self.shapes['class_embeds'][0]}]: max|delta| {deltas}; "
+            f"labels {100 * self.label_agreement:.3f}% agree{knn}; {state}"
+        )
 
 
 @dataclass
@@ -95,8 +106,10 @@ class VerifyReport:
         """Findings about the verification as a whole: in-graph kNN that no case could compare."""
         knn = [c.knn_masked for c in self.cases if c.knn_masked is not None]
         if knn and all(masked == cells for masked, cells in knn):
-            return ["in-graph kNN could not be compared: every cell of every verification image has near-tied "
-                    "neighbours; add `verify_image` with a photo"]
+            return [
+                "in-graph kNN could not be compared: every cell of every verification image has near-tied "
+                "neighbours; add `verify_image` with a photo"
+            ]
         return []
 
     @property
@@ -112,9 +125,22 @@ class VerifyReport:
         return [c.line() for c in self.cases] + [f"FAILED: {p}" for p in self.problems]
 
     def to_dict(self) -> dict:
-        return {"ok": self.ok, "atol": ATOL, "rtol": RTOL, "problems": self.problems, "cases": [
-            {"name": c.name, "max_abs": c.max_abs, "label_agreement": c.label_agreement, "ok": c.ok,
-             **({"knn_masked_cells": c.knn_masked[0], "cells": c.knn_masked[1]} if c.knn_masked else {})} for c in self.cases]}
+        return {
+            "ok": self.ok,
+            "atol": ATOL,
+            "rtol": RTOL,
+            "problems": self.problems,
+            "cases": [
+                {
+                    "name": c.name,
+                    "max_abs": c.max_abs,
+                    "label_agreement": c.label_agreement,
+                    "ok": c.ok,
+                    **({"knn_masked_cells": c.knn_masked[0], "cells": c.knn_masked[1]} if c.knn_masked else {}),
+                }
+                for c in self.cases
+            ],
+        }
 
 
 def label_flips(ref: np.ndarray, out: np.ndarray, max_abs: float) -> Tuple[float, int]:
@@ -128,8 +154,9 @@ def label_flips(ref: np.ndarray, out: np.ndarray, max_abs: float) -> Tuple[float
     return float(1.0 - differ.mean()), int((differ & (margin > 2 * max_abs)).sum())
 
 
-def knn_keep_masks(feeds: Dict[str, Tensor], ref: Dict[str, np.ndarray], out: Dict[str, np.ndarray], knn: Tuple[int, int]
-                   ) -> Dict[str, np.ndarray]:
+def knn_keep_masks(
+    feeds: Dict[str, Tensor], ref: Dict[str, np.ndarray], out: Dict[str, np.ndarray], knn: Tuple[int, int]
+) -> Dict[str, np.ndarray]:
     """Boolean masks of the ``knn_probs`` cells ``(B, hw)`` and ``labels`` pixels ``(B, H, W)`` whose
     values the model determines (see :mod:`.knn_ties`); everything else may differ legitimately."""
     k, iters = knn
@@ -141,8 +168,15 @@ def knn_keep_masks(feeds: Dict[str, Tensor], ref: Dict[str, np.ndarray], out: Di
     return keep
 
 
-def compare_outputs(name: str, feeds: Dict[str, Tensor], ref: Dict[str, np.ndarray], out: Dict[str, np.ndarray],
-                    atol: float = ATOL, rtol: float = RTOL, knn: Optional[Tuple[int, int]] = None) -> CaseResult:
+def compare_outputs(
+    name: str,
+    feeds: Dict[str, Tensor],
+    ref: Dict[str, np.ndarray],
+    out: Dict[str, np.ndarray],
+    atol: float = ATOL,
+    rtol: float = RTOL,
+    knn: Optional[Tuple[int, int]] = None,
+) -> CaseResult:
     """Compare ORT outputs with the PyTorch ones (float outputs element-wise, label maps by agreement).
 
     ``knn``: ``(k, iters)`` of in-graph kNN smoothing; its outputs are compared where the
@@ -190,8 +224,13 @@ def run_torch(graph: ExportGraph, feeds: Dict[str, Tensor], names: Sequence[str]
     return {n: o.cpu().numpy() for n, o in zip(names, outputs)}
 
 
-def verify_onnx(path: str, graph: ExportGraph, cases: Sequence[Tuple[str, Dict[str, Tensor]]],
-                atol: float = ATOL, rtol: float = RTOL) -> VerifyReport:
+def verify_onnx(
+    path: str,
+    graph: ExportGraph,
+    cases: Sequence[Tuple[str, Dict[str, Tensor]]],
+    atol: float = ATOL,
+    rtol: float = RTOL,
+) -> VerifyReport:
     """Run each case through ONNX Runtime (CPU) and the PyTorch graph; compare every output (in-graph
     kNN where its neighbour sets are determined; refused when that is nowhere)."""
     import onnxruntime as ort

@@ -103,8 +103,11 @@ def _drop_round_trips(model: onnx.ModelProto) -> int:
     drop, rename = set(), {}
     for node in graph.node:
         readers = consumers.get(node.output[0], []) if cast_to(node) == TensorProto.FLOAT16 else []
-        if readers and node.output[0] not in outputs and all(cast_to(r) == TensorProto.FLOAT and r.output[0] not in outputs
-                                                               for r in readers):
+        if (
+            readers
+            and node.output[0] not in outputs
+            and all(cast_to(r) == TensorProto.FLOAT and r.output[0] not in outputs for r in readers)
+        ):
             drop.add(node.name)
             drop.update(r.name for r in readers)
             rename.update((r.output[0], node.input[0]) for r in readers)
@@ -129,7 +132,11 @@ def _float_outputs(model: onnx.ModelProto) -> None:
             node.attribute[0].CopyFrom(helper.make_attribute("to", TensorProto.FLOAT))
         else:
             node.output[list(node.output).index(out.name)] = out.name + "/fp16"
-            model.graph.node.append(helper.make_node("Cast", [out.name + "/fp16"], [out.name], name=out.name + "/to_fp32", to=TensorProto.FLOAT))
+            model.graph.node.append(
+                helper.make_node(
+                    "Cast", [out.name + "/fp16"], [out.name], name=out.name + "/to_fp32", to=TensorProto.FLOAT
+                )
+            )
 
 
 def to_fp16(model: onnx.ModelProto) -> Tuple[onnx.ModelProto, int]:
@@ -141,7 +148,9 @@ def to_fp16(model: onnx.ModelProto) -> Tuple[onnx.ModelProto, int]:
     try:
         from onnxconverter_common import float16
     except ImportError:
-        raise IFSegError("precision=fp16 needs onnxconverter-common (pip install 'ifseg-deploy[cpu]' or pip install onnxconverter-common)") from None
+        raise IFSegError(
+            "precision=fp16 needs onnxconverter-common (pip install 'ifseg-deploy[cpu]' or pip install onnxconverter-common)"
+        ) from None
     model = onnx.ModelProto.FromString(model.SerializeToString())
     _dedupe_value_info(model)
     routed = _route_read_outputs(model)
@@ -155,7 +164,9 @@ def to_fp16(model: onnx.ModelProto) -> Tuple[onnx.ModelProto, int]:
     try:
         onnx.checker.check_model(half)
     except onnx.checker.ValidationError as e:
-        raise IFSegError(f"the fp16 graph fails the ONNX checker ({str(e).splitlines()[0][:160]}); nothing was written") from None
+        raise IFSegError(
+            f"the fp16 graph fails the ONNX checker ({str(e).splitlines()[0][:160]}); nothing was written"
+        ) from None
     return half, len(kept)
 
 
@@ -191,16 +202,29 @@ class PrecisionReport:
         return self.logits_ok and (self.holdout is None or self.holdout.ok)
 
     def lines(self) -> List[str]:
-        head = (f"{self.precision} graph vs fp32 PyTorch ({self.fp32_nodes} nodes kept fp32): logits rel-RMS {self.rel_rms:.2e} "
-                f"(gate {self.max_rel_rms:.0e}{'' if self.gated else ', not enforced: gate=False'}); "
-                f"{'ok' if self.logits_ok else 'BELOW GATE'}")
-        cases = [f"  {c.name}: rel-RMS {c.rel_rms:.2e}, labels {100 * c.label_agreement:.2f}% agree at image size" for c in self.cases]
+        head = (
+            f"{self.precision} graph vs fp32 PyTorch ({self.fp32_nodes} nodes kept fp32): logits rel-RMS {self.rel_rms:.2e} "
+            f"(gate {self.max_rel_rms:.0e}{'' if self.gated else ', not enforced: gate=False'}); "
+            f"{'ok' if self.logits_ok else 'BELOW GATE'}"
+        )
+        cases = [
+            f"  {c.name}: rel-RMS {c.rel_rms:.2e}, labels {100 * c.label_agreement:.2f}% agree at image size"
+            for c in self.cases
+        ]
         return [head] + cases + (self.holdout.lines() if self.holdout is not None else [])
 
     def to_dict(self) -> dict:
-        out = {"precision": self.precision, "ok": self.ok, "gated": self.gated, "logits_rel_rms": self.rel_rms,
-               "max_rel_rms": self.max_rel_rms, "fp32_nodes": self.fp32_nodes,
-               "cases": [{"name": c.name, "logits_rel_rms": c.rel_rms, "label_agreement": c.label_agreement} for c in self.cases]}
+        out = {
+            "precision": self.precision,
+            "ok": self.ok,
+            "gated": self.gated,
+            "logits_rel_rms": self.rel_rms,
+            "max_rel_rms": self.max_rel_rms,
+            "fp32_nodes": self.fp32_nodes,
+            "cases": [
+                {"name": c.name, "logits_rel_rms": c.rel_rms, "label_agreement": c.label_agreement} for c in self.cases
+            ],
+        }
         if self.holdout is not None:
             out["holdout"] = self.holdout.to_dict()
         return out
@@ -209,18 +233,28 @@ class PrecisionReport:
 def rel_rms(ref: np.ndarray, out: np.ndarray) -> float:
     """``||out - ref||_2 / ||ref||_2`` over all elements (float64)."""
     ref64 = ref.astype(np.float64)
-    return float(np.sqrt(((out.astype(np.float64) - ref64) ** 2).sum() / max((ref64 ** 2).sum(), 1e-30)))
+    return float(np.sqrt(((out.astype(np.float64) - ref64) ** 2).sum() / max((ref64**2).sum(), 1e-30)))
 
 
 def image_labels(logits: np.ndarray, height: int, width: int) -> np.ndarray:
     """``(B, h*w, N)`` logits -> ``(B, H, W)`` labels: bilinear up-sampling to the image, argmax."""
     gh, gw = grid_size(height, width)
-    grid = torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32)).reshape(logits.shape[0], gh, gw, -1).permute(0, 3, 1, 2)
+    grid = (
+        torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32))
+        .reshape(logits.shape[0], gh, gw, -1)
+        .permute(0, 3, 1, 2)
+    )
     return F.interpolate(grid, size=(height, width), mode="bilinear", align_corners=False).argmax(1).numpy()
 
 
-def compare_precision(path: str, reference: Sequence[Tuple[str, Dict[str, torch.Tensor], np.ndarray]], precision: str,
-                      max_rel_rms: float, kept: int, gated: bool = True) -> PrecisionReport:
+def compare_precision(
+    path: str,
+    reference: Sequence[Tuple[str, Dict[str, torch.Tensor], np.ndarray]],
+    precision: str,
+    max_rel_rms: float,
+    kept: int,
+    gated: bool = True,
+) -> PrecisionReport:
     """Run the graph at ``path`` (ONNX Runtime, CPU) on each ``(name, feeds, fp32 PyTorch logits)``."""
     import onnxruntime as ort
 

@@ -33,7 +33,9 @@ INT8_MAX_REL_RMS = 1e-1
 QUANTIZED_OPS = ("MatMul", "Gemm")
 
 
-def calibration_feeds(calib_dir: str, batch: int, height: int, width: int, fixed: Dict[str, np.ndarray]) -> List[Dict[str, np.ndarray]]:
+def calibration_feeds(
+    calib_dir: str, batch: int, height: int, width: int, fixed: Dict[str, np.ndarray]
+) -> List[Dict[str, np.ndarray]]:
     """Graph inputs for calibration: the images of ``calib_dir`` fitted to ``height x width``
     (:func:`.calibrator.calibration_batches`), with the ``fixed`` vocabulary inputs."""
     return [dict(fixed, **{IMAGES: b}) for b in calibration_batches(calibration_files(calib_dir), batch, height, width)]
@@ -59,7 +61,13 @@ def _quiet_quantizer() -> Iterator[None]:
 
 def to_int8(model: onnx.ModelProto, out_path: str, feeds: Sequence[Dict[str, np.ndarray]]) -> int:
     """Quantize ``model`` (a verified fp32 export) into ``out_path``; returns how many nodes stay fp32."""
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -70,16 +78,29 @@ def to_int8(model: onnx.ModelProto, out_path: str, feeds: Sequence[Dict[str, np.
 
     weights = {i.name for i in model.graph.initializer}
     # products of two activations (q.k^T, attention x values, features x class embeddings) stay float
-    kept = fp32_nodes(model) + [n.name for n in model.graph.node if n.op_type in QUANTIZED_OPS and not weights & set(n.input[:2])]
+    kept = fp32_nodes(model) + [
+        n.name for n in model.graph.node if n.op_type in QUANTIZED_OPS and not weights & set(n.input[:2])
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "fp32.onnx")
         onnx.save(model, src)
         try:
             with _quiet_quantizer():
-                quantize_static(src, out_path, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                                op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_exclude=kept, activation_type=QuantType.QInt8,
-                                weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-                                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False})
+                quantize_static(
+                    src,
+                    out_path,
+                    Reader(),
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=True,
+                    op_types_to_quantize=list(QUANTIZED_OPS),
+                    nodes_to_exclude=kept,
+                    activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.MinMax,
+                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+                )
         except Exception as e:  # the quantizer raises plain exceptions for graphs it cannot handle
-            raise IFSegError(f"INT8 quantization failed ({str(e).strip().splitlines()[0][:160]}); nothing was written") from None
+            raise IFSegError(
+                f"INT8 quantization failed ({str(e).strip().splitlines()[0][:160]}); nothing was written"
+            ) from None
     return len(kept)
