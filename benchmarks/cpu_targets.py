@@ -344,7 +344,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         "--static-archs",
         nargs="*",
         default=["tiny"],
-        help="sizes that also get a static 512x512 ONNX graph (default: tiny; OFA-base's export ran out of the 23 GB of the test machine)",
+        help="sizes that also get a static 512x512 ONNX graph (default: tiny; OFA-base's export ran out of the 23 GB "
+        "of the test machine)",
     )
     parser.add_argument("--compile", action="store_true", help="also time PyTorch bf16 + torch.compile")
     parser.add_argument("--bpe-dir", default=os.path.join(here, "..", "..", "shared", "bpe"))
@@ -379,7 +380,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     machine = dict(machine_info(), load_before=load_before, load_after=os.getloadavg(), matmul_peak_gflops=peaks)
     print(
-        f"\n{machine['cpu']}, {machine['threads']} threads, load average {load_before[0]:.1f} -> {machine['load_after'][0]:.1f}; "
+        f"\n{machine['cpu']}, {machine['threads']} threads, load average {load_before[0]:.1f} -> "
+        f"{machine['load_after'][0]:.1f}; "
         f"matmul peak fp32 {peaks['fp32']:.0f} / bf16 {peaks['bf16']:.0f} GFLOP/s"
     )
     for arch, res in results.items():
@@ -391,13 +393,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"\nOFA-{arch} ({res['gflop_per_frame']:.0f} GFLOP per 512x512 frame), median of {args.rounds} {how}")
         width = max(len(name) for name in [*res["rows"], *res["skipped"]]) + 2
         print(
-            f"  {'backend':<{width}}{'net ms':>9}{'speed-up':>9}{'GFLOP/s':>9}{'% peak':>8}{'1st run ms':>11}{'e2e FPS':>9}{'rel-RMS':>10}{'grid agree':>11}"
+            f"  "
+            f"{'backend':<{width}}{'net ms':>9}{'speed-up':>9}{'GFLOP/s':>9}{'% peak':>8}{'1st run ms':>11}"
+            f"{'e2e FPS':>9}{'rel-RMS':>10}{'grid agree':>11}"
         )
         for name, row in res["rows"].items():
             peak = peaks["bf16" if "bf16" in name else "fp32"]
             print(
-                f"  {name:<{width}}{row['network_ms']:>9.0f}{row['speedup']:>8.2f}x{row['gflops']:>9.0f}{100 * row['gflops'] / peak:>7.0f}%"
-                f"{row['first_run_ms']:>11.0f}{row['end_to_end_fps'] or float('nan'):>9.2f}{row['logits_rel_rms']:>10.1e}{100 * row['grid_label_agreement']:>10.1f}%"
+                f"  "
+                f"{name:<{width}}{row['network_ms']:>9.0f}{row['speedup']:>8.2f}x{row['gflops']:>9.0f}"
+                f"{100 * row['gflops'] / peak:>7.0f}%"
+                f"{row['first_run_ms']:>11.0f}{row['end_to_end_fps'] or float('nan'):>9.2f}"
+                f"{row['logits_rel_rms']:>10.1e}{100 * row['grid_label_agreement']:>10.1f}%"
             )
         for name, reason in res["skipped"].items():
             print(f"  {name:<{width}}skipped: {reason}")

@@ -6,7 +6,8 @@ replaced by ``Preprocessing(S, 4 S)``, as ``--imgsz S`` does), end to end, media
 at 512. With random weights the class margins are tiny, so agreement is a pessimistic signal;
 use a trained bundle for real figures.
 
-    python3 benchmarks/imgsz_cost.py --checkpoint model.safetensors --image photo.jpg [--sizes 512 448 384 320 256] [--rounds 3]
+    python3 benchmarks/imgsz_cost.py --checkpoint model.safetensors --image photo.jpg \\
+        [--sizes 512 448 384 320 256] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ def main(argv: List[str] = None) -> int:
     print(f"{args.image} {rgb.shape[1]}x{rgb.shape[0]}, {args.precision}, median of {args.rounds} rounds")
     for s, r in rows.items():
         print(
-            f"  --imgsz {s:<5} grid {r['grid'][0]:>3}x{r['grid'][1]:<3} {r['ms']:8.0f} ms  {100 * r['agreement_vs_512']:6.2f}% pixels agree with 512"
+            f"  --imgsz {s:<5} grid {r['grid'][0]:>3}x{r['grid'][1]:<3} {r['ms']:8.0f} ms  "
+            f"{100 * r['agreement_vs_512']:6.2f}% pixels agree with 512"
         )
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:

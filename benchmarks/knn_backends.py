@@ -147,7 +147,8 @@ def main() -> None:
     load.append(os.getloadavg()[0])
 
     print(
-        f"torch {torch.__version__}, {os.cpu_count()} CPUs, {args.threads or 'default'} threads; k={args.k}, iters={args.iters}, {args.classes} classes, {CHANNELS} channels; "
+        f"torch {torch.__version__}, {os.cpu_count()} CPUs, {args.threads or 'default'} threads; k={args.k}, "
+        f"iters={args.iters}, {args.classes} classes, {CHANNELS} channels; "
         f"median of {args.rounds} processes x {args.repeats} runs; 1-min load average {load[0]:.1f} -> {load[1]:.1f}"
     )
     cols = (

@@ -4,9 +4,9 @@ The front door::
 
     from ifseg_deploy import Segmenter, Stream, export, load
 
-    seg = load("m.safetensors", "grass, cat, dog")     # any model file: .pt, .safetensors, .onnx, .engine, OpenVINO folder
-    result = seg.segment("photo.jpg")                   # result.labels (H, W), result.plot(), result.save("out", "photo")
-    for frame, result in Stream(seg, "video.mp4"):      # files, webcams, rtsp:// URLs, GStreamer pipelines
+    seg = load("m.safetensors", "grass, cat, dog")  # any model file: .pt, .safetensors, .onnx, .engine, OpenVINO folder
+    result = seg.segment("photo.jpg")  # result.labels (H, W), result.plot(), result.save("out", "photo")
+    for frame, result in Stream(seg, "video.mp4"):  # files, webcams, rtsp:// URLs, GStreamer pipelines
         ...
     export("m.safetensors", format="onnx", precision="fp16")
 

@@ -1,8 +1,8 @@
 """Image decoding and the reference's evaluation preprocessing.
 
 Decode (Pillow, as the reference) -> EXIF orientation applied (as viewers and ``cv2.imread`` do;
-not for dataset evaluation, whose labels are aligned with the stored pixels) -> RGB uint8 -> keep-ratio resize so the short side is
-``short_side`` unless the long side would exceed ``long_side_max`` (OpenCV bilinear on uint8,
+not for dataset evaluation, whose labels are aligned with the stored pixels) -> RGB uint8 -> keep-ratio resize so the
+short side is ``short_side`` unless the long side would exceed ``long_side_max`` (OpenCV bilinear on uint8,
 mmcv's rounding) -> ``(x / 255 - 0.5) / 0.5``, CHW float32.
 """
 
@@ -105,7 +105,8 @@ def as_rgb(image: Any) -> np.ndarray:
         image = t.numpy()
     if not isinstance(image, np.ndarray):
         raise IFSegError(
-            f"unsupported image type {type(image).__name__}; pass a path, an RGB numpy array, a PIL image or a torch tensor"
+            f"unsupported image type {type(image).__name__}; pass a path, an RGB numpy array, a PIL image or a torch "
+            f"tensor"
         )
     arr = image[..., None] if image.ndim == 2 else image
     if arr.ndim != 3 or arr.shape[2] not in (1, 3) or arr.shape[0] == 0 or arr.shape[1] == 0:
@@ -203,7 +204,8 @@ class Preprocessing:
             return default
         if float(d.get("mean", MEAN)) != MEAN or float(d.get("std", STD)) != STD or d.get("color", "RGB") != "RGB":
             raise IFSegError(
-                f"the model stores a preprocessing this runtime does not implement ({d}); expected RGB, mean = std = 0.5"
+                f"the model stores a preprocessing this runtime does not implement ({d}); expected RGB, mean = std = "
+                f"0.5"
             )
         short = int(d.get("short_side", default.short_side))
         return cls(short, int(d.get("long_side_max", cls.short_side_rule(short).long_side_max)))

@@ -17,7 +17,8 @@ W, H = 64, 48
 
 
 def numbered(i: int, w: int = W, h: int = H) -> np.ndarray:
-    """RGB frame whose bottom-right quarter encodes ``i`` (red = i % 16 * 16, green = i // 16 % 16 * 16), the rest noise."""
+    """RGB frame whose bottom-right quarter encodes ``i`` (red = i % 16 * 16, green = i // 16 % 16 * 16), the rest
+    noise."""
     rng = np.random.default_rng(i)
     f = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
     f[h // 2 :, w // 2 :] = (i % 16 * 16, i // 16 % 16 * 16, 128)

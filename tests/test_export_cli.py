@@ -123,7 +123,8 @@ def test_engine_export_without_tensorrt(bundle, tmp_path, capsys):
 
 
 def test_export_onnx_cli_then_segment_engine(bundle, image, tmp_path, bpe_dir, capsys):
-    """Bundle -> export CLI (static, other categories) -> segment --engine with the bundle's own list == --checkpoint."""
+    """Bundle -> export CLI (static, other categories) -> segment --engine with the bundle's own list ==
+    --checkpoint."""
     onnx_path = tmp_path / "m.onnx"
     assert (
         main(
@@ -165,7 +166,8 @@ def test_export_onnx_cli_then_segment_engine(bundle, image, tmp_path, bpe_dir, c
         and np.abs(probs - ref.probs).max() < 1e-4
         and (labels == ref.labels).all()
     )
-    # a static 64x96 graph cannot take a square image (50x50 -> 64x64 at short side 64): the exact size and flag, nothing written
+    # a static 64x96 graph cannot take a square image (50x50 -> 64x64 at short side 64): the exact size and flag,
+    # nothing written
     square = tmp_path / "sq.png"
     cv2.imwrite(str(square), np.zeros((50, 50, 3), np.uint8))
     # (an image the graph cannot take fails alone: one line naming it, then the summary, exit 1)

@@ -318,7 +318,8 @@ def trt_api():
         found = {k: next(iter(folder.glob(f"{k}-*.whl")), None) for k in wheels}
         if not all(found.values()):
             pytest.skip(
-                f"cannot download {', '.join(TRT_API_WHEELS)} to check TensorRT API names ({done.stderr.strip()[-200:]})"
+                f"cannot download {', '.join(TRT_API_WHEELS)} to check TensorRT API names "
+                f"({done.stderr.strip()[-200:]})"
             )
     with zipfile.ZipFile(found["tensorrt_stubs"]) as z:
         stub = z.read("tensorrt_bindings/tensorrt.pyi").decode()

@@ -71,7 +71,8 @@ def test_fused_attention_equals_explicit_softmax():
             p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
     x, mem = torch.randn(2, 5, 16, generator=gen), torch.randn(2, 7, 16, generator=gen)
     bias = torch.randn(1, 2, 5, 7, generator=gen)
-    # the attention written out: per head softmax((x Wq + bq) s (m Wk + bk)^T + bias) (m Wv + bv) * c_attn, then out_proj
+    # the attention written out: per head softmax((x Wq + bq) s (m Wk + bk)^T + bias) (m Wv + bv) * c_attn,
+    # then out_proj
     q = (x @ attn.q_proj.weight.t() + attn.q_proj.bias) * (8 * 2) ** -0.5
     k = mem @ attn.k_proj.weight.t() + attn.k_proj.bias
     v = mem @ attn.v_proj.weight.t() + attn.v_proj.bias

@@ -106,6 +106,7 @@ def test_python_memory_stops_growing_on_a_long_stream(tmp_path):
     after_warm_up, at_end = capture.samples[WARM_UP : WARM_UP + WINDOW].min(), capture.samples[-WINDOW:].min()
     growth = int(at_end - after_warm_up)
     print(
-        f"{FRAMES} frames in {seconds:.1f} s; Python memory growth over {FRAMES - WARM_UP - WINDOW} frames: {growth} bytes"
+        f"{FRAMES} frames in {seconds:.1f} s; Python memory growth over {FRAMES - WARM_UP - WINDOW} frames: {growth} "
+        f"bytes"
     )
     assert growth < 24 * 1024  # keeping one float per frame adds 85-95 kB here

@@ -1,4 +1,5 @@
-"""``ifseg-deploy train`` as a user runs it: the fixture OFA checkpoint, bad inputs, kill / Ctrl-C and resume, torchrun."""
+"""``ifseg-deploy train`` as a user runs it: the fixture OFA checkpoint, bad inputs, kill / Ctrl-C and resume,
+torchrun."""
 
 from __future__ import annotations
 

@@ -125,7 +125,8 @@ def test_sigterm_then_sigint_mid_training_resume_exactly(ckpt, reference, tmp_pa
     report = run.report()
     assert len(report.splitlines()) == 1, report
     stopped = re.fullmatch(
-        rf"stopped by SIGTERM after update (\d+)/{STEPS}; state saved to (.+); resume with: ifseg-deploy train .*--resume",
+        rf"stopped by SIGTERM after update (\d+)/{STEPS}; state saved to (.+); resume with: ifseg-deploy train "
+        rf".*--resume",
         report,
     )
     assert stopped, report

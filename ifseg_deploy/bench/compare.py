@@ -166,7 +166,8 @@ class CompareReport:
         """The table, Ultralytics-benchmark style."""
         w = max([len("backend")] + [len(r.backend) for r in self.rows]) + 2
         head = (
-            f"{'backend':<{w}}{'prec':<6}{'size MB':>9}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'FPS':>8}{'speed-up':>9}"
+            f"{'backend':<{w}}{'prec':<6}{'size MB':>9}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'FPS':>8}"
+            f"{'speed-up':>9}"
             f"{'rel-RMS':>10}{'labels %':>10}{'RSS MB':>8}"
         )
         lines = [head]
@@ -176,8 +177,8 @@ class CompareReport:
                 continue
             lines.append(
                 f"{r.backend:<{w}}{r.precision:<6}{r.file_mb:>9.1f}{r.p50_ms:>10.1f}{r.p90_ms:>10.1f}{r.p99_ms:>10.1f}"
-                f"{r.fps:>8.2f}{r.speedup:>8.2f}x{r.logits_rel_rms:>10.2e}{100 * r.label_agreement:>10.2f}{r.rss_mb:>8.0f}"
-                + (f"  ({r.note})" if r.note else "")
+                f"{r.fps:>8.2f}{r.speedup:>8.2f}x{r.logits_rel_rms:>10.2e}{100 * r.label_agreement:>10.2f}"
+                f"{r.rss_mb:>8.0f}" + (f"  ({r.note})" if r.note else "")
             )
         return "\n".join(lines)
 
@@ -381,7 +382,8 @@ def write_chart(report: CompareReport, path: str) -> None:
     ax.invert_yaxis()
     ax.set_xlabel("median latency per image, end to end (ms)")
     ax.set_title(
-        f"{report.machine['cpu']}, {report.machine['threads']} threads, {report.image_size[0]}x{report.image_size[1]} image",
+        f"{report.machine['cpu']}, {report.machine['threads']} threads, {report.image_size[0]}x{report.image_size[1]} "
+        f"image",
         fontsize=9,
     )
     ax.set_xlim(0, 1.5 * max(r.p50_ms for r in rows))

@@ -59,7 +59,8 @@ class BenchReport:
         d = self.to_dict()
         lat = d["latency_ms"]
         lines = [
-            f"=== Performance summary: {self.image_size[0]}x{self.image_size[1]}, batch {self.batch}, {self.iterations} iterations ===",
+            f"=== Performance summary: {self.image_size[0]}x{self.image_size[1]}, batch {self.batch}, "
+            f"{self.iterations} iterations ===",
             f"Throughput: {d['throughput_fps']:.3f} images/s",
             "Latency: min = {min:.2f} ms, max = {max:.2f} ms, mean = {mean:.2f} ms, median = {median:.2f} ms, "
             "percentile(90%) = {p90:.2f} ms, percentile(99%) = {p99:.2f} ms".format(**lat),

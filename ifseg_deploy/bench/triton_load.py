@@ -76,12 +76,14 @@ class ServerBenchReport:
         batch = "n/a" if self.average_batch is None else f"{self.average_batch:.2f}"
         return "\n".join(
             [
-                f"=== Triton {self.url}: {self.image_size[0]}x{self.image_size[1]}, batch {self.batch}, {len(self.latencies_ms)} requests ===",
-                f"Concurrency: {self.clients}, throughput: {self.throughput:.2f} infer/sec, latency {lat['avg'] * 1e3:.0f} usec",
-                "Latency: avg = {avg:.2f} ms, p50 = {p50:.2f} ms, p90 = {p90:.2f} ms, p95 = {p95:.2f} ms, p99 = {p99:.2f} ms".format(
-                    **lat
-                ),
-                f"Server: inference count {self.inference_count}, execution count {self.execution_count}, average batch {batch}",
+                f"=== Triton {self.url}: {self.image_size[0]}x{self.image_size[1]}, batch {self.batch}, "
+                f"{len(self.latencies_ms)} requests ===",
+                f"Concurrency: {self.clients}, throughput: {self.throughput:.2f} infer/sec, latency "
+                f"{lat['avg'] * 1e3:.0f} usec",
+                "Latency: avg = {avg:.2f} ms, p50 = {p50:.2f} ms, p90 = {p90:.2f} ms, p95 = {p95:.2f} ms, p99 = "
+                "{p99:.2f} ms".format(**lat),
+                f"Server: inference count {self.inference_count}, execution count {self.execution_count}, average "
+                f"batch {batch}",
             ]
         )
 

@@ -119,7 +119,8 @@ def _load_bundle(path: str) -> LoadedModel:
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise IFSegError(
-            f"{path}: bundle tensors do not match its architecture (missing {missing[:3]}, unexpected {unexpected[:3]}); "
+            f"{path}: bundle tensors do not match its architecture (missing {missing[:3]}, unexpected "
+            f"{unexpected[:3]}); "
             "re-create the bundle"
         )
     notes: List[str] = []
@@ -168,7 +169,8 @@ def load_model(path: str, seed: int = 0, weights: str = "model") -> LoadedModel:
     sd = fairseq_layout.model_weights(ckpt, weights, path)
     if weights == "model" and fairseq_layout.ema_weights(ckpt) is not None:
         log.warning(
-            "%s also stores EMA weights; using its trained weights (weights='model'), load with weights='ema' for the EMA ones",
+            "%s also stores EMA weights; using its trained weights (weights='model'), load with weights='ema' for the "
+            "EMA ones",
             path,
         )
     settings = read_settings(ckpt)

@@ -187,8 +187,10 @@ def load_pickled_checkpoint(path: str) -> Dict[str, Any]:
         name = refused_global(text, source)
         if name and (head.startswith(ZIP_MAGIC) or _pickles_global(source, name)):
             raise IFSegError(
-                f"refusing to load {path}: it pickles {name}, which is not data (only tensors, NumPy arrays and scalars and "
-                "argparse settings are read, so that loading runs no code from the file); if you trust the file, re-save its "
+                f"refusing to load {path}: it pickles {name}, which is not data (only tensors, NumPy arrays and "
+                f"scalars and "
+                "argparse settings are read, so that loading runs no code from the file); if you trust the file, "
+                "re-save its "
                 "weights with torch.save(torch.load(path, weights_only=False)['model'], 'weights.pt')"
             ) from None
         detail = re.search(r"Unpickler error:\s*([^\n]+)", text)

@@ -43,7 +43,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "--clients",
         type=int,
         default=1,
-        help="with --server: concurrent clients, each with one request in flight (perf_analyzer's concurrency; default: 1)",
+        help="with --server: concurrent clients, each with one request in flight (perf_analyzer's concurrency; "
+        "default: 1)",
     )
     p.add_argument("--json", help="also write the report as JSON to this file")
     p.add_argument(

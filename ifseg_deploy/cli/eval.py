@@ -23,7 +23,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "eval",
         help="mIoU / mAcc / aAcc on a validation split (reference protocol) or of saved label maps",
-        description="Either --dataset/--root/--checkpoint (run the model) or --pred-dir/--gt-dir (score label maps; the classes come "
+        description="Either --dataset/--root/--checkpoint (run the model) or --pred-dir/--gt-dir (score label maps; "
+        "the classes come "
         "from --dataset, --class-names or --num-classes).",
     )
     p.add_argument(
@@ -52,12 +53,14 @@ def add_parser(sub) -> argparse.ArgumentParser:
     m.add_argument(
         "--class-names",
         metavar="FILE",
-        help="class names in index order, one per line (a categories file as train and segment read it): named table rows",
+        help="class names in index order, one per line (a categories file as train and segment read it): named table "
+        "rows",
     )
     m.add_argument(
         "--reduce-zero-label",
         action="store_true",
-        help="ground truth stores 0 = ignore and class k as k+1, as ADE20K's annotations (mmsegmentation's reduce_zero_label); "
+        help="ground truth stores 0 = ignore and class k as k+1, as ADE20K's annotations (mmsegmentation's "
+        "reduce_zero_label); "
         "automatic with --dataset ade20k",
     )
     m.add_argument(
@@ -94,7 +97,8 @@ def _check_mode(args) -> str:
     missing = [f"--{f}" for f in ("dataset", "root", "checkpoint") if getattr(args, f) is None]
     if len(missing) == 3:
         raise IFSegError(
-            "nothing to evaluate: pass --dataset NAME --root DIR --checkpoint CKPT, or --pred-dir P --gt-dir G --num-classes N"
+            "nothing to evaluate: pass --dataset NAME --root DIR --checkpoint CKPT, or --pred-dir P --gt-dir G "
+            "--num-classes N"
         )
     if missing:
         raise IFSegError(f"evaluating a model needs {', '.join(missing)}")
@@ -177,7 +181,8 @@ def _label_map_classes(args) -> Tuple[List[str], LabelMapping, Dict[str, Any]]:
         names = [c.name for c in read_categories_file(args.class_names)]
         if args.num_classes is not None and args.num_classes != len(names):
             raise IFSegError(
-                f"{args.class_names} names {len(names)} classes but --num-classes is {args.num_classes}; they must agree"
+                f"{args.class_names} names {len(names)} classes but --num-classes is {args.num_classes}; they must "
+                f"agree"
             )
     else:
         if args.num_classes < 1:

@@ -27,7 +27,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "--format",
         choices=FORMATS + (TRITON,),
         default="onnx",
-        help="onnx (default), engine (TensorRT), openvino (IR folder <stem>_openvino/) or triton (a Triton Inference Server model repository)",
+        help="onnx (default), engine (TensorRT), openvino (IR folder <stem>_openvino/) or triton (a Triton Inference "
+        "Server model repository)",
     )
     p.add_argument(
         "--out",
@@ -73,7 +74,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "--position-biases",
         choices=POSITION_BIASES,
         default="auto",
-        help="dynamic graphs: take the shape-only position biases as inputs, computed once per input shape by the runtime "
+        help="dynamic graphs: take the shape-only position biases as inputs, computed once per input shape by the "
+        "runtime "
         "(inputs), or compute them on every run (graph); auto: inputs for onnx/openvino, graph for engines and Triton",
     )
     p.add_argument(
@@ -166,7 +168,8 @@ def run(args) -> int:
         if args.imgsz_from:
             h, w = onnx.metadata["export"]["image_size"]
             print(
-                f"Static input {h}x{w}: what {args.imgsz_from} pre-processes to at short side {onnx.metadata['preprocessing']['short_side']}"
+                f"Static input {h}x{w}: what {args.imgsz_from} pre-processes to at short side "
+                f"{onnx.metadata['preprocessing']['short_side']}"
             )
         print(f"ONNX Runtime (CPU) vs PyTorch, categories: {', '.join(onnx.metadata['export']['categories'])}")
         for line in onnx.verification.lines():
@@ -176,7 +179,8 @@ def run(args) -> int:
                 print(flag_names(line))
             if not onnx.precision.ok:
                 print(
-                    f"warning: the {onnx.precision.precision} graph misses its gate; written anyway because of --no-gate"
+                    f"warning: the {onnx.precision.precision} graph misses its gate; written anyway because of "
+                    f"--no-gate"
                 )
         print(onnx.op_check.summary())
         for w in onnx.op_check.warnings[:10]:
@@ -184,7 +188,8 @@ def run(args) -> int:
         print(f"Wrote {onnx.path} and {onnx.vocab_path}")
         if onnx.contract.bias_inputs and args.format == "onnx":
             print(
-                "Position biases are graph inputs, computed once per input shape by ifseg-deploy's ONNX Runtime and OpenVINO "
+                "Position biases are graph inputs, computed once per input shape by ifseg-deploy's ONNX Runtime and "
+                "OpenVINO "
                 "backends; for TensorRT use --format engine (or export with --position-biases graph)"
             )
     if result.openvino is not None:

@@ -94,7 +94,8 @@ def run(args) -> int:
             h, w = res.grid
             areas = format_area_summary(area_summary(res.labels, res.categories), limit=5)
             print(
-                f"image {i + 1}/{total} {paths[i]}: {res.labels.shape[0]}x{res.labels.shape[1]}, grid {h}x{w}, {areas}; {stages} "
+                f"image {i + 1}/{total} {paths[i]}: {res.labels.shape[0]}x{res.labels.shape[1]}, grid {h}x{w}, "
+                f"{areas}; {stages} "
                 f"-> {os.path.relpath(written[0], out.path)[: -len('_labels.png')]}_*"
             )
     if done:

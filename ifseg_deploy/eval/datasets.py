@@ -126,11 +126,13 @@ def find_samples(spec: DatasetSpec, root: str) -> List[Sample]:
     missing = sorted(set(labels) - set(images))
     if missing:
         raise IFSegError(
-            f"{len(missing)} label map(s) have no image in {image_dir} (e.g. {labels[missing[0]]}); image and label folders must match"
+            f"{len(missing)} label map(s) have no image in {image_dir} (e.g. {labels[missing[0]]}); image and label "
+            f"folders must match"
         )
     extra = sorted(set(images) - set(labels))
     if extra:
         raise IFSegError(
-            f"{len(extra)} image(s) have no label map in {label_dir} (e.g. {images[extra[0]]}); image and label folders must match"
+            f"{len(extra)} image(s) have no label map in {label_dir} (e.g. {images[extra[0]]}); image and label "
+            f"folders must match"
         )
     return [Sample(k, os.path.join(image_dir, images[k]), os.path.join(label_dir, labels[k])) for k in sorted(labels)]

@@ -35,7 +35,8 @@ def read_label_map(path: str) -> np.ndarray:
             mode = im.mode
             if mode not in SINGLE_CHANNEL_MODES:
                 raise IFSegError(
-                    f"{path} is a {mode} image, not a label map; label maps are single-channel (8/16-bit gray or palette) PNGs"
+                    f"{path} is a {mode} image, not a label map; label maps are single-channel (8/16-bit gray or "
+                    f"palette) PNGs"
                 )
             return np.asarray(im, dtype=np.int64)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
@@ -90,6 +91,7 @@ class LabelMapping:
             values = np.unique(raw[bad])
             shown = ", ".join(map(str, values[:5])) + (" ..." if len(values) > 5 else "")
             raise IFSegError(
-                f"{path}: label value(s) {shown} out of range (expected {self.expected}); check the dataset / `num_classes` / `ignore` / `reduce_zero_label` (ADE20K: 0 = ignore)"
+                f"{path}: label value(s) {shown} out of range (expected {self.expected}); check the dataset / "
+                f"`num_classes` / `ignore` / `reduce_zero_label` (ADE20K: 0 = ignore)"
             )
         return out

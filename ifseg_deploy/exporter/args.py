@@ -220,7 +220,8 @@ def validate(args: ExportArgs, source: str) -> ExportArgs:
             )
         if os.path.isfile(source) and read_vocab(source).contract.bias_inputs:
             raise IFSegError(
-                f"{source} takes its position biases as inputs (for ONNX Runtime / OpenVINO); build the engine from the "
+                f"{source} takes its position biases as inputs (for ONNX Runtime / OpenVINO); build the engine from "
+                f"the "
                 "checkpoint with format=engine, or from an ONNX exported with position_biases=graph"
             )
     resolved = dataclasses.replace(args, out=out, precision=precision)

@@ -46,7 +46,8 @@ def _first_frame_size(path: str) -> Tuple[int, int]:
         cap.release()
     if not ok or frame is None:
         raise IFSegError(
-            f"imgsz_from={path}: neither an image nor a video OpenCV can read a frame from; pass an image or a video file"
+            f"imgsz_from={path}: neither an image nor a video OpenCV can read a frame from; pass an image or a video "
+            f"file"
         )
     return frame.shape[0], frame.shape[1]
 

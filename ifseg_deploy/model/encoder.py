@@ -62,7 +62,8 @@ def check_input_shape(cfg: ArchConfig, size: Tuple[int, int], text_len: int) -> 
         )
     if text_len > cfg.max_text_positions:
         raise IFSegError(
-            f"the prompt has {text_len} tokens, more than the {cfg.max_text_positions} the model supports; use fewer categories"
+            f"the prompt has {text_len} tokens, more than the {cfg.max_text_positions} the model supports; use fewer "
+            f"categories"
         )
 
 

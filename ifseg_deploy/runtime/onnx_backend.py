@@ -29,7 +29,8 @@ def parse_providers(text: str) -> List[str]:
     unknown = [p for p in names if p not in PROVIDERS]
     if not names or unknown:
         raise IFSegError(
-            f"unknown ONNX Runtime provider(s) {unknown or text!r}; use a comma-separated subset of {', '.join(PROVIDERS)}"
+            f"unknown ONNX Runtime provider(s) {unknown or text!r}; use a comma-separated subset of "
+            f"{', '.join(PROVIDERS)}"
         )
     return names
 
@@ -71,13 +72,15 @@ class OnnxBackend(Backend):
         half = check_precision(precision, ONNXRUNTIME, "ONNX Runtime; exported graphs carry their precision") == FP16
         if half and "tensorrt" not in providers:
             raise IFSegError(
-                "precision=fp16 with an .onnx file needs providers=tensorrt (TensorRT fp16); the CPU and CUDA providers run the fp32 graph"
+                "precision=fp16 with an .onnx file needs providers=tensorrt (TensorRT fp16); the CPU and CUDA "
+                "providers run the fp32 graph"
             )
         available = ort.get_available_providers()
         missing = [p for p in providers if PROVIDERS[p] not in available]
         if missing:
             raise IFSegError(
-                f"this onnxruntime build lacks {', '.join(PROVIDERS[p] for p in missing)} (it has {', '.join(available)}); "
+                f"this onnxruntime build lacks {', '.join(PROVIDERS[p] for p in missing)} (it has "
+                f"{', '.join(available)}); "
                 "pip install onnxruntime-gpu for cuda/tensorrt, or pass providers=cpu"
             )
         options = ort.SessionOptions()
@@ -106,7 +109,8 @@ class OnnxBackend(Backend):
         dropped = [PROVIDERS[p] for p in providers if PROVIDERS[p] not in active]
         if dropped:
             raise IFSegError(
-                f"ONNX Runtime fell back from {', '.join(dropped)} (active: {', '.join(active)}): its CUDA/cuDNN/TensorRT "
+                f"ONNX Runtime fell back from {', '.join(dropped)} (active: {', '.join(active)}): its "
+                f"CUDA/cuDNN/TensorRT "
                 "libraries did not load; fix the GPU install or pass providers=cpu"
             )
         self.providers = active

@@ -57,7 +57,8 @@ class PositionFeeds:
 
     def biases(self, grid: Tuple[int, int], text_len: int) -> Dict[str, Tensor]:
         """The three bias inputs of an ``h x w`` feature grid and an ``L``-token prompt:
-        ``encoder_bias (Le, H, T, T)``, ``decoder_bias (Ld, H, 1+hw, 1+hw)``, ``cross_bias (H, 1+hw, T)``, ``T = hw + L``."""
+        ``encoder_bias (Le, H, T, T)``, ``decoder_bias (Ld, H, 1+hw, 1+hw)``, ``cross_bias (H, 1+hw, T)``,
+        ``T = hw + L``."""
         key = (tuple(grid), int(text_len))
 
         def build() -> Dict[str, Tensor]:

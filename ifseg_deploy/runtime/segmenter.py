@@ -76,8 +76,8 @@ class SegmentationResult:
         """Write ``<stem>_labels.png`` (uint8; uint16 above 255 classes), ``<stem>_overlay.png`` and,
         with ``raw``, ``<stem>_logits.npy`` / ``<stem>_probs.npy`` ``(h, w, N)`` float32, each
         atomically, into ``folder`` (a path or a :class:`~ifseg_deploy.fileio.ResultFolder`; ``stem``
-        may hold sub-folders; ``font`` as for :meth:`plot`). The output policy of :mod:`ifseg_deploy.fileio` applies: a folder
-        holding other files is written into, but none of them is replaced. Returns the paths written.
+        may hold sub-folders; ``font`` as for :meth:`plot`). The output policy of :mod:`ifseg_deploy.fileio` applies: a
+        folder holding other files is written into, but none of them is replaced. Returns the paths written.
 
         Raises:
             IFSegError: a file the project did not write is in the way, or writing failed.
@@ -226,7 +226,8 @@ class Segmenter:
         shapes = {tuple(x.shape) for _, x, _ in items}
         if len(shapes) > 1:
             raise IFSegError(
-                f"images of one batch must pre-process to one size (got {sorted(s[1:] for s in shapes)}); use segment_batch"
+                f"images of one batch must pre-process to one size (got {sorted(s[1:] for s in shapes)}); use "
+                f"segment_batch"
             )
         return Batch(
             torch.stack([x for _, x, _ in items]),

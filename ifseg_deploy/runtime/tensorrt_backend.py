@@ -38,7 +38,8 @@ class TensorRTBackend(Backend):
         info = read_engine_info(path)
         if precision is not None:  # the strongly typed engine runs its graph's types, nothing else
             raise IFSegError(
-                f"precision={precision} does not apply to a TensorRT engine: its precision ({info.get('precision', '?')}) is fixed "
+                f"precision={precision} does not apply to a TensorRT engine: its precision "
+                f"({info.get('precision', '?')}) is fixed "
                 "when it is built; rebuild with ifseg-deploy export --format engine --precision fp16"
             )
         trt = require_tensorrt()
@@ -61,7 +62,8 @@ class TensorRTBackend(Backend):
             self.engine = trt.Runtime(self._logger).deserialize_cuda_engine(fh.read())
             if self.engine is None:
                 raise IFSegError(
-                    f"TensorRT could not deserialize {path} (corrupt file or another TensorRT build); rebuild the engine"
+                    f"TensorRT could not deserialize {path} (corrupt file or another TensorRT build); rebuild the "
+                    f"engine"
                 )
             self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
@@ -125,7 +127,8 @@ class TensorRTBackend(Backend):
         stream = torch.cuda.current_stream(self.device)
         if not ctx.execute_async_v3(stream.cuda_stream):
             raise IFSegError(
-                "TensorRT failed to run the engine (see the TensorRT log above); check the input shapes against the build profile"
+                "TensorRT failed to run the engine (see the TensorRT log above); check the input shapes against the "
+                "build profile"
             )
         stream.synchronize()
         return outputs

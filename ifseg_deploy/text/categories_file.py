@@ -166,7 +166,8 @@ def read_categories_file(path: str) -> List[ClassSpec]:
 
 
 def parse_categories(text: str) -> List[str]:
-    """Flat names of a ``--categories`` string: ``"grass, cat, concrete wall"`` -> ``["grass", "cat", "concrete wall"]``.
+    """Flat names of a ``--categories`` string: ``"grass, cat, concrete wall"`` ->
+    ``["grass", "cat", "concrete wall"]``.
 
     Raises:
         IFSegError: anything :func:`parse_category_spec` refuses, and hierarchical classes

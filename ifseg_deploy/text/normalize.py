@@ -57,7 +57,8 @@ def _checked(text: str, what: str) -> str:
         if unicodedata.category(ch) == "Cc" and not ch.isspace():
             line = text.count("\n", 0, i) + 1
             raise IFSegError(
-                f"{what} is not a text file (control character U+{ord(ch):04X} on line {line}); pass a categories text file"
+                f"{what} is not a text file (control character U+{ord(ch):04X} on line {line}); pass a categories text "
+                f"file"
             )
     return text
 

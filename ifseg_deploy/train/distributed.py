@@ -56,7 +56,8 @@ class DistContext:
         if requested.type == "cuda" and self.enabled:
             if self.local_rank >= torch.cuda.device_count():
                 raise IFSegError(
-                    f"LOCAL_RANK {self.local_rank} but only {torch.cuda.device_count()} GPUs; lower torchrun --nproc_per_node"
+                    f"LOCAL_RANK {self.local_rank} but only {torch.cuda.device_count()} GPUs; lower torchrun "
+                    f"--nproc_per_node"
                 )
             return torch.device("cuda", self.local_rank)
         return requested

@@ -57,5 +57,6 @@ class FairseqAdam(torch.optim.Optimizer):
 
 
 def cosine_lr(step: int, total_steps: int, base_lr: float) -> float:
-    """IFSeg's cosine schedule without warm-up: ``0.5 * lr * (1 + cos(pi * step / T))`` for update ``step`` (0-based)."""
+    """IFSeg's cosine schedule without warm-up: ``0.5 * lr * (1 + cos(pi * step / T))`` for update ``step``
+    (0-based)."""
     return 0.5 * base_lr * (1.0 + math.cos(math.pi * step / total_steps))

@@ -127,7 +127,8 @@ class TrainConfig:
         parts = world_size * self.grad_accum
         if self.batch_size % parts:
             raise IFSegError(
-                f"batch_size={self.batch_size} is not divisible by processes x `grad_accum` = {world_size} x {self.grad_accum}; "
+                f"batch_size={self.batch_size} is not divisible by processes x `grad_accum` = {world_size} x "
+                f"{self.grad_accum}; "
                 "choose a batch size that splits evenly"
             )
         check_classes(self.classes, training=True)
@@ -178,7 +179,8 @@ class Trainer:
             check_output_file(cfg.out, "out", "safetensors")  # before any work (its state file is checked on resume)
             if os.path.exists(self.state_file) and not cfg.resume:
                 raise IFSegError(
-                    f"{self.state_file} holds an interrupted run; pass resume=True to continue it or delete the file to start over"
+                    f"{self.state_file} holds an interrupted run; pass resume=True to continue it or delete the file "
+                    f"to start over"
                 )
         self.device = self.dist.device(parse_device(cfg.device))
         self.precision = _resolve_precision(cfg.precision, self.device)

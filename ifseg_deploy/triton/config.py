@@ -53,7 +53,8 @@ def triton_config(
     lines += [",\n".join(entry(n) for n in contract.input_names), "]", "output ["]
     lines += [",\n".join(entry(n) for n in contract.output_names), "]"]
     lines += [
-        f"instance_group [ {{ count: {profile.triton_instances} kind: {'KIND_CPU' if platform == 'python' else 'KIND_GPU'} }} ]"
+        f"instance_group [ {{ count: {profile.triton_instances} kind: "
+        f"{'KIND_CPU' if platform == 'python' else 'KIND_GPU'} }} ]"
     ]
     if platform == "onnxruntime_onnx" and profile.precision != "fp32":
         lines += [

@@ -103,7 +103,8 @@ def stub_numpy_dir() -> Optional[str]:
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode:
             raise IFSegError(
-                f"cannot install NumPy 1.x for the Triton Python stub ({(done.stderr.strip().splitlines() or ['pip failed'])[-1]}); "
+                f"cannot install NumPy 1.x for the Triton Python stub "
+                f"({(done.stderr.strip().splitlines() or ['pip failed'])[-1]}); "
                 f"run: {' '.join(cmd[:-2])} {folder} 'numpy<2'"
             )
         if os.path.isdir(folder):

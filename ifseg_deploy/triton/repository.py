@@ -235,7 +235,8 @@ def _check_pipeline(stage: str, build: str, cfg: ExportArgs, params: Dict[str, s
             got = pipeline.run([HostItem(buf.getvalue(), ", ".join(cats))])[0]
             if isinstance(got, str) or not np.array_equal(got.labels, local.segment(rgb).labels):
                 raise IFSegError(
-                    f"the repository's pipeline disagrees with the Segmenter on the exported graph ({got if isinstance(got, str) else 'labels differ'}); "
+                    f"the repository's pipeline disagrees with the Segmenter on the exported graph "
+                    f"({got if isinstance(got, str) else 'labels differ'}); "
                     "the repository was not written, please report this"
                 )
     return (
@@ -247,20 +248,32 @@ def _check_pipeline(stage: str, build: str, cfg: ExportArgs, params: Dict[str, s
 def _readme(out: str, cfg: ExportArgs, opts: TritonOptions, params: Dict[str, str], categories: Sequence[str]) -> str:
     name = os.path.basename(out)
     network = {
-        "python": "a Python-backend model running the ONNX graph with ONNX Runtime (CPU; any Triton build with the Python backend)",
+        "python": "a Python-backend model running the ONNX graph with ONNX Runtime (CPU; any Triton build with the "
+        "Python backend)",
         "onnx": "Triton's onnxruntime_onnx backend on the GPU (NVIDIA's Triton containers)",
-        "engine": "Triton's tensorrt_plan backend (the plan only loads on the GPU model and TensorRT version it was built with)",
+        "engine": "Triton's tensorrt_plan backend (the plan only loads on the GPU model and TensorRT version it was "
+        "built with)",
     }
     return f"""# IFSeg model repository for Triton Inference Server
 
-Written by ifseg-deploy {__version__} (`ifseg-deploy export --format triton --network {opts.network} --profile {cfg.profile}`).
+Written by ifseg-deploy {__version__} \
+(`ifseg-deploy export --format triton --network {opts.network} --profile {cfg.profile}`).
 
 | model | what it does |
 | --- | --- |
-| `{HOST_MODEL}` | the model clients call. Inputs `IMAGE` (encoded JPEG/PNG bytes, BYTES [1]) or `RGB` (UINT8 [H, W, 3]) and `CATEGORIES` (BYTES [1], e.g. `"{", ".join(categories)}"`, the default); outputs `LABELS` (INT32 [H, W], class index per pixel at the original size), `PROBS` / `LOGITS` (FP32 [h, w, N] grid scores). Python backend; dynamic batching up to {params[MAX_BATCH]} images, waiting at most {opts.max_queue_delay_us} us for more requests. Computes the prompt and class embeddings of each category list (cached), calls `{NETWORK_MODEL}`, smooths with kNN (k={params[KNN_K]}, {params[KNN_ITERS]} iterations) and up-samples. |
+| `{HOST_MODEL}` | the model clients call. Inputs `IMAGE` (encoded JPEG/PNG bytes, BYTES [1]) or `RGB` \
+(UINT8 [H, W, 3]) and `CATEGORIES` (BYTES [1], e.g. `"{", ".join(categories)}"`, the default); outputs `LABELS` \
+(INT32 [H, W], class index per pixel at the original size), `PROBS` / `LOGITS` (FP32 [h, w, N] grid scores). Python \
+backend; dynamic batching up to {params[MAX_BATCH]} images, waiting at most {opts.max_queue_delay_us} us for more \
+requests. Computes the prompt and class embeddings of each category list (cached), calls `{NETWORK_MODEL}`, smooths \
+with kNN (k={params[KNN_K]}, {params[KNN_ITERS]} iterations) and up-samples. |
 | `{NETWORK_MODEL}` | backbone, encoder and decoder: {network[opts.network]}. |
 
-Both Python models run `model.py`, which imports `ifseg_deploy`: install ifseg-deploy (`pip install 'ifseg-deploy[cpu]'`) in the Python environment of Triton's Python backend. `{HOST_MODEL}/1/bpe/` holds copies of the GPT-2 BPE files of OFA (third-party data under their own licence terms; keep them in mind when you redistribute this folder) because the server reads only this folder.
+Both Python models run `model.py`, which imports `ifseg_deploy`: install ifseg-deploy \
+(`pip install 'ifseg-deploy[cpu]'`) in the Python environment of Triton's Python backend. `{HOST_MODEL}/1/bpe/` holds \
+copies of the GPT-2 BPE files of OFA \
+(third-party data under their own licence terms; keep them in mind when you redistribute this folder) because the \
+server reads only this folder.
 
 ## Serve it
 

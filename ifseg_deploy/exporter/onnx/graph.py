@@ -68,9 +68,10 @@ class ExportGraph(nn.Module):
 def sample_inputs(
     graph: ExportGraph, vocab: PreparedVocabulary, batch: int, height: int, width: int, seed: int = 0
 ) -> Dict[str, Tensor]:
-    """Example inputs of ``graph``: ``batch`` photo-like scenes (:func:`~ifseg_deploy.exporter.onnx.scene.synthetic_scene`,
-    seeds ``seed``, ``seed + 1``, ...) of ``height x width`` pixels, normalised as the model's input,
-    the embeddings of a real category list, and an output size other than the input's."""
+    """Example inputs of ``graph``: ``batch`` photo-like scenes
+    (:func:`~ifseg_deploy.exporter.onnx.scene.synthetic_scene`, seeds ``seed``, ``seed + 1``, ...) of
+    ``height x width`` pixels, normalised as the model's input, the embeddings of a real category list, and an
+    output size other than the input's."""
     images = torch.stack([normalize(synthetic_scene(height, width, seed + i)) for i in range(batch)])
     return graph.inputs(
         images,

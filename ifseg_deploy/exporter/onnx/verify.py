@@ -92,7 +92,8 @@ class CaseResult:
             masked, cells = self.knn_masked
             knn = f"; kNN compared on {cells - masked} of {cells} cells ({masked} left out: near-tied neighbours)"
         return (
-            f"{self.name} [{img}, L={self.shapes['prompt_embeds'][1]}, N={self.shapes['class_embeds'][0]}]: max|delta| {deltas}; "
+            f"{self.name} [{img}, L={self.shapes['prompt_embeds'][1]}, N={self.shapes['class_embeds'][0]}]: max|delta| "
+            f"{deltas}; "
             f"labels {100 * self.label_agreement:.3f}% agree{knn}; {state}"
         )
 

@@ -115,7 +115,8 @@ def verification_cases(
         x = args.preprocessing(rgb).unsqueeze(0)
         if not args.is_dynamic and tuple(x.shape[2:]) != (h, w):
             raise IFSegError(
-                f"verification image {path} preprocesses to {x.shape[2]}x{x.shape[3]}, but the static export is {h}x{w}; "
+                f"verification image {path} preprocesses to {x.shape[2]}x{x.shape[3]}, but the static export is "
+                f"{h}x{w}; "
                 f"size the export for it with imgsz_from={path}, or use dynamic=True"
             )
         images = x.expand(args.batch if not args.is_dynamic else 1, -1, -1, -1).contiguous()
@@ -173,8 +174,10 @@ def reduce_precision(
         h = report.holdout
         raise IFSegError(
             f"the {precision} graph loses {100 * h.drop:.2f} points of held-out accuracy against the fp32 graph "
-            f"(pixel acc {100 * h.reduced['pixel_acc']:.2f}% vs {100 * h.fp32['pixel_acc']:.2f}%, mIoU {100 * h.reduced['miou']:.2f}% "
-            f"vs {100 * h.fp32['miou']:.2f}%; gate {100 * h.max_drop:.1f} points); nothing was written (gate=False writes it anyway)"
+            f"(pixel acc {100 * h.reduced['pixel_acc']:.2f}% vs {100 * h.fp32['pixel_acc']:.2f}%, mIoU "
+            f"{100 * h.reduced['miou']:.2f}% "
+            f"vs {100 * h.fp32['miou']:.2f}%; gate {100 * h.max_drop:.1f} points); nothing was written (gate=False "
+            f"writes it anyway)"
         )
     return reduced, report
 
@@ -203,7 +206,10 @@ def export_metadata(
 def _attach_metadata(model: onnx.ModelProto, meta: Dict[str, Any]) -> None:
     model.producer_name = "ifseg-deploy"
     model.producer_version = __version__
-    model.doc_string = "IFSeg / SegOFA segmentation; vocabulary (prompt_embeds, class_embeds) is an input, see the .vocab.safetensors side file"
+    model.doc_string = (
+        "IFSeg / SegOFA segmentation; vocabulary (prompt_embeds, class_embeds) is an input, "
+        "see the .vocab.safetensors side file"
+    )
     props = {
         METADATA_KEY: json.dumps(meta),
         "categories": ", ".join(meta["export"]["categories"]),

@@ -130,7 +130,8 @@ def _check_int8(run, graph: ExportGraph, cases, names: List[str], gated: bool, f
             else ""
         )
         raise IFSegError(
-            f"the int8 OpenVINO model's logits differ from fp32 PyTorch by rel-RMS {worst.rel_rms:.2e} on '{worst.name}' "
+            f"the int8 OpenVINO model's logits differ from fp32 PyTorch by rel-RMS {worst.rel_rms:.2e} on "
+            f"'{worst.name}' "
             f"(gate {INT8_MAX_REL_RMS:.0e}); nothing was written (gate=False writes it anyway){hint}"
         )
     return report

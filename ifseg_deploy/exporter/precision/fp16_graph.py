@@ -149,7 +149,8 @@ def to_fp16(model: onnx.ModelProto) -> Tuple[onnx.ModelProto, int]:
         from onnxconverter_common import float16
     except ImportError:
         raise IFSegError(
-            "precision=fp16 needs onnxconverter-common (pip install 'ifseg-deploy[cpu]' or pip install onnxconverter-common)"
+            "precision=fp16 needs onnxconverter-common (pip install 'ifseg-deploy[cpu]' or pip install "
+            "onnxconverter-common)"
         ) from None
     model = onnx.ModelProto.FromString(model.SerializeToString())
     _dedupe_value_info(model)
@@ -203,7 +204,8 @@ class PrecisionReport:
 
     def lines(self) -> List[str]:
         head = (
-            f"{self.precision} graph vs fp32 PyTorch ({self.fp32_nodes} nodes kept fp32): logits rel-RMS {self.rel_rms:.2e} "
+            f"{self.precision} graph vs fp32 PyTorch ({self.fp32_nodes} nodes kept fp32): logits rel-RMS "
+            f"{self.rel_rms:.2e} "
             f"(gate {self.max_rel_rms:.0e}{'' if self.gated else ', not enforced: gate=False'}); "
             f"{'ok' if self.logits_ok else 'BELOW GATE'}"
         )

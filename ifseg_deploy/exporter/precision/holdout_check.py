@@ -182,9 +182,11 @@ class HoldoutCheck:
 
         gate = f"gate {100 * self.max_drop:.1f} pt{'' if self.gated else ', not enforced: gate=False'}"
         return [
-            f"held-out accuracy through the graphs ({self.size} artificial images; stored at training: {fig(self.stored)}):",
+            f"held-out accuracy through the graphs ({self.size} artificial images; stored at training: "
+            f"{fig(self.stored)}):",
             f"  fp32 graph: {fig(self.fp32)}",
-            f"  {self.precision} graph: {fig(self.reduced)}; drop {100 * self.drop:.2f} pt ({gate}); {'ok' if self.ok else 'BELOW GATE'}",
+            f"  {self.precision} graph: {fig(self.reduced)}; drop {100 * self.drop:.2f} pt ({gate}); "
+            f"{'ok' if self.ok else 'BELOW GATE'}",
         ]
 
     def to_dict(self) -> dict:

@@ -3,8 +3,8 @@
 ONNX Runtime's ``quantize_static`` in QDQ format: symmetric INT8 activations and per-channel
 symmetric INT8 weights (the form TensorRT's explicit quantization reads), min-max calibration,
 only MatMul / Gemm with a weight (products of two activations and the ResNet's convolutions stay
-float; biases stay float: TensorRT reads no INT32 Q/DQ). The nodes of :func:`.graph_precision.fp32_nodes` (LayerNorm, Softmax,
-the attention-bias path, post-processing) are excluded and stay fp32. Graph inputs and outputs
+float; biases stay float: TensorRT reads no INT32 Q/DQ). The nodes of :func:`.graph_precision.fp32_nodes`
+(LayerNorm, Softmax, the attention-bias path, post-processing) are excluded and stay fp32. Graph inputs and outputs
 stay float32.
 """
 

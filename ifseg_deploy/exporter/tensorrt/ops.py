@@ -190,7 +190,8 @@ TOPK_MAX = 3840
 
 
 def resolve_target(version: Optional[str]) -> TrtTarget:
-    """``"11"``, ``"11.4.0"``, ``"10"``, ``"10.3.0"``, ``"8.6"``, ``"8.6.2"`` ... -> the matching table (None: the default)."""
+    """``"11"``, ``"11.4.0"``, ``"10"``, ``"10.3.0"``, ``"8.6"``, ``"8.6.2"`` ... -> the matching table
+    (None: the default)."""
     if version is None:
         return TARGETS[DEFAULT_TARGET]
     major_minor = version.split(".")
@@ -219,7 +220,10 @@ class OpCheckReport:
             "all operators supported" if self.ok else f"{len(self.errors)} problem(s): " + "; ".join(self.errors[:5])
         )
         extra = f" ({len(self.warnings)} type note(s))" if self.warnings else ""
-        return f"TensorRT {self.target} static check, opset {self.opset}, {sum(self.op_counts.values())} nodes / {len(self.op_counts)} op types: {state}{extra}"
+        return (
+            f"TensorRT {self.target} static check, opset {self.opset}, {sum(self.op_counts.values())} nodes / "
+            f"{len(self.op_counts)} op types: {state}{extra}"
+        )
 
     def to_dict(self) -> dict:
         return {

@@ -65,7 +65,8 @@ class TargetProfile:
         missing = required - set(d)
         if unknown or missing:
             raise IFSegError(
-                f"{origin}: unknown fields {sorted(unknown)} / missing fields {sorted(missing)}; see export/profiles/*.json"
+                f"{origin}: unknown fields {sorted(unknown)} / missing fields {sorted(missing)}; see "
+                f"export/profiles/*.json"
             )
         try:
             kw = {k: tuple(int(x) for x in v) if isinstance(v, list) else v for k, v in d.items()}
@@ -166,7 +167,8 @@ def load_profile(name_or_path: str) -> TargetProfile:
                 data = json.load(fh)
         except OSError as e:
             raise IFSegError(
-                f"cannot read profile {name_or_path} ({e.strerror}); pass a built-in name ({', '.join(BUILTIN)}) or a JSON file"
+                f"cannot read profile {name_or_path} ({e.strerror}); pass a built-in name ({', '.join(BUILTIN)}) or a "
+                f"JSON file"
             ) from None
         except json.JSONDecodeError as e:
             raise IFSegError(f"profile {name_or_path} is not valid JSON ({e.msg} at line {e.lineno})") from None
@@ -212,8 +214,10 @@ def profile_files(profile: TargetProfile) -> Dict[str, str]:
     cmd = trtexec_command(profile, "model.onnx", "model.engine", EMBED_DIM_VAR, timing_cache="timing.cache")
     script = (
         "#!/bin/sh\n# Build and time an ifseg-deploy engine by hand for " + profile.description + ".\n"
-        "# EMBED_DIM: model width (256 OFA-tiny, 512 medium, 768 base). Image shapes are for ifseg-deploy export --imgsz 512.\n"
-        "# Strongly typed: the engine runs in the precision of model.onnx (ifseg-deploy export --precision fp32|fp16|int8).\n"
+        "# EMBED_DIM: model width (256 OFA-tiny, 512 medium, 768 base). Image shapes are for ifseg-deploy export "
+        "--imgsz 512.\n"
+        "# Strongly typed: the engine runs in the precision of model.onnx (ifseg-deploy export --precision "
+        "fp32|fp16|int8).\n"
         "EMBED_DIM=${EMBED_DIM:-256}\n" + cmd + "\n"
     )
     return {
