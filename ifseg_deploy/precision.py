@@ -1,7 +1,8 @@
 """Precision names, and what each backend runs and each writer writes.
 
-A precision is what the weights and matrix products run in: ``fp32``, ``fp16``, ``bf16`` or
-``int8`` (an explicitly quantized Q/DQ graph). Every backend, exporter, profile and the trainer
+A precision is what the weights and matrix products run in: ``fp32``, ``fp16``, ``bf16``, ``int8``
+(an explicitly quantized Q/DQ graph) or ``tf32`` (float32 weights; convolutions and matrix products in
+TensorFloat-32 on CUDA GPUs from Ampere on). Every backend, exporter, profile and the trainer
 declares its choices here, as a subset of :data:`PRECISIONS`, and checks a value with
 :func:`check_precision`.
 """
@@ -12,12 +13,15 @@ from typing import Optional, Tuple
 
 from .errors import IFSegError
 
-FP32, FP16, BF16, INT8 = "fp32", "fp16", "bf16", "int8"
+FP32, FP16, BF16, INT8, TF32 = "fp32", "fp16", "bf16", "int8", "tf32"
 #: Every precision name, in the order messages list them.
-PRECISIONS: Tuple[str, ...] = (FP32, FP16, BF16, INT8)
+PRECISIONS: Tuple[str, ...] = (FP32, FP16, BF16, INT8, TF32)
 
 #: PyTorch eager execution (fp16: CUDA; bf16: CPUs with AVX512-BF16 / AMX or GPUs with bfloat16).
+#: fp32 is strict float32: TF32 is off for the backend's own work, whatever the process-wide setting.
 TORCH: Tuple[str, ...] = (FP32, BF16, FP16)
+#: PyTorch on a CUDA device: :data:`TORCH` and tf32 (TF32 convolutions and matrix products allowed).
+TORCH_CUDA: Tuple[str, ...] = TORCH + (TF32,)
 #: OpenVINO inference precision hints (an int8 IR runs INT8 matrix products whatever the hint).
 OPENVINO_RUNS: Tuple[str, ...] = (FP32, BF16, FP16)
 #: ONNX Runtime: the graph's own precision, or fp16 through the TensorRT provider.

@@ -28,3 +28,12 @@ def test_cuda_fp16_close_to_reference(ifseg_checkpoint, dev_dir, golden):
     ref = golden["eval0_seg_logits"][0, :-1]
     assert np.abs(res.logits.reshape(1024, 4) - ref).max() < 0.05 * np.abs(ref).max()
     assert (res.labels == golden["eval0_label_map"]).mean() > 0.98
+
+
+def test_cuda_tf32_close_to_reference(ifseg_checkpoint, dev_dir, golden):
+    """tf32 keeps float32 weights and lets cuDNN / cuBLAS round products to TF32 (10 mantissa bits)."""
+    seg = Segmenter.load(ifseg_checkpoint, device="cuda", precision="tf32", knn_iters=0)
+    res = seg.segment(str(dev_dir / "image_eval0.png"))
+    ref = golden["eval0_seg_logits"][0, :-1]
+    assert np.abs(res.logits.reshape(1024, 4) - ref).max() < 0.05 * np.abs(ref).max()
+    assert (res.labels == golden["eval0_label_map"]).mean() > 0.98

@@ -10,7 +10,7 @@ from typing import Dict, List, Optional, Tuple
 
 from ..errors import IFSegError
 from ..fileio import IMAGE_EXTS, list_images
-from ..precision import BF16, FP16, TORCH
+from ..precision import BF16, FP16, TF32, TORCH_CUDA
 from ..text.categories_file import BUILTIN_FILES, names_and_words, parse_category_spec, read_categories_file
 
 
@@ -37,9 +37,10 @@ def add_segmenter_args(p: argparse.ArgumentParser, arch_option: bool = False) ->
     )
     p.add_argument(
         "--precision",
-        choices=TORCH,
-        help="PyTorch / OpenVINO compute precision: fp32 (default), bf16 (CPUs with AVX512-BF16 or AMX), fp16 (CUDA; "
-        "= --half, which also runs exported graphs in fp16)",
+        choices=TORCH_CUDA,
+        help="PyTorch / OpenVINO compute precision: fp32 (default; strict float32, TF32 off), bf16 (CPUs with "
+        "AVX512-BF16 or AMX), fp16 (CUDA; = --half, which also runs exported graphs in fp16), tf32 (PyTorch on CUDA: "
+        "float32 weights, TF32 convolutions and matrix products)",
     )
     p.add_argument(
         "--compile",
@@ -120,6 +121,8 @@ def precision_options(backend: str, args) -> Tuple[Optional[str], dict]:
             "--precision bf16 applies to PyTorch checkpoints and OpenVINO models; exported ONNX / TensorRT "
             "graphs carry their precision (export --precision)"
         )
+    if precision == TF32 and backend != "torch":
+        raise IFSegError("--precision tf32 applies to PyTorch checkpoints on CUDA (--checkpoint)")
     if getattr(args, "compile", False):
         if backend != "torch":
             raise IFSegError(

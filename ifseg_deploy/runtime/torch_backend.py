@@ -1,4 +1,4 @@
-"""PyTorch eager execution of SegOFA (CPU or CUDA; float32, bfloat16 or float16), optionally compiled."""
+"""PyTorch eager execution of SegOFA (CPU or CUDA; float32, TF32, bfloat16 or float16), optionally compiled."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import copy
 import logging
 import os
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from contextlib import contextmanager
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -15,7 +16,7 @@ from ..checkpoint import load_model
 from ..errors import IFSegError
 from ..model import SegOFA
 from ..model.inference import cast_stages, fold_batchnorm
-from ..precision import BF16, FP16, FP32, TORCH, check_precision
+from ..precision import BF16, FP16, FP32, TF32, TORCH, TORCH_CUDA, check_precision
 from ..preprocess import Preprocessing
 from .backend import Backend, Capabilities, ModelInfo
 from .device import parse_device
@@ -53,10 +54,63 @@ def cpu_has_vnni() -> Optional[bool]:
     return None if flags is None else any(f in flags for f in VNNI_CPU_FLAGS)
 
 
+#: One TF32 switch: ``(read, write, value allowing TF32, value forbidding it)``.
+Tf32Switch = Tuple[Callable[[], Any], Callable[[Any], None], Any, Any]
+
+
+def _set_attr(owner: Any, name: str) -> Callable[[Any], None]:
+    return lambda value: setattr(owner, name, value)
+
+
+def tf32_switches() -> Tuple[Tf32Switch, Tf32Switch]:
+    """The process-wide TF32 switches of float32 cuDNN convolutions and CUDA matrix products.
+
+    PyTorch 2.9 and later: ``torch.backends.cudnn.conv.fp32_precision`` and
+    ``torch.backends.cuda.matmul.fp32_precision`` (``"tf32"`` / ``"ieee"``; reading the legacy flags
+    raises once they disagree). Earlier: ``torch.backends.cudnn.allow_tf32`` and
+    ``torch.set_float32_matmul_precision`` (``"high"`` / ``"highest"``; kept as a string so a caller's
+    ``"medium"`` comes back). Both can be read and set on CPU-only builds.
+    """
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):
+        matmul = torch.backends.cuda.matmul
+        return (
+            (lambda: conv.fp32_precision, _set_attr(conv, "fp32_precision"), "tf32", "ieee"),
+            (lambda: matmul.fp32_precision, _set_attr(matmul, "fp32_precision"), "tf32", "ieee"),
+        )
+    cudnn = torch.backends.cudnn
+    return (
+        (lambda: cudnn.allow_tf32, _set_attr(cudnn, "allow_tf32"), True, False),
+        (torch.get_float32_matmul_precision, torch.set_float32_matmul_precision, "high", "highest"),
+    )
+
+
+@contextmanager
+def tf32_policy(allow: Optional[bool]) -> Iterator[None]:
+    """Within the block, TF32 is allowed (True) or off (False) for float32 convolutions and matrix
+    products on CUDA (:func:`tf32_switches`); None changes nothing. The switches are process-wide:
+    the caller's values are restored on exit, exceptions included. CPU kernels ignore them."""
+    if allow is None:
+        yield
+        return
+    switches = tf32_switches()
+    saved = [read() for read, _, _, _ in switches]
+    try:
+        for _, write, on, off in switches:
+            write(on if allow else off)
+        yield
+    finally:
+        for (_, write, _, _), value in zip(switches, saved):
+            write(value)
+
+
 def resolve_precision(precision: Optional[str], device: torch.device) -> str:
-    """``precision`` (None: fp32; one of :data:`ifseg_deploy.precision.TORCH`) checked against
-    ``device``. Raises :class:`IFSegError` naming the parameter when ``device`` cannot run it."""
-    precision = check_precision(precision, TORCH, "PyTorch") or FP32
+    """``precision`` (None: fp32; one of :data:`ifseg_deploy.precision.TORCH`, or
+    :data:`~ifseg_deploy.precision.TORCH_CUDA` on CUDA) checked against ``device``. Raises
+    :class:`IFSegError` naming the parameter when ``device`` cannot run it."""
+    if precision == TF32 and device.type != "cuda":
+        raise IFSegError("precision=tf32 needs a CUDA device")
+    precision = check_precision(precision, TORCH_CUDA if device.type == "cuda" else TORCH, "PyTorch") or FP32
     if precision == FP16 and device.type != "cuda":
         raise IFSegError(
             "precision=fp16 needs a CUDA device; on the CPU use precision=bf16 (CPUs with AVX512-BF16 or AMX)"
@@ -80,6 +134,9 @@ class TorchBackend(Backend):
     For inference the frozen batch norms are folded into the convolutions; ``bf16`` runs the
     backbone and the transformer linear layers in bfloat16 with weights converted once
     (:func:`ifseg_deploy.model.inference.cast_stages`), ``fp16`` the whole model in float16 (CUDA).
+    ``fp32`` is strict float32: the forward pass runs with TF32 off (PyTorch allows it for cuDNN
+    convolutions by default), ``tf32`` (CUDA) with TF32 on; the process-wide switches are restored
+    after each forward pass (:func:`tf32_policy`).
     ``compile=True`` wraps the backbone, encoder and decoder in ``torch.compile``; the first run
     of each input shape compiles (its time is logged and kept in :attr:`compile_ms`).
     The model is copied first unless ``inplace``.
@@ -107,6 +164,7 @@ class TorchBackend(Backend):
         if compile:
             for part in (model.backbone, model.encoder, model.decoder):
                 part.compile()
+        self._allow_tf32 = {FP32: False, TF32: True}.get(precision)  # None: fp16 / bf16 leave the switches
         self.model = model
         self.compiled = compile
         self.compile_ms: List[float] = []  # first-run time of each new input shape when compiled
@@ -151,7 +209,7 @@ class TorchBackend(Backend):
         dev = self.device
         first = self.compiled and tuple(images.shape) not in self._seen_shapes
         t0 = time.perf_counter()
-        with torch.inference_mode():
+        with torch.inference_mode(), tf32_policy(self._allow_tf32):
             logits, feats = self.model(
                 images.to(dev, self.dtype),
                 prompt_embeds.to(dev, self.dtype),
