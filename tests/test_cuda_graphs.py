@@ -66,3 +66,128 @@ def test_fp32_forward_runs_with_tf32_off(monkeypatch):
 def test_tf32_needs_cuda():
     with pytest.raises(IFSegError, match=r"^precision=tf32 needs a CUDA device$"):
         TorchBackend(make_tiny_model(0, SMALL_ARCH), precision="tf32")
+
+
+class StandInGraph:
+    """Replays like a CUDA graph: reruns the captured work on the static inputs and writes the
+    results into the static outputs (the addresses the real graph would write)."""
+
+    def __init__(self, body, outputs):
+        self.body, self.outputs, self.replays = body, outputs, 0
+
+    def replay(self):
+        self.replays += 1
+        for out, new in zip(self.outputs, self.body()):
+            out.copy_(new)
+
+
+class StandInCapture:
+    def __init__(self, fail_shapes=()):
+        self.fail_shapes, self.captured = set(fail_shapes), []
+
+    def __call__(self, body):
+        outputs = body()  # a real capture records the work without running it; replay writes the values
+        if tuple(outputs[0].shape) in self.fail_shapes:
+            raise RuntimeError("operation not permitted when stream is capturing\nmore detail")
+        graph = StandInGraph(body, [torch.full_like(o, float("nan")) for o in outputs])
+        self.captured.append(graph)
+        return graph, graph.outputs
+
+
+def double_plus(calls):
+    def build(tensors):
+        x, y = tensors
+        calls.append(tuple(x.shape))
+        return lambda: (x * 2 + y.sum(),)
+
+    return build
+
+
+def test_one_graph_per_signature_replayed_with_fresh_outputs():
+    from ifseg_deploy.runtime.cuda_graphs import CudaGraphs
+
+    capture, builds = StandInCapture(), []
+    graphs = CudaGraphs(capture, max_graphs=4)
+    a, b = torch.randn(2, 3), torch.randn(4)
+    first = graphs([a, b], double_plus(builds))[0]
+    torch.testing.assert_close(first, a * 2 + b.sum())
+    a2, b2 = torch.randn(2, 3), torch.randn(4)
+    second = graphs([a2, b2], double_plus(builds))[0]
+    torch.testing.assert_close(second, a2 * 2 + b2.sum())  # new inputs copied into the static buffers
+    torch.testing.assert_close(first, a * 2 + b.sum())  # outputs are copies: a replay leaves them alone
+    assert len(capture.captured) == 1 and capture.captured[0].replays == 2 and builds == [(2, 3)]
+    a2.add_(1.0)
+    assert not torch.equal(graphs.graphs[graphs.signature([a2, b2])].inputs[0], a2)  # static inputs are own copies
+    graphs([torch.randn(2, 3, dtype=torch.float64), b], double_plus(builds))
+    assert len(graphs.graphs) == 2  # another dtype is another graph
+
+
+def test_lru_bound_and_recapture():
+    from ifseg_deploy.runtime.cuda_graphs import CudaGraphs
+
+    capture, builds = StandInCapture(), []
+    graphs = CudaGraphs(capture, max_graphs=2)
+    y = torch.randn(4)
+    for n in (1, 2, 1, 3):  # 1 was used after 2, so 2 is the one dropped for 3
+        graphs([torch.randn(n, 3), y], double_plus(builds))
+    assert [key[0][0] for key in graphs.graphs] == [(1, 3), (3, 3)]
+    graphs([torch.randn(2, 3), y], double_plus(builds))
+    assert builds == [(1, 3), (2, 3), (3, 3), (2, 3)]  # an evicted shape is captured again
+    with pytest.raises(ValueError, match="max_graphs=0"):
+        CudaGraphs(capture, max_graphs=0)
+
+
+def test_failed_capture_runs_eagerly_with_one_log_line(caplog):
+    from ifseg_deploy.runtime.cuda_graphs import CudaGraphs
+
+    capture, builds = StandInCapture(fail_shapes={(5, 3)}), []
+    graphs = CudaGraphs(capture)
+    y = torch.randn(4)
+    with caplog.at_level("WARNING", logger="ifseg_deploy.runtime.cuda_graphs"):
+        outs = [graphs([x, y], double_plus(builds))[0] for x in (torch.randn(5, 3), torch.randn(5, 3))]
+        graphs([torch.randn(1, 3), y], double_plus(builds))
+    assert all(torch.isfinite(out).all() for out in outs)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "CUDA graph capture failed for inputs [(5, 3), (4,)]" in lines[0]
+    assert "RuntimeError: operation not permitted when stream is capturing" in lines[0] and "\n" not in lines[0]
+    assert graphs.signature([torch.randn(5, 3), y]) in graphs.failed and len(graphs.graphs) == 1
+    assert builds == [(5, 3), (5, 3), (5, 3), (1, 3)]  # the capture's build, then one eager build per call
+
+
+def test_backend_replays_graphs_only_on_cuda(monkeypatch):
+    """The backend's graph path, on CPU with the stand-in capture: the same logits as eager, one
+    capture per input size; the CPU default never makes a graph."""
+    from ifseg_deploy.runtime.cuda_graphs import CudaGraphs
+
+    model = make_tiny_model(3, SMALL_ARCH)
+    eager = TorchBackend(model)
+    assert eager.graphs is None and eager.capabilities.stages == ("backbone", "encoder", "decoder")
+    graphed = TorchBackend(model)
+    capture = StandInCapture()
+    graphed.graphs = CudaGraphs(capture)
+    for size in ((64, 80), (48, 48), (64, 80)):
+        x = inputs(SMALL_ARCH, size)
+        torch.testing.assert_close(graphed.run(*x).logits, eager.run(*x).logits, rtol=0, atol=0)
+    assert len(capture.captured) == 2 and [g.replays for g in capture.captured] == [2, 1]
+    # the body holds its shape's position biases: evicting them from the model's cache changes nothing
+    graphed.model._bias_cache._entries.clear()
+    x = inputs(SMALL_ARCH, (48, 48))
+    torch.testing.assert_close(graphed.run(*x).logits, eager.run(*x).logits, rtol=0, atol=0)
+
+
+def test_cli_maps_no_cuda_graph_and_tf32():
+    import argparse
+
+    from ifseg_deploy.cli.common import precision_options
+    from ifseg_deploy.cli.flags import flag_names
+    from ifseg_deploy.cli.main import build_parser
+
+    args = build_parser().parse_args(["bench", "--arch", "tiny", "--no-cuda-graph", "--precision", "tf32"])
+    assert precision_options("torch", args) == ("tf32", {"cuda_graph": False})
+    assert precision_options("torch", build_parser().parse_args(["bench", "--arch", "tiny"])) == (None, {})
+    plain = dict(half=False, compile=False)
+    with pytest.raises(IFSegError, match="^--no-cuda-graph applies to PyTorch checkpoints"):
+        precision_options("onnxruntime", argparse.Namespace(precision=None, cuda_graph=False, **plain))
+    with pytest.raises(IFSegError, match="^--precision tf32 applies to PyTorch checkpoints on CUDA"):
+        precision_options("openvino", argparse.Namespace(precision="tf32", **plain))
+    assert flag_names("cuda_graph=False: ...") == "--no-cuda-graph: ..."

@@ -46,11 +46,14 @@ def random_segmenter(
     device: str,
     precision: Optional[str] = None,
     compile: bool = False,
+    cuda_graph: bool = True,
     **kwargs,
 ) -> Segmenter:
     """A Segmenter over a randomly initialised model of ``arch`` (timing only); ``precision`` /
-    ``compile`` as for :class:`~ifseg_deploy.runtime.torch_backend.TorchBackend`."""
-    backend = backend_class("torch")(random_model(arch), device, precision, compile, inplace=True)
+    ``compile`` / ``cuda_graph`` as for :class:`~ifseg_deploy.runtime.torch_backend.TorchBackend`."""
+    backend = backend_class("torch")(
+        random_model(arch), device, precision, compile, inplace=True, cuda_graph=cuda_graph
+    )
     return Segmenter(backend, SyntheticVocabulary(arch.embed_dim, num_classes, prompt_len), **kwargs)
 
 

@@ -48,6 +48,13 @@ def add_segmenter_args(p: argparse.ArgumentParser, arch_option: bool = False) ->
         help="PyTorch: torch.compile the network (the first frame of each size compiles)",
     )
     p.add_argument(
+        "--no-cuda-graph",
+        dest="cuda_graph",
+        action="store_false",
+        help="PyTorch on CUDA: run every frame eagerly instead of replaying one CUDA graph per input size "
+        "(captured on its first frame)",
+    )
+    p.add_argument(
         "--imgsz", type=int, help="inference short side in pixels (default: the model's stored preprocessing)"
     )
     add_knn_args(p)
@@ -123,6 +130,13 @@ def precision_options(backend: str, args) -> Tuple[Optional[str], dict]:
         )
     if precision == TF32 and backend != "torch":
         raise IFSegError("--precision tf32 applies to PyTorch checkpoints on CUDA (--checkpoint)")
+    if not getattr(args, "cuda_graph", True):
+        if backend != "torch":
+            raise IFSegError(
+                "--no-cuda-graph applies to PyTorch checkpoints (--checkpoint); exported models run on their own "
+                "runtime"
+            )
+        options["cuda_graph"] = False
     if getattr(args, "compile", False):
         if backend != "torch":
             raise IFSegError(
@@ -156,6 +170,7 @@ def server_segmenter(args, raw: bool = True):
             ("--bpe-dir", args.bpe_dir),
             ("--precision", args.precision),
             ("--compile", args.compile),
+            ("--no-cuda-graph", not args.cuda_graph),
             ("--imgsz", args.imgsz is not None),
         )
         if on

@@ -14,6 +14,7 @@ FLAGS: Dict[str, str] = {
     "precision": "--precision",
     "providers": "--providers",
     "compile": "--compile",
+    "cuda_graph": "--cuda-graph",  # messages say cuda_graph=False, shown as --no-cuda-graph
     "bpe_dir": "--bpe-dir",
     "categories": "--categories",
     "imgsz": "--imgsz",

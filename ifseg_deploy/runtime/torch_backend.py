@@ -14,11 +14,12 @@ from torch import Tensor
 
 from ..checkpoint import load_model
 from ..errors import IFSegError
-from ..model import SegOFA
+from ..model import SegOFA, grid_size
 from ..model.inference import cast_stages, fold_batchnorm
 from ..precision import BF16, FP16, FP32, TF32, TORCH, TORCH_CUDA, check_precision
 from ..preprocess import Preprocessing
 from .backend import Backend, Capabilities, ModelInfo
+from .cuda_graphs import Body, CudaGraphs
 from .device import parse_device
 from .graph_contract import FEATURES, LOGITS
 
@@ -139,6 +140,9 @@ class TorchBackend(Backend):
     after each forward pass (:func:`tf32_policy`).
     ``compile=True`` wraps the backbone, encoder and decoder in ``torch.compile``; the first run
     of each input shape compiles (its time is logged and kept in :attr:`compile_ms`).
+    ``cuda_graph`` (CUDA only; ignored on other devices): the forward pass of each input shape is
+    captured as a CUDA graph on its first run and replayed afterwards (:class:`CudaGraphs`); a graph
+    has no stage boundaries, so it is timed as one ``network`` stage.
     The model is copied first unless ``inplace``.
     """
 
@@ -151,6 +155,7 @@ class TorchBackend(Backend):
         precision: Optional[str] = None,
         compile: bool = False,
         inplace: bool = False,
+        cuda_graph: bool = True,
     ):
         dev = parse_device(device)
         precision = resolve_precision(precision, dev)
@@ -170,19 +175,28 @@ class TorchBackend(Backend):
         self.compile_ms: List[float] = []  # first-run time of each new input shape when compiled
         self._seen_shapes: set = set()
         self.arch = model.cfg
-        self.capabilities = Capabilities(device=dev, precision=precision, stages=("backbone", "encoder", "decoder"))
+        self.graphs = CudaGraphs() if cuda_graph and dev.type == "cuda" else None
+        stages = ("network",) if self.graphs is not None else ("backbone", "encoder", "decoder")
+        self.capabilities = Capabilities(device=dev, precision=precision, stages=stages)
 
     @classmethod
     def open(
-        cls, path: str, device: str = "auto", precision: Optional[str] = None, compile: bool = False, **options
+        cls,
+        path: str,
+        device: str = "auto",
+        precision: Optional[str] = None,
+        compile: bool = False,
+        cuda_graph: bool = True,
+        **options,
     ) -> Tuple["TorchBackend", ModelInfo]:
-        """A checkpoint or bundle (:func:`ifseg_deploy.checkpoint.load_model`) on ``device``."""
+        """A checkpoint or bundle (:func:`ifseg_deploy.checkpoint.load_model`) on ``device``; the other
+        arguments as for the constructor. Raises :class:`IFSegError` for options of exported models."""
         if options:
             raise IFSegError(
                 f"{', '.join(sorted(options))} do(es) not apply to PyTorch checkpoints; they are for exported models"
             )
         loaded = load_model(path)
-        backend = cls(loaded.model, device, precision, compile, inplace=True)
+        backend = cls(loaded.model, device, precision, compile, inplace=True, cuda_graph=cuda_graph)
         pre = Preprocessing.from_dict(
             loaded.metadata.get("preprocessing"), Preprocessing.short_side_rule(loaded.arch.image_size)
         )
@@ -210,12 +224,11 @@ class TorchBackend(Backend):
         first = self.compiled and tuple(images.shape) not in self._seen_shapes
         t0 = time.perf_counter()
         with torch.inference_mode(), tf32_policy(self._allow_tf32):
-            logits, feats = self.model(
-                images.to(dev, self.dtype),
-                prompt_embeds.to(dev, self.dtype),
-                class_embeds.to(dev, self.dtype),
-                self._stage_timer(timings),
-            )
+            tensors = [t.to(dev, self.dtype) for t in (images, prompt_embeds, class_embeds)]
+            if self.graphs is None:
+                logits, feats = self.model(*tensors, self._stage_timer(timings))
+            else:
+                logits, feats = self.graphs(tensors, self._graph_body)
         if first:
             self._seen_shapes.add(tuple(images.shape))
             self.compile_ms.append((time.perf_counter() - t0) * 1e3)
@@ -225,6 +238,14 @@ class TorchBackend(Backend):
                 self.compile_ms[-1] / 1e3,
             )
         return {LOGITS: logits, FEATURES: feats}
+
+    def _graph_body(self, tensors: List[Tensor]) -> Body:
+        """The forward pass on ``tensors`` as a graph body: the shape's position biases are computed
+        here, eagerly, and held by the body, so the graph reads tensors that live as long as it does
+        (the model's own bias cache keeps only the last few shapes)."""
+        images, prompt_embeds, class_embeds = tensors
+        biases = self.model.position_biases(grid_size(*images.shape[2:]), prompt_embeds.shape[1])
+        return lambda: self.model(images, prompt_embeds, class_embeds, None, biases)
 
     def _stage_timer(self, timings: Dict[str, float]) -> Callable[[str], None]:
         """A callback adding the time since its previous call (or creation) to ``timings[stage]``."""
