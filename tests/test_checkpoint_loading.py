@@ -415,7 +415,7 @@ def test_model_only_file_says_each_default(tmp_path, tiny_ifseg, wrap, caplog):
         "attn_scale_factor; using OFA's default 2",
         "orig_patch_image_size; using its patch_image_size 512",
         "prompt_prefix; using IFSeg's 'what is the segmentation map",
-        "no category list; pass --categories",
+        "no category list; pass `categories`",
     ):
         assert sum(words in m and m.startswith(str(path)) and "\n" not in m for m in said) == 1, words
 

@@ -3,7 +3,6 @@ sequential loop, and the package layering (``stream`` sits above runtime / postp
 
 from __future__ import annotations
 
-import ast
 import os
 from pathlib import Path
 
@@ -104,36 +103,6 @@ def test_pipelined_equals_sequential(tmp_path, tiny_bundle, bpe_dir):
     assert [i for i, _, _ in runs[True]] == list(range(4))
     for (i, la, pa), (j, lb, pb) in zip(runs[False], runs[True]):
         assert i == j and np.array_equal(la, lb) and np.allclose(pa, pb, atol=1e-6)
-
-
-def _imports(path: Path):
-    tree = ast.parse(path.read_text())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level:
-            yield node.module or "", node.level
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ifseg_deploy"):
-            yield node.module, 0
-
-
-def _target(path: Path, module: str, level: int) -> str:
-    """Top-level subpackage / module of ``ifseg_deploy`` that an import names."""
-    if level == 0:
-        parts = module.split(".")[1:]
-    else:
-        here = list(path.relative_to(PACKAGE).parent.parts)
-        parts = here[: len(here) - (level - 1)] + (module.split(".") if module else [])
-    return parts[0] if parts else ""
-
-
-def test_layering():
-    allowed = {"runtime", "postprocess", "visualize", "preprocess", "fileio", "errors", "model", "stream", "redact"}
-    for path in PACKAGE.rglob("*.py"):
-        top = path.relative_to(PACKAGE).parts[0]
-        targets = {_target(path, m, lvl) for m, lvl in _imports(path)}
-        if top == "stream":
-            assert targets <= allowed, (path, targets - allowed)
-        elif top != "cli":
-            assert "stream" not in targets, path  # nothing below the stream layer imports it
 
 
 def test_hud_draws_text_in_the_top_right_corner_only():

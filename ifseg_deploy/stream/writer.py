@@ -85,9 +85,10 @@ def check_video_path(path: str, option: str = "path") -> str:
     """``path`` if it names a video :class:`VideoWriter` can write (``.mp4`` / ``.avi``) where the
     output policy allows (:func:`ifseg_deploy.fileio.check_output_file`; ``option``: the caller's
     parameter, for messages)."""
+    check_output_file(path, option)  # a folder is named as such before its (missing) extension
     if os.path.splitext(path)[1].lower() not in (".mp4", ".avi"):
         raise IFSegError(f"{option}={path}: use a .mp4 or .avi file name")
-    return check_output_file(path, option)
+    return path
 
 
 class VideoWriter:
