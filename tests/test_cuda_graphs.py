@@ -191,3 +191,18 @@ def test_cli_maps_no_cuda_graph_and_tf32():
     with pytest.raises(IFSegError, match="^--precision tf32 applies to PyTorch checkpoints on CUDA"):
         precision_options("openvino", argparse.Namespace(precision="tf32", **plain))
     assert flag_names("cuda_graph=False: ...") == "--no-cuda-graph: ..."
+
+
+def test_torch_compile_traces_through_the_bias_cache():
+    """``torch.compile`` of the model (the bias cache is bypassed while tracing: no Python-side keys
+    reach dynamo) runs two input sizes and matches eager; the eager cache still serves hits."""
+    model = make_tiny_model(2, SMALL_ARCH)
+    compiled = torch.compile(model, backend="eager", fullgraph=False)
+    with torch.inference_mode():
+        for size in ((64, 80), (48, 48)):
+            x = inputs(SMALL_ARCH, size)
+            torch.testing.assert_close(compiled(*x)[0], model(*x)[0], rtol=1e-5, atol=1e-5)
+        first = model.position_biases((3, 3), 5)
+        assert model.position_biases((3, 3), 5) is first
+        model.half()
+        assert model.position_biases((3, 3), 5)[0][0].dtype == torch.float16  # a dtype change is a new key

@@ -24,14 +24,22 @@ from .encoder import Encoder
 BOS, PAD, EOS, UNK = 0, 1, 2, 3
 
 
+def _compiling() -> bool:
+    """True while ``torch.compile`` traces (``torch.compiler.is_compiling``, PyTorch 2.3 and later)."""
+    is_compiling = getattr(torch.compiler, "is_compiling", None)
+    return bool(is_compiling is not None and is_compiling())
+
+
 class BiasCache:
     """Keeps the last ``size`` results of a shape-only computation, in inference mode only.
 
-    Entries are stamped with the storage and version counter of every parameter of the watched
-    submodules, so an optimiser step, ``load_state_dict``, ``.to()`` or ``.half()`` invalidates them.
-    Training (autograd) and graph capture (ONNX export) always recompute. The one cache of
-    position biases: the model's own and the runtime's for graphs that take them as inputs
-    (:class:`ifseg_deploy.runtime.position_feeds.PositionFeeds`).
+    Entries are keyed by the caller's shape key and the dtype and device of the watched submodules'
+    parameters (``.to()``, ``.half()``), and stamped with each parameter's identity and version counter
+    (an optimiser step, ``load_state_dict`` or a replaced parameter invalidates them). No data
+    pointers: ``torch.compile`` cannot trace them. Training (autograd), graph capture (ONNX export)
+    and ``torch.compile`` tracing always recompute, so a compiled graph computes the biases itself.
+    The one cache of position biases: the model's own and the runtime's for graphs that take them as
+    inputs (:class:`ifseg_deploy.runtime.position_feeds.PositionFeeds`).
     """
 
     def __init__(self, owner: nn.Module, submodules: Sequence[str], size: int = 2):
@@ -40,14 +48,17 @@ class BiasCache:
         self._size = size
         self._entries: "OrderedDict[Hashable, Tuple[tuple, Any]]" = OrderedDict()
 
-    def _stamp(self) -> tuple:
+    def _parameters(self) -> List[nn.Parameter]:
         owner = self._owner[0]
-        return tuple((p.data_ptr(), p._version) for name in self._submodules for p in getattr(owner, name).parameters())
+        return [p for name in self._submodules for p in getattr(owner, name).parameters()]
 
     def get(self, key: Hashable, build: Callable[[], Any]) -> Any:
-        if not torch.is_inference_mode_enabled() or capturing_graph():
+        """``build()``, or its kept result for ``key`` (a hashable of shapes) while the weights are unchanged."""
+        if not torch.is_inference_mode_enabled() or capturing_graph() or _compiling():
             return build()
-        stamp = self._stamp()
+        params = self._parameters()
+        key = (key, tuple(sorted({(str(p.dtype), str(p.device)) for p in params})))
+        stamp = tuple((id(p), p._version) for p in params)
         hit = self._entries.get(key)
         if hit is not None and hit[0] == stamp:
             self._entries.move_to_end(key)
