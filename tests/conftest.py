@@ -1,5 +1,5 @@
-"""Shared test fixtures: the dev conformance fixture (decompressed once per session), BPE files,
-and tiny random models built in the test itself."""
+"""Shared test fixtures: the dev conformance fixture (each file decompressed once per session, when
+first used), BPE files, and tiny random models built in the test itself."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import dataclasses
 import lzma
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -46,20 +47,40 @@ def dev_dir() -> Path:
     return _require(DEV)
 
 
+class DecompressedFixture(Mapping):
+    """``checkpoint.pt`` / ``base_checkpoint.pt`` -> the path of its decompressed copy, each ``.xz``
+    decompressed when a test first asks for it (a CUDA machine may hold ``checkpoint.pt.xz`` alone)."""
+
+    NAMES = ("checkpoint.pt", "base_checkpoint.pt")
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.paths: dict = {}
+        # The BPE files sit next to the checkpoints, as OFA ships them.
+        for f in ("encoder.json", "vocab.bpe", "dict.txt"):
+            os.symlink(BPE / f, folder / f)
+
+    def __getitem__(self, name: str) -> str:
+        if name not in self.NAMES:
+            raise KeyError(name)
+        if name not in self.paths:
+            dst = self.folder / name
+            with lzma.open(_require(DEV / (name + ".xz"))) as src, open(dst, "wb") as fh:
+                shutil.copyfileobj(src, fh)
+            self.paths[name] = str(dst)
+        return self.paths[name]
+
+    def __iter__(self):
+        return iter(self.NAMES)
+
+    def __len__(self) -> int:
+        return len(self.NAMES)
+
+
 @pytest.fixture(scope="session")
-def fixture_checkpoints(tmp_path_factory) -> dict:
-    """Decompressed ``checkpoint.pt`` and ``base_checkpoint.pt`` (once per session)."""
-    out = tmp_path_factory.mktemp("dev_fixture")
-    paths = {}
-    for name in ("checkpoint.pt", "base_checkpoint.pt"):
-        dst = out / name
-        with lzma.open(_require(DEV / (name + ".xz"))) as src, open(dst, "wb") as fh:
-            shutil.copyfileobj(src, fh)
-        paths[name] = str(dst)
-    # The BPE files sit next to the checkpoints, as OFA ships them.
-    for f in ("encoder.json", "vocab.bpe", "dict.txt"):
-        os.symlink(BPE / f, out / f)
-    return paths
+def fixture_checkpoints(tmp_path_factory) -> DecompressedFixture:
+    """Decompressed ``checkpoint.pt`` and ``base_checkpoint.pt``: each once per session, on first use."""
+    return DecompressedFixture(tmp_path_factory.mktemp("dev_fixture"))
 
 
 @pytest.fixture(scope="session")
