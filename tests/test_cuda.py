@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from ifseg_deploy.runtime.segmenter import Segmenter
+from ifseg_deploy.runtime.torch_backend import tf32_policy, tf32_switches
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)"
@@ -37,3 +38,28 @@ def test_cuda_tf32_close_to_reference(ifseg_checkpoint, dev_dir, golden):
     ref = golden["eval0_seg_logits"][0, :-1]
     assert np.abs(res.logits.reshape(1024, 4) - ref).max() < 0.05 * np.abs(ref).max()
     assert (res.labels == golden["eval0_label_map"]).mean() > 0.98
+
+
+def test_cuda_fp32_ignores_a_process_wide_tf32(ifseg_checkpoint, dev_dir, golden):
+    """A process that allows TF32 still gets strict float32 from precision=fp32, and keeps its setting."""
+    seg = Segmenter.load(ifseg_checkpoint, device="cuda", knn_iters=0)
+    with tf32_policy(True):
+        user = [read() for read, _, _, _ in tf32_switches()]
+        res = seg.segment(str(dev_dir / "image_eval0.png"))
+        assert [read() for read, _, _, _ in tf32_switches()] == user
+    np.testing.assert_allclose(res.logits.reshape(1024, 4), golden["eval0_seg_logits"][0, :-1], atol=5e-4, rtol=0)
+
+
+def test_cuda_graph_replay_matches_eager(ifseg_checkpoint, dev_dir):
+    """One graph per input size, replayed with new inputs, gives the eager logits."""
+    from PIL import Image
+
+    graphed = Segmenter.load(ifseg_checkpoint, device="cuda", knn_iters=0)
+    eager = Segmenter.load(ifseg_checkpoint, device="cuda", knn_iters=0, backend_options={"cuda_graph": False})
+    assert graphed.backend.graphs is not None and eager.backend.graphs is None
+    rgb = np.asarray(Image.open(dev_dir / "image_eval0.png").convert("RGB"))
+    images = [rgb, rgb[:, : rgb.shape[1] // 2].copy(), rgb[::-1].copy(), rgb]
+    for image in images:
+        np.testing.assert_allclose(graphed.segment(image).logits, eager.segment(image).logits, atol=1e-4, rtol=0)
+    graphs = graphed.backend.graphs
+    assert not graphs.failed and len(graphs.graphs) == 2
