@@ -206,3 +206,23 @@ def test_torch_compile_traces_through_the_bias_cache():
         assert model.position_biases((3, 3), 5) is first
         model.half()
         assert model.position_biases((3, 3), 5)[0][0].dtype == torch.float16  # a dtype change is a new key
+
+
+def test_tf32_policy_nests_and_overlaps():
+    """Nested blocks restore the outer block's choice; blocks left out of order (threads) end with the
+    caller's values."""
+    before = tf32_values()
+    allowed = tuple(on for _, _, on, _ in tf32_switches())
+    off = tuple(o for _, _, _, o in tf32_switches())
+    with tf32_policy(True):
+        with tf32_policy(False):
+            assert tf32_values() == off
+        assert tf32_values() == allowed
+    assert tf32_values() == before
+    first, second = tf32_policy(True), tf32_policy(False)
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)  # the first block leaves before the second
+    assert tf32_values() == off
+    second.__exit__(None, None, None)
+    assert tf32_values() == before

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import threading
 import time
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
@@ -63,46 +64,59 @@ def _set_attr(owner: Any, name: str) -> Callable[[Any], None]:
     return lambda value: setattr(owner, name, value)
 
 
-def tf32_switches() -> Tuple[Tf32Switch, Tf32Switch]:
+def tf32_switches() -> Tuple[Tf32Switch, ...]:
     """The process-wide TF32 switches of float32 cuDNN convolutions and CUDA matrix products.
 
     PyTorch 2.9 and later: ``torch.backends.cudnn.conv.fp32_precision`` and
-    ``torch.backends.cuda.matmul.fp32_precision`` (``"tf32"`` / ``"ieee"``; reading the legacy flags
-    raises once they disagree). Earlier: ``torch.backends.cudnn.allow_tf32`` and
-    ``torch.set_float32_matmul_precision`` (``"high"`` / ``"highest"``; kept as a string so a caller's
-    ``"medium"`` comes back). Both can be read and set on CPU-only builds.
+    ``torch.backends.cuda.matmul.fp32_precision`` (``"tf32"`` / ``"ieee"``). While they are changed,
+    PyTorch refuses to read the legacy ``torch.backends.cudnn.allow_tf32`` (it raises on a mix of
+    the APIs); neither the model nor ``torch.compile`` reads it. Earlier releases:
+    ``torch.backends.cudnn.allow_tf32`` and ``torch.set_float32_matmul_precision`` (``"high"`` /
+    ``"highest"``; kept as a string so a caller's ``"medium"`` comes back). All can be read and set
+    on CPU-only builds.
     """
-    conv = getattr(torch.backends.cudnn, "conv", None)
-    if conv is not None and hasattr(conv, "fp32_precision"):
-        matmul = torch.backends.cuda.matmul
-        return (
-            (lambda: conv.fp32_precision, _set_attr(conv, "fp32_precision"), "tf32", "ieee"),
-            (lambda: matmul.fp32_precision, _set_attr(matmul, "fp32_precision"), "tf32", "ieee"),
-        )
     cudnn = torch.backends.cudnn
+    if hasattr(getattr(cudnn, "conv", None), "fp32_precision"):
+        return tuple(
+            (lambda owner=owner: owner.fp32_precision, _set_attr(owner, "fp32_precision"), "tf32", "ieee")
+            for owner in (cudnn.conv, torch.backends.cuda.matmul)
+        )
     return (
         (lambda: cudnn.allow_tf32, _set_attr(cudnn, "allow_tf32"), True, False),
         (torch.get_float32_matmul_precision, torch.set_float32_matmul_precision, "high", "highest"),
     )
 
 
+_TF32_LOCK = threading.Lock()
+_tf32_open: List[Tuple[bool, object]] = []  # the open tf32_policy blocks of the process, oldest first
+_tf32_saved: List[Any] = []  # the switches' values before the first of them
+
+
 @contextmanager
 def tf32_policy(allow: Optional[bool]) -> Iterator[None]:
     """Within the block, TF32 is allowed (True) or off (False) for float32 convolutions and matrix
     products on CUDA (:func:`tf32_switches`); None changes nothing. The switches are process-wide:
-    the caller's values are restored on exit, exceptions included. CPU kernels ignore them."""
+    on exit (exceptions included) the newest block still open elsewhere applies again, or, when none
+    is, the values found before the first one. Blocks may nest or overlap on several threads; while
+    blocks with different ``allow`` overlap, the newest holds. CPU kernels ignore the switches."""
     if allow is None:
         yield
         return
     switches = tf32_switches()
-    saved = [read() for read, _, _, _ in switches]
-    try:
+    block = (allow, object())  # unequal to every other block, so overlapping blocks leave in any order
+    with _TF32_LOCK:
+        if not _tf32_open:
+            _tf32_saved[:] = [read() for read, _, _, _ in switches]
+        _tf32_open.append(block)
         for _, write, on, off in switches:
             write(on if allow else off)
+    try:
         yield
     finally:
-        for (_, write, _, _), value in zip(switches, saved):
-            write(value)
+        with _TF32_LOCK:
+            _tf32_open.remove(block)
+            for (_, write, on, off), value in zip(switches, _tf32_saved):
+                write(value if not _tf32_open else on if _tf32_open[-1][0] else off)
 
 
 def resolve_precision(precision: Optional[str], device: torch.device) -> str:
