@@ -28,7 +28,8 @@ def test_ifseg_checkpoint_arch_and_metadata(ifseg_checkpoint, golden):
     lm = load_model(ifseg_checkpoint)
     a = lm.arch
     assert (a.embed_dim, a.ffn_dim, a.encoder_layers, a.decoder_layers, a.heads) == (64, 256, 2, 2, 4)
-    assert a.resnet_blocks == (3, 4, 6) and a.resnet_name == "resnet50"
+    assert a.resnet_blocks == (3, 4, 6)
+    assert a.resnet_name == "resnet50"
     assert (a.vocab_size, a.seg_grid, a.encoder_grid, a.image_bucket_size, a.token_bucket_size) == (
         59458,
         32,
@@ -43,8 +44,11 @@ def test_ifseg_checkpoint_arch_and_metadata(ifseg_checkpoint, golden):
 
 def test_plain_ofa_checkpoint_and_seg_init(ofa_checkpoint, ifseg_checkpoint, golden, bpe_dir):
     base = load_model(ofa_checkpoint)
-    assert base.kind == "ofa" and base.categories is None and base.class_embeds is None
-    assert base.stored_dtype == "float16" and base.arch.vocab_size == 59457
+    assert base.kind == "ofa"
+    assert base.categories is None
+    assert base.class_embeds is None
+    assert base.stored_dtype == "float16"
+    assert base.arch.vocab_size == 59457
     # Seg-token initialisation = mean word embedding of each category (reference value).
     vocab = Vocabulary(OFATokenizer(bpe_dir), base.model.embed_tokens.weight)
     init = vocab.class_embeddings(["grass", "cat", "giraffe", "concrete wall"])
@@ -56,7 +60,8 @@ def test_plain_ofa_checkpoint_and_seg_init(ofa_checkpoint, ifseg_checkpoint, gol
             if key.startswith("decoder.seg_pos_ln."):
                 assert torch.all(value == (1.0 if key.endswith("weight") else 0.0))
             else:
-                assert 0.01 < value.std().item() < 0.03 and not torch.equal(value, tuned[key])
+                assert 0.01 < value.std().item() < 0.03
+                assert not torch.equal(value, tuned[key])
         elif key == "embed_tokens.weight":
             assert torch.equal(value, tuned[key][:59457])
         else:
@@ -115,7 +120,9 @@ def test_bundle_round_trip(tmp_path, ifseg_checkpoint, golden):
     assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask  # not the owner-only mode of the temp file
     assert read_bundle_meta(path)["categories"] == lm.categories
     back = load_model(path)
-    assert back.kind == "bundle" and back.arch == lm.arch and back.categories == lm.categories
+    assert back.kind == "bundle"
+    assert back.arch == lm.arch
+    assert back.categories == lm.categories
     img = torch.from_numpy(golden["eval0_patch_images"])
     ids = torch.from_numpy(golden["eval0_src_tokens"])
     with torch.no_grad():
@@ -284,12 +291,14 @@ def test_fairseq_layouts_keep_every_stored_setting(tmp_path, tiny_ifseg, layout,
     torch.save(_layout(sd, layout), path)
     with caplog.at_level("WARNING"):
         lm = load_model(str(path))
-    assert lm.kind == "ifseg" and lm.weights == "model"
+    assert lm.kind == "ifseg"
+    assert lm.weights == "model"
     assert lm.categories == ["sky", "grass", "dog"]
     assert lm.prompt_prefix == "which object is this? object:"
     assert (lm.arch.encoder_grid, lm.arch.seg_grid, lm.arch.image_size) == (384 // 16, 32, 512)
     assert (lm.arch.attn_scale_factor, lm.arch.dropout, lm.arch.drop_path) == (1.5, 0.05, 0.2)
-    assert lm.defaults == [] and not caplog.records
+    assert lm.defaults == []
+    assert not caplog.records
     assert torch.equal(lm.class_embeds, classes)
     for key, value in model.state_dict().items():
         assert torch.equal(lm.model.state_dict()[key], value), key
@@ -300,12 +309,13 @@ def test_numpy_values_are_read_as_data(tmp_path, tiny_ifseg):
     path = tmp_path / "np.pt"
     torch.save(_layout(sd, "cfg: task dict, model Namespace"), path)
     got = load_pickled_checkpoint(str(path))
-    assert type(got["extra_state"]["best"]) is np.float64 and got["extra_state"]["best"] == 0.6125
+    assert type(got["extra_state"]["best"]) is np.float64
+    assert got["extra_state"]["best"] == 0.6125
     meter = got["extra_state"]["metrics"]["valid"][0][3]
     np.testing.assert_array_equal(meter["sum"], [1.5, 2.5])
-    assert (
-        meter["val"] == np.float32(0.61) and meter["count"] == 4 and got["extra_state"]["dtype"] == np.dtype("float16")
-    )
+    assert meter["val"] == np.float32(0.61)
+    assert meter["count"] == 4
+    assert got["extra_state"]["dtype"] == np.dtype("float16")
     assert got["optimizer_history"][0]["lr_scheduler_state"]["best"] == 0.6125
 
 
@@ -317,11 +327,13 @@ def test_numpy_1_spelling_of_a_legacy_file(tmp_path):
     raw = buf.getvalue()
     if b"numpy._core.multiarray\n" in raw:  # written under NumPy 2: rewrite as NumPy 1 did (protocol-2 GLOBAL lines)
         raw = raw.replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n")
-    assert b"numpy.core.multiarray\nscalar\n" in raw and b"numpy.core.multiarray\n_reconstruct\n" in raw
+    assert b"numpy.core.multiarray\nscalar\n" in raw
+    assert b"numpy.core.multiarray\n_reconstruct\n" in raw
     path = tmp_path / "np1.pt"
     path.write_bytes(raw)
     got = load_pickled_checkpoint(str(path))
-    assert got["extra_state"]["best"] == 0.6125 and torch.equal(got["model"]["w"], torch.arange(3.0))
+    assert got["extra_state"]["best"] == 0.6125
+    assert torch.equal(got["model"]["w"], torch.arange(3.0))
     np.testing.assert_array_equal(got["extra_state"]["metrics"]["valid"][0][3]["sum"], [1.5, 2.5])
 
 
@@ -352,7 +364,9 @@ def test_code_is_refused_by_name_and_never_runs(tmp_path, case):
     with pytest.raises(IFSegError) as err:
         load_model(str(path))
     msg = str(err.value)
-    assert "\n" not in msg and msg.startswith(f"refusing to load {path}: it pickles {name}, ") and "trust" in msg
+    assert "\n" not in msg
+    assert msg.startswith(f"refusing to load {path}: it pickles {name}, ")
+    assert "trust" in msg
     assert not marker.exists()
 
 
@@ -374,14 +388,16 @@ def test_ema_weights_offered_and_named(tmp_path, tiny_ifseg, caplog):
     torch.save(ckpt, path)
     with caplog.at_level("WARNING"):
         trained = load_model(str(path))
-    assert trained.weights == "model" and torch.equal(
+    assert trained.weights == "model"
+    assert torch.equal(
         trained.model.state_dict()["decoder.layer_norm.weight"], model.state_dict()["decoder.layer_norm.weight"]
     )
     assert any(
         "also stores EMA weights" in r.getMessage() and "weights='ema'" in r.getMessage() for r in caplog.records
     )
     averaged = load_model(str(path), weights="ema")
-    assert averaged.weights == "ema" and averaged.categories == ["sky", "grass", "dog"]
+    assert averaged.weights == "ema"
+    assert averaged.categories == ["sky", "grass", "dog"]
     for key, value in model.state_dict().items():
         expected = value + 0.25 if value.is_floating_point() else value
         assert torch.equal(averaged.model.state_dict()[key], expected), key
@@ -406,7 +422,9 @@ def test_model_only_file_says_each_default(tmp_path, tiny_ifseg, wrap, caplog):
     torch.save(dict(sd) if wrap == "bare state dict" else {"model": sd}, path)
     with caplog.at_level("WARNING"):
         lm = load_model(str(path))
-    assert lm.kind == "ifseg" and lm.categories is None and torch.equal(lm.class_embeds, classes)
+    assert lm.kind == "ifseg"
+    assert lm.categories is None
+    assert torch.equal(lm.class_embeds, classes)
     assert lm.prompt_prefix == "what is the segmentation map of the image? object:"
     assert (lm.arch.attn_scale_factor, lm.arch.encoder_grid) == (2.0, lm.arch.seg_grid)
     said = [r.getMessage() for r in caplog.records]
@@ -428,14 +446,16 @@ def test_settings_kept_even_when_unusual(tmp_path, tiny_ifseg, caplog):
     ckpt["cfg"]["task"]["category_list"] = "cafe\u0301 ,  concrete\u00a0wall,dog"  # decomposed é, no-break space
     torch.save(ckpt, tmp_path / "a.pt")
     lm = load_model(str(tmp_path / "a.pt"))
-    assert lm.prompt_prefix == "" and lm.defaults == []
+    assert lm.prompt_prefix == ""
+    assert lm.defaults == []
     assert lm.categories == ["caf\u00e9", "concrete wall", "dog"]
     # a category list that disagrees with the seg embedding is not used, and that is said
     ckpt["cfg"]["task"]["category_list"] = "a, b"
     torch.save(ckpt, tmp_path / "b.pt")
     with caplog.at_level("WARNING"):
         lm = load_model(str(tmp_path / "b.pt"))
-    assert lm.categories is None and "2 category names but 3 class embeddings" in caplog.text
+    assert lm.categories is None
+    assert "2 category names but 3 class embeddings" in caplog.text
 
 
 def _loader_message(path) -> str:
@@ -458,7 +478,8 @@ def test_truncated_real_checkpoint_every_message_one_sentence(tmp_path, ifseg_ch
         cut.write_bytes(data[:offset])
         msg = _loader_message(cut)
         assert ONE_SENTENCE.match(msg), (offset, msg)
-        assert "there is a high" not in msg and "miniz" not in msg
+        assert "there is a high" not in msg
+        assert "miniz" not in msg
 
 
 def test_truncated_legacy_and_xz_files_one_sentence(tmp_path, tiny_ifseg, dev_dir):

@@ -36,7 +36,8 @@ def test_calibration_folder_holds_the_image_and_scenes(tmp_path):
     assert sorted(os.listdir(folder)) == ["image.png", "scene_0.png", "scene_1.png", "scene_2.png"]
     np.testing.assert_array_equal(np.asarray(Image.open(os.path.join(folder, "image.png"))), image)
     scenes = [np.asarray(Image.open(os.path.join(folder, f"scene_{i}.png"))) for i in range(3)]
-    assert all(s.shape == (80, 120, 3) for s in scenes) and not np.array_equal(scenes[0], scenes[1])
+    assert all(s.shape == (80, 120, 3) for s in scenes)
+    assert not np.array_equal(scenes[0], scenes[1])
 
 
 def test_ort_fp16_and_int8_rows(bundle, bpe_dir, tmp_path):
@@ -54,7 +55,8 @@ def test_ort_fp16_and_int8_rows(bundle, bpe_dir, tmp_path):
         knn_iters=1,
     )
     ref, fp16, int8 = report.rows
-    assert ref.skipped is None and ref.logits_rel_rms == 0.0
+    assert ref.skipped is None
+    assert ref.logits_rel_rms == 0.0
     # int8: calibrated on the compared image + the generated scenes (8 PNGs), then exported through its
     # gate; on random weights the gate may refuse the graph (the quantiser's rounding varies between
     # ONNX Runtime releases): then a skipped row with the gate's one-line reason
@@ -62,20 +64,23 @@ def test_ort_fp16_and_int8_rows(bundle, bpe_dir, tmp_path):
         f"scene_{i}.png" for i in range(compare_mod.CALIBRATION_SCENES)
     ]
     if int8.skipped is None:
-        assert "calibrated on the compared image" in int8.note and "calibrated" in report.format()
-        assert (
-            os.path.dirname(int8.file) == str(tmp_path)
-            and int8.file.endswith(".onnx")
-            and 0.0 < int8.logits_rel_rms < 1.0
-        )
+        assert "calibrated on the compared image" in int8.note
+        assert "calibrated" in report.format()
+        assert os.path.dirname(int8.file) == str(tmp_path)
+        assert int8.file.endswith(".onnx")
+        assert 0.0 < int8.logits_rel_rms < 1.0
         assert 0.0 <= int8.label_agreement <= 1.0
     else:
-        assert int8.skipped.startswith("export refused: ") and "gate" in int8.skipped and "\n" not in int8.skipped
+        assert int8.skipped.startswith("export refused: ")
+        assert "gate" in int8.skipped
+        assert "\n" not in int8.skipped
     # fp16: either within its gate, or refused by it and listed with the gate's one-line reason
     if fp16.skipped is None:
         assert fp16.logits_rel_rms < 0.05
     else:
-        assert fp16.skipped.startswith("export refused: ") and "gate" in fp16.skipped and "\n" not in fp16.skipped
+        assert fp16.skipped.startswith("export refused: ")
+        assert "gate" in fp16.skipped
+        assert "\n" not in fp16.skipped
         assert "skipped: export refused" in report.format()
 
 

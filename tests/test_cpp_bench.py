@@ -104,7 +104,8 @@ def _run(binary: Path, *args: str) -> subprocess.CompletedProcess:
 def _assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
     assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
     lines = proc.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: "), proc.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
 
@@ -190,7 +191,8 @@ def test_bare_build_reports_no_backend(bare_build):
     binary, configure_log = bare_build
     assert "ifseg_bench backends compiled in: none" in configure_log
     help_run = _run(binary, "--help")
-    assert help_run.returncode == 0 and "Compiled-in backends: none" in help_run.stdout
+    assert help_run.returncode == 0
+    assert "Compiled-in backends: none" in help_run.stdout
     onnx_run = _run(binary, "--onnx=model.onnx")
     _assert_one_line_error(onnx_run, "without the ONNX Runtime backend", "compiled-in backends: none")
     assert onnx_run.stdout == ""
@@ -251,8 +253,10 @@ def test_onnxruntime_benchmark_report_and_json(ort_build, tiny_onnx, tmp_path):
     cells = h * w
     assert cells == math.ceil(HEIGHT / 16) * math.ceil(WIDTH / 16)
     lines = proc.stdout.splitlines()
-    assert lines[0].startswith("&&&& RUNNING ifseg_bench") and lines[-1].startswith("&&&& PASSED ifseg_bench")
-    assert "[I] Backend: ONNX Runtime" in proc.stdout and "(CPUExecutionProvider)" in proc.stdout
+    assert lines[0].startswith("&&&& RUNNING ifseg_bench")
+    assert lines[-1].startswith("&&&& PASSED ifseg_bench")
+    assert "[I] Backend: ONNX Runtime" in proc.stdout
+    assert "(CPUExecutionProvider)" in proc.stdout
     assert f"[I] Input images: float32 {BATCH}x3x{HEIGHT}x{WIDTH}" in lines
     assert f"[I] Input class_embeds: float32 {CLASSES}x{EMBED}" in lines
     assert f"[I] Output logits: float32 {BATCH}x{cells}x{CLASSES}" in lines
@@ -262,11 +266,14 @@ def test_onnxruntime_benchmark_report_and_json(ort_build, tiny_onnx, tmp_path):
     # Written atomically: the JSON file and no temporary left beside it.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["times.json"]
     data = json.loads(out.read_text())
-    assert data["iterations"] == 37 and data["warmup"] == 2 and data["batch"] == BATCH
+    assert data["iterations"] == 37
+    assert data["warmup"] == 2
+    assert data["batch"] == BATCH
     assert data["outputs"]["logits"] == {"dtype": "float32", "shape": [BATCH, cells, CLASSES]}
     assert data["inputs"]["prompt_embeds"]["shape"] == [1, PROMPT_LEN, EMBED]
     times = np.array([t["latency_ms"] for t in data["times"]])
-    assert len(times) == 37 and (times > 0).all()
+    assert len(times) == 37
+    assert (times > 0).all()
 
     # The summary, recomputed here from the per-iteration times (nearest-rank percentiles).
     expected = {

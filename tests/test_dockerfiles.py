@@ -28,7 +28,8 @@ def _hadolint() -> str:
 @pytest.mark.parametrize("dockerfile", DOCKERFILES)
 def test_hadolint_is_clean(dockerfile):
     run = subprocess.run([_hadolint(), "--no-color", dockerfile], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0 and not run.stdout.strip(), run.stdout + run.stderr
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert not run.stdout.strip(), run.stdout + run.stderr
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES)
@@ -36,9 +37,9 @@ def test_every_lint_exception_says_why(dockerfile):
     lines = (ROOT / dockerfile).read_text().splitlines()
     for i, line in enumerate(lines):
         if "hadolint ignore=" in line:
-            assert i > 0 and lines[i - 1].lstrip().startswith("#") and "hadolint" not in lines[i - 1], (
-                f"{dockerfile}:{i + 1}: give the reason above"
-            )
+            assert i > 0, f"{dockerfile}:{i + 1}: give the reason above"
+            assert lines[i - 1].lstrip().startswith("#"), f"{dockerfile}:{i + 1}: give the reason above"
+            assert "hadolint" not in lines[i - 1], f"{dockerfile}:{i + 1}: give the reason above"
 
 
 def _requirements_without():
@@ -108,12 +109,14 @@ def test_jetson_image_keeps_jetpack_opencv():
     installs = _pip_installs("docker/Dockerfile.jetson")
     assert installs
     local = [args for args in installs if any(a.startswith(".") for a in args)]  # ".", "./", ".[extra]"
-    assert local and all("--no-deps" in args for args in local)  # the package goes in without its dependencies
+    assert local
+    assert all("--no-deps" in args for args in local)  # the package goes in without its dependencies
     assert not any(a.lower().startswith("opencv") for args in installs for a in args)
     text = (ROOT / "docker" / "Dockerfile.jetson").read_text()
     assert '"libopencv-python=' in text  # JetPack's OpenCV, from apt
     helper = re.search(r"requirements_without\.py ifseg-deploy jetson\s*\\?\s*(\S+)", text)
-    assert helper and set(helper.group(1).split(",")) == set(OPENCV_WHEELS)
+    assert helper
+    assert set(helper.group(1).split(",")) == set(OPENCV_WHEELS)
     # the build context holds the helper script although docker/ is otherwise left out
     assert "!docker/requirements_without.py" in (ROOT / ".dockerignore").read_text().splitlines()
 
@@ -121,4 +124,5 @@ def test_jetson_image_keeps_jetpack_opencv():
 def test_installed_package_requirements_have_no_opencv_for_jetson():
     reqs = _requirements_without()("ifseg-deploy", ["jetson"], OPENCV_WHEELS)
     names = {re.match(r"[A-Za-z0-9._-]+", r).group(0).lower() for r in reqs}
-    assert not any(n.startswith("opencv") for n in names) and {"torch", "numpy", "onnx"} <= names
+    assert not any(n.startswith("opencv") for n in names)
+    assert {"torch", "numpy", "onnx"} <= names

@@ -53,8 +53,11 @@ def _fails(capsys, args, message, out=None):
     code = _run(args)
     err = capsys.readouterr().err
     lines = [line for line in err.replace("\r", "\n").split("\n") if line.strip()]
-    assert code == 2 and message in err and "Traceback" not in err, err
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert code == 2, err
+    assert message in err, err
+    assert "Traceback" not in err, err
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: "), err
     if out is not None:
         assert not os.path.exists(out)
 
@@ -82,9 +85,12 @@ def test_label_maps_known_answer(tmp_path, capsys):
     out = tmp_path / "r.json"
     assert _run(["eval", "--pred-dir", pred_dir, "--gt-dir", gt_dir, "--num-classes", 5, "--out", out]) == 0
     doc = _check_report(out, pairs, 5)
-    assert doc["images"] == 3 and doc["ignore_index"] == 255 and doc["per_class"][4]["label"] == 0
+    assert doc["images"] == 3
+    assert doc["ignore_index"] == 255
+    assert doc["per_class"][4]["label"] == 0
     text = capsys.readouterr().out
-    assert f"mIoU {100 * doc['mIoU']:.2f}" in text and "Report saved to" in text
+    assert f"mIoU {100 * doc['mIoU']:.2f}" in text
+    assert "Report saved to" in text
 
 
 def test_label_maps_uint16_and_train_id_names(tmp_path):
@@ -168,8 +174,10 @@ def test_reduce_zero_label_and_class_names(tmp_path, capsys):
     doc = json.loads(out.read_text())
     assert [c["name"] for c in doc["per_class"]] == ["wall", "building", "sky", "floor"]
     assert [c["iou"] for c in doc["per_class"]] == pytest.approx([1 / 3, 1 / 2, 1 / 2, 1])
-    assert doc["mIoU"] == pytest.approx((1 / 3 + 1 / 2 + 1 / 2 + 1) / 4) and doc["aAcc"] == pytest.approx(4 / 6)
-    assert doc["reduce_zero_label"] is True and doc["num_classes"] == 4
+    assert doc["mIoU"] == pytest.approx((1 / 3 + 1 / 2 + 1 / 2 + 1) / 4)
+    assert doc["aAcc"] == pytest.approx(4 / 6)
+    assert doc["reduce_zero_label"] is True
+    assert doc["num_classes"] == 4
     rows = _table_rows(capsys.readouterr().out)
     assert rows == {"wall": (33.33, 50.0), "building": (50.0, 100.0), "sky": (50.0, 50.0), "floor": (100.0, 100.0)}
     # without the flag the stored value 4 is not a class of 4 (0..3): a one-line error saying so
@@ -198,14 +206,14 @@ def test_ade20k_label_maps_by_dataset_name(tmp_path, capsys):
     # class 5 is predicted only on an ignored pixel: no union, left out of the mean
     iou = {c["name"]: c["iou"] for c in doc["per_class"]}
     assert (iou["wall"], iou["building"], iou["flag"], iou["base"]) == (pytest.approx(0.5), 0.0, 1.0, None)
-    assert doc["mIoU"] == pytest.approx(0.5) and doc["dataset"] == "ade20k" and doc["reduce_zero_label"] is True
+    assert doc["mIoU"] == pytest.approx(0.5)
+    assert doc["dataset"] == "ade20k"
+    assert doc["reduce_zero_label"] is True
     rows = _table_rows(capsys.readouterr().out)
-    assert (
-        len(rows) == 150
-        and rows["wall"] == (50.0, 100.0)
-        and rows["flag"] == (100.0, 100.0)
-        and rows["sky"] == (None, None)
-    )
+    assert len(rows) == 150
+    assert rows["wall"] == (50.0, 100.0)
+    assert rows["flag"] == (100.0, 100.0)
+    assert rows["sky"] == (None, None)
 
 
 def _label_dirs(tmp_path, gt_arrays, pred_arrays):
@@ -419,12 +427,11 @@ def test_dataset_layouts(tmp_path, bundle, bpe_dir, name):
         == 0
     )
     doc = _check_report(out, pairs, n)
-    assert (
-        doc["images"] == 2
-        and doc["num_classes"] == n
-        and [c["name"] for c in doc["per_class"]] == list(spec.categories)
-    )
-    assert doc["protocol"]["knn_iters"] == 25 and "without_knn" in doc
+    assert doc["images"] == 2
+    assert doc["num_classes"] == n
+    assert [c["name"] for c in doc["per_class"]] == list(spec.categories)
+    assert doc["protocol"]["knn_iters"] == 25
+    assert "without_knn" in doc
     assert doc["protocol"]["knn_backend"] == ("faiss" if faiss_available() else "torch")
 
 
@@ -480,7 +487,9 @@ def test_segment_outputs_score_like_dataset_mode(tmp_path, bundle, bpe_dir):
     )
     da, db = json.loads(a.read_text()), json.loads(b.read_text())
     areas = lambda d: [(c["intersect"], c["union"], c["pred"], c["label"]) for c in d["per_class"]]  # noqa: E731
-    assert areas(da) == areas(db) and da["mIoU"] == db["mIoU"] and da["images"] == db["images"] == 2
+    assert areas(da) == areas(db)
+    assert da["mIoU"] == db["mIoU"]
+    assert da["images"] == db["images"] == 2
 
 
 def test_dataset_bad_input(tmp_path, capsys, bundle, bpe_dir):

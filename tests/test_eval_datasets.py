@@ -19,17 +19,18 @@ from ifseg_deploy.text.tokenizer import OFATokenizer
 
 
 def test_class_lists():
-    assert (
-        len(ADE20K_CLASSES) == 150
-        and len(COCO_STUFF_CLASSES) == 171
-        and len(COCO_STUFF_27) == 27
-        and len(COCO_UNSEEN_15) == 15
-    )
+    assert len(ADE20K_CLASSES) == 150
+    assert len(COCO_STUFF_CLASSES) == 171
+    assert len(COCO_STUFF_27) == 27
+    assert len(COCO_UNSEEN_15) == 15
     for names in (ADE20K_CLASSES, COCO_STUFF_CLASSES, COCO_UNSEEN_15, [c.name for c in COCO_STUFF_27]):
         assert validate_categories(names) == list(names)  # usable as prompts: no duplicates, no empty names
     # mmsegmentation's order: first / last entries and the renamed stuff classes
-    assert ADE20K_CLASSES[:3] == ("wall", "building", "sky") and ADE20K_CLASSES[-1] == "flag"
-    assert COCO_STUFF_CLASSES[0] == "person" and COCO_STUFF_CLASSES[80] == "banner" and COCO_STUFF_CLASSES[-1] == "wood"
+    assert ADE20K_CLASSES[:3] == ("wall", "building", "sky")
+    assert ADE20K_CLASSES[-1] == "flag"
+    assert COCO_STUFF_CLASSES[0] == "person"
+    assert COCO_STUFF_CLASSES[80] == "banner"
+    assert COCO_STUFF_CLASSES[-1] == "wood"
 
 
 def test_coarse_hierarchy():
@@ -75,7 +76,8 @@ def test_layout_parent_folder_and_pairing(tmp_path):
         Image.fromarray(np.zeros((4, 4), np.uint8)).save(base / f"annotations/validation/{k}.png")
     for root in (tmp_path, base):  # the wrapping folder or the dataset folder itself
         samples = find_samples(get_dataset("ade20k"), str(root))
-        assert [s.key for s in samples] == ["a", "b"] and samples[0].image.endswith("images/validation/a.jpg")
+        assert [s.key for s in samples] == ["a", "b"]
+        assert samples[0].image.endswith("images/validation/a.jpg")
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(base / "images/validation/a.png")
     with pytest.raises(IFSegError, match="two images named a"):
         find_samples(get_dataset("ade20k"), str(tmp_path))

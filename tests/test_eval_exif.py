@@ -54,4 +54,5 @@ def test_eval_ignores_exif_orientation(tmp_path, bpe_dir):
     inter = [int(((pred == c) & (gt == c)).sum()) for c in range(150)]
     labelled = [int((gt == c).sum()) for c in range(150)]
     doc = json.loads(out.read_text())
-    assert [c["intersect"] for c in doc["per_class"]] == inter and [c["label"] for c in doc["per_class"]] == labelled
+    assert [c["intersect"] for c in doc["per_class"]] == inter
+    assert [c["label"] for c in doc["per_class"]] == labelled

@@ -66,7 +66,10 @@ def test_dataset_level_sums_and_nan_rules():
     np.testing.assert_array_equal(s.label, label)
     np.testing.assert_array_equal(s.pred, pred)
     np.testing.assert_array_equal(s.union, union)
-    assert math.isnan(s.iou[5]) and math.isnan(s.acc[5]) and s.iou[4] == 0 and math.isnan(s.acc[4])
+    assert math.isnan(s.iou[5])
+    assert math.isnan(s.acc[5])
+    assert s.iou[4] == 0
+    assert math.isnan(s.acc[4])
     assert s.miou == pytest.approx(np.mean(inter[:5] / union[:5]))
     assert s.macc == pytest.approx(np.mean(inter[:4] / label[:4]))
     assert s.aacc == pytest.approx(inter.sum() / label.sum())

@@ -49,7 +49,9 @@ def _fails(capsys, argv, match):
     rc = main(argv)
     err = capsys.readouterr().err.strip()
     assert rc == 2, err
-    assert err.startswith("error: ") and "\n" not in err and match in err, err
+    assert err.startswith("error: "), err
+    assert "\n" not in err, err
+    assert match in err, err
     return err
 
 
@@ -145,7 +147,9 @@ def test_export_onnx_cli_then_segment_engine(bundle, image, tmp_path, bpe_dir, c
         == 0
     )
     printed = capsys.readouterr().out
-    assert "labels 100.000% agree" in printed and "all operators supported" in printed and "trtexec --onnx=" in printed
+    assert "labels 100.000% agree" in printed
+    assert "all operators supported" in printed
+    assert "trtexec --onnx=" in printed
     out = tmp_path / "engine"
     assert (
         main(["segment", str(image), "--engine", str(onnx_path), "--bpe-dir", bpe_dir, "--save-raw", "--out", str(out)])
@@ -160,12 +164,11 @@ def test_export_onnx_cli_then_segment_engine(bundle, image, tmp_path, bpe_dir, c
     ref = Segmenter.load(
         str(bundle), bpe_dir=bpe_dir, preprocessing=Preprocessing.short_side_rule(64), device="cpu"
     ).segment(str(image))
-    assert logits.shape == ref.logits.shape == (4, 6, 2) and ref.categories == ["grass", "cat"]
-    assert (
-        np.abs(logits - ref.logits).max() < 2e-4
-        and np.abs(probs - ref.probs).max() < 1e-4
-        and (labels == ref.labels).all()
-    )
+    assert logits.shape == ref.logits.shape == (4, 6, 2)
+    assert ref.categories == ["grass", "cat"]
+    assert np.abs(logits - ref.logits).max() < 2e-4
+    assert np.abs(probs - ref.probs).max() < 1e-4
+    assert (labels == ref.labels).all()
     # a static 64x96 graph cannot take a square image (50x50 -> 64x64 at short side 64): the exact size and flag,
     # nothing written
     square = tmp_path / "sq.png"
@@ -188,11 +191,9 @@ def test_export_onnx_cli_then_segment_engine(bundle, image, tmp_path, bpe_dir, c
         == 1
     )
     err = capsys.readouterr().err.strip().splitlines()
-    assert (
-        len(err) == 2
-        and "sq.png" in err[0]
-        and "preprocesses to 64x64; re-export a static 64x64 graph with --imgsz 64x64" in err[0]
-    )
+    assert len(err) == 2
+    assert "sq.png" in err[0]
+    assert "preprocesses to 64x64; re-export a static 64x64 graph with --imgsz 64x64" in err[0]
     assert "1 input(s) failed, 1 of 2" in err[1]
     assert sorted(p.name for p in (tmp_path / "sq").glob("*.png")) == [
         f"{image.stem}_labels.png",

@@ -106,4 +106,5 @@ def test_engine_matches_pytorch_on_non_square_image(exported, ifseg_checkpoint, 
     assert ort_out[0].shape == torch_out[0].shape == (32, 45, 4)
     assert np.abs(ort_out[0] - torch_out[0]).max() < 5e-4
     assert np.abs(ort_out[1] - torch_out[1]).max() < 1e-4
-    assert ort_out[2].shape == (400, 560) and (ort_out[2] == torch_out[2]).mean() > 0.9999
+    assert ort_out[2].shape == (400, 560)
+    assert (ort_out[2] == torch_out[2]).mean() > 0.9999

@@ -66,7 +66,8 @@ def bundle(tmp_path_factory) -> str:
         )
     ).run()
     stored = load_model(str(out)).metadata["holdout"]
-    assert stored["pixel_acc"] > 0.6 and stored["miou"] > 0.4, stored  # learned: far above chance (1/3)
+    assert stored["pixel_acc"] > 0.6, stored
+    assert stored["miou"] > 0.4, stored  # learned: far above chance (1/3)
     return str(out)
 
 
@@ -102,7 +103,8 @@ def test_fp32_graph_reproduces_stored_figures(bundle, tmp_path, static):
     contract = read_vocab(str(out)).contract
     assert (contract.bias_inputs is None) == static  # dynamic graphs take their position biases as inputs
     hset = holdout_set(loaded, vocab, contract)
-    assert hset.size == HOLDOUT and hset.images.grid == 8
+    assert hset.size == HOLDOUT
+    assert hset.images.grid == 8
     got = graph_holdout(onnx.load(str(out)), hset, contract)
     stored = loaded.metadata["holdout"]
     for key in ("pixel_acc", "miou"):
@@ -116,10 +118,14 @@ def test_reduced_export_reports_and_stores_holdout(bundle, tmp_path, capsys, pre
     assert _export(bundle, out, "--precision", precision, *extra) == 0
     printed = capsys.readouterr().out
     assert f"held-out accuracy through the graphs ({HOLDOUT} artificial images" in printed
-    assert f"  {precision} graph: pixel acc" in printed and "  fp32 graph: pixel acc" in printed
+    assert f"  {precision} graph: pixel acc" in printed
+    assert "  fp32 graph: pixel acc" in printed
     check = read_onnx_metadata(str(out))["export"]["verification"]["precision"]["holdout"]
     stored = load_model(bundle).metadata["holdout"]
-    assert check["applicable"] and check["ok"] and check["gated"] and check["images"] == HOLDOUT
+    assert check["applicable"]
+    assert check["ok"]
+    assert check["gated"]
+    assert check["images"] == HOLDOUT
     assert check["stored"] == stored
     assert check["max_drop"] == {"fp16": 0.005, "int8": 0.02}[precision]
     for key in ("pixel_acc", "miou"):
@@ -136,19 +142,20 @@ def test_holdout_gate_refuses_and_no_gate_writes(bundle, tmp_path, capsys, monke
     out = tmp_path / "out" / "m.onnx"
     assert _export(bundle, out, "--precision", "fp16") == 2
     err = capsys.readouterr().err.strip()
-    assert (
-        err.startswith("error: the fp16 graph loses")
-        and "held-out accuracy" in err
-        and "--no-gate" in err
-        and "\n" not in err
-    )
+    assert err.startswith("error: the fp16 graph loses")
+    assert "held-out accuracy" in err
+    assert "--no-gate" in err
+    assert "\n" not in err
     assert not out.parent.exists() or not os.listdir(out.parent)
     assert _export(bundle, out, "--precision", "fp16", "--no-gate") == 0
     printed = capsys.readouterr().out
-    assert "BELOW GATE" in printed and "not enforced: --no-gate" in printed
+    assert "BELOW GATE" in printed
+    assert "not enforced: --no-gate" in printed
     assert "misses its gate; written anyway because of --no-gate" in printed
     check = read_onnx_metadata(str(out))["export"]["verification"]["precision"]
-    assert check["ok"] is False and check["holdout"]["ok"] is False and check["holdout"]["gated"] is False
+    assert check["ok"] is False
+    assert check["holdout"]["ok"] is False
+    assert check["holdout"]["gated"] is False
 
 
 def test_not_applicable_without_stored_figures(tmp_path, capsys):

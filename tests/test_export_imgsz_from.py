@@ -102,11 +102,15 @@ def test_static_export_from_a_video_runs_that_video(sources, bpe_dir, capsys):
         == 1
     )
     lines = capsys.readouterr().err.strip().splitlines()  # the image's own error line, then the summary
-    assert len(lines) == 2 and "1 input(s) failed, 0 of 1" in lines[1]
+    assert len(lines) == 2
+    assert "1 input(s) failed, 0 of 1" in lines[1]
     err = lines[0]
-    assert "portrait.png" in err and f"fixed {EXPECTED[0]}x{EXPECTED[1]} inputs" in err
-    assert f"preprocesses to {EXPECTED[1]}x{EXPECTED[0]}" in err and f"--imgsz {EXPECTED[1]}x{EXPECTED[0]}" in err
-    assert "--imgsz-from" in err and "--dynamic" in err
+    assert "portrait.png" in err
+    assert f"fixed {EXPECTED[0]}x{EXPECTED[1]} inputs" in err
+    assert f"preprocesses to {EXPECTED[1]}x{EXPECTED[0]}" in err
+    assert f"--imgsz {EXPECTED[1]}x{EXPECTED[0]}" in err
+    assert "--imgsz-from" in err
+    assert "--dynamic" in err
 
 
 def test_source_size_of_images_videos_and_rotated_photos(sources, tmp_path):
@@ -161,5 +165,8 @@ def test_imgsz_from_bad_combinations(sources, tmp_path, capsys, extra, match):
         ]
     )
     err = capsys.readouterr().err.strip()
-    assert rc == 2 and err.startswith("error: ") and "\n" not in err and match in err, err
+    assert rc == 2, err
+    assert err.startswith("error: "), err
+    assert "\n" not in err, err
+    assert match in err, err
     assert not out.exists()

@@ -88,7 +88,11 @@ def test_graph_rules_and_metadata(dynamic_export):
     model = onnx.load(dynamic_export.path)
     assert graph_policy_problems(model) == []
     ops = {n.op_type for n in model.graph.node}
-    assert "Loop" not in ops and "Scan" not in ops and "LayerNormalization" in ops and "TopK" in ops and "Resize" in ops
+    assert "Loop" not in ops
+    assert "Scan" not in ops
+    assert "LayerNormalization" in ops
+    assert "TopK" in ops
+    assert "Resize" in ops
     assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
     # the vocabulary is an input and the token table is NOT a constant of the graph
     inputs = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
@@ -97,11 +101,15 @@ def test_graph_rules_and_metadata(dynamic_export):
     assert inputs["images"] == ["batch", 3, "height", "width"]
     assert all(list(i.dims) != [TINY_ARCH.vocab_size, TINY_ARCH.embed_dim] for i in model.graph.initializer)
     meta = read_onnx_metadata(dynamic_export.path)
-    assert meta["export"]["categories"] == OTHER[:2] and meta["categories"] == CATS
-    assert meta["preprocessing"]["short_side"] == 64 and meta["export"]["graph"]["knn"] == "in-graph"
+    assert meta["export"]["categories"] == OTHER[:2]
+    assert meta["categories"] == CATS
+    assert meta["preprocessing"]["short_side"] == 64
+    assert meta["export"]["graph"]["knn"] == "in-graph"
     props = {p.key: p.value for p in model.metadata_props}
-    assert props["categories"] == "sky, dog" and json.loads(props["preprocessing"])["mean"] == 0.5
-    assert check_graph(model, "10").ok and check_graph(model, "8.6").ok
+    assert props["categories"] == "sky, dog"
+    assert json.loads(props["preprocessing"])["mean"] == 0.5
+    assert check_graph(model, "10").ok
+    assert check_graph(model, "8.6").ok
 
 
 def test_graph_policy_flags_bad_graphs():
@@ -117,7 +125,8 @@ def test_graph_policy_flags_bad_graphs():
         [inf],
     )
     problems = graph_policy_problems(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]))
-    assert any("opset 13" in p for p in problems) and any("inf/NaN" in p for p in problems)
+    assert any("opset 13" in p for p in problems)
+    assert any("inf/NaN" in p for p in problems)
     assert any("LayerNormalization" in p for p in problems)
 
 
@@ -126,7 +135,8 @@ def test_sidecar_roundtrip(dynamic_export, tiny):
     side = read_vocab(dynamic_export.path)
     assert dynamic_export.vocab_path == vocab_path(dynamic_export.path)
     assert torch.equal(side.embed_table, loaded.model.embed_tokens.weight.detach())
-    assert torch.equal(side.class_embeds, loaded.class_embeds) and side.categories == CATS
+    assert torch.equal(side.class_embeds, loaded.class_embeds)
+    assert side.categories == CATS
     assert side.arch == TINY_ARCH
 
 
@@ -153,7 +163,8 @@ def test_dynamic_parity_any_size(dynamic_session, tiny, size):
     assert np.abs(knn_probs - ref_knn.numpy()).max() < 1e-4
     grid = ((size[0] - 1) // 16 + 1, (size[1] - 1) // 16 + 1)
     ref_labels = upsample_argmax(ref_knn, grid, (size[0] * 2, size[1] * 2 + 3)).numpy()
-    assert labels.shape == ref_labels.shape and (labels == ref_labels).mean() > 0.999
+    assert labels.shape == ref_labels.shape
+    assert (labels == ref_labels).mean() > 0.999
 
 
 def test_one_file_two_category_lists(dynamic_session, tiny):
@@ -185,7 +196,8 @@ def test_static_export_folds_biases_and_keeps_vocab_dynamic(static_export, tiny)
     loaded, vocab = tiny
     model = onnx.load(static_export.path)
     inputs = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
-    assert inputs["images"] == [2, 3, 48, 64] and inputs["class_embeds"] == ["classes", TINY_ARCH.embed_dim]
+    assert inputs["images"] == [2, 3, 48, 64]
+    assert inputs["class_embeds"] == ["classes", TINY_ARCH.embed_dim]
     # the decoder self-attention bias (heads, 1 + hw, 1 + hw) is a folded constant, not computed at run time
     cells = 3 * 4 + 1
     assert any(list(i.dims)[-3:] == [TINY_ARCH.heads, cells, cells] for i in model.graph.initializer)
@@ -265,7 +277,8 @@ def test_in_graph_knn_caps_k_at_the_cell_count(tiny, tmp_path):
         ExportArgs(imgsz=64, image_size=(64, 80), knn="in-graph", knn_k=200, knn_iters=5, position_biases="graph"),
     )
     model = onnx.load(export.path)
-    assert check_graph(model, "10").ok and check_graph(model, "8.6").ok
+    assert check_graph(model, "10").ok
+    assert check_graph(model, "8.6").ok
     v = vocab.prepare(CATS)
     classes = v.class_embeds * 0.1  # flatter logits: probabilities that differ between cells
     backend, _ = OnnxBackend.open(export.path, device="cpu")
@@ -295,10 +308,14 @@ def test_onnx_backend_segmenter_matches_torch(dynamic_export, tiny, bpe_dir, tmp
     ref = Segmenter(TorchBackend(loaded.model), vocab, CATS, preprocessing=Preprocessing.short_side_rule(64))
     a, b = seg.segment(rgb), ref.segment(rgb)
     assert a.logits.shape == b.logits.shape == (4, 7, 3)
-    assert np.abs(a.logits - b.logits).max() < 2e-4 and np.abs(a.probs - b.probs).max() < 1e-4
-    assert (a.labels == b.labels).all() and a.categories == CATS
+    assert np.abs(a.logits - b.logits).max() < 2e-4
+    assert np.abs(a.probs - b.probs).max() < 1e-4
+    assert (a.labels == b.labels).all()
+    assert a.categories == CATS
     # The graph's kNN (k=3, 25 iterations) serves matching settings; other settings smooth on the host.
-    assert "network" in a.timings and "knn" not in a.timings and "backbone" not in a.timings
+    assert "network" in a.timings
+    assert "knn" not in a.timings
+    assert "backbone" not in a.timings
     few = Segmenter.load(
         dynamic_export.path,
         CATS,
@@ -313,12 +330,15 @@ def test_onnx_backend_segmenter_matches_torch(dynamic_export, tiny, bpe_dir, tmp
             TorchBackend(loaded.model), vocab, CATS, knn_iters=5, preprocessing=Preprocessing.short_side_rule(64)
         ).segment(rgb),
     )
-    assert "knn" in c.timings and np.abs(c.probs - d.probs).max() < 1e-4 and np.abs(c.probs - a.probs).max() > 1e-4
+    assert "knn" in c.timings
+    assert np.abs(c.probs - d.probs).max() < 1e-4
+    assert np.abs(c.probs - a.probs).max() > 1e-4
     bound, _ = OnnxBackend.open(dynamic_export.path, device="cpu", providers=["cpu"], io_binding=True)
     v = vocab.prepare(OTHER)
     images = torch.rand(3, 3, 64, 48) * 2 - 1
     outs = bound.run(images, v.prompt_embeds, v.class_embeds, output_size=(70, 50))
-    assert outs.labels.shape == (3, 70, 50) and outs.labels.dtype == torch.int64
+    assert outs.labels.shape == (3, 70, 50)
+    assert outs.labels.dtype == torch.int64
     assert torch.allclose(outs.logits, _torch(loaded, images, v)[0], atol=2e-4)
 
 
@@ -330,7 +350,8 @@ def test_static_backend_adapts_batches(static_export, tiny):
     images = torch.rand(3, 3, 48, 64) * 2 - 1
     out = backend.run(images, v.prompt_embeds, v.class_embeds)
     logits, feats = out.logits, out.features
-    assert logits.shape == (3, 12, 3) and feats.shape == (3, 12, 1024)
+    assert logits.shape == (3, 12, 3)
+    assert feats.shape == (3, 12, 1024)
     assert torch.allclose(logits, _torch(loaded, images, v)[0], atol=2e-4)
     with pytest.raises(IFSegError, match="fixed 48x64 inputs.*dynamic=True"):
         backend.run(torch.zeros(1, 3, 64, 64), v.prompt_embeds, v.class_embeds)

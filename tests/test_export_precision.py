@@ -82,7 +82,8 @@ def test_fp16_graph_types_and_contract(tmp_path):
     by_op = {}
     for node in half.graph.node:
         by_op.setdefault(node.op_type, set()).add(types.get(node.output[0]))
-    assert by_op["Softmax"] == {TensorProto.FLOAT} and by_op["LayerNormalization"] == {TensorProto.FLOAT}
+    assert by_op["Softmax"] == {TensorProto.FLOAT}
+    assert by_op["LayerNormalization"] == {TensorProto.FLOAT}
     assert TensorProto.FLOAT16 in by_op["MatMul"]  # the value path's matrix products run in fp16
     assert any(n.op_type == "Cast" for n in half.graph.node)
     # runs as it is on ONNX Runtime CPU, close to the fp32 graph
@@ -92,7 +93,8 @@ def test_fp16_graph_types_and_contract(tmp_path):
     ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, feeds)
     out = ort.InferenceSession(save, providers=["CPUExecutionProvider"]).run(None, feeds)
     for r, o in zip(ref, out):
-        assert o.dtype == np.float32 and r.shape == o.shape
+        assert o.dtype == np.float32
+        assert r.shape == o.shape
         err = np.linalg.norm(o.astype(np.float64) - r) / np.linalg.norm(r)
         assert 0 < err < 5e-3  # fp16 rounding: not exact, but close
 
@@ -124,11 +126,9 @@ def test_gate_refuses_and_no_gate_writes(tiny_bundle, bpe_dir, tmp_path, capsys,
     ]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
-    assert (
-        err.startswith("error: the fp16 graph's logits differ from fp32 PyTorch by rel-RMS")
-        and "--no-gate" in err
-        and "\n" not in err
-    )
+    assert err.startswith("error: the fp16 graph's logits differ from fp32 PyTorch by rel-RMS")
+    assert "--no-gate" in err
+    assert "\n" not in err
     assert not out.parent.exists() or not os.listdir(out.parent)
     assert main(args + ["--no-gate"]) == 0
     printed = capsys.readouterr().out
@@ -136,7 +136,9 @@ def test_gate_refuses_and_no_gate_writes(tiny_bundle, bpe_dir, tmp_path, capsys,
     meta = read_onnx_metadata(str(out))
     assert meta["export"]["precision"] == "fp16"
     check = meta["export"]["verification"]["precision"]
-    assert check["ok"] is False and check["gated"] is False and check["logits_rel_rms"] > 0
+    assert check["ok"] is False
+    assert check["gated"] is False
+    assert check["logits_rel_rms"] > 0
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +170,9 @@ def test_fixture_fp16_graph_meets_gate(fixture_fp16, golden, dev_dir, bpe_dir):
     meta = read_onnx_metadata(fixture_fp16)
     assert meta["export"]["precision"] == "fp16"
     check = meta["export"]["verification"]["precision"]
-    assert check["ok"] and check["logits_rel_rms"] <= 2e-2 and all(c["label_agreement"] > 0.99 for c in check["cases"])
+    assert check["ok"]
+    assert check["logits_rel_rms"] <= 2e-2
+    assert all(c["label_agreement"] > 0.99 for c in check["cases"])
     # independently: the graph's logits on the dev image against the reference implementation's own
     backend, info = OnnxBackend.open(fixture_fp16, device="cpu")
     assert backend.capabilities.precision == "fp16"
@@ -219,7 +223,8 @@ def test_int8_qdq_graph(tiny_bundle, bpe_dir, tmp_path, capsys, caplog):
         == 0
     )
     printed = capsys.readouterr().out
-    assert "int8 graph vs fp32 PyTorch" in printed and "rel-RMS" in printed
+    assert "int8 graph vs fp32 PyTorch" in printed
+    assert "rel-RMS" in printed
     assert (
         "pre-processing before quantization" not in caplog.text
     )  # the quantizer's per-call advice is not the user's business
@@ -227,9 +232,8 @@ def test_int8_qdq_graph(tiny_bundle, bpe_dir, tmp_path, capsys, caplog):
     producers = {o: n for n in model.graph.node for o in n.output}
     inits = {i.name: i for i in model.graph.initializer}
     dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
-    assert dq and all(
-        inits[n.input[0]].data_type == TensorProto.INT8 for n in dq if n.input[0] in inits
-    )  # no INT32 bias Q/DQ
+    assert dq
+    assert all(inits[n.input[0]].data_type == TensorProto.INT8 for n in dq if n.input[0] in inits)  # no INT32 bias Q/DQ
     quantized = [
         n
         for n in model.graph.node
@@ -248,7 +252,8 @@ def test_int8_qdq_graph(tiny_bundle, bpe_dir, tmp_path, capsys, caplog):
         TensorProto.FLOAT
     }
     meta = read_onnx_metadata(str(out))
-    assert meta["export"]["precision"] == "int8" and meta["export"]["verification"]["precision"]["precision"] == "int8"
+    assert meta["export"]["precision"] == "int8"
+    assert meta["export"]["verification"]["precision"]["precision"] == "int8"
     backend, _ = OnnxBackend.open(str(out), device="cpu")
     assert backend.capabilities.precision == "int8"
 
@@ -285,5 +290,6 @@ def test_fixture_int8_graph_meets_gate(ifseg_checkpoint, dev_dir, bpe_dir, tmp_p
         == 0
     )
     check = read_onnx_metadata(str(out))["export"]["verification"]["precision"]
-    assert check["ok"] and check["logits_rel_rms"] <= 1e-1
+    assert check["ok"]
+    assert check["logits_rel_rms"] <= 1e-1
     assert all(c["label_agreement"] > 0.9 for c in check["cases"])

@@ -52,7 +52,9 @@ def test_builtin_profiles_and_json_roundtrip(tmp_path):
     path = tmp_path / "mine.json"
     path.write_text(json.dumps(dict(p.to_dict(), name="mine", batch=[1, 2, 8])))
     mine = load_profile(str(path))
-    assert mine.batch == (1, 2, 8) and mine.workspace_mb == p.workspace_mb and mine.name == "mine"
+    assert mine.batch == (1, 2, 8)
+    assert mine.workspace_mb == p.workspace_mb
+    assert mine.name == "mine"
 
 
 @pytest.mark.parametrize(
@@ -83,13 +85,15 @@ def test_image_ranges_scale_with_imgsz():
 def test_trtexec_command():
     p = BUILTIN["jetson-orin-nano"]
     cmd = shlex.split(trtexec_command(p, "m.onnx", "m.engine", 256, timing_cache="t.cache"))
-    assert (
-        cmd[0] == "trtexec" and "--onnx=m.onnx" in cmd and "--saveEngine=m.engine" in cmd and "--stronglyTyped" in cmd
-    )
+    assert cmd[0] == "trtexec"
+    assert "--onnx=m.onnx" in cmd
+    assert "--saveEngine=m.engine" in cmd
+    assert "--stronglyTyped" in cmd
     assert "--minShapes=images:1x3x512x512,prompt_embeds:1x16x256,class_embeds:1x256" in cmd
     assert "--optShapes=images:1x3x512x683,prompt_embeds:1x40x256,class_embeds:8x256" in cmd
     assert "--maxShapes=images:1x3x1024x1024,prompt_embeds:1x160x256,class_embeds:48x256" in cmd
-    assert "--memPoolSize=workspace:1024M" in cmd and "--timingCacheFile=t.cache" in cmd
+    assert "--memPoolSize=workspace:1024M" in cmd
+    assert "--timingCacheFile=t.cache" in cmd
     # strongly typed: the graph carries the precision, so no weak-typing flags (removed in TensorRT 11)
     for flag in ("--fp16", "--int8", "--best", "--calib", "--precisionConstraints", "--layerPrecisions"):
         assert not any(a.startswith(flag) for a in cmd), flag
@@ -102,7 +106,9 @@ def test_triton_config_names_graph_io():
     text = triton_config(BUILTIN["datacenter"], "tensorrt_plan", GraphContract(256, knn_iters=25))
     for name in ("images", "prompt_embeds", "class_embeds", "logits", "features", "knn_probs"):
         assert f'name: "{name}"' in text
-    assert 'platform: "tensorrt_plan"' in text and "count: 2" in text and "dims: [ 1, -1, 256 ]" in text
+    assert 'platform: "tensorrt_plan"' in text
+    assert "count: 2" in text
+    assert "dims: [ 1, -1, 256 ]" in text
 
 
 def test_repository_export_folder_is_up_to_date():
@@ -110,7 +116,8 @@ def test_repository_export_folder_is_up_to_date():
     for profile in BUILTIN.values():
         for rel, text in target_files(profile).items():
             path = REPO / "export" / rel
-            assert path.is_file() and path.read_text() == text, f"{path} is stale: regenerate export/"
+            assert path.is_file(), f"{path} is stale: regenerate export/"
+            assert path.read_text() == text, f"{path} is stale: regenerate export/"
         assert load_profile(str(REPO / "export" / "profiles" / f"{profile.name}.json")) == profile
 
 
@@ -127,11 +134,15 @@ def _vi(name, shape, t=TensorProto.FLOAT):
 
 
 def test_resolve_target():
-    assert resolve_target("10.3.0.26").version == "10" and resolve_target("8.6.1").version == "8.6"
-    assert resolve_target("11.4.0.8").version == "11" and resolve_target("11").version == "11"
+    assert resolve_target("10.3.0.26").version == "10"
+    assert resolve_target("8.6.1").version == "8.6"
+    assert resolve_target("11.4.0.8").version == "11"
+    assert resolve_target("11").version == "11"
     assert resolve_target(None).version == "10"
-    assert BUILTIN["desktop-rtx"].tensorrt == "11" and BUILTIN["datacenter"].tensorrt == "11"
-    assert BUILTIN["jetson-orin-nano"].tensorrt == "10" and BUILTIN["jetson-agx-orin"].tensorrt == "10"  # JetPack 6
+    assert BUILTIN["desktop-rtx"].tensorrt == "11"
+    assert BUILTIN["datacenter"].tensorrt == "11"
+    assert BUILTIN["jetson-orin-nano"].tensorrt == "10"
+    assert BUILTIN["jetson-agx-orin"].tensorrt == "10"  # JetPack 6
     with pytest.raises(IFSegError, match="no operator table"):
         resolve_target("7.1")
 
@@ -158,17 +169,19 @@ def test_op_check_flags_unsupported_ops_and_restrictions():
     report = check_graph(model, "10")
     text = " | ".join(report.errors)
     assert not report.ok
-    assert "mode cubic unsupported" in text and "`axes` must be an initializer" in text
-    assert "`K` must be an initializer" in text and "`sorted` must be 1" in text
-    assert "Unique" in text and "custom domain" in text
+    assert "mode cubic unsupported" in text
+    assert "`axes` must be an initializer" in text
+    assert "`K` must be an initializer" in text
+    assert "`sorted` must be 1" in text
+    assert "Unique" in text
+    assert "custom domain" in text
     assert "Resize" not in " ".join(e for e in report.errors if "not supported" in e)
     assert "opset 21 outside" in " ".join(check_graph(_model([], [x], [x], opset=21), "10").errors)
     assert check_graph(_model([], [x], [x], opset=21), "11").ok  # 11.x parses opsets up to 25
     assert "opset 26 outside" in " ".join(check_graph(_model([], [x], [x], opset=26), "11").errors)
     report11 = check_graph(model, "11")  # same operator support and restrictions as 10 for these nodes
-    assert report11.target == "11" and report11.errors == [
-        e.replace("TensorRT 10", "TensorRT 11") for e in report.errors
-    ]
+    assert report11.target == "11"
+    assert report11.errors == [e.replace("TensorRT 10", "TensorRT 11") for e in report.errors]
     assert "opset 18 outside" in " ".join(check_graph(_model([], [x], [x], opset=18), "8.6").errors)
 
 
@@ -181,11 +194,13 @@ def test_op_check_accepts_supported_graph_and_reports_types():
         helper.make_node("Softmax", ["y"], ["z"], axis=-1),
     ]
     report = check_graph(_model(nodes, [x], [_vi("z", [2, 4])], [w, b]), "8.6")
-    assert report.ok and report.op_counts == {"LayerNormalization": 1, "Softmax": 1}
+    assert report.ok
+    assert report.op_counts == {"LayerNormalization": 1, "Softmax": 1}
     cos = _model(
         [helper.make_node("Cos", ["i"], ["o"])], [_vi("i", [2], TensorProto.INT32)], [_vi("o", [2], TensorProto.INT32)]
     )
-    assert check_graph(cos, "10").ok and "type INT32 not listed" in check_graph(cos, "10").warnings[0]
+    assert check_graph(cos, "10").ok
+    assert "type INT32 not listed" in check_graph(cos, "10").warnings[0]
 
 
 # ---------------------------------------------------------------- FP32 nodes of reduced-precision graphs
@@ -238,7 +253,8 @@ def test_fp32_nodes(tmp_path):
     bias_products = [n for n in pinned if by_name[n].op_type in ("Gemm", "MatMul") and "images" not in by_name[n].input]
     assert bias_products  # the position projection and p p^T of the bias path
     value_matmuls = [n.name for n in model.graph.node if n.op_type == "MatMul" and "images" in n.input]
-    assert value_matmuls and not set(value_matmuls) & pinned  # q.k^T itself may run in reduced precision
+    assert value_matmuls
+    assert not set(value_matmuls) & pinned  # q.k^T itself may run in reduced precision
     assert any(by_name[n].op_type == "Mul" for n in pinned)  # outside /model/: post-processing stays FP32
 
 
@@ -264,10 +280,13 @@ def test_calibration_images(tmp_path):
     files = calibration_files(str(imgs))
     assert len(files) == 3
     batches = calibration_batches(files, 2, 32, 48)
-    assert len(batches) == 2 and all(b.shape == (2, 3, 32, 48) and b.dtype == np.float32 for b in batches)
+    assert len(batches) == 2
+    assert all(b.shape == (2, 3, 32, 48) and b.dtype == np.float32 for b in batches)
     assert batches[0].min() >= -1.0 and batches[0].max() <= 1.0
     crop = fit_image(cv2.imread(files[0])[..., ::-1].copy(), 32, 48)
-    assert crop.shape == (32, 48, 3) and crop[:, 23:25].max() > 200 and crop[:, :10].max() < 100
+    assert crop.shape == (32, 48, 3)
+    assert crop[:, 23:25].max() > 200
+    assert crop[:, :10].max() < 100
 
 
 def test_precision_flags():
@@ -512,10 +531,8 @@ def test_engine_compat_messages():
     with pytest.raises(IFSegError) as e:
         check_engine_compat(built, {"tensorrt": "10.7.0", "gpu": "Orin", "compute_capability": "8.7"}, "m.engine")
     msg = str(e.value)
-    assert (
-        "TensorRT 10.3.0.26 (this machine: 10.7.0)" in msg
-        and "rebuild it on this machine with: ifseg-deploy export" in msg
-    )
+    assert "TensorRT 10.3.0.26 (this machine: 10.7.0)" in msg
+    assert "rebuild it on this machine with: ifseg-deploy export" in msg
     assert "\n" not in msg
     with pytest.raises(IFSegError, match=r"GPU Orin sm_87 \(this machine: NVIDIA RTX 4090 sm_89\)"):
         check_engine_compat(
@@ -561,7 +578,8 @@ def test_engine_build_and_run(tiny_onnx, tmp_path, precision):
     engine = str(tmp_path / "tiny.engine")
     build = build_engine(onnx_path, engine, profile, 64, device="cuda")
     shutil.copy(vocab_path(onnx_path), vocab_path(engine))
-    assert read_engine_info(engine)["precision"] == precision and build.info["compute_capability"]
+    assert read_engine_info(engine)["precision"] == precision
+    assert build.info["compute_capability"]
     backend, _ = TensorRTBackend.open(engine, device="cuda")
     v = vocab.prepare(["grass", "cat", "dog"])
     images = torch.rand(2, 3, 64, 96) * 2 - 1

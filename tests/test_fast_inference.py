@@ -166,12 +166,11 @@ def test_bf16_backend_close_to_fp32():
     ref = TorchBackend(model).run(x, p, c).logits
     bf16 = TorchBackend(model, precision="bf16")
     fc1 = bf16.model.encoder.layers[0].fc1.module
-    assert (
-        fc1.weight.dtype == torch.bfloat16
-        and bf16.model.encoder.layers[0].final_layer_norm.weight.dtype == torch.float32
-    )
+    assert fc1.weight.dtype == torch.bfloat16
+    assert bf16.model.encoder.layers[0].final_layer_norm.weight.dtype == torch.float32
     out = bf16.run(x, p, c).logits
-    assert out.dtype == torch.float32 and fc1.weight.dtype == torch.bfloat16  # converted once, kept
+    assert out.dtype == torch.float32
+    assert fc1.weight.dtype == torch.bfloat16  # converted once, kept
     assert rel_rms(out, ref) < 3e-2  # bf16 keeps 8 mantissa bits (2^-9 relative rounding per product)
     assert next(model.parameters()).dtype == torch.float32  # the caller's model is untouched
 

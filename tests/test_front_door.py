@@ -32,10 +32,12 @@ def test_load_segment_and_export(tmp_path, bpe_dir):
     from ifseg_deploy import export, load
     from ifseg_deploy.errors import IFSegError
 
-    assert callable(export) and export is ifseg_deploy.export
+    assert callable(export)
+    assert export is ifseg_deploy.export
     model = save_tiny_bundle(tmp_path / "t.safetensors", bpe_dir=bpe_dir)
     seg = load(model, "grass, cat", bpe_dir=bpe_dir, device="cpu", knn_iters=1)
-    assert isinstance(seg, ifseg_deploy.Segmenter) and seg.categories == ["grass", "cat"]
+    assert isinstance(seg, ifseg_deploy.Segmenter)
+    assert seg.categories == ["grass", "cat"]
     assert seg.segment(np.zeros((40, 50, 3), np.uint8)).labels.shape == (40, 50)
     result = export(model, format="onnx", imgsz=64, bpe_dir=bpe_dir, out=str(tmp_path / "m.onnx"))
     assert sorted(os.path.basename(f) for f in result.files) == ["m.onnx", "m.vocab.safetensors"]

@@ -55,7 +55,10 @@ def test_bad_file_in_a_folder_does_not_stop_the_rest(tmp_path, capsys, model, bp
         "c_labels.png",
         "c_overlay.png",
     ]
-    assert len(err) == 2 and "b.jpg" in err[0] and "cannot decode" in err[0] and "1 input(s) failed, 2 of 3" in err[1]
+    assert len(err) == 2
+    assert "b.jpg" in err[0]
+    assert "cannot decode" in err[0]
+    assert "1 input(s) failed, 2 of 3" in err[1]
 
 
 def test_quoted_glob_and_missing_inputs(tmp_path, capsys, model, bpe_dir):
@@ -75,7 +78,8 @@ def test_quoted_glob_and_missing_inputs(tmp_path, capsys, model, bpe_dir):
             "cpu",
         ]
     )
-    assert code == 1 and "input not found" in capsys.readouterr().err
+    assert code == 1
+    assert "input not found" in capsys.readouterr().err
     assert sorted(f for f in os.listdir(out) if f.endswith("_labels.png")) == ["a_labels.png", "c_labels.png"]
 
 
@@ -85,7 +89,10 @@ def test_nothing_to_do_creates_no_folder(tmp_path, capsys, model, bpe_dir):
         ["segment", str(tmp_path / "nothing*.png"), "--checkpoint", model, "--bpe-dir", bpe_dir, "--out", str(out)]
     )
     err = capsys.readouterr().err.strip()
-    assert code == 2 and err.count("\n") == 0 and "no file matches" in err and not out.exists()
+    assert code == 2
+    assert err.count("\n") == 0
+    assert "no file matches" in err
+    assert not out.exists()
     (tmp_path / "bad.png").write_bytes(b"x")
     code = main(
         [
@@ -101,18 +108,22 @@ def test_nothing_to_do_creates_no_folder(tmp_path, capsys, model, bpe_dir):
             "cpu",
         ]
     )
-    assert code == 1 and not out.exists()
+    assert code == 1
+    assert not out.exists()
 
 
 def test_runs_are_numbered_unless_exist_ok(tmp_path, monkeypatch, capsys, model, bpe_dir):
     _photo(tmp_path / "p.png")
     monkeypatch.chdir(tmp_path)
     args = ["segment", "p.png", "--checkpoint", model, "--bpe-dir", bpe_dir]
-    assert main(args) == 0 and main(args) == 0 and main(args + ["--exist-ok"]) == 0
+    assert main(args) == 0
+    assert main(args) == 0
+    assert main(args + ["--exist-ok"]) == 0
     out = capsys.readouterr().out
     assert "--device auto: using cpu" in out
     assert sorted(os.listdir(tmp_path / "runs")) == ["segment", "segment2"]
-    assert "Results saved to runs/segment2" in out and out.strip().endswith("Results saved to runs/segment")
+    assert "Results saved to runs/segment2" in out
+    assert out.strip().endswith("Results saved to runs/segment")
 
 
 def test_every_api_image_type_gives_the_same_labels(tmp_path, segmenter):
@@ -149,7 +160,8 @@ def test_bad_api_images_are_one_line_errors(segmenter, bad, message):
 
     with pytest.raises(IFSegError, match=None) as e:
         segmenter.segment(bad)
-    assert message in str(e.value) and "\n" not in str(e.value)
+    assert message in str(e.value)
+    assert "\n" not in str(e.value)
 
 
 def test_category_string_plot_and_save(tmp_path, segmenter):
@@ -242,8 +254,6 @@ def test_categories_and_file_together_is_an_error(tmp_path, capsys, model, bpe_d
             str(tmp_path / "o"),
         ]
     )
-    assert (
-        code == 2
-        and "either --categories or --categories-file" in capsys.readouterr().err
-        and not (tmp_path / "o").exists()
-    )
+    assert code == 2
+    assert "either --categories or --categories-file" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -32,7 +32,8 @@ def test_near_tied_cells_finds_the_exact_tie_only():
     out = ref + np.float32(1e-7) * np.random.default_rng(0).standard_normal(ref.shape).astype(np.float32)
     tied, neighbours = near_tied_cells(ref, out, 2)
     assert tied.tolist() == [[True, False, False, False, False, False]]
-    assert neighbours.shape == (1, 6, 2) and (neighbours[0, :, 0] == np.arange(6)).all()
+    assert neighbours.shape == (1, 6, 2)
+    assert (neighbours[0, :, 0] == np.arange(6)).all()
     assert {c: int(neighbours[0, c, 1]) for c in NEAREST_OTHER} == NEAREST_OTHER
     # cell 1 at 29.9 degrees: cell 0's candidates differ by cos 29.9 - cos 30 = 8.7e-4 in cosine, far above
     # float rounding: decided, while the runtimes agree; undecided when the other runtime puts cell 1 at 30.1
@@ -40,7 +41,8 @@ def test_near_tied_cells_finds_the_exact_tie_only():
     assert not near_tied_cells(near, near, 2)[0].any()
     assert near_tied_cells(near, _features([0, 30.1, -30, 95, 175, 260]), 2)[0].tolist() == [[True] + [False] * 5]
     # k >= cells: every cell is a neighbour, nothing to choose
-    assert not near_tied_cells(ref, out, 6)[0].any() and near_tied_cells(ref, out, 60)[1].shape == (1, 6, 6)
+    assert not near_tied_cells(ref, out, 6)[0].any()
+    assert near_tied_cells(ref, out, 60)[1].shape == (1, 6, 6)
 
 
 @pytest.mark.parametrize("iters,expected", [(1, {0}), (2, {0, 1, 2}), (3, {0, 1, 2, 3, 5}), (4, {0, 1, 2, 3, 4, 5})])
@@ -95,14 +97,17 @@ def test_compare_leaves_out_near_ties_and_keeps_refusing_the_rest():
     cells_differ = np.abs(ref["knn_probs"] - out["knn_probs"]).max(-1)[0] > 1e-6
     assert set(np.flatnonzero(cells_differ)) == {0, 1, 2, 3, 5}  # both choices are legitimate, and they do differ
     strict = compare_outputs("tie", feeds, ref, out)
-    assert not strict.ok and any("knn_probs" in p for p in strict.problems)
+    assert not strict.ok
+    assert any("knn_probs" in p for p in strict.problems)
     case = compare_outputs("tie", feeds, ref, out, knn=(2, iters))
-    assert case.ok and case.knn_masked == (5, 6), case.problems
+    assert case.ok, case.problems
+    assert case.knn_masked == (5, 6), case.problems
     assert "kNN compared on 1 of 6 cells (5 left out" in case.line()
     wrong = {**out, "knn_probs": out["knn_probs"].copy()}
     wrong["knn_probs"][0, 4] = wrong["knn_probs"][0, 4, ::-1]  # the one determined cell disagrees
     refused = compare_outputs("tie", feeds, ref, wrong, knn=(2, iters))
-    assert not refused.ok and any("knn_probs" in p for p in refused.problems)
+    assert not refused.ok
+    assert any("knn_probs" in p for p in refused.problems)
 
 
 def test_knn_compared_nowhere_is_refused():
@@ -111,16 +116,24 @@ def test_knn_compared_nowhere_is_refused():
     nowhere = VerifyReport(
         [CaseResult("flat", shapes, knn_masked=(4, 4)), CaseResult("flat 2", shapes, knn_masked=(6, 6))]
     )
-    assert not nowhere.ok and "could not be compared" in nowhere.failure() and nowhere.to_dict()["ok"] is False
+    assert not nowhere.ok
+    assert "could not be compared" in nowhere.failure()
+    assert nowhere.to_dict()["ok"] is False
     somewhere = VerifyReport(
         [CaseResult("flat", shapes, knn_masked=(4, 4)), CaseResult("scene", shapes, knn_masked=(1, 6))]
     )
-    assert somewhere.ok and VerifyReport([CaseResult("host kNN", shapes)]).ok
+    assert somewhere.ok
+    assert VerifyReport([CaseResult("host kNN", shapes)]).ok
 
 
 def test_synthetic_scene_is_seeded_and_photo_like():
     a, b, c = synthetic_scene(96, 128, 0), synthetic_scene(96, 128, 0), synthetic_scene(96, 128, 1)
-    assert a.shape == (96, 128, 3) and a.dtype == np.uint8 and (a == b).all() and (a != c).any()
+    assert a.shape == (96, 128, 3)
+    assert a.dtype == np.uint8
+    assert (a == b).all()
+    assert (a != c).any()
     # photo-like: smooth almost everywhere (small neighbour differences) but not flat, with edges
     step = np.abs(np.diff(a.astype(np.int16), axis=1))
-    assert np.median(step) <= 8 and a.std() > 20 and (step > 40).mean() > 0.001
+    assert np.median(step) <= 8
+    assert a.std() > 20
+    assert (step > 40).mean() > 0.001

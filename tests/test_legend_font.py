@@ -80,7 +80,8 @@ def test_ascii_legend_keeps_the_hershey_font(monkeypatch):
 )
 def test_cyrillic_and_greek_names_are_drawn_as_typed(caplog, monkeypatch):
     drawn = _legend(CYRILLIC_GREEK)
-    assert (drawn != _question_marks(CYRILLIC_GREEK)).any() and (drawn != _hershey(CYRILLIC_GREEK, monkeypatch)).any()
+    assert (drawn != _question_marks(CYRILLIC_GREEK)).any()
+    assert (drawn != _hershey(CYRILLIC_GREEK, monkeypatch)).any()
     assert (_question_marks(["σκύλος"]) == _hershey(["σκύλος"], monkeypatch)).all()  # what this fixes
     assert not _font_warnings(caplog)
     # each name alone: real glyphs, not blank and not missing-glyph boxes (two 5-letter names would then match)
@@ -117,8 +118,11 @@ def test_names_no_font_covers_warn_once_naming_the_characters(monkeypatch, caplo
         overlay(image, np.zeros((120, 200), np.int64), CJK)
     warned = _font_warnings(caplog)
     assert len(warned) == 1, warned
-    assert "草猫狗" in warned[0] and "U+8349" in warned[0] and "\n" not in warned[0]  # as typed, one line
-    assert "fonts-noto-cjk" in warned[0] and fonts.FONT_ENV in warned[0]  # how to fix it
+    assert "草猫狗" in warned[0]
+    assert "U+8349" in warned[0]
+    assert "\n" not in warned[0]  # as typed, one line
+    assert "fonts-noto-cjk" in warned[0]
+    assert fonts.FONT_ENV in warned[0]  # how to fix it
     if fonts._faces(None, frozenset("".join(CJK)))[0]:  # some font found: missing-glyph boxes, not Hershey's "?"
         assert (first != _question_marks(CJK)).any()
     with caplog.at_level(logging.WARNING):
@@ -132,7 +136,8 @@ def test_without_fontconfig_the_legend_warns_and_still_draws(monkeypatch, caplog
         drawn = _legend(["кошка", "cat"])
     (warned,) = _font_warnings(caplog)
     assert "U+043A U+043E U+0448 U+0430)" in warned  # the distinct letters of "кошка"; Hershey draws "cat"
-    assert "fontconfig" in warned and fonts.FONT_ENV in warned
+    assert "fontconfig" in warned
+    assert fonts.FONT_ENV in warned
     assert _text(drawn).sum() > 50
 
 
@@ -140,7 +145,8 @@ def test_bad_font_file_is_a_one_line_error(tmp_path, monkeypatch):
     missing = tmp_path / "nope.ttf"
     with pytest.raises(IFSegError, match="nope.ttf") as e:
         _legend(["cat"], font=str(missing))
-    assert "\n" not in str(e.value) and "TrueType" in str(e.value)
+    assert "\n" not in str(e.value)
+    assert "TrueType" in str(e.value)
     not_a_font = tmp_path / "notes.ttf"
     not_a_font.write_text("not a font")
     with pytest.raises(IFSegError, match="notes.ttf.*cannot read") as e:
@@ -156,7 +162,8 @@ def test_a_given_font_file_draws_every_name(monkeypatch):
     path = _fc_list(":charset=43a")[0]
     hershey = _legend(["cat"])
     given = _legend(["cat"], font=path)
-    assert (given != hershey).any() and _text(given).sum() > 50
+    assert (given != hershey).any()
+    assert _text(given).sum() > 50
     monkeypatch.setenv(fonts.FONT_ENV, path)  # the environment variable is the default
     assert (_legend(["cat"]) == given).all()
     assert (_legend(["кошка"]) != _question_marks(["кошка"])).any()
@@ -172,7 +179,8 @@ def test_cjk_names_are_drawn_as_typed_when_a_cjk_font_is_installed(caplog):
     assert not _font_warnings(caplog)
     assert (drawn != _question_marks(CJK)).any()
     rows = [_text(_legend([n])) for n in CJK]
-    assert all(r.sum() > 20 for r in rows) and (rows[0] != rows[1]).any()
+    assert all(r.sum() > 20 for r in rows)
+    assert (rows[0] != rows[1]).any()
 
 
 def test_segment_font_flag(tmp_path, capsys, bpe_dir):
@@ -200,7 +208,10 @@ def test_segment_font_flag(tmp_path, capsys, bpe_dir):
         == 2
     )
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err and "nope.ttf" in err and not (tmp_path / "x").exists()
+    assert err.startswith("error: ")
+    assert "\n" not in err
+    assert "nope.ttf" in err
+    assert not (tmp_path / "x").exists()
     model = save_tiny_bundle(tmp_path / "tiny.safetensors", bpe_dir=bpe_dir)
     assert main(args + ["--checkpoint", model, "--out", str(tmp_path / "plain")]) == 0
     assert (
@@ -208,4 +219,5 @@ def test_segment_font_flag(tmp_path, capsys, bpe_dir):
         == 0
     )
     plain, given = (np.asarray(Image.open(tmp_path / d / "p_overlay.png")) for d in ("plain", "font"))
-    assert plain.shape == given.shape and (plain != given).any()
+    assert plain.shape == given.shape
+    assert (plain != given).any()

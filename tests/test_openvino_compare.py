@@ -31,7 +31,8 @@ def test_openvino_export_and_backend_match_pytorch(exported, bpe_dir, capsys):
     assert main(["export", "--checkpoint", bundle, "--bpe-dir", bpe_dir, "--format", "openvino", "--imgsz", "128"]) == 0
     assert "OpenVINO (CPU, fp32 compute, fp32 weights) vs PyTorch" in capsys.readouterr().out
     assert sorted(os.listdir(folder)) == [".ifseg-deploy", "tiny.bin", "tiny.vocab.safetensors", "tiny.xml"]
-    assert backend_for(folder) == "openvino" and backend_for(os.path.join(folder, "tiny.xml")) == "openvino"
+    assert backend_for(folder) == "openvino"
+    assert backend_for(os.path.join(folder, "tiny.xml")) == "openvino"
     rgb = np.random.default_rng(0).integers(0, 255, (100, 150, 3), dtype=np.uint8)
     ref = Segmenter.load(bundle, bpe_dir=bpe_dir, device="cpu", knn_iters=2).segment(rgb)
     seg = Segmenter.load(folder, bpe_dir=bpe_dir, device="cpu", knn_iters=2)
@@ -127,15 +128,20 @@ def test_bench_compare_writes_rows_json_and_png(tmp_path, bpe_dir):
             if r["skipped"] is None:
                 expected.add((r["backend"], r["precision"]))
             else:
-                assert r["skipped"].startswith("export refused: ") and "gate" in r["skipped"], r["skipped"]
+                assert r["skipped"].startswith("export refused: "), r["skipped"]
+                assert "gate" in r["skipped"], r["skipped"]
     assert ran == expected
     assert {r["backend"] for r in rows if r["skipped"]} >= {"TensorRT"}  # listed with its reason
     first = rows[0]
-    assert first["speedup"] == 1.0 and first["logits_rel_rms"] == 0.0 and first["label_agreement"] == 1.0
+    assert first["speedup"] == 1.0
+    assert first["logits_rel_rms"] == 0.0
+    assert first["label_agreement"] == 1.0
     for r in rows:
         if r["skipped"] is None:
-            assert r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] and r["fps"] == pytest.approx(1000 / r["p50_ms"])
-            assert r["file_mb"] > 0 and 0.0 <= r["label_agreement"] <= 1.0
+            assert r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"]
+            assert r["fps"] == pytest.approx(1000 / r["p50_ms"])
+            assert r["file_mb"] > 0
+            assert 0.0 <= r["label_agreement"] <= 1.0
     onnx = next(r for r in rows if r["backend"] == "ONNX Runtime")  # the first: fp32
     assert onnx["logits_rel_rms"] < 1e-4  # an fp32 graph of the same weights
     png = report.with_suffix(".png").read_bytes()

@@ -46,13 +46,18 @@ def test_int8_ir_meets_gate_and_runs(ifseg_checkpoint, dev_dir, bpe_dir, tmp_pat
     if code != 0:  # without VNNI, OpenVINO's int8 products saturate: the gate refuses the IR and says why
         err = capsys.readouterr().err.strip()
         assert vnni is False, err
-        assert "gate 1e-01" in err and "nothing was written" in err and "no VNNI" in err and "\n" not in err
+        assert "gate 1e-01" in err
+        assert "nothing was written" in err
+        assert "no VNNI" in err
+        assert "\n" not in err
         assert not out.exists()
         assert main(args + ["--no-gate"]) == 0
     text = capsys.readouterr().out
-    assert "INT8 Q/DQ graph" in text and "int8 graph vs fp32 PyTorch" in text
+    assert "INT8 Q/DQ graph" in text
+    assert "int8 graph vs fp32 PyTorch" in text
     side = read_vocab(ir_path(str(out)))
-    assert side.export["precision"] == "int8" and side.contract.bias_inputs is not None
+    assert side.export["precision"] == "int8"
+    assert side.contract.bias_inputs is not None
     backend, _ = OpenVinoBackend.open(str(out))
     assert backend.capabilities.precision == "int8"
     image = str(dev_dir / "image_eval0.png")
@@ -82,4 +87,5 @@ def test_int8_ir_needs_calibration_images(ifseg_checkpoint, tmp_path, capsys):
         )
         == 2
     )
-    assert "--calib-dir" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    assert "--calib-dir" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

@@ -62,7 +62,9 @@ def _read_only_folder(tmp_path: Path) -> str:
 def _one_error(capsys, code: int, *words: str) -> str:
     err = capsys.readouterr().err.strip()
     assert code == 2, err
-    assert err.startswith("error: ") and "\n" not in err and "unexpected" not in err, err
+    assert err.startswith("error: "), err
+    assert "\n" not in err, err
+    assert "unexpected" not in err, err
     for w in words:
         assert w in err, err
     return err
@@ -115,7 +117,8 @@ def test_failed_write_leaves_nothing_and_keeps_the_old_file(tmp_path):
         with atomic_path(str(target), "json") as tmp:
             Path(tmp).write_text("{")
             raise RuntimeError("stopped half-way")
-    assert target.read_text() == '{"old": 1}' and sorted(os.listdir(tmp_path)) == ["r.json"]
+    assert target.read_text() == '{"old": 1}'
+    assert sorted(os.listdir(tmp_path)) == ["r.json"]
 
 
 def test_read_only_parent_fails_fast(tmp_path):
@@ -179,11 +182,13 @@ def test_model_folder_replaced_only_when_it_holds_nothing_else(tmp_path, monkeyp
 
     export("one")
     export("two")  # our own earlier export: replaced
-    assert (target / "m.xml").read_text() == "two" and not [f for f in os.listdir(tmp_path) if f.startswith(".")]
+    assert (target / "m.xml").read_text() == "two"
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".")]
     (target / "sub" / "mine.txt").write_text("user file")
     with pytest.raises(IFSegError, match="not an ifseg-deploy openvino export"):
         export("three")
-    assert (target / "sub" / "mine.txt").read_text() == "user file" and (target / "m.xml").read_text() == "two"
+    assert (target / "sub" / "mine.txt").read_text() == "user file"
+    assert (target / "m.xml").read_text() == "two"
     user = _user_folder(tmp_path / "exports")
     before = _snapshot(user)
     with pytest.raises(IFSegError, match="already holds files"):
@@ -204,7 +209,8 @@ def test_symlinked_model_folder_writes_its_target(tmp_path):
     link.symlink_to(real, target_is_directory=True)
     with atomic_folder(str(link), "--out", "openvino") as stage:
         Path(stage, "m.xml").write_text("x")
-    assert link.is_symlink() and (real / "m.xml").read_text() == "x"
+    assert link.is_symlink()
+    assert (real / "m.xml").read_text() == "x"
 
 
 def test_result_names_never_collide():
@@ -245,7 +251,8 @@ def test_segment_same_named_inputs_each_keep_their_results(tmp_path, capsys, mod
     out = capsys.readouterr().out
     assert code == 0
     labels = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*_labels.png"))
-    assert len(labels) == 5 and {"x/a_labels.png", "y/a_labels.png", "a_1_labels.png"} <= set(labels)
+    assert len(labels) == 5
+    assert {"x/a_labels.png", "y/a_labels.png", "a_1_labels.png"} <= set(labels)
     for line in (ln for ln in out.splitlines() if ln.startswith("image ")):
         assert "-> " in line  # where each input's results went
 
@@ -259,7 +266,8 @@ def test_segment_refuses_foreign_folders_and_adds_beside_with_exist_ok(tmp_path,
     assert _snapshot(user) == before
     assert main(args + ["--out", str(user), "--exist-ok"]) == 0
     after = _snapshot(user)
-    assert {k: after[k] for k in before} == before and "p_labels.png" in after
+    assert {k: after[k] for k in before} == before
+    assert "p_labels.png" in after
     # run again beside the user's files: our earlier results are not ours to replace there -> a per-image error
     assert main(args + ["--out", str(user), "--exist-ok"]) == 1
     assert "was not written by ifseg-deploy" in capsys.readouterr().err
@@ -276,7 +284,8 @@ def test_segment_into_symlinked_and_read_only_folders(tmp_path, capsys, model, b
     (tmp_path / "link").symlink_to(real, target_is_directory=True)
     args = ["segment", str(photo), "--checkpoint", model, "--bpe-dir", bpe_dir, "--device", "cpu", "--knn-iters", "1"]
     assert main(args + ["--out", str(tmp_path / "link")]) == 0
-    assert (real / "p_labels.png").is_file() and (tmp_path / "link").is_symlink()
+    assert (real / "p_labels.png").is_file()
+    assert (tmp_path / "link").is_symlink()
     ro = _read_only_folder(tmp_path)
     _one_error(capsys, main(args + ["--out", os.path.join(ro, "out")]), "cannot write there")
 
@@ -329,7 +338,8 @@ def test_export_writers_keep_the_users_files(tmp_path, capsys, model, bpe_dir, m
     # an ONNX export beside the user's files adds its two files and changes nothing else
     assert main(base + ["--out", str(user / "new.onnx")]) == 0
     after = _snapshot(user)
-    assert {k: after[k] for k in before} == before and set(after) - set(before) == {"new.onnx", "new.vocab.safetensors"}
+    assert {k: after[k] for k in before} == before
+    assert set(after) - set(before) == {"new.onnx", "new.vocab.safetensors"}
 
 
 def test_openvino_export_replaces_only_its_own_folder(tmp_path, capsys, model, bpe_dir):
@@ -355,8 +365,10 @@ def test_openvino_export_replaces_only_its_own_folder(tmp_path, capsys, model, b
         "--out",
         str(link),
     ]
-    assert main(base) == 0 and main(base) == 0  # a second export replaces the first
-    assert sorted(os.listdir(real)) == [MARKER, "ir.bin", "ir.vocab.safetensors", "ir.xml"] and link.is_symlink()
+    assert main(base) == 0
+    assert main(base) == 0  # a second export replaces the first
+    assert sorted(os.listdir(real)) == [MARKER, "ir.bin", "ir.vocab.safetensors", "ir.xml"]
+    assert link.is_symlink()
     (real / "notes.txt").write_text("added by the user")
     _one_error(capsys, main(base), "already holds files")
     assert (real / "notes.txt").read_text() == "added by the user"
@@ -374,7 +386,8 @@ def test_report_writers_fail_fast_on_bad_paths(tmp_path, capsys, model, bpe_dir)
     _one_error(capsys, main(ev + ["--out", str(tmp_path / "dir") + "/"]), "is a folder")
     _one_error(capsys, main(ev + ["--out", str(tmp_path / "new") + "/"]), "is a folder")
     _one_error(capsys, main(ev + ["--out", str(tmp_path / "notes.json")]), "is not a JSON file")
-    assert (tmp_path / "notes.json").read_text() == "not json, my notes" and os.listdir(tmp_path / "dir") == []
+    assert (tmp_path / "notes.json").read_text() == "not json, my notes"
+    assert os.listdir(tmp_path / "dir") == []
     assert not (tmp_path / "new").exists()
 
 
@@ -429,11 +442,14 @@ def test_a_batch_goes_on_past_every_kind_of_bad_file(tmp_path, capsys, model, bp
         ]
     )
     captured = capsys.readouterr()
-    assert code == 1 and "unexpected" not in captured.err and "Traceback" not in captured.err
+    assert code == 1
+    assert "unexpected" not in captured.err
+    assert "Traceback" not in captured.err
     err = captured.err.strip().splitlines()
     done = sorted(p.name[: -len("_labels.png")] for p in (tmp_path / "out").glob("*_labels.png"))
     failed = sorted(line.split("photos/")[1].split(".")[0] for line in err[:-1])
-    assert set(done) | set(failed) == {p.stem for p in photos.iterdir()} and not set(done) & set(failed)
+    assert set(done) | set(failed) == {p.stem for p in photos.iterdir()}
+    assert not set(done) & set(failed)
     assert {"a_good", "c_tall", "d_good", "f_gray_alpha", "g_16bit"} <= set(done)
     assert {"b_bomb", "e_truncated", "j_empty"} <= set(failed)
     assert "megapixels" in next(line for line in err if "b_bomb" in line)
@@ -455,12 +471,11 @@ def test_a_grid_too_tall_for_the_position_table_runs_padded(tmp_path, bpe_dir):
     arch = dataclasses.replace(
         SMALL_ARCH, encoder_grid=32, image_bucket_size=42
     )  # OFA's tables: 32x32 grid, 42 buckets
-    assert (
-        not grid_addressable(arch, 128, 1)
-        and addressable_grid(arch, 128, 1) == (128, 9)
-        and grid_addressable(arch, 128, 9)
-    )
-    assert addressable_grid(arch, 1, 128) == (1, 128) and addressable_grid(arch, 32, 43) == (32, 43)
+    assert not grid_addressable(arch, 128, 1)
+    assert addressable_grid(arch, 128, 1) == (128, 9)
+    assert grid_addressable(arch, 128, 9)
+    assert addressable_grid(arch, 1, 128) == (1, 128)
+    assert addressable_grid(arch, 32, 43) == (32, 43)
     seg = Segmenter.load(
         save_tiny_bundle(tmp_path / "t.safetensors", bpe_dir=bpe_dir, arch=arch),
         bpe_dir=bpe_dir,
@@ -474,7 +489,9 @@ def test_a_grid_too_tall_for_the_position_table_runs_padded(tmp_path, bpe_dir):
     with pytest.raises(IFSegError, match="too elongated"):
         seg.backend.run(batch.images, batch.vocab.prompt_embeds, batch.vocab.class_embeds)
     res = seg.segment(image)
-    assert res.labels.shape == (2048, 16) and res.logits.shape == (128, 1, 3) and np.isfinite(res.logits).all()
+    assert res.labels.shape == (2048, 16)
+    assert res.logits.shape == (128, 1, 3)
+    assert np.isfinite(res.logits).all()
     padded = torch.nn.functional.pad(batch.images, (0, 9 * 16 - 16))  # the image's cells, as run inside the padded grid
     ref = seg.backend.run(padded, batch.vocab.prompt_embeds, batch.vocab.class_embeds).logits.reshape(128, 9, 3)[:, 0]
     np.testing.assert_allclose(res.logits[:, 0], ref.numpy(), atol=1e-5)
@@ -499,7 +516,8 @@ def test_train_out_is_checked_before_training(tmp_path, capsys, bpe_dir):
     ]
     _one_error(capsys, main(base + ["--out", str(notes)]), "is not a safetensors file")
     _one_error(capsys, main(base + ["--out", str(tmp_path / "dir.safetensors")]), "is a folder")
-    assert notes.read_text() == "my notes" and sorted(os.listdir(tmp_path)) == ["dir.safetensors", "m.safetensors"]
+    assert notes.read_text() == "my notes"
+    assert sorted(os.listdir(tmp_path)) == ["dir.safetensors", "m.safetensors"]
 
 
 def test_too_little_free_space_fails_fast(tmp_path, monkeypatch):
@@ -542,4 +560,5 @@ def test_stream_outputs_follow_the_policy(tmp_path, capsys, model, bpe_dir):
     assert _snapshot(user) == before
     assert main(base + ["--save-labels", str(user), "--exist-ok"]) == 0
     after = _snapshot(user)
-    assert {k: after[k] for k in before} == before and {"000000.png", "000002.png"} <= set(after)
+    assert {k: after[k] for k in before} == before
+    assert {"000000.png", "000002.png"} <= set(after)

@@ -37,15 +37,18 @@ def _delta_e(colors):
 def test_palette_is_glasbey_category10_by_index():
     cats = [f"class {i}" for i in range(300)]
     colors = palette(cats)
-    assert colors.shape == (300, 3) and colors.dtype == np.uint8
+    assert colors.shape == (300, 3)
+    assert colors.dtype == np.uint8
     assert [tuple(c) for c in colors[:10]] == [_rgb(h) for h in TAB10]
     # by index, not by name: the first class is always the first colour; 256 distinct colours, then it repeats
     assert (palette(["dog", "cat"])[0] == palette(["cat", "dog"])[0]).all()
-    assert len({tuple(c) for c in colors[:256]}) == 256 and (colors[256:] == colors[:44]).all()
+    assert len({tuple(c) for c in colors[:256]}) == 256
+    assert (colors[256:] == colors[:44]).all()
     # clearly distinct: every pair differs by a visible amount (CIE76 > 8; ~2.3 is a just-noticeable difference),
     # the first 20 colours (most category lists) by far more
     d = _delta_e(colors[:256])
-    assert d.min() > 8 and d[:20, :20].min() > 25
+    assert d.min() > 8
+    assert d[:20, :20].min() > 25
 
 
 def test_opacity_blends_image_and_colours():
@@ -54,7 +57,8 @@ def test_opacity_blends_image_and_colours():
     grass, cat = _rgb(TAB10[0]), _rgb(TAB10[1])
     assert (overlay(image, labels, cats, alpha=0.0, legend=False) == image).all()
     full = overlay(image, labels, cats, alpha=1.0, legend=False)
-    assert (full[:, :100] == grass).all() and (full[:, 100:] == cat).all()
+    assert (full[:, :100] == grass).all()
+    assert (full[:, 100:] == cat).all()
     part = overlay(image, labels, cats, alpha=0.3, legend=False)
     assert (part[5, 150] == np.round(0.7 * 100 + 0.3 * np.array(cat))).all()
     with pytest.raises(ValueError):
@@ -67,8 +71,10 @@ def test_outlines_are_the_pure_class_colour_along_boundaries():
     plain = overlay(image, labels, cats, alpha=0.5, legend=False)
     edged = overlay(image, labels, cats, alpha=0.5, contours=True, legend=False)
     changed = np.argwhere((plain != edged).any(-1))
-    assert changed.size and set(np.unique(changed[:, 1])) == {99, 100}  # one pixel each side of the boundary
-    assert (edged[:, 99] == _rgb(TAB10[0])).all() and (edged[:, 100] == _rgb(TAB10[1])).all()
+    assert changed.size
+    assert set(np.unique(changed[:, 1])) == {99, 100}  # one pixel each side of the boundary
+    assert (edged[:, 99] == _rgb(TAB10[0])).all()
+    assert (edged[:, 100] == _rgb(TAB10[1])).all()
 
 
 def test_every_overlay_colour_is_in_the_legend():
@@ -90,7 +96,8 @@ def test_every_overlay_colour_is_in_the_legend():
         box[: ys.max() + 1, : xs.max() + 1] = True
         assert 0 < box.mean() < 0.25  # a legend in the top-left corner
         outside = {tuple(c) for c in out[~box].reshape(-1, 3)}
-        assert outside <= allowed and set(blended.values()) <= outside
+        assert outside <= allowed
+        assert set(blended.values()) <= outside
         inside = {tuple(c) for c in out[box].reshape(-1, 3)}
         assert allowed <= inside  # each class's fill and outline colour is a legend swatch
 
@@ -134,7 +141,8 @@ def test_legend_that_cannot_fit_keeps_the_largest_classes():
         )
     }
     colours = palette(cats)
-    assert tuple(colours[7]) in shown and tuple(colours[42]) in shown
+    assert tuple(colours[7]) in shown
+    assert tuple(colours[42]) in shown
     assert sum(tuple(c) in shown for c in colours[60:120]) < 60  # not all fit: the rest is "+N more"
 
 

@@ -142,22 +142,24 @@ def test_info_describes_exports(exported, tiny, tmp_path, capsys):
 
     assert main(["info", exported.path, "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
-    assert d["kind"] == "ONNX graph" and d["precision"] == "fp32" and d["input"] == "dynamic batch and size"
-    assert d["position_biases"].startswith("inputs") and d["inputs"][3:] == [
+    assert d["kind"] == "ONNX graph"
+    assert d["precision"] == "fp32"
+    assert d["input"] == "dynamic batch and size"
+    assert d["position_biases"].startswith("inputs")
+    assert d["inputs"][3:] == [
         "encoder_bias",
         "decoder_bias",
         "cross_bias",
     ]
-    assert (
-        d["categories"] == CATS
-        and d["layers"] == [TINY_ARCH.encoder_layers, TINY_ARCH.decoder_layers]
-        and d["verified"] == "yes"
-    )
+    assert d["categories"] == CATS
+    assert d["layers"] == [TINY_ARCH.encoder_layers, TINY_ARCH.decoder_layers]
+    assert d["verified"] == "yes"
     loaded, vocab = tiny
     static = write_onnx(loaded, str(tmp_path / "s.onnx"), vocab, ExportArgs(imgsz=(48, 64)))
     assert main(["info", static.path]) == 0
     text = capsys.readouterr().out
-    assert "static 1x3x48x64" in text and "folded into constants" in text
+    assert "static 1x3x48x64" in text
+    assert "folded into constants" in text
 
 
 def test_fp16_graph_with_bias_inputs_keeps_the_bias_path_fp32(tiny, tmp_path):

@@ -57,7 +57,8 @@ def test_image_modes(tmp_path):
     c16 = rgb.astype(np.uint16) * 257
     cv2.imwrite(str(tmp_path / "c16.png"), c16[..., ::-1])
     out = read_image(str(tmp_path / "c16.png"))
-    assert out.dtype == np.uint8 and out.shape == rgb.shape
+    assert out.dtype == np.uint8
+    assert out.shape == rgb.shape
     assert np.abs(out.astype(int) - rgb).max() <= 1
 
 
@@ -117,7 +118,8 @@ def test_exif_orientation_is_applied(tmp_path, orientation):
     left = orientation in (1, 4, 5, 8)
     h, w = shown.shape[:2]
     corner = shown[3 if top else h - 4, 3 if left else w - 4]
-    assert corner[0] > 200 and corner[1] < 60, (orientation, corner)
+    assert corner[0] > 200, (orientation, corner)
+    assert corner[1] < 60, (orientation, corner)
 
 
 def test_phone_photo_rotated_90(tmp_path):

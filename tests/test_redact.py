@@ -71,7 +71,8 @@ def _assert_nowhere(tmp_path, *texts):
 def test_unreachable_rtsp_source_in_process(tmp_path, tiny_bundle, bpe_dir, capsys, caplog):
     rc = main(_stream_args(f"rtsp://user:{SECRET}@127.0.0.1:9/x", tiny_bundle, bpe_dir, tmp_path))
     out = capsys.readouterr()
-    assert rc == 2 and "error: cannot open video source 'rtsp://user:***@127.0.0.1:9/x'" in out.err
+    assert rc == 2
+    assert "error: cannot open video source 'rtsp://user:***@127.0.0.1:9/x'" in out.err
     _assert_nowhere(tmp_path, out.out, out.err, caplog.text)
 
 
@@ -89,7 +90,8 @@ def test_unreachable_rtsp_source_subprocess(tmp_path, tiny_bundle, bpe_dir):
         env=env,
         timeout=120,
     )
-    assert proc.returncode == 2 and "rtsp://user:***@127.0.0.1:9/x" in proc.stderr
+    assert proc.returncode == 2
+    assert "rtsp://user:***@127.0.0.1:9/x" in proc.stderr
     _assert_nowhere(tmp_path, proc.stdout, proc.stderr)
 
 
@@ -104,7 +106,8 @@ def test_lost_source_reconnect_summary_and_records(tmp_path, tiny_bundle, bpe_di
         server.close()
     out = capsys.readouterr()
     shown = url.replace(SECRET, "***")
-    assert rc == 2 and server.sent == 4, out.err
+    assert rc == 2, out.err
+    assert server.sent == 4, out.err
     assert f"End: lost {shown} after 1 reconnect attempts" in out.out
     assert f"error: lost {shown}" in out.err
     assert f"{shown}: no frame; reconnect attempt 1/1" in out.err + caplog.text
@@ -117,7 +120,9 @@ def test_triton_messages(capsys):
 
     with pytest.raises(IFSegError) as e:
         TritonBackend(f"http://user:{SECRET}@127.0.0.1:9", timeout=2)
-    assert "http://user:***@127.0.0.1:9" in str(e.value) and SECRET not in str(e.value)
+    assert "http://user:***@127.0.0.1:9" in str(e.value)
+    assert SECRET not in str(e.value)
     with pytest.raises(IFSegError) as e:
         parse_server_url(f"ftp://user:{SECRET}@host")
-    assert "ftp://user:***@host" in str(e.value) and SECRET not in str(e.value)
+    assert "ftp://user:***@host" in str(e.value)
+    assert SECRET not in str(e.value)

@@ -31,7 +31,8 @@ def test_segment_reproduces_reference(tmp_path, ifseg_checkpoint, dev_dir, golde
     np.testing.assert_array_equal(labels, golden["eval0_knn_label_map"])
     logits = np.load(out / "image_eval0_logits.npy")
     probs = np.load(out / "image_eval0_probs.npy")
-    assert logits.shape == probs.shape == (32, 32, 4) and logits.dtype == probs.dtype == np.float32
+    assert logits.shape == probs.shape == (32, 32, 4)
+    assert logits.dtype == probs.dtype == np.float32
     np.testing.assert_allclose(logits.reshape(1024, 4), golden["eval0_seg_logits"][0, :-1], atol=5e-4, rtol=0)
     np.testing.assert_allclose(probs.reshape(1024, 4), golden["eval0_knn_probs"][0, :-1], atol=1e-4, rtol=0)
     overlay = cv2.imread(str(out / "image_eval0_overlay.png"))
@@ -113,7 +114,8 @@ def test_non_square_batch_and_categories(tmp_path, ifseg_checkpoint, dev_dir):
         assert logits.shape == (32, 43, 3)
         np.testing.assert_allclose(np.load(batch / f"{stem}_logits.npy"), logits, atol=1e-4)
         labels = cv2.imread(str(single / f"{stem}_labels.png"), cv2.IMREAD_UNCHANGED)
-        assert labels.shape == (375, 500) and labels.max() < 3
+        assert labels.shape == (375, 500)
+        assert labels.max() < 3
 
 
 def test_resize_orders_agree():
@@ -130,7 +132,9 @@ def test_resize_orders_agree():
 def test_info_lists_categories(capsys, ifseg_checkpoint, ofa_checkpoint):
     assert _run(["info", ifseg_checkpoint]) == 0
     text = capsys.readouterr().out
-    assert "IFSeg fine-tuned" in text and "grass, cat, giraffe, concrete wall" in text and "resnet50" in text
+    assert "IFSeg fine-tuned" in text
+    assert "grass, cat, giraffe, concrete wall" in text
+    assert "resnet50" in text
     assert _run(["info", ofa_checkpoint, "--json"]) == 0
     assert '"kind": "plain OFA"' in capsys.readouterr().out
 
@@ -149,14 +153,19 @@ def test_bad_arguments_one_line(tmp_path, capsys, ifseg_checkpoint, dev_dir, ext
     out = tmp_path / "out"
     code = _run(["segment", dev_dir / "image_eval0.png", "--checkpoint", ifseg_checkpoint, "--out", out] + extra)
     err = capsys.readouterr().err
-    assert code == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert code == 2
+    assert message in err
+    assert err.count("\n") == 1
+    assert "Traceback" not in err
     assert not out.exists()
 
 
 def test_plain_ofa_needs_categories(tmp_path, caplog, capsys, ofa_checkpoint, dev_dir):
     code = _run(["segment", dev_dir / "image_eval0.png", "--checkpoint", ofa_checkpoint, "--out", tmp_path])
-    assert code == 2 and "--categories" in capsys.readouterr().err
-    assert "plain OFA checkpoint" in caplog.text and "ifseg-deploy train" in caplog.text
+    assert code == 2
+    assert "--categories" in capsys.readouterr().err
+    assert "plain OFA checkpoint" in caplog.text
+    assert "ifseg-deploy train" in caplog.text
 
 
 def test_cli_subprocess_no_traceback(tmp_path, dev_dir):
@@ -180,7 +189,8 @@ def test_cli_subprocess_no_traceback(tmp_path, dev_dir):
         timeout=120,
     )
     assert proc.returncode == 2
-    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith("error: ")
+    assert proc.stderr.count("\n") == 1
 
 
 def test_labels_png_is_uint16_above_255_classes(tmp_path, tiny_bundle, bpe_dir):
@@ -208,7 +218,8 @@ def test_labels_png_is_uint16_above_255_classes(tmp_path, tiny_bundle, bpe_dir):
         == 0
     )
     labels = cv2.imread(str(tmp_path / "o" / "x_labels.png"), cv2.IMREAD_UNCHANGED)
-    assert labels.dtype == np.uint16 and labels.shape == (40, 40)
+    assert labels.dtype == np.uint16
+    assert labels.shape == (40, 40)
     logits = np.load(tmp_path / "o" / "x_logits.npy")
     assert logits.shape[-1] == 256
     up = torch.nn.functional.interpolate(

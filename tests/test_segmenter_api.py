@@ -25,7 +25,8 @@ def _image(h, w, seed=0):
 def test_result_fields(segmenter):
     res = segmenter.segment(_image(96, 160))
     assert segmenter.preprocessing.short_side == 128  # the tiny bundle's 8x8 seg grid works at 128 px
-    assert res.labels.shape == (96, 160) and res.grid == (8, 14)
+    assert res.labels.shape == (96, 160)
+    assert res.grid == (8, 14)
     assert res.probs.shape == res.logits.shape == (8, 14, 3)
     np.testing.assert_allclose(res.probs.sum(-1), 1.0, atol=1e-5)
     assert list(res.timings) == ["preprocess", "backbone", "encoder", "decoder", "knn", "upsample"]
@@ -42,7 +43,8 @@ def test_set_categories_changes_only_the_vocabulary(segmenter):
     weights = {k: v.clone() for k, v in segmenter.backend.model.state_dict().items()}
     segmenter.set_categories(["road", "car", "person", "tree"])
     after = segmenter.segment(img)
-    assert after.logits.shape[-1] == 4 and after.categories == ["road", "car", "person", "tree"]
+    assert after.logits.shape[-1] == 4
+    assert after.categories == ["road", "car", "person", "tree"]
     assert all(torch.equal(v, segmenter.backend.model.state_dict()[k]) for k, v in weights.items())
     segmenter.set_categories(["sky", "grass", "dog"])
     np.testing.assert_allclose(segmenter.segment(img).logits, before.logits, atol=1e-6)
@@ -73,7 +75,8 @@ def test_sliding_window(segmenter):
         segmenter.backend, segmenter.vocabulary, knn_iters=3, preprocessing=Preprocessing(128, 512), window=128
     )
     slid = seg.segment(img)
-    assert slid.logits.shape == whole.logits.shape and slid.labels.shape == (128, 320)
+    assert slid.logits.shape == whole.logits.shape
+    assert slid.labels.shape == (128, 320)
     # Cells 0..4 of each row are seen by the first 128x128 crop only (stride 5 cells).
     crop = seg.segment(img[:, :128])
     np.testing.assert_allclose(slid.logits[:, :5], crop.logits[:, :5], atol=1e-5)
@@ -94,9 +97,11 @@ def test_position_bias_cache_follows_weights():
         assert model.position_biases((8, 8), 9) is not first
     with torch.no_grad():
         uncached = model.position_biases((8, 11), 9)
-        assert uncached is not first and torch.equal(uncached[0][0], first[0][0])
+        assert uncached is not first
+        assert torch.equal(uncached[0][0], first[0][0])
         model.decoder.seg_rel_pos_table_list[0].weight.add_(1.0)
     with torch.inference_mode():
         again = model.position_biases((8, 11), 9)
-        assert again is not first and not torch.equal(again[1][0][0], first[1][0][0])
+        assert again is not first
+        assert not torch.equal(again[1][0][0], first[1][0][0])
         assert torch.equal(again[0][0], first[0][0])  # the encoder part is unchanged

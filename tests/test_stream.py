@@ -37,7 +37,8 @@ def test_saves_h264_video_labels_and_json(tmp_path, tiny_bundle, bpe_dir, capsys
     text = capsys.readouterr().out
     assert "in = 3, processed = 3, dropped = 0" in text  # frames 0, 2, 4 of 5
     frames = decoded_frames(out)
-    assert len(frames) == 3 and frames[0].shape == (H, W, 3)
+    assert len(frames) == 3
+    assert frames[0].shape == (H, W, 3)
     import av
 
     with av.open(str(out)) as c:
@@ -74,7 +75,8 @@ def test_truncated_file_is_an_error_and_keeps_the_video(tmp_path, tiny_bundle, b
     out = tmp_path / "out.mp4"
     assert main(_args(str(cut), tiny_bundle, bpe_dir, "--save", str(out))) == 2
     captured = capsys.readouterr()
-    assert f"ended after {readable} of 30 frames" in captured.err and captured.err.count("\n") == 1
+    assert f"ended after {readable} of 30 frames" in captured.err
+    assert captured.err.count("\n") == 1
     assert f"processed = {readable}" in captured.out
     frames = decoded_frames(out)
     assert len(frames) == readable
@@ -120,7 +122,8 @@ def test_bad_arguments(tmp_path, tiny_bundle, bpe_dir, capsys, extra, message):
     os.chdir(tmp_path)
     assert main(["stream", video, "--checkpoint", tiny_bundle, "--bpe-dir", bpe_dir] + extra) == 2
     err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1
+    assert message in err
+    assert err.count("\n") == 1
     assert not [f for f in os.listdir(tmp_path) if f.endswith((".mp4", ".gif"))]
 
 

@@ -52,9 +52,11 @@ def test_bench_reports_stages(tmp_path, tiny_bundle, bpe_dir, capsys):
     ]
     assert main(args) == 0
     text = capsys.readouterr().out
-    assert "Latency: min =" in text and "Throughput:" in text
+    assert "Latency: min =" in text
+    assert "Throughput:" in text
     d = json.loads(report.read_text())
-    assert d["iterations"] == 3 and d["image_size"] == [64, 96]
+    assert d["iterations"] == 3
+    assert d["image_size"] == [64, 96]
     lat = d["latency_ms"]
     assert 0 < lat["min"] <= lat["median"] <= lat["max"]
     assert set(d["stages_ms"]) == {"preprocess", "backbone", "encoder", "decoder", "knn", "upsample"}
@@ -69,7 +71,9 @@ def test_bench_random_arch_needs_no_files(capsys):
     arch = ArchConfig(embed_dim=32, ffn_dim=64, encoder_layers=1, decoder_layers=1, heads=2, resnet_blocks=(1, 1, 1))
     seg = random_segmenter(arch, num_classes=5, prompt_len=12, device="cpu", knn_iters=1)
     rep = run_benchmark(seg, np.zeros((40, 40, 3), np.uint8), batch=2, warmup=0, iterations=2)
-    assert rep.to_dict()["batch"] == 2 and len(rep.total) == 2 and rep.peak_rss_mb > 0
+    assert rep.to_dict()["batch"] == 2
+    assert len(rep.total) == 2
+    assert rep.peak_rss_mb > 0
 
 
 def test_engine_runs_in_bench_and_stream(tmp_path, video, tiny_bundle, bpe_dir, capsys):
@@ -115,7 +119,8 @@ def test_engine_runs_in_bench_and_stream(tmp_path, video, tiny_bundle, bpe_dir, 
         == 0
     )
     stages = json.loads(report.read_text())["stages_ms"]
-    assert "network" in stages and "backbone" not in stages
+    assert "network" in stages
+    assert "backbone" not in stages
     out = str(tmp_path / "out.avi")
     assert main(["stream", video, "--engine", onnx_path, "--bpe-dir", bpe_dir, "--save", out, "--max-frames", "2"]) == 0
     assert len(_frames(out)) == 2

@@ -68,10 +68,12 @@ def test_live_source_keeps_the_newest_frame(seg):
         assert number_of(frame) == stream.info.index % 256
         assert result.labels.shape == frame.shape[:2]
         indices.append(stream.info.index)
-    assert len(indices) == 25 and indices == sorted(set(indices))
+    assert len(indices) == 25
+    assert indices == sorted(set(indices))
     assert indices[-1] - indices[0] > 2 * 24  # the camera ran ahead: frames in between were dropped ...
     s = stream.summary
-    assert s.dropped > 0 and s.frames_in >= s.processed + s.dropped
+    assert s.dropped > 0
+    assert s.frames_in >= s.processed + s.dropped
     assert max(ages) <= 2  # ... and the frame segmented is always (nearly) the newest one
 
 
@@ -86,9 +88,12 @@ def test_reconnects_then_reports_a_lost_source(seg):
                 got.append(number_of(frame))
     finally:
         server.close()
-    assert stream.summary.reconnects == 1 and server.connections == 5  # 3 planned + 2 refused attempts at the end
+    assert stream.summary.reconnects == 1
+    assert server.connections == 5  # 3 planned + 2 refused attempts at the end
     assert any("reconnected" in n for n in notices)
-    assert got == sorted(got) and got and max(got) >= 6  # frames from after the reconnect were segmented
+    assert got == sorted(got)
+    assert got
+    assert max(got) >= 6  # frames from after the reconnect were segmented
 
 
 def test_lost_source_exits_non_zero_and_keeps_the_video(tmp_path, tiny_bundle, bpe_dir, capsys):
@@ -115,9 +120,11 @@ def test_lost_source_exits_non_zero_and_keeps_the_video(tmp_path, tiny_bundle, b
     finally:
         server.close()
     captured = capsys.readouterr()
-    assert rc == 2 and "lost http://127.0.0.1" in captured.err
+    assert rc == 2
+    assert "lost http://127.0.0.1" in captured.err
     processed = int(captured.out.split("processed = ")[1].split(",")[0])
-    assert processed > 0 and len(decoded_frames(out)) == processed
+    assert processed > 0
+    assert len(decoded_frames(out)) == processed
 
 
 def _start(tmp_path, tiny_bundle, bpe_dir, frames: int = 3):
@@ -146,7 +153,8 @@ def _start(tmp_path, tiny_bundle, bpe_dir, frames: int = 3):
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + 60
     while not (labels.is_dir() and len(list(labels.glob("*.png"))) >= frames):
-        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, proc.communicate()
         time.sleep(0.1)
     return proc, out, js
 
@@ -173,10 +181,12 @@ def test_sigkill_leaves_a_playable_recording_that_the_next_run_keeps(tmp_path, t
     assert not out.exists()  # nothing unfinished at the final name ...
     records = [json.loads(line) for line in js.read_text().splitlines()]  # ... but every line written is whole
     n = len(records)
-    assert n >= 45 and [r["frame"] for r in records] == list(range(n))
+    assert n >= 45
+    assert [r["frame"] for r in records] == list(range(n))
     partial = tmp_path / f"out.mp4.partial-{proc.pid}.mp4"
     times = frame_times(partial)  # the partial recording plays, up to the last keyframe (one per second)
-    assert n - 12 <= len(times) <= n and times == pytest.approx([i / 10 for i in range(len(times))], abs=1e-3)
+    assert n - 12 <= len(times) <= n
+    assert times == pytest.approx([i / 10 for i in range(len(times))], abs=1e-3)
     digest = hashlib.sha256(partial.read_bytes()).hexdigest()
 
     video = write_avi(tmp_path / "short.avi", 2)
@@ -199,6 +209,7 @@ def test_sigkill_leaves_a_playable_recording_that_the_next_run_keeps(tmp_path, t
         == 0
     )
     reports = [line for m in caplog.messages for line in m.splitlines() if partial.name in line]
-    assert len(reports) == 1 and "killed" in reports[0]  # the next run says what was left, on one line ...
+    assert len(reports) == 1
+    assert "killed" in reports[0]  # the next run says what was left, on one line ...
     assert hashlib.sha256(partial.read_bytes()).hexdigest() == digest  # ... and keeps it as it was
     assert len(decoded_frames(out)) == 2

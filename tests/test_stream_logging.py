@@ -65,15 +65,20 @@ def test_bad_video_gives_exactly_one_error_line(tmp_path, quiet_bundle, bpe_dir,
     source, message = _videos(tmp_path)[kind]
     proc = _run(source, quiet_bundle, bpe_dir, tmp_path)
     assert proc.returncode == 2
-    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
-    assert "WARN" not in proc.stdout and "FFMPEG" not in proc.stdout.upper()  # (OpenCV logs its lower levels to stdout)
+    assert proc.stderr.startswith("error: "), proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert message in proc.stderr, proc.stderr
+    assert "WARN" not in proc.stdout
+    assert "FFMPEG" not in proc.stdout.upper()  # (OpenCV logs its lower levels to stdout)
     assert not (tmp_path / "out.mp4").exists()
 
 
 def test_verbose_shows_the_libraries_lines(tmp_path, quiet_bundle, bpe_dir):
     videos = _videos(tmp_path)
     corrupt = _run(videos["corrupt"][0], quiet_bundle, bpe_dir, tmp_path, "--verbose")
-    assert corrupt.returncode == 2 and "No JPEG data found" in corrupt.stdout + corrupt.stderr  # FFmpeg's own
+    assert corrupt.returncode == 2
+    assert "No JPEG data found" in corrupt.stdout + corrupt.stderr  # FFmpeg's own
     assert corrupt.stderr.splitlines()[-1].startswith("error: no frame could be decoded")
     text = _run(videos["text"][0], quiet_bundle, bpe_dir, tmp_path, "--verbose")
-    assert text.returncode == 2 and "[ WARN:" in text.stderr  # OpenCV's own
+    assert text.returncode == 2
+    assert "[ WARN:" in text.stderr  # OpenCV's own

@@ -32,9 +32,11 @@ def test_temporal_average_with_reset_on_cut_and_changed_cells():
     assert torch.equal(sm(q1, f), q1)  # first frame: as is
     assert torch.allclose(sm(q2, f), _probs([0.5, 0.5], [0.5, 0.5]))  # same scene: 0.5 * q1 + 0.5 * q2
     moved = torch.tensor([[[1.0, 0.0], [1.0, 0.0]]])  # cell 1's feature changed (mean similarity 0.5 < 0.6): a cut
-    assert torch.equal(sm(q1, moved), q1) and sm.cuts == 1
+    assert torch.equal(sm(q1, moved), q1)
+    assert sm.cuts == 1
     half = torch.tensor([[[1.0, 0.0], [0.8, 0.6]]])  # cell 1 similarity 0.8: not averaged; mean 0.9: no cut
-    assert torch.allclose(sm(q2, half), _probs([0.5, 0.5], [1.0, 0.0])) and sm.cuts == 1
+    assert torch.allclose(sm(q2, half), _probs([0.5, 0.5], [1.0, 0.0]))
+    assert sm.cuts == 1
     with pytest.raises(ValueError):
         TemporalSmoother(momentum=1.0)
 
@@ -48,12 +50,15 @@ def test_h264_writer_pads_odd_sizes_and_writes_nothing_without_frames(tmp_path):
     w = VideoWriter(str(tmp_path / "v.mp4"), 25.0)
     for i in range(7):
         w.write(np.full((33, 45, 3), 30 * i, np.uint8))
-    assert w.close() and w.codec == "libx264"
+    assert w.close()
+    assert w.codec == "libx264"
     frames = decoded_frames(tmp_path / "v.mp4")
-    assert len(frames) == 7 and frames[0].shape == (34, 46, 3)
+    assert len(frames) == 7
+    assert frames[0].shape == (34, 46, 3)
     assert abs(int(frames[3][10, 10, 0]) - 90) <= 3
     empty = VideoWriter(str(tmp_path / "e.mp4"), 25.0)
-    assert not empty.close() and os.listdir(tmp_path) == ["v.mp4"]
+    assert not empty.close()
+    assert os.listdir(tmp_path) == ["v.mp4"]
 
 
 def test_writer_keeps_timestamps_with_a_keyframe_every_second(tmp_path):
@@ -79,7 +84,8 @@ def test_a_recording_that_cannot_be_finalised_is_kept_and_named(tmp_path):
     (target / "x").write_text("")
     with pytest.raises(IFSegError, match=f"could not finalise .*kept in {w.partial}"):
         w.close()
-    assert len(decoded_frames(w.partial)) == 3 and not [f for f in os.listdir(tmp_path) if f.startswith(".")]
+    assert len(decoded_frames(w.partial)) == 3
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".")]
 
 
 def test_writer_falls_back_to_mp4v_with_a_notice(tmp_path, monkeypatch):
@@ -89,7 +95,8 @@ def test_writer_falls_back_to_mp4v_with_a_notice(tmp_path, monkeypatch):
     for i in range(3):
         w.write(np.full((32, 48, 3), 50, np.uint8))
     w.close()
-    assert w.codec == "mp4v" and "ifseg-deploy[video]" in notices[0]
+    assert w.codec == "mp4v"
+    assert "ifseg-deploy[video]" in notices[0]
     assert len(decoded_frames(tmp_path / "v.mp4")) == 3
 
 
@@ -102,7 +109,9 @@ def test_pipelined_equals_sequential(tmp_path, tiny_bundle, bpe_dir):
         runs[pipelined] = [(stream.info.index, r.labels, r.probs) for _, r in stream]
     assert [i for i, _, _ in runs[True]] == list(range(4))
     for (i, la, pa), (j, lb, pb) in zip(runs[False], runs[True]):
-        assert i == j and np.array_equal(la, lb) and np.allclose(pa, pb, atol=1e-6)
+        assert i == j
+        assert np.array_equal(la, lb)
+        assert np.allclose(pa, pb, atol=1e-6)
 
 
 def test_hud_draws_text_in_the_top_right_corner_only():
@@ -110,5 +119,6 @@ def test_hud_draws_text_in_the_top_right_corner_only():
 
     out = draw_hud(np.full((120, 320, 3), 100, np.uint8), fps=12.3, latency_ms=45.0, dropped=7)
     ys, xs = np.nonzero(np.any(out != 100, axis=2))
-    assert ys.max() < 40 and xs.min() > 320 // 3  # a dark box with text, away from the legend (top-left)
+    assert ys.max() < 40
+    assert xs.min() > 320 // 3  # a dark box with text, away from the legend (top-left)
     assert (out == 255).all(axis=2).any()  # white text

@@ -85,7 +85,8 @@ def test_trainable_set_is_the_reference_one(reference_step, meta):
     no_grad = set(meta["trainable_but_no_grad_in_imfree_step"])  # decoder tables SegOFA does not have
     assert trainable == set(meta["trainable_params"]) - no_grad
     assert frozen <= set(meta["frozen_params"])
-    assert "encoder.embed_tokens.weight" in frozen and "encoder.image_proj.weight" in frozen
+    assert "encoder.embed_tokens.weight" in frozen
+    assert "encoder.image_proj.weight" in frozen
 
 
 def test_artificial_batch_matches_reference(golden):

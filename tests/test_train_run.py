@@ -57,7 +57,8 @@ def test_tiny_model_learns(ckpt, tmp_path):
     loaded = load_model(str(out))
     assert loaded.categories == CLASSES
     assert loaded.metadata["holdout"] == result.holdout
-    assert loaded.metadata["training"]["steps"] == 200 and loaded.metadata["training"]["lr"] == 1e-2
+    assert loaded.metadata["training"]["steps"] == 200
+    assert loaded.metadata["training"]["lr"] == 1e-2
     torch.testing.assert_close(loaded.class_embeds, trainer.class_embeds)
     assert not os.path.exists(state_path(str(out)))
     # The written bundle reproduces the held-out figure.
@@ -176,13 +177,16 @@ def test_generator_is_seeded_and_covers_the_recipe():
     classes = flat_classes(["a", "b", "c", "d", "e"])
     images = ArtificialImages(classes, torch.randn(5, 4), grid=32, max_cells=32)
     a, b, c = images.sample_layout(256, 7), images.sample_layout(256, 7), images.sample_layout(256, 8)
-    assert torch.equal(a.words, b.words) and torch.equal(a.sizes, b.sizes)
+    assert torch.equal(a.words, b.words)
+    assert torch.equal(a.sizes, b.sizes)
     assert not torch.equal(a.words, c.words)
-    assert a.sizes.min() == 1 and a.sizes.max() == 32
+    assert a.sizes.min() == 1
+    assert a.sizes.max() == 32
     assert set(a.words.unique().tolist()) == set(range(5))  # never "unknown" (no index 5)
     full = images.render(a)
     part = images.render(images.sample_layout(256, 7)[100:104])
-    assert torch.equal(part.targets, full.targets[100:104]) and torch.equal(part.cell_embeds, full.cell_embeds[100:104])
+    assert torch.equal(part.targets, full.targets[100:104])
+    assert torch.equal(part.cell_embeds, full.cell_embeds[100:104])
     assert full.targets.shape == (256, 512, 512)
     # A sample's target holds exactly the classes of its sh x sw coarse grid.
     sh, sw = a.sizes[0].tolist()

@@ -131,8 +131,10 @@ def test_sigterm_then_sigint_mid_training_resume_exactly(ckpt, reference, tmp_pa
     )
     assert stopped, report
     first = int(stopped[1])
-    assert 3 <= first < STEPS and stopped[2] == state
-    assert torch.load(state, weights_only=True)["step"] == first and not out.exists()
+    assert 3 <= first < STEPS
+    assert stopped[2] == state
+    assert torch.load(state, weights_only=True)["step"] == first
+    assert not out.exists()
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
 
     run = Run(_resume_cmd(report, _cli()))
@@ -141,7 +143,8 @@ def test_sigterm_then_sigint_mid_training_resume_exactly(ckpt, reference, tmp_pa
     run.proc.send_signal(signal.SIGINT)
     assert run.finish() == 130
     second = int(re.search(rf"stopped by SIGINT after update (\d+)/{STEPS}", run.report())[1])
-    assert first < second < STEPS and torch.load(state, weights_only=True)["step"] == second
+    assert first < second < STEPS
+    assert torch.load(state, weights_only=True)["step"] == second
 
     assert main(_args(ckpt, out, "--no-progress", "--resume")) == 0
     _assert_equal(reference, load_file(str(out)))
@@ -158,7 +161,8 @@ def test_signal_during_heldout_scoring_keeps_all_updates(ckpt, reference, tmp_pa
     assert re.fullmatch(
         rf"stopped by SIGINT after update {STEPS}/{STEPS}; state saved to .*; resume with: .*--resume", run.report()
     )
-    assert torch.load(state_path(str(out)), weights_only=True)["step"] == STEPS and not out.exists()
+    assert torch.load(state_path(str(out)), weights_only=True)["step"] == STEPS
+    assert not out.exists()
     # --holdout-size is not part of the training state: resume scores a smaller set.
     assert main(_args(ckpt, out, "--no-progress", "--resume")) == 0
     _assert_equal(reference, load_file(str(out)))

@@ -92,12 +92,17 @@ def test_repository_layout_and_validation(repo, bpe_dir):
             assert a.read() == b.read()
     assert not [f for f in os.listdir(os.path.dirname(root)) if f.startswith(".repo")], "staging folder left behind"
     host = open(os.path.join(root, "ifseg", "config.pbtxt")).read()
-    assert 'backend: "python"' in host and "max_batch_size: 4" in host  # desktop-rtx: batch up to 4
-    assert "max_queue_delay_microseconds: 100000" in host and 'string_value: "sky, grass, dog"' in host
+    assert 'backend: "python"' in host
+    assert "max_batch_size: 4" in host  # desktop-rtx: batch up to 4
+    assert "max_queue_delay_microseconds: 100000" in host
+    assert 'string_value: "sky, grass, dog"' in host
     net = open(os.path.join(root, "ifseg_network", "config.pbtxt")).read()
-    assert "max_batch_size: 0" in net and "kind: KIND_CPU" in net and 'name: "prompt_embeds"' in net
+    assert "max_batch_size: 0" in net
+    assert "kind: KIND_CPU" in net
+    assert 'name: "prompt_embeds"' in net
     manifest = json.load(open(os.path.join(root, MANIFEST)))
-    assert manifest["network"] == "python" and manifest["categories"] == CATS
+    assert manifest["network"] == "python"
+    assert manifest["categories"] == CATS
     assert "python -m ifseg_deploy.triton.local_server" in open(os.path.join(root, "README.md")).read()
     assert any("identical labels" in line for line in repo.checks)
     if HAVE_SERVER:
@@ -116,7 +121,9 @@ def test_native_onnx_network_from_an_earlier_export(repo, tmp_path, bpe_dir):
         TritonOptions(network="onnx"),
     )
     net = open(os.path.join(out.path, "ifseg_network", "config.pbtxt")).read()
-    assert 'platform: "onnxruntime_onnx"' in net and "count: 2 kind: KIND_GPU" in net and 'name: "tensorrt"' in net
+    assert 'platform: "onnxruntime_onnx"' in net
+    assert "count: 2 kind: KIND_GPU" in net
+    assert 'name: "tensorrt"' in net
     assert sorted(os.listdir(os.path.join(out.path, "ifseg_network", "1"))) == ["model.onnx"]
     assert "max_batch_size: 16" in open(os.path.join(out.path, "ifseg", "config.pbtxt")).read()
     assert any("identical labels" in line for line in out.checks)
@@ -150,8 +157,10 @@ def test_host_pipeline_answers_each_item(repo, local):
             HostItem(rgb, ", ".join(OTHER)),
         ]
     )
-    assert "cannot decode IMAGE as an image" in out[1] and not out[1].startswith(REJECTED)
-    assert out[2].startswith(f"{REJECTED}: ") and "empty category name" in out[2]
+    assert "cannot decode IMAGE as an image" in out[1]
+    assert not out[1].startswith(REJECTED)
+    assert out[2].startswith(f"{REJECTED}: ")
+    assert "empty category name" in out[2]
     local.set_categories(CATS)
     want = local.segment(rgb)
     for res in (out[0], out[3]):  # no list = the stored list
@@ -190,7 +199,8 @@ def test_host_pipeline_decodes_as_segment_does(repo, local, tmp_path):
     (tmp_path / "phone.png").write_bytes(buf.getvalue())
     bomb = _png_declaring(tmp_path / "bomb.png", 13500, 13500).read_bytes()
     out = pipeline.run([HostItem(buf.getvalue()), HostItem(bomb), HostItem(rgb)])
-    assert isinstance(out[1], str) and "megapixels" in out[1]
+    assert isinstance(out[1], str)
+    assert "megapixels" in out[1]
     local.set_categories(CATS)
     want = local.segment(str(tmp_path / "phone.png"))
     assert out[0].labels.shape == want.labels.shape == (200, 150)
@@ -210,8 +220,10 @@ def test_server_urls():
 
 def test_host_config_follows_the_profile():
     text = triton_host_config(BUILTIN["datacenter"], 500, {"role": 'a "quoted" value'})
-    assert "max_batch_size: 16" in text and "count: 2 kind: KIND_CPU" in text
-    assert "max_queue_delay_microseconds: 500" in text and 'string_value: "a \\"quoted\\" value"' in text
+    assert "max_batch_size: 16" in text
+    assert "count: 2 kind: KIND_CPU" in text
+    assert "max_queue_delay_microseconds: 500" in text
+    assert 'string_value: "a \\"quoted\\" value"' in text
 
 
 def test_export_refuses_bad_settings(model, tmp_path, bpe_dir):
@@ -286,7 +298,8 @@ def test_server_labels_equal_local_segmenter(server, local):
         local.set_categories(cats)
         for rgb in images():
             got, want = client.segment(rgb), local.segment(rgb)
-            assert got.labels.shape == rgb.shape[:2] and got.categories == cats
+            assert got.labels.shape == rgb.shape[:2]
+            assert got.categories == cats
             np.testing.assert_array_equal(got.labels, want.labels)
             np.testing.assert_allclose(got.probs, want.probs, atol=1e-4)
     client.close()
@@ -342,8 +355,10 @@ def test_four_clients_are_batched(server):
     from ifseg_deploy.bench.triton_load import run_server_benchmark
 
     report = run_server_benchmark(lambda: connect(server, raw=False), images()[0], clients=4, warmup=1, iterations=4)
-    assert len(report.latencies_ms) == 16 and report.inference_count == 16
-    assert report.average_batch is not None and report.average_batch > 1.0
+    assert len(report.latencies_ms) == 16
+    assert report.inference_count == 16
+    assert report.average_batch is not None
+    assert report.average_batch > 1.0
     assert report.execution_count < 16
 
 
@@ -395,7 +410,9 @@ def test_one_line_errors(server, capsys, tmp_path):
         == 2
     )
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and "kNN k=3" in err[0] and "--window do not apply to --server" in err[1]
+    assert len(err) == 2
+    assert "kNN k=3" in err[0]
+    assert "--window do not apply to --server" in err[1]
 
 
 @needs_server
@@ -462,9 +479,11 @@ def test_server_killed_mid_stream_is_one_line(server, tmp_path):
         run_stream(Stream(client, video), OutputOptions(save=str(tmp_path / "out.avi"), progress=False))
     assert time.monotonic() - t0 < 20
     msg = str(info.value)
-    assert "\n" not in msg and msg.startswith(f"lost the connection to the Triton server at {server.grpc_url}")
+    assert "\n" not in msg
+    assert msg.startswith(f"lost the connection to the Triton server at {server.grpc_url}")
     saved = tmp_path / "out.avi"  # what was written before the loss is finalised, never half-written
     if saved.exists():
         cap = cv2.VideoCapture(str(saved))
-        assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) >= 1
+        assert cap.isOpened()
+        assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) >= 1
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".out.avi")]

@@ -64,7 +64,8 @@ def test_one_category_is_refused_for_training_only(vocab, tmp_path, capsys):
     """One class: zero loss whatever the weights, so training refuses it; inference may use it."""
     assert vocab.prepare(["cat"]).class_embeds.shape[0] == 1
     msg = _message(lambda: flat_classes(["cat"], training=True))
-    assert msg.startswith("only one category ('cat') to train") and "at least two" in msg
+    assert msg.startswith("only one category ('cat') to train")
+    assert "at least two" in msg
     ckpt = tiny_checkpoint(tmp_path)
     cfg = TrainConfig(checkpoint=ckpt, classes=flat_classes(["cat"]), out=str(tmp_path / "m.safetensors"))
     assert _message(lambda: Trainer(cfg)) == msg
