@@ -55,7 +55,7 @@ import numpy as np
 import torch
 
 from ifseg_deploy.bench.compare import calibration_folder, machine_info
-from ifseg_deploy.bench.synthetic import random_bundle
+from ifseg_deploy.bench.synthetic import CATEGORIES, random_bundle
 from ifseg_deploy.config import ofa_preset
 from ifseg_deploy.errors import IFSegError
 from ifseg_deploy.exporter.api import export_model
@@ -66,23 +66,6 @@ from ifseg_deploy.runtime.loader import load
 from ifseg_deploy.runtime.segmenter import Segmenter
 from ifseg_deploy.runtime.torch_backend import cpu_has_bf16
 
-CATEGORIES = [
-    "sky",
-    "tree",
-    "grass",
-    "road",
-    "building",
-    "person",
-    "car",
-    "dog",
-    "cat",
-    "water",
-    "mountain",
-    "floor",
-    "wall",
-    "table",
-    "chair",
-]
 MODES = ("workers", "alone", "one-process")
 CALIBRATION = "8 synthetic 640x480 scenes"
 

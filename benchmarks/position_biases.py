@@ -22,26 +22,9 @@ import time
 import torch
 
 from ifseg_deploy.bench.compare import machine_info
-from ifseg_deploy.bench.synthetic import random_bundle, random_model
+from ifseg_deploy.bench.synthetic import CATEGORIES, random_bundle, random_model
 from ifseg_deploy.config import ofa_preset
 
-CATEGORIES = [
-    "sky",
-    "tree",
-    "grass",
-    "road",
-    "building",
-    "person",
-    "car",
-    "dog",
-    "cat",
-    "water",
-    "mountain",
-    "floor",
-    "wall",
-    "table",
-    "chair",
-]
 NEW_SIZES = [(32, 43), (43, 32), (30, 40), (20, 27)]  # grids of 512x683, 683x512, 480x640 and 320x427 inputs
 PROMPT_LEN = 36  # the prompt of the 15 categories above
 

@@ -123,10 +123,7 @@ def check_output_file(path: str, option: str = "path", kind: Optional[str] = Non
             its disk has less than ``size_hint`` bytes free, or a file there is of another kind
             (the project never replaces what it did not write).
     """
-    kind = kind or kind_of(path)
-    if path.endswith(("/", os.sep)) or os.path.isdir(path):
-        hint = f" such as {os.path.join(path, 'out' + KINDS[kind].suffixes[0])}" if kind else ""
-        raise IFSegError(f"{option}={path} is a folder; give a file name{hint}")
+    kind = _check_target(path, option, kind)
     folder = os.path.dirname(os.path.abspath(path))
     try:
         existing = _creatable(folder)
@@ -138,6 +135,15 @@ def check_output_file(path: str, option: str = "path", kind: Optional[str] = Non
             f"{option}={path}: needs about {size_hint / 2**20:.0f} MiB, {free / 2**20:.0f} MiB free there; "
             f"free some space or choose another `{option}`"
         )
+    return path
+
+
+def _check_target(path: str, option: str, kind: Optional[str]) -> Optional[str]:
+    """The checks of the target itself (not a folder; an existing file of the same kind); returns the kind."""
+    kind = kind or kind_of(path)
+    if path.endswith(("/", os.sep)) or os.path.isdir(path):
+        hint = f" such as {os.path.join(path, 'out' + KINDS[kind].suffixes[0])}" if kind else ""
+        raise IFSegError(f"{option}={path} is a folder; give a file name{hint}")
     if os.path.lexists(path):
         why = _same_kind(path, kind)
         if why:
@@ -145,7 +151,7 @@ def check_output_file(path: str, option: str = "path", kind: Optional[str] = Non
                 f"{option}={path} exists and {why}; ifseg-deploy replaces only its own kind of output: "
                 f"choose another `{option}` or move the file away"
             )
-    return path
+    return kind
 
 
 def _write_error(path: str, e: OSError) -> IFSegError:
@@ -163,12 +169,12 @@ def _apply_umask(path: str, mode: int) -> None:
 def atomic_path(path: str, kind: Optional[str] = None, option: str = "path") -> Iterator[str]:
     """Yield a temporary path beside ``path``; on success it is renamed to ``path``.
 
-    The same checks as :func:`check_output_file` run first (``kind``: a key of :data:`KINDS`,
-    default from the file ending). On any error the temporary file is removed and ``path`` is left
-    as it was. OS errors (disk full, file-size limit, permissions) become one-line
-    :class:`IFSegError` naming the file.
+    The target is checked first and again before the rename (not a folder; an existing file only
+    of the same ``kind``, a key of :data:`KINDS`, default from the file ending). On any error the
+    temporary file is removed and ``path`` is left as it was. OS errors (disk full, file-size
+    limit, permissions) become one-line :class:`IFSegError` naming the file.
     """
-    check_output_file(path, option, kind)
+    _check_target(path, option, kind)  # the temporary file below is the writability check: no probe per file
     folder = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(folder, exist_ok=True)
@@ -179,7 +185,7 @@ def atomic_path(path: str, kind: Optional[str] = None, option: str = "path") -> 
     try:
         yield tmp
         _apply_umask(tmp, 0o666)
-        check_output_file(path, option, kind)  # the target may have changed while we worked
+        _check_target(path, option, kind)  # the target may have changed while we worked
         os.replace(tmp, path)
     except OSError as e:
         with contextlib.suppress(OSError):
@@ -306,9 +312,10 @@ class ResultFolder:
     def file(self, name: str) -> str:
         """The path for result ``name`` (may hold sub-folders) inside the folder, creating what is
         needed. Raises :class:`IFSegError` when a file the project did not write is already there."""
-        path = os.path.join(self.create(), name)
-        if not _inside(os.path.dirname(path), self.path):
+        rel = os.path.normpath(name)
+        if os.path.isabs(rel) or rel == os.pardir or rel.startswith(os.pardir + os.sep):
             raise IFSegError(f"result name {name} leaves the output folder {self.path}")
+        path = os.path.join(self.create(), rel)
         if os.path.lexists(path) and not self.owned:
             raise IFSegError(f"{path} already exists and was not written by ifseg-deploy; it is left as it is")
         try:

@@ -14,6 +14,25 @@ from ..runtime.loader import backend_class
 from ..runtime.segmenter import Segmenter
 from ..runtime.vocabulary import PreparedVocabulary
 
+#: Fifteen everyday category names: the vocabulary of the random-weight benchmark models.
+CATEGORIES = [
+    "sky",
+    "tree",
+    "grass",
+    "road",
+    "building",
+    "person",
+    "car",
+    "dog",
+    "cat",
+    "water",
+    "mountain",
+    "floor",
+    "wall",
+    "table",
+    "chair",
+]
+
 
 class SyntheticVocabulary:
     """Random prompt / class embeddings of realistic sizes, for benchmarking shapes without weights or BPE files."""
