@@ -28,8 +28,9 @@ __all__ = ["Segmenter", "Stream", "__version__", "export", "load"]
 
 def load(path: str, categories: Union[str, Sequence[str], None] = None, **options: Any) -> "Segmenter":
     """The :class:`Segmenter` of any model file (:meth:`Segmenter.load`: ``bpe_dir``, ``device``,
-    ``precision``, ``knn_k``, ``knn_iters``, ``window``, ... as keywords); ``categories`` a list of
-    names or the CLI's string (``"grass, cat"``, ``"animal: cat, dog; grass"``), None for the stored list.
+    ``precision``, ``knn_k``, ``knn_iters``, ``window``, ... as keywords); ``path`` may be a model name
+    (``"ofa-tiny"``, ...: downloaded once into the cache, see ``docs/models.md``); ``categories`` a list
+    of names or the CLI's string (``"grass, cat"``, ``"animal: cat, dog; grass"``), None for the stored list.
 
     Raises:
         IFSegError: the file is missing or unreadable, or an option is out of range (one line).

@@ -17,6 +17,7 @@ LAYERS = [
     {"model", "preprocess"},
     {"text", "postprocess", "visualize"},
     {"checkpoint"},
+    {"hub"},  # official models by name and the BPE files: downloaded once into the user cache, checked
     {"runtime"},
     {"eval"},
     {"artificial"},  # artificial images and the held-out set (scored with eval's metrics), for train and export

@@ -17,7 +17,11 @@ from ..text.categories_file import BUILTIN_FILES, names_and_words, parse_categor
 def add_segmenter_args(p: argparse.ArgumentParser, arch_option: bool = False) -> None:
     """Model source (``--checkpoint`` | ``--engine`` | ``--server`` [| ``--arch``]) and every runtime option."""
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", help="ofa_*.pt, IFSeg checkpoint or .safetensors bundle (PyTorch)")
+    src.add_argument(
+        "--checkpoint",
+        help="ofa_*.pt, IFSeg checkpoint or .safetensors bundle (PyTorch), or a model name: ofa-tiny, ofa-medium, "
+        "ofa-base, ofa-large, ofa-huge, ifseg-web-demo (downloaded once into the cache)",
+    )
     src.add_argument(
         "--engine",
         help="exported .onnx (ONNX Runtime), TensorRT .engine or OpenVINO <stem>_openvino/ folder, "
@@ -67,6 +71,23 @@ def add_segmenter_args(p: argparse.ArgumentParser, arch_option: bool = False) ->
     p.add_argument(
         "--timeout", type=float, default=60.0, help="with --server: seconds to wait for each answer (default: 60)"
     )
+
+
+def add_offline_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--offline",
+        action="store_true",
+        help="never use the network: model names and BPE files come from the cache only (as IFSEG_OFFLINE=1)",
+    )
+
+
+def resolve_checkpoint_arg(args) -> None:
+    """``--checkpoint`` given as a model name (``ofa-tiny``, ...) becomes its file in the cache,
+    downloaded once (:func:`ifseg_deploy.hub.resolve_checkpoint`); a path stays as it is."""
+    from ..hub import resolve_checkpoint
+
+    if getattr(args, "checkpoint", None):
+        args.checkpoint = resolve_checkpoint(args.checkpoint)
 
 
 def load_segmenter(args):

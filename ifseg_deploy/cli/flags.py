@@ -16,6 +16,8 @@ FLAGS: Dict[str, str] = {
     "compile": "--compile",
     "cuda_graph": "--cuda-graph",  # messages say cuda_graph=False, shown as --no-cuda-graph
     "bpe_dir": "--bpe-dir",
+    "checkpoint": "--checkpoint",  # hub/: a file or a model name (ofa-tiny, ...)
+    "offline": "--offline",
     "categories": "--categories",
     "imgsz": "--imgsz",
     "window": "--window",

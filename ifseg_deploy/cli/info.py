@@ -1,4 +1,5 @@
-"""``ifseg-deploy info MODEL``: what a checkpoint, bundle or exported model holds."""
+"""``ifseg-deploy info MODEL``: what a checkpoint, bundle or exported model holds; ``ifseg-deploy info``
+alone: the models known by name and which of them are in the cache."""
 
 from __future__ import annotations
 
@@ -10,10 +11,16 @@ from ..runtime.loader import backend_for
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("info", help="show architecture, size and categories of a checkpoint, bundle or exported model")
+    p = sub.add_parser(
+        "info",
+        help="show architecture, size and categories of a checkpoint, bundle or exported model "
+        "(no model: list the models known by name and the cache)",
+    )
     p.add_argument(
         "checkpoint",
-        help="ofa_*.pt, IFSeg checkpoint, .safetensors bundle, or an export (.onnx, .engine, <stem>_openvino/)",
+        nargs="?",
+        help="ofa_*.pt, IFSeg checkpoint, .safetensors bundle, an export (.onnx, .engine, <stem>_openvino/), "
+        "or a model name (ofa-tiny, ...)",
     )
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     return p
@@ -86,8 +93,20 @@ def describe(path: str) -> dict:
     }
 
 
+def models_table() -> dict:
+    """Each model known by name -> its cached file and size, or where it would be downloaded from."""
+    from ..hub import MODELS, cache_dir, cached_models
+
+    cached = {m.name: m for m in cached_models()}
+    rows = {"cache": cache_dir()}
+    for name, model in MODELS.items():
+        hit = cached.get(name)
+        rows[name] = f"{hit.path} ({hit.size / 1e6:.1f} MB)" if hit else f"not cached; from {model.source}"
+    return rows
+
+
 def run(args) -> int:
-    d = describe(args.checkpoint)
+    d = describe(args.checkpoint) if args.checkpoint else models_table()
     if args.json:
         print(json.dumps(d, indent=2))
         return 0

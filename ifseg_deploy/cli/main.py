@@ -9,10 +9,12 @@ import sys
 from typing import List, Optional
 
 from ..errors import IFSegError
+from ..hub import offline_mode
 from ..redact import redact_url
 from ..version import __version__
 from . import bench, export, info, segment, stream, train
 from . import eval as evaluate
+from .common import add_offline_arg, resolve_checkpoint_arg
 from .flags import flag_names
 
 
@@ -27,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     for module in (bench, evaluate, export, info, segment, stream, train):
         p = module.add_parser(sub)
         p.add_argument("--verbose", action="store_true", help="also print OpenCV's and FFmpeg's own log messages")
+        if any(action.dest == "checkpoint" for action in p._actions):  # a model name may need a download
+            add_offline_arg(p)
         p.set_defaults(_run=module.run)
     return parser
 
@@ -63,7 +67,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     native_logging(args.verbose)
     try:
-        return int(args._run(args) or 0)
+        with offline_mode(getattr(args, "offline", False)):
+            resolve_checkpoint_arg(args)
+            return int(args._run(args) or 0)
     except IFSegError as e:  # the message is redacted where it is made; this is the last line of defence
         print(f"error: {flag_names(redact_url(str(e)))}", file=sys.stderr)
         return 2

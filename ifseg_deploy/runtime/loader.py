@@ -18,6 +18,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 from ..errors import IFSegError
 from ..preprocess import Preprocessing
+from ..hub import resolve_checkpoint
 from .backend import Backend, ModelInfo
 from .vocabulary import Vocabulary
 
@@ -107,18 +108,21 @@ def load(
 
     Args:
         path: checkpoint / bundle / ``.onnx`` / ``.engine`` / OpenVINO folder (an exported model
-            needs its ``.vocab.safetensors`` side file next to it).
+            needs its ``.vocab.safetensors`` side file next to it), or a model name (``ofa-tiny``, ...:
+            :func:`ifseg_deploy.hub.resolve_checkpoint`, downloaded once into the cache).
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``; OpenVINO: ``cpu``, ``gpu``, ``npu``.
         precision: what the backend runs in (:mod:`ifseg_deploy.precision`; None: the model's own, fp32 for
             checkpoints): ``fp16`` (CUDA; for ``.onnx`` through the TensorRT provider; the ``--half`` flag),
             ``bf16`` (PyTorch, OpenVINO); a TensorRT engine takes none.
-        bpe_dir: folder of ``encoder.json``, ``vocab.bpe``, ``dict.txt`` (default: next to ``path``).
+        bpe_dir: folder of ``encoder.json``, ``vocab.bpe``, ``dict.txt`` (default: next to ``path``, else
+            fetched into the cache).
         class_words: word lists of hierarchical classes (see :class:`Vocabulary`).
         backend_options: backend-specific settings (``providers=``, ``io_binding=`` for ONNX Runtime;
             ``compile=`` for PyTorch; ``performance_hint=`` for OpenVINO).
 
     Raises :class:`IFSegError` with a one-line reason for any bad input.
     """
+    path = resolve_checkpoint(path)
     name = backend_for(path)
     backend, info = backend_class(name).open(path, device=device, precision=precision, **backend_options)
     if info.kind == "ofa":

@@ -14,7 +14,8 @@ from torch import Tensor
 
 from ..errors import IFSegError
 from ..text.prompt import DEFAULT_PROMPT_PREFIX, build_prompt, category_token_ids, validate_categories
-from ..text.tokenizer import OFATokenizer, find_bpe_dir
+from ..hub import bpe_folder
+from ..text.tokenizer import OFATokenizer
 
 
 @dataclass
@@ -56,8 +57,9 @@ class Vocabulary:
     @classmethod
     def from_bpe(cls, bpe_dir: Optional[str], model_path: str, embed_table: Tensor, **kwargs) -> "Vocabulary":
         """A vocabulary whose tokenizer reads the BPE files in ``bpe_dir`` (default: next to
-        ``model_path``); ``kwargs`` as for the constructor. Raises :class:`IFSegError` when they are missing."""
-        return cls(OFATokenizer(find_bpe_dir(bpe_dir, model_path)), embed_table, **kwargs)
+        ``model_path``, else OFA's, from the cache: :func:`ifseg_deploy.hub.bpe_folder`); ``kwargs`` as
+        for the constructor. Raises :class:`IFSegError` when they are missing and cannot be fetched."""
+        return cls(OFATokenizer(bpe_folder(bpe_dir, model_path)), embed_table, **kwargs)
 
     def _lookup(self, ids: Sequence[int]) -> Tensor:
         t = torch.as_tensor(list(ids), dtype=torch.long, device=self.embed_table.device)

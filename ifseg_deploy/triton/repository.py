@@ -38,7 +38,8 @@ from ..fileio import atomic_folder, check_output_folder, write_bytes
 from ..runtime.segmenter import Segmenter
 from ..runtime.sidecar import read_vocab, vocab_path
 from ..text.prompt import parse_categories
-from ..text.tokenizer import BPE_FILES, find_bpe_dir
+from ..hub import bpe_folder
+from ..text.tokenizer import BPE_FILES
 from ..version import __version__
 from .config import triton_config, triton_host_config
 from .host import HostItem, HostPipeline, NetworkRunner
@@ -149,7 +150,7 @@ def _write_models(stage: str, build: str, source: str, cfg: ExportArgs, opts: Tr
     os.makedirs(net)
     shutil.copyfile(MODEL_TEMPLATE, os.path.join(host, MODEL_PY))
     shutil.copyfile(vocab_path(onnx_path), os.path.join(host, VOCAB_FILE))
-    bpe = find_bpe_dir(cfg.bpe_dir, source)
+    bpe = bpe_folder(cfg.bpe_dir, source)
     for name in BPE_FILES:  # the server reads only the repository
         shutil.copyfile(os.path.join(bpe, name), os.path.join(host, BPE_FOLDER, name))
     side = read_vocab(onnx_path)
