@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Dict, Optional, Sequence, Tuple
 
 from ..errors import IFSegError
-from ..preprocess import Preprocessing
 from ..hub import resolve_checkpoint
+from ..preprocess import Preprocessing
 from .backend import Backend, ModelInfo
 from .vocabulary import Vocabulary
 

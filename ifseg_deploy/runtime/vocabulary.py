@@ -13,8 +13,8 @@ import torch
 from torch import Tensor
 
 from ..errors import IFSegError
-from ..text.prompt import DEFAULT_PROMPT_PREFIX, build_prompt, category_token_ids, validate_categories
 from ..hub import bpe_folder
+from ..text.prompt import DEFAULT_PROMPT_PREFIX, build_prompt, category_token_ids, validate_categories
 from ..text.tokenizer import OFATokenizer
 
 

@@ -35,10 +35,10 @@ from ..exporter.args import IN_GRAPH, ExportArgs
 from ..exporter.onnx.writer import alternate_categories
 from ..exporter.tensorrt.profiles import load_profile
 from ..fileio import atomic_folder, check_output_folder, write_bytes
+from ..hub import bpe_folder
 from ..runtime.segmenter import Segmenter
 from ..runtime.sidecar import read_vocab, vocab_path
 from ..text.prompt import parse_categories
-from ..hub import bpe_folder
 from ..text.tokenizer import BPE_FILES
 from ..version import __version__
 from .config import triton_config, triton_host_config
