@@ -20,6 +20,7 @@ from ifseg_deploy.cli.main import main
 from ifseg_deploy.errors import IFSegError
 from ifseg_deploy.hub import MODELS, bpe_folder, cached_models, resolve_checkpoint
 from ifseg_deploy.hub.download import ATTEMPTS
+from ifseg_deploy.preprocess import Preprocessing
 from ifseg_deploy.text.tokenizer import BPE_FILES
 
 HTML = b"<!DOCTYPE html>\n<html><body>Quota exceeded</body></html>\n"
@@ -286,7 +287,8 @@ def test_names_and_paths(cache, tmp_path):
 
 def test_load_info_and_segment_by_name(cache, mirror, monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("IFSEG_MIRROR", mirror.url)
-    seg = ifseg_deploy.load("ofa-tiny", "grass, cat", device="cpu", knn_iters=1)
+    small = Preprocessing.short_side_rule(64)  # the model's own 512 px would only make the test slow
+    seg = ifseg_deploy.load("ofa-tiny", "grass, cat", device="cpu", knn_iters=1, preprocessing=small)
     assert seg.categories == ["grass", "cat"]
     assert seg.segment(np.zeros((40, 50, 3), np.uint8)).labels.shape == (40, 50)
     mirror.close()
@@ -300,6 +302,17 @@ def test_load_info_and_segment_by_name(cache, mirror, monkeypatch, tmp_path, cap
     image = tmp_path / "a.png"
     Image.fromarray(np.zeros((32, 48, 3), np.uint8)).save(image)
     out = tmp_path / "out"
-    args = ["segment", str(image), "--checkpoint", "ofa-tiny", "--categories", "grass, cat", "--device", "cpu"]
+    args = [
+        "segment",
+        str(image),
+        "--checkpoint",
+        "ofa-tiny",
+        "--categories",
+        "grass, cat",
+        "--device",
+        "cpu",
+        "--imgsz",
+        "64",
+    ]
     assert main([*args, "--offline", "--knn-iters", "0", "--out", str(out)]) == 0
     assert (out / "a_labels.png").is_file()
