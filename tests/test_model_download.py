@@ -4,6 +4,7 @@ fetched offline. No internet: everything is served from 127.0.0.1."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.server
 import os
@@ -34,6 +35,7 @@ class Mirror:
     def __init__(self, folder: Path):
         self.folder = folder
         self.requests = []  # (file name, Range header or None)
+        self.auth = []  # Authorization headers
         self.drops = {}
         self.html = set()
         self.disguised = set()
@@ -60,6 +62,7 @@ class Mirror:
     def answer(self, h: http.server.BaseHTTPRequestHandler) -> None:
         name = h.path.lstrip("/")
         self.requests.append((name, h.headers.get("Range")))
+        self.auth.append(h.headers.get("Authorization"))
         if name in self.html or name in self.disguised:
             h.send_response(200)
             h.send_header("Content-Type", "text/html" if name in self.html else "application/octet-stream")
@@ -197,6 +200,16 @@ def test_parallel_processes_download_once(cache, mirror, monkeypatch):
         t.join()
     assert paths == [str(cache / "ofa_tiny.pt")] * 3
     assert mirror.requests == [("ofa_tiny.pt", None)]
+
+
+def test_credentials_in_the_mirror_url_are_sent_never_shown(cache, mirror, monkeypatch):
+    monkeypatch.setenv("IFSEG_MIRROR", mirror.url.replace("http://", "http://me:S3cret@"))
+    resolve_checkpoint("ofa-tiny")
+    assert mirror.auth == ["Basic " + base64.b64encode(b"me:S3cret").decode()]
+    message = _one_line_error(lambda: resolve_checkpoint("ofa-large"))
+    assert "HTTP 404" in message
+    assert "me:***@127.0.0.1" in message
+    assert "S3cret" not in message
 
 
 def test_missing_html_and_corrupt_files_leave_nothing(cache, mirror, files, monkeypatch):
