@@ -273,6 +273,7 @@ def test_offline_or_unreachable_names_the_url_and_the_place(cache, monkeypatch, 
 
 def test_mirror_folder(cache, files, monkeypatch):
     monkeypatch.setenv("IFSEG_MIRROR", str(files))
+    monkeypatch.setenv("IFSEG_OFFLINE", "1")  # a folder is no download: the air-gapped set-up
     path = resolve_checkpoint("ofa-tiny")
     assert _sha(path) == _sha(files / "ofa_tiny.pt")
     assert bpe_folder(None, path) == str(cache / "bpe")

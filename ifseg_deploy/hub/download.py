@@ -139,7 +139,8 @@ def _http(url: str, part: str, label: str) -> None:
             return
         except _BrokenOff as e:
             reason = str(e)
-        time.sleep(0.25 * (attempt + 1))  # a short pause before resuming: the server may be restarting
+        if attempt + 1 < ATTEMPTS:
+            time.sleep(0.25 * (attempt + 1))  # a short pause before resuming: the server may be restarting
     raise FetchError(f"the connection broke off {ATTEMPTS} times, last: {reason}", kept=_size(part))
 
 

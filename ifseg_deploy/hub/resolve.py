@@ -3,7 +3,8 @@
 Every file comes from its official location (:mod:`.names`) unless ``IFSEG_MIRROR`` names
 another place: an ``http(s)://`` URL or a folder (``file://`` URLs too) holding the files under
 the same names, side by side (``ofa_tiny.pt``, ``encoder.json``, ...). ``IFSEG_OFFLINE=1`` (or
-:func:`offline_mode`, the CLI's ``--offline``) never touches the network: only the cache serves.
+:func:`offline_mode`, the CLI's ``--offline``) never touches the network: only the cache and a
+mirror folder serve.
 """
 
 from __future__ import annotations
@@ -89,7 +90,8 @@ def ensure_file(
         check: ``check(path)`` -> None for a good file, else a short reason (the file is then removed).
         subject: what the caller was asked for, naming its parameter (``checkpoint='ofa-tiny'``); every
             message starts with it.
-        offline: True: never use the network; None: ``offline_mode`` / ``IFSEG_OFFLINE``.
+        offline: True: never use the network (a mirror folder still serves); None: ``offline_mode`` /
+            ``IFSEG_OFFLINE``.
 
     Raises:
         IFSegError: one line starting with ``subject``, the URL tried and where to put the file by hand.
@@ -106,7 +108,7 @@ def ensure_file(
         )
     shown = redact_url(source)
     reason = _offline_reason(offline)
-    if reason:
+    if reason and source.startswith(("http://", "https://")):  # a mirror folder is no download
         raise IFSegError(
             f"{subject}: {filename} is not in the cache and {reason} forbids downloads; download "
             f"{shown} by hand and put it at {dest}"
@@ -146,6 +148,8 @@ def checkpoint_problem(path: str) -> Optional[str]:
         fairseq_layout.infer_arch(weights, read_settings(ckpt), path)
     except IFSegError as e:
         return str(e).replace(path, "the file").split(";")[0]
+    except Exception as e:  # odd contents can upset the layout reader in many ways: still a clear refusal
+        return f"the file is not an OFA/IFSeg checkpoint ({type(e).__name__})"
     return None
 
 
@@ -180,7 +184,7 @@ def resolve_checkpoint(checkpoint: str, offline: Optional[bool] = None) -> str:
         IFSegError: an unknown name (with the closest names), or a download that cannot be made
             (one line: the URL tried, where to put the file by hand).
     """
-    if os.path.exists(checkpoint):
+    if not isinstance(checkpoint, str) or os.path.exists(checkpoint):
         return checkpoint
     model = MODELS.get(checkpoint)
     if model is None:
