@@ -101,7 +101,8 @@ def models_table() -> dict:
     rows = {"cache": cache_dir()}
     for name, model in MODELS.items():
         hit = cached.get(name)
-        rows[name] = f"{hit.path} ({hit.size / 1e6:.1f} MB)" if hit else f"not cached; from {model.source}"
+        how = "from" if model.url else "by hand from"
+        rows[name] = f"{hit.path} ({hit.size / 1e6:.1f} MB)" if hit else f"not cached; {how} {model.source}"
     return rows
 
 
