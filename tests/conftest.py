@@ -26,6 +26,16 @@ TINY_ARCH = ArchConfig(
 )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """No test reaches the network or the user's model cache: an empty cache of the session's own,
+    offline (the download tests turn the network back on for their local server)."""
+    import tempfile
+
+    os.environ["IFSEG_CACHE"] = tempfile.mkdtemp(prefix="ifseg-test-cache-")
+    os.environ["IFSEG_OFFLINE"] = "1"
+    os.environ.pop("IFSEG_MIRROR", None)
+
+
 def _require(path: Path) -> Path:
     if not path.exists():
         pytest.fail(f"test data missing: {path} (set IFSEG_SHARED to the shared/ folder)")
