@@ -14,8 +14,6 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-from mkdocs.structure.files import File
-
 ROOT = Path(__file__).resolve().parents[1]
 INDEX = "cli/index.md"
 MARKER = "<!-- commands -->"
@@ -122,6 +120,8 @@ def on_config(config):
 
 
 def on_files(files, config):
+    from mkdocs.structure.files import File  # mkdocs is only needed while building the site
+
     for name, summary, parser in commands():
         content = command_page(name, summary, parser, _guide(name, files))
         files.append(File.generated(config, f"cli/{name}.md", content=content))
