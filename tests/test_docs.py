@@ -107,7 +107,8 @@ def test_command_page_lists_every_option_escaped():
     assert "| `3` |" in rows["`--n`"]
     assert all(row.count(" | ") == 3 for row in rows.values()), "every row has four cells"
     assert page.startswith("# ifseg-deploy demo\n")
-    assert "[demo explained](../demo.md)" in page
+    assert "[the guide](../demo.md)" in page
+    assert "\nRun a demo.\n" in page
 
 
 @pytest.mark.skipif(
