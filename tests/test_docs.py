@@ -88,6 +88,56 @@ def test_readme_links_point_at_files():
     assert not missing, f"README.md links to missing files: {missing}"
 
 
+DOC_PAGES = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").rglob("*.md")) + ["README.md"]
+
+
+def command_lines(text: str) -> list:
+    """The ``ifseg-deploy ...`` commands of a page's bash blocks (continuations joined, comments cut);
+    commands elided with ``...`` are left out."""
+    found = []
+    for block in re.findall(r"^```bash\n(.*?)^```", text, flags=re.M | re.S):
+        for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+            for part in line.split("&&"):
+                words = shlex.split(part, comments=True)
+                if words[:1] == ["ifseg-deploy"] and "..." not in words:
+                    found.append(words)
+    return found
+
+
+def refused_commands(text: str) -> list:
+    """The command lines of ``text`` that the CLI's parser refuses."""
+    parser = build_parser()
+    refused = []
+    for words in command_lines(text):
+        try:
+            parser.parse_args(words[1:])
+        except SystemExit as e:
+            if e.code:
+                refused.append(shlex.join(words))
+    return refused
+
+
+@pytest.mark.parametrize("page", DOC_PAGES)
+def test_documented_commands_parse(page):
+    """Every command line the documentation shows is accepted by the CLI's parser: a renamed or removed
+    flag breaks this test, not the user's copy-paste."""
+    refused = refused_commands((ROOT / page).read_text(encoding="utf-8"))
+    assert not refused, f"{page}: the CLI refuses " + "; ".join(refused)
+
+
+def test_command_lines_are_found_and_checked():
+    text = (
+        "```bash\nifseg-deploy segment a.png \\\n    --checkpoint m.pt  # comment\n"
+        "ls && ifseg-deploy x ...\nifseg-deploy segment b.png --checkpoint m.pt --no-such-flag\n```\n"
+        "ifseg-deploy outside a block --is-prose\n"
+    )
+    assert command_lines(text) == [
+        ["ifseg-deploy", "segment", "a.png", "--checkpoint", "m.pt"],
+        ["ifseg-deploy", "segment", "b.png", "--checkpoint", "m.pt", "--no-such-flag"],
+    ]
+    assert refused_commands(text) == ["ifseg-deploy segment b.png --checkpoint m.pt --no-such-flag"]
+
+
 def test_command_page_lists_every_option_escaped():
     """The generator behind the command reference: every option with its value, default and help,
     Markdown-special characters escaped so a help text cannot break the table."""
