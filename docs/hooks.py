@@ -67,7 +67,7 @@ def _default(action: argparse.Action) -> str:
 
 def command_page(name: str, summary: str, parser: argparse.ArgumentParser, guide: str) -> str:
     """The Markdown reference page of one sub-command."""
-    parser.formatter_class = lambda prog: argparse.HelpFormatter(prog, width=100)
+    parser.formatter_class = lambda prog: argparse.HelpFormatter(prog, width=80)
     lines = [f"# ifseg-deploy {name}", "", _cell(summary[:1].upper() + summary[1:]) + ".", ""]
     if guide:
         lines += [f"Explained with examples in [the guide]({guide}).", ""]
