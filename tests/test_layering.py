@@ -131,28 +131,30 @@ def test_checker_sees_upward_and_cyclic_imports(tmp_path, monkeypatch):
         raise AssertionError(f"{check.__name__} missed a bad import")
 
 
-README = PACKAGE.parent / "README.md"
+ARCHITECTURE = PACKAGE.parent / "docs" / "architecture.md"
 
 
-def readme_layers(text: str) -> list:
-    """The README's layer line ("Imports only go down: `errors` ← `fileio`/`config` ← ...") as a list of sets."""
+def documented_layers(text: str) -> list:
+    """The docs' layer line ("Imports only go down: `errors` ← `fileio`/`config` ← ...") as a list of sets."""
     line = " ".join(text.split("Imports only go down:", 1)[1].split(";", 1)[0].split())
     return [set(re.findall(r"`([\w_]+)`", group)) for group in line.split("←")]
 
 
-def test_readme_layers_and_package_map_match_the_layers():
-    """The README's layer line lists LAYERS exactly (package entry points aside), and its package map
-    has a row for every sub-package, so the documentation cannot drift from the checked layering."""
-    text = README.read_text(encoding="utf-8")
+def test_docs_layers_and_package_map_match_the_layers():
+    """The architecture page's layer line lists LAYERS exactly (package entry points aside), and its
+    package table has a row for every sub-package, so the documentation cannot drift from the checked layering."""
+    text = ARCHITECTURE.read_text(encoding="utf-8")
     documented = [layer - {"__init__", "__main__"} for layer in LAYERS]
-    assert readme_layers(text) == [layer for layer in documented if layer], "update the README's layer line"
-    section = text.split("## Pipeline and package layout", 1)[1].split("\n## ", 1)[0]
+    assert documented_layers(text) == [layer for layer in documented if layer], (
+        "update the layer line of docs/architecture.md"
+    )
+    section = text.split("## Packages", 1)[1].split("\n## ", 1)[0]
     rows = set(re.findall(r"^\| `([\w_]+)/` \|", section, flags=re.M))
     packages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
-    assert packages <= rows, f"package map rows missing: {sorted(packages - rows)}"
-    assert rows <= packages, f"package map rows of packages that do not exist: {sorted(rows - packages)}"
+    assert packages <= rows, f"docs/architecture.md package rows missing: {sorted(packages - rows)}"
+    assert rows <= packages, f"docs/architecture.md rows of packages that do not exist: {sorted(rows - packages)}"
 
 
-def test_readme_layer_line_parser_sees_a_wrong_order():
-    assert readme_layers("Imports only go down: `errors` ← `a`/`b` ← `c`; more") == [{"errors"}, {"a", "b"}, {"c"}]
-    assert readme_layers("Imports only go down: `c` ← `errors`;") != [{"errors"}, {"c"}]
+def test_layer_line_parser_sees_a_wrong_order():
+    assert documented_layers("Imports only go down: `errors` ← `a`/`b` ← `c`; more") == [{"errors"}, {"a", "b"}, {"c"}]
+    assert documented_layers("Imports only go down: `c` ← `errors`;") != [{"errors"}, {"c"}]
