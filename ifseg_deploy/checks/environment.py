@@ -2,7 +2,8 @@
 runtime (version, or the extra that installs it), the CPU's instruction sets, CUDA devices, a
 Jetson's L4T release, OpenCV's build, and the models in the download cache.
 
-Every fact is read, never guessed: versions from the installed distributions' metadata
+Only PyTorch is imported up front: the command must run where the optional packages it reports
+are missing. Every fact is read, never guessed: versions from the installed distributions' metadata
 (``importlib.metadata``; a module's ``__version__`` only where no distribution records it, as
 for JetPack's TensorRT), CPU flags from ``/proc/cpuinfo``, the driver from
 ``/proc/driver/nvidia/version``. Nothing here reads environment variables other than the cache's
@@ -21,7 +22,6 @@ import sys
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..bench.compare import machine_info
 from ..runtime.torch_backend import cpu_flags, cpu_has_bf16, cpu_has_vnni
 from ..version import __version__
 
@@ -221,7 +221,7 @@ def cpu_facts() -> Dict[str, object]:
     import torch
 
     return {
-        "model": machine_info()["cpu"] or platform.processor() or "unknown",
+        "model": _cpuinfo_field("model name") or platform.processor() or "unknown",
         "logical_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "flags": {label: None if have is None else name in have for name, label in table.items()},
@@ -230,12 +230,18 @@ def cpu_facts() -> Dict[str, object]:
     }
 
 
-def _arm_features() -> Optional[List[str]]:
-    """The ``Features`` line of ``/proc/cpuinfo`` (Arm Linux), None elsewhere."""
+def _cpuinfo_field(name: str) -> Optional[str]:
+    """The first ``name : value`` of ``/proc/cpuinfo`` (Linux), None where there is none."""
     if not os.path.isfile("/proc/cpuinfo"):
         return None
     with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-        return next((line.split(":", 1)[1].split() for line in fh if line.startswith("Features")), None)
+        return next((line.split(":", 1)[1].strip() for line in fh if line.split(":", 1)[0].strip() == name), None)
+
+
+def _arm_features() -> Optional[List[str]]:
+    """The ``Features`` line of ``/proc/cpuinfo`` (Arm Linux), None elsewhere."""
+    features = _cpuinfo_field("Features")
+    return None if features is None else features.split()
 
 
 def _read(path: str) -> Optional[str]:

@@ -3,9 +3,10 @@ self-test's table (:class:`.selftest.SelfTestReport`); ``--json`` prints :func:`
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional
 
-from .selftest import SelfTestReport
+if TYPE_CHECKING:  # the self-test imports the exporter, which needs the optional onnx package
+    from .selftest import SelfTestReport
 
 
 def _yes_no(value: Optional[bool]) -> str:
@@ -63,7 +64,7 @@ def format_facts(facts: Dict[str, object]) -> str:
     return "\n".join(out)
 
 
-def format_selftest(report: SelfTestReport) -> str:
+def format_selftest(report: "SelfTestReport") -> str:
     """The self-test's rows as a table: result, logits rel-RMS against PyTorch fp32 on the same
     device and its gate, label agreement, median ms; skipped and failed rows with their reason."""
     m = report.model
@@ -90,7 +91,7 @@ def format_selftest(report: SelfTestReport) -> str:
     return "\n".join(lines)
 
 
-def document(facts: Dict[str, object], report: Optional[SelfTestReport] = None) -> Dict[str, object]:
+def document(facts: Dict[str, object], report: Optional["SelfTestReport"] = None) -> Dict[str, object]:
     """The ``--json`` document: the facts, and the self-test under ``"self_test"`` when it ran."""
     doc = dict(facts)
     if report is not None:

@@ -7,6 +7,8 @@ import argparse
 import json
 import sys
 
+from ..errors import IFSegError
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
@@ -33,7 +35,12 @@ def run(args) -> int:
         print(format_facts(facts), flush=True)
     report = None
     if args.self_test:
-        from ..checks.selftest import run_selftest
+        try:
+            from ..checks.selftest import run_selftest
+        except ImportError as e:  # the exporter's packages: the facts above say which are missing
+            raise IFSegError(
+                f'the self-test exports models and needs {e.name}: pip install "ifseg-deploy[cpu]"'
+            ) from None
 
         if not args.json:
             print()
