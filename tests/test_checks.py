@@ -271,3 +271,18 @@ def test_self_test_runs_every_cpu_backend_here():
         assert all(r["status"] == SKIPPED and r["reason"].startswith("no CUDA device: ") for r in cuda)
         if importlib.util.find_spec("tensorrt") is None:
             assert "tensorrt is not installed" in rows[("cuda", "TensorRT", "fp16")]["reason"]
+
+
+def test_facts_need_no_optional_package():
+    """``checks`` reports missing runtimes, so its facts and report import none of them (PyTorch only)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, ifseg_deploy.checks.environment, ifseg_deploy.checks.report, ifseg_deploy.cli.checks\n"
+        "print(sorted(m for m in ('onnx', 'onnxruntime', 'openvino', 'onnxslim', 'tensorrt') if m in sys.modules))"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    assert out.strip() == "[]"
