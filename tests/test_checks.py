@@ -145,6 +145,19 @@ def test_install_hint_lists_every_extra_but_dev():
     assert environment.install_hint(onnx, extras) == 'pip install "ifseg-deploy[cpu]" (or [gpu])'
 
 
+def test_install_hints_on_a_jetson():
+    """pyproject's jetson extra first; TensorRT and onnxruntime-gpu are NVIDIA's JetPack builds, not the gpu extra's."""
+    extras = environment.extras_of(['onnx>=1.15; extra == "cpu"', 'onnx>=1.15; extra == "jetson"'])
+    packages = {p.label: p for p in environment.PACKAGES}
+    assert (
+        environment.install_hint(packages["onnx"], extras, jetson=True)
+        == 'pip install "ifseg-deploy[jetson]" (or [cpu])'
+    )
+    assert environment.install_hint(packages["onnx"], extras) == 'pip install "ifseg-deploy[cpu]" (or [jetson])'
+    assert "JetPack" in environment.install_hint(packages["tensorrt"], environment.extras_of(), jetson=True)
+    assert "JetPack" in environment.install_hint(packages["onnxruntime"], environment.extras_of(), jetson=True)
+
+
 def test_cache_lists_model_files_with_sizes(tmp_path, monkeypatch):
     (tmp_path / "sub").mkdir()
     (tmp_path / ".partial").mkdir()

@@ -116,12 +116,24 @@ def extras_of(requires: Optional[Sequence[str]] = None) -> Dict[str, List[str]]:
     return extras
 
 
-def install_hint(package: Package, extras: Dict[str, List[str]]) -> str:
+#: On a Jetson, what provides the packages NVIDIA builds for JetPack (pyproject's ``jetson`` extra leaves them out).
+JETPACK = {
+    "tensorrt": "comes with JetPack (its python3-libnvinfer package)",
+    "onnxruntime": "install NVIDIA's onnxruntime-gpu wheel for your JetPack release",
+}
+
+
+def install_hint(package: Package, extras: Dict[str, List[str]], jetson: bool = False) -> str:
     """The command that installs ``package``: ``pip install "ifseg-deploy[cpu]"`` (other extras that
-    also provide it in brackets after), or plain ``pip install <distribution>`` when no extra does."""
+    also provide it in brackets after), or plain ``pip install <distribution>`` when no extra does.
+    On a Jetson (``jetson``), the ``jetson`` extra first, and :data:`JETPACK` for NVIDIA's own builds."""
+    if jetson and package.label in JETPACK:
+        return JETPACK[package.label]
     found: List[str] = []
     for dist in package.distributions:
         found += [e for e in extras.get(_normalize(dist), []) if e not in found]
+    if jetson and "jetson" in found:
+        found.insert(0, found.pop(found.index("jetson")))
     if not found:
         return f"pip install {package.distributions[0]}"
     others = "".join(f" or [{e}]" for e in found[1:])
@@ -148,9 +160,10 @@ def installed(package: Package) -> Optional[Tuple[str, str]]:
     return "", str(getattr(module, "__version__", "unknown version"))
 
 
-def _one_line(e: BaseException) -> str:
+def one_line(e: BaseException) -> str:
+    """``e`` as ``"Type: first line of its message"`` (at most 200 characters of it), for a report row."""
     text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:160]}" if text else type(e).__name__
+    return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
 
 
 def onnxruntime_providers() -> List[str]:
@@ -185,17 +198,17 @@ def opencv_build() -> Dict[str, str]:
 DETAILS = {"onnxruntime": ("providers", onnxruntime_providers), "openvino": ("devices", openvino_devices)}
 
 
-def package_facts(extras: Optional[Dict[str, List[str]]] = None) -> List[Dict[str, object]]:
+def package_facts(extras: Optional[Dict[str, List[str]]] = None, jetson: bool = False) -> List[Dict[str, object]]:
     """One dict per :data:`PACKAGES` entry: ``name``, ``installed``, ``version`` and ``distribution``
-    (installed) or ``install`` (the command that installs it), plus ``providers`` / ``devices`` for
-    onnxruntime / OpenVINO (or ``error`` when asking them fails)."""
+    (installed) or ``install`` (the command that installs it; ``jetson``: on a Jetson), plus
+    ``providers`` / ``devices`` for onnxruntime / OpenVINO (or ``error`` when asking them fails)."""
     extras = extras_of() if extras is None else extras
     rows = []
     for package in PACKAGES:
         found = installed(package)
         row: Dict[str, object] = {"name": package.label, "installed": found is not None}
         if found is None:
-            row["install"] = install_hint(package, extras)
+            row["install"] = install_hint(package, extras, jetson)
         else:
             row["distribution"], row["version"] = found
             if package.label in DETAILS:
@@ -203,7 +216,7 @@ def package_facts(extras: Optional[Dict[str, List[str]]] = None) -> List[Dict[st
                 try:
                     row[key] = ask()
                 except Exception as e:  # an installed runtime that cannot start: say why, keep going
-                    row["error"] = _one_line(e)
+                    row["error"] = one_line(e)
         rows.append(row)
     return rows
 
@@ -336,14 +349,15 @@ def cached_models(folder: Optional[str] = None) -> List[Dict[str, object]]:
 
 def collect() -> Dict[str, object]:
     """Every fact of this machine, as one JSON-ready dict."""
-    packages = package_facts()
+    jetson = jetson_facts()
+    packages = package_facts(jetson=jetson is not None)
     facts: Dict[str, object] = {
         "ifseg_deploy": __version__,
         "python": f"{platform.python_version()} ({platform.python_implementation()}) {sys.executable}",
         "os": f"{platform.system()} {platform.release()} ({platform.machine()})",
         "torch": torch_facts(),
         "nvidia_driver": nvidia_driver(),
-        "jetson": jetson_facts(),
+        "jetson": jetson,
         "cpu": cpu_facts(),
         "packages": packages,
     }
@@ -352,7 +366,7 @@ def collect() -> Dict[str, object]:
         try:
             facts["opencv_build"] = opencv_build()
         except Exception as e:
-            facts["opencv_build"] = {"error": _one_line(e)}
+            facts["opencv_build"] = {"error": one_line(e)}
     folder = cache_folder()
     facts["cache"] = {"folder": folder, "models": cached_models(folder)}
     return facts

@@ -49,7 +49,7 @@ from ..runtime.segmenter import Segmenter
 from ..runtime.vocabulary import Vocabulary
 from ..text.prompt import DEFAULT_PROMPT_PREFIX
 from ..text.tokenizer import OFATokenizer
-from .environment import cuda_unavailable_reason
+from .environment import cuda_unavailable_reason, one_line
 
 #: A 32-wide, one-layer SegOFA with one block per ResNet stage on an 8x8 grid (128-pixel short
 #: side): every operator of the full model, exported and verified in seconds. The vocabulary holds
@@ -185,8 +185,8 @@ def write_byte_bpe(folder: str) -> str:
 
 def selftest_model(arch: ArchConfig = SELFTEST_ARCH, seed: int = 0) -> SegOFA:
     """A random SegOFA of ``arch`` in eval mode whose logits have structure: matrices of unit-gain
-    scale, norms and affines near 1 with 10% noise, batch norms of unit statistics. PyTorch's
-    default initialisation gives nearly flat logits, whose int8 graph misses its gate (rel-RMS 0.18)."""
+    scale, norms and affines near 1 with 10% noise, batch norms of unit statistics. The int8 graph of
+    PyTorch's default initialisation missed the int8 gate (logits rel-RMS 0.18 against 0.1)."""
     gen = torch.Generator().manual_seed(seed)
     model = SegOFA(arch)
     with torch.no_grad():
@@ -250,11 +250,6 @@ def _judge(device: str, variant: Variant, row: CompareRow, ref_logits: np.ndarra
     return out
 
 
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0][:300] if text else type(e).__name__
-
-
 def _groups(variants: Sequence[Variant]) -> List[List[Variant]]:
     """``variants`` (the reference first) in groups sharing one model file."""
     groups: Dict[object, List[Variant]] = {}
@@ -279,7 +274,7 @@ def _run_device(
     try:
         ref = Segmenter.load(source, None, bpe_dir, device, FP32, preprocessing=pre).segment(image).logits
     except Exception as e:  # without the reference nothing on this device can be judged
-        return [SelfTestRow(device, v.name, v.precision, FAIL, f"reference failed: {_one_line(e)}") for v in variants]
+        return [SelfTestRow(device, v.name, v.precision, FAIL, f"reference failed: {one_line(e)}") for v in variants]
     seen = set()
 
     def tick(done: int, total: int, label: str) -> None:
@@ -303,7 +298,7 @@ def _run_device(
         except Exception as e:
             for v in group:
                 skip = v.skip_reason(device)
-                rows.append(SelfTestRow(device, v.name, v.precision, SKIPPED if skip else FAIL, skip or _one_line(e)))
+                rows.append(SelfTestRow(device, v.name, v.precision, SKIPPED if skip else FAIL, skip or one_line(e)))
             continue
         rows += [_judge(device, v, r, ref) for v, r in zip(group, done)]
     return rows
