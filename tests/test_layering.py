@@ -24,6 +24,7 @@ LAYERS = [
     {"exporter", "stream"},
     {"triton"},  # the Triton repository writer, local server, host model and client backend
     {"bench"},  # latency, bench --compare (exports and benchmarks every backend), Triton load
+    {"checks"},  # ifseg-deploy checks: the machine's facts and the self-test (through bench --compare)
     {"train"},
     {"cli"},
     {"__init__", "__main__"},  # the front door: Segmenter, Stream, load, export
