@@ -158,25 +158,17 @@ def test_install_hints_on_a_jetson():
     assert "JetPack" in environment.install_hint(packages["onnxruntime"], environment.extras_of(), jetson=True)
 
 
-def test_cache_lists_model_files_with_sizes(tmp_path, monkeypatch):
-    (tmp_path / "sub").mkdir()
-    (tmp_path / ".partial").mkdir()
-    (tmp_path / "a.pt").write_bytes(b"\0" * 2**20)
-    (tmp_path / "sub" / "b.safetensors").write_bytes(b"\0" * (3 * 2**19))
-    (tmp_path / "notes.txt").write_text("x")
-    (tmp_path / ".partial" / "c.pt").write_bytes(b"\0")
+def test_cache_lists_the_named_models_it_holds(tmp_path, monkeypatch):
+    (tmp_path / "ofa_tiny.pt").write_bytes(b"\0" * 2**20)
+    (tmp_path / ".ofa_base.pt.part").write_bytes(b"\0")  # a partial download is not a model
+    (tmp_path / "notes.pt").write_bytes(b"\0")  # nor a file the cache did not download
     monkeypatch.setenv("IFSEG_CACHE", str(tmp_path))
-    assert environment.cache_folder() == str(tmp_path)
     code, text = _run(["checks", "--json"])
     cache = json.loads(text)["cache"]
     assert cache == {
         "folder": str(tmp_path),
-        "models": [{"path": "a.pt", "mb": 1.0}, {"path": os.path.join("sub", "b.safetensors"), "mb": 1.5}],
+        "models": [{"name": "ofa-tiny", "path": str(tmp_path / "ofa_tiny.pt"), "mb": 1.0}],
     }
-    monkeypatch.delenv("IFSEG_CACHE")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert environment.cache_folder() == str(tmp_path / "xdg" / "ifseg-deploy")
-    assert environment.cached_models() == []
 
 
 def test_jetson_release_and_driver_version(tmp_path, monkeypatch):

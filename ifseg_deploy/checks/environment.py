@@ -22,6 +22,7 @@ import sys
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from ..hub import cache_dir, cached_models
 from ..runtime.torch_backend import cpu_flags, cpu_has_bf16, cpu_has_vnni
 from ..version import __version__
 
@@ -89,8 +90,6 @@ ARM_FEATURES: Dict[str, str] = {"asimd": "NEON", "asimddp": "DOTPROD", "bf16": "
 TEGRA_RELEASE = "/etc/nv_tegra_release"
 DEVICE_TREE_MODEL = "/proc/device-tree/model"
 NVIDIA_DRIVER = "/proc/driver/nvidia/version"
-#: Model files listed from the cache.
-MODEL_SUFFIXES = (".pt", ".safetensors")
 
 
 def _normalize(name: str) -> str:
@@ -320,33 +319,6 @@ def cuda_unavailable_reason() -> Optional[str]:
     return "no CUDA device visible to torch (driver, CUDA_VISIBLE_DEVICES, or no GPU)"
 
 
-def cache_folder() -> str:
-    """The model download cache: ``$IFSEG_CACHE``, else ``$XDG_CACHE_HOME/ifseg-deploy``, else
-    ``~/.cache/ifseg-deploy``."""
-    if os.environ.get("IFSEG_CACHE"):
-        return os.environ["IFSEG_CACHE"]
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "ifseg-deploy")
-
-
-def cached_models(folder: Optional[str] = None) -> List[Dict[str, object]]:
-    """The model files (:data:`MODEL_SUFFIXES`) under ``folder`` (default :func:`cache_folder`), as
-    ``{"path": relative path, "mb": size in MiB}``, sorted by path; empty when the folder does not exist."""
-    folder = folder or cache_folder()
-    found = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]  # partial downloads and lock folders
-        for name in files:
-            if name.endswith(MODEL_SUFFIXES):
-                path = os.path.join(root, name)
-                try:
-                    size = os.path.getsize(path)
-                except OSError:  # removed while walking
-                    continue
-                found.append({"path": os.path.relpath(path, folder), "mb": round(size / 2**20, 1)})
-    return sorted(found, key=lambda m: m["path"])
-
-
 def collect() -> Dict[str, object]:
     """Every fact of this machine, as one JSON-ready dict."""
     jetson = jetson_facts()
@@ -367,6 +339,8 @@ def collect() -> Dict[str, object]:
             facts["opencv_build"] = opencv_build()
         except Exception as e:
             facts["opencv_build"] = {"error": one_line(e)}
-    folder = cache_folder()
-    facts["cache"] = {"folder": folder, "models": cached_models(folder)}
+    facts["cache"] = {
+        "folder": cache_dir(),
+        "models": [{"name": m.name, "path": m.path, "mb": round(m.size / 2**20, 1)} for m in cached_models()],
+    }
     return facts
