@@ -89,7 +89,7 @@ class OnnxBackend(Backend):
         cache = os.path.join(os.path.dirname(os.path.abspath(path)), ".ort_trt_cache")
         provider_args = {
             "cpu": {},
-            "cuda": {"device_id": device_id},
+            "cuda": {"device_id": device_id, "use_tf32": 0},  # fp32 graphs stay fp32, as the PyTorch reference
             "tensorrt": {
                 "device_id": device_id,
                 "trt_fp16_enable": half,

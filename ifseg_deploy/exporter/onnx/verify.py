@@ -5,10 +5,9 @@ compared wherever its neighbour sets are determined, see :mod:`.knn_ties`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import onnx
 import torch
 from torch import Tensor
 
@@ -16,6 +15,9 @@ from ...model import grid_size
 from ...runtime.graph_contract import FEATURES, IMAGES, KNN_PROBS, LABELS, LOGITS
 from .graph import ExportGraph
 from .knn_ties import near_tied_cells, undetermined_cells, undetermined_pixels
+
+if TYPE_CHECKING:  # the CLI starts (e.g. `checks` on a bare install) without the onnx package
+    import onnx
 
 MIN_OPSET = 17
 #: Control flow / sequence operators a deployable graph must not contain (the decoder runs in one pass).
@@ -38,7 +40,7 @@ def opset_of(model: onnx.ModelProto) -> int:
 
 
 def _float_constants(model: onnx.ModelProto):
-    from onnx import numpy_helper
+    from onnx import helper, numpy_helper
 
     for init in model.graph.initializer:
         yield init.name, numpy_helper.to_array(init)
@@ -48,7 +50,7 @@ def _float_constants(model: onnx.ModelProto):
                 if a.name == "value":
                     yield node.output[0], numpy_helper.to_array(a.t)
                 elif a.name in ("value_float", "value_floats"):
-                    yield node.output[0], np.asarray(onnx.helper.get_attribute_value(a), dtype=np.float32)
+                    yield node.output[0], np.asarray(helper.get_attribute_value(a), dtype=np.float32)
 
 
 def graph_policy_problems(model: onnx.ModelProto) -> List[str]:
