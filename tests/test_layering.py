@@ -16,12 +16,14 @@ LAYERS = [
     {"fileio", "config", "precision", "tracing", "redact"},
     {"model", "preprocess"},
     {"text", "postprocess", "visualize"},
+    {"ros"},  # ROS 2 message types and CDR, bags in and out, Foxglove: no model
     {"checkpoint"},
     {"runtime"},
     {"eval"},
     {"artificial"},  # artificial images and the held-out set (scored with eval's metrics), for train and export
     {"exporter", "stream"},
     {"triton"},  # the Triton repository writer, local server, host model and client backend
+    {"ros2node"},  # the ROS 2 node over DDS (runtime + ros)
     {"bench"},  # latency, bench --compare (exports and benchmarks every backend), Triton load
     {"train"},
     {"cli"},
