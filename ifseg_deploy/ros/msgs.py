@@ -16,6 +16,7 @@ join the pixel bytes in one piece and read them back as a NumPy view (well under
 """
 
 # No ``from __future__ import annotations`` here: cyclonedds resolves the field annotations at run time.
+import functools
 import struct
 from dataclasses import dataclass, field
 from typing import Any, List, Optional, Sequence
@@ -261,3 +262,28 @@ MSGDEFS = {
     ),
     "std_msgs/msg/String": "string data\n",
 }
+
+
+@functools.lru_cache(maxsize=None)  # one set of classes per distro: DDS types are registered once
+def discovery_types(distro: str):
+    """``(ParticipantEntitiesInfo, NodeEntitiesInfo, Gid)`` IDL structs of rmw_dds_common for ``distro``
+    (Gid is ``char[24]`` on Humble, ``char[16]`` from Iron on)."""
+    size = 24 if distro == "humble" else 16
+
+    @dataclass
+    class Gid(IdlStruct, typename="rmw_dds_common::msg::dds_::Gid_"):
+        data: types.array[types.uint8, size] = field(default_factory=lambda: [0] * size)
+
+    @dataclass
+    class NodeEntitiesInfo(IdlStruct, typename="rmw_dds_common::msg::dds_::NodeEntitiesInfo_"):
+        node_namespace: types.bounded_str[256] = "/"
+        node_name: types.bounded_str[256] = ""
+        reader_gid_seq: types.sequence[Gid] = field(default_factory=list)
+        writer_gid_seq: types.sequence[Gid] = field(default_factory=list)
+
+    @dataclass
+    class ParticipantEntitiesInfo(IdlStruct, typename="rmw_dds_common::msg::dds_::ParticipantEntitiesInfo_"):
+        gid: Gid = field(default_factory=Gid)
+        node_entities_info_seq: types.sequence[NodeEntitiesInfo] = field(default_factory=list)
+
+    return ParticipantEntitiesInfo, NodeEntitiesInfo, Gid

@@ -10,8 +10,9 @@ Per frame, with the input frame's header (stamp, frame_id):
 * ``<ns>/label_info``: vision_msgs/LabelInfo, the class list (id = index): before the first label
   map and again before the first label map of a changed list, never in between.
 
-``<ns>`` is ``/ifseg`` by default. The messages are serialised once (:mod:`.msgs`' CDR, MCAP's
-``cdr`` encoding with ``ros2msg`` schemas) and the same bytes go to every sink.
+``<ns>`` is ``/ifseg`` by default. :class:`SegmentationMessages` makes the messages (also for the
+DDS node); here they are serialised once (:mod:`.msgs`' CDR, MCAP's ``cdr`` encoding with
+``ros2msg`` schemas) and the same bytes go to every sink.
 """
 
 from __future__ import annotations
@@ -97,20 +98,24 @@ class SegmentationMessages:
         self.draw = draw or (lambda rgb, labels, cats: overlay(rgb, labels, cats))
         self._categories: Optional[List[str]] = None
 
-    def encode(
+    def label_info(self, categories: Sequence[str], header: Header) -> Tuple[str, Any]:
+        """``(topic, LabelInfo)`` announcing ``categories``; the next frame of the same list repeats none."""
+        self._categories = list(categories)
+        return self.topics.label_info, label_info(header, categories)
+
+    def messages(
         self, rgb: np.ndarray, labels: np.ndarray, categories: Sequence[str], header: Header
-    ) -> List[Tuple[str, bytes]]:
-        """``[(topic, CDR bytes)]`` of one frame: LabelInfo first when the category list changed (or
-        on the first frame), then the label map and the overlay, all with ``header``.
+    ) -> List[Tuple[str, Any]]:
+        """``[(topic, message)]`` of one frame: LabelInfo first when the category list changed (or on
+        the first frame), then the label map and the overlay, all with ``header``.
 
         ``rgb``: (H, W, 3) uint8; ``labels``: (H, W) integer class ids into ``categories``.
         """
-        out = []
+        out: List[Tuple[str, Any]] = []
         if self._categories != list(categories):
-            self._categories = list(categories)
-            out.append((self.topics.label_info, label_info(header, categories).serialize()))
-        out.append((self.topics.labels, label_image(header, labels, len(categories)).serialize()))
-        out.append((self.topics.overlay, overlay_message(header, rgb, labels, categories, self.draw).serialize()))
+            out.append(self.label_info(categories, header))
+        out.append((self.topics.labels, label_image(header, labels, len(categories))))
+        out.append((self.topics.overlay, overlay_message(header, rgb, labels, categories, self.draw)))
         return out
 
 
@@ -271,7 +276,8 @@ class RosOutputs:
         """Publish one frame: ``rgb`` (H, W, 3) uint8, ``labels`` (H, W) class ids; ``header``: the
         input's (None: stamped ``t`` s); ``log_ns``: the input's log time in its bag (default: now)."""
         now = time.time_ns()
-        encoded = self.messages.encode(rgb, labels, categories, header_of(header, t))
+        messages = self.messages.messages(rgb, labels, categories, header_of(header, t))
+        encoded = [(topic, msg.serialize()) for topic, msg in messages]  # once for every sink
         for sink in self.sinks:
             sink.write(encoded, now if log_ns is None else log_ns, now)
 

@@ -1,0 +1,155 @@
+"""``ifseg-deploy ros2`` over real DDS: the node runs in its own process on a private domain id,
+localhost only; this test's own Cyclone DDS participant publishes camera frames, receives label maps
+and class lists, and changes the categories live."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("cyclonedds", reason="the ros extra is not installed")
+
+from cyclonedds.core import Listener, Qos  # noqa: E402
+from cyclonedds.qos import Policy  # noqa: E402
+from cyclonedds.sub import DataReader  # noqa: E402
+from cyclonedds.util import duration  # noqa: E402
+
+from ifseg_deploy.ros.msgs import Header, Image, LabelInfo, String, Time  # noqa: E402
+from ifseg_deploy.ros2node.dds import Participant  # noqa: E402
+from ifseg_deploy.runtime.segmenter import Segmenter  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+H, W = 40, 56
+RELIABLE = Qos(Policy.Reliability.Reliable(duration(seconds=1)), Policy.History.KeepLast(50))
+LATCHED = Qos(
+    Policy.Reliability.Reliable(duration(seconds=1)), Policy.History.KeepLast(50), Policy.Durability.TransientLocal
+)
+
+
+def frame(k: int) -> np.ndarray:
+    rgb = np.zeros((H, W, 3), np.uint8)
+    rgb[:, : 8 + 5 * k] = (210, 60, 40)
+    rgb[:, 8 + 5 * k :] = (30, 90, 200)
+    rgb[: H // 2, ::7] = (80, 220, 80)
+    return rgb
+
+
+class Collector:
+    """Everything a reader receives, in arrival order, with a wait for a condition."""
+
+    def __init__(self, participant: Participant, topic: str, data_type, qos: Qos):
+        self.items: list = []
+        self.cond = threading.Condition()
+        self.reader = DataReader(
+            participant.dp, participant.topic(topic, data_type), qos=qos, listener=Listener(on_data_available=self._on)
+        )
+
+    def _on(self, reader) -> None:
+        samples = reader.take(N=64)
+        with self.cond:
+            self.items.extend((time.monotonic(), s) for s in samples)
+            self.cond.notify_all()
+
+    def wait_for(self, predicate, timeout: float = 30.0):
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                found = [(t, s) for t, s in self.items if predicate(s)]
+                if found:
+                    return found[0]
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError("timed out waiting for a message")
+                self.cond.wait(left)
+
+
+@pytest.fixture
+def node(tmp_path, tiny_bundle, bpe_dir):
+    domain = random.randint(100, 200)
+    env = dict(os.environ, PYTHONPATH=ROOT, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_DOMAIN_ID=str(domain))
+    cmd = [sys.executable, "-m", "ifseg_deploy", "ros2", "--input", "/robot/cam/image_raw", "--name", "seg"]
+    cmd += ["--checkpoint", tiny_bundle, "--bpe-dir", bpe_dir, "--knn-iters", "2", "--no-temporal", "--device", "cpu"]
+    log = open(tmp_path / "node.log", "w+")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    try:
+        yield proc, domain, tmp_path / "node.log"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def test_node_segments_frames_and_follows_category_changes(node, tiny_bundle, bpe_dir):
+    proc, domain, log_path = node
+    me = Participant(domain, localhost=True, user_data=b"test")
+    labels = Collector(me, "/seg/labels", Image, RELIABLE)
+    infos = Collector(me, "/seg/label_info", LabelInfo, LATCHED)
+    overlays_topic = "/seg/overlay/compressed"
+    from ifseg_deploy.ros.msgs import CompressedImage
+
+    overlays = Collector(me, overlays_topic, CompressedImage, RELIABLE)
+    camera = me.writer("/robot/cam/image_raw", Image, Qos(Policy.Reliability.BestEffort, Policy.History.KeepLast(1)))
+    commands = me.writer(
+        "/seg/categories", String, Qos(Policy.Reliability.Reliable(duration(seconds=1)), Policy.History.KeepLast(10))
+    )
+
+    def publish_until_labelled(k: int, text_id: str = "cam_optical"):
+        msg = Image(Header(Time(1000 + k, 17 * k), text_id), H, W, "rgb8", 0, W * 3, frame(k).reshape(-1))
+        deadline = time.monotonic() + 60
+        while True:
+            camera.write(msg)
+            try:
+                return labels.wait_for(lambda m: m.header.stamp.sec == 1000 + k, timeout=0.5)
+            except AssertionError:
+                assert proc.poll() is None, log_path.read_text()
+                assert time.monotonic() < deadline, log_path.read_text()
+
+    # the latched class list of the start reaches a late subscriber
+    _, first_info = infos.wait_for(lambda m: True, timeout=60)
+    assert [(c.class_id, c.class_name) for c in first_info.class_map] == [(0, "sky"), (1, "grass"), (2, "dog")]
+
+    seg = Segmenter.load(tiny_bundle, bpe_dir=bpe_dir, knn_iters=2, device="cpu")
+    for k in range(2):
+        _, got = publish_until_labelled(k)
+        assert (got.header.stamp.sec, got.header.stamp.nanosec, got.header.frame_id) == (
+            1000 + k,
+            17 * k,
+            "cam_optical",
+        )
+        assert (got.encoding, got.height, got.width, got.step) == ("mono8", H, W, W)
+        np.testing.assert_array_equal(np.asarray(got.data).reshape(H, W), seg.segment(frame(k)).labels)
+        _, ov = overlays.wait_for(lambda m: m.header.stamp.sec == 1000 + k)
+        assert ov.format == "jpeg" and bytes(ov.data[:2]) == b"\xff\xd8"
+
+    # a live change: LabelInfo of the new list, then label maps with its ids only
+    commands.write(String("road, sky"))
+    t_info, new_info = infos.wait_for(lambda m: [c.class_name for c in m.class_map] == ["road", "sky"])
+    t_label, got = publish_until_labelled(5)
+    assert t_info <= t_label
+    seg.set_categories(["road", "sky"])
+    np.testing.assert_array_equal(np.asarray(got.data).reshape(H, W), seg.segment(frame(5)).labels)
+
+    # a refused list: one log line, the old list stays (no new LabelInfo, ids still of road/sky)
+    commands.write(String(" , "))
+    deadline = time.monotonic() + 30
+    while "refused" not in log_path.read_text():
+        assert time.monotonic() < deadline, log_path.read_text()
+        time.sleep(0.1)
+    _, got = publish_until_labelled(6)
+    np.testing.assert_array_equal(np.asarray(got.data).reshape(H, W), seg.segment(frame(6)).labels)
+    assert [[c.class_name for c in m.class_map] for _, m in infos.items] == [["sky", "grass", "dog"], ["road", "sky"]]
+
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    text = log_path.read_text()
+    assert text.count("refused") == 1
+    assert "ros2: stopped; received" in text and "category changes 1" in text
