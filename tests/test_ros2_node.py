@@ -14,15 +14,13 @@ import time
 
 import numpy as np
 import pytest
-
-pytest.importorskip("cyclonedds", reason="the ros extra is not installed")
-
 from cyclonedds.core import Listener, Qos  # noqa: E402
 from cyclonedds.qos import Policy  # noqa: E402
 from cyclonedds.sub import DataReader  # noqa: E402
+from cyclonedds.topic import Topic  # noqa: E402
 from cyclonedds.util import duration  # noqa: E402
 
-from ifseg_deploy.ros.msgs import Header, Image, LabelInfo, String, Time  # noqa: E402
+from ifseg_deploy.ros.msgs import CompressedImage, Header, Image, LabelInfo, String, Time, discovery_types  # noqa: E402
 from ifseg_deploy.ros2node.dds import Participant  # noqa: E402
 from ifseg_deploy.runtime.segmenter import Segmenter  # noqa: E402
 
@@ -45,12 +43,10 @@ def frame(k: int) -> np.ndarray:
 class Collector:
     """Everything a reader receives, in arrival order, with a wait for a condition."""
 
-    def __init__(self, participant: Participant, topic: str, data_type, qos: Qos):
+    def __init__(self, participant: Participant, topic, qos: Qos):
         self.items: list = []
         self.cond = threading.Condition()
-        self.reader = DataReader(
-            participant.dp, participant.topic(topic, data_type), qos=qos, listener=Listener(on_data_available=self._on)
-        )
+        self.reader = participant.reader(topic, qos, self._on)
 
     def _on(self, reader) -> None:
         samples = reader.take(N=64)
@@ -88,15 +84,20 @@ def node(tmp_path, tiny_bundle, bpe_dir):
         log.close()
 
 
-def test_node_segments_frames_and_follows_category_changes(node, tiny_bundle, bpe_dir):
-    proc, domain, log_path = node
-    me = Participant(domain, localhost=True, user_data=b"test")
-    labels = Collector(me, "/seg/labels", Image, RELIABLE)
-    infos = Collector(me, "/seg/label_info", LabelInfo, LATCHED)
-    overlays_topic = "/seg/overlay/compressed"
-    from ifseg_deploy.ros.msgs import CompressedImage
+@pytest.fixture
+def me(node):
+    """This test's own participant on the node's domain (callbacks stopped at the end)."""
+    participant = Participant(node[1], localhost=True, user_data=b"test")
+    yield participant
+    participant.close()
 
-    overlays = Collector(me, overlays_topic, CompressedImage, RELIABLE)
+
+def test_node_segments_frames_and_follows_category_changes(node, me, tiny_bundle, bpe_dir):
+    proc, domain, log_path = node
+    labels = Collector(me, me.topic("/seg/labels", Image), RELIABLE)
+    infos = Collector(me, me.topic("/seg/label_info", LabelInfo), LATCHED)
+    overlays_topic = "/seg/overlay/compressed"
+    overlays = Collector(me, me.topic(overlays_topic, CompressedImage), RELIABLE)
     camera = me.writer("/robot/cam/image_raw", Image, Qos(Policy.Reliability.BestEffort, Policy.History.KeepLast(1)))
     commands = me.writer(
         "/seg/categories", String, Qos(Policy.Reliability.Reliable(duration(seconds=1)), Policy.History.KeepLast(10))
@@ -112,6 +113,21 @@ def test_node_segments_frames_and_follows_category_changes(node, tiny_bundle, bp
             except AssertionError:
                 assert proc.poll() is None, log_path.read_text()
                 assert time.monotonic() < deadline, log_path.read_text()
+
+    # the node is announced on ros_discovery_info (Jazzy layout: 16-byte Gids) with its endpoints
+    infos_type = discovery_types("jazzy")[0]
+    graph = Collector.__new__(Collector)
+    graph.items, graph.cond = [], threading.Condition()
+    graph.reader = DataReader(
+        me.dp,
+        Topic(me.dp, "ros_discovery_info", infos_type),
+        qos=LATCHED,
+        listener=Listener(on_data_available=graph._on),
+    )
+    _, announced = graph.wait_for(lambda m: any(n.node_name == "seg" for n in m.node_entities_info_seq), timeout=60)
+    node_info = announced.node_entities_info_seq[0]
+    assert node_info.node_namespace == "/" and len(announced.gid.data) == 16
+    assert len(node_info.reader_gid_seq) == 2 and len(node_info.writer_gid_seq) == 3
 
     # the latched class list of the start reaches a late subscriber
     _, first_info = infos.wait_for(lambda m: True, timeout=60)

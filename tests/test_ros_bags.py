@@ -11,9 +11,6 @@ import struct
 import cv2
 import numpy as np
 import pytest
-
-pytest.importorskip("rosbags", reason="the ros extra is not installed")
-
 from rosbags.rosbag1 import Writer as Writer1  # noqa: E402
 from rosbags.rosbag2 import StoragePlugin, Writer  # noqa: E402
 from rosbags.typesys import Stores, get_typestore  # noqa: E402

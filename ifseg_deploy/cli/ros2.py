@@ -35,6 +35,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity in [0, 1] (default: 0.5)")
     p.add_argument("--contours", action="store_true", help="draw class boundaries on the overlay")
     p.add_argument(
+        "--overlay",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="publish the overlay (JPEG); --no-overlay saves its drawing and encoding, the largest cost "
+        "besides the network (default: on)",
+    )
+    p.add_argument(
         "--temporal",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -68,6 +75,7 @@ def run(args) -> int:
         name=args.name,
         domain_id=domain_id,
         draw=draw,
+        with_overlay=args.overlay,
         temporal=args.temporal,
         ros_distro=None if args.ros_distro == "none" else args.ros_distro,
         notify=lambda line: print(line, flush=True),
@@ -75,13 +83,16 @@ def run(args) -> int:
     print(
         f"ros2: node /{args.name} on domain {domain_id}"
         + (" (localhost only)" if node.participant.localhost else "")
-        + f": {node.input_topic} -> {', '.join(node.topics.names())}; categories on {node.categories_topic}",
+        + f": {node.input_topic} -> {', '.join(node.writers)}; categories on {node.categories_topic}",
         flush=True,
     )
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda signum, _frame: node.stop())
-    stats = node.spin(args.max_frames)
+    try:
+        stats = node.spin(args.max_frames)
+    finally:
+        node.close()
     print(
         f"ros2: stopped; received {stats.received}, published {stats.processed}, dropped {stats.dropped}, "
         f"undecodable {stats.skipped}, category changes {stats.category_changes}",

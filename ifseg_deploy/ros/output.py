@@ -91,12 +91,15 @@ class SegmentationMessages:
     Args:
         topics: where the messages go.
         draw: draws the overlay: ``draw(rgb, labels, categories) -> rgb`` (default: :func:`overlay`).
+        with_overlay: False leaves the overlay out (drawing and JPEG encoding cost more than all the rest).
     """
 
-    def __init__(self, topics: Topics, draw: Optional[Callable[..., np.ndarray]] = None):
+    def __init__(self, topics: Topics, draw: Optional[Callable[..., np.ndarray]] = None, with_overlay: bool = True):
         self.topics = topics
+        self.with_overlay = with_overlay
         self.draw = draw or (lambda rgb, labels, cats: overlay(rgb, labels, cats))
         self._categories: Optional[List[str]] = None
+        self._labels: Optional[np.ndarray] = None  # the label map's buffer, reused frame after frame
 
     def label_info(self, categories: Sequence[str], header: Header) -> Tuple[str, Any]:
         """``(topic, LabelInfo)`` announcing ``categories``; the next frame of the same list repeats none."""
@@ -107,15 +110,19 @@ class SegmentationMessages:
         self, rgb: np.ndarray, labels: np.ndarray, categories: Sequence[str], header: Header
     ) -> List[Tuple[str, Any]]:
         """``[(topic, message)]`` of one frame: LabelInfo first when the category list changed (or on
-        the first frame), then the label map and the overlay, all with ``header``.
+        the first frame), then the label map and the overlay, all with ``header``. The label map's
+        pixels live in a buffer the next call reuses: serialise or write the messages before it.
 
         ``rgb``: (H, W, 3) uint8; ``labels``: (H, W) integer class ids into ``categories``.
         """
         out: List[Tuple[str, Any]] = []
         if self._categories != list(categories):
             out.append(self.label_info(categories, header))
-        out.append((self.topics.labels, label_image(header, labels, len(categories))))
-        out.append((self.topics.overlay, overlay_message(header, rgb, labels, categories, self.draw)))
+        label_map = label_image(header, labels, len(categories), self._labels)
+        self._labels = label_map.data
+        out.append((self.topics.labels, label_map))
+        if self.with_overlay:
+            out.append((self.topics.overlay, overlay_message(header, rgb, labels, categories, self.draw)))
         return out
 
 

@@ -11,12 +11,13 @@ honoured by Jazzy) keep discovery on this machine, which rmw_cyclonedds does wit
 from __future__ import annotations
 
 import os
-from typing import Mapping, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
-from cyclonedds.core import Qos
+from cyclonedds.core import Listener, Qos
 from cyclonedds.domain import Domain, DomainParticipant
 from cyclonedds.pub import DataWriter
 from cyclonedds.qos import Policy
+from cyclonedds.sub import DataReader
 from cyclonedds.topic import Topic
 from cyclonedds.util import duration
 
@@ -76,9 +77,14 @@ def localhost_only(env: Mapping[str, str] = os.environ) -> bool:
     return env.get("ROS_LOCALHOST_ONLY", "") == "1" or env.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "") == "LOCALHOST"
 
 
+#: Domains configured by this process (kept referenced: a Domain object deletes its domain when collected).
+_DOMAINS: dict = {}
+
+
 class Participant:
     """A DDS participant in ``domain_id``, configured like a ROS 2 node's (localhost-only when asked or
-    when the environment says so, :func:`localhost_only`).
+    when the environment says so, :func:`localhost_only`; the first participant of a domain in a
+    process sets its configuration for the others).
 
     Raises:
         IFSegError: Cyclone DDS cannot create the domain (the message names the cause).
@@ -88,13 +94,14 @@ class Participant:
         self.domain_id = domain_id
         self.localhost = localhost_only() if localhost is None else localhost
         try:
-            # Configured explicitly (kept referenced: the domain lives as long as this object)
-            self._domain = Domain(domain_id, LOCALHOST_XML) if self.localhost else None
+            if self.localhost and domain_id not in _DOMAINS:  # configured once per process, then shared
+                _DOMAINS[domain_id] = Domain(domain_id, LOCALHOST_XML)
             # USER_DATA "enclave=...;" is what makes ROS 2 graph caches record this participant
             self.dp = DomainParticipant(domain_id, qos=Qos(Policy.Userdata(user_data)))
         except Exception as e:
             raise IFSegError(f"domain_id={domain_id}: cannot join the DDS domain ({e})") from None
         self._topics: dict = {}
+        self._readers: list = []
 
     def topic(self, ros_name: str, data_type) -> Topic:
         """The DDS topic of the ROS topic ``ros_name`` (``/a/b`` -> ``rt/a/b``), one per name."""
@@ -105,6 +112,19 @@ class Participant:
 
     def writer(self, ros_name: str, data_type, qos: Qos = OUTPUT_QOS) -> DataWriter:
         return DataWriter(self.dp, self.topic(ros_name, data_type), qos=qos)
+
+    def reader(self, topic: Topic, qos: Qos, on_data: Callable[[DataReader], None]) -> DataReader:
+        """A reader of ``topic`` calling ``on_data(reader)`` from Cyclone's thread when samples arrive."""
+        reader = DataReader(self.dp, topic, qos=qos, listener=Listener(on_data_available=on_data))
+        self._readers.append(reader)
+        return reader
+
+    def close(self) -> None:
+        """Stop the readers' callbacks. Without this, garbage collection may free a listener's callbacks
+        (a reference cycle through the bound method) while Cyclone can still call them: a crash."""
+        for reader in self._readers:
+            reader.set_listener(None)
+        self._readers.clear()
 
 
 def expand_name(name: str, namespace: str = "/") -> str:

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
 
-from cyclonedds.core import Listener
+import numpy as np
 from cyclonedds.sub import DataReader
 
 from ..errors import IFSegError
@@ -29,8 +29,10 @@ from .dds import COMMAND_QOS, INPUT_QOS, LATCHED_QOS, OUTPUT_QOS, DiscoveryInfo,
 
 log = logging.getLogger(__name__)
 
-#: Seconds between two status lines.
+#: Seconds between two status lines (FPS, latency, drops) while frames come in.
 LOG_EVERY_S = 1.0
+#: Seconds between two "waiting for frames" lines while none come.
+IDLE_LOG_EVERY_S = 10.0
 #: ROS distributions whose ros_discovery_info layout is known (Gid of 24 bytes on Humble, else 16).
 DISTROS = ("humble", "iron", "jazzy", "kilted", "rolling")
 
@@ -58,6 +60,7 @@ class SegmentationNode:
         localhost: keep discovery on this machine (default: from ROS_AUTOMATIC_DISCOVERY_RANGE /
             ROS_LOCALHOST_ONLY).
         draw: draws the overlay (``draw(rgb, labels, categories) -> rgb``).
+        with_overlay: publish the overlay (False: label maps and LabelInfo only, no overlay topic).
         temporal: smooth labels across frames (restarted when the categories change).
         ros_distro: announce the node on ros_discovery_info in this distro's layout (None: do not).
         notify: receives the status lines and the one-line notices (refused category lists).
@@ -76,6 +79,7 @@ class SegmentationNode:
         domain_id: int = 0,
         localhost: Optional[bool] = None,
         draw: Optional[Callable] = None,
+        with_overlay: bool = True,
         temporal: bool = True,
         ros_distro: Optional[str] = "jazzy",
         notify: Callable[[str], None] = print,
@@ -89,7 +93,7 @@ class SegmentationNode:
         self.compressed = compressed
         self.notify = notify
         self.topics = Topics.under("/" + name)
-        self.messages = SegmentationMessages(self.topics, draw)
+        self.messages = SegmentationMessages(self.topics, draw, with_overlay)
         self.smoother = TemporalSmoother() if temporal and segmenter.host_postprocess else None
         self.stats = NodeStats()
         self._cond = threading.Condition()
@@ -100,23 +104,20 @@ class SegmentationNode:
 
         self.participant = Participant(domain_id, localhost)
         in_type = CompressedImage if compressed else Image
-        self.reader = DataReader(
-            self.participant.dp,
-            self.participant.topic(self.input_topic, in_type),
-            qos=INPUT_QOS,
-            listener=Listener(on_data_available=self._on_frame),
+        self.reader = self.participant.reader(
+            self.participant.topic(self.input_topic, in_type), INPUT_QOS, self._on_frame
         )
         self.writers = {
             self.topics.labels: self.participant.writer(self.topics.labels, Image, OUTPUT_QOS),
-            self.topics.overlay: self.participant.writer(self.topics.overlay, CompressedImage, OUTPUT_QOS),
             self.topics.label_info: self.participant.writer(self.topics.label_info, LabelInfo, LATCHED_QOS),
         }
+        if with_overlay:
+            self.writers[self.topics.overlay] = self.participant.writer(
+                self.topics.overlay, CompressedImage, OUTPUT_QOS
+            )
         self.categories_topic = f"/{name}/categories"
-        self.command_reader = DataReader(
-            self.participant.dp,
-            self.participant.topic(self.categories_topic, String),
-            qos=COMMAND_QOS,
-            listener=Listener(on_data_available=self._on_categories),
+        self.command_reader = self.participant.reader(
+            self.participant.topic(self.categories_topic, String), COMMAND_QOS, self._on_categories
         )
         if ros_distro is not None:
             self.discovery = DiscoveryInfo(
@@ -150,11 +151,16 @@ class SegmentationNode:
         """Make :meth:`spin` return after the frame in progress (safe from signal handlers)."""
         self._stop.set()
 
+    def close(self) -> None:
+        """Stop receiving (no callback runs after this); call once :meth:`spin` returned."""
+        self.participant.close()
+
     def spin(self, max_frames: Optional[int] = None) -> NodeStats:
         """Segment and publish the newest frame until :meth:`stop` (or ``max_frames`` frames); a status
         line every :data:`LOG_EVERY_S` seconds."""
         window: List[float] = []  # latencies (ms) since the last status line
-        last_log, last_processed = time.perf_counter(), 0
+        last_log = last_idle = time.perf_counter()
+        last_processed = last_received = 0
         while not self._stop.is_set() and (max_frames is None or self.stats.processed < max_frames):
             item = self._next(timeout=0.1)
             self._apply_categories()  # a frame boundary: nothing is in flight
@@ -164,13 +170,17 @@ class SegmentationNode:
                     window.append(latency)
             now = time.perf_counter()
             if now - last_log >= LOG_EVERY_S:
-                fps = (self.stats.processed - last_processed) / (now - last_log)
-                mean = sum(window) / len(window) if window else 0.0
-                self.notify(
-                    f"{fps:.1f} FPS, latency {mean:.1f} ms, dropped {self.stats.dropped}, "
-                    f"received {self.stats.received}, published {self.stats.processed}"
-                )
-                window, last_log, last_processed = [], now, self.stats.processed
+                if window or self.stats.received != last_received:
+                    fps = (self.stats.processed - last_processed) / (now - last_log)
+                    mean = sum(window) / len(window) if window else 0.0
+                    self.notify(
+                        f"{fps:.1f} FPS, latency {mean:.1f} ms, dropped {self.stats.dropped}, "
+                        f"received {self.stats.received}, published {self.stats.processed}"
+                    )
+                elif now - last_idle >= IDLE_LOG_EVERY_S:  # no frames: say so now and then, not every second
+                    self.notify(f"waiting for frames on {self.input_topic}")
+                    last_idle = now
+                window, last_log, last_processed, last_received = [], now, self.stats.processed, self.stats.received
         return self.stats
 
     def _next(self, timeout: float) -> Optional[Tuple[object, float]]:
@@ -201,23 +211,33 @@ class SegmentationNode:
 
     def _process(self, msg, arrived: float) -> Optional[float]:
         """Segment one input message and publish its outputs; returns the latency (ms) from arrival."""
-        try:
-            rgb = to_rgb(msg, self.compressed, self.input_topic)
-        except IFSegError as e:
-            self.stats.skipped += 1
-            if self.stats.skipped == 1 or self.stats.skipped % 100 == 0:
-                self.notify(f"skipped {self.stats.skipped} frames: {e}")
-            return None
+        rgb = self.decode(msg)
         if rgb is None:
-            self.stats.skipped += 1
             return None
         batch = self.seg.preprocess([rgb])
         result = self.seg.postprocess(batch, self.seg.infer(batch), probs_transform=self.smoother)[0]
-        self._frame_id = msg.header.frame_id
-        for topic_msg in self.messages.messages(rgb, result.labels, result.categories, msg.header):
+        self.publish_result(msg.header, rgb, result.labels, result.categories)
+        return (time.perf_counter() - arrived) * 1e3
+
+    def decode(self, msg) -> Optional[np.ndarray]:
+        """The RGB uint8 ``(H, W, 3)`` image of an input message, or None (counted in ``stats.skipped``;
+        an unsupported encoding is logged on its first and every 100th frame)."""
+        try:
+            rgb = to_rgb(msg, self.compressed, self.input_topic)
+        except IFSegError as e:
+            rgb = None
+            if self.stats.skipped % 100 == 0:
+                self.notify(f"skipped {self.stats.skipped + 1} frames: {e}")
+        self.stats.skipped += rgb is None
+        return rgb
+
+    def publish_result(self, header: Header, rgb, labels, categories: List[str]) -> None:
+        """Publish one frame's label map and overlay (and LabelInfo if the list differs from the last
+        one published) with the input's ``header``; ``labels`` (H, W) class ids into ``categories``."""
+        self._frame_id = header.frame_id
+        for topic_msg in self.messages.messages(rgb, labels, categories, header):
             self._publish(topic_msg)
         self.stats.processed += 1
-        return (time.perf_counter() - arrived) * 1e3
 
     def _publish(self, topic_msg) -> None:
         topic, msg = topic_msg
