@@ -11,9 +11,10 @@ honoured by Jazzy) keep discovery on this machine, which rmw_cyclonedds does wit
 from __future__ import annotations
 
 import os
+import threading
 from typing import Callable, Mapping, Optional, Sequence
 
-from cyclonedds.core import Listener, Qos
+from cyclonedds.core import GuardCondition, InstanceState, Qos, ReadCondition, SampleState, ViewState, WaitSet
 from cyclonedds.domain import Domain, DomainParticipant
 from cyclonedds.pub import DataWriter
 from cyclonedds.qos import Policy
@@ -101,7 +102,9 @@ class Participant:
         except Exception as e:
             raise IFSegError(f"domain_id={domain_id}: cannot join the DDS domain ({e})") from None
         self._topics: dict = {}
-        self._readers: list = []
+        self._threads: list = []
+        self._closed = threading.Event()
+        self._wake = GuardCondition(self.dp)  # set by close(): every reader thread wakes up and ends
 
     def topic(self, ros_name: str, data_type) -> Topic:
         """The DDS topic of the ROS topic ``ros_name`` (``/a/b`` -> ``rt/a/b``), one per name."""
@@ -114,17 +117,36 @@ class Participant:
         return DataWriter(self.dp, self.topic(ros_name, data_type), qos=qos)
 
     def reader(self, topic: Topic, qos: Qos, on_data: Callable[[DataReader], None]) -> DataReader:
-        """A reader of ``topic`` calling ``on_data(reader)`` from Cyclone's thread when samples arrive."""
-        reader = DataReader(self.dp, topic, qos=qos, listener=Listener(on_data_available=on_data))
-        self._readers.append(reader)
+        """A reader of ``topic``; a thread of ours calls ``on_data(reader)`` when samples arrive.
+
+        Not a DDS listener: Cyclone calls listeners from its own threads through libffi, and also while
+        it tears down a peer's endpoints, which crashed a process whose listener objects Python had
+        already collected. A WaitSet in a Python thread has no such hazard.
+        """
+        reader = DataReader(self.dp, topic, qos=qos)
+        waitset = WaitSet(self.dp)
+        waitset.attach(ReadCondition(reader, SampleState.NotRead | ViewState.Any | InstanceState.Any))
+        waitset.attach(self._wake)
+
+        def loop() -> None:
+            while not self._closed.is_set():
+                waitset.wait(duration(milliseconds=200))
+                if not self._closed.is_set():
+                    on_data(reader)
+
+        thread = threading.Thread(target=loop, name=f"dds-{topic.name}", daemon=True)
+        self._threads.append(thread)
+        thread.start()
         return reader
 
     def close(self) -> None:
-        """Stop the readers' callbacks. Without this, garbage collection may free a listener's callbacks
-        (a reference cycle through the bound method) while Cyclone can still call them: a crash."""
-        for reader in self._readers:
-            reader.set_listener(None)
-        self._readers.clear()
+        """Stop the readers' threads (each returns from its current ``on_data`` first)."""
+        self._closed.set()
+        self._wake.set(True)
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=5.0)
+        self._threads.clear()
 
 
 def expand_name(name: str, namespace: str = "/") -> str:
