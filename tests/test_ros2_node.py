@@ -34,8 +34,8 @@ LATCHED = Qos(
 
 def frame(k: int) -> np.ndarray:
     rgb = np.zeros((H, W, 3), np.uint8)
-    rgb[:, : 8 + 5 * k] = (210, 60, 40)
-    rgb[:, 8 + 5 * k :] = (30, 90, 200)
+    rgb[:, : (8 + 5 * k) % W] = (210, 60, 40)
+    rgb[:, (8 + 5 * k) % W :] = (30, 90, 200)
     rgb[: H // 2, ::7] = (80, 220, 80)
     return rgb
 
@@ -146,13 +146,31 @@ def test_node_segments_frames_and_follows_category_changes(node, me, tiny_bundle
         _, ov = overlays.wait_for(lambda m: m.header.stamp.sec == 1000 + k)
         assert ov.format == "jpeg" and bytes(ov.data[:2]) == b"\xff\xd8"
 
-    # a live change: LabelInfo of the new list, then label maps with its ids only
+    # a live change while frames stream in: every label map written after the new LabelInfo (DDS
+    # source timestamps, set by the node's writers) uses the new ids, every one before it the old ones
+    seg_new = Segmenter.load(tiny_bundle, bpe_dir=bpe_dir, knn_iters=2, device="cpu", categories=["road", "sky"])
     commands.write(String("road, sky"))
-    t_info, new_info = infos.wait_for(lambda m: [c.class_name for c in m.class_map] == ["road", "sky"])
-    t_label, got = publish_until_labelled(5)
-    assert t_info <= t_label
-    seg.set_categories(["road", "sky"])
-    np.testing.assert_array_equal(np.asarray(got.data).reshape(H, W), seg.segment(frame(5)).labels)
+    k = 10
+
+    def switched() -> bool:
+        new = [m for _, m in infos.items if [c.class_name for c in m.class_map] == ["road", "sky"]]
+        return bool(new) and any(
+            m.sample_info.source_timestamp > new[0].sample_info.source_timestamp for _, m in labels.items
+        )
+
+    while not switched():
+        publish_until_labelled(k)
+        k += 1
+        assert k < 60, log_path.read_text()
+    _, new_info = infos.wait_for(lambda m: [c.class_name for c in m.class_map] == ["road", "sky"])
+    changed_at = new_info.sample_info.source_timestamp
+    streamed = [m for _, m in labels.items if m.header.stamp.sec >= 1010]
+    for m in streamed:
+        model = seg_new if m.sample_info.source_timestamp > changed_at else seg
+        expected = model.segment(frame(m.header.stamp.sec - 1000)).labels
+        np.testing.assert_array_equal(np.asarray(m.data).reshape(H, W), expected)
+    assert any(m.sample_info.source_timestamp > changed_at for m in streamed)
+    seg = seg_new
 
     # a refused list: one log line, the old list stays (no new LabelInfo, ids still of road/sky)
     commands.write(String(" , "))
@@ -160,8 +178,8 @@ def test_node_segments_frames_and_follows_category_changes(node, me, tiny_bundle
     while "refused" not in log_path.read_text():
         assert time.monotonic() < deadline, log_path.read_text()
         time.sleep(0.1)
-    _, got = publish_until_labelled(6)
-    np.testing.assert_array_equal(np.asarray(got.data).reshape(H, W), seg.segment(frame(6)).labels)
+    _, got = publish_until_labelled(70)
+    np.testing.assert_array_equal(np.asarray(got.data).reshape(H, W), seg.segment(frame(70)).labels)
     assert [[c.class_name for c in m.class_map] for _, m in infos.items] == [["sky", "grass", "dog"], ["road", "sky"]]
 
     proc.send_signal(signal.SIGTERM)

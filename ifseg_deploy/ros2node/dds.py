@@ -10,6 +10,7 @@ honoured by Jazzy) keep discovery on this machine, which rmw_cyclonedds does wit
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from typing import Callable, Mapping, Optional, Sequence
@@ -24,6 +25,8 @@ from cyclonedds.util import duration
 
 from ..errors import IFSegError
 from ..ros.msgs import discovery_types
+
+log = logging.getLogger(__name__)
 
 #: Highest domain id ROS 2 accepts on Linux (docs: About-Domain-ID).
 MAX_DOMAIN_ID = 232
@@ -131,8 +134,12 @@ class Participant:
         def loop() -> None:
             while not self._closed.is_set():
                 waitset.wait(duration(milliseconds=200))
-                if not self._closed.is_set():
+                if self._closed.is_set():
+                    break
+                try:
                     on_data(reader)
+                except Exception as e:  # a bad sample must not end the subscription
+                    log.warning("%s: %s", topic.name, e)
 
         thread = threading.Thread(target=loop, name=f"dds-{topic.name}", daemon=True)
         self._threads.append(thread)

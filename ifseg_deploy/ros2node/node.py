@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
 
 import numpy as np
+from cyclonedds.internal import InvalidSample
 from cyclonedds.sub import DataReader
 
 from ..errors import IFSegError
@@ -125,10 +126,10 @@ class SegmentationNode:
             )
         self._publish(self.messages.label_info(self.seg.categories, self._now_header()))
 
-    # ---- DDS callbacks (Cyclone's listener thread): keep them short --------------------------
+    # ---- reader callbacks (the participant's reader threads): keep them short -----------------
 
     def _on_frame(self, reader: DataReader) -> None:
-        samples = reader.take(N=16)
+        samples = [s for s in reader.take(N=16) if not isinstance(s, InvalidSample)]  # not: a camera that left
         if not samples:
             return
         now = time.perf_counter()
@@ -139,7 +140,7 @@ class SegmentationNode:
             self._cond.notify_all()
 
     def _on_categories(self, reader: DataReader) -> None:
-        samples = reader.take(N=16)
+        samples = [s for s in reader.take(N=16) if not isinstance(s, InvalidSample)]
         if samples:
             with self._cond:
                 self._pending = samples[-1].data  # the latest command wins
