@@ -289,3 +289,33 @@ def test_foxglove_clients_receive_every_topic():
     (_, (_, payload)) = by_topic["/ifseg/label_info"]
     # vision_msgs is not in rosbags' store: LabelInfo read by hand (header 7 s, "cam", then the class map)
     assert payload[4:8] == struct.pack("<i", 7) and b"road\x00" in payload and b"sky\x00" in payload
+
+
+def test_sigterm_finalises_the_bag(tmp_path, tiny_bundle, bpe_dir):
+    """Stopped by SIGTERM mid-bag, ``stream`` still leaves a complete MCAP at the final name holding one
+    label map per frame it processed (counted here from its --save-json lines), and no temporary file."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    bag = write_bag2(tmp_path / "long", {"/cam/image_raw": [image_msg(TS, i % 5, "rgb8") for i in range(400)]})
+    out, js = tmp_path / "seg.mcap", tmp_path / "frames.jsonl"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root)
+    cmd = [sys.executable, "-m", "ifseg_deploy", *_args(bag, tiny_bundle, bpe_dir, "--save", str(out)), "--save-json"]
+    proc = subprocess.Popen([*cmd, str(js)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 120
+    while not (js.exists() and len(js.read_text().splitlines()) >= 3):
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, proc.communicate()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert "End: SIGTERM" in stdout
+    written = len(js.read_text().splitlines())
+    got = read_back(out)
+    assert 3 <= written == len(got["/ifseg/labels"]) == len(got["/ifseg/overlay/compressed"]) < 400
+    assert [m.header.stamp.sec for _, m in got["/ifseg/labels"]] == [100 + i % 5 for i in range(written)]
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".")]

@@ -55,7 +55,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
         type=int,
         const=8765,
         metavar="PORT",
-        help="serve the topics of --save OUT.mcap live over the Foxglove WebSocket protocol (default port: 8765)",
+        help="serve label maps, overlays and class lists live over the Foxglove WebSocket protocol, the topics "
+        "--save OUT.mcap writes (default port: 8765; the ros extra)",
     )
     out.add_argument(
         "--foxglove-host", default="127.0.0.1", help="address --foxglove binds (default: 127.0.0.1, this machine only)"

@@ -285,7 +285,6 @@ MSGDEFS = {
         + _HEADER_DEPS
         + f"{_SEP}\nMSG: vision_msgs/VisionClass\nuint16 class_id\nstring class_name\n"
     ),
-    "std_msgs/msg/String": "string data\n",
 }
 
 
