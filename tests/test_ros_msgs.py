@@ -97,3 +97,14 @@ def test_names_domains_and_discovery_range():
     assert localhost_only({"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"})
     assert localhost_only({"ROS_LOCALHOST_ONLY": "1"})
     assert not localhost_only({"ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET"})
+
+
+def test_a_missing_ros_package_is_named_with_the_install_command(monkeypatch, tmp_path):
+    import importlib.util
+
+    from ifseg_deploy.stream import OutputOptions
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "rosbags" else real(name, *a))
+    with pytest.raises(IFSegError, match=r"save=OUT.mcap needs rosbags: pip install 'ifseg-deploy\[ros\]'"):
+        OutputOptions(save=str(tmp_path / "out.mcap")).check()

@@ -53,6 +53,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     from ..errors import IFSegError
+    from ..ros import require_ros_extra
+
+    require_ros_extra("ifseg-deploy ros2")
     from ..ros2node.dds import domain_id_from
     from ..ros2node.node import SegmentationNode
     from ..visualize.overlay import overlay

@@ -19,9 +19,11 @@ class _ListTopics(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None):
         if namespace.source is None:
             parser.error("name the bag first: ifseg-deploy stream BAG --list-topics")
+        from ..ros import require_ros_extra
         from ..ros.bag import image_topics
 
         try:
+            require_ros_extra("--list-topics")
             topics = image_topics(namespace.source)
         except IFSegError as e:
             parser.exit(2, f"error: {flag_names(str(e))}\n")

@@ -58,6 +58,10 @@ class OutputOptions:
                 "nothing to do: pass save=OUT.mp4 (or .mcap), show=True, save_labels=DIR, save_json=FILE and/or "
                 "foxglove=PORT"
             )
+        if self.save_bag or self.foxglove is not None:
+            from ..ros import require_ros_extra
+
+            require_ros_extra("save=OUT.mcap" if self.save_bag else "foxglove")
         if self.save_bag:
             from ..ros.output import check_bag_path
 

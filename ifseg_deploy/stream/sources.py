@@ -365,6 +365,9 @@ class BagSource:
     live = False
 
     def __init__(self, spec: str, topic: Optional[str] = None, vid_stride: int = 1):
+        from ..ros import require_ros_extra
+
+        require_ros_extra("reading a ROS bag")
         from ..ros.bag import BagReader
 
         if vid_stride < 1:
