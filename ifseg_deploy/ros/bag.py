@@ -135,4 +135,5 @@ class BagReader:
             yield BagFrame(to_rgb(msg, self.compressed, self.topic), header, int(log_ns))
 
     def close(self) -> None:
+        """Close the bag."""
         self._reader.close()

@@ -61,6 +61,7 @@ class Topics:
         return cls(f"{ns}/labels", f"{ns}/overlay/compressed", f"{ns}/label_info")
 
     def names(self) -> List[str]:
+        """The three names: labels, overlay, label_info."""
         return [self.labels, self.overlay, self.label_info]
 
 
@@ -233,6 +234,7 @@ class FoxgloveServer:
             self._channels[topic].log(data, log_time=log_ns)
 
     def close(self) -> None:
+        """Stop serving (clients are disconnected)."""
         self._server.stop()
 
 

@@ -117,6 +117,7 @@ class Participant:
         return self._topics[name]
 
     def writer(self, ros_name: str, data_type, qos: Qos = OUTPUT_QOS) -> DataWriter:
+        """A writer of the ROS topic ``ros_name`` with ``qos``."""
         return DataWriter(self.dp, self.topic(ros_name, data_type), qos=qos)
 
     def reader(self, topic: Topic, qos: Qos, on_data: Callable[[DataReader], None]) -> DataReader:
