@@ -172,6 +172,15 @@ def test_node_segments_frames_and_follows_category_changes(node, me, tiny_bundle
     assert any(m.sample_info.source_timestamp > changed_at for m in streamed)
     seg = seg_new
 
+    # a frame of an unsupported encoding is skipped with one log line; the node carries on
+    camera.write(Image(Header(Time(2000, 0), "cam_optical"), H, W, "yuv422", 0, W * 2, bytes(H * W * 2)))
+    deadline = time.monotonic() + 30
+    while "'yuv422' is not supported" not in log_path.read_text():
+        if time.monotonic() > deadline:
+            raise AssertionError(log_path.read_text())
+        camera.write(Image(Header(Time(2000, 0), "cam_optical"), H, W, "yuv422", 0, W * 2, bytes(H * W * 2)))
+        time.sleep(0.2)
+
     # a refused list: one log line, the old list stays (no new LabelInfo, ids still of road/sky)
     commands.write(String(" , "))
     deadline = time.monotonic() + 30
@@ -185,5 +194,5 @@ def test_node_segments_frames_and_follows_category_changes(node, me, tiny_bundle
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
     text = log_path.read_text()
-    assert text.count("refused") == 1
+    assert text.count("refused") == 1 and text.count("is not supported") == 1  # logged once, not per frame
     assert "ros2: stopped; received" in text and "category changes 1" in text

@@ -98,7 +98,7 @@ def run(args) -> int:
         node.close()
     print(
         f"ros2: stopped; received {stats.received}, published {stats.processed}, dropped {stats.dropped}, "
-        f"undecodable {stats.skipped}, category changes {stats.category_changes}",
+        f"skipped {stats.skipped}, category changes {stats.category_changes}",
         flush=True,
     )
     return 0

@@ -45,7 +45,7 @@ class NodeStats:
     received: int = 0  # input messages received
     processed: int = 0  # frames segmented and published
     dropped: int = 0  # frames replaced by a newer one before segmentation
-    skipped: int = 0  # frames that could not be decoded (damaged JPEG, unsupported encoding)
+    skipped: int = 0  # frames left out: undecodable (damaged JPEG, unsupported encoding) or refused by the model
     category_changes: int = 0
 
 
@@ -215,22 +215,32 @@ class SegmentationNode:
         rgb = self.decode(msg)
         if rgb is None:
             return None
-        batch = self.seg.preprocess([rgb])
-        result = self.seg.postprocess(batch, self.seg.infer(batch), probs_transform=self.smoother)[0]
+        try:
+            batch = self.seg.preprocess([rgb])
+            result = self.seg.postprocess(batch, self.seg.infer(batch), probs_transform=self.smoother)[0]
+        except IFSegError as e:  # one bad frame (e.g. too small for the model) never stops the node
+            self._skip(e)
+            return None
         self.publish_result(msg.header, rgb, result.labels, result.categories)
         return (time.perf_counter() - arrived) * 1e3
 
     def decode(self, msg) -> Optional[np.ndarray]:
-        """The RGB uint8 ``(H, W, 3)`` image of an input message, or None (counted in ``stats.skipped``;
-        an unsupported encoding is logged on its first and every 100th frame)."""
+        """The RGB uint8 ``(H, W, 3)`` image of an input message, or None (counted in ``stats.skipped``,
+        the reason logged on the first and every 100th frame left out)."""
         try:
             rgb = to_rgb(msg, self.compressed, self.input_topic)
         except IFSegError as e:
-            rgb = None
-            if self.stats.skipped % 100 == 0:
-                self.notify(f"skipped {self.stats.skipped + 1} frames: {e}")
-        self.stats.skipped += rgb is None
+            self._skip(e)
+            return None
+        if rgb is None:
+            self._skip(f"topic {self.input_topic}: a compressed image did not decode")
         return rgb
+
+    def _skip(self, why) -> None:
+        """Count a frame left out; say why on the first and every 100th."""
+        self.stats.skipped += 1
+        if self.stats.skipped % 100 == 1:
+            self.notify(f"skipped {self.stats.skipped} frames: {why}")
 
     def publish_result(self, header: Header, rgb, labels, categories: List[str]) -> None:
         """Publish one frame's label map and overlay (and LabelInfo if the list differs from the last
