@@ -62,6 +62,7 @@ KINDS: Dict[str, Kind] = {
     "npy": Kind("a NumPy .npy array", lambda b: b[:6] == b"\x93NUMPY", (".npy",)),
     "mp4": Kind("an MP4 video", lambda b: b[4:8] == b"ftyp", (".mp4", ".mov", ".m4v")),
     "avi": Kind("an AVI video", lambda b: b[:4] == b"RIFF" and b[8:12] == b"AVI ", (".avi",)),
+    "mcap": Kind("an MCAP file", lambda b: b[:8] == b"\x89MCAP0\r\n", (".mcap",)),
     "mkv": Kind("a Matroska video", lambda b: b[:4] == b"\x1a\x45\xdf\xa3", (".mkv", ".webm")),
     "json": Kind("a JSON file", _json_text, (".json",)),
     "jsonl": Kind("a JSON Lines file", _json_text, (".jsonl", ".ndjson")),

@@ -16,6 +16,7 @@ LAYERS = [
     {"fileio", "config", "precision", "tracing", "redact"},
     {"model", "preprocess"},
     {"text", "postprocess", "visualize"},
+    {"ros"},  # ROS 2 message types and CDR, bags in and out, Foxglove: no model
     {"checkpoint"},
     {"hub"},  # official models by name and the BPE files: downloaded once into the user cache, checked
     {"runtime"},
@@ -23,6 +24,7 @@ LAYERS = [
     {"artificial"},  # artificial images and the held-out set (scored with eval's metrics), for train and export
     {"exporter", "stream"},
     {"triton"},  # the Triton repository writer, local server, host model and client backend
+    {"ros2node"},  # the ROS 2 node over DDS (runtime + ros)
     {"bench"},  # latency, bench --compare (exports and benchmarks every backend), Triton load
     {"checks"},  # ifseg-deploy checks: the machine's facts and the self-test (through bench --compare)
     {"train"},

@@ -60,6 +60,13 @@ FLAGS: Dict[str, str] = {
     "max_bad_frames": "--max-bad-frames",
     "reconnect": "--reconnect",
     "temporal": "--temporal",
+    # ROS bags, Foxglove and the ROS 2 node (ros/, ros2node/)
+    "topic": "--topic",
+    "foxglove": "--foxglove",
+    "domain_id": "--domain-id",
+    "input_topic": "--input",
+    "namespace": "--name",
+    "ros_distro": "--ros-distro",
     # train
     "steps": "--steps",
     "batch_size": "--batch-size",

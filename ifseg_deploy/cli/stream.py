@@ -8,17 +8,60 @@ import logging
 from ..errors import IFSegError
 from ..visualize.fonts import resolve_font
 from .common import add_font_arg, add_segmenter_args, load_segmenter
+from .flags import flag_names
 
 log = logging.getLogger("ifseg_deploy.stream")
 
 
+class _ListTopics(argparse.Action):
+    """``stream BAG --list-topics``: print the bag's image topics and exit (no model needed)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if namespace.source is None:
+            parser.error("name the bag first: ifseg-deploy stream BAG --list-topics")
+        from ..ros import require_ros_extra
+        from ..ros.bag import image_topics
+
+        try:
+            require_ros_extra("--list-topics")
+            topics = image_topics(namespace.source)
+        except IFSegError as e:
+            parser.exit(2, f"error: {flag_names(str(e))}\n")
+        for topic, (msgtype, count) in topics.items():
+            print(f"{topic}\t{msgtype}\t{count} messages")
+        parser.exit(0 if topics else 2, "" if topics else f"error: {namespace.source} holds no image topic\n")
+
+
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("stream", help="segment a live or recorded video with overlay")
-    p.add_argument("source", help="webcam index (0), video file, rtsp:// or http(s):// URL, or a GStreamer pipeline")
+    p.add_argument(
+        "source",
+        help="webcam index (0), video file, rtsp:// or http(s):// URL, GStreamer pipeline, "
+        "or ROS bag (.mcap, .db3 or its folder, ROS 1 .bag; the ros extra)",
+    )
+    bag = p.add_argument_group("ROS bags and Foxglove (the ros extra; see docs/ros2.md)")
+    bag.add_argument("--topic", help="bags: the sensor_msgs/Image or CompressedImage topic (default: the only one)")
+    bag.add_argument(
+        "--list-topics", nargs=0, action=_ListTopics, help="bags: list the image topics with their counts and exit"
+    )
     add_segmenter_args(p)
     out = p.add_argument_group("outputs (at least one)")
     out.add_argument(
-        "--save", help="write the overlay video here (.mp4: H.264 with the video extra, else mp4v; .avi: MJPEG)"
+        "--save",
+        help="write the overlay video here (.mp4: H.264 with the video extra, else mp4v; .avi: MJPEG), "
+        "or a ROS 2 bag (.mcap: label maps, overlays and class lists on /ifseg/...; the ros extra)",
+    )
+    out.add_argument(
+        "--foxglove",
+        nargs="?",
+        type=int,
+        const=8765,
+        metavar="PORT",
+        help="serve label maps, overlays and class lists live over the Foxglove WebSocket protocol, the topics "
+        "--save OUT.mcap writes (default port: 8765; the ros extra)",
+    )
+    out.add_argument(
+        "--foxglove-host", default="127.0.0.1", help="address --foxglove binds (default: 127.0.0.1, this machine only)"
     )
     out.add_argument(
         "--show", action="store_true", help="display the overlay in a window, q quits (needs the gui extra)"
@@ -82,6 +125,8 @@ def run(args) -> int:
         progress=not args.quiet,
         exist_ok=args.exist_ok,
         font=resolve_font(args.font),
+        foxglove=args.foxglove,
+        foxglove_host=args.foxglove_host,
     )
     opts.check()
     seg = load_segmenter(args)
@@ -95,6 +140,7 @@ def run(args) -> int:
         reconnect=args.reconnect,
         max_bad_frames=args.max_bad_frames,
         notify=log.warning,
+        topic=args.topic,
     )
     try:
         summary = run_stream(stream, opts)

@@ -18,7 +18,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -47,6 +47,8 @@ class FrameInfo:
     latency_ms: float  # from reading the frame to its result being ready
     age: int  # live sources: frames captured after this one when the network started on it (0 for files)
     timings: Dict[str, float] = field(default_factory=dict)  # ms per stage (SegmentationResult.timings)
+    header: Any = None  # bag sources: the input message's ifseg_deploy.ros.msgs.Header
+    log_ns: Optional[int] = None  # bag sources: the input message's log time in the bag (ns)
 
 
 @dataclass
@@ -70,7 +72,9 @@ class Stream:
 
     Args:
         segmenter: a loaded :class:`Segmenter`.
-        source: webcam index (``"0"``), video file, ``rtsp://`` / ``http(s)://`` URL or GStreamer pipeline.
+        source: webcam index (``"0"``), video file, ``rtsp://`` / ``http(s)://`` URL, GStreamer pipeline,
+            or ROS bag (``.mcap``, ``.db3``, ``.bag``, bag folder; the ``ros`` extra).
+        topic: ROS bags: the image topic (default: the bag's only one).
         live: treat the source as live (newest frame only) or recorded; default: from ``source``.
         vid_stride: recorded files: segment every N-th frame.
         max_frames: stop after this many segmented frames.
@@ -102,6 +106,7 @@ class Stream:
         max_bad_frames: int = 30,
         capture_factory: Optional[CaptureFactory] = None,
         notify: Callable[[str], None] = log.warning,
+        topic: Optional[str] = None,
     ):
         if max_frames is not None and max_frames < 1:
             raise IFSegError(f"max_frames={max_frames}: must be >= 1")
@@ -115,7 +120,7 @@ class Stream:
             temporal if isinstance(temporal, TemporalSmoother) else (TemporalSmoother() if temporal else None)
         )
         self.source: Source = open_source(
-            source, live, vid_stride, max_bad_frames, reconnect, reconnect_delay, capture_factory, notify
+            source, live, vid_stride, max_bad_frames, reconnect, reconnect_delay, capture_factory, notify, topic
         )
         self.summary = StreamSummary(source=self.source.name, live=self.source.live, total=self._total())
         self.info: Optional[FrameInfo] = None
@@ -212,7 +217,10 @@ class Stream:
 
     def _record(self, item: _Item) -> None:
         latency = (time.perf_counter() - item.frame.captured) * 1e3
-        self.info = FrameInfo(item.frame.index, item.frame.time, latency, item.age, dict(item.result.timings))
+        frame = item.frame
+        self.info = FrameInfo(
+            frame.index, frame.time, latency, item.age, dict(item.result.timings), frame.header, frame.log_ns
+        )
         self.summary.add(latency)
         self._sync_counters()
 

@@ -27,8 +27,10 @@ WINDOW = "ifseg-deploy"
 
 @dataclass
 class OutputOptions:
-    """Where results go. ``save``: overlay video (.mp4 / .avi); ``save_labels``: folder of label PNGs
-    (``<frame>.png``, uint8, uint16 above 255 classes); ``save_json``: JSON Lines file."""
+    """Where results go. ``save``: overlay video (.mp4 / .avi) or ROS 2 bag (.mcap: label maps, overlays,
+    class lists; :mod:`ifseg_deploy.ros.output`); ``save_labels``: folder of label PNGs (``<frame>.png``,
+    uint8, uint16 above 255 classes); ``save_json``: JSON Lines file; ``foxglove``: port to serve the
+    bag's topics live on (Foxglove WebSocket, bound to ``foxglove_host``)."""
 
     save: Optional[str] = None
     show: bool = False
@@ -40,13 +42,31 @@ class OutputOptions:
     progress: bool = True
     exist_ok: bool = False  # save_labels may be a folder holding other files (none of them is replaced)
     font: Optional[str] = None  # legend font file (default: an installed font covering the names)
+    foxglove: Optional[int] = None
+    foxglove_host: str = "127.0.0.1"
+
+    @property
+    def save_bag(self) -> bool:
+        """True when ``save`` names an MCAP bag rather than a video."""
+        return bool(self.save) and self.save.lower().endswith(".mcap")
 
     def check(self) -> None:
         """Raise IFSegError for a run with nothing to do, a setting out of range or an output path
         that cannot be written (:mod:`ifseg_deploy.fileio`'s policy), before any work."""
-        if not (self.save or self.show or self.save_labels or self.save_json):
-            raise IFSegError("nothing to do: pass save=OUT.mp4, show=True, save_labels=DIR and/or save_json=FILE")
-        if self.save:
+        if not (self.save or self.show or self.save_labels or self.save_json or self.foxglove is not None):
+            raise IFSegError(
+                "nothing to do: pass save=OUT.mp4 (or .mcap), show=True, save_labels=DIR, save_json=FILE and/or "
+                "foxglove=PORT"
+            )
+        if self.save_bag or self.foxglove is not None:
+            from ..ros import require_ros_extra
+
+            require_ros_extra("save=OUT.mcap" if self.save_bag else "foxglove")
+        if self.save_bag:
+            from ..ros.output import check_bag_path
+
+            check_bag_path(self.save, "save")
+        elif self.save:
             check_video_path(self.save, "save")
         if self.save_json:
             check_output_file(self.save_json, "save_json", "jsonl")
@@ -76,14 +96,24 @@ class _Outputs:
     def __init__(self, opts: OutputOptions, stream: Stream):
         opts.check()
         self.opts = opts
-        self.video = VideoWriter(opts.save, stream.fps) if opts.save else None
+        self.video = VideoWriter(opts.save, stream.fps) if opts.save and not opts.save_bag else None
         self.labels = opts.labels_folder() if opts.save_labels else None
         self.json = JsonLinesWriter(opts.save_json) if opts.save_json else None
+        self.ros = None
+        if opts.save_bag or opts.foxglove is not None:
+            from ..ros.output import RosOutputs
+
+            def draw(rgb, labels, categories):
+                return overlay(rgb, labels, categories, opts.alpha, opts.contours, font=opts.font)
+
+            self.ros = RosOutputs(opts.save if opts.save_bag else None, opts.foxglove, opts.foxglove_host, draw)
 
     def add(self, frame: np.ndarray, result, info: FrameInfo, fps: float, dropped: int) -> Optional[np.ndarray]:
         """Write one frame's outputs; return the drawn image when it is needed (video or window)."""
         if self.json is not None:
             self.json.write(frame_record(info.index, info.time, result.labels, result.categories))
+        if self.ros is not None:
+            self.ros.write(frame, result.labels, result.categories, info.header, info.time, info.log_ns)
         if self.labels is not None:
             dtype = np.uint8 if len(result.categories) <= 255 else np.uint16  # as `segment --save-labels`
             write_png(self.labels.file(f"{info.index:06d}.png"), result.labels.astype(dtype))
@@ -105,6 +135,8 @@ class _Outputs:
         finally:  # a video that cannot be finalised still leaves the other outputs closed
             if self.json is not None:
                 self.json.close()
+            if self.ros is not None:
+                self.ros.close()
             if self.opts.show:
                 cv2.destroyAllWindows()
 

@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional, Protocol, Tuple, Union
+from typing import Any, Callable, Optional, Protocol, Tuple, Union
 
 import cv2
 import numpy as np
@@ -62,6 +62,8 @@ class Frame:
     rgb: np.ndarray  # (H, W, 3) uint8 RGB
     time: float  # seconds: presentation time in the file (its timestamp), or since the live stream started
     captured: float  # time.perf_counter() when the frame was read
+    header: Any = None  # bag sources: the message's ifseg_deploy.ros.msgs.Header (stamp, frame_id)
+    log_ns: Optional[int] = None  # bag sources: the message's log time in the bag (ns)
 
 
 @dataclass
@@ -351,7 +353,53 @@ class LiveSource:
             self._cond.notify_all()
 
 
-Source = Union[FileSource, LiveSource]
+class BagSource:
+    """An image topic of a ROS bag (:class:`ifseg_deploy.ros.bag.BagReader`) read in bag order, every
+    ``vid_stride``-th message; frames carry their message's header and log time. Time is seconds since
+    the bag's first message. Compressed images that do not decode are skipped and counted.
+
+    Raises:
+        IFSegError: as BagReader (no image topic, several without ``topic``, unknown ``topic``).
+    """
+
+    live = False
+
+    def __init__(self, spec: str, topic: Optional[str] = None, vid_stride: int = 1):
+        from ..ros import require_ros_extra
+
+        require_ros_extra("reading a ROS bag")
+        from ..ros.bag import BagReader
+
+        if vid_stride < 1:
+            raise IFSegError(f"vid_stride={vid_stride}: must be >= 1")
+        self.name, self.vid_stride = spec, vid_stride
+        self.reader = BagReader(spec, topic)
+        self.fps = self.reader.fps
+        self.total = -(-self.reader.count // vid_stride)
+        self.stats = SourceStats()
+        self.end: Optional[SourceEnd] = None
+        self._frames = enumerate(self.reader.frames())
+
+    def next(self) -> Optional[Frame]:
+        """The next decodable frame in bag order, or None at the end."""
+        for index, bag_frame in self._frames:
+            if index % self.vid_stride:
+                self.stats.strided += 1
+                continue
+            if bag_frame.rgb is None:
+                self.stats.skipped += 1
+                continue
+            self.stats.read += 1
+            t = (bag_frame.log_ns - self.reader.start_ns) / 1e9
+            return Frame(index, bag_frame.rgb, t, time.perf_counter(), bag_frame.header, bag_frame.log_ns)
+        self.end = SourceEnd(True, f"end of {self.name} {self.reader.topic}")
+        return None
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+Source = Union[FileSource, LiveSource, BagSource]
 
 
 def open_source(
@@ -363,12 +411,18 @@ def open_source(
     reconnect_delay: float = 0.5,
     capture_factory: Optional[CaptureFactory] = None,
     notify: Callable[[str], None] = log.warning,
+    topic: Optional[str] = None,
 ) -> Source:
-    """A :class:`LiveSource` for webcams, URLs and pipelines (or ``live=True``), else a :class:`FileSource`.
+    """A :class:`LiveSource` for webcams, URLs and pipelines (or ``live=True``), a :class:`BagSource`
+    for ROS bags (``topic``: its image topic), else a :class:`FileSource`.
 
     ``vid_stride`` and ``max_bad`` apply to files, ``reconnect`` and ``reconnect_delay`` (seconds) to
     live sources. Raises IFSegError when the source cannot be opened or a setting is out of range.
     """
+    from ..ros.bag import is_bag  # no third-party import: the ros extra is needed only to read a bag
+
+    if is_bag(spec) and not live:
+        return BagSource(spec, topic, vid_stride)
     if live if live is not None else is_live(spec):
         return LiveSource(spec, reconnect, reconnect_delay, capture_factory, notify)
     return FileSource(spec, vid_stride, max_bad, capture_factory)
