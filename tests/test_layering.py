@@ -23,7 +23,7 @@ LAYERS = [
     {"exporter", "stream"},
     {"triton"},  # the Triton repository writer, local server, host model and client backend
     {"bench"},  # latency, bench --compare (exports and benchmarks every backend), Triton load
-    {"train"},
+    {"train", "app"},  # app: the browser front end over stream (and Triton clients through runtime's loader)
     {"cli"},
     {"__init__", "__main__"},  # the front door: Segmenter, Stream, load, export
 ]

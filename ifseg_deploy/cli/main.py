@@ -11,7 +11,7 @@ from typing import List, Optional
 from ..errors import IFSegError
 from ..redact import redact_url
 from ..version import __version__
-from . import bench, export, info, segment, stream, train
+from . import app, bench, export, info, segment, stream, train
 from . import eval as evaluate
 from .flags import flag_names
 
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ifseg-deploy {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for module in (bench, evaluate, export, info, segment, stream, train):
+    for module in (app, bench, evaluate, export, info, segment, stream, train):
         p = module.add_parser(sub)
         p.add_argument("--verbose", action="store_true", help="also print OpenCV's and FFmpeg's own log messages")
         p.set_defaults(_run=module.run)
