@@ -31,6 +31,7 @@ import numpy as np
 
 from ..errors import IFSegError
 from ..fileio import ResultFolder
+from ..redact import redact_url
 from ..runtime.segmenter import STAGES, Batch, Segmenter
 from ..stream import Stream, StreamError
 from ..stream.hud import RateMeter, draw_hud
@@ -146,12 +147,17 @@ class PacedFile:
         self.loops = 0
         self._t0: Optional[float] = None
         self._n = 0
+        # Read ahead once: a file FFmpeg opens but cannot decode fails here, in one line, as `stream` does
+        self._first = self.cap.read()
+        if not self._first[0]:
+            self.cap.release()
+            raise IFSegError(f"no frame could be decoded from {redact_url(spec)}: not a video file, or damaged")
 
     def isOpened(self) -> bool:  # noqa: N802 (OpenCV's names)
         return self.cap.isOpened()
 
     def read(self):
-        ok, bgr = self.cap.read()
+        (ok, bgr), self._first = self._first or self.cap.read(), None
         if not ok and self._n:  # the end: from the start again (reopened: not every container can seek)
             self.cap.release()
             self.cap = open_capture(self.spec)
