@@ -5,7 +5,8 @@
 * category change: from sending ``PUT /api/categories`` to the first frame received with the new list
   (and how many frames arrived in between), alternating two lists;
 * FPS: ``Stream`` alone over the video (every frame, as ``ifseg-deploy stream`` runs it) against the app
-  with ``--no-realtime`` (frames as fast as the model takes them, one client asking for every frame).
+  with ``--no-realtime`` (the same reading of the file, plus the encoding for the browsers and one client
+  asking for every frame), and the app at the video's frame rate (live: newest frame only).
 
 The client is aiohttp's, on the same machine, speaking the page's protocol (``{"type": "next"}`` after each
 frame); a browser adds its own decode and draw time (the page shows its own "to browser" figure).

@@ -3,8 +3,9 @@ newest encoded result of each tile, the category list in force, and recordings.
 
 Each tile runs a :class:`~ifseg_deploy.stream.Stream` on its own thread over a *live* source, so the
 network always takes the newest frame (frames the model is too slow for are dropped and counted, never
-queued). A video file is played as a live camera: at its frame rate (``realtime``) and from the start
-again at its end. The browser's own camera is a live source fed by the frames the page sends.
+queued). A video file is played as a live camera, at its frame rate, from the start again at its end; with
+``realtime=False`` it is read as ``stream`` reads it (every frame in order, as fast as the model goes), again
+and again. The browser's own camera is a live source fed by the frames the page sends.
 
 Every result is encoded once, on its tile's thread (frame as JPEG, class colours as PNG, the legend), and
 kept as the tile's newest :class:`Shown`; however many browsers watch, none of them makes the model or the
@@ -136,11 +137,10 @@ class _SharedModel:
 
 class PacedFile:
     """A video file read like a camera (the :class:`~ifseg_deploy.stream.sources.Capture` protocol): at its
-    frame rate when ``realtime`` (else as fast as it decodes), from the start again after its last frame."""
+    frame rate, from the start again after its last frame."""
 
-    def __init__(self, spec: str, realtime: bool = True):
+    def __init__(self, spec: str):
         self.spec = spec
-        self.realtime = realtime
         self.cap = open_capture(spec)
         fps = self.cap.get(cv2.CAP_PROP_FPS)
         self.fps = fps if fps and 0 < fps < 1000 else 30.0
@@ -163,7 +163,7 @@ class PacedFile:
             self.cap = open_capture(self.spec)
             self.loops += 1
             ok, bgr = self.cap.read()
-        if ok and self.realtime:
+        if ok:
             now = time.perf_counter()
             if self._t0 is None or now - (self._t0 + self._n / self.fps) > 1.0:  # start, or fell behind: no burst
                 self._t0, self._n = now, 0
@@ -253,6 +253,7 @@ class Tile:
         self.id = tile_id
         self.spec = spec
         self.camera = camera
+        self.file = camera is None and not is_live(spec)  # a video file: played again from the start at its end
         self.status = "starting"  # what the page shows under the tile: "live", a reconnect notice, a lost source
         self.frames = 0  # results shown
         self.superseded = 0  # results computed with a category list replaced meanwhile
@@ -292,14 +293,14 @@ class Tile:
         s = self.session
         if self.camera is not None:
             factory = lambda: self.camera  # noqa: E731
-        elif not is_live(self.spec):
-            factory = lambda: PacedFile(self.spec, s.realtime)  # noqa: E731
+        elif self.file and s.realtime:
+            factory = lambda: PacedFile(self.spec)  # noqa: E731
         else:
-            factory = None  # webcams, URLs, pipelines: OpenCV as `stream` opens them
+            factory = None  # as `stream` opens them: webcams, URLs, pipelines live; files every frame in order
         return Stream(
             s.model,
             self.spec,
-            live=True,
+            live=not (self.file and not s.realtime),
             temporal=s.temporal,
             reconnect=s.reconnect,
             capture_factory=factory,
@@ -322,6 +323,10 @@ class Tile:
                     self._show(frame, result, stream)
                 if not self._closed.is_set():
                     self.status = f"{stream.source.name} ended"
+                    if self.file and stream.summary.ok:  # --no-realtime: from the start again, at once
+                        self.dropped_before += stream.source.stats.dropped
+                        self.stream = None
+                        continue
             except (IFSegError, StreamError) as e:  # lost after the reconnects, or cannot be reopened
                 self.status = str(e)
                 log.warning(str(e))
@@ -417,7 +422,7 @@ class Session:
         segmenter: the loaded model (any backend: checkpoint, exported graph, Triton server).
         sources: one tile per source, as ``stream`` takes them (a file plays in a loop).
         out: base name of the run folder that receives recordings (``runs/app``, ``runs/app2``, ...).
-        realtime: files play at their frame rate (False: as fast as the model takes them).
+        realtime: files play at their frame rate (False: every frame, as fast as the model goes).
         temporal / reconnect: as for :class:`~ifseg_deploy.stream.Stream`.
         alpha: opacity of the class colours in recordings.
         font: legend font of recordings (see :func:`~ifseg_deploy.visualize.overlay.overlay`).

@@ -42,7 +42,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "--realtime",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="play video files at their frame rate (default; --no-realtime: as fast as the model takes them)",
+        help="play video files at their frame rate (default; --no-realtime: every frame, as fast as the model goes)",
     )
     p.add_argument(
         "--temporal",
