@@ -177,6 +177,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", help="any model file (default: random OFA-tiny weights as a bundle)")
     p.add_argument("--bpe-dir", default=str(SHARED / "bpe"))
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (default: cpu)")
     p.add_argument("--short-side", type=int, default=256, help="model input short side (default: 256)")
     p.add_argument("--seconds", type=float, default=20.0, help="length of each app run (default: 20)")
     p.add_argument("--changes", type=int, default=6, help="category changes in the latency run (default: 6)")
@@ -191,7 +192,7 @@ def main() -> None:
         model,
         LISTS[0],
         bpe_dir=args.bpe_dir,
-        device="cpu",
+        device=args.device,
         preprocessing=Preprocessing.short_side_rule(args.short_side),
     )
     video = make_video(os.path.join(folder, "pan.avi"), args.frames)
@@ -202,6 +203,7 @@ def main() -> None:
     report = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}",
         "model": args.model or "random OFA-tiny bundle",
+        "device": args.device,
         "short_side": args.short_side,
         "video": f"{SIZE[0]}x{SIZE[1]} MJPEG, 25 fps, {args.frames} frames",
         "source_to_client_ms": stats(live["latency_ms"]),
