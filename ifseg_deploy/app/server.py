@@ -32,7 +32,8 @@ from urllib.parse import quote
 from aiohttp import WSMsgType, web
 
 from ..errors import IFSegError
-from .session import Session, Shown, Tile, label_png
+from ..visualize.overlay import overlay
+from .session import Session, Shown, Tile, encode_png, label_png
 
 log = logging.getLogger(__name__)
 
@@ -190,9 +191,6 @@ class AppServer:
 
     async def snapshot(self, request: web.Request) -> web.Response:
         """The overlay (with the legend) of the tile's newest frame, or of frame ``seq``, as PNG."""
-        from ..visualize.overlay import overlay
-        from .session import encode_png
-
         shown = self._shown(request)
         try:
             alpha = float(request.query.get("alpha", self.session.alpha))

@@ -144,7 +144,6 @@ class PacedFile:
         self.cap = open_capture(spec)
         fps = self.cap.get(cv2.CAP_PROP_FPS)
         self.fps = fps if fps and 0 < fps < 1000 else 30.0
-        self.loops = 0
         self._t0: Optional[float] = None
         self._n = 0
         # Read ahead once: a file FFmpeg opens but cannot decode fails here, in one line, as `stream` does
@@ -161,7 +160,6 @@ class PacedFile:
         if not ok and self._n:  # the end: from the start again (reopened: not every container can seek)
             self.cap.release()
             self.cap = open_capture(self.spec)
-            self.loops += 1
             ok, bgr = self.cap.read()
         if ok:
             now = time.perf_counter()
@@ -276,7 +274,16 @@ class Tile:
 
     @property
     def dropped(self) -> int:
-        return self.dropped_before + (self.stream.source.stats.dropped if self.stream is not None else 0)
+        """Frames replaced by a newer one before the model took them (the page's camera frames included)."""
+        dropped = self.dropped_before + (self.stream.source.stats.dropped if self.stream is not None else 0)
+        return dropped + (self.camera.dropped if self.camera is not None else 0)
+
+    @property
+    def skipped(self) -> int:
+        """Frames that could not be decoded (of the current file, or sent by the page)."""
+        if self.camera is not None:
+            return self.camera.undecodable
+        return self.stream.source.stats.skipped if self.stream is not None else 0
 
     @property
     def newest(self) -> Optional[Shown]:
@@ -366,8 +373,13 @@ class Tile:
             self.frames += 1
             self.shown.append(shown)
             if self.recording is not None:
-                self.recording.add(shown, info.time, self.fps, self.dropped)
-                self.recorded += 1
+                try:
+                    self.recording.add(shown, info.time, self.fps, self.dropped)
+                    self.recorded += 1
+                except (IFSegError, OSError) as e:  # disk full: the segmentation goes on, the fragments written stay
+                    self.status = f"recording stopped: {str(e).splitlines()[0]}"
+                    log.error(self.status)
+                    self.recording = None
         self.session.shown(self, shown)
 
     def start_recording(self, path: str, alpha: float, font: Optional[str]) -> None:
@@ -406,6 +418,7 @@ class Tile:
             "fps": round(self.fps, 2),
             "frames": self.frames,
             "dropped": self.dropped,
+            "skipped": self.skipped,
             "superseded": self.superseded,
             "width": int(s.frame.shape[1]) if s else None,
             "height": int(s.frame.shape[0]) if s else None,
@@ -451,7 +464,6 @@ class Session:
         self.alpha, self.font = alpha, font
         self.categories: List[str] = segmenter.categories
         self.category_text = ", ".join(self.categories)
-        self.changed_at: Optional[float] = None  # perf_counter() of the last category change
         self.recordings: Dict[str, str] = {}  # file name -> path, of finished recordings (what may be downloaded)
         self.listeners: List[Callable[[Tile, Shown], None]] = []
         self._stages: Deque[Dict[str, float]] = collections.deque(maxlen=STATS_WINDOW)
@@ -476,7 +488,6 @@ class Session:
             self.segmenter.set_categories(value)
             self.categories = self.segmenter.categories
             self.category_text = value if isinstance(value, str) else ", ".join(value)
-            self.changed_at = time.perf_counter()
         return self.categories
 
     # -- tiles ------------------------------------------------------------------------------
