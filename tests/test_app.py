@@ -397,3 +397,22 @@ def test_cli_token_and_sigterm_finalise_the_recording(assets, bpe_dir, tmp_path)
     assert f"Recording saved to {video}" in tail
     assert len(decoded_frames(video)) >= 3
     assert [p.name for p in out.iterdir() if "partial" in p.name or p.name.startswith(".recording")] == []
+
+
+def test_stream_restarts_temporal_smoothing_when_the_list_changes(assets, bpe_dir):
+    """Class i of a new list is not class i of the old one: the running average starts again with the
+    first frame of the new list, even when the class count is the same."""
+    from ifseg_deploy.stream import Stream, TemporalSmoother
+
+    seg = _segmenter(assets, bpe_dir)
+    smoother = TemporalSmoother()
+    started = []
+    reset = smoother.reset
+    smoother.reset = lambda: (started.append(True), reset())
+    seen = []
+    for i, (_, result) in enumerate(Stream(seg, assets["video"], temporal=smoother, pipelined=False, max_frames=4)):
+        seen.append(result.categories)
+        if i == 1:
+            seg.set_categories("road, car, tree")
+    assert seen == [["sky", "grass", "dog"]] * 2 + [["road", "car", "tree"]] * 2
+    assert len(started) == 2  # at the first frame, and at the first frame of the new list
