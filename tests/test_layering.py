@@ -27,7 +27,7 @@ LAYERS = [
     {"ros2node"},  # the ROS 2 node over DDS (runtime + ros)
     {"bench"},  # latency, bench --compare (exports and benchmarks every backend), Triton load
     {"checks"},  # ifseg-deploy checks: the machine's facts and the self-test (through bench --compare)
-    {"train"},
+    {"train", "app"},  # app: the browser front end over stream (and Triton clients through runtime's loader)
     {"cli"},
     {"__init__", "__main__"},  # the front door: Segmenter, Stream, load, export
 ]

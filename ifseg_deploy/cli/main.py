@@ -12,7 +12,7 @@ from ..errors import IFSegError
 from ..hub import offline_mode
 from ..redact import redact_url
 from ..version import __version__
-from . import bench, checks, export, info, ros2, segment, stream, train
+from . import app, bench, checks, export, info, ros2, segment, stream, train
 from . import eval as evaluate
 from .common import add_offline_arg, resolve_checkpoint_arg
 from .flags import flag_names
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ifseg-deploy {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for module in (bench, checks, evaluate, export, info, ros2, segment, stream, train):
+    for module in (app, bench, checks, evaluate, export, info, ros2, segment, stream, train):
         p = module.add_parser(sub)
         p.add_argument("--verbose", action="store_true", help="also print OpenCV's and FFmpeg's own log messages")
         if any(action.dest == "checkpoint" for action in p._actions):  # a model name may need a download

@@ -129,6 +129,7 @@ class Stream:
         self._stop_reason: Optional[str] = None
         self._taken = 0
         self._error: Optional[BaseException] = None
+        self._smoothed_vocab = None  # the category list the smoother's average was built with
 
     @property
     def fps(self) -> float:
@@ -181,6 +182,9 @@ class Stream:
         return item
 
     def _postprocess(self, item: _Item) -> _Item:
+        if self.smoother is not None and item.batch.vocab is not self._smoothed_vocab:
+            self.smoother.reset()  # after set_categories: class i of the new list is not class i of the old one
+            self._smoothed_vocab = item.batch.vocab
         item.result = self.segmenter.postprocess(item.batch, item.out, probs_transform=self.smoother)[0]
         item.batch = item.out = None
         return item
