@@ -38,6 +38,7 @@ python3 -c "import torch; print('torch', torch.__version__, '| CUDA available:',
       '|', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU')" || exit 2
 
 status=0
+mkdir -p "$OUT"
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
     for t in tests/test_cuda.py tests/test_cuda_graphs.py tests/test_preprocess_torch.py tests/test_postprocess_fast.py; do
         echo "== python3 -m pytest -q $t"
@@ -52,7 +53,6 @@ for p, v in peaks(torch.device(sys.argv[1])).items(): print(f'  {p:5} ' + ('-' i
 echo "== python3 benchmarks/postprocess_speed.py --device $DEVICE"
 python3 benchmarks/postprocess_speed.py --device "$DEVICE" --classes "$CLASSES" --rounds 5 --json "$OUT/postprocess.json" || status=1
 
-mkdir -p "$OUT"
 for row in $ROWS; do
     precision=${row%%:*}
     flags=""

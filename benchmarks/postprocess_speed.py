@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ifseg_deploy.fileio import write_bytes
 from ifseg_deploy.model import grid_size
 from ifseg_deploy.postprocess.knn import knn_smooth
 from ifseg_deploy.postprocess.upsample import upsample_argmax
@@ -154,8 +155,7 @@ def main() -> None:
     )
     results["preprocess_ms"] = dict(pre["ms"], max_level_difference=diff)
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(results, fh, indent=2)
+        write_bytes(args.json, (json.dumps(results, indent=2) + "\n").encode())
 
 
 if __name__ == "__main__":
