@@ -39,6 +39,8 @@ METHODS = ("auto", "dense", "cells")
 #: fraction of the largest absolute score. Interpolating four corners in float32 errs by a few
 #: units in the last place (~1e-7 relative), far below it.
 MARGIN = 1e-5
+#: PyTorch's grain size (``at::internal::GRAIN_SIZE``): CPU operations on fewer elements run on one thread.
+GRAIN = 32768
 
 
 def grid_to_image(scores: Tensor, grid: Tuple[int, int]) -> Tensor:
@@ -132,11 +134,16 @@ def _lerp(a: Tensor, b: Tensor, w0: Tensor, w1: Tensor) -> Tensor:
 
 def _cells(x: Tensor, size: Tuple[int, int]) -> Tensor:
     """The ``cells`` method (module docstring) on ``x`` ``(B, N, h, w)`` float32 CPU, ``N >= 2``."""
-    return torch.stack([_cells_one(image, size) for image in x])
+    return torch.stack([_cells_one(image, size) for image in x]) if len(x) > 1 else _cells_one(x[0], size)[None]
 
 
 def _cells_one(x: Tensor, size: Tuple[int, int]) -> Tensor:
-    """:func:`_cells` of one image ``(N, h, w)`` -> ``(H, W)``."""
+    """:func:`_cells` of one image ``(N, h, w)`` -> ``(H, W)``.
+
+    Works one row of cells at a time (the output rows between two grid rows), so every operation
+    touches fewer than :data:`GRAIN` values: PyTorch runs those on the calling thread alone (a
+    parallel region per small operation costs more than it saves, and far more when other programs
+    keep the cores busy)."""
     n, h, w = x.shape
     height, width = size
     y0, y1, hy0, hy1 = source_weights(h, height)
@@ -153,40 +160,49 @@ def _cells_one(x: Tensor, size: Tuple[int, int]) -> Tensor:
 
     # one class wins the whole cell when it leads every other one by more than tol at each corner:
     # their difference is then positive at the corners, hence at every pixel between them
-    top = last.topk(2, dim=2)
-    lead = top.indices[..., 0]
-    m = corners((top.values[..., 0] - top.values[..., 1]) > tol)
+    top2 = last.topk(2, dim=2)
+    lead = top2.indices[..., 0]
+    m = corners((top2.values[..., 0] - top2.values[..., 1]) > tol)
     c = corners(lead)
     sure = m[0] & m[1] & m[2] & m[3] & (c[1] == lead) & (c[2] == lead) & (c[3] == lead)
-    table = torch.where(sure, lead, -1)
-    labels = table.index_select(1, x0).index_select(0, y0)  # (H, W); -1 where the cell is mixed; columns first
-    yi, xi = (labels < 0).nonzero(as_tuple=True)  # raster order
-    if not yi.numel():
-        return labels
+    # the label of each (cell row, output column); -1 where the cell is mixed
+    table = torch.where(sure, lead, -1).index_select(1, x0)  # (h, W)
     # a class can win somewhere in a cell only if its highest corner reaches the lowest corner of some
     # class (each pixel's score lies between its class's corners, up to rounding far below tol): the
     # cells' candidates, ascending (ties keep the lowest class, as argmax), padded with the first
     v = corners(last)
     low = torch.minimum(torch.minimum(v[0], v[1]), torch.minimum(v[2], v[3]))
     high = torch.maximum(torch.maximum(v[0], v[1]), torch.maximum(v[2], v[3]))
-    candidate = (high >= low.amax(2, keepdim=True) - tol).view(h * w, n)
-    k = int(candidate.sum(1).amax())
-    if yi.numel() * k * 4 > height * width * n:  # scores with little structure (noise): nothing to save
-        return _dense(x[None], size)[0]
-    order = torch.where(candidate, torch.arange(n), n).sort(dim=1).values[:, :k]
-    order = torch.where(order < n, order, order[:, :1])  # (h * w, k)
+    candidate = (high >= low.amax(2, keepdim=True) - tol) & ~sure[..., None]
+    k = max(1, int(candidate.sum(2).amax()))
+    rows_of = torch.bincount(y0, minlength=h).tolist()  # output rows per cell row (y0 is sorted)
+    mixed_cols = table < 0
+    if int(mixed_cols.sum(1).mul(torch.tensor(rows_of)).sum()) * k * 4 > height * width * n:
+        return _dense(x[None], size)[0]  # scores with little structure (noise): nothing to save
+    order = torch.where(candidate, torch.arange(n), n).sort(dim=2).values[..., :k]
+    order = torch.where(order < n, order, order[..., :1]).view(h * w, k)
     # the scores as the CPU kernel computes them: columns first, then rows; channels last
-    cols = _lerp(last.index_select(1, x0), last.index_select(1, x1), wx0[:, None], wx1[:, None]).view(-1)
-    row0 = y0.index_select(0, yi)
-    classes = order.index_select(0, row0 * w + x0.index_select(0, xi))  # (P, k)
-    at = (row0 * width + xi).mul_(n)[:, None] + classes
-    below = at + (y1 - y0).mul_(width * n).index_select(0, yi)[:, None]
-    values = _lerp(cols.take(at), cols.take(below), hy0.index_select(0, yi)[:, None], hy1.index_select(0, yi)[:, None])
-    # argmax over the few candidates; on a tie the earlier (lower) class stays
-    best, best_class = values[:, 0], classes[:, 0]
-    for j in range(1, k):
-        better = values[:, j] > best
-        best = torch.where(better, values[:, j], best)
-        best_class = torch.where(better, classes[:, j], best_class)
-    labels.index_put_((yi, xi), best_class)
+    cols = _lerp(last.index_select(1, x0), last.index_select(1, x1), wx0[:, None], wx1[:, None])  # (h, W, N)
+    labels = torch.empty(height, width, dtype=torch.int64)
+    start = 0
+    for i, count in enumerate(rows_of):
+        if not count:
+            continue
+        band = labels[start : start + count]  # output rows y with y0[y] == i: all share y0 and y1
+        band.copy_(table[i].expand(count, width))
+        xs = mixed_cols[i].nonzero().squeeze(1)
+        if xs.numel():
+            classes = order.index_select(0, x0.index_select(0, xs) + i * w)  # (m, k)
+            top = cols[i].index_select(0, xs).gather(1, classes)
+            bottom = cols[int(y1[start])].index_select(0, xs).gather(1, classes)
+            ys = slice(start, start + count)
+            values = _lerp(top[None], bottom[None], hy0[ys, None, None], hy1[ys, None, None])  # (rows, m, k)
+            # argmax over the few candidates; on a tie the earlier (lower) class stays
+            best, best_class = values[..., 0], classes[None, :, 0].expand(count, -1)
+            for j in range(1, k):
+                better = values[..., j] > best
+                best = torch.where(better, values[..., j], best)
+                best_class = torch.where(better, classes[None, :, j], best_class)
+            band.index_copy_(1, xs, best_class)
+        start += count
     return labels
