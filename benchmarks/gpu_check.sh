@@ -95,7 +95,7 @@ if [ "${COMPARE:-1}" = 1 ]; then
         >"$OUT/compare.log" 2>&1; then
         status=1
     fi
-    grep -v "it/s\]\|s/it\]" "$OUT/compare.log" | tail -n 25
+    grep -v "bench --compare: " "$OUT/compare.log" | tail -n 25  # the table, not the progress bar
 fi
 echo "reports: $OUT"
 exit $status
