@@ -39,8 +39,6 @@ METHODS = ("auto", "dense", "cells")
 #: fraction of the largest absolute score. Interpolating four corners in float32 errs by a few
 #: units in the last place (~1e-7 relative), far below it.
 MARGIN = 1e-5
-#: PyTorch's grain size (``at::internal::GRAIN_SIZE``): CPU operations on fewer elements run on one thread.
-GRAIN = 32768
 
 
 def grid_to_image(scores: Tensor, grid: Tuple[int, int]) -> Tensor:
@@ -140,10 +138,11 @@ def _cells(x: Tensor, size: Tuple[int, int]) -> Tensor:
 def _cells_one(x: Tensor, size: Tuple[int, int]) -> Tensor:
     """:func:`_cells` of one image ``(N, h, w)`` -> ``(H, W)``.
 
-    Works one row of cells at a time (the output rows between two grid rows), so every operation
-    touches fewer than :data:`GRAIN` values: PyTorch runs those on the calling thread alone (a
-    parallel region per small operation costs more than it saves, and far more when other programs
-    keep the cores busy)."""
+    The per-pixel work runs one row of cells at a time (the output rows between two grid rows), so
+    its operations touch fewer values than PyTorch's grain size (``at::internal::GRAIN_SIZE``, 32768)
+    at usual sizes: PyTorch runs those on the
+    calling thread alone (a parallel region per small operation costs more than it saves, and far
+    more when other programs keep the cores busy)."""
     n, h, w = x.shape
     height, width = size
     y0, y1, hy0, hy1 = source_weights(h, height)
