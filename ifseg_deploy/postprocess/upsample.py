@@ -140,9 +140,8 @@ def _cells_one(x: Tensor, size: Tuple[int, int]) -> Tensor:
 
     The per-pixel work runs one row of cells at a time (the output rows between two grid rows), so
     its operations touch fewer values than PyTorch's grain size (``at::internal::GRAIN_SIZE``, 32768)
-    at usual sizes: PyTorch runs those on the
-    calling thread alone (a parallel region per small operation costs more than it saves, and far
-    more when other programs keep the cores busy)."""
+    at usual sizes: PyTorch runs those on the calling thread alone (a parallel region per small
+    operation costs more than it saves, and far more when other programs keep the cores busy)."""
     n, h, w = x.shape
     height, width = size
     y0, y1, hy0, hy1 = source_weights(h, height)
