@@ -59,3 +59,23 @@ def test_cuda_frames_match_the_cpu_path():
     got = pre.on_device(image, torch.device("cuda"))
     assert got.is_cuda
     assert float((got.cpu() - pre(image)).abs().max()) <= LEVEL + 1e-6
+
+
+def test_segmenter_preprocesses_on_the_device_of_a_backend_that_takes_device_frames(tiny_bundle, bpe_dir, monkeypatch):
+    """The Segmenter's branch for device frames (taken on CUDA), run on CPU: inputs from the torch path,
+    within one level of the OpenCV path, and the same labels on a smooth image."""
+    from ifseg_deploy.runtime.segmenter import Segmenter
+    from ifseg_deploy.runtime.torch_backend import TorchBackend
+
+    plain = Segmenter.load(tiny_bundle, bpe_dir=bpe_dir, device="cpu", knn_iters=0)
+    monkeypatch.setattr(TorchBackend, "takes_device_frames", property(lambda self: True))
+    calls = []
+    on_device = Preprocessing.on_device
+    monkeypatch.setattr(Preprocessing, "on_device", lambda self, *a: calls.append(1) or on_device(self, *a))
+    frames = Segmenter.load(tiny_bundle, bpe_dir=bpe_dir, device="cpu", knn_iters=0)
+    image = _image((90, 130, 3))
+    a, b = plain.preprocess([image]), frames.preprocess([image])
+    assert calls == [1]
+    assert float((a.images - b.images).abs().max()) <= LEVEL + 1e-6
+    got, want = frames.postprocess(b, frames.infer(b))[0], plain.postprocess(a, plain.infer(a))[0]
+    assert got.labels.dtype == np.int64 and (got.labels == want.labels).mean() > 0.99
