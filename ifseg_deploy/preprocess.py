@@ -4,6 +4,10 @@ Decode (Pillow, as the reference) -> EXIF orientation applied (as viewers and ``
 not for dataset evaluation, whose labels are aligned with the stored pixels) -> RGB uint8 -> keep-ratio resize so the
 short side is ``short_side`` unless the long side would exceed ``long_side_max`` (OpenCV bilinear on uint8,
 mmcv's rounding) -> ``(x / 255 - 0.5) / 0.5``, CHW float32.
+
+:func:`preprocess_tensor` is the same on a torch tensor on any device (a GPU keeps the frame it
+was given): the resize is PyTorch's bilinear rounded to uint8 levels instead of OpenCV's fixed-point
+one, the normalisation the same code.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .errors import IFSegError
 
@@ -160,8 +165,41 @@ def resize(image: np.ndarray, short_side: int = SHORT_SIDE, long_side_max: int =
 
 def normalize(image: np.ndarray) -> torch.Tensor:
     """RGB uint8 ``(H, W, 3)`` -> float32 ``(3, H, W)`` in [-1, 1]."""
-    t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
-    return t.sub_(MEAN).div_(STD)
+    return normalize_tensor(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1))
+
+
+def normalize_tensor(image: torch.Tensor) -> torch.Tensor:
+    """``(3, H, W)`` uint8 (or float holding 0..255 levels), any device -> float32 in [-1, 1]:
+    ``(x / 255 - 0.5) / 0.5``."""
+    return image.float().div_(255.0).sub_(MEAN).div_(STD)
+
+
+def resize_tensor(
+    image: torch.Tensor, short_side: int = SHORT_SIDE, long_side_max: int = LONG_SIDE_MAX
+) -> torch.Tensor:
+    """:func:`resize` of an RGB ``(3, H, W)`` uint8 tensor on any device -> float32 ``(3, h, w)``
+    holding uint8 levels: bilinear (``align_corners=False``, as OpenCV's ``INTER_LINEAR``) rounded
+    to the nearest level. OpenCV rounds its weights to 1/2048 (11-bit fixed point), so the two differ
+    by at most one level on some pixels (``tests/test_preprocess_torch.py``)."""
+    nh, nw = resized_shape(image.shape[1], image.shape[2], short_side, long_side_max)
+    x = image.float()
+    if (nh, nw) == tuple(image.shape[1:]):
+        return x
+    return F.interpolate(x[None], size=(nh, nw), mode="bilinear", align_corners=False)[0].round_().clamp_(0, 255)
+
+
+def preprocess_tensor(
+    image: torch.Tensor, short_side: int = SHORT_SIDE, long_side_max: int = LONG_SIDE_MAX
+) -> torch.Tensor:
+    """RGB uint8 ``(H, W, 3)`` tensor on any device (a frame uploaded once to the GPU) -> model input
+    ``(3, h, w)`` float32 on the same device: :func:`resize_tensor`, then :func:`normalize_tensor`.
+
+    Raises:
+        IFSegError: not an ``(H, W, 3)`` uint8 tensor.
+    """
+    if image.dtype != torch.uint8 or image.dim() != 3 or image.shape[2] != 3:
+        raise IFSegError(f"expected an RGB uint8 image of shape (H, W, 3), got {image.dtype} {tuple(image.shape)}")
+    return normalize_tensor(resize_tensor(image.permute(2, 0, 1), short_side, long_side_max))
 
 
 def preprocess(image: np.ndarray, short_side: int = SHORT_SIDE, long_side_max: int = LONG_SIDE_MAX) -> torch.Tensor:
@@ -181,6 +219,18 @@ class Preprocessing:
     def __call__(self, image: np.ndarray) -> torch.Tensor:
         """RGB uint8 ``(H, W, 3)`` -> float32 ``(3, h, w)``."""
         return preprocess(image, self.short_side, self.long_side_max)
+
+    def on_device(self, image: np.ndarray, device: torch.device) -> torch.Tensor:
+        """RGB uint8 ``(H, W, 3)`` -> float32 ``(3, h, w)`` on ``device``: the uint8 frame is copied
+        once (through pinned memory, asynchronously, on CUDA) and resized and normalised there
+        (:func:`preprocess_tensor`)."""
+        frame = torch.from_numpy(np.ascontiguousarray(image))
+        if device.type == "cuda":
+            # the caching host allocator keeps a pinned block until the copy from it has finished
+            frame = frame.pin_memory().to(device, non_blocking=True)
+        else:
+            frame = frame.to(device)
+        return preprocess_tensor(frame, self.short_side, self.long_side_max)
 
     def to_dict(self) -> Dict[str, Any]:
         return {

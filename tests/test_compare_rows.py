@@ -94,3 +94,40 @@ def test_gate_refusal_skips_the_row_but_other_export_errors_raise(bundle, bpe_di
     assert report.rows[1].skipped == "export refused: the int8 graph's logits differ (gate); nothing was written"
     with pytest.raises(IFSegError, match="fp32 graph's logits differ"):
         compare(bundle, _image(), str(tmp_path), variants=(REFERENCE, ORT["fp32"]), **kwargs)
+
+
+def test_peak_share_and_cuda_rows(bundle, bpe_dir, tmp_path, monkeypatch):
+    """Each measured row reports its network time and its share of the measured matmul peak of its
+    precision (the peak taken once per precision); on a CPU every CUDA row is listed as skipped with
+    its reason."""
+    from ifseg_deploy.bench import peaks
+
+    measured = []
+    monkeypatch.setattr(compare_mod, "matmul_peak", lambda p, d: measured.append(p) or 1e9)
+    report = compare(
+        bundle, _image(), str(tmp_path), bpe_dir=bpe_dir, device="cpu", short_side=64, warmup=0, iterations=2,
+        variants=(REFERENCE, ORT["fp32"]) + tuple(v for v in VARIANTS if v.name.startswith("PyTorch ")),
+        knn_iters=1,
+    )  # fmt: skip
+    ref = report.rows[0]
+    flops = peaks.network_flops(compare_mod.Segmenter.load(bundle, bpe_dir=bpe_dir).backend.arch, (64, 96), 18, 3)
+    assert report.machine["network_gflop"] == pytest.approx(flops / 1e9)
+    assert ref.network_ms > 0 and ref.peak_share == pytest.approx(flops / (ref.network_ms / 1e3) / 1e9)
+    assert measured == ["fp32"]  # one measurement for both fp32 rows
+    assert "peak %" in report.format()
+    cuda_rows = report.rows[2:]
+    assert {r.backend for r in cuda_rows} == {"PyTorch eager", "PyTorch compiled"}
+    assert all(r.skipped == "needs device='cuda'" for r in cuda_rows)
+
+
+def test_matmul_peaks_per_precision():
+    import torch
+
+    from ifseg_deploy.bench.peaks import matmul_peak, peak_unavailable
+
+    cpu = torch.device("cpu")
+    assert matmul_peak("fp32", cpu, n=128, repeats=1) > 0
+    assert matmul_peak("int8", cpu, n=128, repeats=1) > 0  # torch._int_mm
+    assert matmul_peak("tf32", cpu) is None and peak_unavailable("fp16", cpu) == "fp16 is a CUDA precision"
+    with pytest.raises(IFSegError, match=r"^unknown precision='int4' for a matmul peak"):
+        matmul_peak("int4", cpu)

@@ -63,3 +63,30 @@ def test_cuda_graph_replay_matches_eager(ifseg_checkpoint, dev_dir):
         np.testing.assert_allclose(graphed.segment(image).logits, eager.segment(image).logits, atol=1e-4, rtol=0)
     graphs = graphed.backend.graphs
     assert not graphs.failed and len(graphs.graphs) == 2
+
+
+def test_cuda_whole_frame_graph_matches_eager(ifseg_checkpoint, dev_dir):
+    """Network + kNN + up-sampling + argmax captured as one graph per shape, frames pre-processed on the
+    GPU: the eager CUDA path's labels and probabilities; no capture falls back to eager."""
+    from PIL import Image
+
+    graphed = Segmenter.load(ifseg_checkpoint, device="cuda", knn_iters=25)
+    eager = Segmenter.load(ifseg_checkpoint, device="cuda", knn_iters=25, backend_options={"cuda_graph": False})
+    assert graphed.backend.fused and graphed.backend.capabilities.knn == (3, 25)
+    rgb = np.asarray(Image.open(dev_dir / "image_eval0.png").convert("RGB"))
+    for image in (rgb, rgb[:, : rgb.shape[1] // 2].copy(), rgb):
+        got, want = graphed.segment(image), eager.segment(image)
+        assert got.labels.dtype == np.int64 and got.labels.shape == image.shape[:2]
+        assert (got.labels == want.labels).mean() > 0.999
+        np.testing.assert_allclose(got.probs, want.probs, atol=1e-4, rtol=0)
+        assert "knn" not in got.timings  # smoothed inside the graph
+    assert not graphed.backend.graphs.failed and len(graphed.backend.graphs.graphs) == 2
+
+
+def test_cuda_frames_preprocessed_on_the_device(ifseg_checkpoint, dev_dir, golden):
+    """Frames go to the GPU as uint8 and are resized there: the labels stay the reference's."""
+    seg = Segmenter.load(ifseg_checkpoint, device="cuda")
+    batch = seg.preprocess([str(dev_dir / "image_eval0.png")])
+    assert batch.images.is_cuda
+    res = seg.postprocess(batch, seg.infer(batch))[0]
+    assert (res.labels == golden["eval0_knn_label_map"]).mean() > 0.999

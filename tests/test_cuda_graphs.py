@@ -89,7 +89,8 @@ class StandInCapture:
         outputs = body()  # a real capture records the work without running it; replay writes the values
         if tuple(outputs[0].shape) in self.fail_shapes:
             raise RuntimeError("operation not permitted when stream is capturing\nmore detail")
-        graph = StandInGraph(body, [torch.full_like(o, float("nan")) for o in outputs])
+        # unwritten buffers: NaN (integer outputs such as labels: -1), so a missed replay shows
+        graph = StandInGraph(body, [torch.full_like(o, float("nan") if o.is_floating_point() else -1) for o in outputs])
         self.captured.append(graph)
         return graph, graph.outputs
 
@@ -226,3 +227,52 @@ def test_tf32_policy_nests_and_overlaps():
     assert tf32_values() == off
     second.__exit__(None, None, None)
     assert tf32_values() == before
+
+
+@pytest.mark.parametrize("knn_iters", [0, 3])
+def test_fused_graph_equals_the_unfused_segmenter(tiny_bundle, bpe_dir, knn_iters):
+    """Network + kNN + up-sampling + argmax as one graph body (run on CPU under the stand-in capture)
+    gives the host path's probabilities and labels; one graph per input and output size."""
+    import numpy as np
+
+    from ifseg_deploy.runtime.cuda_graphs import CudaGraphs
+    from ifseg_deploy.runtime.segmenter import Segmenter
+
+    kwargs = dict(bpe_dir=bpe_dir, device="cpu", knn_iters=knn_iters, knn_backend="torch")
+    eager = Segmenter.load(tiny_bundle, **kwargs)
+    assert not eager.backend.fused  # no graphs on CPU: nothing fused
+    fused = Segmenter.load(tiny_bundle, **kwargs)
+    capture = StandInCapture()
+    fused.backend.graphs = CudaGraphs(capture)
+    fused.backend.fuse_postprocess((fused.knn_k, knn_iters) if knn_iters else None)
+    assert fused.backend.capabilities.upsample
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, size, dtype=np.uint8) for size in ((90, 130, 3), (90, 130, 3), (70, 70, 3))]
+    for image in images:
+        want, got = eager.segment(image), fused.segment(image)
+        np.testing.assert_array_equal(got.labels, want.labels)
+        np.testing.assert_allclose(got.probs, want.probs, rtol=0, atol=1e-6)
+        assert got.labels.dtype == np.int64
+        assert "knn" not in got.timings and ("knn" in want.timings) == bool(knn_iters)  # kNN ran in the graph
+    assert len(capture.captured) == 2 and [g.replays for g in capture.captured] == [2, 1]
+
+    # the graph's outputs when the caller smooths the probabilities itself: the host path takes over
+    def host_labels(seg):
+        batch = seg.preprocess([images[0]])
+        return seg.postprocess(batch, seg.infer(batch), lambda p, f: p * 1.0)[0].labels
+
+    np.testing.assert_array_equal(host_labels(fused), host_labels(eager))
+
+
+def test_frame_outputs_knn_with_faiss_stays_on_the_host(tiny_bundle, bpe_dir):
+    """A kNN backend other than the graph's (faiss) keeps kNN on the host: the graph smooths nothing."""
+    from ifseg_deploy.postprocess.knn import faiss_available
+    from ifseg_deploy.runtime.cuda_graphs import CudaGraphs
+    from ifseg_deploy.runtime.segmenter import Segmenter
+
+    if not faiss_available():
+        pytest.skip("faiss is not installed (pip install 'ifseg-deploy[cpu]')")
+    seg = Segmenter.load(tiny_bundle, bpe_dir=bpe_dir, device="cpu", knn_iters=2, knn_backend="faiss")
+    seg.backend.graphs = CudaGraphs(StandInCapture())
+    Segmenter(seg.backend, seg.vocabulary, knn_iters=2, knn_backend="faiss")
+    assert seg.backend.fused and seg.backend.capabilities.knn is None

@@ -11,7 +11,12 @@ which the row's note says; a bundle's own figures need ``export --precision int8
 real images. Every row runs the same
 image through the whole pipeline (:func:`~ifseg_deploy.bench.latency.run_benchmark`); fidelity is
 measured against the first row (PyTorch fp32): relative RMS of the grid logits and agreement of
-the label maps at the original size.
+the label maps at the original size. Each row's *peak share* is its network's arithmetic rate as a
+fraction of the measured matrix-product peak of its precision on the device (:mod:`.peaks`).
+
+On CUDA the PyTorch rows are the CUDA graph (the default: one graph per shape holding the network,
+kNN smoothing and up-sampling), eager kernels (``cuda_graph=False``), ``torch.compile`` and TF32;
+ONNX Runtime runs on its CUDA and TensorRT execution providers, where this onnxruntime build has them.
 """
 
 from __future__ import annotations
@@ -33,9 +38,11 @@ from ..exporter.args import ExportArgs
 from ..exporter.formats import export_format
 from ..exporter.onnx.scene import synthetic_scene
 from ..fileio import write_bytes, write_png
+from ..runtime.onnx_backend import PROVIDERS
 from ..runtime.segmenter import SegmentationResult, Segmenter
 from ..runtime.torch_backend import cpu_has_bf16
 from .latency import run_benchmark
+from .peaks import matmul_peak, network_flops, peak_share
 
 
 def _package(name: str) -> Callable[[str], Optional[str]]:
@@ -50,6 +57,22 @@ def _bf16(device: str) -> Optional[str]:
     if device.startswith("cuda"):
         return None if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no bf16 GPU"
     return None if cpu_has_bf16() else "CPU without AVX512-BF16 / AMX"
+
+
+def _ort(provider: Optional[str] = None) -> Callable[[str], Optional[str]]:
+    """onnxruntime with ``provider``'s execution provider (None: the device's own, CUDA or CPU)."""
+
+    def need(device: str) -> Optional[str]:
+        if importlib.util.find_spec("onnxruntime") is None:
+            return "onnxruntime is not installed"
+        import onnxruntime
+
+        name = PROVIDERS[provider or ("cuda" if device.startswith("cuda") else "cpu")]
+        if name not in onnxruntime.get_available_providers():
+            return f"this onnxruntime has no {name} (pip install onnxruntime-gpu)"
+        return None
+
+    return need
 
 
 def _cpu(device: str) -> Optional[str]:
@@ -80,13 +103,12 @@ VARIANTS: Tuple[Variant, ...] = (
     Variant("PyTorch", "fp32", options=(("precision", "fp32"),)),
     Variant("PyTorch", "bf16", options=(("precision", "bf16"),), needs=(_bf16,)),
     Variant("PyTorch", "fp16", options=(("precision", "fp16"),), needs=(_cuda,)),
-    Variant("ONNX Runtime", "fp32", export=(("format", "onnx"),), needs=(_package("onnxruntime"),)),
-    Variant(
-        "ONNX Runtime", "fp16", export=(("format", "onnx"), ("precision", "fp16")), needs=(_package("onnxruntime"),)
-    ),
-    Variant(
-        "ONNX Runtime", "int8", export=(("format", "onnx"), ("precision", "int8")), needs=(_package("onnxruntime"),)
-    ),
+    Variant("PyTorch", "tf32", options=(("precision", "tf32"),), needs=(_cuda,)),
+    Variant("PyTorch eager", "fp32", options=(("precision", "fp32"), ("cuda_graph", False)), needs=(_cuda,)),
+    Variant("PyTorch compiled", "fp32", options=(("precision", "fp32"), ("compile", True)), needs=(_cuda,)),
+    Variant("ONNX Runtime", "fp32", export=(("format", "onnx"),), needs=(_ort(),)),
+    Variant("ONNX Runtime", "fp16", export=(("format", "onnx"), ("precision", "fp16")), needs=(_ort(),)),
+    Variant("ONNX Runtime", "int8", export=(("format", "onnx"), ("precision", "int8")), needs=(_ort(),)),
     Variant(
         "OpenVINO",
         "fp32",
@@ -126,6 +148,20 @@ VARIANTS: Tuple[Variant, ...] = (
     Variant(
         "TensorRT", "fp16", export=(("format", "engine"), ("precision", "fp16")), needs=(_package("tensorrt"), _cuda)
     ),
+    Variant(
+        "ONNX Runtime TensorRT EP",
+        "fp32",
+        export=(("format", "onnx"),),
+        options=(("providers", "tensorrt"),),
+        needs=(_cuda, _ort("tensorrt")),
+    ),
+    Variant(
+        "ONNX Runtime TensorRT EP",
+        "fp16",
+        export=(("format", "onnx"),),
+        options=(("providers", "tensorrt"), ("precision", "fp16")),
+        needs=(_cuda, _ort("tensorrt")),
+    ),
 )
 
 
@@ -145,6 +181,8 @@ class CompareRow:
     logits_rel_rms: Optional[float] = None  # ||logits - ref|| / ||ref|| over the grid
     label_agreement: Optional[float] = None  # fraction of original-size pixels with the reference label
     rss_mb: Optional[float] = None  # process resident memory after the row ran
+    network_ms: Optional[float] = None  # median network time (a CUDA graph's: with kNN and up-sampling)
+    peak_share: Optional[float] = None  # network FLOP/s over the measured matmul peak of the row's precision
     stages_ms: Dict[str, float] = field(default_factory=dict)  # median per stage
     skipped: Optional[str] = None
     note: Optional[str] = None  # e.g. what an int8 graph was calibrated on
@@ -168,7 +206,7 @@ class CompareReport:
         head = (
             f"{'backend':<{w}}{'prec':<6}{'size MB':>9}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'FPS':>8}"
             f"{'speed-up':>9}"
-            f"{'rel-RMS':>10}{'labels %':>10}{'RSS MB':>8}"
+            f"{'rel-RMS':>10}{'labels %':>10}{'peak %':>8}{'RSS MB':>8}"
         )
         lines = [head]
         for r in self.rows:
@@ -178,7 +216,9 @@ class CompareReport:
             lines.append(
                 f"{r.backend:<{w}}{r.precision:<6}{r.file_mb:>9.1f}{r.p50_ms:>10.1f}{r.p90_ms:>10.1f}{r.p99_ms:>10.1f}"
                 f"{r.fps:>8.2f}{r.speedup:>8.2f}x{r.logits_rel_rms:>10.2e}{100 * r.label_agreement:>10.2f}"
-                f"{r.rss_mb:>8.0f}" + (f"  ({r.note})" if r.note else "")
+                + (f"{100 * r.peak_share:>8.1f}" if r.peak_share is not None else f"{'-':>8}")
+                + f"{r.rss_mb:>8.0f}"
+                + (f"  ({r.note})" if r.note else "")
             )
         return "\n".join(lines)
 
@@ -298,6 +338,8 @@ def compare(
     from ..runtime.device import parse_device
 
     device = str(parse_device(device))  # "auto" -> "cpu" / "cuda"
+    peaks: Dict[str, Optional[float]] = {}  # measured once per precision
+    flops: Optional[float] = None  # of the network on the compared image (the reference row's shapes)
     rows: List[CompareRow] = []
     ref: Optional[SegmentationResult] = None
     made: Dict[tuple, str] = {}
@@ -317,8 +359,9 @@ def compare(
                 raise
             row.skipped = f"export refused: {e}"  # the fidelity gate of a reduced-precision graph
             continue
+        notes = []
         if variant.precision == "int8":
-            row.note = f"calibrated on the compared image + {CALIBRATION_SCENES} synthetic scenes"
+            notes.append(f"calibrated on the compared image + {CALIBRATION_SCENES} synthetic scenes")
         extra = {} if short_side is None else {"preprocessing": Preprocessing.short_side_rule(short_side)}
         options = dict(variant.options)
         seg = Segmenter.load(
@@ -339,8 +382,16 @@ def compare(
 
         report = run_benchmark(seg, image, 1, warmup, iterations, progress=tick)
         result = seg.segment(image)
+        if getattr(seg.backend, "graphs", None) is not None:
+            notes.append("CUDA graph: network + kNN + up-sampling")
+        row.note = "; ".join(notes) or None
         if ref is None:
             ref = result
+            batch = seg.preprocess([image])
+            vocab = batch.vocab
+            flops = network_flops(
+                seg.backend.arch, tuple(batch.images.shape[2:]), vocab.prompt_embeds.shape[1], len(vocab.categories)
+            )
         summary = report.summary(report.total)
         row.file, row.file_mb = path, _size_mb(path)
         row.p50_ms, row.p90_ms, row.p99_ms = summary["median"], summary["p90"], summary["p99"]
@@ -349,8 +400,15 @@ def compare(
         row.logits_rel_rms, row.label_agreement = fidelity(ref, result)
         row.rss_mb = _rss_mb()
         row.stages_ms = {k: float(np.median(v)) for k, v in report.stages.items()}
+        row.network_ms = row.stages_ms.get("network") or sum(
+            row.stages_ms.get(k, 0.0) for k in ("backbone", "encoder", "decoder")
+        )
+        if variant.precision not in peaks:
+            peaks[variant.precision] = matmul_peak(variant.precision, torch.device(device))
+        row.peak_share = peak_share(flops, row.network_ms / 1e3, peaks[variant.precision])
         del seg
-    return CompareReport(rows, list(image.shape[:2]), machine_info())
+    machine = dict(machine_info(), matmul_peak_flops=peaks, network_gflop=None if flops is None else flops / 1e9)
+    return CompareReport(rows, list(image.shape[:2]), machine)
 
 
 def write_json(report: CompareReport, path: str) -> None:

@@ -1,17 +1,44 @@
-"""Bilinear up-sampling of grid scores to the original image size, then argmax."""
+"""Bilinear up-sampling of grid scores to the original image size, then argmax.
+
+Two ways to the same label map:
+
+* ``dense`` - ``F.interpolate(mode="bilinear", align_corners=False)`` of every class, then argmax:
+  the reference's own operations (classes in groups so huge images do not need ``N * H * W``
+  floats at once). Used on CUDA, in captured / exported graphs and when the output is smaller
+  than the grid.
+* ``cells`` (CPU) - the argmax without full-resolution maps of the classes. Every output pixel
+  lies in one *cell* of four neighbouring grid cells and its up-sampled scores are a convex
+  combination of theirs. When one class wins at all four corners by more than the rounding of
+  the interpolation (:data:`MARGIN` of the largest score), the difference to every other class is
+  positive at the corners, hence everywhere in the cell: all its pixels take that class from a
+  table look-up. Pixels of the other cells (class borders, ties) are computed from the scores
+  with PyTorch's own CPU arithmetic (fused multiply-adds on float32 source indices and weights),
+  so their values, and the whole label map, are bit-identical to ``dense`` on CPU
+  (``tests/test_postprocess_fast.py`` checks both on random and tied maps). PyTorch's kernel
+  takes other loops for some small outputs (a 64 x 64 image, say) and rounds differently there, so
+  each size is checked once against ``F.interpolate`` on a probe (:func:`matches_pytorch`) and
+  runs ``dense`` where it differs.
+"""
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import IFSegError
 from ..tracing import capturing_graph
 
-#: Up-sampled elements materialised at once; classes are processed in groups under this bound.
+#: Up-sampled elements materialised at once by ``dense``; classes are processed in groups under this bound.
 MAX_ELEMENTS = 1 << 26
+METHODS = ("auto", "dense", "cells")
+#: A class wins a whole cell when it leads every other class at the four corners by more than this
+#: fraction of the largest absolute score. Interpolating four corners in float32 errs by a few
+#: units in the last place (~1e-7 relative), far below it.
+MARGIN = 1e-5
 
 
 def grid_to_image(scores: Tensor, grid: Tuple[int, int]) -> Tensor:
@@ -20,16 +47,39 @@ def grid_to_image(scores: Tensor, grid: Tuple[int, int]) -> Tensor:
     return scores.transpose(1, 2).reshape(b, n, grid[0], grid[1])
 
 
-def upsample_argmax(scores: Tensor, grid: Tuple[int, int], size: Tuple[int, int]) -> Tensor:
-    """Label map ``(B, H, W)`` (int64): argmax over classes of the bilinearly up-sampled scores.
+def upsample_argmax(scores: Tensor, grid: Tuple[int, int], size: Tuple[int, int], method: str = "auto") -> Tensor:
+    """Label map ``(B, H, W)`` (int64): argmax over the ``N`` classes of ``scores`` ``(B, h*w, N)``
+    float32 (raster order over ``grid`` ``(h, w)``), bilinearly up-sampled to ``size`` ``(H, W)``
+    pixels as the reference does (``F.interpolate(mode="bilinear", align_corners=False)``; ties keep
+    the lowest class index, like ``argmax``).
 
-    ``F.interpolate(mode="bilinear", align_corners=False)`` per class, exactly as the reference;
-    classes are processed in groups so huge images do not need ``N * H * W`` floats at once
-    (ties keep the lowest class index, like ``argmax``).
+    ``method`` (:data:`METHODS`): ``auto`` takes ``cells`` on CPU and ``dense`` elsewhere (see the
+    module docstring; both give the same labels on CPU). ``cells`` falls back to ``dense`` where
+    its shortcut does not hold (CUDA, an output smaller than the grid, non-finite scores).
+
+    Raises:
+        IFSegError: an unknown ``method``.
     """
+    if method not in METHODS:
+        raise IFSegError(f"unknown up-sampling method={method!r}; choose one of {', '.join(METHODS)}")
     x = grid_to_image(scores, grid)
     if capturing_graph():  # one resize of every class: the output size is a graph input
         return F.interpolate(x, size=size, mode="bilinear", align_corners=False).argmax(dim=1)
+    cells = (
+        method != "dense"
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and size[0] >= grid[0]
+        and size[1] >= grid[1]
+        and x.shape[1] > 1
+        and bool(torch.isfinite(x).all())
+        and matches_pytorch(grid, size)
+    )
+    return _cells(x, size) if cells else _dense(x, size)
+
+
+def _dense(x: Tensor, size: Tuple[int, int]) -> Tensor:
+    """Argmax of ``F.interpolate`` of ``x`` ``(B, N, h, w)``, classes in groups of bounded memory."""
     b, n = x.shape[:2]
     group = max(1, MAX_ELEMENTS // max(1, b * size[0] * size[1]))
     best_val = best_idx = None
@@ -45,3 +95,112 @@ def upsample_argmax(scores: Tensor, grid: Tuple[int, int], size: Tuple[int, int]
             best_val = torch.where(better, val, best_val)
             best_idx = torch.where(better, idx, best_idx)
     return best_idx
+
+
+def source_weights(n_in: int, n_out: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(i0, i1, w0, w1)``, each ``(n_out,)``: output pixel ``o`` of a bilinear resize from ``n_in``
+    to ``n_out >= n_in`` samples (``align_corners=False``) is ``w0[o] * in[i0[o]] + w1[o] * in[i1[o]]``.
+
+    As PyTorch's CPU kernel computes them (``area_pixel_compute_source_index``): float32 scale
+    ``n_in / n_out``, source ``scale * (o + 0.5) - 0.5`` with one rounding (a fused multiply-add,
+    emulated exactly in float64), clamped at 0; ``w1`` its fraction, ``w0 = 1 - w1`` in float32.
+    """
+    scale = float(torch.tensor(n_in / n_out, dtype=torch.float32))
+    src = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * scale - 0.5).float().clamp_min(0)
+    i0 = src.floor().long().clamp_max(n_in - 1)
+    w1 = (src - i0).clamp(0, 1)
+    return i0, (i0 + 1).clamp_max(n_in - 1), 1 - w1, w1
+
+
+@lru_cache(maxsize=64)
+def matches_pytorch(grid: Tuple[int, int], size: Tuple[int, int]) -> bool:
+    """Whether :func:`source_weights` and :func:`_lerp` give exactly PyTorch's CPU bilinear values
+    for ``grid`` ``(h, w)`` -> ``size`` ``(H, W)``, checked on a fixed random probe of two classes
+    (once per pair of sizes: about one class's full-resolution up-sampling)."""
+    x = torch.randn(1, 2, *grid, generator=torch.Generator().manual_seed(0))
+    expected = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    y0, y1, hy0, hy1 = source_weights(grid[0], size[0])
+    x0, x1, wx0, wx1 = source_weights(grid[1], size[1])
+    cols = _lerp(x.index_select(3, x0), x.index_select(3, x1), wx0, wx1)
+    return torch.equal(_lerp(cols.index_select(2, y0), cols.index_select(2, y1), hy0[:, None], hy1[:, None]), expected)
+
+
+def _lerp(a: Tensor, b: Tensor, w0: Tensor, w1: Tensor) -> Tensor:
+    """``w0 * a + w1 * b`` rounded as PyTorch's CPU bilinear kernel rounds it: ``fma(w0, a, w1 * b)``."""
+    return torch.addcmul(w1 * b, w0, a)
+
+
+def _cells(x: Tensor, size: Tuple[int, int]) -> Tensor:
+    """The ``cells`` method (module docstring) on ``x`` ``(B, N, h, w)`` float32 CPU, ``N >= 2``."""
+    return torch.stack([_cells_one(image, size) for image in x]) if len(x) > 1 else _cells_one(x[0], size)[None]
+
+
+def _cells_one(x: Tensor, size: Tuple[int, int]) -> Tensor:
+    """:func:`_cells` of one image ``(N, h, w)`` -> ``(H, W)``.
+
+    The per-pixel work runs one row of cells at a time (the output rows between two grid rows), so
+    its operations touch fewer values than PyTorch's grain size (``at::internal::GRAIN_SIZE``, 32768)
+    at usual sizes: PyTorch runs those on the calling thread alone (a parallel region per small
+    operation costs more than it saves, and far more when other programs keep the cores busy)."""
+    n, h, w = x.shape
+    height, width = size
+    y0, y1, hy0, hy1 = source_weights(h, height)
+    x0, x1, wx0, wx1 = source_weights(w, width)
+    tol = MARGIN * float(x.abs().max())
+    last = x.permute(1, 2, 0).contiguous()  # (h, w, N) channels last: one cell's classes adjacent
+    # cell (i, j) spans grid rows i, i + 1 and columns j, j + 1 (the last row / column: itself alone)
+    r1 = torch.arange(1, h + 1).clamp_max_(h - 1)
+    c1 = torch.arange(1, w + 1).clamp_max_(w - 1)
+
+    def corners(t: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:  # each (h, w, ...)
+        below = t.index_select(0, r1)
+        return t, below, t.index_select(1, c1), below.index_select(1, c1)
+
+    # one class wins the whole cell when it leads every other one by more than tol at each corner:
+    # their difference is then positive at the corners, hence at every pixel between them
+    top2 = last.topk(2, dim=2)
+    lead = top2.indices[..., 0]
+    m = corners((top2.values[..., 0] - top2.values[..., 1]) > tol)
+    c = corners(lead)
+    sure = m[0] & m[1] & m[2] & m[3] & (c[1] == lead) & (c[2] == lead) & (c[3] == lead)
+    # the label of each (cell row, output column); -1 where the cell is mixed
+    table = torch.where(sure, lead, -1).index_select(1, x0)  # (h, W)
+    # a class can win somewhere in a cell only if its highest corner reaches the lowest corner of some
+    # class (each pixel's score lies between its class's corners, up to rounding far below tol): the
+    # cells' candidates, ascending (ties keep the lowest class, as argmax), padded with the first
+    v = corners(last)
+    low = torch.minimum(torch.minimum(v[0], v[1]), torch.minimum(v[2], v[3]))
+    high = torch.maximum(torch.maximum(v[0], v[1]), torch.maximum(v[2], v[3]))
+    candidate = (high >= low.amax(2, keepdim=True) - tol) & ~sure[..., None]
+    k = max(1, int(candidate.sum(2).amax()))
+    rows_of = torch.bincount(y0, minlength=h).tolist()  # output rows per cell row (y0 is sorted)
+    mixed_cols = table < 0
+    if int(mixed_cols.sum(1).mul(torch.tensor(rows_of)).sum()) * k * 4 > height * width * n:
+        return _dense(x[None], size)[0]  # scores with little structure (noise): nothing to save
+    order = torch.where(candidate, torch.arange(n), n).sort(dim=2).values[..., :k]
+    order = torch.where(order < n, order, order[..., :1]).view(h * w, k)
+    # the scores as the CPU kernel computes them: columns first, then rows; channels last
+    cols = _lerp(last.index_select(1, x0), last.index_select(1, x1), wx0[:, None], wx1[:, None])  # (h, W, N)
+    labels = torch.empty(height, width, dtype=torch.int64)
+    start = 0
+    for i, count in enumerate(rows_of):
+        if not count:
+            continue
+        band = labels[start : start + count]  # output rows y with y0[y] == i: all share y0 and y1
+        band.copy_(table[i].expand(count, width))
+        xs = mixed_cols[i].nonzero().squeeze(1)
+        if xs.numel():
+            classes = order.index_select(0, x0.index_select(0, xs) + i * w)  # (m, k)
+            top = cols[i].index_select(0, xs).gather(1, classes)
+            bottom = cols[int(y1[start])].index_select(0, xs).gather(1, classes)
+            ys = slice(start, start + count)
+            values = _lerp(top[None], bottom[None], hy0[ys, None, None], hy1[ys, None, None])  # (rows, m, k)
+            # argmax over the few candidates; on a tie the earlier (lower) class stays
+            best, best_class = values[..., 0], classes[None, :, 0].expand(count, -1)
+            for j in range(1, k):
+                better = values[..., j] > best
+                best = torch.where(better, values[..., j], best)
+                best_class = torch.where(better, classes[None, :, j], best_class)
+            band.index_copy_(1, xs, best_class)
+        start += count
+    return labels

@@ -72,14 +72,17 @@ class CudaGraphs:
         """The key of a graph: ``(shape, dtype, device)`` of each input."""
         return tuple((tuple(t.shape), t.dtype, t.device) for t in inputs)
 
-    def __call__(self, inputs: Sequence[Tensor], build: Callable[[Sequence[Tensor]], Body]) -> List[Tensor]:
+    def __call__(
+        self, inputs: Sequence[Tensor], build: Callable[[Sequence[Tensor]], Body], extra: Hashable = None
+    ) -> List[Tensor]:
         """The outputs of ``build(inputs)()``: by graph replay, capturing on the signature's first call.
 
         ``build(tensors)`` returns the work on ``tensors`` (called once per captured signature, on
-        the static input buffers, and on every call of a signature that runs eagerly). The outputs
-        are fresh tensors, never the graph's buffers.
+        the static input buffers, and on every call of a signature that runs eagerly). ``extra``
+        (hashable) is part of the signature: what else fixes the captured work (an output size).
+        The outputs are fresh tensors, never the graph's buffers.
         """
-        key = self.signature(inputs)
+        key = self.signature(inputs) + (() if extra is None else (extra,))
         if key in self.failed:
             return list(build(inputs)())
         entry = self.graphs.get(key)
@@ -106,7 +109,7 @@ class CudaGraphs:
             first = (str(e).strip().splitlines() or [""])[0][:200]
             log.warning(
                 "CUDA graph capture failed for inputs %s (%s: %s); running them eagerly",
-                [s for s, _, _ in key],
+                [tuple(t.shape) for t in inputs],
                 type(e).__name__,
                 first,
             )

@@ -160,6 +160,11 @@ class Segmenter:
         self.knn_backend = resolve_backend(knn_backend)
         self.preprocessing = preprocessing or Preprocessing()
         self.window = window
+        # a backend that takes input tensors on its device gets the frames pre-processed there
+        self._frame_device = backend.device if getattr(backend, "takes_device_frames", False) else None
+        fuse = getattr(backend, "fuse_postprocess", None)
+        if fuse is not None:  # kNN (the exact torch search) and up-sampling in the backend's graph, when it has one
+            fuse((knn_k, knn_iters) if knn_iters and self.knn_backend in ("auto", "torch") else None)
         self._vocab: PreparedVocabulary
         self.set_categories(categories)
 
@@ -292,7 +297,7 @@ class Segmenter:
                 per_image.update(batch.timings[j], upsample=(time.perf_counter() - t0) * 1e3)
             results.append(
                 SegmentationResult(
-                    labels=labels.cpu().numpy(),
+                    labels=host_labels(labels, len(batch.vocab.categories) + 1),  # + 1: room for an 'unknown' index
                     # the class count is explicit: a server asked for labels only answers no scores (N = 0)
                     probs=probs[j].reshape(grid[0], grid[1], probs.shape[-1]).cpu().numpy(),
                     logits=outputs.logits[j].reshape(grid[0], grid[1], outputs.logits.shape[-1]).cpu().numpy(),
@@ -339,11 +344,12 @@ class Segmenter:
         """``(rgb, model input, milliseconds)`` of one image."""
         t0 = time.perf_counter()
         rgb = as_rgb(image)
-        x = (
-            torch.from_numpy(rgb.transpose(2, 0, 1).copy())
-            if self.backend.capabilities.preprocess
-            else self.preprocessing(rgb)
-        )
+        if self.backend.capabilities.preprocess:
+            x = torch.from_numpy(rgb.transpose(2, 0, 1).copy())
+        elif self._frame_device is not None:
+            x = self.preprocessing.on_device(rgb, self._frame_device)
+        else:
+            x = self.preprocessing(rgb)
         return rgb, x, (time.perf_counter() - t0) * 1e3
 
     def _pad_grid(self, batch: Batch, grid: Tuple[int, int]) -> NetworkOutputs:
@@ -396,6 +402,14 @@ class Segmenter:
         return NetworkOutputs(
             (logit_sum / count).reshape(b, gh * gw, -1), (feat_sum / count).reshape(b, gh * gw, -1), timings=timings
         )
+
+
+def host_labels(labels: Tensor, classes: int) -> np.ndarray:
+    """A label map ``(H, W)`` of values below ``classes`` as int64 numpy; from a GPU it travels in the
+    smallest integer type that holds them (8x fewer bytes than int64 up to 256 classes), widened here."""
+    if labels.device.type != "cpu":
+        labels = labels.to(torch.uint8 if classes <= 256 else torch.int16 if classes <= 32768 else torch.int32)
+    return labels.cpu().numpy().astype(np.int64, copy=False)
 
 
 def preprocessed_grid(size: Tuple[int, int], preprocessing: Preprocessing) -> Tuple[int, int]:

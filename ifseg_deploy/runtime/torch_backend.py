@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import os
 import threading
@@ -17,12 +18,14 @@ from ..checkpoint import load_model
 from ..errors import IFSegError
 from ..model import SegOFA, grid_size
 from ..model.inference import cast_stages, fold_batchnorm
+from ..postprocess.scores import grid_scores
+from ..postprocess.upsample import upsample_argmax
 from ..precision import BF16, FP16, FP32, TF32, TORCH, TORCH_CUDA, check_precision
 from ..preprocess import Preprocessing
 from .backend import Backend, Capabilities, ModelInfo
 from .cuda_graphs import Body, CudaGraphs
 from .device import parse_device
-from .graph_contract import FEATURES, LOGITS
+from .graph_contract import FEATURES, KNN_PROBS, LABELS, LOGITS
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +146,39 @@ def resolve_precision(precision: Optional[str], device: torch.device) -> str:
     return precision
 
 
+#: ``(k, iters)`` of kNN smoothing, or None for none.
+Knn = Optional[Tuple[int, int]]
+
+
+def frame_outputs(
+    model: SegOFA,
+    images: Tensor,
+    prompt_embeds: Tensor,
+    class_embeds: Tensor,
+    biases: Any,
+    knn: Knn = None,
+    output_size: Optional[Tuple[int, int]] = None,
+) -> List[Tensor]:
+    """The whole per-frame device work, as one CUDA graph captures it: the network on ``images``
+    ``(B, 3, H, W)`` with the shape's position ``biases``, then (when asked) kNN smoothing with the
+    exact torch search (:func:`~ifseg_deploy.postprocess.scores.grid_scores`) and bilinear
+    up-sampling + argmax to ``output_size`` ``(H0, W0)`` (the reference's dense rule).
+
+    Returns ``[logits (B, h*w, N), features (B, h*w, C)]`` in the model's dtype, then the float32
+    kNN probabilities ``(B, h*w, N)`` with ``knn``, then the int64 labels ``(B, H0, W0)`` with
+    ``output_size`` (of the kNN probabilities with ``knn``, of the logits without: the host rule of
+    :meth:`~ifseg_deploy.runtime.segmenter.Segmenter.postprocess`)."""
+    logits, feats = model(images, prompt_embeds, class_embeds, None, biases)
+    outputs = [logits, feats]
+    scores = logits.float()
+    if knn is not None:
+        probs, scores = grid_scores(scores, feats.float(), knn[0], knn[1], backend="torch")
+        outputs.append(probs)
+    if output_size is not None:
+        outputs.append(upsample_argmax(scores, grid_size(*images.shape[2:]), output_size, method="dense"))
+    return outputs
+
+
 class TorchBackend(Backend):
     """Runs the PyTorch model; reports ``backbone``, ``encoder`` and ``decoder`` stage times.
 
@@ -156,7 +192,10 @@ class TorchBackend(Backend):
     of each input shape compiles (its time is logged and kept in :attr:`compile_ms`).
     ``cuda_graph`` (CUDA only; ignored on other devices): the forward pass of each input shape is
     captured as a CUDA graph on its first run and replayed afterwards (:class:`CudaGraphs`); a graph
-    has no stage boundaries, so it is timed as one ``network`` stage.
+    has no stage boundaries, so it is timed as one ``network`` stage. With graphs,
+    :meth:`fuse_postprocess` (a :class:`~ifseg_deploy.runtime.segmenter.Segmenter` calls it) puts kNN
+    smoothing and up-sampling + argmax into the same graph (:func:`frame_outputs`).
+    On CUDA, a Segmenter pre-processes frames on the device (:attr:`takes_device_frames`).
     The model is copied first unless ``inplace``.
     """
 
@@ -190,6 +229,8 @@ class TorchBackend(Backend):
         self._seen_shapes: set = set()
         self.arch = model.cfg
         self.graphs = CudaGraphs() if cuda_graph and dev.type == "cuda" else None
+        self.fused = False  # kNN / up-sampling in the graph (fuse_postprocess)
+        self._knn: Knn = None
         stages = ("network",) if self.graphs is not None else ("backbone", "encoder", "decoder")
         self.capabilities = Capabilities(device=dev, precision=precision, stages=stages)
 
@@ -226,6 +267,21 @@ class TorchBackend(Backend):
         )
         return backend, info
 
+    @property
+    def takes_device_frames(self) -> bool:
+        """Inputs may arrive on the device: frames are then uploaded as uint8 and resized there."""
+        return self.device.type == "cuda"
+
+    def fuse_postprocess(self, knn: Knn) -> None:
+        """With CUDA graphs, capture kNN smoothing (``knn`` ``(k, iters)``, or None for none) and, when
+        :meth:`run` is given an ``output_size``, up-sampling + argmax with the network
+        (:func:`frame_outputs`); declared in :attr:`capabilities`. Without graphs: nothing changes
+        (post-processing stays on the caller's side, timed per stage)."""
+        if self.graphs is None:
+            return
+        self.fused, self._knn = True, knn
+        self.capabilities = dataclasses.replace(self.capabilities, knn=knn, upsample=True)
+
     def _forward(
         self,
         images: Tensor,
@@ -237,12 +293,20 @@ class TorchBackend(Backend):
         dev = self.device
         first = self.compiled and tuple(images.shape) not in self._seen_shapes
         t0 = time.perf_counter()
+        extra: Dict[str, Tensor] = {}
         with torch.inference_mode(), tf32_policy(self._allow_tf32):
             tensors = [t.to(dev, self.dtype) for t in (images, prompt_embeds, class_embeds)]
             if self.graphs is None:
                 logits, feats = self.model(*tensors, self._stage_timer(timings))
             else:
-                logits, feats = self.graphs(tensors, self._graph_body)
+                size = output_size if self.fused else None
+                knn = self._knn if self.fused else None
+                outputs = self.graphs(
+                    tensors, lambda t: self._graph_body(t, knn, size), extra=(knn, size) if self.fused else None
+                )
+                logits, feats = outputs[:2]
+                named = [KNN_PROBS] * (knn is not None) + [LABELS] * (size is not None)
+                extra = dict(zip(named, outputs[2:]))
         if first:
             self._seen_shapes.add(tuple(images.shape))
             self.compile_ms.append((time.perf_counter() - t0) * 1e3)
@@ -251,15 +315,17 @@ class TorchBackend(Backend):
                 tuple(images.shape),
                 self.compile_ms[-1] / 1e3,
             )
-        return {LOGITS: logits, FEATURES: feats}
+        return {LOGITS: logits, FEATURES: feats, **extra}
 
-    def _graph_body(self, tensors: List[Tensor]) -> Body:
-        """The forward pass on ``tensors`` as a graph body: the shape's position biases are computed
-        here, eagerly, and held by the body, so the graph reads tensors that live as long as it does
-        (the model's own bias cache keeps only the last few shapes)."""
+    def _graph_body(
+        self, tensors: List[Tensor], knn: Knn = None, output_size: Optional[Tuple[int, int]] = None
+    ) -> Body:
+        """:func:`frame_outputs` on ``tensors`` as a graph body: the shape's position biases are
+        computed here, eagerly, and held by the body, so the graph reads tensors that live as long as
+        it does (the model's own bias cache keeps only the last few shapes)."""
         images, prompt_embeds, class_embeds = tensors
         biases = self.model.position_biases(grid_size(*images.shape[2:]), prompt_embeds.shape[1])
-        return lambda: self.model(images, prompt_embeds, class_embeds, None, biases)
+        return lambda: frame_outputs(self.model, images, prompt_embeds, class_embeds, biases, knn, output_size)
 
     def _stage_timer(self, timings: Dict[str, float]) -> Callable[[str], None]:
         """A callback adding the time since its previous call (or creation) to ``timings[stage]``."""
