@@ -3,7 +3,8 @@ included, for the OpenVINO IR (NNCF's OpenVINO backend) and the ONNX graph (NNCF
 pairs, the explicit quantisation TensorRT and ONNX Runtime read).
 
 ``nncf.quantize(model, calibration, model_type=TRANSFORMER, preset=MIXED)``: per-channel symmetric
-weights, asymmetric (u8) activations, SmoothQuant on the matrix products and fast bias correction;
+7-bit weights (NNCF's overflow fix, for CPUs without VNNI), asymmetric (u8) activations, SmoothQuant
+on the matrix products and fast bias correction;
 the transformer model type keeps LayerNorm, Softmax and the additions of the attention biases in
 float (NNCF inserts no quantiser in front of them). The ignored scope is :data:`IGNORED_NAMES`, the one
 product whose quantisation was measured to move the logits past the gate (see ``docs/int8.md``).
@@ -149,6 +150,9 @@ def quantize(
         subset_size=len(calibration),
         ignored_scope=nncf.IgnoredScope(names=list(IGNORED_NAMES), validate=False),
     )
+    # 7-bit weights in every layer: without VNNI, x86 multiplies u8 x s8 pairs into saturating int16
+    # (vpmaddubsw), which 8-bit weights overflow; ONNX Runtime's quantizer calls the same fix reduce_range
+    advanced = nncf.AdvancedQuantizationParameters(overflow_fix=nncf.OverflowFix.ENABLE)
     try:
         if holdout:
             return nncf.quantize_with_accuracy_control(
@@ -158,9 +162,10 @@ def quantize(
                 lambda compiled, items: pixel_accuracy(_runner(compiled), items),
                 max_drop=DEFAULT_MAX_DROP if max_drop is None else max_drop,
                 drop_type=nncf.DropType.ABSOLUTE,
+                advanced_quantization_parameters=advanced,
                 **common,
             )
-        return nncf.quantize(model, nncf.Dataset(list(calibration)), **common)
+        return nncf.quantize(model, nncf.Dataset(list(calibration)), advanced_parameters=advanced, **common)
     except IFSegError:
         raise
     except Exception as e:  # NNCF raises its own and plain exceptions for graphs it cannot handle
@@ -171,24 +176,30 @@ def quantize(
 
 def onnx_float_products(model: Any) -> List[str]:
     """Names of the Conv / MatMul / Gemm nodes of an ONNX graph with an input that no
-    ``DequantizeLinear`` produces (the products left in float)."""
-    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    ``DequantizeLinear`` produces, directly or through a ``MaxPool`` (the products left in float)."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+
+    def quantized(name: str) -> bool:
+        node = producers.get(name)
+        if node is not None and node.op_type == "MaxPool":  # max of int8 values is an int8 value
+            return quantized(node.input[0])
+        return node is not None and node.op_type == "DequantizeLinear"
+
     return [
-        n.name
-        for n in model.graph.node
-        if n.op_type in ONNX_PRODUCTS and any(producers.get(i) != "DequantizeLinear" for i in n.input[:2])
+        n.name for n in model.graph.node if n.op_type in ONNX_PRODUCTS and not all(quantized(i) for i in n.input[:2])
     ]
 
 
 def openvino_float_products(model: Any) -> List[str]:
     """Friendly names of the Convolution / MatMul nodes of an ``openvino.Model`` with an input that
-    is neither a ``FakeQuantize`` nor an int8 weight (a low-precision constant and its dequantisation)."""
+    is neither a ``FakeQuantize`` (directly or through a ``MaxPool``) nor an int8 weight (a low-precision
+    constant and its dequantisation)."""
 
     def quantized(node, depth: int = 4) -> bool:
         kind = node.get_type_name()
         if kind == "FakeQuantize" or (kind == "Constant" and node.get_element_type().get_type_name() in ("i8", "u8")):
             return True
-        if depth and kind in ("Convert", "Multiply", "Subtract", "Reshape", "Transpose"):
+        if depth and kind in ("Convert", "Multiply", "Subtract", "Reshape", "Transpose", "MaxPool"):
             return any(quantized(i.get_source_output().get_node(), depth - 1) for i in node.inputs())
         return False
 
