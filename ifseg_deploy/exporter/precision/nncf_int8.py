@@ -6,8 +6,8 @@ pairs, the explicit quantisation TensorRT and ONNX Runtime read).
 7-bit weights (NNCF's overflow fix, for CPUs without VNNI), asymmetric (u8) activations, SmoothQuant
 on the matrix products and fast bias correction;
 the transformer model type keeps LayerNorm, Softmax and the additions of the attention biases in
-float (NNCF inserts no quantiser in front of them). The ignored scope is :data:`IGNORED_NAMES`, the one
-product whose quantisation was measured to move the logits past the gate (see ``docs/int8.md``).
+float (NNCF inserts no quantiser in front of them). The ignored scope is :data:`IGNORED_NAMES`, the
+logits product, whose class-embedding operand is a run-time input (see ``docs/int8.md``).
 
 With a labelled held-out set (``holdout_dir``: ``images/<stem>.<ext>`` and ``labels/<stem>.png``
 whose pixels are indices into the export's categories, 255 = ignored),
@@ -33,8 +33,10 @@ NNCF, ONNXRUNTIME = "nncf", "onnxruntime"
 #: (only the weight matrix products, :mod:`.int8_graph`).
 QUANTIZERS: Tuple[str, ...] = (NNCF, ONNXRUNTIME)
 #: Products NNCF keeps float: the logits product (decoder features x class embeddings). Its output is
-#: the logits themselves and its class-embedding operand changes with the vocabulary, so calibrated
-#: ranges do not carry over; quantised, it alone put the rel-RMS of a random-weight OFA-tiny above the gate.
+#: the logits themselves, and its class-embedding operand is a run-time input that changes with the
+#: vocabulary, so ranges calibrated on the export's categories need not hold for another list.
+#: NNCF's ONNX backend also leaves attention x values (the product after Softmax) float, which its
+#: OpenVINO backend quantises.
 IGNORED_NAMES: Tuple[str, ...] = ("/model/decoder/MatMul", "logits")  # its ONNX name; OpenVINO names it by its output
 #: Default largest drop of held-out pixel accuracy (fraction: 0.01 = 1 point) for ``holdout_dir``.
 DEFAULT_MAX_DROP = 0.01
@@ -176,12 +178,13 @@ def quantize(
 
 def onnx_float_products(model: Any) -> List[str]:
     """Names of the Conv / MatMul / Gemm nodes of an ONNX graph with an input that no
-    ``DequantizeLinear`` produces, directly or through a ``MaxPool`` (the products left in float)."""
+    ``DequantizeLinear`` produces, directly or through data movement or a ``MaxPool`` (the products left
+    in float)."""
     producers = {o: n for n in model.graph.node for o in n.output}
 
     def quantized(name: str) -> bool:
         node = producers.get(name)
-        if node is not None and node.op_type == "MaxPool":  # max of int8 values is an int8 value
+        if node is not None and node.op_type in ("MaxPool", "Reshape", "Transpose"):  # int8 values stay int8
             return quantized(node.input[0])
         return node is not None and node.op_type == "DequantizeLinear"
 
