@@ -28,6 +28,7 @@ from ifseg_deploy.exporter.precision.nncf_int8 import (  # noqa: E402
 from ifseg_deploy.fileio import write_png  # noqa: E402
 from ifseg_deploy.runtime.openvino_backend import ir_path  # noqa: E402
 from ifseg_deploy.runtime.segmenter import Segmenter  # noqa: E402
+from ifseg_deploy.runtime.sidecar import read_vocab  # noqa: E402
 
 SIZE = 128  # the small test model's working resolution (8x8 grid)
 
@@ -73,8 +74,13 @@ def test_openvino_ir_is_int8_and_runs(setup, bpe_dir, tmp_path):
     assert report.precision == "int8"
     assert report.fp32_nodes == 1
     assert report.rel_rms > 0  # quantised, not the fp32 model
-    seg = Segmenter.load(out, bpe_dir=bpe_dir, device="cpu").segment(synthetic_scene(SIZE, SIZE, 5))
-    assert np.isfinite(seg.logits).all()
+    side = read_vocab(ir_path(out))
+    assert side.export["precision"] == "int8"
+    assert side.export["quantizer"] == "nncf"
+    assert side.export["verification"]["precision"]["fp32_nodes"] == 1
+    seg = Segmenter.load(out, bpe_dir=bpe_dir, device="cpu")
+    assert seg.backend.capabilities.precision == "int8"
+    assert np.isfinite(seg.segment(synthetic_scene(SIZE, SIZE, 5)).logits).all()
 
 
 def test_onnx_graph_is_qdq_int8_and_runs(setup, bpe_dir, tmp_path):
@@ -96,6 +102,7 @@ def test_onnx_graph_is_qdq_int8_and_runs(setup, bpe_dir, tmp_path):
     assert len(floats) == 4  # 1 encoder + 2 decoder attention blocks, and the logits
     assert result.onnx.precision.fp32_nodes == len(floats)
     assert result.onnx.precision.rel_rms > 0
+    assert result.onnx.metadata["export"]["quantizer"] == "nncf"
     session = ort.InferenceSession(out, providers=["CPUExecutionProvider"])
     assert {i.name for i in session.get_inputs()} >= {"images", "prompt_embeds", "class_embeds"}
     seg = Segmenter.load(out, bpe_dir=bpe_dir, device="cpu").segment(synthetic_scene(SIZE, SIZE, 5))

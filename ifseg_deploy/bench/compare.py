@@ -84,8 +84,15 @@ VARIANTS: Tuple[Variant, ...] = (
     Variant(
         "ONNX Runtime", "fp16", export=(("format", "onnx"), ("precision", "fp16")), needs=(_package("onnxruntime"),)
     ),
+    # int8: NNCF (the export default: every convolution and matrix product), then ONNX Runtime's quantizer
     Variant(
         "ONNX Runtime", "int8", export=(("format", "onnx"), ("precision", "int8")), needs=(_package("onnxruntime"),)
+    ),
+    Variant(
+        "ONNX Runtime, ORT quantizer",
+        "int8",
+        export=(("format", "onnx"), ("precision", "int8"), ("quantizer", "onnxruntime")),
+        needs=(_package("onnxruntime"),),
     ),
     Variant(
         "OpenVINO",
@@ -108,11 +115,19 @@ VARIANTS: Tuple[Variant, ...] = (
         options=(("precision", "bf16"),),
         needs=(_package("openvino"), _cpu, _bf16),
     ),
-    # the IR of the Q/DQ graph: INT8 matrix products; the bf16 hint runs the rest (the ResNet) in bf16
+    # NNCF's int8 IR (every convolution and matrix product); the IR of ONNX Runtime's Q/DQ graph (INT8
+    # weight products only); the bf16 hint runs what stays float in bf16
     Variant(
         "OpenVINO",
         "int8",
         export=(("format", "openvino"), ("precision", "int8")),
+        options=(("precision", "fp32"),),
+        needs=(_package("openvino"), _cpu),
+    ),
+    Variant(
+        "OpenVINO, ORT quantizer",
+        "int8",
+        export=(("format", "openvino"), ("precision", "int8"), ("quantizer", "onnxruntime")),
         options=(("precision", "fp32"),),
         needs=(_package("openvino"), _cpu),
     ),

@@ -22,7 +22,7 @@ from ...checkpoint import LoadedModel
 from ...errors import IFSegError
 from ...fileio import atomic_path
 from ...model.segofa import position_state
-from ...precision import FP16, FP32
+from ...precision import FP16, FP32, INT8
 from ...preprocess import read_image
 from ...runtime.graph_contract import LOGITS, GraphContract
 from ...runtime.sidecar import vocab_path, write_vocab
@@ -279,6 +279,8 @@ def write_onnx(loaded: LoadedModel, out_path: str, vocabulary: Vocabulary, args:
             raise IFSegError(f"ONNX Runtime disagrees with PyTorch {report.failure()}; the ONNX file was not written")
         meta["export"]["verification"] = report.to_dict()
         meta["export"]["precision"] = precision
+        if precision == INT8:
+            meta["export"]["quantizer"] = args.quantizer
         reduced = None
         if precision != FP32:
             no_holdout = (

@@ -15,6 +15,7 @@ verification case.
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from ...errors import IFSegError
 from ...fileio import atomic_folder
 from ...precision import FP16, FP32, INT8
 from ...runtime.graph_contract import IMAGES, LOGITS
-from ...runtime.sidecar import vocab_path
+from ...runtime.sidecar import read_vocab, vocab_path, write_vocab
 from ...runtime.torch_backend import cpu_has_vnni
 from ...runtime.vocabulary import Vocabulary
 from ..args import ExportArgs
@@ -92,8 +93,19 @@ def write_openvino(source: str, onnx: OnnxExport, vocabulary: Vocabulary, args: 
         if labelled is not None:
             report.labelled = labelled
             require_labelled(labelled, args.gate)
+        if precision == INT8 and args.quantizer == NNCF:  # the side file came from the fp32 graph
+            _mark_int8(xml, report)
     xml = os.path.join(folder, stem + ".xml")
     return OpenVinoExport(folder, xml, vocab_path(xml), precision, report, args.quantizer if precision == INT8 else "")
+
+
+def _mark_int8(xml: str, report: PrecisionReport) -> None:
+    """Rewrite the IR's side file (copied from the fp32 ONNX export) as an NNCF int8 model's, with its check."""
+    side = read_vocab(xml)
+    meta = copy.deepcopy(side.meta)
+    meta["export"].update(precision=INT8, quantizer=NNCF)
+    meta["export"].setdefault("verification", {})["precision"] = report.to_dict()
+    write_vocab(vocab_path(xml), side.embed_table, side.class_embeds, meta, side.positions)
 
 
 def _nncf_ir(ir, graph: ExportGraph, vocab, args: ExportArgs):
