@@ -145,7 +145,9 @@ def quantize(
     try:
         import nncf
     except ImportError:
-        raise IFSegError("quantizer=nncf needs nncf: pip install 'ifseg-deploy[openvino]'") from None
+        raise IFSegError(
+            "quantizer=nncf needs nncf: pip install 'ifseg-deploy[openvino]', or use quantizer=onnxruntime"
+        ) from None
     common = dict(
         model_type=nncf.ModelType.TRANSFORMER,
         preset=nncf.QuantizationPreset.MIXED,
