@@ -8,7 +8,7 @@ NNCF, every convolution and matrix product; calibrated on 8 synthetic 640x480 sc
 512x512 input and end to end (decode-free pre-processing, network, 25 kNN steps, up-sampling) on
 a 640x480 frame; figures are medians over rounds. The logits of each backend are compared with
 PyTorch fp32 on the same input (relative RMS, grid label agreement). The matrix-product peaks of
-this CPU (a 4096^3 fp32 and bf16 ``torch.mm``, and a 4096^3 u8 x s8 ONNX Runtime ``MatMulInteger``)
+this CPU (a 2048^3 fp32 and bf16 ``torch.mm``, and a 2048^3 u8 x s8 ONNX Runtime ``MatMulInteger``)
 are measured first, and each row's arithmetic rate (the fp32 model's FLOP count from
 ``torch.utils.flop_counter``) is given as a fraction of the peak of the precision it multiplies in
 (int8 rows: the int8 peak). Reduced-precision models are exported with ``gate=False`` and timed; a row
@@ -81,14 +81,14 @@ def timed(fn: Callable[[], object]) -> float:
     return (time.perf_counter() - t0) * 1e3
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 4096, repeats: int = 5) -> float:
+def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 3) -> float:
     """GFLOP/s of an ``n x n x n`` ``torch.mm`` in ``dtype`` (best of ``repeats``)."""
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
     torch.mm(a, b)
     return 2 * n**3 / min(timed(lambda: torch.mm(a, b)) for _ in range(repeats)) / 1e6
 
 
-def int8_matmul_peak(n: int = 4096, repeats: int = 5) -> float:
+def int8_matmul_peak(n: int = 2048, repeats: int = 3) -> float:
     """GOP/s of an ``n x n x n`` u8 x s8 -> int32 ONNX Runtime ``MatMulInteger`` (best of ``repeats``):
     the int8 product ONNX Runtime's quantised graphs run (``torch._int_mm`` on a CPU is a reference
     loop, thousands of times slower, so it gives no peak)."""
