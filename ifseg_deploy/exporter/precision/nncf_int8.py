@@ -2,8 +2,9 @@
 included, for the OpenVINO IR (NNCF's OpenVINO backend) and the ONNX graph (NNCF's ONNX backend: Q/DQ
 pairs, the explicit quantisation TensorRT and ONNX Runtime read).
 
-``nncf.quantize(model, calibration, model_type=TRANSFORMER, preset=MIXED)``: per-channel symmetric
-7-bit weights (NNCF's overflow fix, for CPUs without VNNI), asymmetric (u8) activations, SmoothQuant
+``nncf.quantize(model, calibration, model_type=TRANSFORMER, preset=...)``: per-channel symmetric
+7-bit weights (NNCF's overflow fix, for CPUs without VNNI), asymmetric u8 activations for OpenVINO
+(``MIXED``) and symmetric int8 ones for ONNX (``PERFORMANCE``: TensorRT reads only those), SmoothQuant
 on the matrix products and fast bias correction;
 the transformer model type keeps LayerNorm, Softmax and the additions of the attention biases in
 float (NNCF inserts no quantiser in front of them). The ignored scope is :data:`IGNORED_NAMES`, the
@@ -148,9 +149,11 @@ def quantize(
         raise IFSegError(
             "quantizer=nncf needs nncf: pip install 'ifseg-deploy[openvino]', or use quantizer=onnxruntime"
         ) from None
+    onnx_graph = type(model).__name__ == "ModelProto"
     common = dict(
         model_type=nncf.ModelType.TRANSFORMER,
-        preset=nncf.QuantizationPreset.MIXED,
+        # ONNX: symmetric int8 activations, the only Q/DQ TensorRT reads; OpenVINO: asymmetric u8 ones
+        preset=nncf.QuantizationPreset.PERFORMANCE if onnx_graph else nncf.QuantizationPreset.MIXED,
         subset_size=len(calibration),
         ignored_scope=nncf.IgnoredScope(names=list(IGNORED_NAMES), validate=False),
     )
