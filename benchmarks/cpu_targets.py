@@ -8,8 +8,8 @@ NNCF, every convolution and matrix product; calibrated on 8 synthetic 640x480 sc
 512x512 input and end to end (decode-free pre-processing, network, 25 kNN steps, up-sampling) on
 a 640x480 frame; figures are medians over rounds. The logits of each backend are compared with
 PyTorch fp32 on the same input (relative RMS, grid label agreement). The matrix-product peaks of
-this CPU (a 2048^3 fp32 ``torch.mm``, bf16 too where the CPU has native bf16, and a 2048^3 u8 x s8 ONNX Runtime ``MatMulInteger``)
-are measured first, and each row's arithmetic rate (the fp32 model's FLOP count from
+this CPU (a 2048^3 fp32 ``torch.mm``, bf16 too where the CPU has native bf16, and a 2048^3 u8 x s8
+ONNX Runtime ``MatMulInteger``) are measured first, and each row's arithmetic rate (the fp32 model's FLOP count from
 ``torch.utils.flop_counter``) is given as a fraction of the peak of the precision it multiplies in
 (int8 rows: the int8 peak). Reduced-precision models are exported with ``gate=False`` and timed; a row
 whose export gate would refuse it (rel-RMS of its logits against fp32 PyTorch, on these random
