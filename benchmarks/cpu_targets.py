@@ -134,7 +134,7 @@ def model_gflop(arch: str, bundle: str, bpe_dir: str) -> float:
 
 
 def variants(
-    bundle: str, work: str, compile_: bool, static: bool, bpe_dir: str
+    bundle: str, work: str, compile_: bool, static: bool, bpe_dir: str, only: Optional[List[str]] = None
 ) -> Tuple[Dict[str, object], Dict[str, str]]:
     """name -> (model path, backend options), or the one-line reason the row's export failed; and
     name -> what the export gate says of a reduced-precision row it would refuse. Exports are made
@@ -169,6 +169,8 @@ def variants(
     gates = json.load(open(gates_file, encoding="utf-8")) if os.path.isfile(gates_file) else {}
     if not static:
         del exports["ONNX Runtime fp32, static graph"]
+    if only:  # --rows: the named rows only
+        exports = {name: e for name, e in exports.items() if name in only}
     for name, (suffix, settings) in exports.items():
         path = f"{stem}_{suffix}"
         options = {"precision": "fp32"} if settings["format"] == "openvino" else {}
@@ -192,10 +194,10 @@ def variants(
         print(f"  exported {suffix} in {time.perf_counter() - t0:.0f} s", flush=True)
     with open(gates_file, "w", encoding="utf-8") as fh:
         json.dump(gates, fh)
-    if cpu_has_bf16():
+    if cpu_has_bf16() and "OpenVINO fp32" in out:
         out["OpenVINO bf16"] = (out["OpenVINO fp32"][0], {"precision": "bf16"})
         for name in ("OpenVINO int8, ORT quantizer", "OpenVINO NNCF int8"):
-            if not isinstance(out[name], str):
+            if name in out and not isinstance(out[name], str):
                 out[name + " + bf16 hint"] = (out[name][0], {"precision": "bf16"})
     return out, {name: gates[v[0]] for name, v in out.items() if not isinstance(v, str) and v[0] in gates}
 
@@ -314,12 +316,13 @@ def measure(
     mode: str,
     pause: float,
     export_only: bool = False,
+    only: Optional[List[str]] = None,
 ) -> dict:
     print(f"OFA-{arch}: building the random bundle and its exports", flush=True)
     bundle = os.path.join(work, f"ofa_{arch}_random.safetensors")
     if not os.path.isfile(bundle):
         random_bundle(ofa_preset(arch), bundle, CATEGORIES, bpe_dir)
-    made, below_gate = variants(bundle, work, compile_, static, bpe_dir)
+    made, below_gate = variants(bundle, work, compile_, static, bpe_dir, only)
     if export_only:
         return {}
     rows = {name: v for name, v in made.items() if not isinstance(v, str)}
@@ -386,6 +389,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         help="sizes that also get a static 512x512 ONNX graph (default: tiny; OFA-base's export ran out of the 23 GB "
         "of the test machine)",
     )
+    parser.add_argument(
+        "--rows", nargs="+", help="only these exported rows (names as printed; PyTorch rows always run)"
+    )
     parser.add_argument("--compile", action="store_true", help="also time PyTorch bf16 + torch.compile")
     parser.add_argument("--bpe-dir", default=os.path.join(here, "..", "..", "shared", "bpe"))
     parser.add_argument("--json", help="also write the results here")
@@ -417,6 +423,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 args.mode,
                 args.pause,
                 args.export_only,
+                args.rows,
             )
     if args.export_only:
         return 0
