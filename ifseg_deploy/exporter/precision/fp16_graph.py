@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import onnx
@@ -31,9 +31,6 @@ from ...model import grid_size
 from ...runtime.graph_contract import IMAGES, LOGITS
 from .graph_precision import fp32_nodes
 from .holdout_check import HoldoutCheck
-
-if TYPE_CHECKING:
-    from .nncf_int8 import LabelledCheck
 
 #: Gate of an fp16 graph: relative RMS error of the logits against the fp32 PyTorch model (fp16
 #: keeps 11 significant bits; a few 1e-3 of rounding per layer stays well inside it).
@@ -192,7 +189,7 @@ class PrecisionReport:
     cases: List[PrecisionCase] = field(default_factory=list)
     gated: bool = True
     holdout: Optional[HoldoutCheck] = None
-    labelled: Optional["LabelledCheck"] = None  # NNCF int8 with ``holdout_dir``: its pixel accuracy
+    labelled: Optional[Any] = None  # NNCF int8 with ``holdout_dir``: its .nncf_int8.LabelledCheck
 
     @property
     def rel_rms(self) -> float:
