@@ -1,16 +1,19 @@
 """Every CPU backend side by side: OFA-tiny / OFA-base shapes, random weights, one worker process per backend.
 
 For each size: a random bundle (``ifseg_deploy.bench.synthetic.random_bundle``, 15 categories), its
-exports (dynamic and static 512x512 ONNX; fp16 and int8 ONNX graphs, the int8 one calibrated on
-8 synthetic 640x480 scenes from ``ifseg_deploy.exporter.onnx.scene``; OpenVINO IR with fp32 and fp16
-weights), and every backend x precision. Network only (backbone + encoder + decoder) on a
+exports (dynamic and static 512x512 ONNX; fp16 and int8 ONNX graphs; OpenVINO IR with fp32 and fp16
+weights and int8; each int8 model twice: ONNX Runtime's quantizer, products with weights only, and
+NNCF, every convolution and matrix product; calibrated on 8 synthetic 640x480 scenes from
+``ifseg_deploy.exporter.onnx.scene``), and every backend x precision. Network only (backbone + encoder + decoder) on a
 512x512 input and end to end (decode-free pre-processing, network, 25 kNN steps, up-sampling) on
 a 640x480 frame; figures are medians over rounds. The logits of each backend are compared with
-PyTorch fp32 on the same input (relative RMS, grid label agreement). The matrix-product peak of
-this CPU (a 4096^3 fp32 and bf16 ``torch.mm``) is measured first, and each row's arithmetic rate
-(the fp32 model's FLOP count from ``torch.utils.flop_counter``) is given as a fraction of it. A
-reduced-precision graph refused by its export gate (rel-RMS of its logits against fp32 PyTorch)
-is listed as skipped with the gate's message.
+PyTorch fp32 on the same input (relative RMS, grid label agreement). The matrix-product peaks of
+this CPU (a 2048^3 fp32 ``torch.mm``, bf16 too where the CPU has native bf16, and a 2048^3 u8 x s8
+ONNX Runtime ``MatMulInteger``) are measured first, and each row's arithmetic rate (the fp32 model's FLOP count from
+``torch.utils.flop_counter``) is given as a fraction of the peak of the precision it multiplies in
+(int8 rows: the int8 peak). Reduced-precision models are exported with ``gate=False`` and timed; a row
+whose export gate would refuse it (rel-RMS of its logits against fp32 PyTorch, on these random
+weights) is marked with the gate's figures.
 
 Why one worker process per backend (``--mode workers``, the default): with every runtime loaded
 in one process, the idle thread pools of one runtime (OpenMP for PyTorch, ONNX Runtime's own
@@ -78,11 +81,44 @@ def timed(fn: Callable[[], object]) -> float:
     return (time.perf_counter() - t0) * 1e3
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 4096, repeats: int = 5) -> float:
+def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 3) -> float:
     """GFLOP/s of an ``n x n x n`` ``torch.mm`` in ``dtype`` (best of ``repeats``)."""
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
     torch.mm(a, b)
     return 2 * n**3 / min(timed(lambda: torch.mm(a, b)) for _ in range(repeats)) / 1e6
+
+
+def int8_matmul_peak(n: int = 2048, repeats: int = 3) -> float:
+    """GOP/s of an ``n x n x n`` u8 x s8 -> int32 ONNX Runtime ``MatMulInteger`` (best of ``repeats``):
+    the int8 product ONNX Runtime's quantised graphs run (``torch._int_mm`` on a CPU is a reference
+    loop, thousands of times slower, so it gives no peak)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    b = numpy_helper.from_array(rng.integers(-64, 64, (n, n), dtype=np.int8), "b")
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["a", "b"], ["c"])],
+        "int8_peak",
+        [helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n])],
+        [helper.make_tensor_value_info("c", TensorProto.INT32, [n, n])],
+        [b],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    a = {"a": rng.integers(0, 256, (n, n), dtype=np.uint8)}
+    session.run(None, a)
+    return 2 * n**3 / min(timed(lambda: session.run(None, a)) for _ in range(repeats)) / 1e6
+
+
+def peak_of(name: str, peaks: Dict[str, float]) -> float:
+    """The matrix-product peak of the precision row ``name`` runs its products in."""
+    return peaks["int8" if "int8" in name else "bf16" if "bf16" in name else "fp32"]
+
+
+def peak_line(peaks: Dict[str, float]) -> str:
+    """``fp32 30 GFLOP/s, int8 60 GOP/s`` (the peaks measured)."""
+    return ", ".join(f"{k} {v:.0f} {'GOP/s' if k == 'int8' else 'GFLOP/s'}" for k, v in peaks.items())
 
 
 def model_gflop(arch: str, bundle: str, bpe_dir: str) -> float:
@@ -97,9 +133,12 @@ def model_gflop(arch: str, bundle: str, bpe_dir: str) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def variants(bundle: str, work: str, compile_: bool, static: bool, bpe_dir: str) -> Dict[str, object]:
-    """name -> (model path, backend options), or the one-line reason the row's export was refused;
-    exports are made here (and kept in ``work`` for later runs)."""
+def variants(
+    bundle: str, work: str, compile_: bool, static: bool, bpe_dir: str, only: Optional[List[str]] = None
+) -> Tuple[Dict[str, object], Dict[str, str]]:
+    """name -> (model path, backend options), or the one-line reason the row's export failed; and
+    name -> what the export gate says of a reduced-precision row it would refuse. Exports are made
+    here with ``gate=False`` (and kept in ``work`` for later runs, with ``gates.json``)."""
     stem = os.path.join(work, os.path.splitext(os.path.basename(bundle))[0])
     out: Dict[str, object] = {"PyTorch fp32": (bundle, {"precision": "fp32"})}
     if cpu_has_bf16():
@@ -113,16 +152,31 @@ def variants(bundle: str, work: str, compile_: bool, static: bool, bpe_dir: str)
         "ONNX Runtime fp32, dynamic graph": ("dynamic.onnx", dict(format="onnx")),
         "ONNX Runtime fp32, static graph": ("static.onnx", dict(format="onnx", static=True)),
         "ONNX Runtime fp16 graph": ("fp16.onnx", dict(format="onnx", precision="fp16")),
-        f"ONNX Runtime int8 graph ({CALIBRATION})": (
+        "ONNX Runtime int8 graph, ORT quantizer": (
             "int8.onnx",
-            dict(format="onnx", precision="int8", calib_dir=calib),
+            dict(format="onnx", precision="int8", calib_dir=calib, quantizer="onnxruntime"),
+        ),
+        "ONNX Runtime NNCF int8": (
+            "nncf_int8.onnx",
+            dict(format="onnx", precision="int8", calib_dir=calib, quantizer="nncf"),
         ),
         "OpenVINO fp32": ("fp32_openvino", dict(format="openvino", precision="fp32")),
         "OpenVINO fp32, fp16 weights": ("fp16_openvino", dict(format="openvino", precision="fp16")),
-        f"OpenVINO int8 ({CALIBRATION})": ("int8_openvino", dict(format="openvino", precision="int8", calib_dir=calib)),
+        "OpenVINO int8, ORT quantizer": (
+            "int8_openvino",
+            dict(format="openvino", precision="int8", calib_dir=calib, quantizer="onnxruntime"),
+        ),
+        "OpenVINO NNCF int8": (
+            "nncf_int8_openvino",
+            dict(format="openvino", precision="int8", calib_dir=calib, quantizer="nncf"),
+        ),
     }
+    gates_file = os.path.join(work, "gates.json")
+    gates = json.load(open(gates_file, encoding="utf-8")) if os.path.isfile(gates_file) else {}
     if not static:
         del exports["ONNX Runtime fp32, static graph"]
+    if only:  # --rows: the named rows only
+        exports = {name: e for name, e in exports.items() if name in only}
     for name, (suffix, settings) in exports.items():
         path = f"{stem}_{suffix}"
         options = {"precision": "fp32"} if settings["format"] == "openvino" else {}
@@ -130,19 +184,28 @@ def variants(bundle: str, work: str, compile_: bool, static: bool, bpe_dir: str)
         if os.path.exists(path):  # kept from an earlier run with the same --work
             continue
         t0 = time.perf_counter()
-        try:
-            export_model(bundle, ExportArgs(out=path, categories=CATEGORIES, bpe_dir=bpe_dir, **settings))
-        except IFSegError as e:  # a reduced-precision graph below its fidelity gate
-            out[name] = f"export refused: {e}"
+        try:  # written even below its gate (gate=False), timed, and marked with what the gate says
+            result = export_model(
+                bundle, ExportArgs(out=path, categories=CATEGORIES, bpe_dir=bpe_dir, gate=False, **settings)
+            )
+        except IFSegError as e:
+            out[name] = f"export failed: {e}"
             print(f"  {suffix}: {out[name]}", flush=True)
             continue
+        report = result.openvino.verification if result.openvino else result.onnx.precision
+        if getattr(report, "ok", True) is False:
+            gates[path] = (
+                f"below its export gate here (logits rel-RMS {report.rel_rms:.2e}, gate {report.max_rel_rms:.0e})"
+            )
         print(f"  exported {suffix} in {time.perf_counter() - t0:.0f} s", flush=True)
-    if cpu_has_bf16():
+    with open(gates_file, "w", encoding="utf-8") as fh:
+        json.dump(gates, fh)
+    if cpu_has_bf16() and "OpenVINO fp32" in out:
         out["OpenVINO bf16"] = (out["OpenVINO fp32"][0], {"precision": "bf16"})
-        int8 = out[f"OpenVINO int8 ({CALIBRATION})"]
-        if not isinstance(int8, str):
-            out["OpenVINO int8 + bf16 hint"] = (int8[0], {"precision": "bf16"})
-    return out
+        for name in ("OpenVINO int8, ORT quantizer", "OpenVINO NNCF int8"):
+            if name in out and not isinstance(out[name], str):
+                out[name + " + bf16 hint"] = (out[name][0], {"precision": "bf16"})
+    return out, {name: gates[v[0]] for name, v in out.items() if not isinstance(v, str) and v[0] in gates}
 
 
 @contextmanager
@@ -259,12 +322,13 @@ def measure(
     mode: str,
     pause: float,
     export_only: bool = False,
+    only: Optional[List[str]] = None,
 ) -> dict:
     print(f"OFA-{arch}: building the random bundle and its exports", flush=True)
     bundle = os.path.join(work, f"ofa_{arch}_random.safetensors")
     if not os.path.isfile(bundle):
         random_bundle(ofa_preset(arch), bundle, CATEGORIES, bpe_dir)
-    made = variants(bundle, work, compile_, static, bpe_dir)
+    made, below_gate = variants(bundle, work, compile_, static, bpe_dir, only)
     if export_only:
         return {}
     rows = {name: v for name, v in made.items() if not isinstance(v, str)}
@@ -306,6 +370,7 @@ def measure(
             "gflops": gflop / ms * 1e3,
             "logits_rel_rms": float(np.sqrt(np.mean((out - ref) ** 2)) / np.sqrt(np.mean(ref**2))),
             "grid_label_agreement": float((out.argmax(-1) == ref.argmax(-1)).mean()),
+            "below_gate": below_gate.get(name),
         }
     return {"gflop_per_frame": gflop, "rows": table, "skipped": skipped}
 
@@ -330,6 +395,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         help="sizes that also get a static 512x512 ONNX graph (default: tiny; OFA-base's export ran out of the 23 GB "
         "of the test machine)",
     )
+    parser.add_argument(
+        "--rows", nargs="+", help="only these exported rows (names as printed; PyTorch rows always run)"
+    )
     parser.add_argument("--compile", action="store_true", help="also time PyTorch bf16 + torch.compile")
     parser.add_argument("--bpe-dir", default=os.path.join(here, "..", "..", "shared", "bpe"))
     parser.add_argument("--json", help="also write the results here")
@@ -341,8 +409,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     args = parser.parse_args(argv)
     load_before = os.getloadavg()
-    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
-    print(f"matmul peak: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s", flush=True)
+    # bf16 only where the CPU multiplies it natively (elsewhere torch.mm emulates it at < 1 GFLOP/s and no row runs it)
+    peaks = {"fp32": matmul_peak(torch.float32), "int8": int8_matmul_peak()}
+    if cpu_has_bf16():
+        peaks["bf16"] = matmul_peak(torch.bfloat16)
+    print(f"matmul peak: {peak_line(peaks)}", flush=True)
     results = {}
     with tempfile.TemporaryDirectory(prefix="cpu_targets_") as tmp:
         work = args.work or tmp
@@ -358,6 +429,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 args.mode,
                 args.pause,
                 args.export_only,
+                args.rows,
             )
     if args.export_only:
         return 0
@@ -365,7 +437,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(
         f"\n{machine['cpu']}, {machine['threads']} threads, load average {load_before[0]:.1f} -> "
         f"{machine['load_after'][0]:.1f}; "
-        f"matmul peak fp32 {peaks['fp32']:.0f} / bf16 {peaks['bf16']:.0f} GFLOP/s"
+        f"matmul peak {peak_line(peaks)}"
     )
     for arch, res in results.items():
         how = {
@@ -373,7 +445,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             "alone": "rounds, one backend at a time",
             "one-process": "alternating rounds, all backends in one process",
         }[args.mode]
-        print(f"\nOFA-{arch} ({res['gflop_per_frame']:.0f} GFLOP per 512x512 frame), median of {args.rounds} {how}")
+        print(
+            f"\nOFA-{arch} ({res['gflop_per_frame']:.0f} GFLOP per 512x512 frame), median of {args.rounds} {how}; "
+            f"int8 calibrated on {CALIBRATION}; % peak: of the peak of the precision the row multiplies in"
+        )
         width = max(len(name) for name in [*res["rows"], *res["skipped"]]) + 2
         print(
             f"  "
@@ -381,13 +456,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             f"{'e2e FPS':>9}{'rel-RMS':>10}{'grid agree':>11}"
         )
         for name, row in res["rows"].items():
-            peak = peaks["bf16" if "bf16" in name else "fp32"]
+            peak = peak_of(name, peaks)
             print(
                 f"  "
                 f"{name:<{width}}{row['network_ms']:>9.0f}{row['speedup']:>8.2f}x{row['gflops']:>9.0f}"
                 f"{100 * row['gflops'] / peak:>7.0f}%"
                 f"{row['first_run_ms']:>11.0f}{row['end_to_end_fps'] or float('nan'):>9.2f}"
                 f"{row['logits_rel_rms']:>10.1e}{100 * row['grid_label_agreement']:>10.1f}%"
+                + (f"  * {row['below_gate']}" if row["below_gate"] else "")
             )
         for name, reason in res["skipped"].items():
             print(f"  {name:<{width}}skipped: {reason}")

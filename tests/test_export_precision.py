@@ -190,8 +190,9 @@ def test_fixture_fp16_graph_meets_gate(fixture_fp16, golden, dev_dir, bpe_dir):
 
 
 def test_int8_qdq_graph(tiny_bundle, bpe_dir, tmp_path, capsys, caplog):
-    """--precision int8: a Q/DQ graph calibrated on --calib-dir; weights of MatMul/Gemm quantized per
-    channel, normalisation/softmax and activation x activation products float, float32 I/O."""
+    """--precision int8 --quantizer onnxruntime: a Q/DQ graph calibrated on --calib-dir; weights of
+    MatMul/Gemm quantized per channel, normalisation/softmax and activation x activation products float,
+    float32 I/O."""
     import cv2
 
     calib = tmp_path / "calib"
@@ -218,6 +219,8 @@ def test_int8_qdq_graph(tiny_bundle, bpe_dir, tmp_path, capsys, caplog):
                 "--imgsz",
                 "64",
                 "--no-gate",
+                "--quantizer",
+                "onnxruntime",
             ]
         )
         == 0
@@ -259,7 +262,8 @@ def test_int8_qdq_graph(tiny_bundle, bpe_dir, tmp_path, capsys, caplog):
 
 
 def test_fixture_int8_graph_meets_gate(ifseg_checkpoint, dev_dir, bpe_dir, tmp_path):
-    """Calibrated on a photo that is not among the verification images; gate 1e-1 logits rel-RMS."""
+    """ONNX Runtime's quantizer, calibrated on a photo that is not among the verification images; gate 1e-1
+    logits rel-RMS."""
     import shutil
 
     calib = tmp_path / "calib"
@@ -285,6 +289,8 @@ def test_fixture_int8_graph_meets_gate(ifseg_checkpoint, dev_dir, bpe_dir, tmp_p
                 "grass, cat, giraffe, concrete wall",
                 "--verify-image",
                 str(dev_dir / "image_eval0.png"),
+                "--quantizer",
+                "onnxruntime",
             ]
         )
         == 0

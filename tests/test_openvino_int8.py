@@ -34,6 +34,8 @@ def test_int8_ir_meets_gate_and_runs(ifseg_checkpoint, dev_dir, bpe_dir, tmp_pat
         "int8",
         "--calib-dir",
         str(calib),
+        "--quantizer",
+        "onnxruntime",
         "--out",
         str(out),
         "--bpe-dir",

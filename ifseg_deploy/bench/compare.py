@@ -108,7 +108,14 @@ VARIANTS: Tuple[Variant, ...] = (
     Variant("PyTorch compiled", "fp32", options=(("precision", "fp32"), ("compile", True)), needs=(_cuda,)),
     Variant("ONNX Runtime", "fp32", export=(("format", "onnx"),), needs=(_ort(),)),
     Variant("ONNX Runtime", "fp16", export=(("format", "onnx"), ("precision", "fp16")), needs=(_ort(),)),
+    # int8: ONNX Runtime's quantizer (the export default: weight products only), then NNCF's (every product)
     Variant("ONNX Runtime", "int8", export=(("format", "onnx"), ("precision", "int8")), needs=(_ort(),)),
+    Variant(
+        "ONNX Runtime, NNCF",
+        "int8",
+        export=(("format", "onnx"), ("precision", "int8"), ("quantizer", "nncf")),
+        needs=(_ort(),),
+    ),
     Variant(
         "OpenVINO",
         "fp32",
@@ -130,11 +137,19 @@ VARIANTS: Tuple[Variant, ...] = (
         options=(("precision", "bf16"),),
         needs=(_package("openvino"), _cpu, _bf16),
     ),
-    # the IR of the Q/DQ graph: INT8 matrix products; the bf16 hint runs the rest (the ResNet) in bf16
+    # NNCF's int8 IR (every convolution and matrix product); the IR of ONNX Runtime's Q/DQ graph (INT8
+    # weight products only); the bf16 hint runs what stays float in bf16
     Variant(
         "OpenVINO",
         "int8",
         export=(("format", "openvino"), ("precision", "int8")),
+        options=(("precision", "fp32"),),
+        needs=(_package("openvino"), _cpu),
+    ),
+    Variant(
+        "OpenVINO, NNCF",
+        "int8",
+        export=(("format", "openvino"), ("precision", "int8"), ("quantizer", "nncf")),
         options=(("precision", "fp32"),),
         needs=(_package("openvino"), _cpu),
     ),

@@ -7,6 +7,7 @@ import os
 
 from ..exporter.args import PLACES, POSITION_BIASES, ExportArgs
 from ..exporter.formats import FORMATS
+from ..exporter.precision.nncf_int8 import ONNXRUNTIME, QUANTIZERS
 from ..precision import GRAPHS
 from ..triton.repository import FORMAT as TRITON
 from ..triton.repository import NETWORKS
@@ -96,6 +97,24 @@ def add_parser(sub) -> argparse.ArgumentParser:
     )
     p.add_argument("--calib-dir", help="folder of representative images to calibrate an INT8 (Q/DQ) graph on")
     p.add_argument(
+        "--quantizer",
+        choices=QUANTIZERS,
+        default=ONNXRUNTIME,
+        help="INT8 quantizer: onnxruntime (weight matrix products only, default) or nncf (every convolution "
+        "and matrix product, activations included: faster on CPUs; check its gate on your model)",
+    )
+    p.add_argument(
+        "--holdout-dir",
+        help="INT8 with nncf: labelled held-out set (images/<stem>.<ext>, labels/<stem>.png holding category "
+        "indices, 255 = ignored) for NNCF's accuracy control",
+    )
+    p.add_argument(
+        "--max-drop",
+        type=float,
+        help="largest held-out pixel-accuracy drop against fp32 under accuracy control, as a fraction "
+        "(default with --holdout-dir: 0.01 = 1 point)",
+    )
+    p.add_argument(
         "--knn", choices=PLACES, default="host", help="kNN smoothing in the graph or on the host (default: host)"
     )
     p.add_argument("--knn-k", type=int, default=3, help="neighbours for in-graph kNN (default: 3)")
@@ -141,6 +160,9 @@ def export_args(args) -> ExportArgs:
         batch=args.batch,
         precision=args.precision,
         calib_dir=args.calib_dir,
+        quantizer=args.quantizer,
+        holdout_dir=args.holdout_dir,
+        max_drop=args.max_drop,
         gate=not args.no_gate,
         knn=args.knn,
         knn_k=args.knn_k,
@@ -194,7 +216,9 @@ def run(args) -> int:
             )
     if result.openvino is not None:
         ov = result.openvino
-        what = "INT8 Q/DQ graph" if ov.precision == "int8" else f"fp32 compute, {ov.precision} weights"
+        what = {"nncf": "INT8, NNCF: every convolution and matrix product", "onnxruntime": "INT8 Q/DQ graph"}.get(
+            ov.quantizer, f"fp32 compute, {ov.precision} weights"
+        )
         print(f"OpenVINO (CPU, {what}) vs PyTorch:")
         for line in ov.verification.lines():
             print(f"  {flag_names(line)}")

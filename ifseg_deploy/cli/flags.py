@@ -35,6 +35,9 @@ FLAGS: Dict[str, str] = {
     "dynamic": "--dynamic",
     "position_biases": "--position-biases",
     "calib_dir": "--calib-dir",
+    "quantizer": "--quantizer",
+    "holdout_dir": "--holdout-dir",
+    "max_drop": "--max-drop",
     "gate": "--gate",  # messages say gate=False, shown as --no-gate
     "opset": "--opset",
     "tolerance": "--tolerance",

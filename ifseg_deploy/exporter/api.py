@@ -22,6 +22,7 @@ from ..runtime.vocabulary import Vocabulary
 from .args import ExportArgs, validate
 from .formats import export_format
 from .onnx.writer import OnnxExport, write_onnx
+from .precision.nncf_int8 import ONNXRUNTIME
 from .tensorrt.build import EngineBuild, build_engine
 from .tensorrt.profiles import load_profile, trtexec_command
 
@@ -136,8 +137,10 @@ def export_openvino(source: str, args: ExportArgs) -> ExportResult:
     from .openvino.writer import write_openvino
 
     args = _with_trt_target(args)
-    # fp32 / fp16: the IR compresses its own weights from the fp32 graph; int8: the IR of the Q/DQ graph
-    graph_args = dataclasses.replace(args, precision=INT8 if args.precision == INT8 else FP32)
+    # fp32 / fp16: the IR compresses its own weights from the fp32 graph; int8: NNCF quantises the fp32 IR,
+    # or (quantizer=onnxruntime) the IR of the Q/DQ graph
+    qdq = args.precision == INT8 and args.quantizer == ONNXRUNTIME
+    graph_args = dataclasses.replace(args, precision=INT8 if qdq else FP32, calib_dir=args.calib_dir if qdq else None)
     with tempfile.TemporaryDirectory() as tmp:
         onnx, vocab = _onnx_from_checkpoint(source, graph_args, os.path.join(tmp, "model.onnx"))
         ov = write_openvino(source, onnx, vocab, args)

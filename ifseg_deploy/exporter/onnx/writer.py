@@ -22,9 +22,9 @@ from ...checkpoint import LoadedModel
 from ...errors import IFSegError
 from ...fileio import atomic_path
 from ...model.segofa import position_state
-from ...precision import FP16, FP32
+from ...precision import FP16, FP32, INT8
 from ...preprocess import read_image
-from ...runtime.graph_contract import IMAGES, LOGITS, GraphContract
+from ...runtime.graph_contract import LOGITS, GraphContract
 from ...runtime.sidecar import vocab_path, write_vocab
 from ...runtime.vocabulary import PreparedVocabulary, Vocabulary
 from ...text.prompt import validate_categories
@@ -32,7 +32,8 @@ from ...version import __version__
 from ..args import ExportArgs
 from ..precision.fp16_graph import FP16_MAX_REL_RMS, PrecisionReport, compare_precision, to_fp16
 from ..precision.holdout_check import HoldoutSet, check_holdout, holdout_set
-from ..precision.int8_graph import INT8_MAX_REL_RMS, calibration_feeds, to_int8
+from ..precision.int8_graph import INT8_MAX_REL_RMS, calibration_feeds, to_int8, vocabulary_feeds
+from ..precision.nncf_int8 import NNCF, holdout_items, require_labelled, to_int8_nncf
 from ..tensorrt.ops import OpCheckReport, check_graph
 from .graph import ExportGraph, sample_inputs
 from .verify import VerifyReport, graph_policy_problems, run_torch, verify_onnx
@@ -144,25 +145,29 @@ def reduce_precision(
     fp32 PyTorch ``graph`` on ``cases`` and, when a trained bundle's ``holdout`` set is given, with
     the fp32 graph on it (``no_holdout``: why there is none); raises :class:`IFSegError` below a gate
     unless ``args.gate`` is off. INT8 calibrates on ``args.calib_dir`` with the ``vocab`` inputs."""
-    precision = args.precision
+    precision, labelled = args.precision, None
     if precision == FP16:
         reduced, kept = to_fp16(model)
         onnx.save(reduced, path)
         gate = FP16_MAX_REL_RMS
     else:
         h, w = args.traced_size
-        fixed = {
-            k: v.detach().numpy()
-            for k, v in graph.inputs(
-                torch.zeros(1, 3, h, w), vocab.prompt_embeds.detach().float(), vocab.class_embeds.detach().float()
-            ).items()
-            if k != IMAGES
-        }
-        kept = to_int8(model, path, calibration_feeds(args.calib_dir, args.batch, h, w, fixed))
-        reduced, gate = onnx.load(path), INT8_MAX_REL_RMS
+        fixed = vocabulary_feeds(graph, vocab, h, w)
+        calibration = calibration_feeds(args.calib_dir, args.batch, h, w, fixed)
+        if args.quantizer == NNCF:
+            labelled = args.holdout_dir and holdout_items(
+                args.holdout_dir, args.batch, h, w, fixed, len(vocab.categories)
+            )
+            reduced, kept, labelled = to_int8_nncf(model, path, calibration, labelled or None, args.max_drop)
+        else:
+            kept = to_int8(model, path, calibration)
+            reduced = onnx.load(path)
+        gate = INT8_MAX_REL_RMS
     names = graph.contract.output_names
     reference = [(name, feeds, run_torch(graph, feeds, names)[LOGITS]) for name, feeds in cases]
     report = compare_precision(path, reference, precision, gate, kept, gated=args.gate)
+    report.labelled = labelled
+    require_labelled(labelled, args.gate)
     if not report.logits_ok and args.gate:
         worst = max(report.cases, key=lambda c: c.rel_rms)
         raise IFSegError(
@@ -274,6 +279,8 @@ def write_onnx(loaded: LoadedModel, out_path: str, vocabulary: Vocabulary, args:
             raise IFSegError(f"ONNX Runtime disagrees with PyTorch {report.failure()}; the ONNX file was not written")
         meta["export"]["verification"] = report.to_dict()
         meta["export"]["precision"] = precision
+        if precision == INT8:
+            meta["export"]["quantizer"] = args.quantizer
         reduced = None
         if precision != FP32:
             no_holdout = (

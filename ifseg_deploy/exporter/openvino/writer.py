@@ -4,8 +4,10 @@ file), verified against PyTorch like the ONNX export.
 The IR comes from the verified ONNX graph through ``openvino.convert_model`` and
 ``openvino.save_model`` (float32 weights, or float16 with ``compress_to_fp16``: OpenVINO's
 documented weight compression; the CPU computes in float32 either way unless a precision hint
-says otherwise). ``int8`` converts the explicitly quantized (Q/DQ) ONNX graph, which OpenVINO
-runs with INT8 matrix products; it is checked like the Q/DQ graph itself (relative RMS of the
+says otherwise). ``int8`` with ``quantizer="nncf"`` (the default) quantises the fp32 IR with NNCF's
+OpenVINO backend (:mod:`..precision.nncf_int8`: every convolution and matrix product); with
+``quantizer="onnxruntime"`` it converts the explicitly quantized (Q/DQ) ONNX graph. OpenVINO runs
+either with INT8 convolutions and matrix products; it is checked like the Q/DQ graph itself (relative RMS of the
 logits against fp32 PyTorch, label agreement) instead of element-wise. The folder is built next
 to its destination and renamed into place only when the IR agrees with PyTorch on every
 verification case.
@@ -13,6 +15,7 @@ verification case.
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 from dataclasses import dataclass
@@ -25,7 +28,7 @@ from ...errors import IFSegError
 from ...fileio import atomic_folder
 from ...precision import FP16, FP32, INT8
 from ...runtime.graph_contract import IMAGES, LOGITS
-from ...runtime.sidecar import vocab_path
+from ...runtime.sidecar import read_vocab, vocab_path, write_vocab
 from ...runtime.torch_backend import cpu_has_vnni
 from ...runtime.vocabulary import Vocabulary
 from ..args import ExportArgs
@@ -34,7 +37,8 @@ from ..onnx.verify import RTOL, VerifyReport, compare_outputs, run_torch
 from ..onnx.writer import OnnxExport, alternate_categories, verification_cases
 from ..precision.fp16_graph import PrecisionCase, PrecisionReport, image_labels, rel_rms
 from ..precision.graph_precision import check_weight_precision
-from ..precision.int8_graph import INT8_MAX_REL_RMS
+from ..precision.int8_graph import INT8_MAX_REL_RMS, calibration_feeds, vocabulary_feeds
+from ..precision.nncf_int8 import NNCF, holdout_items, openvino_int8, require_labelled
 
 #: Relative tolerance (of the largest |output|) for float16 weights: their rounding (2^-11
 #: relative) accumulates over the layers; float32 weights keep the ONNX export's tolerance.
@@ -50,6 +54,7 @@ class OpenVinoExport:
     vocab_path: str
     precision: str
     verification: Union[VerifyReport, PrecisionReport]  # PrecisionReport for int8
+    quantizer: str = ""  # int8: "nncf" (NNCF's OpenVINO backend) or "onnxruntime" (IR of the Q/DQ graph)
 
     @property
     def files(self) -> List[str]:
@@ -79,11 +84,37 @@ def write_openvino(source: str, onnx: OnnxExport, vocabulary: Vocabulary, args: 
     stem = stem[: -len("_openvino")] if stem.endswith("_openvino") else stem
     with atomic_folder(folder, "out", "openvino") as tmp:
         xml = os.path.join(tmp, stem + ".xml")
-        ov.save_model(ov.convert_model(onnx.path), xml, compress_to_fp16=precision == FP16)
+        ir, kept, labelled = ov.convert_model(onnx.path), onnx.precision.fp32_nodes if onnx.precision else 0, None
+        if precision == INT8 and args.quantizer == NNCF:
+            ir, kept, labelled = _nncf_ir(ir, graph, vocab, args)
+        ov.save_model(ir, xml, compress_to_fp16=precision == FP16)
         shutil.copyfile(onnx.vocab_path, vocab_path(xml))
-        report = _verify_ir(ov, xml, graph, cases, precision, args, onnx.precision.fp32_nodes if onnx.precision else 0)
+        report = _verify_ir(ov, xml, graph, cases, precision, args, kept)
+        if labelled is not None:
+            report.labelled = labelled
+            require_labelled(labelled, args.gate)
+        if precision == INT8 and args.quantizer == NNCF:  # the side file came from the fp32 graph
+            _mark_int8(xml, report)
     xml = os.path.join(folder, stem + ".xml")
-    return OpenVinoExport(folder, xml, vocab_path(xml), precision, report)
+    return OpenVinoExport(folder, xml, vocab_path(xml), precision, report, args.quantizer if precision == INT8 else "")
+
+
+def _mark_int8(xml: str, report: PrecisionReport) -> None:
+    """Rewrite the IR's side file (copied from the fp32 ONNX export) as an NNCF int8 model's, with its check."""
+    side = read_vocab(xml)
+    meta = copy.deepcopy(side.meta)
+    meta["export"].update(precision=INT8, quantizer=NNCF)
+    meta["export"].setdefault("verification", {})["precision"] = report.to_dict()
+    write_vocab(vocab_path(xml), side.embed_table, side.class_embeds, meta, side.positions)
+
+
+def _nncf_ir(ir, graph: ExportGraph, vocab, args: ExportArgs):
+    """NNCF's int8 model of the fp32 IR ``ir``, calibrated on ``args.calib_dir`` (and accuracy-controlled
+    on ``args.holdout_dir``) at the traced size: ``(model, products left float, labelled check or None)``."""
+    h, w = args.traced_size
+    fixed = vocabulary_feeds(graph, vocab, h, w)
+    holdout = args.holdout_dir and holdout_items(args.holdout_dir, args.batch, h, w, fixed, len(vocab.categories))
+    return openvino_int8(ir, calibration_feeds(args.calib_dir, args.batch, h, w, fixed), holdout or None, args.max_drop)
 
 
 def _verify_ir(ov, xml: str, graph: ExportGraph, cases, precision: str, args, fp32_nodes: int):

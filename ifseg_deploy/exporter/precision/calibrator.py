@@ -32,13 +32,14 @@ def calibration_files(calib_dir: Optional[str]) -> List[str]:
     return files[:MAX_IMAGES]
 
 
-def fit_image(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Keep-ratio bilinear resize that covers ``height x width``, then a centre crop to exactly that size."""
+def fit_image(rgb: np.ndarray, height: int, width: int, nearest: bool = False) -> np.ndarray:
+    """Keep-ratio bilinear resize that covers ``height x width``, then a centre crop to exactly that size
+    (``nearest``: nearest-neighbour resize, for label maps)."""
     h, w = rgb.shape[:2]
     f = max(height / h, width / w)
     nh, nw = max(height, int(h * f + 0.5)), max(width, int(w * f + 0.5))
     if (nh, nw) != (h, w):
-        rgb = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        rgb = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR)
     top, left = (nh - height) // 2, (nw - width) // 2
     return rgb[top : top + height, left : left + width]
 

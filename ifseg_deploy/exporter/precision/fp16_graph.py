@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import onnx
@@ -189,6 +189,7 @@ class PrecisionReport:
     cases: List[PrecisionCase] = field(default_factory=list)
     gated: bool = True
     holdout: Optional[HoldoutCheck] = None
+    labelled: Optional[Any] = None  # NNCF int8 with ``holdout_dir``: its .nncf_int8.LabelledCheck
 
     @property
     def rel_rms(self) -> float:
@@ -200,7 +201,9 @@ class PrecisionReport:
 
     @property
     def ok(self) -> bool:
-        return self.logits_ok and (self.holdout is None or self.holdout.ok)
+        return (
+            self.logits_ok and (self.holdout is None or self.holdout.ok) and (self.labelled is None or self.labelled.ok)
+        )
 
     def lines(self) -> List[str]:
         head = (
@@ -213,7 +216,12 @@ class PrecisionReport:
             f"  {c.name}: rel-RMS {c.rel_rms:.2e}, labels {100 * c.label_agreement:.2f}% agree at image size"
             for c in self.cases
         ]
-        return [head] + cases + (self.holdout.lines() if self.holdout is not None else [])
+        return (
+            [head]
+            + cases
+            + (self.holdout.lines() if self.holdout is not None else [])
+            + (self.labelled.lines() if self.labelled is not None else [])
+        )
 
     def to_dict(self) -> dict:
         out = {
@@ -229,6 +237,8 @@ class PrecisionReport:
         }
         if self.holdout is not None:
             out["holdout"] = self.holdout.to_dict()
+        if self.labelled is not None:
+            out["labelled_holdout"] = self.labelled.to_dict()
         return out
 
 

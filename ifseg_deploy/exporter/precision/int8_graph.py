@@ -33,6 +33,18 @@ INT8_MAX_REL_RMS = 1e-1
 QUANTIZED_OPS = ("MatMul", "Gemm")
 
 
+def vocabulary_feeds(graph, vocab, height: int, width: int) -> Dict[str, np.ndarray]:
+    """The graph inputs other than ``images`` (vocabulary, and the position biases of a ``height x width``
+    input where the ``graph``, an :class:`~ifseg_deploy.exporter.onnx.graph.ExportGraph`, takes them)
+    for the prepared ``vocab``, as float32 numpy arrays."""
+    import torch
+
+    feeds = graph.inputs(
+        torch.zeros(1, 3, height, width), vocab.prompt_embeds.detach().float(), vocab.class_embeds.detach().float()
+    )
+    return {k: v.detach().numpy() for k, v in feeds.items() if k != IMAGES}
+
+
 def calibration_feeds(
     calib_dir: str, batch: int, height: int, width: int, fixed: Dict[str, np.ndarray]
 ) -> List[Dict[str, np.ndarray]]:
