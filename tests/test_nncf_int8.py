@@ -125,6 +125,8 @@ def test_accuracy_control_on_labelled_holdout(setup, bpe_dir, tmp_path, capsys):
             str(SIZE),
             "--calib-dir",
             calib,
+            "--quantizer",
+            "nncf",
             "--holdout-dir",
             holdout,
             "--max-drop",
@@ -155,7 +157,9 @@ def test_accuracy_control_on_labelled_holdout(setup, bpe_dir, tmp_path, capsys):
 )
 def test_bad_settings_name_the_parameter(setup, bpe_dir, tmp_path, settings, names):
     bundle, calib, _ = setup
-    args = dict(format="onnx", out=str(tmp_path / "m.onnx"), imgsz=SIZE, precision="int8", calib_dir=calib)
+    args = dict(
+        format="onnx", out=str(tmp_path / "m.onnx"), imgsz=SIZE, precision="int8", calib_dir=calib, quantizer="nncf"
+    )
     args.update(settings)
     if args["precision"] != "int8":
         del args["calib_dir"]
