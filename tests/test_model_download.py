@@ -251,9 +251,22 @@ def test_offline_or_unreachable_names_the_url_and_the_place(cache, monkeypatch, 
         f"checkpoint='ofa-base': ofa_base.pt is not in the cache and IFSEG_OFFLINE=1 forbids downloads; "
         f"download {official} by hand and put it at {cache / 'ofa_base.pt'}"
     )
-    message = _one_line_error(lambda: bpe_folder(None, None))
-    assert "https://raw.githubusercontent.com/OFA-Sys/OFA/main/utils/BPE/encoder.json" in message
-    assert str(cache / "bpe" / "encoder.json") in message
+    # The BPE files missing offline are named together, so that one trip to a connected machine fetches them all.
+    assert _one_line_error(lambda: bpe_folder(None, None)) == (
+        "no `bpe_dir` given and no BPE files beside the model: encoder.json, vocab.bpe, dict.txt are not in the "
+        "cache and IFSEG_OFFLINE=1 forbids downloads; download them from "
+        f"https://raw.githubusercontent.com/OFA-Sys/OFA/main/utils/BPE/ by hand and put them in {cache / 'bpe'}"
+    )
+    (cache / "bpe").mkdir(parents=True)
+    for name in ("encoder.json", "vocab.bpe"):
+        (cache / "bpe" / name).write_text("{}")
+    assert _one_line_error(lambda: bpe_folder(None, None)) == (
+        "no `bpe_dir` given and no BPE files beside the model: dict.txt is not in the cache and IFSEG_OFFLINE=1 "
+        "forbids downloads; download https://raw.githubusercontent.com/OFA-Sys/OFA/main/utils/BPE/dict.txt by hand "
+        f"and put it at {cache / 'bpe' / 'dict.txt'}"
+    )
+    for name in ("encoder.json", "vocab.bpe"):
+        (cache / "bpe" / name).unlink()
     monkeypatch.delenv("IFSEG_OFFLINE")
     assert main(["info", "ofa-base", "--offline"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
