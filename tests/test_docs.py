@@ -191,3 +191,46 @@ def test_site_builds_strict_with_a_page_per_command(tmp_path):
         "stream.pipeline.Stream",
     ):
         assert f'id="ifseg_deploy.{name}"' in api, f"API reference lacks {name}"
+
+
+USER_PAGES = ("README.md", "docs/quickstart.md", "docs/install.md", "docs/models.md", "docs/checks.md")
+
+
+def _main_job(page: str) -> list:
+    """The shell steps of ``page``'s first bash block (``&&`` chains and lines alike)."""
+    block = code_blocks((ROOT / page).read_text(encoding="utf-8"))[0]
+    return [step.strip() for line in block.splitlines() for step in line.split("&&") if step.strip()]
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/quickstart.md"])
+def test_main_job_streams_a_video_it_wrote(page):
+    """A new user has no ``video.mp4``: the video the main job streams is written by an earlier step."""
+    steps = _main_job(page)
+    stream = next(i for i, step in enumerate(steps) if shlex.split(step)[:2] == ["ifseg-deploy", "stream"])
+    source = build_parser().parse_args(shlex.split(steps[stream])[1:]).source
+    assert any(source in step for step in steps[:stream]), f"{page}: `stream {source}` reads a file no step writes"
+
+
+def test_the_main_jobs_sample_clip_is_written(tmp_path):
+    """The README's ``python3 -c`` step, run as written: a 40-frame clip that OpenCV reads back."""
+    import cv2
+
+    (clip,) = [shlex.split(step) for step in _main_job("README.md") if step.startswith("python3 -c ")]
+    (tmp_path / "runs").mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, *clip[1:]], cwd=tmp_path, env=env, check=True, timeout=120)
+    video = cv2.VideoCapture(str(tmp_path / "runs" / "scene.mp4"))
+    frames = 0
+    while video.read()[0]:
+        frames += 1
+    assert frames == 40
+    assert _main_job("docs/quickstart.md")[1:] == [step for step in _main_job("README.md")[1:]], (
+        "the quickstart's main job is the README's"
+    )
+
+
+@pytest.mark.parametrize("page", USER_PAGES)
+def test_user_pages_use_no_test_fixtures(page):
+    """The test suite's fixtures (``../shared/``) are not part of a checkout: a user's page cannot use them."""
+    text = (ROOT / page).read_text(encoding="utf-8")
+    assert "../shared/" not in text and "fixtures/dev" not in text, f"{page} points at the test fixtures"
