@@ -234,3 +234,13 @@ def test_user_pages_use_no_test_fixtures(page):
     """The test suite's fixtures (``../shared/``) are not part of a checkout: a user's page cannot use them."""
     text = (ROOT / page).read_text(encoding="utf-8")
     assert "../shared/" not in text and "fixtures/dev" not in text, f"{page} points at the test fixtures"
+
+
+def test_install_page_installs_from_the_checkout():
+    """ifseg-deploy is installed from its repository: a first install by package name would find nothing
+    (or someone else's package) on PyPI."""
+    blocks = code_blocks((ROOT / "docs" / "install.md").read_text(encoding="utf-8"))
+    by_name = [
+        line for block in blocks for line in block.splitlines() if re.search(r"pip install [^#]*ifseg-deploy\[", line)
+    ]
+    assert not by_name, f"docs/install.md installs by name: {by_name}"
