@@ -343,3 +343,20 @@ def test_load_info_and_segment_by_name(cache, mirror, monkeypatch, tmp_path, cap
     ]
     assert main([*args, "--offline", "--knn-iters", "0", "--out", str(out)]) == 0
     assert (out / "a_labels.png").is_file()
+
+
+def test_the_air_gap_recipe_of_the_models_page_fetches_what_it_says(cache, files, monkeypatch):
+    """docs/models.md's ``python3 -c`` steps, run as written against a mirror folder: they fill the
+    cache's ``bpe/`` folder (a plain OFA model has no categories, so loading one would stop first)."""
+    import shlex
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "docs" / "models.md").read_text(encoding="utf-8")
+    snippets = [shlex.split(found)[2] for found in re.findall(r'python3 -c "[^"]+"', text)]
+    assert snippets, "docs/models.md shows how to fetch the BPE files"
+    env = {**os.environ, "IFSEG_MIRROR": str(files), "IFSEG_OFFLINE": "1", "PYTHONPATH": str(root)}
+    for code in snippets:
+        subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120, capture_output=True)
+    assert _everything(cache) == ["bpe/dict.txt", "bpe/encoder.json", "bpe/vocab.bpe"]
