@@ -92,13 +92,22 @@ DOC_PAGES = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").rglob
 
 
 def command_lines(text: str) -> list:
-    """The ``ifseg-deploy ...`` commands of a page's bash blocks (continuations joined, comments cut);
-    commands elided with ``...`` are left out."""
+    """The ``ifseg-deploy ...`` commands of a page's bash blocks (continuations joined, comments cut,
+    each command ending at a shell operator: ``&&``, ``;``, ``|``, a redirection); commands elided with
+    ``...`` are left out."""
     found = []
     for block in re.findall(r"^```bash\n(.*?)^```", text, flags=re.M | re.S):
         for line in re.sub(r"\\\n\s*", " ", block).splitlines():
-            for part in line.split("&&"):
-                words = shlex.split(part, comments=True)
+            lexer = shlex.shlex(line, posix=True, punctuation_chars=";&|<>")
+            lexer.whitespace_split, lexer.commenters = True, "#"
+            commands, words = [], []
+            for word in lexer:
+                if set(word) <= set(";&|<>"):  # a shell operator ends the command's words
+                    commands.append(words)
+                    words = ["(operand)"] if set(word) <= set("<>") else []  # a redirection's target is no word
+                else:
+                    words.append(word)
+            for words in [*commands, words]:
                 if words[:1] == ["ifseg-deploy"] and "..." not in words:
                     found.append(words)
     return found
@@ -128,12 +137,14 @@ def test_documented_commands_parse(page):
 def test_command_lines_are_found_and_checked():
     text = (
         "```bash\nifseg-deploy segment a.png \\\n    --checkpoint m.pt  # comment\n"
-        "ls && ifseg-deploy x ...\nifseg-deploy segment b.png --checkpoint m.pt --no-such-flag\n```\n"
+        "ls && ifseg-deploy x ...\nifseg-deploy segment b.png --checkpoint m.pt --no-such-flag\n"
+        'ifseg-deploy checks --json > c.json; echo "status $?" | tee log\n```\n'
         "ifseg-deploy outside a block --is-prose\n"
     )
     assert command_lines(text) == [
         ["ifseg-deploy", "segment", "a.png", "--checkpoint", "m.pt"],
         ["ifseg-deploy", "segment", "b.png", "--checkpoint", "m.pt", "--no-such-flag"],
+        ["ifseg-deploy", "checks", "--json"],
     ]
     assert refused_commands(text) == ["ifseg-deploy segment b.png --checkpoint m.pt --no-such-flag"]
 
