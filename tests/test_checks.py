@@ -159,16 +159,20 @@ def test_install_hints_on_a_jetson():
 
 
 def test_cache_lists_the_named_models_it_holds(tmp_path, monkeypatch):
-    (tmp_path / "ofa_tiny.pt").write_bytes(b"\0" * 2**20)
+    (tmp_path / "ofa_tiny.pt").write_bytes(b"\0" * 1_960_000)  # 1.96 MB = 1.87 MiB: the units differ in print
     (tmp_path / ".ofa_base.pt.part").write_bytes(b"\0")  # a partial download is not a model
     (tmp_path / "notes.pt").write_bytes(b"\0")  # nor a file the cache did not download
     monkeypatch.setenv("IFSEG_CACHE", str(tmp_path))
     code, text = _run(["checks", "--json"])
     cache = json.loads(text)["cache"]
+    path = str(tmp_path / "ofa_tiny.pt")
     assert cache == {
         "folder": str(tmp_path),
-        "models": [{"name": "ofa-tiny", "path": str(tmp_path / "ofa_tiny.pt"), "mb": 1.0}],
+        "models": [{"name": "ofa-tiny", "path": path, "bytes": 1_960_000, "size": "2.0 MB"}],
     }
+    # The text and `info`'s listing give one size for one file (decimal MB, as the download messages).
+    assert f"ofa-tiny  {path}  2.0 MB" in _run(["checks"])[1]
+    assert f"{path} (2.0 MB)" in _run(["info"])[1]
 
 
 def test_jetson_release_and_driver_version(tmp_path, monkeypatch):

@@ -8,13 +8,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
-import io
 import os
 import re
 import shlex
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -95,35 +95,54 @@ DOC_PAGES = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").rglob
 
 
 def command_lines(text: str) -> list:
-    """The ``ifseg-deploy ...`` commands of a page's bash blocks (continuations joined, comments cut);
-    commands elided with ``...`` are left out."""
+    """The ``ifseg-deploy ...`` commands of a page's bash blocks (continuations joined, comments cut,
+    each command ending at a shell operator: ``&&``, ``;``, ``|``, a redirection); commands elided with
+    ``...`` are left out."""
     found = []
     for block in re.findall(r"^```bash\n(.*?)^```", text, flags=re.M | re.S):
         for line in re.sub(r"\\\n\s*", " ", block).splitlines():
-            for part in line.split("&&"):
-                lexer = shlex.shlex(part, posix=True, punctuation_chars=True)
-                lexer.whitespace_split = True
-                words = list(lexer)  # '#' starts a comment; redirections and ';' are their own tokens
-                shell = next((i for i, w in enumerate(words) if w and set(w) <= set("<>|;&()")), len(words))
-                words = words[:shell]
+            lexer = shlex.shlex(line, posix=True, punctuation_chars=";&|<>")
+            lexer.whitespace_split, lexer.commenters = True, "#"
+            commands, words = [], []
+            for word in lexer:
+                if set(word) <= set(";&|<>"):  # a shell operator ends the command's words
+                    commands.append(words)
+                    words = ["(operand)"] if set(word) <= set("<>") else []  # a redirection's target is no word
+                else:
+                    words.append(word)
+            for words in [*commands, words]:
                 if words[:1] == ["ifseg-deploy"] and "..." not in words:
                     found.append(words)
     return found
 
 
+def _own_actions(parser: argparse.ArgumentParser) -> set:
+    """The classes of the CLI's own argparse flags that act and exit while parsing, as ``--help`` does,
+    sub-commands included (``stream BAG --list-topics`` opens its bag, lists it and exits)."""
+    found = set()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found |= _own_actions(sub)
+        elif type(action).__module__ != "argparse" and action.nargs == 0:
+            found.add(type(action))
+    return found
+
+
 def refused_commands(text: str) -> list:
-    """The command lines of ``text`` that the CLI's parser refuses (argparse's refusals print the usage;
-    an action that runs at parse time, ``stream BAG --list-topics``, may fail on the page's example file)."""
+    """The command lines of ``text`` that the CLI's parser refuses: the syntax only, so the CLI's own
+    exiting flags exit without their work (a documented bag need not exist here)."""
     parser = build_parser()
     refused = []
-    for words in command_lines(text):
-        err = io.StringIO()
-        try:
-            with contextlib.redirect_stderr(err):
+    with contextlib.ExitStack() as stack:
+        for action in _own_actions(parser):
+            stack.enter_context(mock.patch.object(action, "__call__", lambda *args, **kwargs: sys.exit(0)))
+        for words in command_lines(text):
+            try:
                 parser.parse_args(words[1:])
-        except SystemExit as e:
-            if e.code and "usage:" in err.getvalue():
-                refused.append(shlex.join(words))
+            except SystemExit as e:
+                if e.code:
+                    refused.append(shlex.join(words))
     return refused
 
 
@@ -139,7 +158,7 @@ def test_command_lines_are_found_and_checked():
     text = (
         "```bash\nifseg-deploy segment a.png \\\n    --checkpoint m.pt  # comment\n"
         "ls && ifseg-deploy x ...\nifseg-deploy segment b.png --checkpoint m.pt --no-such-flag\n"
-        "ifseg-deploy checks --json > c.json; echo $?\n```\n"
+        'ifseg-deploy checks --json > c.json; echo "status $?" | tee log\n```\n'
         "ifseg-deploy outside a block --is-prose\n"
     )
     assert command_lines(text) == [
@@ -178,10 +197,12 @@ def test_command_page_lists_every_option_escaped():
     reason="needs the docs tools: pip install -e '.[docs]'",
 )
 def test_site_builds_strict_with_a_page_per_command(tmp_path):
+    # Without -q: mkdocs -q hides the API reference's docstring warnings (griffe), and hidden warnings do not
+    # fail a strict build.
     site = tmp_path / "site"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_MKDOCS_2_WARNING": "1"}
     done = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-f", str(ROOT / "mkdocs.yml"), "-d", str(site)],
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(ROOT / "mkdocs.yml"), "-d", str(site)],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -203,3 +224,56 @@ def test_site_builds_strict_with_a_page_per_command(tmp_path):
         "stream.pipeline.Stream",
     ):
         assert f'id="ifseg_deploy.{name}"' in api, f"API reference lacks {name}"
+
+
+USER_PAGES = ("README.md", "docs/quickstart.md", "docs/install.md", "docs/models.md", "docs/checks.md")
+
+
+def _main_job(page: str) -> list:
+    """The shell steps of ``page``'s first bash block (``&&`` chains and lines alike)."""
+    block = code_blocks((ROOT / page).read_text(encoding="utf-8"))[0]
+    return [step.strip() for line in block.splitlines() for step in line.split("&&") if step.strip()]
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/quickstart.md"])
+def test_main_job_streams_a_video_it_wrote(page):
+    """A new user has no ``video.mp4``: the video the main job streams is written by an earlier step."""
+    steps = _main_job(page)
+    stream = next(i for i, step in enumerate(steps) if shlex.split(step)[:2] == ["ifseg-deploy", "stream"])
+    source = build_parser().parse_args(shlex.split(steps[stream])[1:]).source
+    assert any(source in step for step in steps[:stream]), f"{page}: `stream {source}` reads a file no step writes"
+
+
+def test_the_main_jobs_sample_clip_is_written(tmp_path):
+    """The README's ``python3 -c`` step, run as written: a 40-frame clip that OpenCV reads back."""
+    import cv2
+
+    (clip,) = [shlex.split(step) for step in _main_job("README.md") if step.startswith("python3 -c ")]
+    (tmp_path / "runs").mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, *clip[1:]], cwd=tmp_path, env=env, check=True, timeout=120)
+    video = cv2.VideoCapture(str(tmp_path / "runs" / "scene.mp4"))
+    frames = 0
+    while video.read()[0]:
+        frames += 1
+    assert frames == 40
+    assert _main_job("docs/quickstart.md")[1:] == [step for step in _main_job("README.md")[1:]], (
+        "the quickstart's main job is the README's"
+    )
+
+
+@pytest.mark.parametrize("page", USER_PAGES)
+def test_user_pages_use_no_test_fixtures(page):
+    """The test suite's fixtures (``../shared/``) are not part of a checkout: a user's page cannot use them."""
+    text = (ROOT / page).read_text(encoding="utf-8")
+    assert "../shared/" not in text and "fixtures/dev" not in text, f"{page} points at the test fixtures"
+
+
+def test_install_page_installs_from_the_checkout():
+    """ifseg-deploy is installed from its repository: a first install by package name would find nothing
+    (or someone else's package) on PyPI."""
+    blocks = code_blocks((ROOT / "docs" / "install.md").read_text(encoding="utf-8"))
+    by_name = [
+        line for block in blocks for line in block.splitlines() if re.search(r"pip install [^#]*ifseg-deploy\[", line)
+    ]
+    assert not by_name, f"docs/install.md installs by name: {by_name}"

@@ -251,9 +251,22 @@ def test_offline_or_unreachable_names_the_url_and_the_place(cache, monkeypatch, 
         f"checkpoint='ofa-base': ofa_base.pt is not in the cache and IFSEG_OFFLINE=1 forbids downloads; "
         f"download {official} by hand and put it at {cache / 'ofa_base.pt'}"
     )
-    message = _one_line_error(lambda: bpe_folder(None, None))
-    assert "https://raw.githubusercontent.com/OFA-Sys/OFA/main/utils/BPE/encoder.json" in message
-    assert str(cache / "bpe" / "encoder.json") in message
+    # The BPE files missing offline are named together, so that one trip to a connected machine fetches them all.
+    assert _one_line_error(lambda: bpe_folder(None, None)) == (
+        "no `bpe_dir` given and no BPE files beside the model: encoder.json, vocab.bpe, dict.txt are not in the "
+        "cache and IFSEG_OFFLINE=1 forbids downloads; download them from "
+        f"https://raw.githubusercontent.com/OFA-Sys/OFA/main/utils/BPE/ by hand and put them in {cache / 'bpe'}"
+    )
+    (cache / "bpe").mkdir(parents=True)
+    for name in ("encoder.json", "vocab.bpe"):
+        (cache / "bpe" / name).write_text("{}")
+    assert _one_line_error(lambda: bpe_folder(None, None)) == (
+        "no `bpe_dir` given and no BPE files beside the model: dict.txt is not in the cache and IFSEG_OFFLINE=1 "
+        "forbids downloads; download https://raw.githubusercontent.com/OFA-Sys/OFA/main/utils/BPE/dict.txt by hand "
+        f"and put it at {cache / 'bpe' / 'dict.txt'}"
+    )
+    for name in ("encoder.json", "vocab.bpe"):
+        (cache / "bpe" / name).unlink()
     monkeypatch.delenv("IFSEG_OFFLINE")
     assert main(["info", "ofa-base", "--offline"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -330,3 +343,20 @@ def test_load_info_and_segment_by_name(cache, mirror, monkeypatch, tmp_path, cap
     ]
     assert main([*args, "--offline", "--knn-iters", "0", "--out", str(out)]) == 0
     assert (out / "a_labels.png").is_file()
+
+
+def test_the_air_gap_recipe_of_the_models_page_fetches_what_it_says(cache, files, monkeypatch):
+    """docs/models.md's ``python3 -c`` steps, run as written against a mirror folder: they fill the
+    cache's ``bpe/`` folder (a plain OFA model has no categories, so loading one would stop first)."""
+    import shlex
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "docs" / "models.md").read_text(encoding="utf-8")
+    snippets = [shlex.split(found)[2] for found in re.findall(r'python3 -c "[^"]+"', text)]
+    assert snippets, "docs/models.md shows how to fetch the BPE files"
+    env = {**os.environ, "IFSEG_MIRROR": str(files), "IFSEG_OFFLINE": "1", "PYTHONPATH": str(root)}
+    for code in snippets:
+        subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120, capture_output=True)
+    assert _everything(cache) == ["bpe/dict.txt", "bpe/encoder.json", "bpe/vocab.bpe"]

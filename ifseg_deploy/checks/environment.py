@@ -341,6 +341,6 @@ def collect() -> Dict[str, object]:
             facts["opencv_build"] = {"error": one_line(e)}
     facts["cache"] = {
         "folder": cache_dir(),
-        "models": [{"name": m.name, "path": m.path, "mb": round(m.size / 2**20, 1)} for m in cached_models()],
+        "models": [{"name": m.name, "path": m.path, "bytes": m.size, "size": m.size_text} for m in cached_models()],
     }
     return facts

@@ -48,7 +48,7 @@ def format_facts(facts: Dict[str, object]) -> str:
     cache = facts["cache"]
     models = cache["models"]
     lines.append(("model cache", f"{cache['folder']} ({len(models)} model file{'s' if len(models) != 1 else ''})"))
-    lines += [("", f"  {m['name']}  {m['path']}  {m['mb']} MB") for m in models]
+    lines += [("", f"  {m['name']}  {m['path']}  {m['size']}") for m in models]
     width = max(len(k) for k, _ in lines)
     out = [f"{k:<{width}}  {v}" for k, v in lines]
     out += ["", "Packages"]

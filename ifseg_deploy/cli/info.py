@@ -102,7 +102,7 @@ def models_table() -> dict:
     for name, model in MODELS.items():
         hit = cached.get(name)
         how = "from" if model.url else "by hand from"
-        rows[name] = f"{hit.path} ({hit.size / 1e6:.1f} MB)" if hit else f"not cached; {how} {model.source}"
+        rows[name] = f"{hit.path} ({hit.size_text})" if hit else f"not cached; {how} {model.source}"
     return rows
 
 

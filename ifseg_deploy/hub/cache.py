@@ -52,6 +52,11 @@ class CachedModel:
     size: int  # bytes
     path: str  # absolute path of the file
 
+    @property
+    def size_text(self) -> str:
+        """The size as people read it in a listing: decimal megabytes, e.g. ``"93.2 MB"``."""
+        return f"{self.size / 1e6:.1f} MB"
+
 
 def cached_models() -> List[CachedModel]:
     """The named models (:data:`~ifseg_deploy.hub.names.MODELS`) whose file is complete in the

@@ -222,7 +222,17 @@ def bpe_folder(bpe_dir: Optional[str], checkpoint: Optional[str], offline: Optio
         if bpe_dir:
             raise
     folder = bpe_path()
+    subject = f"no `bpe_dir` given and no BPE files beside {checkpoint or 'the model'}"
+    missing = [name for name in BPE_FILES if not os.path.isfile(os.path.join(folder, name))]
+    sources = [source_of(name, OFA_BPE + name) for name in missing]
+    reason = _offline_reason(offline)
+    if reason and len(missing) > 1 and all(s.startswith(("http://", "https://")) for s in sources):
+        # All the files at once: an air-gapped user fetches them in one trip, not one per run.
+        base = redact_url(sources[0])[: -len(urllib.parse.quote(missing[0]))]
+        raise IFSegError(
+            f"{subject}: {', '.join(missing)} are not in the cache and {reason} forbids downloads; download them "
+            f"from {base} by hand and put them in {folder}"
+        )
     for name in BPE_FILES:
-        subject = f"no `bpe_dir` given and no BPE files beside {checkpoint or 'the model'}"
         ensure_file(name, OFA_BPE + name, os.path.join(folder, name), _sha256_problem(name), subject, offline)
     return folder

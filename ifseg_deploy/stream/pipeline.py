@@ -80,15 +80,16 @@ class Stream:
         max_frames: stop after this many segmented frames.
         temporal: smooth labels across frames (default; or a configured :class:`TemporalSmoother`; False: off).
         pipelined: run the stages in parallel threads (False: one after the other, for comparison).
-        reconnect / reconnect_delay: live sources: reopen attempts and the first wait (s, doubling).
+        reconnect: live sources: reopen attempts after the source is lost.
+        reconnect_delay: live sources: the first wait before reopening (s, doubling).
         max_bad_frames: recorded files: unreadable frames in a row before the file counts as ended.
         capture_factory: returns an opened ``cv2.VideoCapture``-like object instead of opening ``source``.
         notify: receives one-line notices (reconnects).
 
     Raises:
-        IFSegError: the source cannot be opened or an option is out of range (at construction);
+        IFSegError: the source cannot be opened or an option is out of range (at construction).
         StreamError: at the end of the iteration, when the source ended abnormally (the frames
-        before were all yielded).
+            before were all yielded).
     """
 
     def __init__(
