@@ -221,9 +221,19 @@ def add_font_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+#: The --bpe-dir help of every command.
+BPE_HELP = (
+    "folder with encoder.json, vocab.bpe, dict.txt (default: next to the checkpoint, else OFA's, downloaded "
+    "once into the cache)"
+)
+
+
 def add_model_args(p: argparse.ArgumentParser) -> None:
     add_category_args(p)
-    p.add_argument("--bpe-dir", help="folder with encoder.json, vocab.bpe, dict.txt (default: next to the checkpoint)")
+    p.add_argument(
+        "--bpe-dir",
+        help=BPE_HELP,
+    )
     add_device_arg(p)
     p.add_argument("--half", action="store_true", help="float16 inference (CUDA only)")
 

@@ -16,7 +16,7 @@ from ..eval.runner import dataset_segmenter, evaluate_dataset
 from ..fileio import check_output_file
 from ..postprocess.knn import resolve_backend
 from ..text.categories_file import read_categories_file
-from .common import add_device_arg, add_knn_args, precision_options
+from .common import BPE_HELP, add_device_arg, add_knn_args, precision_options
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -36,8 +36,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "--root",
         help="dataset folder (ADEChallengeData2016, or the COCO-Stuff-164k folder with images/ and annotations/)",
     )
-    d.add_argument("--checkpoint", help="ofa_*.pt, IFSeg checkpoint or .safetensors bundle")
-    d.add_argument("--bpe-dir", help="folder with encoder.json, vocab.bpe, dict.txt (default: next to the checkpoint)")
+    d.add_argument(
+        "--checkpoint", help="a model name (ofa-tiny ... ofa-huge), ofa_*.pt, IFSeg checkpoint or .safetensors bundle"
+    )
+    d.add_argument(
+        "--bpe-dir",
+        help=BPE_HELP,
+    )
     add_device_arg(d)
     d.add_argument("--half", action="store_true", help="float16 inference (CUDA only)")
     d.add_argument("--limit", type=int, help="evaluate only the first N images (sorted by name)")

@@ -11,7 +11,7 @@ from ..exporter.precision.nncf_int8 import ONNXRUNTIME, QUANTIZERS
 from ..precision import GRAPHS
 from ..triton.repository import FORMAT as TRITON
 from ..triton.repository import NETWORKS
-from .common import add_category_args, category_args
+from .common import BPE_HELP, add_category_args, category_args
 from .flags import flag_names
 
 
@@ -49,7 +49,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="triton: how long the dynamic batcher waits for more requests, microseconds (default: 2000)",
     )
     add_category_args(p, "to verify the export with (default: the stored ones); any list works at run time")
-    p.add_argument("--bpe-dir", help="folder with encoder.json, vocab.bpe, dict.txt (default: next to the checkpoint)")
+    p.add_argument(
+        "--bpe-dir",
+        help=BPE_HELP,
+    )
     p.add_argument(
         "--imgsz",
         default="512",

@@ -8,7 +8,7 @@ import shlex
 import sys
 
 from ..precision import TRAIN
-from .common import add_device_arg, announce_device
+from .common import BPE_HELP, add_device_arg, announce_device
 from .flags import flag_names
 
 
@@ -21,7 +21,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "Ctrl-C or SIGTERM: the current update finishes, the state is saved and the command to resume it printed "
         "(exit 130 / 143); a second signal aborts at once.",
     )
-    p.add_argument("--checkpoint", required=True, help="ofa_*.pt (or an IFSeg checkpoint / bundle to continue from)")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a model name (ofa-tiny ... ofa-huge: downloaded once), ofa_*.pt, or an IFSeg checkpoint / bundle "
+        "to continue from",
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument(
         "--categories",
@@ -33,7 +38,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="one class per line, optionally 'class: word, word' (hierarchical); '#' comments; "
         "or a built-in list: coco-stuff-27",
     )
-    p.add_argument("--bpe-dir", help="folder with encoder.json, vocab.bpe, dict.txt (default: next to the checkpoint)")
+    p.add_argument(
+        "--bpe-dir",
+        help=BPE_HELP,
+    )
     p.add_argument("--out", required=True, help="output bundle, e.g. my_model.safetensors")
     p.add_argument("--steps", type=int, default=2000, help="optimizer updates (default: 2000)")
     p.add_argument(

@@ -104,7 +104,10 @@ def open_capture(spec: str) -> Capture:
         cap = cv2.VideoCapture(spec, cv2.CAP_GSTREAMER)
     else:
         if not is_live(spec) and not os.path.exists(spec):
-            raise IFSegError(f"video source not found: {redact_url(spec)}")
+            raise IFSegError(
+                f"video source not found: {redact_url(spec)} (give a video file, a webcam index such as 0, "
+                "an rtsp:// URL or a GStreamer pipeline)"
+            )
         params = (
             [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, NET_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, NET_TIMEOUT_MS]
             if is_live(spec)
