@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import glob
 import os
 from dataclasses import dataclass
@@ -83,11 +84,14 @@ def add_offline_arg(p: argparse.ArgumentParser) -> None:
 
 def resolve_checkpoint_arg(args) -> None:
     """``--checkpoint`` given as a model name (``ofa-tiny``, ...) becomes its file in the cache,
-    downloaded once (:func:`ifseg_deploy.hub.resolve_checkpoint`); a path stays as it is."""
-    from ..hub import resolve_checkpoint
+    downloaded once (:func:`ifseg_deploy.hub.resolve_checkpoint`), and a near-miss of a name is
+    refused with the name it resembles; anything else stays as it is, for the command's own checks
+    (which come first: a bad flag is named before a missing file)."""
+    from ..hub import MODELS, resolve_checkpoint
 
-    if getattr(args, "checkpoint", None):
-        args.checkpoint = resolve_checkpoint(args.checkpoint)
+    checkpoint = getattr(args, "checkpoint", None)
+    if checkpoint and (checkpoint in MODELS or difflib.get_close_matches(checkpoint, list(MODELS), n=1)):
+        args.checkpoint = resolve_checkpoint(checkpoint)
 
 
 def load_segmenter(args):
