@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import struct
+import time
 
 import cv2
 import numpy as np
@@ -319,3 +320,25 @@ def test_sigterm_finalises_the_bag(tmp_path, tiny_bundle, bpe_dir):
     assert 3 <= written == len(got["/ifseg/labels"]) == len(got["/ifseg/overlay/compressed"]) < 400
     assert [m.header.stamp.sec for _, m in got["/ifseg/labels"]] == [100 + i % 5 for i in range(written)]
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".")]
+
+
+def test_app_plays_a_bag_topic(tmp_path, tiny_bundle, bpe_dir):
+    """The web app takes a bag wherever a video is accepted: its frames reach the tile, from the chosen topic."""
+    from ifseg_deploy.app.session import Session
+
+    bag = write_bag2(
+        tmp_path / "two",
+        {"/front/image": [image_msg(TS, i, "rgb8") for i in range(3)], "/rear/image": [jpeg_msg(TS, 0)]},
+    )
+    seg = Segmenter.load(tiny_bundle, bpe_dir=bpe_dir, device="cpu", knn_iters=2)
+    session = Session(seg, [bag], out=str(tmp_path / "runs"), realtime=False, topic="/front/image")
+    try:
+        tile = session.tile("0")
+        deadline = time.monotonic() + 60
+        while tile.frames < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert tile.frames >= 3, tile.status
+        assert tile.newest.labels.shape == (H, W)
+        assert any(np.array_equal(tile.newest.frame, scene(i)) for i in range(3))  # the rgb8 topic, not the JPEG
+    finally:
+        session.close()

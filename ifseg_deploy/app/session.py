@@ -33,6 +33,7 @@ import numpy as np
 from ..errors import IFSegError
 from ..fileio import ResultFolder
 from ..redact import redact_url
+from ..ros.bag import is_bag
 from ..runtime.segmenter import STAGES, Batch, Segmenter
 from ..stream import Stream, StreamError
 from ..stream.hud import RateMeter, draw_hud
@@ -300,13 +301,14 @@ class Tile:
         s = self.session
         if self.camera is not None:
             factory = lambda: self.camera  # noqa: E731
-        elif self.file and s.realtime:
+        elif self.file and s.realtime and not is_bag(self.spec):
             factory = lambda: PacedFile(self.spec)  # noqa: E731
         else:
             factory = None  # as `stream` opens them: webcams, URLs, pipelines live; files every frame in order
         return Stream(
             s.model,
             self.spec,
+            topic=s.topic,
             live=not (self.file and not s.realtime),
             temporal=s.temporal,
             reconnect=s.reconnect,
@@ -439,6 +441,7 @@ class Session:
         temporal / reconnect: as for :class:`~ifseg_deploy.stream.Stream`.
         alpha: opacity of the class colours in recordings.
         font: legend font of recordings (see :func:`~ifseg_deploy.visualize.overlay.overlay`).
+        topic: ROS bag sources: the image topic (default: the bag's only one).
 
     Raises:
         IFSegError: a source cannot be opened, or the run folder cannot be written.
@@ -454,6 +457,7 @@ class Session:
         reconnect: int = 5,
         alpha: float = 0.5,
         font: Optional[str] = None,
+        topic: Optional[str] = None,
     ):
         if not 0.0 <= alpha <= 1.0:
             raise IFSegError(f"alpha={alpha}: must be between 0 and 1")
@@ -461,7 +465,7 @@ class Session:
         self.model = _SharedModel(segmenter, threading.Lock())
         self.folder = ResultFolder(out, "out", numbered=True, kind="app recordings")
         self.realtime, self.temporal, self.reconnect = realtime, temporal, reconnect
-        self.alpha, self.font = alpha, font
+        self.alpha, self.font, self.topic = alpha, font, topic
         self.categories: List[str] = segmenter.categories
         self.category_text = ", ".join(self.categories)
         self.recordings: Dict[str, str] = {}  # file name -> path, of finished recordings (what may be downloaded)

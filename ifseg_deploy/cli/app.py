@@ -56,6 +56,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         default=5,
         help="live sources: reopen attempts after the source stops, as stream (default: 5; then again every 5 s)",
     )
+    p.add_argument("--topic", help="ROS bag sources: the image topic (default: the bag's only one; the ros extra)")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of recordings in [0, 1] (default: 0.5)")
     add_font_arg(p)
     return p
@@ -97,6 +98,7 @@ def run(args) -> int:
             reconnect=args.reconnect,
             alpha=args.alpha,
             font=font,
+            topic=args.topic,
         )
     except BaseException:
         seg.close()
