@@ -9,15 +9,15 @@ post-processing outside the network (kNN smoothing, up-sampling).
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Set
-
-import onnx
-from onnx import TensorProto
+from typing import TYPE_CHECKING, Dict, List, Optional, Set
 
 from ...errors import IFSegError
 from ...precision import GRAPHS, INT8, OPENVINO_WRITES, check_precision
 from ...runtime.graph_contract import VALUE_INPUTS
 from .calibrator import calibration_files
+
+if TYPE_CHECKING:  # the CLI starts (e.g. `checks` on a bare install) without the onnx package
+    import onnx
 
 _FP32_OPS = {"LayerNormalization", "Softmax"}
 
@@ -48,7 +48,9 @@ def fp32_nodes(model: onnx.ModelProto) -> List[str]:
     * the post-processing outside the network (nodes not under ``/model/``: kNN similarity,
       top-k, propagation, up-sampling).
     """
-    graph = onnx.shape_inference.infer_shapes(model).graph
+    from onnx import TensorProto, shape_inference
+
+    graph = shape_inference.infer_shapes(model).graph
     float_out = {
         v.name for v in list(graph.value_info) + list(graph.output) if v.type.tensor_type.elem_type == TensorProto.FLOAT
     }

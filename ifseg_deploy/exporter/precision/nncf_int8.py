@@ -28,7 +28,6 @@ from ...errors import IFSegError
 from ...fileio import list_images
 from ...runtime.graph_contract import IMAGES, LOGITS
 from .calibrator import fit_image
-from .fp16_graph import image_labels
 
 NNCF, ONNXRUNTIME = "nncf", "onnxruntime"
 #: INT8 quantisers: NNCF (every convolution and matrix product) or ONNX Runtime's ``quantize_static``
@@ -113,6 +112,8 @@ def holdout_items(
 def pixel_accuracy(run: Callable[[Dict[str, np.ndarray]], np.ndarray], items: Iterable[HoldoutItem]) -> float:
     """Fraction of labelled pixels whose label (logits up-sampled to the image, argmax) is the truth;
     ``run`` maps graph inputs to ``(B, h*w, N)`` logits."""
+    from .fp16_graph import image_labels  # reads ONNX graphs: imported when scoring, not with the CLI
+
     right = total = 0
     for feeds, labels in items:
         pred = image_labels(run(feeds), *labels.shape[1:])
