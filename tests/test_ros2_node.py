@@ -14,9 +14,8 @@ import time
 
 import numpy as np
 import pytest
-from cyclonedds.core import Listener, Qos  # noqa: E402
+from cyclonedds.core import Qos  # noqa: E402
 from cyclonedds.qos import Policy  # noqa: E402
-from cyclonedds.sub import DataReader  # noqa: E402
 from cyclonedds.topic import Topic  # noqa: E402
 from cyclonedds.util import duration  # noqa: E402
 
@@ -116,14 +115,7 @@ def test_node_segments_frames_and_follows_category_changes(node, me, tiny_bundle
 
     # the node is announced on ros_discovery_info (Jazzy layout: 16-byte Gids) with its endpoints
     infos_type = discovery_types("jazzy")[0]
-    graph = Collector.__new__(Collector)
-    graph.items, graph.cond = [], threading.Condition()
-    graph.reader = DataReader(
-        me.dp,
-        Topic(me.dp, "ros_discovery_info", infos_type),
-        qos=LATCHED,
-        listener=Listener(on_data_available=graph._on),
-    )
+    graph = Collector(me, Topic(me.dp, "ros_discovery_info", infos_type), LATCHED)
     _, announced = graph.wait_for(lambda m: any(n.node_name == "seg" for n in m.node_entities_info_seq), timeout=60)
     node_info = announced.node_entities_info_seq[0]
     assert node_info.node_namespace == "/" and len(announced.gid.data) == 16
