@@ -57,11 +57,9 @@ def _args(ckpt: str, out, *extra: str) -> List[str]:
 
 @pytest.fixture(scope="module")
 def reference(ckpt, tmp_path_factory) -> dict:
-    """An uninterrupted run (dropout and drop-path on, the defaults), in its own process as the runs it is
-    compared with: the test process has loaded every runtime of the suite by then."""
+    """An uninterrupted run (dropout and drop-path on, the defaults)."""
     out = tmp_path_factory.mktemp("ref") / "ref.safetensors"
-    done = subprocess.run(_cli(*_args(ckpt, out, "--no-progress")), capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert main(_args(ckpt, out, "--no-progress")) == 0
     return load_file(str(out))
 
 
@@ -225,26 +223,9 @@ def _close(a: dict, b: dict) -> None:
             np.testing.assert_allclose(a[k].numpy(), b[k].numpy(), rtol=1e-4, atol=1e-6, err_msg=k)
 
 
-def test_torchrun_sigint_stops_every_rank_and_resumes(request, tmp_path):
+def test_torchrun_sigint_stops_every_rank_and_resumes(ckpt, reference, tmp_path):
     """Ctrl-C reaches torchrun, which forwards it to each worker: all stop after the same update,
-    rank 0 saves and prints the torchrun command; the resumed run matches one process (dropout on).
-
-    Run by a pytest process of its own: in the whole suite's process, which has loaded every runtime
-    by then (OpenVINO, NNCF, Cyclone DDS, foxglove-sdk, Playwright), this test ended the process with
-    SIGSEGV on the 2-core CI machine, while it passes alone."""
-    if os.environ.get("IFSEG_TEST_ISOLATED"):
-        _torchrun_sigint(request.getfixturevalue("ckpt"), request.getfixturevalue("reference"), tmp_path)
-        return
-    env = dict(os.environ, IFSEG_TEST_ISOLATED="1")
-    test = f"{__file__}::{request.node.name}"
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test], capture_output=True, text=True, env=env
-    )
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    assert "1 passed" in done.stdout
-
-
-def _torchrun_sigint(ckpt: str, reference: dict, tmp_path) -> None:
+    rank 0 saves and prints the torchrun command; the resumed run matches one process (dropout on)."""
     out = tmp_path / "ddp.safetensors"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     run = Run(_torchrun(*_args(ckpt, out)), env=env)
