@@ -174,9 +174,9 @@ def onnxruntime_providers() -> List[str]:
 
 def openvino_devices() -> List[str]:
     """OpenVINO's devices as ``"CPU (Intel(R) Core(TM) Ultra 7 155H)"``."""
-    import openvino
+    from ..runtime import openvino_core
 
-    core = openvino.Core()
+    core = openvino_core.core()
     return [f"{d} ({core.get_property(d, 'FULL_DEVICE_NAME')})" for d in core.available_devices]
 
 

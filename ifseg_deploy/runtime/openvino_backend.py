@@ -22,6 +22,7 @@ from torch import Tensor
 from ..config import ArchConfig
 from ..errors import IFSegError
 from ..precision import FP32, OPENVINO_RUNS, check_precision
+from . import openvino_core
 from .backend import Backend, Capabilities, ModelInfo
 from .graph_contract import GraphContract
 from .sidecar import read_vocab
@@ -31,14 +32,6 @@ DEVICES = {"auto": "AUTO", "cpu": "CPU", "gpu": "GPU", "npu": "NPU"}
 #: Precision (one of :data:`ifseg_deploy.precision.OPENVINO_RUNS`) -> OpenVINO inference precision hint.
 PRECISION_HINTS = dict(zip(OPENVINO_RUNS, ("f32", "bf16", "f16")))
 PERFORMANCE_HINTS = ("latency", "throughput")
-
-
-def _import_openvino():
-    try:
-        import openvino
-    except ImportError:
-        raise IFSegError("running OpenVINO models needs openvino: pip install 'ifseg-deploy[openvino]'") from None
-    return openvino
 
 
 def ir_path(path: str) -> str:
@@ -78,11 +71,10 @@ class OpenVinoBackend(Backend):
         performance_hint: str = "latency",
         threads: int = 0,
     ):
-        ov = _import_openvino()
         check_precision(precision, OPENVINO_RUNS, "OpenVINO")
         if performance_hint not in PERFORMANCE_HINTS:
             raise IFSegError(f"unknown performance hint {performance_hint}; use {' or '.join(PERFORMANCE_HINTS)}")
-        core = ov.Core()
+        core = openvino_core.core()
         base = device.split(".")[0]
         if base != "AUTO" and base not in {d.split(".")[0] for d in core.available_devices}:
             raise IFSegError(

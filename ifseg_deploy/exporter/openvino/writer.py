@@ -27,6 +27,7 @@ from ...checkpoint import load_model
 from ...errors import IFSegError
 from ...fileio import atomic_folder
 from ...precision import FP16, FP32, INT8
+from ...runtime import openvino_core
 from ...runtime.graph_contract import IMAGES, LOGITS
 from ...runtime.sidecar import read_vocab, vocab_path, write_vocab
 from ...runtime.torch_backend import cpu_has_vnni
@@ -120,7 +121,7 @@ def _nncf_ir(ir, graph: ExportGraph, vocab, args: ExportArgs):
 def _verify_ir(ov, xml: str, graph: ExportGraph, cases, precision: str, args, fp32_nodes: int):
     """Every verification case through the IR (OpenVINO's CPU device, float32) and through PyTorch;
     the compiled model is released on return, before the folder is renamed into place."""
-    compiled = ov.Core().compile_model(xml, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    compiled = openvino_core.core().compile_model(xml, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     names = [o.get_any_name() for o in compiled.outputs]
 
     def run(feeds):

@@ -26,6 +26,7 @@ import numpy as np
 
 from ...errors import IFSegError
 from ...fileio import list_images
+from ...runtime import openvino_core
 from ...runtime.graph_contract import IMAGES, LOGITS
 from .calibrator import fit_image
 
@@ -161,24 +162,30 @@ def quantize(
     # (vpmaddubsw), which 8-bit weights overflow; ONNX Runtime's quantizer calls the same fix reduce_range
     advanced = nncf.AdvancedQuantizationParameters(overflow_fix=nncf.OverflowFix.ENABLE)
     try:
-        if holdout:
-            return nncf.quantize_with_accuracy_control(
-                model,
-                nncf.Dataset(list(calibration)),
-                nncf.Dataset(list(holdout)),
-                lambda compiled, items: pixel_accuracy(_runner(compiled), items),
-                max_drop=DEFAULT_MAX_DROP if max_drop is None else max_drop,
-                drop_type=nncf.DropType.ABSOLUTE,
-                advanced_quantization_parameters=advanced,
-                **common,
-            )
-        return nncf.quantize(model, nncf.Dataset(list(calibration)), advanced_parameters=advanced, **common)
+        with openvino_core.keep_signal_stack():  # NNCF's OpenVINO engines are Cores of their own
+            return _nncf_quantize(nncf, model, calibration, holdout, max_drop, advanced, common)
     except IFSegError:
         raise
     except Exception as e:  # NNCF raises its own and plain exceptions for graphs it cannot handle
         raise IFSegError(
             f"NNCF INT8 quantization failed ({str(e).strip().splitlines()[0][:160]}); nothing was written"
         ) from None
+
+
+def _nncf_quantize(nncf, model, calibration, holdout, max_drop, advanced, common):
+    """``nncf.quantize``, or ``nncf.quantize_with_accuracy_control`` when ``holdout`` (see :func:`quantize`)."""
+    if holdout:
+        return nncf.quantize_with_accuracy_control(
+            model,
+            nncf.Dataset(list(calibration)),
+            nncf.Dataset(list(holdout)),
+            lambda compiled, items: pixel_accuracy(_runner(compiled), items),
+            max_drop=DEFAULT_MAX_DROP if max_drop is None else max_drop,
+            drop_type=nncf.DropType.ABSOLUTE,
+            advanced_quantization_parameters=advanced,
+            **common,
+        )
+    return nncf.quantize(model, nncf.Dataset(list(calibration)), advanced_parameters=advanced, **common)
 
 
 def onnx_float_products(model: Any) -> List[str]:
@@ -304,14 +311,12 @@ def openvino_int8(
 ) -> Tuple[Any, int, Optional[LabelledCheck]]:
     """The ``openvino.Model`` ``ir`` (fp32) quantised by NNCF (:func:`quantize`): ``(int8 model, number of
     products left float, the labelled check when ``holdout``)``; models compared on the CPU in float32."""
-    import openvino as ov
-
     quantized = quantize(ir, calibration, holdout, max_drop)
     check = None
     if holdout:
 
         def compiled(m):
-            return _runner(ov.Core().compile_model(m, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}))
+            return _runner(openvino_core.core().compile_model(m, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}))
 
         check = labelled_check(compiled(ir), compiled(quantized), holdout, max_drop)
     return quantized, len(openvino_float_products(quantized)), check
