@@ -136,12 +136,8 @@ def _cells(x: Tensor, size: Tuple[int, int]) -> Tensor:
 
 
 def _cells_one(x: Tensor, size: Tuple[int, int]) -> Tensor:
-    """:func:`_cells` of one image ``(N, h, w)`` -> ``(H, W)``.
-
-    The per-pixel work runs one row of cells at a time (the output rows between two grid rows), so
-    its operations touch fewer values than PyTorch's grain size (``at::internal::GRAIN_SIZE``, 32768)
-    at usual sizes: PyTorch runs those on the calling thread alone (a parallel region per small
-    operation costs more than it saves, and far more when other programs keep the cores busy)."""
+    """:func:`_cells` of one image ``(N, h, w)`` -> ``(H, W)``: a table look-up for the pixels of won
+    cells, then the pixels of mixed cells all at once over their few candidate classes."""
     n, h, w = x.shape
     height, width = size
     y0, y1, hy0, hy1 = source_weights(h, height)
@@ -179,28 +175,32 @@ def _cells_one(x: Tensor, size: Tuple[int, int]) -> Tensor:
         return _dense(x[None], size)[0]  # scores with little structure (noise): nothing to save
     order = torch.where(candidate, torch.arange(n), n).sort(dim=2).values[..., :k]
     order = torch.where(order < n, order, order[..., :1]).view(h * w, k)
-    # the scores as the CPU kernel computes them: columns first, then rows; channels last
-    cols = _lerp(last.index_select(1, x0), last.index_select(1, x1), wx0[:, None], wx1[:, None])  # (h, W, N)
-    labels = torch.empty(height, width, dtype=torch.int64)
-    start = 0
-    for i, count in enumerate(rows_of):
-        if not count:
-            continue
-        band = labels[start : start + count]  # output rows y with y0[y] == i: all share y0 and y1
-        band.copy_(table[i].expand(count, width))
-        xs = mixed_cols[i].nonzero().squeeze(1)
-        if xs.numel():
-            classes = order.index_select(0, x0.index_select(0, xs) + i * w)  # (m, k)
-            top = cols[i].index_select(0, xs).gather(1, classes)
-            bottom = cols[int(y1[start])].index_select(0, xs).gather(1, classes)
-            ys = slice(start, start + count)
-            values = _lerp(top[None], bottom[None], hy0[ys, None, None], hy1[ys, None, None])  # (rows, m, k)
-            # argmax over the few candidates; on a tie the earlier (lower) class stays
-            best, best_class = values[..., 0], classes[None, :, 0].expand(count, -1)
-            for j in range(1, k):
-                better = values[..., j] > best
-                best = torch.where(better, values[..., j], best)
-                best_class = torch.where(better, classes[None, :, j], best_class)
-            band.index_copy_(1, xs, best_class)
-        start += count
+    labels = table.index_select(0, y0)  # (H, W): every pixel of a won cell is done
+    pairs = mixed_cols.nonzero()  # (P, 2): (cell row, output column) of each mixed cell column
+    if not len(pairs):
+        return labels
+    i, xs = pairs[:, 0], pairs[:, 1]
+    classes = order.index_select(0, x0.index_select(0, xs) + i * w)  # (P, k) candidates
+    flat = last.view(-1)
+    xa, xb = x0.index_select(0, xs)[:, None] * n, x1.index_select(0, xs)[:, None] * n
+    wa, wb = wx0.index_select(0, xs)[:, None], wx1.index_select(0, xs)[:, None]
+
+    def across(row: Tensor) -> Tensor:  # (P, k): grid row ``row`` interpolated across columns, as the kernel does
+        at = (row * (w * n))[:, None] + classes
+        return _lerp(flat.take(at + xa), flat.take(at + xb), wa, wb)
+
+    top, bottom = across(i), across(r1.index_select(0, i))
+    # then down the rows: every output row of each pair's band (the rows y with y0[y] == its cell row)
+    first_row = torch.tensor([0, *rows_of]).cumsum(0)
+    counts = torch.tensor(rows_of).index_select(0, i)
+    pair = torch.repeat_interleave(torch.arange(len(pairs)), counts)  # (M,) one entry per pixel
+    ys = torch.arange(len(pair)) + (first_row.index_select(0, i) - (counts.cumsum(0) - counts)).index_select(0, pair)
+    values = _lerp(
+        top.index_select(0, pair),
+        bottom.index_select(0, pair),
+        hy0.index_select(0, ys)[:, None],
+        hy1.index_select(0, ys)[:, None],
+    )
+    # argmax returns the first of equal maxima: the lowest candidate class, as argmax over all classes
+    labels[ys, xs.index_select(0, pair)] = classes.index_select(0, pair).gather(1, values.argmax(1, keepdim=True))[:, 0]
     return labels
