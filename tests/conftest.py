@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from ifseg_deploy.bench.synthetic import structured_model
 from ifseg_deploy.config import ArchConfig
 from ifseg_deploy.model import SegOFA
 
@@ -104,24 +105,8 @@ def ofa_checkpoint(fixture_checkpoints) -> str:
 
 
 def make_tiny_model(seed: int = 0, arch: ArchConfig = TINY_ARCH) -> SegOFA:
-    """A small random SegOFA whose outputs are not degenerate (random LN/affine, calibrated BN)."""
-    gen = torch.Generator().manual_seed(seed)
-    model = SegOFA(arch)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() >= 2:
-                p.copy_(torch.randn(p.shape, generator=gen) / max(1.0, p.shape[-1]) ** 0.5)
-            else:
-                base = 1.0 if name.endswith("weight") or name.endswith("c_attn") else 0.0
-                p.copy_(base + 0.1 * torch.randn(p.shape, generator=gen))
-        for name, b in model.named_buffers():
-            if name.endswith("running_var"):
-                b.fill_(1.0)
-            elif name.endswith("running_mean"):
-                b.zero_()
-            elif name.endswith("weight"):
-                b.copy_(0.5 + 0.5 * torch.rand(b.shape, generator=gen))
-    return model.eval()
+    """A small random SegOFA whose outputs are not degenerate (the self-test's initialisation)."""
+    return structured_model(arch, seed)
 
 
 def save_fairseq_checkpoint(

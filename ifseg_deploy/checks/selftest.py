@@ -31,10 +31,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import torch
 
 from ..bench.compare import VARIANTS, CompareRow, Variant, compare
-from ..bench.synthetic import CATEGORIES
+from ..bench.synthetic import CATEGORIES, structured_model
 from ..checkpoint.bundle import save_bundle
 from ..config import ArchConfig
 from ..exporter.onnx.scene import synthetic_scene
@@ -42,7 +41,6 @@ from ..exporter.onnx.verify import ATOL, RTOL
 from ..exporter.precision.fp16_graph import FP16_MAX_REL_RMS
 from ..exporter.precision.int8_graph import INT8_MAX_REL_RMS
 from ..fileio import write_bytes
-from ..model import SegOFA
 from ..precision import BF16, FP16, FP32, INT8
 from ..preprocess import Preprocessing
 from ..runtime.segmenter import Segmenter
@@ -183,33 +181,12 @@ def write_byte_bpe(folder: str) -> str:
     return folder
 
 
-def selftest_model(arch: ArchConfig = SELFTEST_ARCH, seed: int = 0) -> SegOFA:
-    """A random SegOFA of ``arch`` in eval mode whose logits have structure: matrices of unit-gain
-    scale, norms and affines near 1 with 10% noise, batch norms of unit statistics. The int8 graph of
-    PyTorch's default initialisation missed the int8 gate (logits rel-RMS 0.18 against 0.1)."""
-    gen = torch.Generator().manual_seed(seed)
-    model = SegOFA(arch)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() >= 2:
-                p.copy_(torch.randn(p.shape, generator=gen) / max(1.0, p.shape[-1]) ** 0.5)
-            else:
-                base = 1.0 if name.endswith("weight") or name.endswith("c_attn") else 0.0
-                p.copy_(base + 0.1 * torch.randn(p.shape, generator=gen))
-        for name, b in model.named_buffers():
-            if name.endswith("running_var"):
-                b.fill_(1.0)
-            elif name.endswith("running_mean"):
-                b.zero_()
-    return model.eval()
-
-
 def selftest_bundle(folder: str, seed: int = 0) -> Tuple[str, str]:
-    """Write :func:`selftest_model` as a bundle (class embeddings of :data:`SELFTEST_CATEGORIES` from
-    its token table, as a trained model's start) and byte-level BPE files into ``folder``; returns
-    ``(bundle path, bpe_dir)``."""
+    """Write :func:`~ifseg_deploy.bench.synthetic.structured_model` of :data:`SELFTEST_ARCH` as a
+    bundle (class embeddings of :data:`SELFTEST_CATEGORIES` from its token table, as a trained model's
+    start) and byte-level BPE files into ``folder``; returns ``(bundle path, bpe_dir)``."""
     bpe_dir = write_byte_bpe(os.path.join(folder, "bpe"))
-    model = selftest_model(seed=seed)
+    model = structured_model(SELFTEST_ARCH, seed)
     classes = Vocabulary(OFATokenizer(bpe_dir), model.embed_tokens.weight).class_embeddings(SELFTEST_CATEGORIES)
     path = os.path.join(folder, "selftest.safetensors")
     meta = {"arch": SELFTEST_ARCH.to_dict(), "categories": SELFTEST_CATEGORIES, "prompt_prefix": DEFAULT_PROMPT_PREFIX}
