@@ -8,7 +8,7 @@ const withToken = (path, query) => {
   return path + (parts.length ? "?" + parts.join("&") : "");
 };
 const $ = (id) => document.getElementById(id);
-const tiles = new Map(); // id -> {el, canvas, ctx, caption, status, legend, head, frame, colors}
+const tiles = new Map(); // id -> {el, canvas, ctx, caption, status, legend, head, seq, frame, colors}
 let ws = null;
 let paused = false;
 let alpha = Number($("opacity").value);
@@ -70,13 +70,16 @@ function showLegend(t, rows) {
 
 function fmt(ms) { return ms == null ? "–" : ms.toFixed(1) + " ms"; }
 
-async function onFrame(buf) {
+async function onFrame(buf, sock) {
   const n = new DataView(buf).getUint32(0);
   const head = JSON.parse(new TextDecoder().decode(new Uint8Array(buf, 4, n)));
   const jpeg = new Blob([new Uint8Array(buf, 4 + n, head.jpeg)], { type: "image/jpeg" });
   const png = new Blob([new Uint8Array(buf, 4 + n + head.jpeg, head.png)], { type: "image/png" });
   const [frame, colors] = await Promise.all([createImageBitmap(jpeg), createImageBitmap(png)]);
   const t = tileOf(head.tile, head.name);
+  // decoding is asynchronous, so an older frame (or one of a closed connection) can finish after a newer one
+  if (sock !== ws || (t.seq != null && head.seq <= t.seq)) { frame.close(); colors.close(); return; }
+  t.seq = head.seq;
   if (t.frame) { t.frame.close(); t.colors.close(); }
   Object.assign(t, { frame, colors, head });
   draw(t);
@@ -120,14 +123,21 @@ function askNext() {
 function connect() {
   const url = new URL(withToken("ws"), location.href);
   url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
-  ws = new WebSocket(url);
-  ws.binaryType = "arraybuffer";
-  ws.onopen = () => { $("conn").textContent = "connected"; $("conn").className = ""; askNext(); };
-  ws.onmessage = async (ev) => {
-    if (typeof ev.data === "string") { onStatus(JSON.parse(ev.data)); return; }
-    try { await onFrame(ev.data); } finally { askNext(); }
+  const sock = new WebSocket(url);
+  ws = sock;
+  sock.binaryType = "arraybuffer";
+  sock.onopen = () => {
+    $("conn").textContent = "connected";
+    $("conn").className = "";
+    for (const t of tiles.values()) t.seq = null; // a restarted server numbers its frames anew
+    askNext();
   };
-  ws.onclose = () => {
+  sock.onmessage = async (ev) => {
+    if (typeof ev.data === "string") { onStatus(JSON.parse(ev.data)); return; }
+    // one request in flight per connection: a frame of a closed one asks nothing of its successor
+    try { await onFrame(ev.data, sock); } finally { if (sock === ws) askNext(); }
+  };
+  sock.onclose = () => {
     $("conn").textContent = "disconnected: reconnecting…";
     $("conn").className = "warn";
     stopCamera();
