@@ -139,6 +139,17 @@ def install_hint(package: Package, extras: Dict[str, List[str]], jetson: bool = 
     return f'pip install "{DISTRIBUTION}[{found[0]}]"' + (f" ({others.strip()})" if others else "")
 
 
+def module_install_hint(module: str) -> str:
+    """The command that installs the package of the (dotted) ``module`` name a ``ModuleNotFoundError``
+    gives, e.g. ``onnx.helper`` -> ``pip install "ifseg-deploy[cpu]" (or [gpu] or [jetson])``;
+    ``pip install <top-level name>`` for a module outside :data:`PACKAGES`."""
+    top = module.split(".")[0]
+    for package in PACKAGES:
+        if package.module == top:
+            return install_hint(package, extras_of())
+    return f"pip install {top}"
+
+
 def installed(package: Package) -> Optional[Tuple[str, str]]:
     """``(distribution, version)`` of the installed ``package``, None when it is not installed.
 

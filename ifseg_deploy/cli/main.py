@@ -82,6 +82,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     except Exception as e:  # last resort: still one line, traceback on request
         if os.environ.get("IFSEG_DEBUG"):
             raise
+        if isinstance(e, ModuleNotFoundError) and e.name:  # an optional package (the extras hold them)
+            from ..checks.environment import module_install_hint
+
+            top = e.name.split(".")[0]
+            print(f"error: this needs the {top} package: {module_install_hint(e.name)}", file=sys.stderr)
+            return 2
         msg = redact_url(str(e).strip().splitlines()[0]) if str(e).strip() else ""
         print(
             f"error: unexpected {type(e).__name__}: {msg[:200]} (set IFSEG_DEBUG=1 for the traceback)", file=sys.stderr

@@ -25,14 +25,12 @@ import json
 import os
 import shutil
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from ..errors import IFSegError
-from ..exporter.api import ExportResult, export_model
 from ..exporter.args import IN_GRAPH, ExportArgs
-from ..exporter.onnx.writer import alternate_categories
 from ..exporter.tensorrt.profiles import load_profile
 from ..fileio import atomic_folder, check_output_folder, write_bytes
 from ..hub import bpe_folder
@@ -61,6 +59,9 @@ from .names import (
     SHORT_SIDE,
     VOCAB_FILE,
 )
+
+if TYPE_CHECKING:  # the exporter (and the onnx package) load when a repository is written, not with the CLI
+    from ..exporter.api import ExportResult
 
 FORMAT = "triton"
 #: ``--network``: how ``ifseg_network`` runs. python: ONNX Runtime inside a Python-backend model
@@ -109,6 +110,8 @@ def _resolve(source: str, cfg: ExportArgs, opts: TritonOptions) -> str:
 
 def _network_graph(source: str, cfg: ExportArgs, opts: TritonOptions, build: str) -> ExportResult:
     """The verified ONNX graph (and, for ``engine``, the TensorRT plan) in ``build``."""
+    from ..exporter.api import ExportResult, export_model
+
     onnx_path = os.path.join(build, ONNX_FILE)
     if source.endswith(".onnx"):  # an earlier export: reuse it (its side file says how it was made)
         if read_vocab(source).contract.bias_inputs:
@@ -221,6 +224,8 @@ def _check_pipeline(stage: str, build: str, cfg: ExportArgs, params: Dict[str, s
         knn_k=cfg.knn_k,
         knn_iters=cfg.knn_iters,
     )
+    from ..exporter.onnx.writer import alternate_categories
+
     lists = [local.categories, alternate_categories(local.categories)]
     short = local.preprocessing.short_side
     rng = np.random.default_rng(0)
