@@ -140,7 +140,7 @@ def _cells_one(x: Tensor, size: Tuple[int, int]) -> Tensor:
     cells, then the pixels of mixed cells all at once over their few candidate classes."""
     n, h, w = x.shape
     height, width = size
-    y0, y1, hy0, hy1 = source_weights(h, height)
+    y0, _, hy0, hy1 = source_weights(h, height)  # the second row of a cell row i is r1[i]
     x0, x1, wx0, wx1 = source_weights(w, width)
     tol = MARGIN * float(x.abs().max())
     last = x.permute(1, 2, 0).contiguous()  # (h, w, N) channels last: one cell's classes adjacent
@@ -169,9 +169,9 @@ def _cells_one(x: Tensor, size: Tuple[int, int]) -> Tensor:
     high = torch.maximum(torch.maximum(v[0], v[1]), torch.maximum(v[2], v[3]))
     candidate = (high >= low.amax(2, keepdim=True) - tol) & ~sure[..., None]
     k = max(1, int(candidate.sum(2).amax()))
-    rows_of = torch.bincount(y0, minlength=h).tolist()  # output rows per cell row (y0 is sorted)
+    rows_of = torch.bincount(y0, minlength=h)  # output rows per cell row (y0 is sorted)
     mixed_cols = table < 0
-    if int(mixed_cols.sum(1).mul(torch.tensor(rows_of)).sum()) * k * 4 > height * width * n:
+    if int(mixed_cols.sum(1).mul(rows_of).sum()) * k * 4 > height * width * n:
         return _dense(x[None], size)[0]  # scores with little structure (noise): nothing to save
     order = torch.where(candidate, torch.arange(n), n).sort(dim=2).values[..., :k]
     order = torch.where(order < n, order, order[..., :1]).view(h * w, k)
@@ -191,8 +191,8 @@ def _cells_one(x: Tensor, size: Tuple[int, int]) -> Tensor:
 
     top, bottom = across(i), across(r1.index_select(0, i))
     # then down the rows: every output row of each pair's band (the rows y with y0[y] == its cell row)
-    first_row = torch.tensor([0, *rows_of]).cumsum(0)
-    counts = torch.tensor(rows_of).index_select(0, i)
+    first_row = rows_of.cumsum(0) - rows_of
+    counts = rows_of.index_select(0, i)
     pair = torch.repeat_interleave(torch.arange(len(pairs)), counts)  # (M,) one entry per pixel
     ys = torch.arange(len(pair)) + (first_row.index_select(0, i) - (counts.cumsum(0) - counts)).index_select(0, pair)
     values = _lerp(
