@@ -2,18 +2,18 @@
 
 For each size: a random bundle (``ifseg_deploy.bench.synthetic.random_bundle``, 15 categories), its
 exports (dynamic and static 512x512 ONNX; fp16 and int8 ONNX graphs; OpenVINO IR with fp32 and fp16
-weights and int8; each int8 model twice: ONNX Runtime's quantizer, products with weights only, and
-NNCF, every convolution and matrix product; calibrated on 8 synthetic 640x480 scenes from
-``ifseg_deploy.exporter.onnx.scene``), and every backend x precision. Network only (backbone + encoder + decoder) on a
-512x512 input and end to end (decode-free pre-processing, network, 25 kNN steps, up-sampling) on
-a 640x480 frame; figures are medians over rounds. The logits of each backend are compared with
-PyTorch fp32 on the same input (relative RMS, grid label agreement). The matrix-product peaks of
-this CPU (a 2048^3 fp32 ``torch.mm``, bf16 too where the CPU has native bf16, and a 2048^3 u8 x s8
-ONNX Runtime ``MatMulInteger``) are measured first, and each row's arithmetic rate (the fp32 model's FLOP count from
-``torch.utils.flop_counter``) is given as a fraction of the peak of the precision it multiplies in
-(int8 rows: the int8 peak). Reduced-precision models are exported with ``gate=False`` and timed; a row
-whose export gate would refuse it (rel-RMS of its logits against fp32 PyTorch, on these random
-weights) is marked with the gate's figures.
+weights and int8; each int8 model three ways: ONNX Runtime's quantizer, products with weights only;
+NNCF, every convolution and matrix product; NNCF, the convolutions only; calibrated on 8 synthetic
+640x480 scenes from ``ifseg_deploy.exporter.onnx.scene``), and every backend x precision. Network
+only (backbone + encoder + decoder) on a 512x512 input and end to end (decode-free pre-processing,
+network, 25 kNN steps, up-sampling) on a 640x480 frame; figures are medians over rounds. The logits
+of each backend are compared with PyTorch fp32 on the same input (relative RMS, grid label
+agreement). The matrix-product peaks of this CPU (a 2048^3 fp32 ``torch.mm``, bf16 too where the CPU
+has native bf16, and a 2048^3 u8 x s8 ONNX Runtime ``MatMulInteger``) are measured first, and each
+row's arithmetic rate (the fp32 model's FLOP count from ``torch.utils.flop_counter``) is given as a
+fraction of the peak of the precision it multiplies in (int8 rows: the int8 peak). Reduced-precision
+models are exported with ``gate=False`` and timed; a row whose export gate would refuse it (rel-RMS
+of its logits against fp32 PyTorch, on these random weights) is marked with the gate's figures.
 
 Why one worker process per backend (``--mode workers``, the default): with every runtime loaded
 in one process, the idle thread pools of one runtime (OpenMP for PyTorch, ONNX Runtime's own
@@ -160,6 +160,10 @@ def variants(
             "nncf_int8.onnx",
             dict(format="onnx", precision="int8", calib_dir=calib, quantizer="nncf"),
         ),
+        "ONNX Runtime NNCF int8, convolutions": (
+            "nncf_conv_int8.onnx",
+            dict(format="onnx", precision="int8", calib_dir=calib, quantizer="nncf", int8_scope="convolutions"),
+        ),
         "OpenVINO fp32": ("fp32_openvino", dict(format="openvino", precision="fp32")),
         "OpenVINO fp32, fp16 weights": ("fp16_openvino", dict(format="openvino", precision="fp16")),
         "OpenVINO int8, ORT quantizer": (
@@ -169,6 +173,10 @@ def variants(
         "OpenVINO NNCF int8": (
             "nncf_int8_openvino",
             dict(format="openvino", precision="int8", calib_dir=calib, quantizer="nncf"),
+        ),
+        "OpenVINO NNCF int8, convolutions": (
+            "nncf_conv_int8_openvino",
+            dict(format="openvino", precision="int8", calib_dir=calib, quantizer="nncf", int8_scope="convolutions"),
         ),
     }
     gates_file = os.path.join(work, "gates.json")

@@ -115,6 +115,9 @@ def test_cpu_flags_match_proc_cpuinfo(json_output, text_output):
         assert f"{label} {'yes' if name in flags else 'no'}" in text_output
     assert json_output["cpu"]["native_bf16"] is any(f in flags for f in ("avx512_bf16", "amx_bf16"))
     assert json_output["cpu"]["logical_cores"] == os.cpu_count()
+    vnni = any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+    advice = next(line for line in text_output.splitlines() if line.startswith("CPU int8"))
+    assert ("--int8-scope convolutions" in advice) is not vnni
 
 
 def test_missing_package_shows_the_extra_that_installs_it(monkeypatch):

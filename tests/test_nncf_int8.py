@@ -109,6 +109,56 @@ def test_onnx_graph_is_qdq_int8_and_runs(setup, bpe_dir, tmp_path):
     assert np.isfinite(seg.logits).all()
 
 
+def _quantized(node, depth: int = 4) -> bool:
+    """Whether ``node`` is a FakeQuantize, directly or through data movement."""
+    if node.get_type_name() == "FakeQuantize":
+        return True
+    movement = ("Transpose", "Reshape", "Squeeze", "Unsqueeze")
+    return bool(depth) and node.get_type_name() in movement and _quantized(node.input_value(0).get_node(), depth - 1)
+
+
+def test_all_scope_quantises_attention(setup, bpe_dir, tmp_path):
+    bundle, calib, _ = setup
+    out = str(tmp_path / "all_openvino")
+    export_model(bundle, _args(bpe_dir, format="openvino", calib_dir=calib, out=out))
+    model = ov.Core().read_model(ir_path(out))
+    attention = [op for op in model.get_ordered_ops() if op.get_type_name() == "ScaledDotProductAttention"]
+    assert attention and all(_quantized(op.input_value(0).get_node()) for op in attention)  # queries read int8
+
+
+def test_convolution_scope_quantises_convolutions_only(setup, bpe_dir, tmp_path):
+    import onnxruntime as ort
+
+    bundle, calib, _ = setup
+    out = str(tmp_path / "conv_openvino")
+    result = export_model(
+        bundle, _args(bpe_dir, format="openvino", calib_dir=calib, out=out, int8_scope="convolutions")
+    )
+    model = ov.Core().read_model(ir_path(out))
+    floats = set(openvino_float_products(model))
+    convolutions = {op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() == "Convolution"}
+    products = {op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() == "MatMul"}
+    assert convolutions and not convolutions & floats  # every convolution reads int8
+    assert products and products <= floats  # every matrix product stays float
+    attention = [op for op in model.get_ordered_ops() if op.get_type_name() == "ScaledDotProductAttention"]
+    assert attention and not any(_quantized(i.get_source_output().get_node()) for op in attention for i in op.inputs())
+    assert result.openvino.verification.fp32_nodes == len(products)
+    assert read_vocab(ir_path(out)).export["int8_scope"] == "convolutions"
+    seg = Segmenter.load(out, bpe_dir=bpe_dir, device="cpu")
+    assert seg.backend.capabilities.precision == "int8"
+    assert np.isfinite(seg.segment(synthetic_scene(SIZE, SIZE, 5)).logits).all()
+
+    out = str(tmp_path / "conv.onnx")
+    result = export_model(bundle, _args(bpe_dir, format="onnx", calib_dir=calib, out=out, int8_scope="convolutions"))
+    graph = onnx.load(out)
+    floats = set(onnx_float_products(graph))
+    assert floats == {n.name for n in graph.graph.node if n.op_type in ("MatMul", "Gemm")}
+    assert any(n.op_type == "Conv" for n in graph.graph.node) and not any("Conv" in f for f in floats)
+    assert result.onnx.metadata["export"]["int8_scope"] == "convolutions"
+    session = ort.InferenceSession(out, providers=["CPUExecutionProvider"])
+    assert "images" in {i.name for i in session.get_inputs()}
+
+
 def test_accuracy_control_on_labelled_holdout(setup, bpe_dir, tmp_path, capsys):
     bundle, calib, holdout = setup
     out = str(tmp_path / "ac_openvino")
@@ -152,6 +202,8 @@ def test_accuracy_control_on_labelled_holdout(setup, bpe_dir, tmp_path, capsys):
         (dict(max_drop=1.5, holdout_dir="x"), "max_drop=1.5"),
         (dict(max_drop=0.01), "`holdout_dir`"),
         (dict(quantizer="tflite"), "quantizer=tflite"),
+        (dict(int8_scope="attention"), "int8_scope=attention"),
+        (dict(int8_scope="convolutions", quantizer="onnxruntime"), "int8_scope=convolutions"),
         (dict(precision="fp16", holdout_dir="x"), "`holdout_dir`"),
     ],
 )

@@ -123,6 +123,10 @@ def test_bench_compare_writes_rows_json_and_png(tmp_path, bpe_dir):
     gated = {("ONNX Runtime", "fp16"), ("ONNX Runtime", "int8")}
     if importlib.util.find_spec("openvino"):
         gated |= {("OpenVINO", "int8")} | ({("OpenVINO int8 + bf16 hint", "int8")} if cpu_has_bf16() else set())
+    if importlib.util.find_spec("nncf"):
+        gated |= {("ONNX Runtime, NNCF", "int8")}
+        if importlib.util.find_spec("openvino"):
+            gated |= {("OpenVINO, NNCF", "int8"), ("OpenVINO, NNCF convolutions", "int8")}
     for r in rows:  # random weights: an fp16 / int8 gate may refuse the graph, a skipped row with the gate's reason
         if (r["backend"], r["precision"]) in gated:
             if r["skipped"] is None:

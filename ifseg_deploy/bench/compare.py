@@ -153,6 +153,13 @@ VARIANTS: Tuple[Variant, ...] = (
         options=(("precision", "fp32"),),
         needs=(_package("openvino"), _cpu),
     ),
+    Variant(  # the convolutions only: the faster model on CPUs without VNNI
+        "OpenVINO, NNCF convolutions",
+        "int8",
+        export=(("format", "openvino"), ("precision", "int8"), ("quantizer", "nncf"), ("int8_scope", "convolutions")),
+        options=(("precision", "fp32"),),
+        needs=(_package("openvino"), _cpu),
+    ),
     Variant(
         "OpenVINO int8 + bf16 hint",
         "int8",

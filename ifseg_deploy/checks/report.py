@@ -13,6 +13,16 @@ def _yes_no(value: Optional[bool]) -> str:
     return "unknown" if value is None else "yes" if value else "no"
 
 
+#: The int8 export that runs fastest on a CPU with (True) or without (False) an int8 dot product: without
+#: one, OpenVINO's int8 matrix products are slower than its float ones (docs/int8.md, "Measured").
+INT8_ADVICE = {
+    True: "ifseg-deploy export --precision int8 --calib-dir DIR --quantizer nncf (every convolution and matrix "
+    "product int8)",
+    False: "ifseg-deploy export --precision int8 --calib-dir DIR --quantizer nncf --int8-scope convolutions (no "
+    "VNNI: int8 matrix products run slower than float ones here)",
+}
+
+
 def format_facts(facts: Dict[str, object]) -> str:
     """The facts as aligned ``name  value`` lines, packages last."""
     torch = facts["torch"]
@@ -29,6 +39,8 @@ def format_facts(facts: Dict[str, object]) -> str:
             f"native bf16 {_yes_no(cpu['native_bf16'])}, int8 dot product (VNNI) {_yes_no(cpu['int8_dot_product'])}",
         ),
     ]
+    if cpu["int8_dot_product"] is not None:
+        lines.append(("CPU int8", INT8_ADVICE[cpu["int8_dot_product"]]))
     if torch["devices"]:
         for d in torch["devices"]:
             lines.append(

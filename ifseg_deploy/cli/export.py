@@ -7,7 +7,7 @@ import os
 
 from ..exporter.args import PLACES, POSITION_BIASES, ExportArgs
 from ..exporter.formats import FORMATS
-from ..exporter.precision.nncf_int8 import ONNXRUNTIME, QUANTIZERS
+from ..exporter.precision.nncf_int8 import ALL, INT8_SCOPES, ONNXRUNTIME, QUANTIZERS
 from ..precision import GRAPHS
 from ..triton.repository import FORMAT as TRITON
 from ..triton.repository import NETWORKS
@@ -107,6 +107,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "and matrix product, activations included: faster on CPUs; check its gate on your model)",
     )
     p.add_argument(
+        "--int8-scope",
+        choices=INT8_SCOPES,
+        default=ALL,
+        help="INT8 with nncf: what is int8, every convolution and matrix product (all, default: fastest on "
+        "CPUs with VNNI or AMX and on GPUs) or the convolutions only (fastest on CPUs without VNNI)",
+    )
+    p.add_argument(
         "--holdout-dir",
         help="INT8 with nncf: labelled held-out set (images/<stem>.<ext>, labels/<stem>.png holding category "
         "indices, 255 = ignored) for NNCF's accuracy control",
@@ -164,6 +171,7 @@ def export_args(args) -> ExportArgs:
         precision=args.precision,
         calib_dir=args.calib_dir,
         quantizer=args.quantizer,
+        int8_scope=args.int8_scope,
         holdout_dir=args.holdout_dir,
         max_drop=args.max_drop,
         gate=not args.no_gate,

@@ -36,6 +36,7 @@ FLAGS: Dict[str, str] = {
     "position_biases": "--position-biases",
     "calib_dir": "--calib-dir",
     "quantizer": "--quantizer",
+    "int8_scope": "--int8-scope",
     "holdout_dir": "--holdout-dir",
     "max_drop": "--max-drop",
     "gate": "--gate",  # messages say gate=False, shown as --no-gate

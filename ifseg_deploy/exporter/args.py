@@ -22,7 +22,7 @@ from ..runtime.sidecar import read_vocab, vocab_path
 from .formats import ENGINE_SUFFIXES, export_format
 from .onnx.verify import ATOL
 from .precision.graph_precision import check_graph_precision, check_weight_precision
-from .precision.nncf_int8 import ONNXRUNTIME, check_nncf_args
+from .precision.nncf_int8 import ALL, ONNXRUNTIME, check_nncf_args
 from .source_size import static_size_for
 from .tensorrt.profiles import load_profile
 
@@ -65,6 +65,7 @@ class ExportArgs:
     # int8: "onnxruntime" (weight products only) or "nncf" (every convolution and product: faster, and
     # opt-in because its activation ranges are the model's to earn: check its gate on your own model)
     quantizer: str = ONNXRUNTIME
+    int8_scope: str = ALL  # int8 + nncf: "all" products, or "convolutions" only (faster on CPUs without VNNI)
     holdout_dir: Optional[str] = None  # int8 + nncf: labelled held-out set (images/, labels/) for accuracy control
     max_drop: Optional[float] = None  # largest held-out pixel-accuracy drop (fraction) under accuracy control
     gate: bool = True  # refuse a reduced-precision graph below its fidelity gate (False: write it anyway)
@@ -159,6 +160,8 @@ class ExportArgs:
             parts += ["--calib-dir", self.calib_dir]
         if self.precision == INT8 and self.quantizer != ONNXRUNTIME:
             parts += ["--quantizer", self.quantizer]
+        if self.int8_scope != ALL:
+            parts += ["--int8-scope", self.int8_scope]
         if self.holdout_dir:
             parts += ["--holdout-dir", self.holdout_dir]
         if self.max_drop is not None:
@@ -189,7 +192,7 @@ def _check_graph_args(args: ExportArgs, precision: Optional[str]) -> None:
         )
     if precision is not None:
         check_graph_precision(precision, args.calib_dir)
-    check_nncf_args(args.quantizer, precision, args.max_drop, args.holdout_dir)
+    check_nncf_args(args.quantizer, precision, args.max_drop, args.holdout_dir, args.int8_scope)
 
 
 def validate(args: ExportArgs, source: str) -> ExportArgs:

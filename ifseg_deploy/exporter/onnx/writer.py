@@ -158,7 +158,9 @@ def reduce_precision(
             labelled = args.holdout_dir and holdout_items(
                 args.holdout_dir, args.batch, h, w, fixed, len(vocab.categories)
             )
-            reduced, kept, labelled = to_int8_nncf(model, path, calibration, labelled or None, args.max_drop)
+            reduced, kept, labelled = to_int8_nncf(
+                model, path, calibration, labelled or None, args.max_drop, args.int8_scope
+            )
         else:
             kept = to_int8(model, path, calibration)
             reduced = onnx.load(path)
@@ -281,6 +283,8 @@ def write_onnx(loaded: LoadedModel, out_path: str, vocabulary: Vocabulary, args:
         meta["export"]["precision"] = precision
         if precision == INT8:
             meta["export"]["quantizer"] = args.quantizer
+            if args.quantizer == NNCF:
+                meta["export"]["int8_scope"] = args.int8_scope
         reduced = None
         if precision != FP32:
             no_holdout = (

@@ -95,16 +95,16 @@ def write_openvino(source: str, onnx: OnnxExport, vocabulary: Vocabulary, args: 
             report.labelled = labelled
             require_labelled(labelled, args.gate)
         if precision == INT8 and args.quantizer == NNCF:  # the side file came from the fp32 graph
-            _mark_int8(xml, report)
+            _mark_int8(xml, report, args.int8_scope)
     xml = os.path.join(folder, stem + ".xml")
     return OpenVinoExport(folder, xml, vocab_path(xml), precision, report, args.quantizer if precision == INT8 else "")
 
 
-def _mark_int8(xml: str, report: PrecisionReport) -> None:
+def _mark_int8(xml: str, report: PrecisionReport, scope: str) -> None:
     """Rewrite the IR's side file (copied from the fp32 ONNX export) as an NNCF int8 model's, with its check."""
     side = read_vocab(xml)
     meta = copy.deepcopy(side.meta)
-    meta["export"].update(precision=INT8, quantizer=NNCF)
+    meta["export"].update(precision=INT8, quantizer=NNCF, int8_scope=scope)
     meta["export"].setdefault("verification", {})["precision"] = report.to_dict()
     write_vocab(vocab_path(xml), side.embed_table, side.class_embeds, meta, side.positions)
 
@@ -115,7 +115,8 @@ def _nncf_ir(ir, graph: ExportGraph, vocab, args: ExportArgs):
     h, w = args.traced_size
     fixed = vocabulary_feeds(graph, vocab, h, w)
     holdout = args.holdout_dir and holdout_items(args.holdout_dir, args.batch, h, w, fixed, len(vocab.categories))
-    return openvino_int8(ir, calibration_feeds(args.calib_dir, args.batch, h, w, fixed), holdout or None, args.max_drop)
+    calibration = calibration_feeds(args.calib_dir, args.batch, h, w, fixed)
+    return openvino_int8(ir, calibration, holdout or None, args.max_drop, args.int8_scope)
 
 
 def _verify_ir(ov, xml: str, graph: ExportGraph, cases, precision: str, args, fp32_nodes: int):

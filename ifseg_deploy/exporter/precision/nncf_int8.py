@@ -8,7 +8,10 @@ pairs, the explicit quantisation TensorRT and ONNX Runtime read).
 on the matrix products and fast bias correction;
 the transformer model type keeps LayerNorm, Softmax and the additions of the attention biases in
 float (NNCF inserts no quantiser in front of them). The ignored scope is :data:`IGNORED_NAMES`, the
-logits product, whose class-embedding operand is a run-time input (see ``docs/int8.md``).
+logits product, whose class-embedding operand is a run-time input (see ``docs/int8.md``); with
+``scope="convolutions"`` (:data:`INT8_SCOPES`) it also holds every matrix product and attention, so
+only the convolutions are int8: the faster model on CPUs without VNNI, whose int8 matrix-product
+kernels are slower than their float ones.
 
 With a labelled held-out set (``holdout_dir``: ``images/<stem>.<ext>`` and ``labels/<stem>.png``
 whose pixels are indices into the export's categories, 255 = ignored),
@@ -40,6 +43,14 @@ QUANTIZERS: Tuple[str, ...] = (NNCF, ONNXRUNTIME)
 #: NNCF's ONNX backend also leaves attention x values (the product after Softmax) float, which its
 #: OpenVINO backend quantises.
 IGNORED_NAMES: Tuple[str, ...] = ("/model/decoder/MatMul", "logits")  # its ONNX name; OpenVINO names it by its output
+ALL, CONVOLUTIONS = "all", "convolutions"
+#: What NNCF quantises: every convolution and matrix product (``all``), or the convolutions only.
+INT8_SCOPES: Tuple[str, ...] = (ALL, CONVOLUTIONS)
+#: Operator types NNCF leaves float per scope (ONNX and OpenVINO names; NNCF skips the other backend's).
+#: Measured on an AVX2 CPU without VNNI (docs/int8.md): OpenVINO runs int8 convolutions 2.2x faster than
+#: float ones, but int8 fully connected layers (oneDNN's gemm) slower than float ones (brgemm / MLAS), and
+#: quantised attention is split out of its fused float kernel.
+IGNORED_TYPES: Dict[str, Tuple[str, ...]] = {ALL: (), CONVOLUTIONS: ("MatMul", "Gemm", "ScaledDotProductAttention")}
 #: Default largest drop of held-out pixel accuracy (fraction: 0.01 = 1 point) for ``holdout_dir``.
 DEFAULT_MAX_DROP = 0.01
 #: Label value of unlabelled pixels in a held-out label map.
@@ -52,13 +63,22 @@ HoldoutItem = Tuple[Dict[str, np.ndarray], np.ndarray]  # (graph inputs, (1, H, 
 
 
 def check_nncf_args(
-    quantizer: str, precision: Optional[str], max_drop: Optional[float], holdout_dir: Optional[str]
+    quantizer: str,
+    precision: Optional[str],
+    max_drop: Optional[float],
+    holdout_dir: Optional[str],
+    int8_scope: str = ALL,
 ) -> None:
-    """``quantizer`` is one of :data:`QUANTIZERS`; ``max_drop`` (a fraction in (0, 1)) and ``holdout_dir``
-    (a folder with ``images/`` and ``labels/``) go with ``precision=int8`` and ``quantizer=nncf``, and
-    ``max_drop`` needs ``holdout_dir``. Raises :class:`IFSegError` naming the parameter."""
+    """``quantizer`` is one of :data:`QUANTIZERS` and ``int8_scope`` one of :data:`INT8_SCOPES`; a scope
+    other than ``all``, ``max_drop`` (a fraction in (0, 1)) and ``holdout_dir`` (a folder with ``images/``
+    and ``labels/``) go with ``precision=int8`` and ``quantizer=nncf``, and ``max_drop`` needs
+    ``holdout_dir``. Raises :class:`IFSegError` naming the parameter."""
     if quantizer not in QUANTIZERS:
         raise IFSegError(f"quantizer={quantizer}: use one of {', '.join(QUANTIZERS)}")
+    if int8_scope not in INT8_SCOPES:
+        raise IFSegError(f"int8_scope={int8_scope}: use one of {', '.join(INT8_SCOPES)}")
+    if int8_scope != ALL and (precision != "int8" or quantizer != NNCF):
+        raise IFSegError(f"int8_scope={int8_scope} applies to precision=int8 with quantizer=nncf")
     if max_drop is None and holdout_dir is None:
         return
     if precision != "int8" or quantizer != NNCF:
@@ -139,11 +159,12 @@ def quantize(
     calibration: Sequence[Dict[str, np.ndarray]],
     holdout: Optional[Sequence[HoldoutItem]] = None,
     max_drop: Optional[float] = None,
+    scope: str = ALL,
 ) -> Any:
     """``model`` (an ``openvino.Model`` or an ``onnx.ModelProto``, fp32) quantised by NNCF on the
-    ``calibration`` inputs; with ``holdout``, under accuracy control to at most ``max_drop``
-    (default :data:`DEFAULT_MAX_DROP`) of pixel accuracy. Raises :class:`IFSegError` when nncf is
-    missing or fails on the graph."""
+    ``calibration`` inputs, the operators of ``scope`` (:data:`INT8_SCOPES`); with ``holdout``, under
+    accuracy control to at most ``max_drop`` (default :data:`DEFAULT_MAX_DROP`) of pixel accuracy.
+    Raises :class:`IFSegError` when nncf is missing or fails on the graph."""
     try:
         import nncf
     except ImportError:
@@ -156,7 +177,7 @@ def quantize(
         # ONNX: symmetric int8 activations, the only Q/DQ TensorRT reads; OpenVINO: asymmetric u8 ones
         preset=nncf.QuantizationPreset.PERFORMANCE if onnx_graph else nncf.QuantizationPreset.MIXED,
         subset_size=len(calibration),
-        ignored_scope=nncf.IgnoredScope(names=list(IGNORED_NAMES), validate=False),
+        ignored_scope=nncf.IgnoredScope(names=list(IGNORED_NAMES), types=list(IGNORED_TYPES[scope]), validate=False),
     )
     # 7-bit weights in every layer: without VNNI, x86 multiplies u8 x s8 pairs into saturating int16
     # (vpmaddubsw), which 8-bit weights overflow; ONNX Runtime's quantizer calls the same fix reduce_range
@@ -285,13 +306,14 @@ def to_int8_nncf(
     calibration: Sequence[Dict[str, np.ndarray]],
     holdout: Optional[Sequence[HoldoutItem]],
     max_drop: Optional[float],
+    scope: str = ALL,
 ) -> Tuple[Any, int, Optional[LabelledCheck]]:
-    """The ONNX graph ``model`` (fp32, verified) quantised by NNCF (:func:`quantize`) and saved to
+    """The ONNX graph ``model`` (fp32, verified) quantised by NNCF (:func:`quantize`, ``scope``) and saved to
     ``out_path``: ``(Q/DQ graph, number of products left float, the labelled check when ``holdout``)``."""
     import onnx
     import onnxruntime as ort
 
-    quantized = quantize(model, calibration, holdout, max_drop)
+    quantized = quantize(model, calibration, holdout, max_drop, scope)
     onnx.save(quantized, out_path)
     check = None
     if holdout:
@@ -308,10 +330,12 @@ def openvino_int8(
     calibration: Sequence[Dict[str, np.ndarray]],
     holdout: Optional[Sequence[HoldoutItem]],
     max_drop: Optional[float],
+    scope: str = ALL,
 ) -> Tuple[Any, int, Optional[LabelledCheck]]:
-    """The ``openvino.Model`` ``ir`` (fp32) quantised by NNCF (:func:`quantize`): ``(int8 model, number of
-    products left float, the labelled check when ``holdout``)``; models compared on the CPU in float32."""
-    quantized = quantize(ir, calibration, holdout, max_drop)
+    """The ``openvino.Model`` ``ir`` (fp32) quantised by NNCF (:func:`quantize`, ``scope``): ``(int8 model,
+    number of products left float, the labelled check when ``holdout``)``; models compared on the CPU in
+    float32."""
+    quantized = quantize(ir, calibration, holdout, max_drop, scope)
     check = None
     if holdout:
 
