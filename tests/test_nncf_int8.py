@@ -92,6 +92,10 @@ def test_onnx_graph_is_qdq_int8_and_runs(setup, bpe_dir, tmp_path):
     graph = onnx.load(out)
     ops = [n.op_type for n in graph.graph.node]
     assert ops.count("QuantizeLinear") > 10
+    # TensorRT reads INT8 Q/DQ only: signed zero points everywhere, after ReLU too
+    init = {t.name: t.data_type for t in graph.graph.initializer}
+    points = [init[n.input[2]] for n in graph.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2]
+    assert points and set(points) == {onnx.TensorProto.INT8}
     floats = onnx_float_products(graph)
     assert "/model/decoder/MatMul" in floats  # the declared ignored scope
     # and NNCF's ONNX transformer pattern: attention x values (one per attention block) after Softmax

@@ -4,7 +4,8 @@ pairs, the explicit quantisation TensorRT and ONNX Runtime read).
 
 ``nncf.quantize(model, calibration, model_type=TRANSFORMER, preset=...)``: per-channel symmetric
 7-bit weights (NNCF's overflow fix, for CPUs without VNNI), asymmetric u8 activations for OpenVINO
-(``MIXED``) and symmetric int8 ones for ONNX (``PERFORMANCE``: TensorRT reads only those), SmoothQuant
+(``MIXED``) and symmetric ones for ONNX (``PERFORMANCE``; NNCF makes those after a ReLU unsigned, which
+:func:`signed_activations` turns into int8: TensorRT reads only INT8 Q/DQ), SmoothQuant
 on the matrix products and fast bias correction;
 the transformer model type keeps LayerNorm, Softmax and the additions of the attention biases in
 float (NNCF inserts no quantiser in front of them). The ignored scope is :data:`IGNORED_NAMES`, the
@@ -31,6 +32,7 @@ from ...errors import IFSegError
 from ...fileio import list_images
 from ...runtime import openvino_core
 from ...runtime.graph_contract import IMAGES, LOGITS
+from ...runtime.qdq import signed_activations
 from .calibrator import fit_image
 
 NNCF, ONNXRUNTIME = "nncf", "onnxruntime"
@@ -314,6 +316,7 @@ def to_int8_nncf(
     import onnxruntime as ort
 
     quantized = quantize(model, calibration, holdout, max_drop, scope)
+    signed_activations(quantized)  # TensorRT reads INT8 Q/DQ only
     onnx.save(quantized, out_path)
     check = None
     if holdout:
