@@ -163,6 +163,16 @@ def test_convolution_scope_quantises_convolutions_only(setup, bpe_dir, tmp_path)
     assert "images" in {i.name for i in session.get_inputs()}
 
 
+def test_cli_convolution_scope_says_what_is_int8(setup, bpe_dir, tmp_path, capsys):
+    bundle, calib, _ = setup
+    out = str(tmp_path / "cli_openvino")
+    argv = ["export", "--checkpoint", bundle, "--format", "openvino", "--precision", "int8", "--imgsz", str(SIZE)]
+    argv += ["--calib-dir", calib, "--quantizer", "nncf", "--int8-scope", "convolutions", "--bpe-dir", bpe_dir]
+    assert main(argv + ["--out", out, "--no-gate"]) == 0
+    assert "OpenVINO (CPU, INT8, NNCF: the convolutions only) vs PyTorch" in capsys.readouterr().out
+    assert read_vocab(ir_path(out)).export["int8_scope"] == "convolutions"
+
+
 def test_accuracy_control_on_labelled_holdout(setup, bpe_dir, tmp_path, capsys):
     bundle, calib, holdout = setup
     out = str(tmp_path / "ac_openvino")

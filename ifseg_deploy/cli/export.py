@@ -7,7 +7,7 @@ import os
 
 from ..exporter.args import PLACES, POSITION_BIASES, ExportArgs
 from ..exporter.formats import FORMATS
-from ..exporter.precision.nncf_int8 import ALL, INT8_SCOPES, ONNXRUNTIME, QUANTIZERS
+from ..exporter.precision.nncf_int8 import ALL, INT8_SCOPES, ONNXRUNTIME, QUANTIZERS, SCOPE_WORDS
 from ..precision import GRAPHS
 from ..triton.repository import FORMAT as TRITON
 from ..triton.repository import NETWORKS
@@ -227,7 +227,7 @@ def run(args) -> int:
             )
     if result.openvino is not None:
         ov = result.openvino
-        what = {"nncf": "INT8, NNCF: every convolution and matrix product", "onnxruntime": "INT8 Q/DQ graph"}.get(
+        what = {"nncf": f"INT8, NNCF: {SCOPE_WORDS[args.int8_scope]}", "onnxruntime": "INT8 Q/DQ graph"}.get(
             ov.quantizer, f"fp32 compute, {ov.precision} weights"
         )
         print(f"OpenVINO (CPU, {what}) vs PyTorch:")

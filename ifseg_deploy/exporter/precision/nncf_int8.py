@@ -48,6 +48,8 @@ IGNORED_NAMES: Tuple[str, ...] = ("/model/decoder/MatMul", "logits")  # its ONNX
 ALL, CONVOLUTIONS = "all", "convolutions"
 #: What NNCF quantises: every convolution and matrix product (``all``), or the convolutions only.
 INT8_SCOPES: Tuple[str, ...] = (ALL, CONVOLUTIONS)
+#: What each scope makes int8, in words.
+SCOPE_WORDS: Dict[str, str] = {ALL: "every convolution and matrix product", CONVOLUTIONS: "the convolutions only"}
 #: Operator types NNCF leaves float per scope (ONNX and OpenVINO names; NNCF skips the other backend's).
 #: Measured on an AVX2 CPU without VNNI (docs/int8.md): OpenVINO runs int8 convolutions 2.2x faster than
 #: float ones, but int8 fully connected layers (oneDNN's gemm) slower than float ones (brgemm / MLAS), and
