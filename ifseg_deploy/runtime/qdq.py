@@ -71,7 +71,10 @@ def signed_activations(model: Any) -> int:
     init = {t.name: t for t in model.graph.initializer}
     asymmetric = sorted(p for _, p in pairs if numpy_helper.to_array(init[p]).any())
     if asymmetric:
-        raise IFSegError(f"the int8 graph has an asymmetric UINT8 activation quantizer ({asymmetric[0]})")
+        raise IFSegError(
+            f"the int8 graph has an asymmetric UINT8 activation quantizer ({asymmetric[0]}), which TensorRT cannot "
+            "read; nothing was written"
+        )
     return _retype(model, pairs, 255 / 127, 0, TensorProto.INT8)
 
 

@@ -51,9 +51,9 @@ INT8_SCOPES: Tuple[str, ...] = (ALL, CONVOLUTIONS)
 #: What each scope makes int8, in words.
 SCOPE_WORDS: Dict[str, str] = {ALL: "every convolution and matrix product", CONVOLUTIONS: "the convolutions only"}
 #: Operator types NNCF leaves float per scope (ONNX and OpenVINO names; NNCF skips the other backend's).
-#: Measured on an AVX2 CPU without VNNI (docs/int8.md): OpenVINO runs int8 convolutions 2.2x faster than
-#: float ones, but int8 fully connected layers (oneDNN's gemm) slower than float ones (brgemm / MLAS), and
-#: quantised attention is split out of its fused float kernel.
+#: Measured on an AVX2 CPU without VNNI (docs/int8.md): OpenVINO runs int8 convolutions 2.3x faster than
+#: float ones, but int8 fully connected layers (oneDNN's gemm) no faster than float ones (brgemm / MLAS),
+#: and quantised attention is split out of its fused float kernel.
 IGNORED_TYPES: Dict[str, Tuple[str, ...]] = {ALL: (), CONVOLUTIONS: ("MatMul", "Gemm", "ScaledDotProductAttention")}
 #: Default largest drop of held-out pixel accuracy (fraction: 0.01 = 1 point) for ``holdout_dir``.
 DEFAULT_MAX_DROP = 0.01
@@ -178,7 +178,7 @@ def quantize(
     onnx_graph = type(model).__name__ == "ModelProto"
     common = dict(
         model_type=nncf.ModelType.TRANSFORMER,
-        # ONNX: symmetric int8 activations, the only Q/DQ TensorRT reads; OpenVINO: asymmetric u8 ones
+        # ONNX: symmetric activations (made signed afterwards, the only Q/DQ TensorRT reads); OpenVINO: asymmetric u8
         preset=nncf.QuantizationPreset.PERFORMANCE if onnx_graph else nncf.QuantizationPreset.MIXED,
         subset_size=len(calibration),
         ignored_scope=nncf.IgnoredScope(names=list(IGNORED_NAMES), types=list(IGNORED_TYPES[scope]), validate=False),
