@@ -14,12 +14,12 @@ def _yes_no(value: Optional[bool]) -> str:
 
 
 #: The int8 export that runs fastest on a CPU with (True) or without (False) an int8 dot product: without
-#: one, OpenVINO's int8 matrix products are slower than its float ones (docs/int8.md, "Measured").
+#: one, OpenVINO's int8 matrix products are no faster than its float ones (docs/int8.md, "Measured").
 INT8_ADVICE = {
     True: "ifseg-deploy export --precision int8 --calib-dir DIR --quantizer nncf (every convolution and matrix "
     "product int8)",
     False: "ifseg-deploy export --precision int8 --calib-dir DIR --quantizer nncf --int8-scope convolutions (no "
-    "VNNI: int8 matrix products run slower than float ones here)",
+    "VNNI: int8 matrix products run no faster than float ones here)",
 }
 
 

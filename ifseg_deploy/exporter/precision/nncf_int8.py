@@ -12,7 +12,7 @@ float (NNCF inserts no quantiser in front of them). The ignored scope is :data:`
 logits product, whose class-embedding operand is a run-time input (see ``docs/int8.md``); with
 ``scope="convolutions"`` (:data:`INT8_SCOPES`) it also holds every matrix product and attention, so
 only the convolutions are int8: the faster model on CPUs without VNNI, whose int8 matrix-product
-kernels are slower than their float ones.
+kernels are no faster than their float ones.
 
 With a labelled held-out set (``holdout_dir``: ``images/<stem>.<ext>`` and ``labels/<stem>.png``
 whose pixels are indices into the export's categories, 255 = ignored),
