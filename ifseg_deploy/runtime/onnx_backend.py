@@ -47,8 +47,9 @@ def _import_ort():
 
 
 def _cpu_int8_graph(path: str) -> Optional[bytes]:
-    """The int8 graph at ``path`` with its signed activations made unsigned (:func:`.qdq.unsigned_activations`:
-    the same values, in ONNX Runtime's faster x86 kernels), serialised; None when it has none to change."""
+    """The int8 graph at ``path`` with the INT8 quantizers of ReLU outputs made UINT8
+    (:func:`.qdq.unsigned_activations`: the same values wherever the INT8 ones do not saturate, in ONNX
+    Runtime's faster x86 kernels), serialised; None when it has none to change."""
     try:
         import onnx
     except ImportError:  # the graph runs as it is, in the slower kernels
@@ -111,8 +112,8 @@ class OnnxBackend(Backend):
                 "trt_timing_cache_path": cache,
             },
         }
-        model = _cpu_int8_graph(path) if graph_precision == INT8 and providers == ["cpu"] else None
         try:
+            model = _cpu_int8_graph(path) if graph_precision == INT8 and providers == ["cpu"] else None
             self.session = ort.InferenceSession(
                 model if model is not None else path,
                 options,

@@ -35,22 +35,20 @@ def _activation_points(model: Any, data_type: int) -> Set[Tuple[str, str]]:
     }
 
 
-def _retype(model: Any, pairs: Set[Tuple[str, str]], scale_factor: float, shift: int, data_type: int) -> int:
-    """Scale the step of every quantizer in ``pairs`` by ``scale_factor``, shift its zero point by ``shift``
-    into ``data_type``, and declare its quantised tensors with that type; returns the zero points changed."""
+def _retype(model: Any, pairs: Set[Tuple[str, str]], scale_factor: float, data_type: int) -> int:
+    """Multiply the step of every quantizer in ``pairs`` by ``scale_factor``, store its zero point (0) as
+    ``data_type`` and declare its quantised tensors with that type; returns the zero points changed."""
     from onnx import helper, numpy_helper
 
     init = {t.name: t for t in model.graph.initializer}
-    dtype = helper.tensor_dtype_to_np_dtype(data_type)
-    for scale_name in {s for s, _ in pairs} if scale_factor != 1 else ():
-        scale = numpy_helper.to_array(init[scale_name])
-        init[scale_name].CopyFrom(
-            numpy_helper.from_array((scale * np.float32(scale_factor)).astype(scale.dtype), scale_name)
-        )
+    if scale_factor != 1:
+        for name in {s for s, _ in pairs}:
+            scale = numpy_helper.to_array(init[name])
+            init[name].CopyFrom(numpy_helper.from_array((scale * np.float32(scale_factor)).astype(scale.dtype), name))
     points = {p for _, p in pairs}
+    dtype = helper.tensor_dtype_to_np_dtype(data_type)
     for name in points:
-        point = numpy_helper.to_array(init[name]).astype(np.int32) + shift
-        init[name].CopyFrom(numpy_helper.from_array(point.astype(dtype), name))
+        init[name].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init[name]).astype(dtype), name))
     quantized = {
         n.output[0] for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[2:3] and n.input[2] in points
     }
@@ -75,7 +73,7 @@ def signed_activations(model: Any) -> int:
             f"the int8 graph has an asymmetric UINT8 activation quantizer ({asymmetric[0]}), which TensorRT cannot "
             "read; nothing was written"
         )
-    return _retype(model, pairs, 255 / 127, 0, TensorProto.INT8)
+    return _retype(model, pairs, 255 / 127, TensorProto.INT8)
 
 
 def unsigned_activations(model: Any) -> int:
@@ -94,10 +92,14 @@ def unsigned_activations(model: Any) -> int:
         return node is not None and node.op_type == "Relu"
 
     init = {t.name: t for t in model.graph.initializer}
-    relu = {n.input[2] for n in model.graph.node if n.op_type == "QuantizeLinear" and non_negative(n.input[0])}
+    relu = {
+        n.input[2]
+        for n in model.graph.node
+        if n.op_type == "QuantizeLinear" and n.input[2:3] and non_negative(n.input[0])
+    }
     pairs = {
         (scale, point)
         for scale, point in _activation_points(model, TensorProto.INT8)
         if point in relu and not numpy_helper.to_array(init[point]).any()
     }
-    return _retype(model, pairs, 1, 0, TensorProto.UINT8)
+    return _retype(model, pairs, 1, TensorProto.UINT8)
